@@ -1,0 +1,172 @@
+//! The API's error type and the one place that turns failures into HTTP answers.
+//!
+//! Every error answer has the [`ErrorBody`] shape with a stable `code`. Server-side failures
+//! are logged here with their detail and answered with a generic message: internals never
+//! reach the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use the_eye_types::{ErrorBody, IngestSummary, Problem};
+
+use crate::pipeline::PipelineError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request as a whole is unusable.
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        problems: Vec<Problem>,
+    },
+    /// 400: every event of an ingest request was rejected.
+    #[error("no event was accepted")]
+    AllRejected(IngestSummary),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 413.
+    #[error("{message}")]
+    TooLarge { code: &'static str, message: String },
+    /// 415.
+    #[error("{message}")]
+    UnsupportedMediaType { code: &'static str, message: String },
+    /// 503 with `Retry-After`.
+    #[error("{message}")]
+    Unavailable {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// 500; the detail is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn from_pipeline(error: PipelineError, retry_after_secs: u64) -> Self {
+        let (code, message) = match error {
+            PipelineError::QueueFull(table) => (
+                "queue_full",
+                format!(
+                    "the {table} queue is full; nothing of this request was stored, retry later"
+                ),
+            ),
+            PipelineError::ShuttingDown => (
+                "shutting_down",
+                "this instance is shutting down; nothing of this request was stored, retry"
+                    .to_owned(),
+            ),
+        };
+        Self::Unavailable {
+            code,
+            message,
+            retry_after_secs,
+        }
+    }
+
+    /// The stable code, for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. }
+            | Self::TooLarge { code, .. }
+            | Self::UnsupportedMediaType { code, .. }
+            | Self::Unavailable { code, .. } => code,
+            Self::AllRejected(_) => "all_rejected",
+            Self::NotFound(_) => "not_found",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } | Self::AllRejected(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code().to_owned();
+        let mut retry_after = None;
+        let body = match self {
+            Self::BadRequest {
+                message, problems, ..
+            } => ErrorBody {
+                code,
+                message,
+                problems,
+                ingest: None,
+            },
+            Self::AllRejected(summary) => ErrorBody {
+                code,
+                message: format!(
+                    "all {} events were rejected; see problems",
+                    summary.rejected
+                ),
+                problems: summary
+                    .results
+                    .iter()
+                    .flat_map(|result| match result {
+                        the_eye_types::ItemResult::Rejected { problems, .. } => problems.clone(),
+                        the_eye_types::ItemResult::Accepted { .. } => Vec::new(),
+                    })
+                    .collect(),
+                ingest: Some(summary),
+            },
+            Self::NotFound(message)
+            | Self::TooLarge { message, .. }
+            | Self::UnsupportedMediaType { message, .. } => ErrorBody {
+                code,
+                message,
+                problems: Vec::new(),
+                ingest: None,
+            },
+            Self::Unavailable {
+                message,
+                retry_after_secs,
+                ..
+            } => {
+                retry_after = Some(retry_after_secs);
+                tracing::warn!(%code, "answered 503");
+                ErrorBody {
+                    code,
+                    message,
+                    problems: Vec::new(),
+                    ingest: None,
+                }
+            }
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                ErrorBody {
+                    code,
+                    message: "internal error; it has been logged".to_owned(),
+                    problems: Vec::new(),
+                    ingest: None,
+                }
+            }
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,353 @@
+//! The one typed configuration of The Eye.
+//!
+//! Values come from, in rising precedence: the defaults below, an optional TOML file
+//! (`--config PATH`), and environment variables `THE_EYE_<SECTION>_<KEY>` (for example
+//! `THE_EYE_INGEST_MAX_BODY_BYTES` sets `ingest.max_body_bytes`). Unknown keys inside a known
+//! section are refused, so a typo cannot silently leave a default in force. [`Config::validate`]
+//! checks ranges once at start-up with messages that name the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything The Eye can be told; see the README's configuration table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP server and process settings.
+    pub server: ServerConfig,
+    /// Where the data lives.
+    pub clickhouse: ClickHouseConfig,
+    /// What `POST /api/events` accepts.
+    pub ingest: IngestConfig,
+    /// Queueing and batching between the request path and ClickHouse.
+    pub pipeline: PipelineConfig,
+}
+
+/// Sections that environment variables may address; anything else under `THE_EYE_` (such as
+/// `THE_EYE_CACHE_DIR`, read by the devserver script) is not configuration of the service.
+const SECTIONS: [&str; 4] = ["server", "clickhouse", "ingest", "pipeline"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP server binds. Default `127.0.0.1:8000`.
+    pub listen_addr: SocketAddr,
+    /// `pretty` for people, `json` for log shippers. Default `pretty`.
+    pub log_format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `the_eye=debug,info`. Default `info`.
+    pub log_filter: String,
+    /// How long a graceful shutdown may wait for in-flight requests and the final flush,
+    /// in milliseconds, before giving up. Default 30,000.
+    pub shutdown_timeout_ms: u64,
+    /// Longest time one request may take before it is answered 408, in milliseconds; keeps
+    /// a slow client from holding a connection through shutdown. Default 10,000.
+    pub request_timeout_ms: u64,
+    /// Serve `POST /api/baseline`, which only parses JSON and answers 202: the HTTP ceiling
+    /// that `eye-bench` compares ingest against. Default false.
+    pub baseline_route: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            log_format: LogFormat::Pretty,
+            log_filter: "info".to_owned(),
+            shutdown_timeout_ms: 30_000,
+            request_timeout_ms: 10_000,
+            baseline_route: false,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured when on a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP URL of a ClickHouse server, e.g. `http://clickhouse:8123`. When empty (the
+    /// default) The Eye starts the embedded development server (`clickhouse/devserver/`).
+    pub url: String,
+    /// Database holding The Eye's tables; created if missing. Default `the_eye`.
+    pub database: String,
+    /// ClickHouse user. Default `default`.
+    pub user: String,
+    /// ClickHouse password. Default empty. Never logged.
+    pub password: String,
+    /// Compress request and response bodies with LZ4. Default true.
+    pub lz4: bool,
+    /// Apply pending migrations when `serve` starts. Default true.
+    pub migrate_on_start: bool,
+    /// Data directory of the embedded development server. Default `data/clickhouse`.
+    pub devserver_data_dir: PathBuf,
+    /// Start script of the embedded development server. Default: the one in this source tree.
+    pub devserver_script: PathBuf,
+    /// How long to wait for the development server to come up, in milliseconds (the first
+    /// start creates its Python environment). Default 600,000.
+    pub devserver_start_timeout_ms: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            database: "the_eye".to_owned(),
+            user: "default".to_owned(),
+            password: String::new(),
+            lz4: true,
+            migrate_on_start: true,
+            devserver_data_dir: PathBuf::from("data/clickhouse"),
+            devserver_script: crate::devserver::DevServer::default_script(),
+            devserver_start_timeout_ms: 600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest request body after decompression, in bytes. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Most events in one request. Default 1,000.
+    pub max_batch_events: usize,
+    /// Largest serialised `data` object of one event, in bytes. Default 64 KiB.
+    pub max_data_bytes: usize,
+    /// Deepest nesting of `data` (the object itself is depth 1). Default 32.
+    pub max_data_depth: usize,
+    /// How far in the future a `timestamp` may lie, in milliseconds, to allow for clock
+    /// drift. Default 300,000 (5 minutes).
+    pub future_tolerance_ms: u64,
+    /// Oldest `timestamp` accepted, in milliseconds before now; 0 (the default) accepts any
+    /// age, so that historical imports work.
+    pub max_event_age_ms: u64,
+    /// How much of a rejected input is kept in `errors.raw`, in bytes. Default 16 KiB.
+    pub max_raw_error_bytes: usize,
+    /// Application stamped on events while requests are not authenticated. Default `default`.
+    pub default_application: String,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_batch_events: 1000,
+            max_data_bytes: 64 * 1024,
+            max_data_depth: 32,
+            future_tolerance_ms: 5 * 60 * 1000,
+            max_event_age_ms: 0,
+            max_raw_error_bytes: 16 * 1024,
+            default_application: "default".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Events (and separately, error rows) that may wait for ClickHouse before requests are
+    /// answered 503. Bounds memory: about 1 KiB per queued event. Default 200,000.
+    pub queue_capacity: usize,
+    /// A batch is inserted when it holds this many rows… Default 20,000.
+    pub batch_max_rows: usize,
+    /// …or when its first row has waited this long, in milliseconds. Default 500.
+    pub flush_interval_ms: u64,
+    /// First retry delay of a failed insert, in milliseconds; doubles per attempt, with
+    /// jitter. Default 100.
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, in milliseconds. Default 10,000.
+    pub retry_max_ms: u64,
+    /// `Retry-After` sent with 503 when the queue is full, in seconds. Default 1.
+    pub retry_after_secs: u64,
+    /// Client retries of an `event_id` seen within this many recent events (per instance)
+    /// are acknowledged without being stored again. Default 1,000,000; 0 disables.
+    pub dedup_window_events: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 200_000,
+            batch_max_rows: 20_000,
+            flush_interval_ms: 500,
+            retry_initial_ms: 100,
+            retry_max_ms: 10_000,
+            retry_after_secs: 1,
+            dedup_window_events: 1_000_000,
+        }
+    }
+}
+
+/// A configuration that could not be read or is out of range.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {setting}: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads defaults, then `file` if given, then `THE_EYE_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(environment());
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot; every message names the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(setting: &'static str, value: u64) -> Result<(), ConfigError> {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    message: "must be greater than 0".to_owned(),
+                });
+            }
+            Ok(())
+        }
+        positive("ingest.max_body_bytes", self.ingest.max_body_bytes as u64)?;
+        positive(
+            "ingest.max_batch_events",
+            self.ingest.max_batch_events as u64,
+        )?;
+        positive("ingest.max_data_bytes", self.ingest.max_data_bytes as u64)?;
+        positive("ingest.max_data_depth", self.ingest.max_data_depth as u64)?;
+        positive(
+            "pipeline.queue_capacity",
+            self.pipeline.queue_capacity as u64,
+        )?;
+        positive(
+            "pipeline.batch_max_rows",
+            self.pipeline.batch_max_rows as u64,
+        )?;
+        positive(
+            "pipeline.flush_interval_ms",
+            self.pipeline.flush_interval_ms,
+        )?;
+        positive("pipeline.retry_initial_ms", self.pipeline.retry_initial_ms)?;
+        positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
+        if self.pipeline.retry_max_ms < self.pipeline.retry_initial_ms {
+            return Err(ConfigError::Invalid {
+                setting: "pipeline.retry_max_ms",
+                message: "must not be less than pipeline.retry_initial_ms".to_owned(),
+            });
+        }
+        if self.pipeline.queue_capacity < self.ingest.max_batch_events {
+            return Err(ConfigError::Invalid {
+                setting: "pipeline.queue_capacity",
+                message: "must hold at least one full request (ingest.max_batch_events)".to_owned(),
+            });
+        }
+        let database_ok = !self.clickhouse.database.is_empty()
+            && self
+                .clickhouse
+                .database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !database_ok {
+            return Err(ConfigError::Invalid {
+                setting: "clickhouse.database",
+                message: "must be a non-empty name of letters, digits and underscores".to_owned(),
+            });
+        }
+        let url = &self.clickhouse.url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                setting: "clickhouse.url",
+                message: "must start with http:// or https://".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `THE_EYE_INGEST_MAX_BODY_BYTES` → `ingest.max_body_bytes`: the first word after the
+/// prefix names the section, the rest is the key, so keys keep their underscores.
+fn environment() -> Env {
+    Env::prefixed("THE_EYE_")
+        .filter(|key| section_of(key.as_str()).is_some())
+        .map(|key| {
+            let key = key.as_str();
+            match section_of(key) {
+                Some(section) => format!(
+                    "{section}.{}",
+                    key[section.len() + 1..].to_ascii_lowercase()
+                )
+                .into(),
+                None => key.to_ascii_lowercase().into(),
+            }
+        })
+}
+
+fn section_of(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    SECTIONS.into_iter().find(|section| {
+        key.strip_prefix(section)
+            .is_some_and(|rest| rest.starts_with('_') && rest.len() > 1)
+    })
+}
+
+#[cfg(test)]
+// figment's Jail reports failures as its (large) error type; that is its API, not ours.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_addresses_nested_keys_and_names_bad_values() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("THE_EYE_INGEST_MAX_BODY_BYTES", "2048");
+            jail.set_env("THE_EYE_CLICKHOUSE_URL", "http://localhost:8123");
+            jail.set_env("THE_EYE_CACHE_DIR", "/tmp/not-a-setting");
+            let config = Config::load(None).expect("valid configuration");
+            assert_eq!(config.ingest.max_body_bytes, 2048);
+            assert_eq!(config.clickhouse.url, "http://localhost:8123");
+
+            jail.set_env("THE_EYE_PIPELINE_BATCH_MAX_ROWS", "many");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(
+                error.to_lowercase().contains("pipeline.batch_max_rows"),
+                "{error}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_out_of_range_values_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("THE_EYE_INGEST_MAX_BODY_BYTE", "1");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("max_body_byte"), "{error}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("eye.toml", "[pipeline]\nflush_interval_ms = 0\n")?;
+            let error = Config::load(Some(Path::new("eye.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("pipeline.flush_interval_ms"), "{error}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,284 @@
+//! The development ClickHouse: starts and stops `clickhouse/devserver/run.sh`.
+//!
+//! Machines that build and test The Eye have no Docker and no recent ClickHouse package, so
+//! `clickhouse/devserver/` holds a small Python server that embeds the real ClickHouse
+//! engine (chDB) behind ClickHouse's HTTP interface. [`DevServer`] runs it as a child
+//! process on `127.0.0.1` and a free port, with its data in a directory of the caller's
+//! choosing, and stops it again when dropped. It is for development and tests only;
+//! production runs the official ClickHouse server.
+//!
+//! The child's stdout and stderr go to `<data_dir>/devserver.log` (appended), which is the
+//! place to look when it fails to start or a query misbehaves. The child is started with
+//! `--exit-with-parent`, so it also goes away if this process dies without dropping it.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The exit code with which `server.py` says it could not listen on its port: another
+/// process took the port between our probe and its bind, so a second try makes sense.
+const EXIT_CANNOT_LISTEN: i32 = 2;
+/// How long [`DevServer::stop`] waits after SIGTERM before it kills the server.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Pause between two readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A running devserver; stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
+#[derive(Debug)]
+pub struct DevServer {
+    child: Option<Child>,
+    url: String,
+    log_path: PathBuf,
+}
+
+/// Why the devserver could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum DevServerError {
+    #[error("devserver script {0} does not exist")]
+    ScriptMissing(PathBuf),
+    #[error("cannot prepare the devserver data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: io::Error },
+    #[error("cannot find a free port for the devserver: {0}")]
+    Port(io::Error),
+    #[error("cannot run {script}: {source}")]
+    Spawn { script: PathBuf, source: io::Error },
+    #[error("devserver exited during start-up ({status}); see {}", log.display())]
+    Exited { status: ExitStatus, log: PathBuf },
+    #[error("devserver did not answer /ping within {timeout:?}; see {}", log.display())]
+    Timeout { timeout: Duration, log: PathBuf },
+}
+
+impl DevServer {
+    /// Starts `script` (normally [`DevServer::default_script`]) on 127.0.0.1 with a free port
+    /// and its data in `data_dir`, and waits until `/ping` answers. The first run creates the
+    /// server's Python virtualenv, which can take minutes: size `ready_timeout` for that.
+    pub async fn start(
+        script: &Path,
+        data_dir: &Path,
+        ready_timeout: Duration,
+    ) -> Result<Self, DevServerError> {
+        if !script.is_file() {
+            return Err(DevServerError::ScriptMissing(script.to_path_buf()));
+        }
+        fs::create_dir_all(data_dir).map_err(|source| DevServerError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let log_path = data_dir.join("devserver.log");
+        let deadline = Instant::now() + ready_timeout;
+        // The port is free when probed but another process may take it before the server
+        // binds it; the server then exits with EXIT_CANNOT_LISTEN and we try once more.
+        let mut attempts_left = 2;
+        loop {
+            attempts_left -= 1;
+            let port = free_port().map_err(DevServerError::Port)?;
+            let mut server = Self::spawn(script, data_dir, port, &log_path)?;
+            match server.wait_ready(port, deadline, ready_timeout).await {
+                Ok(()) => {
+                    tracing::debug!(url = %server.url, log = %log_path.display(), "devserver is up");
+                    return Ok(server);
+                }
+                Err(DevServerError::Exited { status, .. })
+                    if status.code() == Some(EXIT_CANNOT_LISTEN) && attempts_left > 0 =>
+                {
+                    tracing::debug!(port, "devserver could not listen; retrying on another port");
+                }
+                Err(error) => return Err(error), // dropping `server` stops what is left of it
+            }
+        }
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The file the server's output goes to (`<data_dir>/devserver.log`).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// `clickhouse/devserver/run.sh` in this source tree.
+    pub fn default_script() -> PathBuf {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/clickhouse/devserver/run.sh"
+        ))
+    }
+
+    /// Stops the server: SIGTERM (it finishes in-flight requests and closes the engine so
+    /// the data is complete on disk), then SIGKILL if it is still there after 10 s.
+    /// Blocks while it waits. Idempotent.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // `kill` the command rather than libc: no unsafe code and no extra dependency.
+        let signalled = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if signalled {
+            let deadline = Instant::now() + STOP_GRACE;
+            while Instant::now() < deadline {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => return,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            tracing::warn!(
+                pid = child.id(),
+                "devserver did not stop within {STOP_GRACE:?} of SIGTERM; killing it"
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn spawn(
+        script: &Path,
+        data_dir: &Path,
+        port: u16,
+        log_path: &Path,
+    ) -> Result<Self, DevServerError> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .map_err(|source| DevServerError::DataDir {
+                path: log_path.to_path_buf(),
+                source,
+            })?;
+        let log_for_stdout = log.try_clone().map_err(|source| DevServerError::DataDir {
+            path: log_path.to_path_buf(),
+            source,
+        })?;
+        // Through bash, so the script need not be executable; it execs the server, so the
+        // child's PID is the server's and SIGTERM reaches it.
+        let child = Command::new("bash")
+            .arg(script)
+            .arg("--host")
+            .arg("127.0.0.1")
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--data")
+            .arg(data_dir)
+            .arg("--exit-with-parent")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_for_stdout))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|source| DevServerError::Spawn {
+                script: script.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            log_path: log_path.to_path_buf(),
+        })
+    }
+
+    /// Polls `/ping` until it answers, the child exits, or `deadline` passes.
+    async fn wait_ready(
+        &mut self,
+        port: u16,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), DevServerError> {
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(DevServerError::Exited {
+                        status,
+                        log: self.log_path.clone(),
+                    });
+                }
+            }
+            if ping(port).await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(DevServerError::Timeout {
+                    timeout,
+                    log: self.log_path.clone(),
+                });
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port that was free a moment ago (bound to port 0, then released).
+fn free_port() -> io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// One `GET /ping` over HTTP/1.0 (no client library needed): true if it answered `Ok.`.
+async fn ping(port: u16) -> bool {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream
+            .write_all(b"GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut response = Vec::with_capacity(256);
+        // HTTP/1.0: the server closes the connection after the response.
+        stream.take(4096).read_to_end(&mut response).await?;
+        io::Result::Ok(response)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(response)) => {
+            let text = String::from_utf8_lossy(&response);
+            text.starts_with("HTTP/1.1 200") && text.ends_with("Ok.\n")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_script_is_in_the_source_tree() {
+        assert!(DevServer::default_script().is_file());
+    }
+
+    #[tokio::test]
+    async fn missing_script_is_reported() {
+        let dir = std::env::temp_dir().join(format!("the-eye-devserver-{}", std::process::id()));
+        let error = DevServer::start(
+            Path::new("/nonexistent/run.sh"),
+            &dir,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, DevServerError::ScriptMissing(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_not_ready() {
+        let port = free_port().unwrap();
+        assert!(!ping(port).await);
+    }
+}

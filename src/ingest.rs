@@ -1,0 +1,306 @@
+//! What happens to an ingest request once its body is read: parse, validate every event,
+//! turn the valid ones into `events` rows and the rest into `errors` rows, and queue them.
+//!
+//! HTTP concerns (content types, compression, status codes) stay in `api`; this module only
+//! knows bodies, rows and outcomes, so that other entry points (the beacon path) share it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use the_eye_types::{IngestSummary, ItemResult, Problem};
+use uuid::Uuid;
+
+use crate::api::ApiError;
+use crate::config::IngestConfig;
+use crate::metrics::Metrics;
+use crate::pipeline::{new_event_id, Pipeline, RecentIds};
+use crate::store::{ErrorRow, EventRow};
+use crate::validate::{self, Envelope, Rules};
+
+/// Ingest's share of the application state.
+pub struct Ingestor {
+    config: IngestConfig,
+    rules: Rules,
+    pipeline: Arc<Pipeline>,
+    recent: RecentIds,
+    metrics: Arc<Metrics>,
+    retry_after_secs: u64,
+}
+
+/// Who sent a request and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    pub application: &'a str,
+    pub received_at: DateTime<Utc>,
+    pub request_id: Uuid,
+}
+
+impl Ingestor {
+    pub fn new(
+        config: IngestConfig,
+        pipeline: Arc<Pipeline>,
+        dedup_window_events: usize,
+        retry_after_secs: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            rules: Rules::from(&config),
+            config,
+            pipeline,
+            recent: RecentIds::new(dedup_window_events),
+            metrics,
+            retry_after_secs,
+        }
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
+    /// Handles a decoded body. `Ok` means at least one event was accepted (202); every
+    /// outcome, including rejections, is in the summary.
+    pub fn ingest(&self, origin: &Origin<'_>, body: &[u8]) -> Result<IngestSummary, ApiError> {
+        let document: Value = match serde_json::from_slice(body) {
+            Ok(document) => document,
+            Err(error) => {
+                let message = format!("the body is not valid JSON: {error}");
+                return Err(self.refuse_body(origin, body, "malformed_json", message));
+            }
+        };
+        let (items, batched) = match document {
+            Value::Array(items) => (items, true),
+            object @ Value::Object(_) => (vec![object], false),
+            other => {
+                let message = format!(
+                    "the body must be an event object or an array of events, not {}",
+                    match other {
+                        Value::Null => "null",
+                        Value::Bool(_) => "a boolean",
+                        Value::Number(_) => "a number",
+                        _ => "a string",
+                    }
+                );
+                return Err(self.refuse_body(origin, body, "invalid_body", message));
+            }
+        };
+        if items.is_empty() {
+            return Err(self.refuse_body(
+                origin,
+                body,
+                "empty_batch",
+                "the array holds no event".to_owned(),
+            ));
+        }
+        if items.len() > self.config.max_batch_events {
+            let message = format!(
+                "the array holds {} events; at most {} are allowed per request",
+                items.len(),
+                self.config.max_batch_events
+            );
+            self.record_refusal(origin, body, "too_many_events", &message);
+            return Err(ApiError::TooLarge {
+                code: "too_many_events",
+                message,
+            });
+        }
+        self.ingest_items(origin, &items, batched)
+    }
+
+    fn ingest_items(
+        &self,
+        origin: &Origin<'_>,
+        items: &[Value],
+        batched: bool,
+    ) -> Result<IngestSummary, ApiError> {
+        let application = self.metrics.application(origin.application);
+        self.metrics
+            .events_received
+            .with_label_values(&[application])
+            .inc_by(items.len() as u64);
+        let mut results = Vec::with_capacity(items.len());
+        let mut events = Vec::with_capacity(items.len());
+        let mut errors = Vec::new();
+        let mut seen_here = HashSet::new();
+        let mut duplicates = 0u64;
+        for (position, item) in items.iter().enumerate() {
+            let index = batched.then_some(position);
+            match validate::validate_event(item, index, origin.received_at, &self.rules) {
+                Ok(valid) => {
+                    let client_chose_id = valid.event_id.is_some();
+                    let event_id = valid.event_id.unwrap_or_else(new_event_id);
+                    results.push(ItemResult::Accepted {
+                        index: position,
+                        event_id,
+                    });
+                    if client_chose_id
+                        && (self.recent.contains(&event_id) || !seen_here.insert(event_id))
+                    {
+                        duplicates += 1;
+                        continue;
+                    }
+                    events.push(EventRow {
+                        event_id,
+                        application: origin.application.to_owned(),
+                        session_id: valid.session_id,
+                        category: valid.category,
+                        name: valid.name,
+                        data: valid.data,
+                        timestamp: valid.timestamp,
+                        client_timestamp: valid.client_timestamp,
+                        sent_at: valid.sent_at,
+                        received_at: origin.received_at,
+                    });
+                }
+                Err(rejection) => {
+                    let raw = serde_json::to_string(item).unwrap_or_default();
+                    errors.push(self.error_row(
+                        origin,
+                        index,
+                        &rejection.envelope,
+                        &raw,
+                        &rejection.problems,
+                    ));
+                    results.push(ItemResult::Rejected {
+                        index: position,
+                        problems: rejection.problems,
+                    });
+                }
+            }
+        }
+        let accepted = results.len() - errors.len();
+        let summary = IngestSummary {
+            accepted,
+            rejected: errors.len(),
+            results,
+        };
+        for row in &errors {
+            let code = row.problem_code.first().map_or("unknown", String::as_str);
+            self.metrics
+                .events_rejected
+                .with_label_values(&[application, code])
+                .inc();
+        }
+        if accepted == 0 {
+            self.pipeline.enqueue_errors_best_effort(errors);
+            return Err(ApiError::AllRejected(summary));
+        }
+        let stored_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+        self.pipeline.enqueue(events, errors).map_err(|error| {
+            self.metrics
+                .requests_rejected
+                .with_label_values(&["queue_full"])
+                .inc();
+            ApiError::from_pipeline(error, self.retry_after_secs)
+        })?;
+        self.recent.remember(stored_ids);
+        self.metrics
+            .events_accepted
+            .with_label_values(&[application])
+            .inc_by(accepted as u64);
+        if duplicates > 0 {
+            self.metrics
+                .events_duplicate
+                .with_label_values(&[application])
+                .inc_by(duplicates);
+        }
+        Ok(summary)
+    }
+
+    /// Records a body that was refused as a whole and returns the 400 to answer with.
+    fn refuse_body(
+        &self,
+        origin: &Origin<'_>,
+        body: &[u8],
+        code: &'static str,
+        message: String,
+    ) -> ApiError {
+        self.record_refusal(origin, body, code, &message);
+        ApiError::BadRequest {
+            code,
+            message: message.clone(),
+            problems: vec![Problem {
+                index: None,
+                field: String::new(),
+                code: code.to_owned(),
+                message,
+            }],
+        }
+    }
+
+    /// Keeps a request refused as a whole in `errors`, so on-call sees it.
+    pub fn record_refusal(
+        &self,
+        origin: &Origin<'_>,
+        body: &[u8],
+        code: &'static str,
+        message: &str,
+    ) {
+        self.metrics
+            .requests_rejected
+            .with_label_values(&[code])
+            .inc();
+        let problem = Problem {
+            index: None,
+            field: String::new(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+        };
+        let raw = String::from_utf8_lossy(body);
+        let row = self.error_row(origin, None, &Envelope::default(), &raw, &[problem]);
+        self.pipeline.enqueue_errors_best_effort(vec![row]);
+    }
+
+    fn error_row(
+        &self,
+        origin: &Origin<'_>,
+        index: Option<usize>,
+        envelope: &Envelope,
+        raw: &str,
+        problems: &[Problem],
+    ) -> ErrorRow {
+        let kept = truncate_bytes(raw, self.config.max_raw_error_bytes);
+        ErrorRow {
+            error_id: Uuid::now_v7(),
+            application: origin.application.to_owned(),
+            received_at: origin.received_at,
+            request_id: origin.request_id,
+            item_index: index.and_then(|index| u32::try_from(index).ok()),
+            event_id: envelope.event_id,
+            session_id: envelope.session_id.clone(),
+            category: envelope.category.clone(),
+            name: envelope.name.clone(),
+            timestamp: envelope.timestamp,
+            raw: kept.to_owned(),
+            raw_truncated: kept.len() < raw.len(),
+            problem_field: problems.iter().map(|p| p.field.clone()).collect(),
+            problem_code: problems.iter().map(|p| p.code.clone()).collect(),
+            problem_message: problems.iter().map(|p| p.message.clone()).collect(),
+        }
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn truncate_bytes(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_bytes;
+
+    #[test]
+    fn truncates_on_character_boundaries() {
+        assert_eq!(truncate_bytes("héllo", 2), "h");
+        assert_eq!(truncate_bytes("héllo", 3), "hé");
+        assert_eq!(truncate_bytes("abc", 10), "abc");
+    }
+}

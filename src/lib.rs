@@ -1,0 +1,179 @@
+//! The Eye: collects user-behaviour events from trusted applications, validates them, answers
+//! at once, and lands them in ClickHouse in batches.
+//!
+//! The layout follows the data flow:
+//! - [`api`]: the HTTP edge (routes, body decoding, error answers);
+//! - [`ingest`]: what to do with a decoded ingest body;
+//! - [`validate`]: pure checks of one event;
+//! - [`pipeline`]: bounded queues and the batchers that write to ClickHouse;
+//! - [`store`]: ClickHouse rows, migrations, inserts and queries;
+//! - [`metrics`], [`config`], and [`devserver`] (the embedded ClickHouse for development).
+//!
+//! [`serve`] builds the whole service from a [`Config`], a bound listener and a shutdown
+//! future, so that `main` and the tests start it the same way.
+
+pub mod api;
+pub mod config;
+pub mod devserver;
+pub mod ingest;
+pub mod metrics;
+pub mod pipeline;
+pub mod store;
+pub mod telemetry;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+use crate::api::AppState;
+use crate::devserver::DevServer;
+use crate::ingest::Ingestor;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("development ClickHouse: {0}")]
+    DevServer(#[from] devserver::DevServerError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// ClickHouse as configured: the server at `clickhouse.url`, or the development server,
+/// started here and stopped when the returned guard is dropped.
+pub async fn connect(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
+    let clickhouse = &config.clickhouse;
+    if !clickhouse.url.is_empty() {
+        return Ok((Store::new(&clickhouse.url, clickhouse), None));
+    }
+    std::fs::create_dir_all(&clickhouse.devserver_data_dir)?;
+    tracing::info!(
+        data_dir = %clickhouse.devserver_data_dir.display(),
+        "no clickhouse.url configured; starting the development ClickHouse (first start sets up its Python environment)"
+    );
+    let devserver = DevServer::start(
+        &clickhouse.devserver_script,
+        &clickhouse.devserver_data_dir,
+        Duration::from_millis(clickhouse.devserver_start_timeout_ms),
+    )
+    .await?;
+    tracing::info!(url = devserver.url(), "development ClickHouse is up");
+    Ok((Store::new(devserver.url(), clickhouse), Some(devserver)))
+}
+
+/// Applies migrations, retrying while ClickHouse is not reachable yet (a server started next
+/// to The Eye may take a while), for at most `patience`.
+pub async fn migrate(store: &Store, patience: Duration) -> Result<Vec<u32>, Error> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match store.migrate().await {
+            Ok(applied) => return Ok(applied),
+            Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "ClickHouse not ready for migrations; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Runs The Eye on `listener` until `shutdown` completes, then stops accepting requests,
+/// writes every queued row to ClickHouse and returns.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    config.validate()?;
+    let (store, devserver) = connect(&config).await?;
+    if config.clickhouse.migrate_on_start {
+        migrate(&store, Duration::from_secs(60)).await?;
+    }
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new(1000));
+    let pipeline = Arc::new(Pipeline::start(
+        &config.pipeline,
+        store.clone(),
+        metrics.clone(),
+    ));
+    let ingestor = Arc::new(Ingestor::new(
+        config.ingest.clone(),
+        pipeline.clone(),
+        config.pipeline.dedup_window_events,
+        config.pipeline.retry_after_secs,
+        metrics.clone(),
+    ));
+    let state = AppState {
+        config: config.clone(),
+        store,
+        pipeline: pipeline.clone(),
+        ingestor,
+        metrics,
+    };
+    let app = api::router(state);
+    tracing::info!(address = %listener.local_addr()?, "The Eye is listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("stopped accepting requests; writing what is queued");
+    let drained = pipeline
+        .shutdown(Duration::from_millis(config.server.shutdown_timeout_ms))
+        .await;
+    if drained {
+        tracing::info!("every accepted event is in ClickHouse");
+    }
+    drop(devserver);
+    Ok(())
+}
+
+/// A running instance, for tests and embedding: its address and a way to stop it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+impl Running {
+    /// Starts The Eye on `listener` in a task of the current runtime.
+    pub fn spawn(config: Config, listener: TcpListener) -> Result<Self, Error> {
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts down gracefully, as SIGTERM would, and waits until everything is flushed.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(join) => Err(Error::Io(std::io::Error::other(join))),
+        }
+    }
+}

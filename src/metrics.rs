@@ -1,0 +1,214 @@
+//! Prometheus metrics: every series The Eye exports, defined in one place.
+//!
+//! Each [`Metrics`] owns its own registry (so that several instances in one test process do
+//! not collide). Label values that clients influence pass through a [`BoundedLabel`], which
+//! collapses everything past a fixed number of distinct values into `other`: no client can
+//! explode the number of series.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Answer latency buckets, in seconds: the request path is meant to answer in well under a
+/// millisecond, so the buckets are dense below 10 ms and sparse above, up to the 10 s timeout.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Flush durations, in seconds: an insert of a full batch takes tens to hundreds of
+/// milliseconds; retries and outages push it to many seconds.
+const FLUSH_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Rows per flushed batch: from a lone event on a quiet timer flush to the 20,000-row default.
+const BATCH_BUCKETS: [f64; 10] = [
+    1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0,
+];
+
+/// A label whose values come from outside: the first `limit` distinct values pass, the rest
+/// become `other`.
+pub struct BoundedLabel {
+    limit: usize,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl BoundedLabel {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn value<'a>(&self, candidate: &'a str) -> &'a str {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if seen.contains(candidate) {
+            return candidate;
+        }
+        if seen.len() < self.limit {
+            seen.insert(candidate.to_owned());
+            return candidate;
+        }
+        "other"
+    }
+}
+
+/// Every metric of one running instance.
+pub struct Metrics {
+    registry: Registry,
+    applications: BoundedLabel,
+    pub events_received: IntCounterVec,
+    pub events_accepted: IntCounterVec,
+    pub events_rejected: IntCounterVec,
+    pub events_duplicate: IntCounterVec,
+    pub requests_rejected: IntCounterVec,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub queue_capacity: IntGaugeVec,
+    pub batch_rows: HistogramVec,
+    pub flush_duration: HistogramVec,
+    pub rows_inserted: IntCounterVec,
+    pub insert_failures: IntCounterVec,
+    pub insert_retries: IntCounterVec,
+    pub rows_dropped: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub unauthenticated: IntCounterVec,
+    pub schema_reloads: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let metric = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+impl Metrics {
+    /// `max_applications` bounds the `application` label.
+    pub fn new(max_applications: usize) -> Self {
+        let registry = Registry::new();
+        let build_info = gauge(
+            &registry,
+            "the_eye_build_info",
+            "Always 1; the labels say which build is running.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector registers once");
+        Self {
+            applications: BoundedLabel::new(max_applications),
+            events_received: counter(&registry, "the_eye_events_received_total", "Events received in ingest requests, valid or not.", &["application"]),
+            events_accepted: counter(&registry, "the_eye_events_accepted_total", "Events accepted and queued for storage.", &["application"]),
+            events_rejected: counter(&registry, "the_eye_events_rejected_total", "Events rejected, by the code of their first problem.", &["application", "code"]),
+            events_duplicate: counter(&registry, "the_eye_events_duplicate_total", "Client retries of a recently accepted event_id, acknowledged without storing again.", &["application"]),
+            requests_rejected: counter(&registry, "the_eye_requests_rejected_total", "Requests refused as a whole (unreadable body, too large, queue full…), by code.", &["code"]),
+            http_requests: counter(&registry, "the_eye_http_requests_total", "HTTP requests answered, by matched route, method and status.", &["route", "method", "status"]),
+            http_duration: histogram(&registry, "the_eye_http_request_duration_seconds", "Time to answer an HTTP request.", &["route", "method"], &LATENCY_BUCKETS),
+            queue_depth: gauge(&registry, "the_eye_queue_depth", "Rows waiting for, or being written to, ClickHouse.", &["table"]),
+            queue_capacity: gauge(&registry, "the_eye_queue_capacity", "Rows the queue holds before requests are answered 503.", &["table"]),
+            batch_rows: histogram(&registry, "the_eye_batch_rows", "Rows per batch written to ClickHouse.", &["table"], &BATCH_BUCKETS),
+            flush_duration: histogram(&registry, "the_eye_flush_duration_seconds", "Time to write one batch, retries included.", &["table"], &FLUSH_BUCKETS),
+            rows_inserted: counter(&registry, "the_eye_rows_inserted_total", "Rows written to ClickHouse.", &["table"]),
+            insert_failures: counter(&registry, "the_eye_clickhouse_insert_failures_total", "Failed insert attempts, transient (retried) or permanent.", &["table", "kind"]),
+            insert_retries: counter(&registry, "the_eye_clickhouse_insert_retries_total", "Insert attempts that were retries of a failed one.", &["table"]),
+            rows_dropped: counter(&registry, "the_eye_rows_dropped_total", "Rows given up on: a permanent insert failure, or shutdown timing out.", &["table", "reason"]),
+            rate_limited: counter(&registry, "the_eye_rate_limited_requests_total", "Requests answered 429.", &["application"]),
+            unauthenticated: counter(&registry, "the_eye_unauthenticated_requests_total", "Requests answered 401 or 403.", &["reason"]),
+            schema_reloads: counter(&registry, "the_eye_schema_reloads_total", "Payload schema reloads, by result.", &["result"]),
+            registry,
+        }
+    }
+
+    /// The `application` label value for `application`, bounded.
+    pub fn application<'a>(&self, application: &'a str) -> &'a str {
+        self.applications.value(application)
+    }
+
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let status = status.to_string();
+        self.http_requests
+            .with_label_values(&[route, method, &status])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route, method])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding of gathered metrics cannot fail");
+        String::from_utf8(buffer).expect("exposition is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_label_values_are_bounded() {
+        let label = BoundedLabel::new(2);
+        assert_eq!(label.value("a"), "a");
+        assert_eq!(label.value("b"), "b");
+        assert_eq!(label.value("c"), "other");
+        assert_eq!(label.value("a"), "a");
+    }
+
+    #[test]
+    fn renders_every_family_with_prometheus_names() {
+        let metrics = Metrics::new(10);
+        metrics.events_accepted.with_label_values(&["demo"]).inc();
+        let text = metrics.render();
+        assert!(
+            text.contains("the_eye_events_accepted_total{application=\"demo\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("the_eye_build_info"), "{text}");
+    }
+}

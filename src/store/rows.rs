@@ -1,0 +1,58 @@
+//! Row types of the `events` and `errors` tables, as the `clickhouse` crate writes and reads them.
+
+use chrono::{DateTime, Utc};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One accepted event, as stored in `events`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct EventRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub event_id: Uuid,
+    /// The authenticated application; never taken from the request body.
+    pub application: String,
+    pub session_id: String,
+    pub category: String,
+    pub name: String,
+    /// The `data` object serialised as JSON.
+    pub data: String,
+    /// When the event happened, corrected for the client's clock skew when `sent_at` was given.
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub timestamp: DateTime<Utc>,
+    /// `timestamp` exactly as the client sent it.
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub client_timestamp: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]
+    pub sent_at: Option<DateTime<Utc>>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub received_at: DateTime<Utc>,
+}
+
+/// One rejected event or unreadable request, as stored in `errors`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct ErrorRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub error_id: Uuid,
+    pub application: String,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub received_at: DateTime<Utc>,
+    /// Shared by every row that one request produced.
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub request_id: Uuid,
+    /// Position in a batch; `None` for a single event or a whole unreadable body.
+    pub item_index: Option<u32>,
+    #[serde(with = "clickhouse::serde::uuid::option")]
+    pub event_id: Option<Uuid>,
+    pub session_id: Option<String>,
+    pub category: Option<String>,
+    pub name: Option<String>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]
+    pub timestamp: Option<DateTime<Utc>>,
+    /// The input as received, cut at `ingest.max_raw_error_bytes` on a character boundary.
+    pub raw: String,
+    pub raw_truncated: bool,
+    pub problem_field: Vec<String>,
+    pub problem_code: Vec<String>,
+    pub problem_message: Vec<String>,
+}

@@ -1,0 +1,16 @@
+//! Logging set-up: `tracing` with a pretty or JSON formatter, filtered by configuration.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, ServerConfig};
+
+/// Installs the global subscriber; `RUST_LOG`, when set, overrides `server.log_filter`.
+pub fn init(config: &ServerConfig) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}

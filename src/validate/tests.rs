@@ -1,0 +1,164 @@
+use chrono::TimeZone;
+use serde_json::json;
+
+use super::*;
+
+fn rules() -> Rules {
+    Rules::from(&IngestConfig::default())
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+}
+
+fn codes(rejection: &Rejection) -> Vec<(&str, &str)> {
+    rejection
+        .problems
+        .iter()
+        .map(|p| (p.field.as_str(), p.code.as_str()))
+        .collect()
+}
+
+fn example() -> Value {
+    json!({
+        "session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423",
+        "category": "page interaction",
+        "name": "pageview",
+        "data": {"host": "www.consumeraffairs.com", "path": "/"},
+        "timestamp": "2021-01-01 09:15:27.243860"
+    })
+}
+
+#[test]
+fn the_documented_examples_are_accepted_as_written() {
+    let valid = validate_event(&example(), None, now(), &rules()).unwrap();
+    assert_eq!(valid.session_id, "e2085be5-9137-4e4e-80b5-f1ffddc25423");
+    assert_eq!(valid.category, "page interaction");
+    assert_eq!(valid.name, "pageview");
+    assert_eq!(
+        valid.data,
+        r#"{"host":"www.consumeraffairs.com","path":"/"}"#
+    );
+    assert_eq!(
+        valid.timestamp.to_rfc3339(),
+        "2021-01-01T09:15:27.243860+00:00"
+    );
+    assert_eq!(valid.timestamp, valid.client_timestamp);
+    assert_eq!(valid.event_id, None);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_field() {
+    let event = json!({
+        "session_id": "",
+        "category": 7,
+        "data": {},
+        "timestamp": "yesterday",
+        "colour": "blue",
+        "event_id": "not-a-uuid"
+    });
+    let rejection = validate_event(&event, Some(3), now(), &rules()).unwrap_err();
+    let found = codes(&rejection);
+    for expected in [
+        ("colour", "unknown_field"),
+        ("event_id", "invalid_event_id"),
+        ("session_id", "too_short"),
+        ("category", "invalid_type"),
+        ("name", "missing_field"),
+        ("timestamp", "invalid_timestamp"),
+        ("data", "empty_data"),
+    ] {
+        assert!(found.contains(&expected), "{expected:?} not in {found:?}");
+    }
+    assert_eq!(found.len(), 7, "{found:?}");
+    assert!(rejection.problems.iter().all(|p| p.index == Some(3)));
+}
+
+#[test]
+fn lengths_are_counted_in_characters() {
+    let mut event = example();
+    event["session_id"] = json!("é".repeat(128));
+    event["category"] = json!("c".repeat(101));
+    let rejection = validate_event(&event, None, now(), &rules()).unwrap_err();
+    assert_eq!(codes(&rejection), vec![("category", "too_long")]);
+    assert_eq!(
+        rejection.envelope.session_id.as_deref(),
+        Some("é".repeat(128).as_str())
+    );
+}
+
+#[test]
+fn data_must_be_a_bounded_object() {
+    let mut event = example();
+    event["data"] = json!([1, 2]);
+    let rejection = validate_event(&event, None, now(), &rules()).unwrap_err();
+    assert_eq!(codes(&rejection), vec![("data", "invalid_type")]);
+
+    let mut deep = json!({"leaf": 1});
+    for _ in 0..40 {
+        deep = json!({ "next": deep });
+    }
+    event["data"] = deep;
+    let rejection = validate_event(&event, None, now(), &rules()).unwrap_err();
+    assert_eq!(codes(&rejection), vec![("data", "data_too_deep")]);
+
+    event["data"] = json!({"blob": "x".repeat(70 * 1024)});
+    let rejection = validate_event(&event, None, now(), &rules()).unwrap_err();
+    assert_eq!(codes(&rejection), vec![("data", "data_too_large")]);
+
+    let mut limits = rules();
+    limits.max_data_depth = 2;
+    event["data"] = json!({"a": {"b": 1}});
+    assert!(validate_event(&event, None, now(), &limits).is_ok());
+    event["data"] = json!({"a": {"b": [1]}});
+    assert!(validate_event(&event, None, now(), &limits).is_err());
+}
+
+#[test]
+fn timestamps_in_the_future_and_too_old_are_refused() {
+    let mut event = example();
+    event["timestamp"] = json!("2026-11-27T12:04:59Z");
+    assert!(validate_event(&event, None, now(), &rules()).is_ok());
+    event["timestamp"] = json!("2026-11-27T12:05:01Z");
+    let rejection = validate_event(&event, None, now(), &rules()).unwrap_err();
+    assert_eq!(
+        codes(&rejection),
+        vec![("timestamp", "timestamp_in_future")]
+    );
+
+    let mut limits = rules();
+    limits.max_age = Some(TimeDelta::days(30));
+    let rejection = validate_event(&example(), None, now(), &limits).unwrap_err();
+    assert_eq!(codes(&rejection), vec![("timestamp", "timestamp_too_old")]);
+}
+
+#[test]
+fn sent_at_corrects_client_clock_skew() {
+    let mut event = example();
+    // The client's clock runs one hour fast: it says the event happened 10 s before sending.
+    event["timestamp"] = json!("2026-11-27T13:00:00Z");
+    event["sent_at"] = json!("2026-11-27T13:00:10Z");
+    let valid = validate_event(&event, None, now(), &rules()).unwrap();
+    assert_eq!(valid.timestamp, now() - TimeDelta::seconds(10));
+    assert_eq!(
+        valid.client_timestamp.to_rfc3339(),
+        "2026-11-27T13:00:00+00:00"
+    );
+    assert_eq!(
+        valid.sent_at.unwrap().to_rfc3339(),
+        "2026-11-27T13:00:10+00:00"
+    );
+}
+
+#[test]
+fn a_client_event_id_is_kept_and_non_objects_are_refused() {
+    let mut event = example();
+    event["event_id"] = json!("0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d");
+    let valid = validate_event(&event, None, now(), &rules()).unwrap();
+    assert_eq!(
+        valid.event_id.unwrap().to_string(),
+        "0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d"
+    );
+    let rejection = validate_event(&json!("hello"), Some(0), now(), &rules()).unwrap_err();
+    assert_eq!(codes(&rejection), vec![("", "not_an_object")]);
+}

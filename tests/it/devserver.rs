@@ -1,0 +1,363 @@
+//! Conformance of the ClickHouse the tests run against (the devserver unless `CLICKHOUSE_URL`
+//! is set) with what The Eye does through the `clickhouse` crate: every column type of the
+//! schema round-trips through inserts and selects, with and without LZ4 compression; bound
+//! parameters; errors carry ClickHouse's code; concurrent inserts all land; per-request
+//! settings (the insert deduplication token) behave as on a real server. The last test
+//! checks the devserver itself: data survives a restart.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use clickhouse::{Client, Compression};
+use serde::{Deserialize, Serialize};
+use the_eye::devserver::DevServer;
+use uuid::Uuid;
+
+use crate::common::TestDb;
+
+/// One column of every type the schema uses.
+const CREATE_TABLE: &str = "
+    CREATE TABLE t (
+        id UUID,
+        name String,
+        kind LowCardinality(String),
+        at DateTime64(6, 'UTC'),
+        tags Array(String),
+        small UInt8,
+        medium UInt16,
+        large UInt32,
+        huge UInt64
+    )
+    ENGINE = MergeTree
+    ORDER BY (kind, at, id)
+    SETTINGS non_replicated_deduplication_window = 1000";
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+struct Row {
+    #[serde(with = "clickhouse::serde::uuid")]
+    id: Uuid,
+    name: String,
+    kind: String,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    at: DateTime<Utc>,
+    tags: Vec<String>,
+    small: u8,
+    medium: u16,
+    large: u32,
+    huge: u64,
+}
+
+/// `count` distinct rows numbered from `first`, with awkward values: quotes, backslashes,
+/// tabs, newlines and non-ASCII in strings, empty arrays, extremes of every integer type.
+fn rows(first: u64, count: u64) -> Vec<Row> {
+    let base = Utc.with_ymd_and_hms(2021, 1, 1, 9, 15, 27).unwrap();
+    (first..first + count)
+        .map(|i| Row {
+            id: Uuid::from_u128(0x0123_4567_89ab_4def_8123_0000_0000_0000 | u128::from(i)),
+            name: match i % 4 {
+                0 => format!("pageview {i}"),
+                1 => format!("it's a \"quoted\" \\ back\\slash {i}"),
+                2 => format!("tab\tnew\nline {i}"),
+                _ => format!("ünïcødé ✓ {i}"),
+            },
+            kind: ["page interaction", "form interaction", "error"][(i % 3) as usize].to_owned(),
+            at: base + chrono::Duration::microseconds(i as i64 * 1_234_567),
+            tags: (0..i % 4).map(|t| format!("tag{t}")).collect(),
+            small: [0, 1, u8::MAX][(i % 3) as usize],
+            medium: [0, 1, u16::MAX][(i % 3) as usize],
+            large: [0, 1, u32::MAX][(i % 3) as usize],
+            huge: if i % 5 == 0 { u64::MAX - i } else { i },
+        })
+        .collect()
+}
+
+async fn create_table(client: &Client) {
+    client.query(CREATE_TABLE).execute().await.expect("create table");
+}
+
+async fn insert(client: &Client, rows: &[Row]) {
+    let mut insert = client.insert::<Row>("t").await.expect("start insert");
+    for row in rows {
+        insert.write(row).await.expect("write row");
+    }
+    insert.end().await.expect("end insert");
+}
+
+async fn fetch_sorted(client: &Client) -> Vec<Row> {
+    let mut fetched = client
+        .query("SELECT ?fields FROM t")
+        .fetch_all::<Row>()
+        .await
+        .expect("select rows");
+    fetched.sort_by_key(|row| row.id);
+    fetched
+}
+
+async fn count(client: &Client) -> u64 {
+    client
+        .query("SELECT count() FROM t")
+        .fetch_one::<u64>()
+        .await
+        .expect("count rows")
+}
+
+async fn roundtrip_every_column_type(compression: Compression) {
+    let db = TestDb::new().await;
+    let client = db.client().with_compression(compression);
+    create_table(&client).await;
+    let expected = rows(0, 10_000);
+    insert(&client, &expected).await;
+    assert_eq!(count(&client).await, 10_000);
+    let fetched = fetch_sorted(&client).await;
+    assert_eq!(fetched.len(), expected.len());
+    for (got, want) in fetched.iter().zip(&expected) {
+        assert_eq!(got, want);
+    }
+}
+
+#[tokio::test]
+async fn roundtrip_every_column_type_uncompressed() {
+    roundtrip_every_column_type(Compression::None).await;
+}
+
+#[tokio::test]
+async fn roundtrip_every_column_type_lz4() {
+    roundtrip_every_column_type(Compression::Lz4).await;
+}
+
+#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
+struct Echo {
+    text: String,
+    number: u32,
+}
+
+async fn bound_parameters(compression: Compression) {
+    let db = TestDb::new().await;
+    let client = db.client().with_compression(compression);
+    let awkward = "it's a \"quoted\" \\ back\\slash, a tab\tand a {brace}; DROP TABLE t --";
+    let echo = client
+        .query("SELECT {text:String} AS text, {number:UInt32} AS number")
+        .param("text", awkward)
+        .param("number", 42_u32)
+        .fetch_one::<Echo>()
+        .await
+        .expect("query with parameters");
+    assert_eq!(
+        echo,
+        Echo {
+            text: awkward.to_owned(),
+            number: 42
+        }
+    );
+
+    // Parameters in a WHERE clause select exactly the matching rows.
+    create_table(&client).await;
+    let all = rows(0, 100);
+    insert(&client, &all).await;
+    let wanted = &all[1]; // the name with quotes and backslashes
+    let matching = client
+        .query("SELECT ?fields FROM t WHERE name = {name:String} AND kind = {kind:String}")
+        .param("name", &wanted.name)
+        .param("kind", &wanted.kind)
+        .fetch_all::<Row>()
+        .await
+        .expect("select with parameters");
+    assert_eq!(matching, vec![wanted.clone()]);
+}
+
+#[tokio::test]
+async fn bound_parameters_uncompressed() {
+    bound_parameters(Compression::None).await;
+}
+
+#[tokio::test]
+async fn bound_parameters_lz4() {
+    bound_parameters(Compression::Lz4).await;
+}
+
+async fn errors_carry_the_clickhouse_code(compression: Compression) {
+    let db = TestDb::new().await;
+    let client = db.client().with_compression(compression);
+
+    let error = client
+        .query("SELECT * FROM no_such_table")
+        .execute()
+        .await
+        .expect_err("unknown table");
+    match &error {
+        clickhouse::error::Error::BadResponse(text) => {
+            assert!(text.starts_with("Code: 60. DB::Exception:"), "{text}");
+            assert!(text.contains("(UNKNOWN_TABLE)"), "{text}");
+        }
+        other => panic!("expected BadResponse, got {other:?}"),
+    }
+
+    let error = client
+        .query("SELECT 1 +")
+        .fetch_all::<u8>()
+        .await
+        .expect_err("syntax error");
+    assert!(
+        matches!(&error, clickhouse::error::Error::BadResponse(text) if text.starts_with("Code: 62.")),
+        "{error:?}"
+    );
+
+    // An insert into a missing table fails when the crate fetches the table's schema.
+    let error = match client.insert::<Row>("no_such_table").await {
+        Ok(_) => panic!("insert into a missing table started"),
+        Err(error) => error,
+    };
+    assert!(
+        matches!(&error, clickhouse::error::Error::BadResponse(text) if text.contains("Code: 60.")),
+        "{error:?}"
+    );
+
+    // Data the engine cannot parse fails the insert and leaves the table empty.
+    create_table(&client).await;
+    let mut insert = client
+        .insert_formatted_with("INSERT INTO t (huge) FORMAT JSONEachRow")
+        .buffered();
+    insert
+        .write(b"{\"huge\": \"not a number\"}\n")
+        .await
+        .expect("write data");
+    let error = insert.end().await.expect_err("unparseable data");
+    assert!(
+        matches!(&error, clickhouse::error::Error::BadResponse(text) if text.starts_with("Code: ")),
+        "{error:?}"
+    );
+    assert_eq!(count(&client).await, 0);
+}
+
+#[tokio::test]
+async fn errors_carry_the_clickhouse_code_uncompressed() {
+    errors_carry_the_clickhouse_code(Compression::None).await;
+}
+
+#[tokio::test]
+async fn errors_carry_the_clickhouse_code_lz4() {
+    errors_carry_the_clickhouse_code(Compression::Lz4).await;
+}
+
+async fn concurrent_inserts_all_land(compression: Compression) {
+    let db = TestDb::new().await;
+    create_table(&db.client()).await;
+    let first = db.client().with_compression(compression);
+    let second = db.client().with_compression(compression);
+    let (a, b) = (rows(0, 5_000), rows(5_000, 5_000));
+    let one = tokio::spawn(async move { insert(&first, &a).await });
+    let two = tokio::spawn(async move { insert(&second, &b).await });
+    one.await.expect("first insert task");
+    two.await.expect("second insert task");
+    let client = db.client().with_compression(compression);
+    assert_eq!(count(&client).await, 10_000);
+    assert_eq!(fetch_sorted(&client).await, rows(0, 10_000));
+}
+
+#[tokio::test]
+async fn concurrent_inserts_all_land_uncompressed() {
+    concurrent_inserts_all_land(Compression::None).await;
+}
+
+#[tokio::test]
+async fn concurrent_inserts_all_land_lz4() {
+    concurrent_inserts_all_land(Compression::Lz4).await;
+}
+
+/// The Eye retries a failed batch with the same `insert_deduplication_token`; the table's
+/// `non_replicated_deduplication_window` must then drop the repeat.
+#[tokio::test]
+async fn insert_deduplication_token_drops_a_repeated_batch() {
+    let db = TestDb::new().await;
+    let client = db.client();
+    create_table(&client).await;
+    let batch = rows(0, 1_000);
+    for token in ["batch-1", "batch-1", "batch-2"] {
+        let mut insert = client
+            .insert::<Row>("t")
+            .await
+            .expect("start insert")
+            .with_setting("insert_deduplication_token", token);
+        for row in &batch {
+            insert.write(row).await.expect("write row");
+        }
+        insert.end().await.expect("end insert");
+    }
+    // batch-1 once, batch-2 once (same rows, different token: not a repeat).
+    assert_eq!(count(&client).await, 2_000);
+}
+
+/// Settings given with one request do not leak into the next.
+#[tokio::test]
+async fn settings_apply_to_their_request_only() {
+    let db = TestDb::new().await;
+    let client = db.client();
+    let setting = "SELECT toUInt64(getSetting('max_result_rows'))";
+    let with = client
+        .query(setting)
+        .with_setting("max_result_rows", "12345")
+        .fetch_one::<u64>()
+        .await
+        .expect("query with a setting");
+    assert_eq!(with, 12345);
+    let without = client
+        .query(setting)
+        .fetch_one::<u64>()
+        .await
+        .expect("query without it");
+    assert_eq!(without, 0);
+}
+
+/// Prints the rows/s of a 10,000-row RowBinary insert (validation off, as the fastest path
+/// of the crate), uncompressed and with LZ4. Run with `--nocapture` to see the numbers.
+#[tokio::test]
+async fn insert_throughput() {
+    let db = TestDb::new().await;
+    create_table(&db.client()).await;
+    let batch = rows(0, 10_000);
+    for compression in [Compression::None, Compression::Lz4] {
+        let client = db.client().with_compression(compression).with_validation(false);
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let started = Instant::now();
+            insert(&client, &batch).await;
+            best = best.min(started.elapsed());
+        }
+        eprintln!(
+            "devserver insert throughput ({compression:?}, RowBinary, 10,000 rows): {:.0} rows/s (best of 3: {best:?})",
+            10_000.0 / best.as_secs_f64()
+        );
+    }
+    // Identical batches are deduplicated by block hash; what landed is one batch per setting.
+    assert!(count(&db.client()).await >= 10_000);
+}
+
+/// The devserver keeps its data across a graceful restart (SIGTERM, then start again).
+#[tokio::test]
+async fn devserver_data_survives_a_restart() {
+    let data = tempfile::Builder::new()
+        .prefix("the-eye-devserver-restart-")
+        .tempdir()
+        .expect("temporary directory");
+    let script = DevServer::default_script();
+    let start = || DevServer::start(&script, data.path(), Duration::from_secs(900));
+    let expected = rows(0, 500);
+
+    let mut server = start().await.expect("devserver starts");
+    let client = Client::default().with_url(server.url());
+    client
+        .query("CREATE DATABASE persisted")
+        .execute()
+        .await
+        .expect("create database");
+    let client = client.with_database("persisted");
+    create_table(&client).await;
+    insert(&client, &expected).await;
+    server.stop();
+
+    let server = start().await.expect("devserver starts again");
+    let client = Client::default()
+        .with_url(server.url())
+        .with_database("persisted");
+    assert_eq!(fetch_sorted(&client).await, expected);
+}

@@ -1,0 +1,407 @@
+//! `POST /api/events` end to end: answers, rows in `events` and `errors`, limits, shutdown.
+
+use std::io::Write;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde_json::{json, Value};
+
+use crate::common::TestApp;
+
+fn examples() -> Vec<Value> {
+    let lines = [
+        r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "page interaction", "name": "pageview", "data": {"host": "www.consumeraffairs.com", "path": "/"}, "timestamp": "2021-01-01 09:15:27.243860"}"#,
+        r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "page interaction", "name": "cta click", "data": {"host": "www.consumeraffairs.com", "path": "/", "element": "chat bubble"}, "timestamp": "2021-01-01 09:15:27.243860"}"#,
+        r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "form interaction", "name": "submit", "data": {"host": "www.consumeraffairs.com", "path": "/", "form": {"first_name": "John", "last_name": "Doe"}}, "timestamp": "2021-01-01 09:15:27.243860"}"#,
+    ];
+    lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn event(session: &str, name: &str) -> Value {
+    json!({
+        "session_id": session,
+        "category": "page interaction",
+        "name": name,
+        "data": {"host": "example.com", "path": "/"},
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+    })
+}
+
+#[tokio::test]
+async fn the_three_examples_land_with_every_field_intact() {
+    let app = TestApp::start().await;
+    let mut ids = Vec::new();
+    for example in examples() {
+        let response = app.post_events(&example).await;
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["accepted"], 1);
+        assert_eq!(body["rejected"], 0);
+        assert_eq!(body["results"][0]["status"], "accepted");
+        ids.push(body["results"][0]["event_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(app.db.wait_for_count("SELECT count() FROM events", 3).await, 3);
+    let rows: Vec<Value> = app
+        .db
+        .json_rows(
+            "SELECT toString(event_id) AS event_id, application, session_id, category, name, data, host, path, \
+             toString(timestamp) AS timestamp, toString(client_timestamp) AS client_timestamp, sent_at, \
+             received_at > now64(6) - INTERVAL 1 MINUTE AS fresh \
+             FROM events ORDER BY name",
+        )
+        .await;
+    for (example, id) in examples().iter().zip(&ids) {
+        let row = rows
+            .iter()
+            .find(|row| row["name"] == example["name"])
+            .expect("row for example");
+        assert_eq!(&row["event_id"].as_str().unwrap(), id);
+        assert_eq!(row["application"], "default");
+        assert_eq!(row["session_id"], example["session_id"]);
+        assert_eq!(row["category"], example["category"]);
+        let data: Value = serde_json::from_str(row["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data, example["data"]);
+        assert_eq!(row["host"], "www.consumeraffairs.com");
+        assert_eq!(row["path"], "/");
+        assert_eq!(row["timestamp"], "2021-01-01 09:15:27.243860");
+        assert_eq!(row["client_timestamp"], "2021-01-01 09:15:27.243860");
+        assert_eq!(row["sent_at"], Value::Null);
+        assert_eq!(row["fresh"], 1);
+    }
+}
+
+/// One case per validation rule: the status, the code at the field, and its `errors` row.
+#[tokio::test]
+async fn each_validation_rule_answers_its_code_and_is_recorded() {
+    let app = TestApp::start_with(|config| config.ingest.max_event_age_ms = 86_400_000).await;
+    let future = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let old = (chrono::Utc::now() - chrono::TimeDelta::days(3)).to_rfc3339();
+    let mut deep = json!({"leaf": true});
+    for _ in 0..40 {
+        deep = json!({ "child": deep });
+    }
+    let base = event("s-rules", "pageview");
+    let with = |field: &str, value: Value| {
+        let mut event = base.clone();
+        event[field] = value;
+        event
+    };
+    let without = |field: &str| {
+        let mut event = base.clone();
+        event.as_object_mut().unwrap().remove(field);
+        event
+    };
+    let cases = vec![
+        (without("session_id"), "session_id", "missing_field"),
+        (with("session_id", json!("")), "session_id", "too_short"),
+        (with("session_id", json!("s".repeat(129))), "session_id", "too_long"),
+        (with("category", json!(12)), "category", "invalid_type"),
+        (with("category", json!("c".repeat(101))), "category", "too_long"),
+        (without("name"), "name", "missing_field"),
+        (with("name", json!("n".repeat(101))), "name", "too_long"),
+        (without("data"), "data", "missing_field"),
+        (with("data", json!({})), "data", "empty_data"),
+        (with("data", json!("text")), "data", "invalid_type"),
+        (with("data", json!({"x": "y".repeat(70_000)})), "data", "data_too_large"),
+        (with("data", deep), "data", "data_too_deep"),
+        (without("timestamp"), "timestamp", "missing_field"),
+        (with("timestamp", json!("01/01/2021")), "timestamp", "invalid_timestamp"),
+        (with("timestamp", json!(future)), "timestamp", "timestamp_in_future"),
+        (with("timestamp", json!(old)), "timestamp", "timestamp_too_old"),
+        (with("sent_at", json!("soon")), "sent_at", "invalid_timestamp"),
+        (with("event_id", json!("123")), "event_id", "invalid_event_id"),
+        (with("colour", json!("red")), "colour", "unknown_field"),
+    ];
+    for (body, field, code) in &cases {
+        let response = app.post_events(body).await;
+        assert_eq!(response.status(), 400, "{field} {code}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["code"], "all_rejected", "{answer}");
+        assert_eq!(answer["accepted"], 0);
+        assert_eq!(answer["rejected"], 1);
+        let problems = answer["problems"].as_array().unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p["field"] == *field && p["code"] == *code && p["message"].as_str().is_some_and(|m| !m.is_empty())),
+            "{field} {code}: {answer}"
+        );
+        assert_eq!(answer["results"][0]["problems"], answer["problems"]);
+    }
+    let expected = cases.len() as u64;
+    assert_eq!(
+        app.db.wait_for_count("SELECT count() FROM errors", expected).await,
+        expected
+    );
+    for (_, field, code) in &cases {
+        let found = app
+            .db
+            .count(&format!(
+                "SELECT count() FROM errors WHERE has(problem_code, '{code}') \
+                 AND problem_field[indexOf(problem_code, '{code}')] = '{field}' AND application = 'default'"
+            ))
+            .await;
+        assert!(found >= 1, "no errors row for {field} {code}");
+    }
+    let rows: Vec<Value> = app
+        .db
+        .json_rows("SELECT session_id, category, raw FROM errors WHERE has(problem_code, 'unknown_field')")
+        .await;
+    assert_eq!(rows[0]["session_id"], "s-rules");
+    assert_eq!(rows[0]["category"], "page interaction");
+    assert!(rows[0]["raw"].as_str().unwrap().contains("\"colour\":\"red\""));
+    assert_eq!(app.db.count("SELECT count() FROM events").await, 0);
+}
+
+#[tokio::test]
+async fn a_mixed_batch_keeps_the_valid_events() {
+    let app = TestApp::start().await;
+    let mut bad = event("s-mixed", "broken");
+    bad["timestamp"] = json!("not a time");
+    let batch = json!([event("s-mixed", "one"), bad, event("s-mixed", "three")]);
+    let response = app.post_events(&batch).await;
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["accepted"], 2);
+    assert_eq!(answer["rejected"], 1);
+    assert_eq!(answer["results"][0]["status"], "accepted");
+    assert_eq!(answer["results"][1]["status"], "rejected");
+    assert_eq!(answer["results"][1]["problems"][0]["index"], 1);
+    assert_eq!(answer["results"][1]["problems"][0]["field"], "timestamp");
+    assert_eq!(answer["results"][2]["status"], "accepted");
+    assert_eq!(app.db.wait_for_count("SELECT count() FROM events", 2).await, 2);
+    assert_eq!(app.db.wait_for_count("SELECT count() FROM errors", 1).await, 1);
+    let rows: Vec<Value> = app
+        .db
+        .json_rows("SELECT item_index, name, problem_code FROM errors")
+        .await;
+    assert_eq!(rows[0]["item_index"], 1);
+    assert_eq!(rows[0]["name"], "broken");
+    assert_eq!(rows[0]["problem_code"], json!(["invalid_timestamp"]));
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_accepted_and_bombs_refused() {
+    let app = TestApp::start().await;
+    let batch = json!([event("s-gzip", "a"), event("s-gzip", "b")]);
+    let response = app
+        .http
+        .post(app.endpoint("/api/events"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip(batch.to_string().as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(app.db.wait_for_count("SELECT count() FROM events", 2).await, 2);
+
+    // 64 MiB of spaces compress to about 64 KiB: far over the 1 MiB limit once inflated.
+    let bomb = gzip(&vec![b' '; 64 * 1024 * 1024]);
+    assert!(bomb.len() < 1024 * 1024);
+    let response = app
+        .http
+        .post(app.endpoint("/api/events"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["code"], "body_too_large");
+
+    let response = app
+        .http
+        .post(app.endpoint("/api/events"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body("definitely not gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["code"], "malformed_gzip");
+}
+
+#[tokio::test]
+async fn oversized_and_unreadable_bodies_are_refused_and_recorded() {
+    let app = TestApp::start_with(|config| {
+        config.ingest.max_body_bytes = 10_000;
+        config.ingest.max_batch_events = 5;
+        config.pipeline.queue_capacity = 100;
+    })
+    .await;
+    let send = |body: String, content_type: &'static str| {
+        app.http
+            .post(app.endpoint("/api/events"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let response = send(format!("[\"{}\"]", "x".repeat(20_000)), "application/json").await.unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "body_too_large");
+
+    let six: Vec<Value> = (0..6).map(|i| event("s-many", &format!("e{i}"))).collect();
+    let response = send(Value::from(six).to_string(), "application/json").await.unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "too_many_events");
+
+    let response = send("{\"session_id\": ".to_owned(), "application/json").await.unwrap();
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["code"], "malformed_json");
+    assert!(answer["message"].as_str().unwrap().contains("line 1"), "{answer}");
+
+    for (body, code) in [("42", "invalid_body"), ("[]", "empty_batch"), ("\"text\"", "invalid_body")] {
+        let response = send(body.to_owned(), "application/json").await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert_eq!(response.json::<Value>().await.unwrap()["code"], code, "{body}");
+    }
+
+    let response = send(event("s", "n").to_string(), "text/plain").await.unwrap();
+    assert_eq!(response.status(), 415);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "unsupported_media_type");
+
+    assert_eq!(
+        app.db
+            .wait_for_count("SELECT count() FROM errors WHERE item_index IS NULL", 5)
+            .await,
+        5,
+        "too_many_events, malformed_json, 2 × invalid_body and empty_batch are recorded"
+    );
+    let raw: Vec<Value> = app
+        .db
+        .json_rows("SELECT raw FROM errors WHERE has(problem_code, 'malformed_json')")
+        .await;
+    assert_eq!(raw[0]["raw"], "{\"session_id\": ");
+}
+
+#[tokio::test]
+async fn sent_at_corrects_clock_skew_and_keeps_the_original() {
+    let app = TestApp::start().await;
+    // The client's clock is two hours fast; the event happened 30 s before it sent it.
+    let client_now = chrono::Utc::now() + chrono::TimeDelta::hours(2);
+    let mut skewed = event("s-skew", "pageview");
+    skewed["timestamp"] = json!((client_now - chrono::TimeDelta::seconds(30)).to_rfc3339());
+    skewed["sent_at"] = json!(client_now.to_rfc3339());
+    let response = app.post_events(&skewed).await;
+    assert_eq!(response.status(), 202, "not refused as in the future");
+    app.db.wait_for_count("SELECT count() FROM events", 1).await;
+    let rows: Vec<Value> = app
+        .db
+        .json_rows(
+            "SELECT dateDiff('millisecond', timestamp, received_at) AS lag_ms, \
+             dateDiff('millisecond', timestamp, client_timestamp) AS skew_ms, \
+             sent_at IS NOT NULL AS has_sent_at FROM events",
+        )
+        .await;
+    assert_eq!(rows[0]["lag_ms"], 30_000);
+    let skew = rows[0]["skew_ms"].as_i64().unwrap();
+    assert!((7_190_000..=7_210_000).contains(&skew), "{skew}");
+    assert_eq!(rows[0]["has_sent_at"], 1);
+}
+
+#[tokio::test]
+async fn a_retried_event_id_is_stored_once() {
+    let app = TestApp::start().await;
+    let mut retried = event("s-retry", "pageview");
+    let id = "0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d";
+    retried["event_id"] = json!(id);
+    for _ in 0..3 {
+        let response = app.post_events(&retried).await;
+        assert_eq!(response.status(), 202);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["results"][0]["event_id"], id);
+    }
+    let response = app.post_events(&json!([retried.clone(), retried])).await;
+    assert_eq!(response.status(), 202);
+    app.db.wait_for_count("SELECT count() FROM events", 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.db.count("SELECT count() FROM events").await, 1);
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after_and_stores_nothing_of_it() {
+    // A long flush interval keeps the first request's events in the queue.
+    let app = TestApp::start_with(|config| {
+        config.ingest.max_batch_events = 10;
+        config.pipeline.queue_capacity = 10;
+        config.pipeline.flush_interval_ms = 3_000;
+        config.pipeline.batch_max_rows = 1_000;
+    })
+    .await;
+    let batch: Vec<Value> = (0..10).map(|i| event("s-full", &format!("e{i}"))).collect();
+    assert_eq!(app.post_events(&Value::from(batch)).await.status(), 202);
+    let response = app.post_events(&event("s-full", "late")).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "queue_full");
+    assert_eq!(app.db.wait_for_count("SELECT count() FROM events", 10).await, 10);
+    // Once flushed, there is room again.
+    assert_eq!(app.post_events(&event("s-full", "later")).await.status(), 202);
+    assert_eq!(app.db.wait_for_count("SELECT count() FROM events", 11).await, 11);
+    assert_eq!(app.db.count("SELECT count() FROM events WHERE name = 'late'").await, 0);
+}
+
+/// Shutting down while clients keep sending loses nothing that was answered 202.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_loses_no_accepted_event() {
+    let mut app = TestApp::start_with(|config| {
+        config.pipeline.flush_interval_ms = 200;
+    })
+    .await;
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut senders = Vec::new();
+    for worker in 0..8 {
+        let http = app.http.clone();
+        let url = app.endpoint("/api/events");
+        let accepted = accepted.clone();
+        senders.push(tokio::spawn(async move {
+            for round in 0..10_000 {
+                let batch: Vec<Value> = (0..10)
+                    .map(|i| event(&format!("s-load-{worker}"), &format!("e{round}-{i}")))
+                    .collect();
+                let Ok(response) = http.post(&url).json(&batch).send().await else {
+                    return;
+                };
+                if response.status() != 202 {
+                    continue;
+                }
+                let answer: Value = response.json().await.unwrap();
+                let mut accepted = accepted.lock().unwrap();
+                for result in answer["results"].as_array().unwrap() {
+                    accepted.push(result["event_id"].as_str().unwrap().to_owned());
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    app.shutdown().await;
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(accepted.len() >= 100, "only {} accepted", accepted.len());
+    let stored: std::collections::HashSet<String> = app
+        .db
+        .json_rows::<Value>("SELECT toString(event_id) AS id FROM events")
+        .await
+        .into_iter()
+        .map(|row| row["id"].as_str().unwrap().to_owned())
+        .collect();
+    let missing = accepted.iter().filter(|id| !stored.contains(*id)).count();
+    assert_eq!(missing, 0, "{missing} of {} accepted events are missing", accepted.len());
+}
