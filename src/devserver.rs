@@ -175,6 +175,9 @@ impl DevServer {
             .arg("--data")
             .arg(data_dir)
             .arg("--exit-with-parent")
+            // Also catches this process dying before the server has even started.
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_for_stdout))
             .stderr(Stdio::from(log))

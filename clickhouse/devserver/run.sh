@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts The Eye's ClickHouse devserver (development and tests only; see README.md).
 #
-#   run.sh --host H --port P --data DIR [--exit-with-parent]
+#   run.sh --host H --port P --data DIR [--exit-with-parent [--parent-pid PID]]
 #
 # On first use it creates a virtualenv with the pinned requirements in
 #   ${THE_EYE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/the-eye}/devserver-venv-<hash>
@@ -28,6 +28,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
     if [[ ! -x "$venv/bin/python" ]]; then
         echo "devserver: creating virtualenv $venv (first run; this takes a while)" >&2
         tmp="$(mktemp -d "$cache_dir/.devserver-venv-tmp.XXXXXX")"
+        chmod 755 "$tmp"  # mktemp makes it private; the cache may be shared
         trap 'rm -rf "$tmp"' EXIT
         "${DEVSERVER_PYTHON:-python3}" -m venv "$tmp"
         "$tmp/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
@@ -36,6 +37,8 @@ if [[ ! -x "$venv/bin/python" ]]; then
         "$tmp/bin/python" -c 'import chdb.session, lz4.block, lz4.frame, clickhouse_cityhash.cityhash'
         # A virtualenv's scripts embed its path, but the server is started as
         # `$venv/bin/python server.py`, which works from any location.
+        # A leftover whose interpreter is gone (e.g. Python was upgraded) is replaced.
+        rm -rf "$venv"
         mv -T "$tmp" "$venv"
         trap - EXIT
     fi

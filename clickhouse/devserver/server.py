@@ -30,7 +30,7 @@ bodies are read (and decompressed) before the lock is taken, so a slow client ne
 holds up the others. Per-request settings are applied with `SET` and restored after
 the request, and the current database is switched only when it changes.
 
-Usage: server.py --host H --port P --data DIR [--exit-with-parent]
+Usage: server.py --host H --port P --data DIR [--exit-with-parent [--parent-pid PID]]
 
 DIR holds the engine's data (DIR/chdb, persists across restarts) and spooled request
 bodies (DIR/tmp). SIGTERM/SIGINT stop accepting connections, let in-flight requests
@@ -285,7 +285,8 @@ def _tokens(buf, pos=0):
 class Statement:
     """What the HTTP layer needs to know about a query."""
 
-    kind = ""  # first keyword, upper case ("" if there is none)
+    empty = True  # nothing but whitespace and comments
+    kind = ""  # first keyword (or punctuation), upper case
     # INSERT ... FORMAT X whose data follows the format name:
     insert_sql = None  # the statement up to (without) FORMAT, for chDB's streaming insert
     insert_format = None
@@ -301,19 +302,27 @@ def scan_statement(buf):
     first = next(toks, None)
     if first is None:
         return st
+    st.empty = False
     kind, start, end = first
     st.kind = buf[start:end].upper().decode("ascii", "replace") if kind in ("word", "punct") else ""
     if st.kind == "INSERT":
         _scan_insert(buf, toks, st)
         return st
-    depth = 0
-    prev = None  # the token before, to spot `FORMAT name`
+    depth = 1 if st.kind == "(" else 0  # `(SELECT ...) UNION ...`: the first token opened one
+    prev_was_format = False
+    # `FORMAT name` counts if nothing or only `;` / `SETTINGS ...` follows the name, so
+    # that a column called `format` (`SELECT format FROM t`) is not taken for the clause.
+    candidate = None
     after_semicolon = False
     for kind, start, end in toks:
         if after_semicolon:
             st.second_statement_at = start
             break
         word = buf[start:end]
+        if candidate is not None:
+            if word == b";" or word.upper() == b"SETTINGS":
+                st.output_format = candidate
+            candidate = None
         if kind == "punct":
             if word in b"([{":
                 depth += 1
@@ -321,10 +330,11 @@ def scan_statement(buf):
                 depth -= 1
             elif word == b";" and depth <= 0:
                 after_semicolon = True
-        elif kind in ("word", "qid") and depth == 0 and prev is not None and prev[0] == "word":
-            if buf[prev[1] : prev[2]].upper() == b"FORMAT":
-                st.output_format = _unquote_name(word)
-        prev = (kind, start, end)
+        elif kind in ("word", "qid") and depth == 0 and prev_was_format:
+            candidate = _unquote_name(word)
+        prev_was_format = kind == "word" and depth == 0 and word.upper() == b"FORMAT"
+    if candidate is not None:
+        st.output_format = candidate
     return st
 
 
@@ -655,8 +665,8 @@ def decoded_pieces(raw_pieces, content_encoding, decompress):
 
 class Spool:
     """Holds an INSERT's data until the engine takes it: in memory, or in a file under the
-    server's temp dir once it gets big. The file path is per thread (one request per thread
-    at a time), so it is reused rather than created for every request."""
+    server's temp dir once it gets big. The file's path is per thread (a thread serves one
+    request at a time), so the same path is reused and no unique names are needed."""
 
     def __init__(self, tmp_dir):
         self.tmp_dir = tmp_dir
@@ -842,12 +852,16 @@ class Engine:
                     for piece in spool.pieces():
                         inserter.append(piece)
                     result = inserter.finish()
-                except RuntimeError as exc:
+                except BaseException as exc:
+                    # Whatever went wrong, the insert must not stay open: the session
+                    # accepts no other statement while it is.
                     try:
                         inserter.cancel()  # no-op once finish() was called
                     except RuntimeError:
                         pass
-                    raise ClickHouseError.from_engine(exc) from None
+                    if isinstance(exc, RuntimeError):
+                        raise ClickHouseError.from_engine(exc) from None
+                    raise
                 return {
                     "read_rows": 0,
                     "read_bytes": 0,
@@ -1097,7 +1111,7 @@ class Handler(BaseHTTPRequestHandler):
             head += b"\n"
             st = scan_statement(head)
             if st.insert_format is not None:
-                self.log_query = st.insert_sql[:200]
+                self.log_query = st.insert_sql[:120]
                 self.run_insert(st, head[st.data_offset :], pieces, settings, database, query_id)
                 return
             full = head + b"".join(pieces)
@@ -1105,13 +1119,13 @@ class Handler(BaseHTTPRequestHandler):
             full = b"".join(pieces)
         st = scan_statement(full)
         if st.insert_format is not None:
-            self.log_query = st.insert_sql[:200]
+            self.log_query = st.insert_sql[:120]
             self.run_insert(st, full[st.data_offset :], iter(()), settings, database, query_id)
             return
 
         sql = full.decode("utf-8", "replace")
         self.log_query = sql.strip().replace("\n", " ")[:200]
-        if not st.kind:
+        if st.empty:
             raise ClickHouseError(62, "SYNTAX_ERROR", "Empty query")
         if st.second_statement_at is not None:
             pos = st.second_statement_at
@@ -1131,10 +1145,18 @@ class Handler(BaseHTTPRequestHandler):
         """INSERT ... FORMAT X: spool the data (outside the engine lock), then feed it."""
         spool = Spool(self.server.tmp_dir)
         try:
+            started = time.monotonic()
             spool.add(data_prefix)
             for piece in pieces:
                 spool.add(piece)
+            received = time.monotonic()
             summary = self.server.engine.insert(st.insert_sql, st.insert_format, spool, settings, database)
+            # Where the time went: waiting for the body, or in the engine (incl. its lock).
+            self.log_query += " (%d bytes: body %.1fms, engine %.1fms)" % (
+                spool.size,
+                (received - started) * 1000,
+                (time.monotonic() - received) * 1000,
+            )
         finally:
             spool.close()
         self.respond_ok(b"", "TabSeparated", summary, {}, {}, query_id)
@@ -1219,6 +1241,11 @@ def main():
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--data", required=True, help="directory for the engine's data (kept across restarts)")
     parser.add_argument("--exit-with-parent", action="store_true", help="shut down when the parent process exits")
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        help="with --exit-with-parent: the PID expected as parent (catches a parent that died before we started)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("DEVSERVER_LOG_LEVEL", "INFO"))
     args = parser.parse_args()
 
@@ -1227,7 +1254,7 @@ def main():
         format="%(asctime)s %(levelname)s devserver[%(process)d] %(message)s",
         stream=sys.stderr,
     )
-    parent_pid = os.getppid()
+    parent_pid = args.parent_pid or os.getppid()
 
     data_dir = os.path.abspath(args.data)
     os.makedirs(data_dir, exist_ok=True)
