@@ -25,11 +25,13 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Queueing and batching between the request path and ClickHouse.
     pub pipeline: PipelineConfig,
+    /// API keys and rate limits.
+    pub auth: AuthConfig,
 }
 
 /// Sections that environment variables may address; anything else under `THE_EYE_` (such as
 /// `THE_EYE_CACHE_DIR`, read by the devserver script) is not configuration of the service.
-const SECTIONS: [&str; 4] = ["server", "clickhouse", "ingest", "pipeline"];
+const SECTIONS: [&str; 5] = ["server", "clickhouse", "ingest", "pipeline", "auth"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -134,8 +136,6 @@ pub struct IngestConfig {
     pub max_event_age_ms: u64,
     /// How much of a rejected input is kept in `errors.raw`, in bytes. Default 16 KiB.
     pub max_raw_error_bytes: usize,
-    /// Application stamped on events while requests are not authenticated. Default `default`.
-    pub default_application: String,
 }
 
 impl Default for IngestConfig {
@@ -148,7 +148,6 @@ impl Default for IngestConfig {
             future_tolerance_ms: 5 * 60 * 1000,
             max_event_age_ms: 0,
             max_raw_error_bytes: 16 * 1024,
-            default_application: "default".to_owned(),
         }
     }
 }
@@ -185,6 +184,41 @@ impl Default for PipelineConfig {
             retry_max_ms: 10_000,
             retry_after_secs: 1,
             dedup_window_events: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How often every instance re-reads applications and keys from ClickHouse, in
+    /// milliseconds: a revoked key stops working within this interval. Default 10,000.
+    pub refresh_interval_ms: u64,
+    /// Most ClickHouse look-ups of keys not in memory, per second, for all keys together, so
+    /// that a flood of made-up keys cannot flood ClickHouse. Default 20.
+    pub max_lookups_per_second: u32,
+    /// Events per second an application may send unless its record says otherwise.
+    /// Default 1,000.
+    pub default_rate_per_second: u32,
+    /// Events an application may send at once unless its record says otherwise; must hold a
+    /// full request (`ingest.max_batch_events`). Default 2,000.
+    pub default_burst: u32,
+    /// On the development server, create an application `demo` on first start and print its
+    /// keys (also written to `demo-keys.env` beside the data directory). Default true.
+    pub demo_application: bool,
+    /// Browser origins allowed for the demo application. Default none.
+    pub demo_origins: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            refresh_interval_ms: 10_000,
+            max_lookups_per_second: 20,
+            default_rate_per_second: 1_000,
+            default_burst: 2_000,
+            demo_application: true,
+            demo_origins: Vec::new(),
         }
     }
 }
@@ -246,6 +280,17 @@ impl Config {
         )?;
         positive("pipeline.retry_initial_ms", self.pipeline.retry_initial_ms)?;
         positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
+        positive("auth.refresh_interval_ms", self.auth.refresh_interval_ms)?;
+        positive(
+            "auth.default_rate_per_second",
+            self.auth.default_rate_per_second.into(),
+        )?;
+        if (self.auth.default_burst as usize) < self.ingest.max_batch_events {
+            return Err(ConfigError::Invalid {
+                setting: "auth.default_burst",
+                message: "must hold at least one full request (ingest.max_batch_events)".to_owned(),
+            });
+        }
         if self.pipeline.retry_max_ms < self.pipeline.retry_initial_ms {
             return Err(ConfigError::Invalid {
                 setting: "pipeline.retry_max_ms",

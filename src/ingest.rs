@@ -61,8 +61,23 @@ impl Ingestor {
 
     /// Handles a decoded body. `Ok` means at least one event was accepted (202); every
     /// outcome, including rejections, is in the summary.
-    pub fn ingest(&self, origin: &Origin<'_>, body: &[u8]) -> Result<IngestSummary, ApiError> {
-        let document: Value = match serde_json::from_slice(body) {
+    ///
+    /// `admit` is asked, with the number of events the body holds (1 for a body that is not an
+    /// array), whether the request may proceed; it runs before anything is validated or
+    /// recorded, so a rate-limited request leaves no trace but a metric.
+    pub fn ingest(
+        &self,
+        origin: &Origin<'_>,
+        body: &[u8],
+        admit: impl FnOnce(usize) -> Result<(), ApiError>,
+    ) -> Result<IngestSummary, ApiError> {
+        let parsed = serde_json::from_slice::<Value>(body);
+        admit(match &parsed {
+            // An oversized batch is refused below; it costs what the largest allowed one does.
+            Ok(Value::Array(items)) => items.len().clamp(1, self.config.max_batch_events),
+            _ => 1,
+        })?;
+        let document: Value = match parsed {
             Ok(document) => document,
             Err(error) => {
                 let message = format!("the body is not valid JSON: {error}");

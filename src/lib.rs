@@ -13,6 +13,7 @@
 //! future, so that `main` and the tests start it the same way.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod devserver;
 pub mod ingest;
@@ -27,10 +28,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
 use crate::api::AppState;
+use crate::auth::limits::RateLimits;
+use crate::auth::registry::Registry;
 use crate::devserver::DevServer;
 use crate::ingest::Ingestor;
 use crate::metrics::Metrics;
@@ -46,6 +50,8 @@ pub enum Error {
     DevServer(#[from] devserver::DevServerError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Admin(#[from] auth::admin::AdminError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -90,6 +96,50 @@ pub async fn migrate(store: &Store, patience: Duration) -> Result<Vec<u32>, Erro
     }
 }
 
+/// Creates the demo application on first start of the development server and prints its
+/// keys, which are also written to `demo-keys.env` beside the data directory, since they
+/// cannot be shown again.
+async fn announce_demo(config: &Config, store: &Store) -> Result<(), Error> {
+    let keys_file = config
+        .clickhouse
+        .devserver_data_dir
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("demo-keys.env");
+    let Some(demo) = auth::admin::ensure_demo(store, &config.auth.demo_origins).await? else {
+        tracing::info!(keys_file = %keys_file.display(), "demo application exists; its keys were written at first start");
+        return Ok(());
+    };
+    let contents = format!(
+        "# Keys of the demo application, created {}. Shown once; keep them private.\n\
+         THE_EYE_INGEST_KEY={}\nTHE_EYE_READ_KEY={}\nTHE_EYE_ADMIN_KEY={}\n",
+        chrono::Utc::now().to_rfc3339(),
+        demo.ingest.key,
+        demo.read.key,
+        demo.admin.key
+    );
+    write_private(&keys_file, &contents)?;
+    // Printed, not logged: keys never go through the log pipeline.
+    println!(
+        "\nCreated application `{}` for trying The Eye out. Its keys (also in {}):\n  ingest: {}\n  read:   {}\n  admin:  {}\n",
+        demo.application_id,
+        keys_file.display(),
+        demo.ingest.key,
+        demo.read.key,
+        demo.admin.key
+    );
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
 /// Runs The Eye on `listener` until `shutdown` completes, then stops accepting requests,
 /// writes every queued row to ClickHouse and returns.
 pub async fn serve(
@@ -102,8 +152,14 @@ pub async fn serve(
     if config.clickhouse.migrate_on_start {
         migrate(&store, Duration::from_secs(60)).await?;
     }
-    let config = Arc::new(config);
+    if devserver.is_some() && config.auth.demo_application {
+        announce_demo(&config, &store).await?;
+    }
     let metrics = Arc::new(Metrics::new(1000));
+    let registry = Registry::load(store.clone(), config.auth.clone(), metrics.clone()).await?;
+    let background = CancellationToken::new();
+    registry.spawn_refresh(background.clone());
+    let config = Arc::new(config);
     let pipeline = Arc::new(Pipeline::start(
         &config.pipeline,
         store.clone(),
@@ -122,6 +178,8 @@ pub async fn serve(
         pipeline: pipeline.clone(),
         ingestor,
         metrics,
+        registry,
+        limits: Arc::new(RateLimits::new()),
     };
     let app = api::router(state);
     tracing::info!(address = %listener.local_addr()?, "The Eye is listening");
@@ -129,6 +187,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!("stopped accepting requests; writing what is queued");
+    background.cancel();
     let drained = pipeline
         .shutdown(Duration::from_millis(config.server.shutdown_timeout_ms))
         .await;

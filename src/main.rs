@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use the_eye::auth::admin::{self, AdminError, NewApplication};
+use the_eye::auth::Scope;
+use the_eye::devserver::DevServer;
+use the_eye::store::Store;
 use the_eye::{Config, Error};
 
 #[derive(Parser)]
@@ -31,6 +35,58 @@ enum Command {
     },
     /// Apply pending ClickHouse migrations and exit.
     Migrate,
+    /// Manage applications (the trusted clients that send events).
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum AppsCommand {
+    /// Register an application; prints its id and a new ingest key (shown once).
+    Create {
+        /// Human-readable name; the id is derived from it.
+        #[arg(long)]
+        name: String,
+        /// Events per second (default: auth.default_rate_per_second).
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Events at once (default: auth.default_burst).
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Browser origin allowed to send events, e.g. https://shop.example (repeatable).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+    },
+    /// List applications.
+    List,
+    /// Disable an application: all its keys stop working within auth.refresh_interval_ms.
+    Disable { id: String },
+    /// Enable a disabled application again.
+    Enable { id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints it once.
+    Create {
+        /// Application id.
+        #[arg(long = "app")]
+        app: String,
+        /// Comma-separated scopes: ingest, read, admin.
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
+    /// List keys (prefixes, scopes, state; never the keys themselves).
+    List {
+        /// Only this application's keys.
+        #[arg(long = "app")]
+        app: Option<String>,
+    },
+    /// Revoke a key by its prefix (eye_xxxxxxxx).
+    Revoke { prefix: String },
 }
 
 #[tokio::main]
@@ -52,6 +108,8 @@ async fn main() -> ExitCode {
             serve(config).await
         }
         Command::Migrate => migrate(config).await,
+        Command::Apps(command) => apps(config, command).await,
+        Command::Keys(command) => keys(config, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +136,125 @@ async fn migrate(config: Config) -> Result<(), Error> {
             "database `{}`: applied migrations {applied:?}",
             store.database()
         );
+    }
+    Ok(())
+}
+
+/// ClickHouse with the schema applied, for the administrative commands.
+async fn admin_store(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
+    let (store, devserver) = the_eye::connect(config).await?;
+    the_eye::migrate(&store, Duration::from_secs(60)).await?;
+    Ok((store, devserver))
+}
+
+async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
+    let (store, _devserver) = admin_store(&config).await?;
+    match command {
+        AppsCommand::Create {
+            name,
+            rate,
+            burst,
+            origins,
+        } => {
+            let new = NewApplication {
+                name,
+                rate_per_second: rate,
+                burst,
+                allowed_origins: origins,
+            };
+            let (application, key) = admin::create_application(&store, new).await?;
+            println!("created application `{}`", application.application_id);
+            println!("ingest key (shown once; store it safely): {}", key.key);
+        }
+        AppsCommand::List => {
+            println!(
+                "{:<24} {:<24} {:<8} {:>8} {:>8}  origins",
+                "id", "name", "enabled", "rate/s", "burst"
+            );
+            for app in store.applications().await? {
+                let or_default = |value: u32| {
+                    if value == 0 {
+                        "default".to_owned()
+                    } else {
+                        value.to_string()
+                    }
+                };
+                println!(
+                    "{:<24} {:<24} {:<8} {:>8} {:>8}  {}",
+                    app.application_id,
+                    app.name,
+                    app.enabled,
+                    or_default(app.rate_per_second),
+                    or_default(app.burst),
+                    app.allowed_origins.join(" ")
+                );
+            }
+        }
+        AppsCommand::Disable { id } => {
+            admin::set_enabled(&store, &id, false).await?;
+            println!(
+                "disabled application `{id}`; its keys stop working within {} ms",
+                config.auth.refresh_interval_ms
+            );
+        }
+        AppsCommand::Enable { id } => {
+            admin::set_enabled(&store, &id, true).await?;
+            println!("enabled application `{id}`");
+        }
+    }
+    Ok(())
+}
+
+async fn keys(config: Config, command: KeysCommand) -> Result<(), Error> {
+    let (store, _devserver) = admin_store(&config).await?;
+    match command {
+        KeysCommand::Create { app, scopes } => {
+            let scopes = scopes
+                .iter()
+                .map(|name| {
+                    Scope::parse(name).ok_or_else(|| {
+                        AdminError::Invalid(format!(
+                            "unknown scope `{name}`; use ingest, read or admin"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let (row, key) = admin::create_key(&store, &app, &scopes).await?;
+            println!(
+                "created key {} for `{}` with scopes {}",
+                row.prefix,
+                app,
+                row.scopes.join(",")
+            );
+            println!("key (shown once; store it safely): {}", key.key);
+        }
+        KeysCommand::List { app } => {
+            println!(
+                "{:<14} {:<24} {:<20} {:<27} state",
+                "prefix", "application", "scopes", "created"
+            );
+            for key in store.keys(app.as_deref()).await? {
+                let state = match key.revoked_at {
+                    Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M:%S")),
+                    None => "active".to_owned(),
+                };
+                println!(
+                    "{:<14} {:<24} {:<20} {:<27} {}",
+                    key.prefix,
+                    key.application_id,
+                    key.scopes.join(","),
+                    key.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                    state
+                );
+            }
+        }
+        KeysCommand::Revoke { prefix } => {
+            admin::revoke_key(&store, &prefix).await?;
+            println!(
+                "revoked key {prefix}; it stops working within {} ms",
+                config.auth.refresh_interval_ms
+            );
+        }
     }
     Ok(())
 }

@@ -83,6 +83,7 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub unauthenticated: IntCounterVec,
     pub schema_reloads: IntCounterVec,
+    pub key_lookups: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -158,6 +159,7 @@ impl Metrics {
             rate_limited: counter(&registry, "the_eye_rate_limited_requests_total", "Requests answered 429.", &["application"]),
             unauthenticated: counter(&registry, "the_eye_unauthenticated_requests_total", "Requests answered 401 or 403.", &["reason"]),
             schema_reloads: counter(&registry, "the_eye_schema_reloads_total", "Payload schema reloads, by result.", &["result"]),
+            key_lookups: counter(&registry, "the_eye_key_lookups_total", "ClickHouse look-ups of API keys not in memory, by result (found, unknown, throttled, skipped, failed).", &["result"]),
             registry,
         }
     }

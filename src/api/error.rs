@@ -11,6 +11,12 @@ use the_eye_types::{ErrorBody, IngestSummary, Problem};
 
 use crate::pipeline::PipelineError;
 
+/// IETF `RateLimit` header fields (draft-ietf-httpapi-ratelimit-headers).
+pub static RATELIMIT_LIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit-limit");
+pub static RATELIMIT_REMAINING: header::HeaderName =
+    header::HeaderName::from_static("ratelimit-remaining");
+pub static RATELIMIT_RESET: header::HeaderName = header::HeaderName::from_static("ratelimit-reset");
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: the request as a whole is unusable.
@@ -23,9 +29,22 @@ pub enum ApiError {
     /// 400: every event of an ingest request was rejected.
     #[error("no event was accepted")]
     AllRejected(IngestSummary),
+    /// 401 with `WWW-Authenticate`.
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    /// 403.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 429 with `Retry-After` and `RateLimit-*` headers.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        limit: u32,
+        retry_after_secs: u64,
+    },
     /// 413.
     #[error("{message}")]
     TooLarge { code: &'static str, message: String },
@@ -78,11 +97,14 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. }
+            | Self::Unauthorized { code, .. }
+            | Self::Forbidden { code, .. }
             | Self::TooLarge { code, .. }
             | Self::UnsupportedMediaType { code, .. }
             | Self::Unavailable { code, .. } => code,
             Self::AllRejected(_) => "all_rejected",
             Self::NotFound(_) => "not_found",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Internal(_) => "internal",
         }
     }
@@ -90,7 +112,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } | Self::AllRejected(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,7 +128,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let code = self.code().to_owned();
-        let mut retry_after = None;
+        let mut extra_headers: Vec<(header::HeaderName, HeaderValue)> = Vec::new();
         let body = match self {
             Self::BadRequest {
                 message, problems, ..
@@ -129,7 +154,36 @@ impl IntoResponse for ApiError {
                     .collect(),
                 ingest: Some(summary),
             },
+            Self::Unauthorized { message, .. } => {
+                extra_headers.push((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"the-eye\", error=\"invalid_token\""),
+                ));
+                ErrorBody {
+                    code,
+                    message,
+                    problems: Vec::new(),
+                    ingest: None,
+                }
+            }
+            Self::RateLimited {
+                message,
+                limit,
+                retry_after_secs,
+            } => {
+                extra_headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after_secs)));
+                extra_headers.push((RATELIMIT_LIMIT.clone(), HeaderValue::from(limit)));
+                extra_headers.push((RATELIMIT_REMAINING.clone(), HeaderValue::from(0)));
+                extra_headers.push((RATELIMIT_RESET.clone(), HeaderValue::from(retry_after_secs)));
+                ErrorBody {
+                    code,
+                    message,
+                    problems: Vec::new(),
+                    ingest: None,
+                }
+            }
             Self::NotFound(message)
+            | Self::Forbidden { message, .. }
             | Self::TooLarge { message, .. }
             | Self::UnsupportedMediaType { message, .. } => ErrorBody {
                 code,
@@ -142,7 +196,7 @@ impl IntoResponse for ApiError {
                 retry_after_secs,
                 ..
             } => {
-                retry_after = Some(retry_after_secs);
+                extra_headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after_secs)));
                 tracing::warn!(%code, "answered 503");
                 ErrorBody {
                     code,
@@ -162,11 +216,7 @@ impl IntoResponse for ApiError {
             }
         };
         let mut response = (status, Json(body)).into_response();
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
+        response.headers_mut().extend(extra_headers);
         response
     }
 }

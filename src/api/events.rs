@@ -1,51 +1,152 @@
-//! `POST /api/events`: reading the body (content type, gzip, size bounds) and answering.
+//! `POST /api/events` and the beacon path: reading the body (content type, gzip, size
+//! bounds), rate limiting, and answering.
 
 use std::io::Read;
+use std::sync::Mutex;
 
 use axum::body::{to_bytes, Body, Bytes};
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::Utc;
 use flate2::read::GzDecoder;
+use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{ApiError, AppState};
+use super::error::{RATELIMIT_LIMIT, RATELIMIT_REMAINING};
+use super::{auth, ApiError, AppState};
+use crate::auth::limits::Decision;
+use crate::auth::{Principal, Scope};
 use crate::ingest::Origin;
+
+/// Which body formats an entry point takes.
+#[derive(Clone, Copy)]
+enum Accepts {
+    /// `application/json` only.
+    Json,
+    /// Also `text/plain` and form-encoded (`events=<json>`): what `navigator.sendBeacon` can
+    /// send without a CORS preflight.
+    Beacon,
+}
 
 /// Takes one event or an array of events; answers 202 when at least one was accepted.
 pub async fn post_events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    ingest(&state, &principal, &headers, body, Accepts::Json).await
+}
+
+#[derive(Deserialize)]
+pub struct BeaconQuery {
+    key: Option<String>,
+}
+
+/// The beacon path: the key comes in the query string, since `sendBeacon` cannot set
+/// headers; only browsers use it, so the `Origin` must be present and registered.
+pub async fn post_beacon(
+    State(state): State<AppState>,
+    Query(query): Query<BeaconQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let principal = auth::authenticate(&state, query.key.as_deref(), Scope::Ingest).await?;
+    if !headers.contains_key(header::ORIGIN) {
+        return Err(ApiError::Forbidden {
+            code: "origin_required",
+            message: "the beacon path is for browsers and needs an Origin header".to_owned(),
+        });
+    }
+    auth::check_origin(&state, &principal, &headers)?;
+    let mut response = ingest(&state, &principal, &headers, body, Accepts::Beacon).await?;
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        response
+            .headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        response
+            .headers_mut()
+            .append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    Ok(response)
+}
+
+async fn ingest(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+    accepts: Accepts,
+) -> Result<Response, ApiError> {
     let origin = Origin {
-        application: &state.config.ingest.default_application,
+        application: &principal.application,
         received_at: Utc::now(),
         request_id: Uuid::now_v7(),
     };
     let limit = state.ingestor.config().max_body_bytes;
-    let body = match read_body(&headers, body, limit).await {
+    let body = match read_body(headers, body, limit, accepts).await {
         Ok(body) => body,
         Err(BodyError { error, partial }) => {
-            if let Some(partial) = partial {
-                let code = error.code();
-                state
-                    .ingestor
-                    .record_refusal(&origin, &partial, code, &error.to_string());
-            } else {
-                state
+            let code = error.code();
+            match partial {
+                Some(partial) => {
+                    state
+                        .ingestor
+                        .record_refusal(&origin, &partial, code, &error.to_string())
+                }
+                None => state
                     .metrics
                     .requests_rejected
-                    .with_label_values(&[error.code()])
-                    .inc();
+                    .with_label_values(&[code])
+                    .inc(),
             }
             return Err(error);
         }
     };
-    let summary = state.ingestor.ingest(&origin, &body)?;
-    Ok((StatusCode::ACCEPTED, Json(summary)).into_response())
+    let allowance = Mutex::new(None);
+    let summary = state.ingestor.ingest(&origin, &body, |events| {
+        let cost = u32::try_from(events).unwrap_or(u32::MAX);
+        let decision = state.limits.check(
+            &principal.application,
+            principal.rate_per_second,
+            principal.burst,
+            cost,
+        );
+        match decision {
+            Decision::Allowed { limit, remaining } => {
+                *allowance.lock().unwrap_or_else(|p| p.into_inner()) = Some((limit, remaining));
+                Ok(())
+            }
+            Decision::Limited { limit, retry_after } => {
+                let label = state.metrics.application(&principal.application);
+                state.metrics.rate_limited.with_label_values(&[label]).inc();
+                let retry_after_secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                Err(ApiError::RateLimited {
+                    message: format!(
+                        "application `{}` is over its rate of {limit} events per second; retry after {retry_after_secs} s",
+                        principal.application
+                    ),
+                    limit,
+                    retry_after_secs,
+                })
+            }
+            Decision::ExceedsBurst { burst } => Err(ApiError::TooLarge {
+                code: "exceeds_burst",
+                message: format!(
+                    "this request holds {events} events, more than the {burst} the application may send at once"
+                ),
+            }),
+        }
+    })?;
+    let mut response = (StatusCode::ACCEPTED, Json(summary)).into_response();
+    if let Some((limit, remaining)) = *allowance.lock().unwrap_or_else(|p| p.into_inner()) {
+        let headers = response.headers_mut();
+        headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
+        headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
+    }
+    Ok(response)
 }
 
 /// The HTTP ceiling for benchmarks: parses the JSON and answers 202, nothing else. Only
@@ -72,10 +173,22 @@ impl From<ApiError> for BodyError {
     }
 }
 
+/// The body format of a request, from its `Content-Type`.
+#[derive(PartialEq)]
+enum Format {
+    Json,
+    Form,
+}
+
 /// Reads at most `limit` bytes of JSON, decompressing gzip with the limit enforced while
 /// decompressing, so a small bomb cannot expand into memory.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, BodyError> {
-    check_content_type(headers)?;
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    accepts: Accepts,
+) -> Result<Bytes, BodyError> {
+    let format = content_format(headers, accepts)?;
     let gzip = match headers
         .get(header::CONTENT_ENCODING)
         .map(|value| value.to_str().unwrap_or("").trim().to_ascii_lowercase())
@@ -96,45 +209,83 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         message: format!("the body exceeds {limit} bytes (after decompression)"),
     };
     let raw = to_bytes(body, limit).await.map_err(|_| too_large())?;
-    if !gzip {
-        return Ok(raw);
-    }
-    let mut decoded = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-    let mut reader = GzDecoder::new(&raw[..]).take(limit as u64 + 1);
-    if let Err(error) = reader.read_to_end(&mut decoded) {
-        return Err(BodyError {
-            error: ApiError::bad_request(
+    let decoded = if gzip {
+        let mut decoded = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+        let mut reader = GzDecoder::new(&raw[..]).take(limit as u64 + 1);
+        if let Err(error) = reader.read_to_end(&mut decoded) {
+            return Err(ApiError::bad_request(
                 "malformed_gzip",
                 format!("the body is not valid gzip: {error}"),
-            ),
-            partial: None,
+            )
+            .into());
+        }
+        if decoded.len() > limit {
+            decoded.truncate(limit);
+            return Err(BodyError {
+                error: too_large(),
+                partial: Some(Bytes::from(decoded)),
+            });
+        }
+        Bytes::from(decoded)
+    } else {
+        raw
+    };
+    if format == Format::Form {
+        return form_events(&decoded).map_err(|error| BodyError {
+            error,
+            partial: Some(decoded.clone()),
         });
     }
-    if decoded.len() > limit {
-        decoded.truncate(limit);
-        return Err(BodyError {
-            error: too_large(),
-            partial: Some(Bytes::from(decoded)),
-        });
-    }
-    Ok(Bytes::from(decoded))
+    Ok(decoded)
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+/// The JSON in the `events` field of a form-encoded beacon body.
+fn form_events(body: &[u8]) -> Result<Bytes, ApiError> {
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("the form body cannot be read: {error}"),
+        )
+    })?;
+    fields
+        .into_iter()
+        .find(|(name, _)| name == "events")
+        .map(|(_, json)| Bytes::from(json))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_body",
+                "the form body has no `events` field holding the JSON",
+            )
+        })
+}
+
+fn content_format(headers: &HeaderMap, accepts: Accepts) -> Result<Format, ApiError> {
     let value = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    let essence = value.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/json") {
-        return Ok(());
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match (essence.as_str(), accepts) {
+        ("application/json", _) => return Ok(Format::Json),
+        ("text/plain", Accepts::Beacon) => return Ok(Format::Json),
+        ("application/x-www-form-urlencoded", Accepts::Beacon) => return Ok(Format::Form),
+        _ => {}
     }
+    let expected = match accepts {
+        Accepts::Json => "application/json",
+        Accepts::Beacon => "text/plain, application/json or application/x-www-form-urlencoded",
+    };
     Err(ApiError::UnsupportedMediaType {
         code: "unsupported_media_type",
         message: if value.is_empty() {
-            "Content-Type is missing; send application/json".to_owned()
+            format!("Content-Type is missing; send {expected}")
         } else {
-            format!("Content-Type `{value}` is not supported; send application/json")
+            format!("Content-Type `{value}` is not supported; send {expected}")
         },
     })
 }

@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, request decoding, and answers. Handlers are thin: they translate
 //! HTTP into calls on `ingest`, `store` and `pipeline` and back.
 
+pub mod auth;
 mod error;
 mod events;
 mod health;
@@ -18,6 +19,8 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use error::ApiError;
 
+use crate::auth::limits::RateLimits;
+use crate::auth::registry::Registry;
 use crate::config::Config;
 use crate::ingest::Ingestor;
 use crate::metrics::Metrics;
@@ -32,21 +35,35 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     pub ingestor: Arc<Ingestor>,
     pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub limits: Arc<RateLimits>,
 }
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
+    let ingest = Router::new()
+        .route("/api/events", post(events::post_events))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_ingest,
+        ));
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/api/events", post(events::post_events));
+        // Authenticates itself: its key is in the query string.
+        .route("/api/events/beacon", post(events::post_beacon))
+        .merge(ingest);
     if state.config.server.baseline_route {
         router = router.route("/api/baseline", post(events::post_baseline));
     }
     router
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::preflight,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

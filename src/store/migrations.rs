@@ -35,7 +35,11 @@ macro_rules! migration {
 }
 
 /// Every migration, in the order it applies.
-pub const MIGRATIONS: &[Migration] = &[migration!(1, "0001_events"), migration!(2, "0002_errors")];
+pub const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_events"),
+    migration!(2, "0002_errors"),
+    migration!(3, "0003_applications"),
+];
 
 impl Migration {
     fn checksum(&self) -> String {

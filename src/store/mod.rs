@@ -4,6 +4,7 @@
 //! asked for, binding every value that came from a request as a server-side parameter
 //! (`{name:Type}`), never formatting it into SQL. Deciding what to store is the pipeline's job.
 
+pub mod apps;
 pub mod migrations;
 pub mod rows;
 

@@ -2,6 +2,7 @@
 //! it is set, otherwise the development server, started once for the whole run. All tests
 //! live in this one binary so that they share that server and link once.
 
+mod auth;
 mod common;
 mod devserver;
 mod ingest;

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use the_eye::auth::admin::{self, NewApplication};
+use the_eye::auth::Scope;
 use the_eye::devserver::DevServer;
+use the_eye::store::Store;
 use the_eye::{Config, Running};
 use tokio::sync::OnceCell;
 
@@ -22,6 +25,7 @@ pub async fn clickhouse_url() -> String {
     }
     let (server, _) = DEVSERVER
         .get_or_init(|| async {
+            remove_abandoned_data_dirs();
             let data = tempfile::Builder::new()
                 .prefix("the-eye-test-clickhouse-")
                 .tempdir()
@@ -37,6 +41,37 @@ pub async fn clickhouse_url() -> String {
         })
         .await;
     server.url().to_owned()
+}
+
+/// The static server's data directory outlives the process (statics are not dropped), so
+/// each run clears those of earlier runs: any whose `devserver.lock` no server holds, and
+/// old enough not to be one that a concurrent run is just starting a server in.
+fn remove_abandoned_data_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with("the-eye-test-clickhouse-"));
+        let old = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|modified| {
+                modified.elapsed().unwrap_or_default() > Duration::from_secs(600)
+            });
+        if !ours || !old {
+            continue;
+        }
+        let in_use = std::fs::File::open(path.join("devserver.lock"))
+            .map(|lock| lock.try_lock().is_err())
+            .unwrap_or(false);
+        if !in_use {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// A database of its own for one test, dropped when the test ends.
@@ -140,11 +175,18 @@ pub fn test_config(db: &TestDb) -> Config {
     config
 }
 
-/// The Eye running in-process against its own database.
+/// The Eye running in-process against its own database, with one registered application.
 pub struct TestApp {
     pub db: TestDb,
+    /// Sends `Authorization: Bearer <key>` on every request.
     pub http: reqwest::Client,
     pub url: String,
+    /// Direct access to The Eye's tables, as the CLI has.
+    pub store: Store,
+    /// The application `test-app` that `key` belongs to.
+    pub application: String,
+    /// A key of `test-app` with every scope.
+    pub key: String,
     running: Option<Running>,
 }
 
@@ -158,16 +200,41 @@ impl TestApp {
         let db = TestDb::new().await;
         let mut config = test_config(&db);
         adjust(&mut config);
+        let store = Store::new(&db.url, &config.clickhouse);
+        the_eye::migrate(&store, Duration::from_secs(30))
+            .await
+            .expect("migrations");
+        let new = NewApplication {
+            name: "test-app".to_owned(),
+            ..NewApplication::default()
+        };
+        let (application, _) = admin::create_application(&store, new)
+            .await
+            .expect("create application");
+        let (_, key) = admin::create_key(&store, &application.application_id, &Scope::ALL)
+            .await
+            .expect("create key");
         let listener = tokio::net::TcpListener::bind(config.server.listen_addr)
             .await
             .expect("bind");
         let running = Running::spawn(config, listener).expect("start The Eye");
         let url = running.url();
-        let http = reqwest::Client::new();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", key.key).parse().unwrap(),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
         let app = Self {
             db,
             http,
             url,
+            store,
+            application: application.application_id,
+            key: key.key,
             running: Some(running),
         };
         app.wait_ready().await;
@@ -177,7 +244,7 @@ impl TestApp {
     async fn wait_ready(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(response) = self.http.get(format!("{}/readyz", self.url)).send().await {
+            if let Ok(response) = reqwest::get(format!("{}/readyz", self.url)).await {
                 if response.status().is_success() {
                     return;
                 }

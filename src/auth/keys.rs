@@ -1,0 +1,104 @@
+//! API keys: `eye_<id>_<secret>`, where `eye_<id>` is the public prefix that names the key in
+//! logs and lists, and the secret is 256 random bits. Only a SHA-256 of the whole key is
+//! stored: a key is random and long, so a fast hash is as safe as a slow one here, and it
+//! keeps authentication cheap.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::{Rng, RngCore};
+use sha2::{Digest, Sha256};
+
+const PREFIX_MARK: &str = "eye_";
+const ID_LEN: usize = 8;
+const SECRET_BYTES: usize = 32;
+/// Base64 (URL-safe, unpadded) of 32 bytes.
+const SECRET_LEN: usize = 43;
+const ID_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+
+/// A freshly generated key. `key` is shown once and never stored.
+#[derive(Debug)]
+pub struct NewKey {
+    pub prefix: String,
+    pub key: String,
+    pub hash: String,
+}
+
+/// Generates a key from the operating system's cryptographic generator (via `rand`'s
+/// thread-local CSPRNG, seeded from the OS).
+pub fn generate() -> NewKey {
+    let mut rng = rand::rng();
+    let id: String = (0..ID_LEN)
+        .map(|_| ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())] as char)
+        .collect();
+    let mut secret = [0u8; SECRET_BYTES];
+    rng.fill_bytes(&mut secret);
+    let prefix = format!("{PREFIX_MARK}{id}");
+    let key = format!("{prefix}_{}", URL_SAFE_NO_PAD.encode(secret));
+    let hash = hash(&key);
+    NewKey { prefix, key, hash }
+}
+
+/// The public prefix of a well-formed key; `None` for anything else, before any lookup.
+pub fn prefix_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(PREFIX_MARK)?;
+    let (id, secret) = rest.split_once('_')?;
+    let well_formed = id.len() == ID_LEN
+        && id.bytes().all(|byte| ID_ALPHABET.contains(&byte))
+        && secret.len() == SECRET_LEN
+        && secret
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+    well_formed.then(|| &key[..PREFIX_MARK.len() + ID_LEN])
+}
+
+/// SHA-256 of the key, lowercase hex.
+pub fn hash(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Compares in time independent of where the inputs differ.
+pub fn hashes_match(expected: &str, actual: &str) -> bool {
+    expected.len() == actual.len()
+        && expected
+            .bytes()
+            .zip(actual.bytes())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_well_formed_and_distinct() {
+        let first = generate();
+        let second = generate();
+        assert_ne!(first.key, second.key);
+        assert_eq!(prefix_of(&first.key), Some(first.prefix.as_str()));
+        assert!(first.key.starts_with("eye_"));
+        assert_eq!(first.hash, hash(&first.key));
+        assert!(!first.hash.contains(&first.key[first.prefix.len() + 1..]));
+        assert!(hashes_match(&first.hash, &hash(&first.key)));
+        assert!(!hashes_match(&first.hash, &second.hash));
+    }
+
+    #[test]
+    fn malformed_keys_have_no_prefix() {
+        let key = generate().key;
+        for bad in [
+            "",
+            "eye_",
+            "Bearer x",
+            &key[..key.len() - 1],
+            &key.replace("eye_", "eya_"),
+            &format!("{key}x"),
+            "eye_abcdefgh_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+        ] {
+            assert_eq!(prefix_of(bad), None, "{bad}");
+        }
+    }
+}

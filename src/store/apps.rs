@@ -1,0 +1,115 @@
+//! Applications and API keys in ClickHouse. A change is a new version of the row; reads use
+//! `FINAL` so that they see only the latest version.
+
+use chrono::{DateTime, Utc};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+
+/// One registered application.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct ApplicationRow {
+    pub application_id: String,
+    pub name: String,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub updated_at: DateTime<Utc>,
+    pub enabled: bool,
+    /// Events per second; 0 means the configured default.
+    pub rate_per_second: u32,
+    /// Events allowed at once; 0 means the configured default.
+    pub burst: u32,
+    /// Browser origins (`https://shop.example`) allowed to send with this application's keys.
+    pub allowed_origins: Vec<String>,
+}
+
+/// One API key, identified by its public prefix; only a hash of the secret is kept.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct KeyRow {
+    pub prefix: String,
+    /// SHA-256 of the whole key, hex.
+    pub key_hash: String,
+    pub application_id: String,
+    pub scopes: Vec<String>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub updated_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+const APPLICATION_COLUMNS: &str =
+    "application_id, name, created_at, updated_at, enabled, rate_per_second, burst, allowed_origins";
+const KEY_COLUMNS: &str =
+    "prefix, key_hash, application_id, scopes, created_at, updated_at, revoked_at";
+
+impl Store {
+    pub async fn applications(&self) -> Result<Vec<ApplicationRow>, StoreError> {
+        Ok(self
+            .client()
+            .query(&format!(
+                "SELECT {APPLICATION_COLUMNS} FROM applications FINAL ORDER BY application_id"
+            ))
+            .fetch_all()
+            .await?)
+    }
+
+    pub async fn application(&self, id: &str) -> Result<Option<ApplicationRow>, StoreError> {
+        Ok(self
+            .client()
+            .query(&format!(
+                "SELECT {APPLICATION_COLUMNS} FROM applications FINAL WHERE application_id = {{id:String}}"
+            ))
+            .param("id", id)
+            .fetch_optional()
+            .await?)
+    }
+
+    /// Writes a new version of the application.
+    pub async fn put_application(&self, row: &ApplicationRow) -> Result<(), StoreError> {
+        let mut insert = self
+            .client()
+            .insert::<ApplicationRow>("applications")
+            .await?;
+        insert.write(row).await?;
+        insert.end().await?;
+        Ok(())
+    }
+
+    pub async fn keys(&self, application_id: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
+        let query = match application_id {
+            Some(id) => self
+                .client()
+                .query(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys FINAL WHERE application_id = {{id:String}} ORDER BY created_at"
+                ))
+                .param("id", id),
+            None => self.client().query(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys FINAL ORDER BY application_id, created_at"
+            )),
+        };
+        Ok(query.fetch_all().await?)
+    }
+
+    pub async fn key(&self, prefix: &str) -> Result<Option<KeyRow>, StoreError> {
+        Ok(self
+            .client()
+            .query(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys FINAL WHERE prefix = {{prefix:String}}"
+            ))
+            .param("prefix", prefix)
+            .fetch_optional()
+            .await?)
+    }
+
+    /// Writes a new version of the key.
+    pub async fn put_key(&self, row: &KeyRow) -> Result<(), StoreError> {
+        let mut insert = self.client().insert::<KeyRow>("api_keys").await?;
+        insert.write(row).await?;
+        insert.end().await?;
+        Ok(())
+    }
+}
