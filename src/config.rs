@@ -13,6 +13,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::validate::schemas::UnknownTypes;
+
 /// Everything The Eye can be told; see the README's configuration table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -134,8 +136,19 @@ pub struct IngestConfig {
     /// Oldest `timestamp` accepted, in milliseconds before now; 0 (the default) accepts any
     /// age, so that historical imports work.
     pub max_event_age_ms: u64,
+    /// When an event has `sent_at`, its `timestamp` is corrected for the client's clock skew
+    /// only if `sent_at` is further than this from the server's clock, in milliseconds.
+    /// Below it the difference is mostly network time, which varies between requests;
+    /// correcting for it would reorder a session's events. Default 1,000.
+    pub skew_correction_threshold_ms: u64,
     /// How much of a rejected input is kept in `errors.raw`, in bytes. Default 16 KiB.
     pub max_raw_error_bytes: usize,
+    /// Directory of payload schemas (`index.json` and the schema files it names). Default: the
+    /// `schemas/` of this source tree.
+    pub schemas_dir: PathBuf,
+    /// Event types without a schema: `accept` (the default; `data` need only be a non-empty
+    /// object) or `reject` (`unknown_event_type`).
+    pub unknown_event_types: UnknownTypes,
 }
 
 impl Default for IngestConfig {
@@ -147,7 +160,10 @@ impl Default for IngestConfig {
             max_data_depth: 32,
             future_tolerance_ms: 5 * 60 * 1000,
             max_event_age_ms: 0,
+            skew_correction_threshold_ms: 1_000,
             max_raw_error_bytes: 16 * 1024,
+            schemas_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas")),
+            unknown_event_types: UnknownTypes::Accept,
         }
     }
 }

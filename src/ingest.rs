@@ -17,6 +17,7 @@ use crate::config::IngestConfig;
 use crate::metrics::Metrics;
 use crate::pipeline::{new_event_id, Pipeline, RecentIds};
 use crate::store::{ErrorRow, EventRow};
+use crate::validate::schemas::SchemaRegistry;
 use crate::validate::{self, Envelope, Rules};
 
 /// Ingest's share of the application state.
@@ -27,6 +28,7 @@ pub struct Ingestor {
     recent: RecentIds,
     metrics: Arc<Metrics>,
     retry_after_secs: u64,
+    schemas: Arc<SchemaRegistry>,
 }
 
 /// Who sent a request and when it arrived.
@@ -44,8 +46,10 @@ impl Ingestor {
         dedup_window_events: usize,
         retry_after_secs: u64,
         metrics: Arc<Metrics>,
+        schemas: Arc<SchemaRegistry>,
     ) -> Self {
         Self {
+            schemas,
             rules: Rules::from(&config),
             config,
             pipeline,
@@ -139,9 +143,10 @@ impl Ingestor {
         let mut errors = Vec::new();
         let mut seen_here = HashSet::new();
         let mut duplicates = 0u64;
+        let schemas = self.schemas.current();
         for (position, item) in items.iter().enumerate() {
             let index = batched.then_some(position);
-            match validate::validate_event(item, index, origin.received_at, &self.rules) {
+            match validate::validate_event(item, index, origin.received_at, &self.rules, &schemas) {
                 Ok(valid) => {
                     let client_chose_id = valid.event_id.is_some();
                     let event_id = valid.event_id.unwrap_or_else(new_event_id);

@@ -40,6 +40,7 @@ use crate::ingest::Ingestor;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
+use crate::validate::schemas::SchemaRegistry;
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub enum Error {
     Admin(#[from] auth::admin::AdminError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("payload schemas: {0}")]
+    Schemas(#[from] validate::schemas::SchemaError),
 }
 
 /// ClickHouse as configured: the server at `clickhouse.url`, or the development server,
@@ -148,6 +151,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     config.validate()?;
+    let schemas = Arc::new(SchemaRegistry::load(
+        config.ingest.schemas_dir.clone(),
+        config.ingest.unknown_event_types,
+    )?);
     let (store, devserver) = connect(&config).await?;
     if config.clickhouse.migrate_on_start {
         migrate(&store, Duration::from_secs(60)).await?;
@@ -171,6 +178,7 @@ pub async fn serve(
         config.pipeline.dedup_window_events,
         config.pipeline.retry_after_secs,
         metrics.clone(),
+        schemas.clone(),
     ));
     let state = AppState {
         config: config.clone(),
@@ -180,7 +188,9 @@ pub async fn serve(
         metrics,
         registry,
         limits: Arc::new(RateLimits::new()),
+        schemas: schemas.clone(),
     };
+    spawn_reload_on_hangup(state.clone(), background.clone());
     let app = api::router(state);
     tracing::info!(address = %listener.local_addr()?, "The Eye is listening");
     axum::serve(listener, app)
@@ -196,6 +206,31 @@ pub async fn serve(
     }
     drop(devserver);
     Ok(())
+}
+
+/// Reloads the payload schemas on SIGHUP, as `POST /api/admin/schemas/reload` does.
+fn spawn_reload_on_hangup(state: AppState, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload schemas through the admin API");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        return;
+                    }
+                    let _ = api::admin::reload_schemas_now(&state);
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (state, shutdown);
 }
 
 /// A running instance, for tests and embedding: its address and a way to stop it.

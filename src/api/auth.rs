@@ -102,14 +102,30 @@ pub fn check_origin(
 }
 
 async fn require(state: AppState, scope: Scope, mut request: Request, next: Next) -> Response {
-    let principal = match authenticate(&state, bearer_key(request.headers()), scope).await {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
-    };
-    if let Err(error) = check_origin(&state, &principal, request.headers()) {
-        return error.into_response();
-    }
     let origin = request.headers().get(header::ORIGIN).cloned();
+    let refused = match authenticate(&state, bearer_key(request.headers()), scope).await {
+        Ok(principal) => match check_origin(&state, &principal, request.headers()) {
+            Ok(()) => Ok(principal),
+            Err(error) => Err(error),
+        },
+        Err(error) => Err(error),
+    };
+    let principal = match refused {
+        Ok(principal) => principal,
+        Err(error) => {
+            let mut response = error.into_response();
+            // A page at a registered origin must be able to read why it was refused (a bad
+            // key is not worth retrying); an unregistered origin learns nothing.
+            if let Some(origin) = origin.filter(|origin| {
+                origin
+                    .to_str()
+                    .is_ok_and(|origin| state.registry.origin_known(origin))
+            }) {
+                allow_origin(response.headers_mut(), origin);
+            }
+            return response;
+        }
+    };
     let span = tracing::debug_span!("authenticated", application = %principal.application, key_prefix = %principal.key_prefix);
     request.extensions_mut().insert(principal);
     let mut response = next.run(request).instrument(span).await;

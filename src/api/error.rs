@@ -38,6 +38,13 @@ pub enum ApiError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 422: understood, but refused (e.g. a schema set that does not load).
+    #[error("{message}")]
+    Unprocessable {
+        code: &'static str,
+        message: String,
+        problems: Vec<Problem>,
+    },
     /// 429 with `Retry-After` and `RateLimit-*` headers.
     #[error("{message}")]
     RateLimited {
@@ -97,6 +104,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. }
+            | Self::Unprocessable { code, .. }
             | Self::Unauthorized { code, .. }
             | Self::Forbidden { code, .. }
             | Self::TooLarge { code, .. }
@@ -115,6 +123,7 @@ impl ApiError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -131,6 +140,9 @@ impl IntoResponse for ApiError {
         let mut extra_headers: Vec<(header::HeaderName, HeaderValue)> = Vec::new();
         let body = match self {
             Self::BadRequest {
+                message, problems, ..
+            }
+            | Self::Unprocessable {
                 message, problems, ..
             } => ErrorBody {
                 code,

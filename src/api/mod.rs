@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, request decoding, and answers. Handlers are thin: they translate
 //! HTTP into calls on `ingest`, `store` and `pipeline` and back.
 
+pub mod admin;
 pub mod auth;
 mod error;
 mod events;
@@ -26,6 +27,7 @@ use crate::ingest::Ingestor;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
+use crate::validate::schemas::SchemaRegistry;
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone)]
@@ -37,6 +39,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub limits: Arc<RateLimits>,
+    pub schemas: Arc<SchemaRegistry>,
 }
 
 /// The whole HTTP API.
@@ -48,13 +51,27 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_ingest,
         ));
+    let read = Router::new()
+        .route("/api/schemas", get(admin::list_schemas))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_read,
+        ));
+    let administration = Router::new()
+        .route("/api/admin/schemas/reload", post(admin::reload_schemas))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         // Authenticates itself: its key is in the query string.
         .route("/api/events/beacon", post(events::post_beacon))
-        .merge(ingest);
+        .merge(ingest)
+        .merge(read)
+        .merge(administration);
     if state.config.server.baseline_route {
         router = router.route("/api/baseline", post(events::post_baseline));
     }

@@ -5,6 +5,7 @@
 //! the first, each with the field's path and a stable [`ProblemCode`]. What could be read of a
 //! rejected event is kept in an [`Envelope`] so that the `errors` row says as much as possible.
 
+pub mod schemas;
 pub mod timestamp;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -12,6 +13,7 @@ use serde_json::{Map, Value};
 use the_eye_types::Problem;
 use uuid::Uuid;
 
+use self::schemas::{SchemaSet, UnknownTypes};
 use crate::config::IngestConfig;
 
 /// Stable, machine-readable problem codes. Their spelling is part of the API.
@@ -30,6 +32,7 @@ pub enum ProblemCode {
     DataTooLarge,
     DataTooDeep,
     NotAnObject,
+    UnknownEventType,
 }
 
 impl ProblemCode {
@@ -48,6 +51,7 @@ impl ProblemCode {
             Self::DataTooLarge => "data_too_large",
             Self::DataTooDeep => "data_too_deep",
             Self::NotAnObject => "not_an_object",
+            Self::UnknownEventType => "unknown_event_type",
         }
     }
 }
@@ -60,6 +64,10 @@ pub struct Rules {
     pub future_tolerance: TimeDelta,
     /// `None` accepts events of any age.
     pub max_age: Option<TimeDelta>,
+    /// What to do with event types that have no schema.
+    pub unknown_types: UnknownTypes,
+    /// Clock skew below which `timestamp` is kept as sent.
+    pub skew_threshold: TimeDelta,
 }
 
 impl From<&IngestConfig> for Rules {
@@ -70,6 +78,8 @@ impl From<&IngestConfig> for Rules {
             max_data_depth: config.max_data_depth,
             future_tolerance: millis(config.future_tolerance_ms),
             max_age: (config.max_event_age_ms > 0).then(|| millis(config.max_event_age_ms)),
+            unknown_types: config.unknown_event_types,
+            skew_threshold: millis(config.skew_correction_threshold_ms),
         }
     }
 }
@@ -135,8 +145,9 @@ impl Findings {
     }
 }
 
-/// Validates one event received at `received_at`. `index` is its position in a batch, or
-/// `None` for a single event; it is copied into every problem.
+/// Validates one event received at `received_at`, its `data` against the schema of its type
+/// in `schemas`. `index` is its position in a batch, or `None` for a single event; it is
+/// copied into every problem.
 // A rejection is as ordinary an outcome as an accepted event, and both are moved once:
 // boxing it would cost an allocation for nothing.
 #[allow(clippy::result_large_err)]
@@ -145,6 +156,7 @@ pub fn validate_event(
     index: Option<usize>,
     received_at: DateTime<Utc>,
     rules: &Rules,
+    schemas: &SchemaSet,
 ) -> Result<ValidEvent, Rejection> {
     let mut findings = Findings {
         index,
@@ -196,12 +208,26 @@ pub fn validate_event(
     let sent_at = optional_string(object, "sent_at", &mut findings)
         .and_then(|text| parse_time("sent_at", text, &mut findings));
     let data = check_data(object.get("data"), rules, &mut findings);
+    if let (Some(category), Some(name), Some(_)) = (category, name, &data) {
+        check_payload(
+            category,
+            name,
+            &object["data"],
+            rules,
+            schemas,
+            &mut findings,
+        );
+    }
 
     let timestamp = client_timestamp.map(|ts| match sent_at {
-        // The client's clock may be off; the interval between the event and the send is
-        // measured on one clock, so it carries over to ours.
-        Some(sent) => received_at + (ts - sent),
-        None => ts,
+        // The client's clock is off: the interval between the event and the send is measured
+        // on one clock, so it carries over to ours. Below the threshold the clocks agree as
+        // far as we can tell, and correcting would only add each request's network time,
+        // which differs between requests and would reorder a session's events.
+        Some(sent) if (received_at - sent).abs() > rules.skew_threshold => {
+            received_at + (ts - sent)
+        }
+        _ => ts,
     });
     if let Some(ts) = timestamp {
         if ts > received_at + rules.future_tolerance {
@@ -367,6 +393,39 @@ fn parse_time(field: &str, text: &str, findings: &mut Findings) -> Option<DateTi
             );
             None
         }
+    }
+}
+
+/// Checks `data` against its type's schema, or applies the policy for types without one.
+fn check_payload(
+    category: &str,
+    name: &str,
+    data: &Value,
+    rules: &Rules,
+    schemas: &SchemaSet,
+    findings: &mut Findings,
+) {
+    match schemas.get(category, name) {
+        Some(schema) => {
+            for problem in schema.check(data) {
+                findings.problems.push(Problem {
+                    index: findings.index,
+                    field: problem.field,
+                    code: problem.code,
+                    message: problem.message,
+                });
+            }
+        }
+        None if rules.unknown_types == UnknownTypes::Reject => findings.add(
+            "name",
+            ProblemCode::UnknownEventType,
+            format!(
+                "no schema is registered for event type (category `{}`, name `{}`); see GET /api/schemas",
+                truncate_chars(category, 100),
+                truncate_chars(name, 100)
+            ),
+        ),
+        None => {}
     }
 }
 

@@ -1,6 +1,7 @@
 use chrono::TimeZone;
 use serde_json::json;
 
+use super::schemas::{SchemaSet, UnknownTypes};
 use super::*;
 
 fn rules() -> Rules {
@@ -31,7 +32,7 @@ fn example() -> Value {
 
 #[test]
 fn the_documented_examples_are_accepted_as_written() {
-    let valid = validate_event(&example(), None, now(), &rules()).unwrap();
+    let valid = validate_event(&example(), None, now(), &rules(), &SchemaSet::default()).unwrap();
     assert_eq!(valid.session_id, "e2085be5-9137-4e4e-80b5-f1ffddc25423");
     assert_eq!(valid.category, "page interaction");
     assert_eq!(valid.name, "pageview");
@@ -57,7 +58,8 @@ fn every_problem_is_reported_with_its_field() {
         "colour": "blue",
         "event_id": "not-a-uuid"
     });
-    let rejection = validate_event(&event, Some(3), now(), &rules()).unwrap_err();
+    let rejection =
+        validate_event(&event, Some(3), now(), &rules(), &SchemaSet::default()).unwrap_err();
     let found = codes(&rejection);
     for expected in [
         ("colour", "unknown_field"),
@@ -79,7 +81,8 @@ fn lengths_are_counted_in_characters() {
     let mut event = example();
     event["session_id"] = json!("é".repeat(128));
     event["category"] = json!("c".repeat(101));
-    let rejection = validate_event(&event, None, now(), &rules()).unwrap_err();
+    let rejection =
+        validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap_err();
     assert_eq!(codes(&rejection), vec![("category", "too_long")]);
     assert_eq!(
         rejection.envelope.session_id.as_deref(),
@@ -91,7 +94,8 @@ fn lengths_are_counted_in_characters() {
 fn data_must_be_a_bounded_object() {
     let mut event = example();
     event["data"] = json!([1, 2]);
-    let rejection = validate_event(&event, None, now(), &rules()).unwrap_err();
+    let rejection =
+        validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap_err();
     assert_eq!(codes(&rejection), vec![("data", "invalid_type")]);
 
     let mut deep = json!({"leaf": 1});
@@ -99,28 +103,31 @@ fn data_must_be_a_bounded_object() {
         deep = json!({ "next": deep });
     }
     event["data"] = deep;
-    let rejection = validate_event(&event, None, now(), &rules()).unwrap_err();
+    let rejection =
+        validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap_err();
     assert_eq!(codes(&rejection), vec![("data", "data_too_deep")]);
 
     event["data"] = json!({"blob": "x".repeat(70 * 1024)});
-    let rejection = validate_event(&event, None, now(), &rules()).unwrap_err();
+    let rejection =
+        validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap_err();
     assert_eq!(codes(&rejection), vec![("data", "data_too_large")]);
 
     let mut limits = rules();
     limits.max_data_depth = 2;
     event["data"] = json!({"a": {"b": 1}});
-    assert!(validate_event(&event, None, now(), &limits).is_ok());
+    assert!(validate_event(&event, None, now(), &limits, &SchemaSet::default()).is_ok());
     event["data"] = json!({"a": {"b": [1]}});
-    assert!(validate_event(&event, None, now(), &limits).is_err());
+    assert!(validate_event(&event, None, now(), &limits, &SchemaSet::default()).is_err());
 }
 
 #[test]
 fn timestamps_in_the_future_and_too_old_are_refused() {
     let mut event = example();
     event["timestamp"] = json!("2026-11-27T12:04:59Z");
-    assert!(validate_event(&event, None, now(), &rules()).is_ok());
+    assert!(validate_event(&event, None, now(), &rules(), &SchemaSet::default()).is_ok());
     event["timestamp"] = json!("2026-11-27T12:05:01Z");
-    let rejection = validate_event(&event, None, now(), &rules()).unwrap_err();
+    let rejection =
+        validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap_err();
     assert_eq!(
         codes(&rejection),
         vec![("timestamp", "timestamp_in_future")]
@@ -128,7 +135,8 @@ fn timestamps_in_the_future_and_too_old_are_refused() {
 
     let mut limits = rules();
     limits.max_age = Some(TimeDelta::days(30));
-    let rejection = validate_event(&example(), None, now(), &limits).unwrap_err();
+    let rejection =
+        validate_event(&example(), None, now(), &limits, &SchemaSet::default()).unwrap_err();
     assert_eq!(codes(&rejection), vec![("timestamp", "timestamp_too_old")]);
 }
 
@@ -138,7 +146,7 @@ fn sent_at_corrects_client_clock_skew() {
     // The client's clock runs one hour fast: it says the event happened 10 s before sending.
     event["timestamp"] = json!("2026-11-27T13:00:00Z");
     event["sent_at"] = json!("2026-11-27T13:00:10Z");
-    let valid = validate_event(&event, None, now(), &rules()).unwrap();
+    let valid = validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap();
     assert_eq!(valid.timestamp, now() - TimeDelta::seconds(10));
     assert_eq!(
         valid.client_timestamp.to_rfc3339(),
@@ -151,14 +159,66 @@ fn sent_at_corrects_client_clock_skew() {
 }
 
 #[test]
+fn small_differences_between_sent_at_and_the_server_clock_are_not_corrected() {
+    let mut event = example();
+    // 300 ms between sending and receiving is network time, not skew.
+    event["timestamp"] = json!("2026-11-27T11:59:50Z");
+    event["sent_at"] = json!("2026-11-27T11:59:59.700Z");
+    let valid = validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap();
+    assert_eq!(valid.timestamp, valid.client_timestamp);
+    assert!(valid.sent_at.is_some());
+}
+
+#[test]
 fn a_client_event_id_is_kept_and_non_objects_are_refused() {
     let mut event = example();
     event["event_id"] = json!("0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d");
-    let valid = validate_event(&event, None, now(), &rules()).unwrap();
+    let valid = validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap();
     assert_eq!(
         valid.event_id.unwrap().to_string(),
         "0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d"
     );
-    let rejection = validate_event(&json!("hello"), Some(0), now(), &rules()).unwrap_err();
+    let rejection = validate_event(
+        &json!("hello"),
+        Some(0),
+        now(),
+        &rules(),
+        &SchemaSet::default(),
+    )
+    .unwrap_err();
     assert_eq!(codes(&rejection), vec![("", "not_an_object")]);
+}
+
+fn shipped() -> SchemaSet {
+    SchemaSet::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap()
+}
+
+#[test]
+fn payloads_are_checked_against_their_type_schema() {
+    let mut event = example();
+    event["data"] = json!({"host": "www.consumeraffairs.com", "path": "no-slash", "x": 1});
+    let rejection = validate_event(&event, Some(2), now(), &rules(), &shipped()).unwrap_err();
+    let mut found = codes(&rejection);
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            ("data.path", "pattern"),
+            ("data.x", "additional_properties")
+        ]
+    );
+    assert!(rejection.problems.iter().all(|p| p.index == Some(2)));
+    assert!(validate_event(&example(), None, now(), &rules(), &shipped()).is_ok());
+}
+
+#[test]
+fn types_without_a_schema_follow_the_policy() {
+    let mut event = example();
+    event["name"] = json!("scroll");
+    assert!(validate_event(&event, None, now(), &rules(), &shipped()).is_ok());
+    let mut strict = rules();
+    strict.unknown_types = UnknownTypes::Reject;
+    let rejection = validate_event(&event, None, now(), &strict, &shipped()).unwrap_err();
+    assert_eq!(codes(&rejection), vec![("name", "unknown_event_type")]);
+    assert!(validate_event(&example(), None, now(), &strict, &shipped()).is_ok());
 }

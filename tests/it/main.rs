@@ -6,3 +6,4 @@ mod auth;
 mod common;
 mod devserver;
 mod ingest;
+mod schemas;

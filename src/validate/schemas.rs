@@ -1,0 +1,406 @@
+//! Per-event-type payload schemas: a directory with an `index.json` mapping each event type
+//! (`category` + `name`, which hold spaces and so cannot be file names) to a JSON Schema
+//! (draft 2020-12) file that its `data` must satisfy.
+//!
+//! A [`SchemaSet`] is loaded and compiled as a whole, once; validating an event only runs the
+//! compiled validator. [`SchemaRegistry`] holds the set in force and swaps in a new one on
+//! reload only if every schema of it loads and compiles, so a broken edit never leaves the
+//! service without schemas.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What to do with events whose type has no schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownTypes {
+    /// `data` only has to be a non-empty object.
+    Accept,
+    /// Refuse with `unknown_event_type`.
+    Reject,
+}
+
+/// A schema set that could not be loaded; the message names the file and the problem.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct SchemaError {
+    pub file: String,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Index {
+    #[serde(rename = "$comment", default)]
+    _comment: Option<String>,
+    types: Vec<IndexEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexEntry {
+    category: String,
+    name: String,
+    schema: PathBuf,
+}
+
+/// One event type with its schema.
+pub struct EventSchema {
+    pub category: String,
+    pub name: String,
+    /// The schema document as written, for `GET /api/schemas`.
+    pub document: Value,
+    validator: jsonschema::Validator,
+}
+
+/// One payload problem: where, which keyword failed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadProblem {
+    /// Path from the event, such as `data.form.first_name` or `data.items[2]`.
+    pub field: String,
+    /// Stable code derived from the failed keyword: `required`, `type`, `min_length`, …
+    pub code: String,
+    pub message: String,
+}
+
+/// A compiled set of schemas.
+#[derive(Default)]
+pub struct SchemaSet {
+    by_type: HashMap<(String, String), EventSchema>,
+}
+
+impl SchemaSet {
+    /// Loads `dir/index.json` and every schema it names, compiling each; any failure refuses
+    /// the whole set.
+    pub fn load(dir: &Path) -> Result<Self, SchemaError> {
+        let index_path = dir.join("index.json");
+        let index: Index = read_json(&index_path)?;
+        let mut by_type = HashMap::new();
+        for entry in index.types {
+            let file = dir.join(&entry.schema);
+            let document: Value = read_json(&file)?;
+            let validator = jsonschema::draft202012::options()
+                .should_validate_formats(true)
+                .build(&document)
+                .map_err(|error| SchemaError {
+                    file: file.display().to_string(),
+                    message: format!("not a valid draft 2020-12 schema: {error}"),
+                })?;
+            let key = (entry.category.clone(), entry.name.clone());
+            if by_type.contains_key(&key) {
+                return Err(SchemaError {
+                    file: index_path.display().to_string(),
+                    message: format!(
+                        "event type ({:?}, {:?}) is listed twice",
+                        entry.category, entry.name
+                    ),
+                });
+            }
+            by_type.insert(
+                key,
+                EventSchema {
+                    category: entry.category,
+                    name: entry.name,
+                    document,
+                    validator,
+                },
+            );
+        }
+        Ok(Self { by_type })
+    }
+
+    pub fn get(&self, category: &str, name: &str) -> Option<&EventSchema> {
+        // A tuple of owned strings is the key; looking up by borrowed parts would need a
+        // custom borrow type, not worth it for a map of a few dozen entries.
+        self.by_type.get(&(category.to_owned(), name.to_owned()))
+    }
+
+    /// Every event type, sorted by category and name.
+    pub fn types(&self) -> Vec<&EventSchema> {
+        let mut types: Vec<_> = self.by_type.values().collect();
+        types.sort_by(|a, b| (&a.category, &a.name).cmp(&(&b.category, &b.name)));
+        types
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_type.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_type.is_empty()
+    }
+}
+
+impl EventSchema {
+    /// Every way `data` fails the schema.
+    pub fn check(&self, data: &Value) -> Vec<PayloadProblem> {
+        self.validator
+            .iter_errors(data)
+            .flat_map(|error| problems_of(&error))
+            .collect()
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SchemaError> {
+    let fail = |message: String| SchemaError {
+        file: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| fail(error.to_string()))?;
+    serde_json::from_str(&text).map_err(|error| fail(error.to_string()))
+}
+
+/// `data.form.first_name` style path of an instance location.
+fn field_path(location: &jsonschema::paths::Location) -> String {
+    let mut path = String::from("data");
+    for segment in location {
+        match segment {
+            jsonschema::paths::LocationSegment::Property(name) => {
+                path.push('.');
+                path.push_str(&name);
+            }
+            jsonschema::paths::LocationSegment::Index(index) => {
+                path.push_str(&format!("[{index}]"));
+            }
+        }
+    }
+    path
+}
+
+/// `minLength` → `min_length`: codes share the API's snake case.
+fn snake_case(keyword: &str) -> String {
+    let mut code = String::with_capacity(keyword.len() + 4);
+    for c in keyword.chars() {
+        if c.is_ascii_uppercase() {
+            code.push('_');
+            code.push(c.to_ascii_lowercase());
+        } else {
+            code.push(c);
+        }
+    }
+    code
+}
+
+/// One problem per failing location. A missing property and an unexpected one are reported
+/// at the property's own path, which is what a person fixing the payload looks for.
+fn problems_of(error: &jsonschema::ValidationError<'_>) -> Vec<PayloadProblem> {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let at = field_path(error.instance_path());
+    let code = snake_case(error.kind().keyword());
+    match error.kind() {
+        Kind::Required { property } => {
+            let property = property
+                .as_str()
+                .map_or_else(|| property.to_string(), str::to_owned);
+            vec![PayloadProblem {
+                field: format!("{at}.{property}"),
+                code,
+                message: format!("`{property}` is required"),
+            }]
+        }
+        Kind::AdditionalProperties { unexpected } | Kind::UnevaluatedProperties { unexpected } => {
+            unexpected
+                .iter()
+                .map(|property| PayloadProblem {
+                    field: format!("{at}.{property}"),
+                    code: code.clone(),
+                    message: format!("`{property}` is not allowed here"),
+                })
+                .collect()
+        }
+        _ => vec![PayloadProblem {
+            field: at,
+            code,
+            message: error.to_string(),
+        }],
+    }
+}
+
+/// The schema set in force, swapped as a whole on reload.
+pub struct SchemaRegistry {
+    dir: PathBuf,
+    pub unknown_types: UnknownTypes,
+    current: RwLock<Arc<SchemaSet>>,
+}
+
+impl SchemaRegistry {
+    /// Loads the set at `dir`; start-up fails if it does not load.
+    pub fn load(dir: PathBuf, unknown_types: UnknownTypes) -> Result<Self, SchemaError> {
+        let set = SchemaSet::load(&dir)?;
+        Ok(Self {
+            dir,
+            unknown_types,
+            current: RwLock::new(Arc::new(set)),
+        })
+    }
+
+    /// A registry without schemas, for tests and embedders that want none.
+    pub fn empty(unknown_types: UnknownTypes) -> Self {
+        Self {
+            dir: PathBuf::new(),
+            unknown_types,
+            current: RwLock::new(Arc::new(SchemaSet::default())),
+        }
+    }
+
+    pub fn current(&self) -> Arc<SchemaSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    /// Loads the directory again; on success the new set replaces the old one, on failure the
+    /// old one stays in force. Returns the number of event types now in force.
+    pub fn reload(&self) -> Result<usize, SchemaError> {
+        let set = SchemaSet::load(&self.dir)?;
+        let count = set.len();
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(set);
+        Ok(count)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn shipped() -> SchemaSet {
+        SchemaSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas"))
+            .expect("the shipped schemas load")
+    }
+
+    fn problems(category: &str, name: &str, data: Value) -> Vec<(String, String)> {
+        shipped()
+            .get(category, name)
+            .expect("schema exists")
+            .check(&data)
+            .into_iter()
+            .map(|p| (p.field, p.code))
+            .collect()
+    }
+
+    fn pair(field: &str, code: &str) -> (String, String) {
+        (field.to_owned(), code.to_owned())
+    }
+
+    #[test]
+    fn the_shipped_examples_are_valid() {
+        let set = shipped();
+        assert_eq!(set.len(), 3);
+        assert!(problems(
+            "page interaction",
+            "pageview",
+            json!({"host": "www.consumeraffairs.com", "path": "/"})
+        )
+        .is_empty());
+        assert!(problems(
+            "page interaction",
+            "cta click",
+            json!({"host": "www.consumeraffairs.com", "path": "/", "element": "chat bubble"})
+        )
+        .is_empty());
+        assert!(problems("form interaction", "submit", json!({"host": "www.consumeraffairs.com", "path": "/", "form": {"first_name": "John", "last_name": "Doe"}})).is_empty());
+        assert!(set.get("page interaction", "scroll").is_none());
+    }
+
+    #[test]
+    fn every_failure_is_reported_at_its_path_with_a_keyword_code() {
+        let mut found = problems(
+            "page interaction",
+            "pageview",
+            json!({"path": "home", "colour": 1}),
+        );
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                pair("data.colour", "additional_properties"),
+                pair("data.host", "required"),
+                pair("data.path", "pattern"),
+            ]
+        );
+        let found = problems(
+            "form interaction",
+            "submit",
+            json!({"host": "", "path": "/", "form": {"first_name": 7, "age": [1]}}),
+        );
+        for expected in [
+            pair("data.host", "min_length"),
+            pair("data.form.first_name", "type"),
+            pair("data.form.age", "type"),
+        ] {
+            assert!(found.contains(&expected), "{expected:?} not in {found:?}");
+        }
+        let found = problems(
+            "page interaction",
+            "cta click",
+            json!({"host": "h", "path": "/", "element": "x".repeat(201)}),
+        );
+        assert_eq!(found, vec![pair("data.element", "max_length")]);
+        let found = problems(
+            "form interaction",
+            "submit",
+            json!({"host": "h", "path": "/", "form": {}}),
+        );
+        assert_eq!(found, vec![pair("data.form", "min_properties")]);
+    }
+
+    #[test]
+    fn a_broken_set_is_refused_whole_and_the_old_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("index.json"),
+            r#"{"types": [{"category": "c", "name": "n", "schema": "n.json"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("n.json"),
+            r#"{"type": "object", "required": ["a"]}"#,
+        )
+        .unwrap();
+        let registry = SchemaRegistry::load(dir.path().to_owned(), UnknownTypes::Accept).unwrap();
+        assert_eq!(registry.current().len(), 1);
+
+        std::fs::write(dir.path().join("n.json"), r#"{"type": "no such type"}"#).unwrap();
+        let error = registry.reload().unwrap_err();
+        assert!(error.file.ends_with("n.json"), "{error}");
+        assert!(
+            registry.current().get("c", "n").is_some(),
+            "the old set is still in force"
+        );
+
+        std::fs::write(dir.path().join("n.json"), "{not json").unwrap();
+        assert!(registry.reload().is_err());
+        std::fs::remove_file(dir.path().join("n.json")).unwrap();
+        assert!(registry.reload().is_err());
+
+        std::fs::write(dir.path().join("n.json"), r#"{"type": "object"}"#).unwrap();
+        assert_eq!(registry.reload().unwrap(), 1);
+        assert!(registry
+            .current()
+            .get("c", "n")
+            .unwrap()
+            .check(&json!({}))
+            .is_empty());
+    }
+
+    #[test]
+    fn keywords_become_snake_case_codes() {
+        assert_eq!(snake_case("additionalProperties"), "additional_properties");
+        assert_eq!(snake_case("minLength"), "min_length");
+        assert_eq!(snake_case("type"), "type");
+    }
+}
