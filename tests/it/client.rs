@@ -223,7 +223,7 @@ async fn proxy(State(state): State<Arc<ProxyState>>, headers: HeaderMap, body: B
     let status = StatusCode::from_u16(status.as_u16()).unwrap();
     match step {
         Step::ForwardThenStall => {
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             (status, answer_body).into_response()
         }
         Step::ForwardThenBreak => {
@@ -391,7 +391,7 @@ async fn retries_through_503_429_and_lost_answers_lose_and_duplicate_nothing() {
     let proxy = Proxy::start(&app, script, Step::Forward).await;
     let client = builder(&app, &proxy.url)
         .batch_size(50)
-        .request_timeout(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(2))
         .gzip(false)
         .build()
         .unwrap();
