@@ -186,6 +186,28 @@ impl ClientBuilder {
     /// Called with every tracked event that the server's validation rejects, with the
     /// server's problems. Runs on the client's background task: keep it quick. Without it,
     /// rejections are logged at `warn` through `tracing`.
+    ///
+    /// To handle rejections elsewhere, send them into a channel:
+    ///
+    /// ```no_run
+    /// use the_eye_client::{Client, Rejection};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), the_eye_client::BuildError> {
+    /// let (rejections, mut rejected) = tokio::sync::mpsc::unbounded_channel::<Rejection>();
+    /// let client = Client::builder("http://127.0.0.1:8000", "my-api-key")
+    ///     .on_rejection(move |rejection| {
+    ///         let _ = rejections.send(rejection);
+    ///     })
+    ///     .build()?;
+    /// tokio::spawn(async move {
+    ///     while let Some(rejection) = rejected.recv().await {
+    ///         eprintln!("{} rejected: {:?}", rejection.event.event_id(), rejection.codes());
+    ///     }
+    /// });
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on_rejection(mut self, callback: impl Fn(Rejection) + Send + Sync + 'static) -> Self {
         self.on_rejection = Some(Arc::new(callback));
         self
@@ -194,6 +216,25 @@ impl ClientBuilder {
     /// Called with tracked events that could not be delivered (see [`Failure`]). Runs on the
     /// client's background task: keep it quick. Without it, failures are logged at `error`
     /// through `tracing`.
+    ///
+    /// ```
+    /// use the_eye_client::Client;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), the_eye_client::BuildError> {
+    /// let client = Client::builder("http://127.0.0.1:8000", "my-api-key")
+    ///     .on_failure(|failure| {
+    ///         eprintln!(
+    ///             "{} events lost after {} attempts: {}",
+    ///             failure.events.len(),
+    ///             failure.attempts,
+    ///             failure.error
+    ///         );
+    ///     })
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on_failure(mut self, callback: impl Fn(Failure) + Send + Sync + 'static) -> Self {
         self.on_failure = Some(Arc::new(callback));
         self

@@ -131,6 +131,25 @@ impl Client {
     /// The server's verdict arrives later: rejections through
     /// [`ClientBuilder::on_rejection`], undelivered events through
     /// [`ClientBuilder::on_failure`], and everything in [`stats`](Self::stats).
+    ///
+    /// ```no_run
+    /// use the_eye_client::{Client, Event, TrackError};
+    /// use serde_json::json;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = Client::builder("http://127.0.0.1:8000", "my-api-key").build()?;
+    /// let event = Event::builder("session-1", "page interaction", "cta click")
+    ///     .data(&json!({"element": "chat bubble"}))
+    ///     .build()?;
+    /// match client.track(event) {
+    ///     Ok(()) => {}
+    ///     Err(TrackError::QueueFull(event)) => eprintln!("queue full; {} not sent", event.event_id()),
+    ///     Err(TrackError::Closed(_)) => eprintln!("the client is shut down"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn track(&self, event: Event) -> Result<(), TrackError> {
         let shared = &self.shared;
         let options = &shared.options;
@@ -218,6 +237,19 @@ impl Client {
     /// Sends everything tracked so far without waiting for batches to fill, and waits until
     /// each of those events is settled (accepted, rejected, failed or dropped), for at most
     /// [`ClientBuilder::flush_timeout`].
+    ///
+    /// ```no_run
+    /// # use the_eye_client::Client;
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let client = Client::builder("http://127.0.0.1:8000", "my-api-key").build()?;
+    /// // …track events…
+    /// client.flush().await?;
+    /// let stats = client.stats();
+    /// println!("{} accepted, {} rejected, {} failed", stats.accepted, stats.rejected, stats.failed);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn flush(&self) -> Result<(), FlushError> {
         let target = {
             let mut state = self.shared.state();

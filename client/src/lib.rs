@@ -70,3 +70,24 @@ pub use stats::Stats;
 /// The wire types shared with the service, for callers who want them directly.
 pub use the_eye_types as types;
 pub use the_eye_types::Problem;
+
+#[cfg(test)]
+mod tests {
+    /// The client is shared across tasks and threads, and its errors go into
+    /// `Box<dyn Error + Send + Sync>`.
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<super::Client>();
+        check::<super::blocking::Client>();
+        check::<super::Event>();
+        check::<super::TrackError>();
+        check::<super::FlushError>();
+        check::<super::BuildError>();
+        check::<super::EventError>();
+        check::<super::DeliveryError>();
+        check::<super::SendReport>();
+        check::<super::Failure>();
+        check::<super::Rejection>();
+    }
+}
