@@ -647,6 +647,30 @@ async fn shutdown_delivers_everything_queued() {
     client.shutdown().await.unwrap();
 }
 
+/// Without `shutdown`, the background task still delivers what is queued once the last clone
+/// is dropped (for as long as the runtime runs).
+#[tokio::test]
+async fn dropping_the_last_clone_still_delivers_the_queue() {
+    let app = TestApp::start().await;
+    let client = builder(&app, &app.url).build().unwrap();
+    let clone = client.clone();
+    for i in 0..5 {
+        clone
+            .track(page_view("s-drop-client", &format!("e{i}")))
+            .unwrap();
+    }
+    drop(client);
+    assert_eq!(
+        clone.stats().queued,
+        5,
+        "a clone keeps the queue open and waiting"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.db.count("SELECT count() FROM events").await, 0);
+    drop(clone);
+    assert_eq!(stored(&app.db, 5).await, (5, 5));
+}
+
 #[tokio::test]
 async fn flush_and_shutdown_give_up_at_their_deadline_and_report_what_is_left() {
     let app = TestApp::start().await;
