@@ -3,6 +3,7 @@
 //! live in this one binary so that they share that server and link once.
 
 mod auth;
+mod client;
 mod common;
 mod devserver;
 mod ingest;
