@@ -67,7 +67,9 @@ pub struct Registry {
 const MAX_REMEMBERED_MISSES: usize = 100_000;
 
 impl Registry {
-    /// Loads the registry once; fails if ClickHouse cannot be read.
+    /// Loads the registry. If ClickHouse cannot be read yet (it is down, or the schema is
+    /// not migrated), it starts empty and the refresh task fills it later; until then every
+    /// key is looked up, and refused with 503 while that fails.
     pub async fn load(
         store: Store,
         config: AuthConfig,
@@ -83,7 +85,9 @@ impl Registry {
             lookups: RateLimiter::direct(Quota::per_second(per_second)),
             metrics,
         });
-        registry.refresh().await?;
+        if let Err(error) = registry.refresh().await {
+            tracing::warn!(%error, "applications and keys could not be read; starting without them");
+        }
         Ok(registry)
     }
 

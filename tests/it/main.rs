@@ -8,3 +8,4 @@ mod common;
 mod devserver;
 mod ingest;
 mod schemas;
+mod skeleton;
