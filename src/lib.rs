@@ -103,7 +103,7 @@ pub async fn serve(
         migrate(&store, Duration::from_secs(60)).await?;
     }
     let config = Arc::new(config);
-    let metrics = Arc::new(Metrics::new(1000));
+    let metrics = Arc::new(Metrics::new(config.server.metrics_max_label_values));
     let pipeline = Arc::new(Pipeline::start(
         &config.pipeline,
         store.clone(),
