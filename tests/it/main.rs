@@ -2,7 +2,9 @@
 //! it is set, otherwise the development server, started once for the whole run. All tests
 //! live in this one binary so that they share that server and link once.
 
+mod alerts;
 mod common;
+mod dashboards;
 mod devserver;
 mod ingest;
 mod metrics;

@@ -237,9 +237,11 @@ fn event(name: &str) -> Value {
 /// - a batch of two valid events and one with a bad timestamp (202);
 /// - one event without `session_id` (400, every event rejected);
 /// - a malformed body (400 `malformed_json`);
-/// - a GET of an unknown path (404) and a request with a non-standard method.
+/// - a GET of an unknown path (404) and a request with a non-standard method;
+/// - one event with a client-chosen `event_id`, sent twice (the second is acknowledged as a
+///   duplicate and not stored again).
 ///
-/// Afterwards `events` holds 2 rows and `errors` 3.
+/// Afterwards `events` holds 3 rows and `errors` 3.
 pub async fn drive_traffic(app: &TestApp) -> (String, Exposition) {
     let mut bad_time = event("broken");
     bad_time["timestamp"] = json!("not a time");
@@ -278,8 +280,14 @@ pub async fn drive_traffic(app: &TestApp) -> (String, Exposition) {
         .unwrap();
     assert!(response.status().is_client_error(), "{}", response.status());
 
+    let mut retried = event("retried");
+    retried["event_id"] = json!("0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d");
+    for _ in 0..2 {
+        assert_eq!(app.post_events(&retried).await.status(), 202);
+    }
+
     scrape_until(app, |exposition| {
-        exposition.value("the_eye_rows_inserted_total", &[("table", "events")]) == Some(2.0)
+        exposition.value("the_eye_rows_inserted_total", &[("table", "events")]) == Some(3.0)
             && exposition.value("the_eye_rows_inserted_total", &[("table", "errors")]) == Some(3.0)
     })
     .await
@@ -299,11 +307,15 @@ async fn metrics_after_real_traffic_pass_promtool_and_count_what_happened() {
     let default = [("application", "default")];
     assert_eq!(
         metrics.expect("the_eye_events_received_total", &default),
-        4.0
+        6.0
     );
     assert_eq!(
         metrics.expect("the_eye_events_accepted_total", &default),
-        2.0
+        4.0
+    );
+    assert_eq!(
+        metrics.expect("the_eye_events_duplicate_total", &default),
+        1.0
     );
     assert_eq!(
         metrics.expect("the_eye_events_rejected_total", &default),
@@ -337,7 +349,7 @@ async fn metrics_after_real_traffic_pass_promtool_and_count_what_happened() {
             "the_eye_http_requests_total",
             &[ingest[0], ingest[1], ("status", "202")]
         ),
-        1.0
+        3.0
     );
     assert_eq!(
         metrics.expect(
@@ -348,14 +360,14 @@ async fn metrics_after_real_traffic_pass_promtool_and_count_what_happened() {
     );
     assert_eq!(
         metrics.expect("the_eye_http_request_duration_seconds_count", &ingest),
-        3.0
+        5.0
     );
     assert_eq!(
         metrics.expect(
             "the_eye_http_request_duration_seconds_bucket",
             &[ingest[0], ingest[1], ("le", "+Inf")]
         ),
-        3.0
+        5.0
     );
     // Unknown paths share one route label, whatever the path; odd methods share `other`.
     assert_eq!(
@@ -377,7 +389,7 @@ async fn metrics_after_real_traffic_pass_promtool_and_count_what_happened() {
 
     assert_eq!(
         metrics.expect("the_eye_rows_inserted_total", &[("table", "events")]),
-        2.0
+        3.0
     );
     assert_eq!(
         metrics.expect("the_eye_rows_inserted_total", &[("table", "errors")]),
@@ -385,7 +397,7 @@ async fn metrics_after_real_traffic_pass_promtool_and_count_what_happened() {
     );
     assert_eq!(
         metrics.expect("the_eye_batch_rows_sum", &[("table", "events")]),
-        2.0
+        3.0
     );
     assert!(metrics.expect("the_eye_batch_rows_count", &[("table", "events")]) >= 1.0);
     assert!(
