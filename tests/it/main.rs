@@ -5,6 +5,7 @@
 mod alerts;
 mod common;
 mod dashboards;
+mod deploy;
 mod devserver;
 mod ingest;
 mod metrics;
