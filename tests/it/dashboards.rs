@@ -149,81 +149,77 @@ fn dashboards_parse_and_target_the_provisioned_datasources() {
         let mut ids = BTreeSet::new();
         let mut clickhouse_targets = 0;
         let mut prometheus_targets = 0;
-        let datasources = panels(dashboard)
-            .into_iter()
-            .filter(|panel| panel["type"] != "row")
-            .flat_map(|panel| {
-                assert!(
-                    ids.insert(panel["id"].as_u64().expect("panel id")),
-                    "{file}: duplicate id"
-                );
-                assert!(
-                    panel["gridPos"]["w"].as_u64().is_some(),
-                    "{file}: {} has no gridPos",
-                    panel["title"]
-                );
-                let targets = panel["targets"].as_array().expect("targets");
-                assert!(
-                    !targets.is_empty(),
-                    "{file}: {} has no target",
-                    panel["title"]
-                );
-                let mut all = vec![(panel["title"].to_string(), &panel["datasource"])];
-                all.extend(
-                    targets
-                        .iter()
-                        .map(|target| (panel["title"].to_string(), &target["datasource"])),
-                );
-                for target in targets {
-                    let context = format!("{file}: {} {}", panel["title"], target["refId"]);
-                    match target["datasource"]["type"].as_str() {
-                        Some(CLICKHOUSE) => {
-                            clickhouse_targets += 1;
-                            assert_eq!(target["editorType"], "sql", "{context}");
-                            let version = target["pluginVersion"].as_str().unwrap_or("");
-                            let major = version
-                                .split('.')
-                                .next()
-                                .and_then(|major| major.parse::<u32>().ok());
-                            assert_eq!(
-                                major,
-                                Some(4),
-                                "{context}: pluginVersion `{version}` is not 4.x"
-                            );
-                            assert_eq!(version.split('.').count(), 3, "{context}: {version}");
-                            let (query_type, format) =
-                                (target["queryType"].as_str(), target["format"].as_u64());
-                            assert!(
-                                matches!(
-                                    (query_type, format),
-                                    (Some("timeseries"), Some(0)) | (Some("table"), Some(1))
-                                ),
-                                "{context}: queryType {query_type:?} with format {format:?}"
-                            );
-                            let sql = target["rawSql"].as_str().unwrap_or("");
-                            assert!(
-                                sql.trim_start().to_uppercase().starts_with("SELECT"),
-                                "{context}"
-                            );
-                        }
-                        Some(PROMETHEUS) => {
-                            prometheus_targets += 1;
-                            assert!(
-                                target["expr"].as_str().is_some_and(|expr| !expr.is_empty()),
-                                "{context}"
-                            );
-                        }
-                        other => panic!("{context}: datasource type {other:?}"),
+        // (what, its datasource) for every panel, target and variable.
+        let mut datasources = Vec::new();
+        for variable in variables(dashboard) {
+            datasources.push((
+                format!("variable {}", variable["name"]),
+                &variable["datasource"],
+            ));
+        }
+        for panel in panels(dashboard) {
+            if panel["type"] == "row" {
+                continue;
+            }
+            let title = &panel["title"];
+            assert!(
+                ids.insert(panel["id"].as_u64().expect("panel id")),
+                "{file}: duplicate id"
+            );
+            assert!(
+                panel["gridPos"]["w"].as_u64().is_some(),
+                "{file}: {title} has no gridPos"
+            );
+            let targets = panel["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{file}: {title} has no target");
+            datasources.push((format!("panel {title}"), &panel["datasource"]));
+            for target in targets {
+                let context = format!("{file}: {title} {}", target["refId"]);
+                datasources.push((
+                    format!("{title} {}", target["refId"]),
+                    &target["datasource"],
+                ));
+                match target["datasource"]["type"].as_str() {
+                    Some(CLICKHOUSE) => {
+                        clickhouse_targets += 1;
+                        assert_eq!(target["editorType"], "sql", "{context}");
+                        let version = target["pluginVersion"].as_str().unwrap_or("");
+                        let major = version
+                            .split('.')
+                            .next()
+                            .and_then(|major| major.parse::<u32>().ok());
+                        assert_eq!(
+                            major,
+                            Some(4),
+                            "{context}: pluginVersion `{version}` is not 4.x"
+                        );
+                        assert_eq!(version.split('.').count(), 3, "{context}: {version}");
+                        let (query_type, format) =
+                            (target["queryType"].as_str(), target["format"].as_u64());
+                        assert!(
+                            matches!(
+                                (query_type, format),
+                                (Some("timeseries"), Some(0)) | (Some("table"), Some(1))
+                            ),
+                            "{context}: queryType {query_type:?} with format {format:?}"
+                        );
+                        let sql = target["rawSql"].as_str().unwrap_or("");
+                        assert!(
+                            sql.trim_start().to_uppercase().starts_with("SELECT"),
+                            "{context}"
+                        );
                     }
+                    Some(PROMETHEUS) => {
+                        prometheus_targets += 1;
+                        assert!(
+                            target["expr"].as_str().is_some_and(|expr| !expr.is_empty()),
+                            "{context}"
+                        );
+                    }
+                    other => panic!("{context}: datasource type {other:?}"),
                 }
-                all
-            })
-            .chain(variables(dashboard).into_iter().map(|variable| {
-                (
-                    format!("variable {}", variable["name"]),
-                    &variable["datasource"],
-                )
-            }));
+            }
+        }
         for (what, datasource) in datasources {
             let kind = datasource["type"]
                 .as_str()
