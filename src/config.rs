@@ -53,6 +53,10 @@ pub struct ServerConfig {
     /// Serve `POST /api/baseline`, which only parses JSON and answers 202: the HTTP ceiling
     /// that `eye-bench` compares ingest against. Default false.
     pub baseline_route: bool,
+    /// Most distinct values a metric label that clients influence (such as `application`)
+    /// takes; values seen after that are counted under `other`, so that the number of series
+    /// Prometheus stores stays bounded. Default 100.
+    pub metrics_max_label_values: usize,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +68,7 @@ impl Default for ServerConfig {
             shutdown_timeout_ms: 30_000,
             request_timeout_ms: 10_000,
             baseline_route: false,
+            metrics_max_label_values: 100,
         }
     }
 }
@@ -307,6 +312,10 @@ impl Config {
                 message: "must hold at least one full request (ingest.max_batch_events)".to_owned(),
             });
         }
+        positive(
+            "server.metrics_max_label_values",
+            self.server.metrics_max_label_values as u64,
+        )?;
         if self.pipeline.retry_max_ms < self.pipeline.retry_initial_ms {
             return Err(ConfigError::Invalid {
                 setting: "pipeline.retry_max_ms",

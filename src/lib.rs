@@ -162,7 +162,7 @@ pub async fn serve(
     if devserver.is_some() && config.auth.demo_application {
         announce_demo(&config, &store).await?;
     }
-    let metrics = Arc::new(Metrics::new(1000));
+    let metrics = Arc::new(Metrics::new(config.server.metrics_max_label_values));
     let registry = Registry::load(store.clone(), config.auth.clone(), metrics.clone()).await?;
     let background = CancellationToken::new();
     registry.spawn_refresh(background.clone());

@@ -41,6 +41,13 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Exit 0 if this instance (at `server.listen_addr`) answers `path` with 200: the
+    /// container health check, since the runtime image has no curl.
+    Healthcheck {
+        /// Path to ask; `/readyz` means ClickHouse answers and the schema is current.
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -110,6 +117,15 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate(config).await,
         Command::Apps(command) => apps(config, command).await,
         Command::Keys(command) => keys(config, command).await,
+        Command::Healthcheck { path } => {
+            return match healthcheck(config.server.listen_addr, &path) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(reason) => {
+                    eprintln!("the-eye healthcheck: {reason}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -257,6 +273,39 @@ async fn keys(config: Config, command: KeysCommand) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Asks `GET path` of the server listening on `listen_addr` (on loopback when it listens on
+/// every interface) and succeeds on a 200, within 3 seconds.
+fn healthcheck(listen_addr: std::net::SocketAddr, path: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut address = listen_addr;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = Duration::from_secs(3);
+    let failed = |error: std::io::Error| format!("{address}: {error}");
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout).map_err(failed)?;
+    stream.set_read_timeout(Some(timeout)).map_err(failed)?;
+    stream.set_write_timeout(Some(timeout)).map_err(failed)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(failed)?;
+    let mut head = Vec::new();
+    stream.take(4096).read_to_end(&mut head).map_err(failed)?;
+    let head = String::from_utf8_lossy(&head);
+    let status_line = head.lines().next().unwrap_or("").trim();
+    match status_line.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(format!(
+            "GET {path} from {address} answered `{status_line}`"
+        )),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -2,8 +2,13 @@
 //!
 //! Each [`Metrics`] owns its own registry (so that several instances in one test process do
 //! not collide). Label values that clients influence pass through a [`BoundedLabel`], which
-//! collapses everything past a fixed number of distinct values into `other`: no client can
-//! explode the number of series.
+//! collapses everything past `server.metrics_max_label_values` distinct values into `other`,
+//! and the HTTP method label keeps only the standard methods: no client can explode the
+//! number of series.
+//!
+//! Series whose label values are known in advance (per table, per failure kind) are created
+//! at zero when the registry is built, so that alert expressions such as "rows inserted is
+//! zero" see a zero rather than a missing series before the first insert.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -30,6 +35,32 @@ const BATCH_BUCKETS: [f64; 10] = [
     1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0,
 ];
 
+/// The value that label values past their bound collapse into.
+pub const OTHER: &str = "other";
+
+/// Tables the pipeline writes; their series exist from the start.
+const TABLES: [&str; 2] = ["events", "errors"];
+
+/// `kind` values of `the_eye_clickhouse_insert_failures_total`.
+const INSERT_FAILURE_KINDS: [&str; 2] = ["transient", "permanent"];
+
+/// `reason` values of `the_eye_rows_dropped_total`.
+const DROP_REASONS: [&str; 3] = ["insert_refused", "queue_full", "shutdown_timeout"];
+
+/// HTTP methods that keep their name in the `method` label; a client can send any token as a
+/// method, so everything else is `other`.
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// The `method` label value for `method`: a standard method's name, else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    METHODS
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or(OTHER)
+}
+
 /// A label whose values come from outside: the first `limit` distinct values pass, the rest
 /// become `other`.
 pub struct BoundedLabel {
@@ -45,6 +76,7 @@ impl BoundedLabel {
         }
     }
 
+    /// `candidate` if it is one of the first `limit` distinct values seen, else `other`.
     pub fn value<'a>(&self, candidate: &'a str) -> &'a str {
         let mut seen = self
             .seen
@@ -57,7 +89,7 @@ impl BoundedLabel {
             seen.insert(candidate.to_owned());
             return candidate;
         }
-        "other"
+        OTHER
     }
 }
 
@@ -121,8 +153,9 @@ fn histogram(
 }
 
 impl Metrics {
-    /// `max_applications` bounds the `application` label.
-    pub fn new(max_applications: usize) -> Self {
+    /// `max_label_values` bounds every label whose values clients influence (today the
+    /// `application` label; see `server.metrics_max_label_values`).
+    pub fn new(max_label_values: usize) -> Self {
         let registry = Registry::new();
         let build_info = gauge(
             &registry,
@@ -139,8 +172,8 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process collector registers once");
-        Self {
-            applications: BoundedLabel::new(max_applications),
+        let metrics = Self {
+            applications: BoundedLabel::new(max_label_values),
             events_received: counter(&registry, "the_eye_events_received_total", "Events received in ingest requests, valid or not.", &["application"]),
             events_accepted: counter(&registry, "the_eye_events_accepted_total", "Events accepted and queued for storage.", &["application"]),
             events_rejected: counter(&registry, "the_eye_events_rejected_total", "Events rejected, by the code of their first problem.", &["application", "code"]),
@@ -161,6 +194,25 @@ impl Metrics {
             schema_reloads: counter(&registry, "the_eye_schema_reloads_total", "Payload schema reloads, by result.", &["result"]),
             key_lookups: counter(&registry, "the_eye_key_lookups_total", "ClickHouse look-ups of API keys not in memory, by result (found, unknown, throttled, skipped, failed).", &["result"]),
             registry,
+        };
+        metrics.initialise_known_series();
+        metrics
+    }
+
+    /// Creates at zero every series whose labels are known before any traffic.
+    fn initialise_known_series(&self) {
+        for table in TABLES {
+            self.queue_depth.with_label_values(&[table]);
+            self.batch_rows.with_label_values(&[table]);
+            self.flush_duration.with_label_values(&[table]);
+            self.rows_inserted.with_label_values(&[table]);
+            self.insert_retries.with_label_values(&[table]);
+            for kind in INSERT_FAILURE_KINDS {
+                self.insert_failures.with_label_values(&[table, kind]);
+            }
+            for reason in DROP_REASONS {
+                self.rows_dropped.with_label_values(&[table, reason]);
+            }
         }
     }
 
@@ -169,7 +221,10 @@ impl Metrics {
         self.applications.value(application)
     }
 
+    /// Counts and times one answered request. `route` must be the matched route (or a fixed
+    /// placeholder), never the raw path; `method` is bounded here.
     pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method);
         let status = status.to_string();
         self.http_requests
             .with_label_values(&[route, method, &status])
@@ -200,6 +255,57 @@ mod tests {
         assert_eq!(label.value("b"), "b");
         assert_eq!(label.value("c"), "other");
         assert_eq!(label.value("a"), "a");
+    }
+
+    #[test]
+    fn the_application_label_is_bounded_by_the_configured_number() {
+        let metrics = Metrics::new(2);
+        for application in ["web", "shop", "blog", "api"] {
+            let label = metrics.application(application);
+            metrics.events_received.with_label_values(&[label]).inc();
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains("the_eye_events_received_total{application=\"web\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the_eye_events_received_total{application=\"shop\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the_eye_events_received_total{application=\"other\"} 2"),
+            "{text}"
+        );
+        assert!(!text.contains("application=\"blog\""), "{text}");
+    }
+
+    #[test]
+    fn unusual_methods_collapse_into_other() {
+        let metrics = Metrics::new(10);
+        metrics.observe_request("/api/events", "POST", 202, Duration::from_millis(1));
+        metrics.observe_request("/api/events", "BREW", 405, Duration::from_millis(1));
+        let text = metrics.render();
+        assert!(text.contains("method=\"POST\""), "{text}");
+        assert!(text.contains("method=\"other\""), "{text}");
+        assert!(!text.contains("BREW"), "{text}");
+    }
+
+    #[test]
+    fn series_with_known_labels_exist_before_any_traffic() {
+        let text = Metrics::new(10).render();
+        for series in [
+            "the_eye_rows_inserted_total{table=\"events\"} 0",
+            "the_eye_rows_inserted_total{table=\"errors\"} 0",
+            "the_eye_clickhouse_insert_failures_total{kind=\"permanent\",table=\"events\"} 0",
+            "the_eye_clickhouse_insert_retries_total{table=\"errors\"} 0",
+            "the_eye_rows_dropped_total{reason=\"queue_full\",table=\"errors\"} 0",
+            "the_eye_queue_depth{table=\"events\"} 0",
+            "the_eye_flush_duration_seconds_count{table=\"events\"} 0",
+            "the_eye_batch_rows_count{table=\"errors\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
     }
 
     #[test]

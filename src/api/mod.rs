@@ -75,8 +75,8 @@ pub fn router(state: AppState) -> Router {
     if state.config.server.baseline_route {
         router = router.route("/api/baseline", post(events::post_baseline));
     }
+    // `observe` wraps the timeout, so that requests answered 408 are counted and timed too.
     router
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::preflight,
@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 

@@ -2,10 +2,14 @@
 //! it is set, otherwise the development server, started once for the whole run. All tests
 //! live in this one binary so that they share that server and link once.
 
+mod alerts;
 mod auth;
 mod client;
 mod common;
+mod dashboards;
+mod deploy;
 mod devserver;
 mod ingest;
+mod metrics;
 mod schemas;
 mod skeleton;

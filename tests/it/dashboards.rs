@@ -1,0 +1,671 @@
+//! The Grafana dashboards under `grafana/dashboards/`, tested without Grafana:
+//!
+//! - every dashboard parses and every target names a datasource provisioned in
+//!   `grafana/provisioning/datasources/` by its fixed uid; ClickHouse targets are raw SQL
+//!   (`editorType: "sql"`) for plugin 4.x with a format that matches their query type;
+//! - every ClickHouse query (panels and variables), with the dashboard variables substituted
+//!   as Grafana's frontend does ([`variables`]) and the plugin's macros expanded as its
+//!   backend does ([`macros`]), runs on a database that The Eye's own ingest pipeline seeded
+//!   over HTTP, returns rows, and returns the columns its panel refers to;
+//! - every Prometheus expression names only metrics that The Eye's `/metrics` exports after
+//!   real traffic.
+
+mod macros;
+pub mod promql;
+mod variables;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::TestApp;
+use macros::QueryRange;
+use variables::Values;
+
+const CLICKHOUSE: &str = "grafana-clickhouse-datasource";
+const PROMETHEUS: &str = "prometheus";
+
+pub fn repository() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every dashboard: file name and JSON.
+pub fn dashboards() -> Vec<(String, Value)> {
+    let directory = repository().join("grafana/dashboards");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&directory)
+        .expect("grafana/dashboards exists")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let json: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|error| panic!("{} does not parse: {error}", path.display()));
+            (file_name(&path), json)
+        })
+        .collect()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// Panels, with those nested in collapsed rows.
+pub fn panels(dashboard: &Value) -> Vec<&Value> {
+    let mut all = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        all.push(panel);
+        if let Some(nested) = panel["panels"].as_array() {
+            all.extend(nested);
+        }
+    }
+    all
+}
+
+/// The dashboard's variables.
+pub fn variables(dashboard: &Value) -> Vec<&Value> {
+    dashboard["templating"]["list"]
+        .as_array()
+        .map(|list| list.iter().collect())
+        .unwrap_or_default()
+}
+
+/// Provisioned datasources: type → uids.
+pub fn provisioned_datasources() -> BTreeMap<String, BTreeSet<String>> {
+    let path = repository().join("grafana/provisioning/datasources/datasources.yml");
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap())
+        .expect("datasources.yml parses");
+    let mut provisioned: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for datasource in yaml["datasources"].as_sequence().expect("datasources list") {
+        let kind = datasource["type"].as_str().expect("type").to_owned();
+        let uid = datasource["uid"].as_str().expect("a fixed uid").to_owned();
+        provisioned.entry(kind).or_default().insert(uid);
+    }
+    provisioned
+}
+
+/// The SQL of a ClickHouse variable: its `query` as a string or an object with `rawSql`.
+fn variable_sql(variable: &Value) -> &str {
+    variable["query"]
+        .as_str()
+        .or_else(|| variable["query"]["rawSql"].as_str())
+        .unwrap_or_else(|| panic!("variable {} has no SQL", variable["name"]))
+}
+
+/// Every Prometheus expression of the dashboards: panel targets and variable queries.
+pub fn dashboard_prometheus_metric_names() -> BTreeMap<String, String> {
+    let mut names = BTreeMap::new();
+    for (file, dashboard) in dashboards() {
+        for panel in panels(&dashboard) {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if target["datasource"]["type"] == PROMETHEUS {
+                    let expr = target["expr"]
+                        .as_str()
+                        .expect("a Prometheus target has expr");
+                    for name in promql::metric_names(expr) {
+                        names.insert(name, format!("{file}: {}", panel["title"]));
+                    }
+                }
+            }
+        }
+        for variable in variables(&dashboard) {
+            if variable["datasource"]["type"] == PROMETHEUS {
+                let query = variable["query"]["query"]
+                    .as_str()
+                    .or_else(|| variable["query"].as_str())
+                    .expect("a Prometheus variable query");
+                for name in promql::variable_metric_names(query) {
+                    names.insert(name, format!("{file}: variable {}", variable["name"]));
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn dashboards_parse_and_target_the_provisioned_datasources() {
+    let provisioned = provisioned_datasources();
+    assert!(provisioned.contains_key(CLICKHOUSE) && provisioned.contains_key(PROMETHEUS));
+    let dashboards = dashboards();
+    let files: Vec<&str> = dashboards.iter().map(|(file, _)| file.as_str()).collect();
+    assert_eq!(files, ["errors.json", "events.json", "ingest.json"]);
+    let mut uids = BTreeSet::new();
+    let mut titles = BTreeSet::new();
+    for (file, dashboard) in &dashboards {
+        assert!(
+            uids.insert(dashboard["uid"].as_str().expect("a pinned uid").to_owned()),
+            "{file}"
+        );
+        assert!(
+            titles.insert(dashboard["title"].as_str().expect("a title").to_owned()),
+            "{file}"
+        );
+        let mut ids = BTreeSet::new();
+        let mut clickhouse_targets = 0;
+        let mut prometheus_targets = 0;
+        // (what, its datasource) for every panel, target and variable.
+        let mut datasources = Vec::new();
+        for variable in variables(dashboard) {
+            datasources.push((
+                format!("variable {}", variable["name"]),
+                &variable["datasource"],
+            ));
+        }
+        for panel in panels(dashboard) {
+            if panel["type"] == "row" {
+                continue;
+            }
+            let title = &panel["title"];
+            assert!(
+                ids.insert(panel["id"].as_u64().expect("panel id")),
+                "{file}: duplicate id"
+            );
+            assert!(
+                panel["gridPos"]["w"].as_u64().is_some(),
+                "{file}: {title} has no gridPos"
+            );
+            let targets = panel["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{file}: {title} has no target");
+            datasources.push((format!("panel {title}"), &panel["datasource"]));
+            for target in targets {
+                let context = format!("{file}: {title} {}", target["refId"]);
+                datasources.push((
+                    format!("{title} {}", target["refId"]),
+                    &target["datasource"],
+                ));
+                match target["datasource"]["type"].as_str() {
+                    Some(CLICKHOUSE) => {
+                        clickhouse_targets += 1;
+                        assert_eq!(target["editorType"], "sql", "{context}");
+                        let version = target["pluginVersion"].as_str().unwrap_or("");
+                        let major = version
+                            .split('.')
+                            .next()
+                            .and_then(|major| major.parse::<u32>().ok());
+                        assert_eq!(
+                            major,
+                            Some(4),
+                            "{context}: pluginVersion `{version}` is not 4.x"
+                        );
+                        assert_eq!(version.split('.').count(), 3, "{context}: {version}");
+                        let (query_type, format) =
+                            (target["queryType"].as_str(), target["format"].as_u64());
+                        assert!(
+                            matches!(
+                                (query_type, format),
+                                (Some("timeseries"), Some(0)) | (Some("table"), Some(1))
+                            ),
+                            "{context}: queryType {query_type:?} with format {format:?}"
+                        );
+                        let sql = target["rawSql"].as_str().unwrap_or("");
+                        assert!(
+                            sql.trim_start().to_uppercase().starts_with("SELECT"),
+                            "{context}"
+                        );
+                    }
+                    Some(PROMETHEUS) => {
+                        prometheus_targets += 1;
+                        assert!(
+                            target["expr"].as_str().is_some_and(|expr| !expr.is_empty()),
+                            "{context}"
+                        );
+                    }
+                    other => panic!("{context}: datasource type {other:?}"),
+                }
+            }
+        }
+        for (what, datasource) in datasources {
+            let kind = datasource["type"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{file}: {what} has no datasource type"));
+            let uid = datasource["uid"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{file}: {what} has no datasource uid"));
+            assert!(
+                provisioned.get(kind).is_some_and(|uids| uids.contains(uid)),
+                "{file}: {what} uses {kind} datasource `{uid}`, which is not provisioned"
+            );
+        }
+        match file.as_str() {
+            "ingest.json" => assert!(prometheus_targets >= 20, "{file}: {prometheus_targets}"),
+            _ => assert!(clickhouse_targets >= 6, "{file}: {clickhouse_targets}"),
+        }
+    }
+}
+
+/// Seeds events and rejections through The Eye's HTTP ingest, as applications would.
+async fn seed(app: &TestApp) {
+    let now = chrono::Utc::now();
+    let pages = [
+        ("page interaction", "pageview", "www.example.com", "/"),
+        ("page interaction", "cta click", "www.example.com", "/"),
+        (
+            "page interaction",
+            "pageview",
+            "www.example.com",
+            "/pricing",
+        ),
+        (
+            "form interaction",
+            "submit",
+            "shop.example.com",
+            "/checkout",
+        ),
+    ];
+    let mut events = Vec::new();
+    for (s, session) in ["s-alpha", "s-beta", "s-gamma"].iter().enumerate() {
+        for (i, (category, name, host, path)) in pages.iter().enumerate() {
+            let at = now - chrono::TimeDelta::minutes((20 - 5 * i - s) as i64);
+            // What the shipped payload schemas require of each type.
+            let data = match *name {
+                "cta click" => json!({"host": host, "path": path, "element": "chat bubble"}),
+                "submit" => json!({"host": host, "path": path, "form": {"first_name": "Ann"}}),
+                _ => json!({"host": host, "path": path}),
+            };
+            events.push(json!({
+                "session_id": session,
+                "category": category,
+                "name": name,
+                "data": data,
+                "timestamp": at.to_rfc3339(),
+            }));
+        }
+    }
+    // Two rejected events in an otherwise valid batch, and a batch item that is no object.
+    events.push(json!({"category": "page interaction", "name": "pageview", "data": {"path": "/"}, "timestamp": now.to_rfc3339()}));
+    events.push(json!({"session_id": "s-alpha", "category": "page interaction", "name": "pageview", "data": {"path": "/"}, "timestamp": "yesterday", "colour": "red"}));
+    events.push(json!(42));
+    let response = app.post_events(&Value::from(events)).await;
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["accepted"], 12);
+    assert_eq!(answer["rejected"], 3);
+    let response = app
+        .http
+        .post(app.endpoint("/api/events"))
+        .header("content-type", "application/json")
+        .body("{\"session_id\": \"s-broken\", ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        app.db
+            .wait_for_count("SELECT count() FROM events", 12)
+            .await,
+        12
+    );
+    assert_eq!(
+        app.db.wait_for_count("SELECT count() FROM errors", 4).await,
+        4
+    );
+}
+
+/// A query's answer in ClickHouse's `JSON` format: column names and types, and rows.
+struct Answer {
+    columns: Vec<(String, String)>,
+    rows: Vec<Value>,
+}
+
+impl Answer {
+    fn has(&self, name: &str) -> bool {
+        self.columns.iter().any(|(column, _)| column == name)
+    }
+}
+
+async fn run(app: &TestApp, sql: &str) -> Result<Answer, String> {
+    let bytes = app
+        .db
+        .client()
+        .query(sql)
+        .fetch_bytes("JSON")
+        .map_err(|error| error.to_string())?
+        .collect()
+        .await
+        .map_err(|error| error.to_string())?;
+    let json: Value = serde_json::from_slice(&bytes).map_err(|error| error.to_string())?;
+    let columns = json["meta"]
+        .as_array()
+        .expect("meta")
+        .iter()
+        .map(|column| {
+            (
+                column["name"].as_str().unwrap().to_owned(),
+                column["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    Ok(Answer {
+        columns,
+        rows: json["data"].as_array().expect("data").clone(),
+    })
+}
+
+/// Variable substitution, macro expansion and a run: what Grafana does for one query.
+async fn run_as_grafana(
+    app: &TestApp,
+    sql: &str,
+    values: &Values,
+    range: &QueryRange,
+) -> Result<(String, Answer), String> {
+    let substituted = variables::substitute(sql, values)?;
+    let expanded = macros::expand(&substituted, range)?;
+    let answer = run(app, &expanded)
+        .await
+        .map_err(|error| format!("{error}\n--- SQL:\n{expanded}"))?;
+    Ok((expanded, answer))
+}
+
+fn is_numeric(kind: &str) -> bool {
+    let kind = kind
+        .trim_start_matches("Nullable(")
+        .trim_start_matches("LowCardinality(");
+    ["UInt", "Int", "Float", "Decimal"]
+        .iter()
+        .any(|prefix| kind.starts_with(prefix))
+}
+
+/// Checks that `answer` has what the panel refers to: a time column and values for a time
+/// series; every column named in field overrides, transformations and label-based display
+/// names.
+fn check_columns(context: &str, panel: &Value, target: &Value, answer: &Answer) {
+    let names: Vec<&str> = answer
+        .columns
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if target["format"] == 0 {
+        let time = answer.columns.iter().find(|(name, _)| name == "time");
+        assert!(
+            time.is_some_and(|(_, kind)| kind.starts_with("DateTime")),
+            "{context}: a time series needs a DateTime column `time`: {:?}",
+            answer.columns
+        );
+        assert!(
+            answer.columns.iter().any(|(_, kind)| is_numeric(kind)),
+            "{context}: a time series needs a numeric column: {:?}",
+            answer.columns
+        );
+    }
+    for column in referenced_columns(panel) {
+        assert!(
+            answer.has(&column),
+            "{context}: the panel refers to column `{column}`, the query returns {names:?}"
+        );
+    }
+    let display = panel["fieldConfig"]["defaults"]["displayName"]
+        .as_str()
+        .unwrap_or("");
+    for label in display.split("${__field.labels.").skip(1) {
+        let label = label.split('}').next().unwrap();
+        assert!(
+            answer.has(label),
+            "{context}: displayName uses label `{label}`, the query returns {names:?}"
+        );
+    }
+}
+
+/// Columns a panel names in its field overrides (`byName`) and its `organize` transformation.
+fn referenced_columns(panel: &Value) -> BTreeSet<String> {
+    let mut columns = BTreeSet::new();
+    for rule in panel["fieldConfig"]["overrides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if rule["matcher"]["id"] == "byName" {
+            columns.insert(rule["matcher"]["options"].as_str().unwrap().to_owned());
+        }
+    }
+    for transformation in panel["transformations"].as_array().into_iter().flatten() {
+        if transformation["id"] == "organize" {
+            for key in ["renameByName", "excludeByName", "indexByName"] {
+                if let Some(map) = transformation["options"][key].as_object() {
+                    columns.extend(map.keys().cloned());
+                }
+            }
+        }
+    }
+    columns
+}
+
+#[tokio::test]
+async fn every_clickhouse_query_runs_on_seeded_data_and_returns_the_columns_its_panel_uses() {
+    let app = TestApp::start().await;
+    seed(&app).await;
+    let now = chrono::Utc::now();
+    let range = QueryRange {
+        from: now - chrono::TimeDelta::hours(6),
+        to: now + chrono::TimeDelta::minutes(1),
+        interval: Duration::from_secs(60),
+    };
+    let mut queries_run = 0;
+    for (file, dashboard) in dashboards() {
+        // Variables first, in order, as Grafana resolves them: each starts at All when it
+        // offers All, else at its first value; a concrete selection is tried as well.
+        let mut all = Values::new();
+        let mut concrete = Values::new();
+        for variable in variables(&dashboard) {
+            if variable["datasource"]["type"] != CLICKHOUSE {
+                continue;
+            }
+            let name = variable["name"].as_str().unwrap().to_owned();
+            let (_, answer) = run_as_grafana(&app, variable_sql(variable), &all, &range)
+                .await
+                .unwrap_or_else(|error| panic!("{file}: variable {name}: {error}"));
+            queries_run += 1;
+            let first = answer
+                .rows
+                .first()
+                .and_then(|row| {
+                    row.as_object()?
+                        .values()
+                        .next()?
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| {
+                    panic!("{file}: variable {name} offers no value on the seeded data")
+                });
+            let offers_all = variable["includeAll"] == true;
+            all.insert(
+                name.clone(),
+                vec![if offers_all {
+                    "$__all".to_owned()
+                } else {
+                    first.clone()
+                }],
+            );
+            concrete.insert(name, vec![first]);
+        }
+        for panel in panels(&dashboard) {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if target["datasource"]["type"] != CLICKHOUSE {
+                    continue;
+                }
+                let sql = target["rawSql"].as_str().unwrap();
+                let mut selections = vec![("default selection", &all)];
+                if concrete != all {
+                    selections.push(("one value per variable", &concrete));
+                }
+                for (selection, values) in selections {
+                    let context = format!("{file}: {} ({selection})", panel["title"]);
+                    let (expanded, answer) = run_as_grafana(&app, sql, values, &range)
+                        .await
+                        .unwrap_or_else(|error| panic!("{context}: {error}"));
+                    queries_run += 1;
+                    assert!(
+                        !expanded.contains("$__"),
+                        "{context}: unexpanded macro in\n{expanded}"
+                    );
+                    assert!(
+                        !answer.rows.is_empty(),
+                        "{context}: no row on the seeded data from\n{expanded}"
+                    );
+                    check_columns(&context, panel, target, &answer);
+                }
+            }
+        }
+    }
+    assert!(
+        queries_run >= 20,
+        "only {queries_run} ClickHouse queries found"
+    );
+}
+
+/// The seeded data must come out right, not merely as some rows: spot checks of the values
+/// of three panels.
+#[tokio::test]
+async fn panels_show_the_seeded_numbers() {
+    let app = TestApp::start().await;
+    seed(&app).await;
+    let now = chrono::Utc::now();
+    let range = QueryRange {
+        from: now - chrono::TimeDelta::hours(6),
+        to: now + chrono::TimeDelta::minutes(1),
+        interval: Duration::from_secs(60),
+    };
+    let find = |file: &str, title: &str| -> String {
+        let dashboard = dashboards()
+            .into_iter()
+            .find(|(name, _)| name == file)
+            .unwrap()
+            .1;
+        let panel = panels(&dashboard)
+            .into_iter()
+            .find(|panel| panel["title"] == title)
+            .cloned();
+        panel.unwrap_or_else(|| panic!("{file}: no panel {title}"))["targets"][0]["rawSql"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let all = Values::from([("application".to_owned(), vec!["$__all".to_owned()])]);
+
+    let (_, pages) = run_as_grafana(
+        &app,
+        &find("events.json", "Top pages"),
+        &Values::new(),
+        &range,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pages.rows[0]["host"], "www.example.com");
+    assert_eq!(pages.rows[0]["path"], "/");
+    assert_eq!(pages.rows[0]["events"].to_string().trim_matches('"'), "6");
+    assert_eq!(pages.rows[0]["sessions"].to_string().trim_matches('"'), "3");
+
+    let session = Values::from([("session".to_owned(), vec!["s-beta".to_owned()])]);
+    let (_, events) = run_as_grafana(
+        &app,
+        &find("events.json", "Events of session $session"),
+        &session,
+        &range,
+    )
+    .await
+    .unwrap();
+    let names: Vec<&str> = events
+        .rows
+        .iter()
+        .map(|row| row["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["pageview", "cta click", "pageview", "submit"],
+        "in timestamp order"
+    );
+
+    let (_, fields) = run_as_grafana(
+        &app,
+        &find("errors.json", "Top failing fields"),
+        &all,
+        &range,
+    )
+    .await
+    .unwrap();
+    let pairs: BTreeSet<(String, String)> = fields
+        .rows
+        .iter()
+        .map(|row| {
+            (
+                row["field"].as_str().unwrap().to_owned(),
+                row["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (field, code) in [
+        ("session_id", "missing_field"),
+        ("timestamp", "invalid_timestamp"),
+        ("colour", "unknown_field"),
+        ("(whole event)", "not_an_object"),
+        ("(whole request)", "malformed_json"),
+    ] {
+        assert!(
+            pairs.contains(&(field.to_owned(), code.to_owned())),
+            "{field} {code} missing from {pairs:?}"
+        );
+    }
+
+    let (_, latest) = run_as_grafana(
+        &app,
+        &find("errors.json", "Latest rejections"),
+        &all,
+        &range,
+    )
+    .await
+    .unwrap();
+    let broken = latest
+        .rows
+        .iter()
+        .find(|row| row["raw"] == "{\"session_id\": \"s-broken\", ")
+        .expect("the malformed body");
+    assert!(
+        broken["problems"]
+            .as_str()
+            .unwrap()
+            .starts_with("(whole): malformed_json ("),
+        "{broken}"
+    );
+}
+
+/// Checks `used` (metric name → where) against a live scrape after traffic. `up` is recorded
+/// by Prometheus itself for every target.
+pub fn assert_exported(used: &BTreeMap<String, String>, exported: &BTreeSet<String>) {
+    for (name, place) in used {
+        let known = exported.contains(name) || name == "up";
+        assert!(
+            known,
+            "{place} uses `{name}`, which /metrics does not export; it exports {exported:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_dashboard_expression_names_metrics_that_the_eye_exports() {
+    let app = TestApp::start().await;
+    let (_, exposition) = crate::metrics::drive_traffic(&app).await;
+    let used = dashboard_prometheus_metric_names();
+    assert!(
+        used.len() >= 15,
+        "only {} metric names found: {used:?}",
+        used.len()
+    );
+    assert_exported(&used, &exposition.names());
+}
+
+#[test]
+fn the_exported_name_check_refuses_unknown_names() {
+    let exported: BTreeSet<String> = ["the_eye_events_received_total".to_owned()].into();
+    let used = BTreeMap::from([(
+        "the_eye_events_recieved_total".to_owned(),
+        "a panel".to_owned(),
+    )]);
+    let refused = std::panic::catch_unwind(|| assert_exported(&used, &exported));
+    assert!(refused.is_err());
+}
