@@ -25,9 +25,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin the-eye
 COPY --from=build /usr/local/bin/the-eye /usr/local/bin/the-eye
+# The payload schemas; mount another directory here (and send SIGHUP) to change them.
+COPY schemas /etc/the-eye/schemas
 USER the-eye:the-eye
 ENV THE_EYE_SERVER_LISTEN_ADDR=0.0.0.0:8000 \
-    THE_EYE_SERVER_LOG_FORMAT=json
+    THE_EYE_SERVER_LOG_FORMAT=json \
+    THE_EYE_INGEST_SCHEMAS_DIR=/etc/the-eye/schemas
 EXPOSE 8000
 # No curl here: `the-eye healthcheck` asks this instance's /readyz (ClickHouse answers and the
 # schema is current) and exits 0 on 200.

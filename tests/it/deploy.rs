@@ -138,6 +138,13 @@ async fn the_compose_environment_is_configuration_the_eye_accepts() {
         dockerfile.contains("cargo build --release --locked -p the-eye"),
         "Dockerfile"
     );
+    // The default schema directory is in the build tree, which the runtime image lacks: the
+    // image must ship the schemas and point at them, or the service would not start.
+    assert!(
+        dockerfile.contains("COPY schemas /etc/the-eye/schemas")
+            && dockerfile.contains("THE_EYE_INGEST_SCHEMAS_DIR=/etc/the-eye/schemas"),
+        "Dockerfile ships the payload schemas"
+    );
 
     // The binary loads exactly these variables (a bad key or value exits 2 before anything
     // else); the health check then reaches a running instance at the configured port.
