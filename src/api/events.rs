@@ -9,12 +9,32 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use flate2::read::GzDecoder;
+use the_eye_types::{ErrorBody, IngestSummary};
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::ingest::Origin;
 
 /// Takes one event or an array of events; answers 202 when at least one was accepted.
+#[utoipa::path(
+    post,
+    path = "/api/events",
+    tag = "ingest",
+    request_body(
+        content = super::docs::IngestBody,
+        content_type = "application/json",
+        description = "One event or an array of up to 1,000; `Content-Encoding: gzip` accepted; at most 1 MiB after decompression",
+    ),
+    responses(
+        (status = 202, description = "At least one event was accepted; per-event outcomes in `results`", body = IngestSummary),
+        (status = 400, description = "`all_rejected` (with `accepted`, `rejected`, `results`), `malformed_json`, `invalid_body`, `empty_batch` or `malformed_gzip`", body = ErrorBody),
+        (status = 413, description = "`body_too_large` or `too_many_events`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type` or `unsupported_encoding`", body = ErrorBody),
+        (status = 503, description = "`queue_full` or `shutting_down`: nothing was stored; retry after `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn post_events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -50,6 +70,16 @@ pub async fn post_events(
 
 /// The HTTP ceiling for benchmarks: parses the JSON and answers 202, nothing else. Only
 /// routed when `server.baseline_route` is on.
+#[utoipa::path(
+    post,
+    path = "/api/baseline",
+    tag = "operations",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "Any JSON"),
+    responses(
+        (status = 202, description = "The body is JSON (only routed when `server.baseline_route` is on)"),
+        (status = 400, description = "The body is not JSON"),
+    ),
+)]
 pub async fn post_baseline(body: Bytes) -> StatusCode {
     match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(_) => StatusCode::ACCEPTED,

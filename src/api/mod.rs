@@ -1,9 +1,16 @@
 //! The HTTP edge: routes, request decoding, and answers. Handlers are thin: they translate
 //! HTTP into calls on `ingest`, `store` and `pipeline` and back.
+//!
+//! Every route is registered in [`routes`] through utoipa-axum's `routes!`, which also puts it
+//! in the OpenAPI document (see [`docs`]); a test checks that the two agree.
 
+mod cursor;
+pub mod docs;
 mod error;
 mod events;
 mod health;
+pub mod params;
+pub mod read;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +19,11 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Router;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -34,18 +43,26 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
+/// Every route of the API with its documentation (the documentation routes aside).
+pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
+    let mut routes = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(events::post_events))
+        .merge(read::read_routes());
+    if config.server.baseline_route {
+        routes = routes.routes(routes!(events::post_baseline));
+    }
+    routes
+}
+
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
-    let mut router = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/api/events", post(events::post_events));
-    if state.config.server.baseline_route {
-        router = router.route("/api/baseline", post(events::post_baseline));
-    }
+    let (router, document) = routes(&state.config).split_for_parts();
     router
+        .merge(docs::routes(document))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

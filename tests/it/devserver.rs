@@ -72,7 +72,11 @@ fn rows(first: u64, count: u64) -> Vec<Row> {
 }
 
 async fn create_table(client: &Client) {
-    client.query(CREATE_TABLE).execute().await.expect("create table");
+    client
+        .query(CREATE_TABLE)
+        .execute()
+        .await
+        .expect("create table");
 }
 
 async fn insert(client: &Client, rows: &[Row]) {
@@ -316,7 +320,10 @@ async fn insert_throughput() {
     create_table(&db.client()).await;
     let batch = rows(0, 10_000);
     for compression in [Compression::None, Compression::Lz4] {
-        let client = db.client().with_compression(compression).with_validation(false);
+        let client = db
+            .client()
+            .with_compression(compression)
+            .with_validation(false);
         let mut best = Duration::MAX;
         for _ in 0..3 {
             let started = Instant::now();

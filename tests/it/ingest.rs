@@ -43,7 +43,10 @@ async fn the_three_examples_land_with_every_field_intact() {
         assert_eq!(body["results"][0]["status"], "accepted");
         ids.push(body["results"][0]["event_id"].as_str().unwrap().to_owned());
     }
-    assert_eq!(app.db.wait_for_count("SELECT count() FROM events", 3).await, 3);
+    assert_eq!(
+        app.db.wait_for_count("SELECT count() FROM events", 3).await,
+        3
+    );
     let rows: Vec<Value> = app
         .db
         .json_rows(
@@ -97,22 +100,54 @@ async fn each_validation_rule_answers_its_code_and_is_recorded() {
     let cases = vec![
         (without("session_id"), "session_id", "missing_field"),
         (with("session_id", json!("")), "session_id", "too_short"),
-        (with("session_id", json!("s".repeat(129))), "session_id", "too_long"),
+        (
+            with("session_id", json!("s".repeat(129))),
+            "session_id",
+            "too_long",
+        ),
         (with("category", json!(12)), "category", "invalid_type"),
-        (with("category", json!("c".repeat(101))), "category", "too_long"),
+        (
+            with("category", json!("c".repeat(101))),
+            "category",
+            "too_long",
+        ),
         (without("name"), "name", "missing_field"),
         (with("name", json!("n".repeat(101))), "name", "too_long"),
         (without("data"), "data", "missing_field"),
         (with("data", json!({})), "data", "empty_data"),
         (with("data", json!("text")), "data", "invalid_type"),
-        (with("data", json!({"x": "y".repeat(70_000)})), "data", "data_too_large"),
+        (
+            with("data", json!({"x": "y".repeat(70_000)})),
+            "data",
+            "data_too_large",
+        ),
         (with("data", deep), "data", "data_too_deep"),
         (without("timestamp"), "timestamp", "missing_field"),
-        (with("timestamp", json!("01/01/2021")), "timestamp", "invalid_timestamp"),
-        (with("timestamp", json!(future)), "timestamp", "timestamp_in_future"),
-        (with("timestamp", json!(old)), "timestamp", "timestamp_too_old"),
-        (with("sent_at", json!("soon")), "sent_at", "invalid_timestamp"),
-        (with("event_id", json!("123")), "event_id", "invalid_event_id"),
+        (
+            with("timestamp", json!("01/01/2021")),
+            "timestamp",
+            "invalid_timestamp",
+        ),
+        (
+            with("timestamp", json!(future)),
+            "timestamp",
+            "timestamp_in_future",
+        ),
+        (
+            with("timestamp", json!(old)),
+            "timestamp",
+            "timestamp_too_old",
+        ),
+        (
+            with("sent_at", json!("soon")),
+            "sent_at",
+            "invalid_timestamp",
+        ),
+        (
+            with("event_id", json!("123")),
+            "event_id",
+            "invalid_event_id",
+        ),
         (with("colour", json!("red")), "colour", "unknown_field"),
     ];
     for (body, field, code) in &cases {
@@ -124,16 +159,18 @@ async fn each_validation_rule_answers_its_code_and_is_recorded() {
         assert_eq!(answer["rejected"], 1);
         let problems = answer["problems"].as_array().unwrap();
         assert!(
-            problems
-                .iter()
-                .any(|p| p["field"] == *field && p["code"] == *code && p["message"].as_str().is_some_and(|m| !m.is_empty())),
+            problems.iter().any(|p| p["field"] == *field
+                && p["code"] == *code
+                && p["message"].as_str().is_some_and(|m| !m.is_empty())),
             "{field} {code}: {answer}"
         );
         assert_eq!(answer["results"][0]["problems"], answer["problems"]);
     }
     let expected = cases.len() as u64;
     assert_eq!(
-        app.db.wait_for_count("SELECT count() FROM errors", expected).await,
+        app.db
+            .wait_for_count("SELECT count() FROM errors", expected)
+            .await,
         expected
     );
     for (_, field, code) in &cases {
@@ -148,11 +185,16 @@ async fn each_validation_rule_answers_its_code_and_is_recorded() {
     }
     let rows: Vec<Value> = app
         .db
-        .json_rows("SELECT session_id, category, raw FROM errors WHERE has(problem_code, 'unknown_field')")
+        .json_rows(
+            "SELECT session_id, category, raw FROM errors WHERE has(problem_code, 'unknown_field')",
+        )
         .await;
     assert_eq!(rows[0]["session_id"], "s-rules");
     assert_eq!(rows[0]["category"], "page interaction");
-    assert!(rows[0]["raw"].as_str().unwrap().contains("\"colour\":\"red\""));
+    assert!(rows[0]["raw"]
+        .as_str()
+        .unwrap()
+        .contains("\"colour\":\"red\""));
     assert_eq!(app.db.count("SELECT count() FROM events").await, 0);
 }
 
@@ -172,8 +214,14 @@ async fn a_mixed_batch_keeps_the_valid_events() {
     assert_eq!(answer["results"][1]["problems"][0]["index"], 1);
     assert_eq!(answer["results"][1]["problems"][0]["field"], "timestamp");
     assert_eq!(answer["results"][2]["status"], "accepted");
-    assert_eq!(app.db.wait_for_count("SELECT count() FROM events", 2).await, 2);
-    assert_eq!(app.db.wait_for_count("SELECT count() FROM errors", 1).await, 1);
+    assert_eq!(
+        app.db.wait_for_count("SELECT count() FROM events", 2).await,
+        2
+    );
+    assert_eq!(
+        app.db.wait_for_count("SELECT count() FROM errors", 1).await,
+        1
+    );
     let rows: Vec<Value> = app
         .db
         .json_rows("SELECT item_index, name, problem_code FROM errors")
@@ -203,7 +251,10 @@ async fn gzip_bodies_are_accepted_and_bombs_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    assert_eq!(app.db.wait_for_count("SELECT count() FROM events", 2).await, 2);
+    assert_eq!(
+        app.db.wait_for_count("SELECT count() FROM events", 2).await,
+        2
+    );
 
     // 64 MiB of spaces compress to about 64 KiB: far over the 1 MiB limit once inflated.
     let bomb = gzip(&vec![b' '; 64 * 1024 * 1024]);
@@ -250,30 +301,58 @@ async fn oversized_and_unreadable_bodies_are_refused_and_recorded() {
             .body(body)
             .send()
     };
-    let response = send(format!("[\"{}\"]", "x".repeat(20_000)), "application/json").await.unwrap();
+    let response = send(format!("[\"{}\"]", "x".repeat(20_000)), "application/json")
+        .await
+        .unwrap();
     assert_eq!(response.status(), 413);
-    assert_eq!(response.json::<Value>().await.unwrap()["code"], "body_too_large");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "body_too_large"
+    );
 
     let six: Vec<Value> = (0..6).map(|i| event("s-many", &format!("e{i}"))).collect();
-    let response = send(Value::from(six).to_string(), "application/json").await.unwrap();
+    let response = send(Value::from(six).to_string(), "application/json")
+        .await
+        .unwrap();
     assert_eq!(response.status(), 413);
-    assert_eq!(response.json::<Value>().await.unwrap()["code"], "too_many_events");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "too_many_events"
+    );
 
-    let response = send("{\"session_id\": ".to_owned(), "application/json").await.unwrap();
+    let response = send("{\"session_id\": ".to_owned(), "application/json")
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["code"], "malformed_json");
-    assert!(answer["message"].as_str().unwrap().contains("line 1"), "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("line 1"),
+        "{answer}"
+    );
 
-    for (body, code) in [("42", "invalid_body"), ("[]", "empty_batch"), ("\"text\"", "invalid_body")] {
+    for (body, code) in [
+        ("42", "invalid_body"),
+        ("[]", "empty_batch"),
+        ("\"text\"", "invalid_body"),
+    ] {
         let response = send(body.to_owned(), "application/json").await.unwrap();
         assert_eq!(response.status(), 400, "{body}");
-        assert_eq!(response.json::<Value>().await.unwrap()["code"], code, "{body}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["code"],
+            code,
+            "{body}"
+        );
     }
 
-    let response = send(event("s", "n").to_string(), "text/plain").await.unwrap();
+    let response = send(event("s", "n").to_string(), "text/plain")
+        .await
+        .unwrap();
     assert_eq!(response.status(), 415);
-    assert_eq!(response.json::<Value>().await.unwrap()["code"], "unsupported_media_type");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "unsupported_media_type"
+    );
 
     assert_eq!(
         app.db
@@ -348,12 +427,33 @@ async fn a_full_queue_answers_503_with_retry_after_and_stores_nothing_of_it() {
     let response = app.post_events(&event("s-full", "late")).await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
-    assert_eq!(response.json::<Value>().await.unwrap()["code"], "queue_full");
-    assert_eq!(app.db.wait_for_count("SELECT count() FROM events", 10).await, 10);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "queue_full"
+    );
+    assert_eq!(
+        app.db
+            .wait_for_count("SELECT count() FROM events", 10)
+            .await,
+        10
+    );
     // Once flushed, there is room again.
-    assert_eq!(app.post_events(&event("s-full", "later")).await.status(), 202);
-    assert_eq!(app.db.wait_for_count("SELECT count() FROM events", 11).await, 11);
-    assert_eq!(app.db.count("SELECT count() FROM events WHERE name = 'late'").await, 0);
+    assert_eq!(
+        app.post_events(&event("s-full", "later")).await.status(),
+        202
+    );
+    assert_eq!(
+        app.db
+            .wait_for_count("SELECT count() FROM events", 11)
+            .await,
+        11
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count() FROM events WHERE name = 'late'")
+            .await,
+        0
+    );
 }
 
 /// Shutting down while clients keep sending loses nothing that was answered 202.
@@ -403,5 +503,10 @@ async fn shutdown_under_load_loses_no_accepted_event() {
         .map(|row| row["id"].as_str().unwrap().to_owned())
         .collect();
     let missing = accepted.iter().filter(|id| !stored.contains(*id)).count();
-    assert_eq!(missing, 0, "{missing} of {} accepted events are missing", accepted.len());
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} accepted events are missing",
+        accepted.len()
+    );
 }

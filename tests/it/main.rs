@@ -5,3 +5,4 @@
 mod common;
 mod devserver;
 mod ingest;
+mod read;
