@@ -6,3 +6,4 @@ mod common;
 mod devserver;
 mod ingest;
 mod read;
+mod read_speed;
