@@ -5,5 +5,6 @@
 mod common;
 mod devserver;
 mod ingest;
+mod openapi;
 mod read;
 mod read_speed;
