@@ -19,6 +19,9 @@ use the_eye::devserver::DevServer;
 use the_eye::store::fixture::Fixture;
 use the_eye::{Config, Running};
 
+/// The URL (path and query) of a read's `i`-th request.
+type UrlOf<'a> = Box<dyn Fn(usize) -> String + 'a>;
+
 #[derive(Parser)]
 #[command(about = "Times the read API's common reads over HTTP")]
 struct Args {
@@ -38,7 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(url) => (url, None),
         None => {
             std::fs::create_dir_all(&scratch)?;
-            eprintln!("starting the development ClickHouse in {}", scratch.display());
+            eprintln!(
+                "starting the development ClickHouse in {}",
+                scratch.display()
+            );
             let server = DevServer::start(
                 &DevServer::default_script(),
                 &scratch,
@@ -81,7 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let day = |i: usize| fixture.start + TimeDelta::days((i % 90) as i64);
     let hour = |i: usize| fixture.start + TimeDelta::hours((i * 37 % 2160) as i64);
     let rfc = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let reads: [(&str, Box<dyn Fn(usize) -> String>); 3] = [
+    let reads: [(&str, UrlOf); 3] = [
         (
             "one session",
             Box::new(|i| {
@@ -122,7 +128,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let url = format!("{base}{}", url_of(i));
             let started = Instant::now();
             let response = http.get(&url).send().await?;
-            assert!(response.status().is_success(), "{url}: {}", response.status());
+            assert!(
+                response.status().is_success(),
+                "{url}: {}",
+                response.status()
+            );
             let body: serde_json::Value = response.json().await?;
             let elapsed = started.elapsed();
             if i >= 10 {
@@ -132,7 +142,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         latencies.sort();
         let at = |q: f64| {
-            let index = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+            let index =
+                ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
             latencies[index].as_secs_f64() * 1000.0
         };
         println!(
