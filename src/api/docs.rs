@@ -95,7 +95,8 @@ pub struct NotReady {
 }
 
 /// The body of `POST /api/events`: one event or an array of events.
-#[derive(utoipa::ToSchema)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
 #[allow(dead_code)] // Only describes the body; the handler parses raw JSON to explain problems.
 pub enum IngestBody {
     /// A single event.

@@ -234,7 +234,16 @@ async fn the_document_describes_parameters_bodies_errors_and_keys() {
     let event = &schemas["Event"]["properties"];
     assert_eq!(event["timestamp"]["format"], "date-time");
     assert_eq!(event["data"]["type"], "object");
-    assert!(document["paths"]["/api/events"]["post"]["requestBody"].is_object());
+    let body = &document["paths"]["/api/events"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"]["$ref"];
+    assert_eq!(body, "#/components/schemas/IngestBody");
+    let one_of = schemas["IngestBody"]["oneOf"].as_array().unwrap();
+    assert_eq!(
+        one_of[0]["$ref"], "#/components/schemas/EventIn",
+        "{one_of:?}"
+    );
+    assert_eq!(one_of[1]["type"], "array");
+    assert_eq!(one_of[1]["items"]["$ref"], "#/components/schemas/EventIn");
 }
 
 /// The pages and every asset they load come from The Eye itself.
