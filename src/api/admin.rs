@@ -2,35 +2,92 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use the_eye_types::Problem;
+use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
+use crate::validate::schemas::UnknownTypes;
+
+/// The payload schemas in force.
+#[derive(Serialize, ToSchema)]
+pub struct SchemaList {
+    /// What happens to event types without a schema: `accept` or `reject`.
+    #[schema(value_type = String, example = "accept")]
+    pub unknown_event_types: UnknownTypes,
+    /// Every event type with a schema, sorted by category and name.
+    pub types: Vec<EventTypeSchema>,
+}
+
+/// One event type and the JSON Schema (draft 2020-12) its `data` must satisfy.
+#[derive(Serialize, ToSchema)]
+pub struct EventTypeSchema {
+    pub category: String,
+    pub name: String,
+    /// The schema document as written in the schema directory.
+    #[schema(value_type = Object)]
+    pub schema: Value,
+}
+
+/// A successful reload.
+#[derive(Serialize, ToSchema)]
+pub struct Reloaded {
+    /// Always `reloaded`.
+    #[schema(example = "reloaded")]
+    pub status: String,
+    /// Event types with a schema now in force.
+    pub event_types: usize,
+}
 
 /// `GET /api/schemas`: every event type with its schema, and the policy for the others.
-pub async fn list_schemas(State(state): State<AppState>) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/api/schemas",
+    tag = "read",
+    responses(
+        (status = 200, description = "Each event type with the JSON Schema (draft 2020-12) its `data` must satisfy", body = SchemaList),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = the_eye_types::ErrorBody),
+        (status = 403, description = "`insufficient_scope` (the key lacks `read`)", body = the_eye_types::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn list_schemas(State(state): State<AppState>) -> Json<SchemaList> {
     let set = state.schemas.current();
-    let types: Vec<Value> = set
+    let types = set
         .types()
         .into_iter()
-        .map(|schema| {
-            json!({
-                "category": schema.category,
-                "name": schema.name,
-                "schema": schema.document,
-            })
+        .map(|schema| EventTypeSchema {
+            category: schema.category.clone(),
+            name: schema.name.clone(),
+            schema: schema.document.clone(),
         })
         .collect();
-    Json(json!({
-        "unknown_event_types": state.schemas.unknown_types,
-        "types": types,
-    }))
+    Json(SchemaList {
+        unknown_event_types: state.schemas.unknown_types,
+        types,
+    })
 }
 
 /// `POST /api/admin/schemas/reload`.
-pub async fn reload_schemas(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let count = reload_schemas_now(&state)?;
-    Ok(Json(json!({ "status": "reloaded", "event_types": count })))
+#[utoipa::path(
+    post,
+    path = "/api/admin/schemas/reload",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The new set is in force", body = Reloaded),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = the_eye_types::ErrorBody),
+        (status = 403, description = "`insufficient_scope` (the key lacks `admin`)", body = the_eye_types::ErrorBody),
+        (status = 422, description = "`schema_reload_failed`: the set did not load (the problem names the file); the previous set stays in force", body = the_eye_types::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn reload_schemas(State(state): State<AppState>) -> Result<Json<Reloaded>, ApiError> {
+    let event_types = reload_schemas_now(&state)?;
+    Ok(Json(Reloaded {
+        status: "reloaded".to_owned(),
+        event_types,
+    }))
 }
 
 /// Reloads the schema directory; a set that does not load is refused whole, logged and

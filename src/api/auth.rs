@@ -101,7 +101,14 @@ pub fn check_origin(
     })
 }
 
-async fn require(state: AppState, scope: Scope, mut request: Request, next: Next) -> Response {
+/// The application state, which `api::router` puts in every request's extensions, so that
+/// the scope layers need no state of their own and the route table can be built (and
+/// documented) from the configuration alone.
+async fn require(scope: Scope, mut request: Request, next: Next) -> Response {
+    let Some(state) = request.extensions().get::<AppState>().cloned() else {
+        return ApiError::Internal("the router was built without its state".to_owned())
+            .into_response();
+    };
     let origin = request.headers().get(header::ORIGIN).cloned();
     let refused = match authenticate(&state, bearer_key(request.headers()), scope).await {
         Ok(principal) => match check_origin(&state, &principal, request.headers()) {
@@ -135,24 +142,16 @@ async fn require(state: AppState, scope: Scope, mut request: Request, next: Next
     response
 }
 
-pub async fn require_ingest(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    require(state, Scope::Ingest, request, next).await
+pub async fn require_ingest(request: Request, next: Next) -> Response {
+    require(Scope::Ingest, request, next).await
 }
 
-pub async fn require_read(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    require(state, Scope::Read, request, next).await
+pub async fn require_read(request: Request, next: Next) -> Response {
+    require(Scope::Read, request, next).await
 }
 
-pub async fn require_admin(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    require(state, Scope::Admin, request, next).await
+pub async fn require_admin(request: Request, next: Next) -> Response {
+    require(Scope::Admin, request, next).await
 }
 
 fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {

@@ -12,6 +12,7 @@ use axum::{Extension, Json};
 use chrono::Utc;
 use flate2::read::GzDecoder;
 use serde::Deserialize;
+use the_eye_types::{ErrorBody, IngestSummary};
 use uuid::Uuid;
 
 use super::error::{RATELIMIT_LIMIT, RATELIMIT_REMAINING};
@@ -31,6 +32,36 @@ enum Accepts {
 }
 
 /// Takes one event or an array of events; answers 202 when at least one was accepted.
+#[utoipa::path(
+    post,
+    path = "/api/events",
+    tag = "ingest",
+    request_body(
+        content = super::docs::IngestBody,
+        content_type = "application/json",
+        description = "One event or an array of up to 1,000; `Content-Encoding: gzip` accepted; at most 1 MiB after decompression",
+    ),
+    responses(
+        (status = 202, description = "At least one event was accepted; per-event outcomes in `results`", body = IngestSummary),
+        (status = 400, description = "`all_rejected` (with `accepted`, `rejected`, `results`), `malformed_json`, `invalid_body`, `empty_batch` or `malformed_gzip`", body = ErrorBody),
+        (status = 413, description = "`body_too_large` or `too_many_events`", body = ErrorBody),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key` (unknown, revoked, or its application disabled)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"the-eye\"`"))),
+        (status = 403, description = "`insufficient_scope` (the key lacks `ingest`) or `origin_not_allowed`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `too_many_events` or `exceeds_burst` (more events than the application may send at once)", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type` or `unsupported_encoding`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the application is over its rate; nothing was stored", body = ErrorBody,
+            headers(
+                ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+                ("RateLimit-Limit" = u32, description = "Events per second allowed"),
+                ("RateLimit-Remaining" = u32, description = "Events that could be sent now"),
+                ("RateLimit-Reset" = u64, description = "Seconds until sending is possible again"),
+            )),
+        (status = 503, description = "`queue_full` or `shutting_down`: nothing was stored; retry after `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn post_events(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -40,13 +71,37 @@ pub async fn post_events(
     ingest(&state, &principal, &headers, body, Accepts::Json).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BeaconQuery {
+    /// An ingest-only key of the application (`sendBeacon` cannot set headers).
     key: Option<String>,
 }
 
 /// The beacon path: the key comes in the query string, since `sendBeacon` cannot set
 /// headers; only browsers use it, so the `Origin` must be present and registered.
+#[utoipa::path(
+    post,
+    path = "/api/events/beacon",
+    tag = "ingest",
+    params(BeaconQuery),
+    request_body(
+        content = super::docs::IngestBody,
+        content_type = "text/plain",
+        description = "The same JSON as `POST /api/events`, sent as `text/plain` (a CORS-simple type: no preflight while a page unloads), `application/json`, or form-encoded with the JSON in a field `events`",
+    ),
+    responses(
+        (status = 202, description = "At least one event was accepted", body = IngestSummary),
+        (status = 400, description = "As for `POST /api/events`", body = ErrorBody),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `origin_required` (no `Origin` header) or `origin_not_allowed`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `too_many_events` or `exceeds_burst`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 503, description = "`queue_full` or `shutting_down`", body = ErrorBody),
+    ),
+    security(("beacon_key" = [])),
+)]
 pub async fn post_beacon(
     State(state): State<AppState>,
     Query(query): Query<BeaconQuery>,
@@ -151,6 +206,16 @@ async fn ingest(
 
 /// The HTTP ceiling for benchmarks: parses the JSON and answers 202, nothing else. Only
 /// routed when `server.baseline_route` is on.
+#[utoipa::path(
+    post,
+    path = "/api/baseline",
+    tag = "operations",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "Any JSON"),
+    responses(
+        (status = 202, description = "The body is JSON (only routed when `server.baseline_route` is on)"),
+        (status = 400, description = "The body is not JSON"),
+    ),
+)]
 pub async fn post_baseline(body: Bytes) -> StatusCode {
     match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(_) => StatusCode::ACCEPTED,

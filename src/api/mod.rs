@@ -1,11 +1,18 @@
 //! The HTTP edge: routes, request decoding, and answers. Handlers are thin: they translate
 //! HTTP into calls on `ingest`, `store` and `pipeline` and back.
+//!
+//! Every route is registered in [`routes`] through utoipa-axum's `routes!`, which also puts it
+//! in the OpenAPI document (see [`docs`]); a test checks that the two agree.
 
 pub mod admin;
 pub mod auth;
+mod cursor;
+pub mod docs;
 mod error;
 mod events;
 mod health;
+pub mod params;
+pub mod read;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +21,11 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Router;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -42,45 +51,44 @@ pub struct AppState {
     pub schemas: Arc<SchemaRegistry>,
 }
 
-/// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
-    let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
-    let ingest = Router::new()
-        .route("/api/events", post(events::post_events))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_ingest,
-        ));
-    let read = Router::new()
-        .route("/api/schemas", get(admin::list_schemas))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_read,
-        ));
-    let administration = Router::new()
-        .route("/api/admin/schemas/reload", post(admin::reload_schemas))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_admin,
-        ));
-    let mut router = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+/// Every route of the API with its documentation (the documentation routes aside), each
+/// behind the scope it needs. Scopes are `route_layer`s, so a wrong method still gets 405.
+pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
+    let ingest = OpenApiRouter::new()
+        .routes(routes!(events::post_events))
+        .route_layer(middleware::from_fn(auth::require_ingest));
+    let read = read::read_routes()
+        .routes(routes!(admin::list_schemas))
+        .route_layer(middleware::from_fn(auth::require_read));
+    let administration = OpenApiRouter::new()
+        .routes(routes!(admin::reload_schemas))
+        .route_layer(middleware::from_fn(auth::require_admin));
+    let mut routes = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
         // Authenticates itself: its key is in the query string.
-        .route("/api/events/beacon", post(events::post_beacon))
+        .routes(routes!(events::post_beacon))
         .merge(ingest)
         .merge(read)
         .merge(administration);
-    if state.config.server.baseline_route {
-        router = router.route("/api/baseline", post(events::post_baseline));
+    if config.server.baseline_route {
+        routes = routes.routes(routes!(events::post_baseline));
     }
-    // `observe` wraps the timeout, so that requests answered 408 are counted and timed too.
+    routes
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
+    let (router, document) = routes(&state.config).split_for_parts();
     router
+        .merge(docs::routes(document))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::preflight,
         ))
+        .layer(axum::Extension(state.clone()))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

@@ -1,11 +1,13 @@
-//! ClickHouse: the connection, row types, migrations, inserts and queries.
+//! ClickHouse: the connection, row types, migrations, inserts and queries (`read`).
 //!
 //! This layer is mechanism only: it writes the rows it is given and runs the queries it is
 //! asked for, binding every value that came from a request as a server-side parameter
 //! (`{name:Type}`), never formatting it into SQL. Deciding what to store is the pipeline's job.
 
 pub mod apps;
+pub mod fixture;
 pub mod migrations;
+pub mod read;
 pub mod rows;
 
 use std::time::Duration;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use clickhouse::{Client, Compression};
 use uuid::Uuid;
 
+pub use read::{After, ErrorFilter, EventFilter, Order, PageSpec, ReadQuery};
 pub use rows::{ErrorRow, EventRow};
 
 use crate::config::ClickHouseConfig;

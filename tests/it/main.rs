@@ -11,5 +11,8 @@ mod deploy;
 mod devserver;
 mod ingest;
 mod metrics;
+mod openapi;
+mod read;
+mod read_speed;
 mod schemas;
 mod skeleton;

@@ -4,6 +4,7 @@
 //! service (`the-eye`) and the Rust client (`the-eye-client`) cannot drift apart. The types are
 //! plain serde structs with no behaviour beyond (de)serialisation.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 /// well-behaved client produces, not what the server is willing to parse (the server parses
 /// arbitrary JSON so that it can explain what is wrong with it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventIn {
     /// Chosen by the client so that a retried delivery is recognised; the server assigns a
     /// UUIDv7 when it is absent.
@@ -36,6 +38,7 @@ pub struct EventIn {
 
 /// One thing wrong with a request, an event or a query parameter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// Position of the event in a batch (0-based); absent for single events and whole requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,6 +53,7 @@ pub struct Problem {
 
 /// The one JSON shape of every error answer (4xx and 5xx).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Stable code of the failure as a whole, e.g. `malformed_json`, `rate_limited`.
     pub code: String,
@@ -65,6 +69,7 @@ pub struct ErrorBody {
 
 /// Outcome of one event of an ingest request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ItemResult {
     /// The event is queued for storage under this id.
@@ -85,6 +90,7 @@ pub enum ItemResult {
 
 /// Counts and per-event outcomes of an ingest request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IngestSummary {
     /// Events queued for storage.
     pub accepted: usize,
@@ -92,4 +98,175 @@ pub struct IngestSummary {
     pub rejected: usize,
     /// One entry per event, in request order.
     pub results: Vec<ItemResult>,
+}
+
+/// One stored event, as the read API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Event {
+    /// The client's `event_id`, or the UUIDv7 the server assigned.
+    pub event_id: Uuid,
+    /// The application that sent the event.
+    pub application: String,
+    pub session_id: String,
+    pub category: String,
+    pub name: String,
+    /// The event's `data` object, as it was sent.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub data: Value,
+    /// When the event happened, corrected for the client's clock skew when `sent_at` was
+    /// given. RFC 3339, UTC, microseconds.
+    #[serde(with = "micros")]
+    pub timestamp: DateTime<Utc>,
+    /// `timestamp` exactly as the client sent it.
+    #[serde(with = "micros")]
+    pub client_timestamp: DateTime<Utc>,
+    /// The client's clock when it sent the event, if it said.
+    #[serde(with = "micros::option")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When The Eye received the event.
+    #[serde(with = "micros")]
+    pub received_at: DateTime<Utc>,
+}
+
+/// One page of events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventPage {
+    /// The events of this page, in the requested order; each `event_id` once.
+    pub items: Vec<Event>,
+    /// Pass as `cursor` (with the same filters) for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One rejected event or unreadable request, as the error listing returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RejectionSummary {
+    pub error_id: Uuid,
+    /// The application that sent it.
+    pub application: String,
+    /// When The Eye received it. RFC 3339, UTC, microseconds.
+    #[serde(with = "micros")]
+    pub received_at: DateTime<Utc>,
+    /// Shared by every rejection that one request produced.
+    pub request_id: Uuid,
+    /// Position in a batch; `null` for a single event or a whole unreadable body.
+    pub item_index: Option<u32>,
+    /// What could be read of the event's envelope.
+    pub event_id: Option<Uuid>,
+    pub session_id: Option<String>,
+    pub category: Option<String>,
+    pub name: Option<String>,
+    /// The event's `timestamp`, if it could be read. RFC 3339, UTC, microseconds.
+    #[serde(with = "micros::option")]
+    pub timestamp: Option<DateTime<Utc>>,
+    /// Every problem found (`index` is absent here).
+    pub problems: Vec<Problem>,
+}
+
+/// One rejection with the input as received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Rejection {
+    #[serde(flatten)]
+    pub summary: RejectionSummary,
+    /// The input as received (the event, or the whole body when it could not be read).
+    pub raw: String,
+    /// Whether `raw` was cut at the server's `ingest.max_raw_error_bytes`.
+    pub raw_truncated: bool,
+}
+
+/// One page of rejections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RejectionPage {
+    /// Newest first unless `order=asc` was asked for.
+    pub items: Vec<RejectionSummary>,
+    /// Pass as `cursor` (with the same filters) for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Timestamps on the wire: RFC 3339 in UTC with exactly six fractional digits
+/// (`2021-01-01T09:15:27.243860Z`), the precision ClickHouse stores. Any RFC 3339 form is read.
+pub mod micros {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn format(value: &DateTime<Utc>) -> String {
+        value.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+
+    pub fn serialize<S: Serializer>(
+        value: &DateTime<Utc>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|value| value.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// The same for optional timestamps (`null` when absent).
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(
+            value: &Option<DateTime<Utc>>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(value) => serializer.serialize_str(&super::format(value)),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<String>::deserialize(deserializer)?
+                .map(|text| {
+                    DateTime::parse_from_rfc3339(&text)
+                        .map(|value| value.with_timezone(&Utc))
+                        .map_err(serde::de::Error::custom)
+                })
+                .transpose()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_written_with_microseconds_and_read_back() {
+        let event = Event {
+            event_id: Uuid::nil(),
+            application: "a".into(),
+            session_id: "s".into(),
+            category: "c".into(),
+            name: "n".into(),
+            data: serde_json::json!({"k": 1}),
+            timestamp: DateTime::from_timestamp(1_609_492_527, 0).unwrap(),
+            client_timestamp: DateTime::from_timestamp(1_609_492_527, 243_860_000).unwrap(),
+            sent_at: None,
+            received_at: DateTime::from_timestamp(1_609_492_528, 1_000).unwrap(),
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["timestamp"], "2021-01-01T09:15:27.000000Z");
+        assert_eq!(json["client_timestamp"], "2021-01-01T09:15:27.243860Z");
+        assert_eq!(json["received_at"], "2021-01-01T09:15:28.000001Z");
+        assert_eq!(json["sent_at"], Value::Null);
+        assert_eq!(json["data"], serde_json::json!({"k": 1}));
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
 }

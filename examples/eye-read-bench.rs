@@ -1,0 +1,170 @@
+//! Read API latency benchmark: loads the read-speed fixture (1,000,000 events, 10,000
+//! sessions, 20 categories, 90 days; `the_eye::store::fixture`) into a fresh database, starts
+//! The Eye in-process on a loopback port, and times the three common reads over HTTP, one
+//! request at a time, reporting p50/p90/p99/max.
+//!
+//! ```sh
+//! cargo run --release --example eye-read-bench -- --requests 300
+//! ```
+//!
+//! ClickHouse is `--clickhouse-url` (or `CLICKHOUSE_URL`) when given, otherwise the
+//! development server, started here in a temporary directory. The benchmark's database is
+//! dropped at the end. See BENCHMARKS.md for results.
+
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use clap::Parser;
+use the_eye::devserver::DevServer;
+use the_eye::store::fixture::Fixture;
+use the_eye::{Config, Running};
+
+/// The URL (path and query) of a read's `i`-th request.
+type UrlOf<'a> = Box<dyn Fn(usize) -> String + 'a>;
+
+#[derive(Parser)]
+#[command(about = "Times the read API's common reads over HTTP")]
+struct Args {
+    /// Timed requests per read (after 10 untimed warm-up requests).
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
+    /// A ClickHouse HTTP URL; default: start the development server.
+    #[arg(long, env = "CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let scratch = std::env::temp_dir().join(format!("eye-read-bench-{}", std::process::id()));
+    let (url, devserver) = match args.clickhouse_url.filter(|url| !url.is_empty()) {
+        Some(url) => (url, None),
+        None => {
+            std::fs::create_dir_all(&scratch)?;
+            eprintln!(
+                "starting the development ClickHouse in {}",
+                scratch.display()
+            );
+            let server = DevServer::start(
+                &DevServer::default_script(),
+                &scratch,
+                Duration::from_secs(900),
+            )
+            .await?;
+            (server.url().to_owned(), Some(server))
+        }
+    };
+
+    let mut config = Config::default();
+    config.server.listen_addr = "127.0.0.1:0".parse()?;
+    config.clickhouse.url = url;
+    config.clickhouse.database = format!("eye_read_bench_{}", std::process::id());
+    let (store, _) = the_eye::connect(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen_addr).await?;
+    let running = Running::spawn(config.clone(), listener)?;
+    let base = running.url();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "The Eye did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let fixture = Fixture::default();
+    let started = Instant::now();
+    fixture.load(&store).await?;
+    eprintln!(
+        "loaded {} events in {:.1?}",
+        fixture.events,
+        started.elapsed()
+    );
+
+    let day = |i: usize| fixture.start + TimeDelta::days((i % 90) as i64);
+    let hour = |i: usize| fixture.start + TimeDelta::hours((i * 37 % 2160) as i64);
+    let rfc = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let reads: [(&str, UrlOf); 3] = [
+        (
+            "one session",
+            Box::new(|i| {
+                let session = fixture.session_of((i as u64 * 7919) % fixture.events);
+                format!("/api/sessions/{session}/events")
+            }),
+        ),
+        (
+            "one category in one day",
+            Box::new(|i| {
+                format!(
+                    "/api/events?category=category-{}&from={}&to={}",
+                    i % 20,
+                    rfc(day(i)),
+                    rfc(day(i) + TimeDelta::days(1))
+                )
+            }),
+        ),
+        (
+            "everything in one hour",
+            Box::new(|i| {
+                format!(
+                    "/api/events?from={}&to={}",
+                    rfc(hour(i)),
+                    rfc(hour(i) + TimeDelta::hours(1))
+                )
+            }),
+        ),
+    ];
+
+    println!(
+        "| read | requests | items per page | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|"
+    );
+    for (name, url_of) in &reads {
+        let mut latencies = Vec::with_capacity(args.requests);
+        let mut items = 0;
+        for i in 0..args.requests + 10 {
+            let url = format!("{base}{}", url_of(i));
+            let started = Instant::now();
+            let response = http.get(&url).send().await?;
+            assert!(
+                response.status().is_success(),
+                "{url}: {}",
+                response.status()
+            );
+            let body: serde_json::Value = response.json().await?;
+            let elapsed = started.elapsed();
+            if i >= 10 {
+                latencies.push(elapsed);
+                items += body["items"].as_array().map_or(0, Vec::len);
+            }
+        }
+        latencies.sort();
+        let at = |q: f64| {
+            let index =
+                ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+            latencies[index].as_secs_f64() * 1000.0
+        };
+        println!(
+            "| {name} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            latencies.len(),
+            items as f64 / latencies.len() as f64,
+            at(0.50),
+            at(0.90),
+            at(0.99),
+            at(1.0),
+        );
+    }
+
+    running.shutdown().await?;
+    store
+        .client()
+        .query("DROP DATABASE IF EXISTS {db:Identifier}")
+        .param("db", store.database())
+        .execute()
+        .await?;
+    drop(devserver);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}

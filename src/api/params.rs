@@ -1,0 +1,463 @@
+//! Query strings of the read API, parsed by hand so that every problem is reported at once.
+//!
+//! axum's `Query` extractor stops at the first bad value and answers in its own format; here
+//! each parameter is checked, unknown and repeated ones are named, and the answer is one 400
+//! in the API's error shape with one problem per parameter. The parameter structs double as
+//! the OpenAPI description of the parameters (`IntoParams`), and their `NAMES` are the only
+//! names accepted, so the document and the parser cannot drift apart silently (a test checks
+//! both agree).
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use the_eye_types::Problem;
+use utoipa::{IntoParams, ToSchema};
+
+use super::ApiError;
+use crate::store::Order;
+
+/// Default number of items per page.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Largest page: bounds the work and the memory of one request.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// Stable codes of query problems.
+pub mod codes {
+    /// The top-level code of a 400 about query or path parameters.
+    pub const INVALID_PARAMETERS: &str = "invalid_parameters";
+    /// A value that cannot be used (unparseable, out of range, empty).
+    pub const INVALID_PARAMETER: &str = "invalid_parameter";
+    /// A parameter this route does not know.
+    pub const UNKNOWN_PARAMETER: &str = "unknown_parameter";
+    /// A parameter given more than once.
+    pub const DUPLICATE_PARAMETER: &str = "duplicate_parameter";
+    /// A `cursor` this API did not produce for this listing and these filters.
+    pub const INVALID_CURSOR: &str = "invalid_cursor";
+}
+
+/// Listing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    /// Oldest first.
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+impl From<SortOrder> for Order {
+    fn from(order: SortOrder) -> Self {
+        match order {
+            SortOrder::Asc => Order::Asc,
+            SortOrder::Desc => Order::Desc,
+        }
+    }
+}
+
+/// The raw parameters of one request and the problems found so far.
+pub struct Params {
+    pairs: Vec<(String, String)>,
+    taken: Vec<&'static str>,
+    problems: Vec<Problem>,
+}
+
+impl Params {
+    /// Splits a raw query string (`None` when the URL has none).
+    pub fn parse(raw: Option<&str>) -> Self {
+        let mut problems = Vec::new();
+        let pairs = match serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or("")) {
+            Ok(pairs) => pairs,
+            Err(error) => {
+                problems.push(problem(
+                    "",
+                    codes::INVALID_PARAMETER,
+                    format!("the query string cannot be read: {error}"),
+                ));
+                Vec::new()
+            }
+        };
+        Self {
+            pairs,
+            taken: Vec::new(),
+            problems,
+        }
+    }
+
+    /// Records a problem with parameter `field`.
+    pub fn problem(&mut self, field: &str, code: &str, message: impl Into<String>) {
+        self.problems.push(problem(field, code, message.into()));
+    }
+
+    /// Whether a problem was already recorded for `field`.
+    pub fn has_problem(&self, field: &str) -> bool {
+        self.problems.iter().any(|p| p.field == field)
+    }
+
+    /// The value of `name`, if given once; records a problem if repeated.
+    fn raw(&mut self, name: &'static str) -> Option<String> {
+        self.taken.push(name);
+        let mut values = self.pairs.iter().filter(|(key, _)| key == name);
+        let first = values.next()?.1.clone();
+        if values.next().is_some() {
+            self.problem(
+                name,
+                codes::DUPLICATE_PARAMETER,
+                format!("`{name}` is given more than once; give it once"),
+            );
+            return None;
+        }
+        Some(first)
+    }
+
+    /// A non-empty text value.
+    pub fn text(&mut self, name: &'static str) -> Option<String> {
+        let value = self.raw(name)?;
+        if value.is_empty() {
+            self.problem(
+                name,
+                codes::INVALID_PARAMETER,
+                format!("`{name}` is empty; leave it out to not filter on it"),
+            );
+            return None;
+        }
+        Some(value)
+    }
+
+    /// An RFC 3339 timestamp.
+    pub fn time(&mut self, name: &'static str) -> Option<DateTime<Utc>> {
+        let value = self.raw(name)?;
+        match DateTime::parse_from_rfc3339(&value) {
+            Ok(time) => Some(time.to_utc()),
+            Err(error) => {
+                let hint = if value.contains(' ') {
+                    " (a `+` in a URL means a space: write the offset's `+` as `%2B`, or use `Z`)"
+                } else {
+                    ""
+                };
+                self.problem(
+                    name,
+                    codes::INVALID_PARAMETER,
+                    format!("`{name}` must be an RFC 3339 time such as 2025-01-31T09:15:27Z: {error}{hint}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `limit`: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+    pub fn limit(&mut self) -> u32 {
+        let Some(value) = self.raw("limit") else {
+            return DEFAULT_LIMIT;
+        };
+        match value.parse::<u32>() {
+            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
+            _ => {
+                self.problem(
+                    "limit",
+                    codes::INVALID_PARAMETER,
+                    format!("`limit` must be a whole number from 1 to {MAX_LIMIT}, not `{value}`"),
+                );
+                DEFAULT_LIMIT
+            }
+        }
+    }
+
+    /// `order`: `asc` or `desc`, `default` when absent.
+    pub fn order(&mut self, default: SortOrder) -> SortOrder {
+        match self.raw("order").as_deref() {
+            None => default,
+            Some("asc") => SortOrder::Asc,
+            Some("desc") => SortOrder::Desc,
+            Some(other) => {
+                self.problem(
+                    "order",
+                    codes::INVALID_PARAMETER,
+                    format!("`order` must be `asc` or `desc`, not `{other}`"),
+                );
+                default
+            }
+        }
+    }
+
+    /// `cursor`, as given (decoded later, once the filters are known).
+    pub fn cursor(&mut self) -> Option<String> {
+        self.raw("cursor")
+    }
+
+    /// Reports parameters nobody asked for; `Err` with every problem if there is any.
+    pub fn finish(mut self) -> Result<(), ApiError> {
+        let mut unknown: Vec<String> = Vec::new();
+        for (key, _) in &self.pairs {
+            if !self.taken.contains(&key.as_str()) && !unknown.contains(key) {
+                unknown.push(key.clone());
+            }
+        }
+        for key in unknown {
+            let known = self.taken.join(", ");
+            self.problem(
+                &key,
+                codes::UNKNOWN_PARAMETER,
+                format!("`{key}` is not a parameter of this route; it takes {known}"),
+            );
+        }
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        Err(invalid(self.problems))
+    }
+}
+
+fn problem(field: &str, code: &str, message: String) -> Problem {
+    Problem {
+        index: None,
+        field: field.to_owned(),
+        code: code.to_owned(),
+        message,
+    }
+}
+
+/// The 400 answer for parameter problems.
+pub fn invalid(problems: Vec<Problem>) -> ApiError {
+    let message = match problems.as_slice() {
+        [only] => only.message.clone(),
+        _ => format!("{} parameters are invalid; see problems", problems.len()),
+    };
+    ApiError::BadRequest {
+        code: codes::INVALID_PARAMETERS,
+        message,
+        problems,
+    }
+}
+
+/// The 400 answer for one bad path parameter.
+pub fn invalid_path(field: &str, message: String) -> ApiError {
+    invalid(vec![problem(field, codes::INVALID_PARAMETER, message)])
+}
+
+/// Filters of `GET /api/events`.
+#[derive(Debug, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventFilterParams {
+    /// Only events of this session (exact match).
+    pub session_id: Option<String>,
+    /// Only events of this category (exact match).
+    pub category: Option<String>,
+    /// Only events with this name (exact match).
+    pub name: Option<String>,
+    /// Only events of this application (exact match).
+    pub application: Option<String>,
+    /// Events whose `timestamp` is at or after this RFC 3339 time (inclusive). Write a `+`
+    /// offset as `%2B`, or use `Z`.
+    pub from: Option<DateTime<Utc>>,
+    /// Events whose `timestamp` is before this RFC 3339 time (exclusive).
+    pub to: Option<DateTime<Utc>>,
+    /// Events received at or after this RFC 3339 time (inclusive).
+    pub received_from: Option<DateTime<Utc>>,
+    /// Events received before this RFC 3339 time (exclusive).
+    pub received_to: Option<DateTime<Utc>>,
+}
+
+impl EventFilterParams {
+    pub const NAMES: &'static [&'static str] = &[
+        "session_id",
+        "category",
+        "name",
+        "application",
+        "from",
+        "to",
+        "received_from",
+        "received_to",
+    ];
+
+    pub fn take(params: &mut Params) -> Self {
+        let filter = Self {
+            session_id: params.text("session_id"),
+            category: params.text("category"),
+            name: params.text("name"),
+            application: params.text("application"),
+            from: params.time("from"),
+            to: params.time("to"),
+            received_from: params.time("received_from"),
+            received_to: params.time("received_to"),
+        };
+        check_range(params, "from", filter.from, "to", filter.to);
+        check_range(
+            params,
+            "received_from",
+            filter.received_from,
+            "received_to",
+            filter.received_to,
+        );
+        filter
+    }
+}
+
+/// Filters of `GET /api/errors`.
+#[derive(Debug, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ErrorFilterParams {
+    /// Only rejections of this application.
+    pub application: Option<String>,
+    /// Only rejections with a problem of this code, e.g. `invalid_timestamp`.
+    pub code: Option<String>,
+    /// Only rejections with a problem at this field, e.g. `timestamp` (with `code`: the same
+    /// problem has both).
+    pub field: Option<String>,
+    /// Rejections received at or after this RFC 3339 time (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// Rejections received before this RFC 3339 time (exclusive).
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl ErrorFilterParams {
+    pub const NAMES: &'static [&'static str] = &["application", "code", "field", "from", "to"];
+
+    pub fn take(params: &mut Params) -> Self {
+        let filter = Self {
+            application: params.text("application"),
+            code: params.text("code"),
+            field: params.text("field"),
+            from: params.time("from"),
+            to: params.time("to"),
+        };
+        check_range(params, "from", filter.from, "to", filter.to);
+        filter
+    }
+}
+
+/// Pagination of every listing.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1 to 1000.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page, with the same filters and order; absent for the
+    /// first page.
+    pub cursor: Option<String>,
+    /// `asc` (oldest first) or `desc` (newest first). Events default to `asc`, errors to `desc`.
+    #[param(inline)]
+    pub order: Option<SortOrder>,
+}
+
+impl PageParams {
+    pub const NAMES: &'static [&'static str] = &["limit", "cursor", "order"];
+
+    pub fn take(params: &mut Params, default_order: SortOrder) -> Self {
+        Self {
+            limit: Some(params.limit()),
+            cursor: params.cursor(),
+            order: Some(params.order(default_order)),
+        }
+    }
+}
+
+fn check_range(
+    params: &mut Params,
+    from_name: &str,
+    from: Option<DateTime<Utc>>,
+    to_name: &'static str,
+    to: Option<DateTime<Utc>>,
+) {
+    if let (Some(from), Some(to)) = (from, to) {
+        if from >= to {
+            params.problem(
+                to_name,
+                codes::INVALID_PARAMETER,
+                format!("`{to_name}` must be later than `{from_name}` (`{to_name}` is exclusive)"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(raw: &str, take: impl FnOnce(&mut Params)) -> Vec<(String, String)> {
+        let mut params = Params::parse(Some(raw));
+        take(&mut params);
+        match params.finish() {
+            Ok(()) => Vec::new(),
+            Err(ApiError::BadRequest { problems, code, .. }) => {
+                assert_eq!(code, codes::INVALID_PARAMETERS);
+                problems.into_iter().map(|p| (p.field, p.code)).collect()
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    fn events(params: &mut Params) {
+        EventFilterParams::take(params);
+        PageParams::take(params, SortOrder::Asc);
+    }
+
+    #[test]
+    fn good_parameters_pass_and_decode() {
+        let mut params = Params::parse(Some(
+            "category=page%20interaction&from=2025-01-01T00:00:00%2B02:00&to=2025-01-02T00:00:00Z&limit=1000&order=desc&name=a%26b",
+        ));
+        let filter = EventFilterParams::take(&mut params);
+        let page = PageParams::take(&mut params, SortOrder::Asc);
+        params.finish().unwrap();
+        assert_eq!(filter.category.as_deref(), Some("page interaction"));
+        assert_eq!(filter.name.as_deref(), Some("a&b"));
+        assert_eq!(
+            filter.from.unwrap().to_rfc3339(),
+            "2024-12-31T22:00:00+00:00"
+        );
+        assert_eq!(page.limit, Some(1000));
+        assert_eq!(page.order, Some(SortOrder::Desc));
+        let mut params = Params::parse(None);
+        let page = PageParams::take(&mut params, SortOrder::Desc);
+        params.finish().unwrap();
+        assert_eq!(page.limit, Some(DEFAULT_LIMIT));
+        assert_eq!(page.order, Some(SortOrder::Desc));
+    }
+
+    #[test]
+    fn every_bad_parameter_is_reported_together() {
+        let found = problems(
+            "from=yesterday&to=2025-01-01T00:00:00+02:00&limit=0&order=up&colour=red&category=&name=a&name=b&colour=blue",
+            events,
+        );
+        let expected = [
+            ("name", codes::DUPLICATE_PARAMETER),
+            ("category", codes::INVALID_PARAMETER),
+            ("from", codes::INVALID_PARAMETER),
+            ("to", codes::INVALID_PARAMETER),
+            ("limit", codes::INVALID_PARAMETER),
+            ("order", codes::INVALID_PARAMETER),
+            ("colour", codes::UNKNOWN_PARAMETER),
+        ];
+        assert_eq!(found.len(), expected.len(), "{found:?}");
+        for (field, code) in expected {
+            assert!(
+                found.iter().any(|(f, c)| f == field && c == code),
+                "{field} {code}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_and_ranges_are_checked() {
+        for bad in ["limit=1001", "limit=-1", "limit=ten", "limit=", "limit=1.5"] {
+            assert_eq!(
+                problems(bad, events),
+                [("limit".to_owned(), codes::INVALID_PARAMETER.to_owned())],
+                "{bad}"
+            );
+        }
+        assert!(problems("limit=1", events).is_empty());
+        assert_eq!(
+            problems("from=2025-01-02T00:00:00Z&to=2025-01-01T00:00:00Z", events),
+            [("to".to_owned(), codes::INVALID_PARAMETER.to_owned())]
+        );
+        assert_eq!(
+            problems("session_id=s", |params| {
+                ErrorFilterParams::take(params);
+                PageParams::take(params, SortOrder::Desc);
+            }),
+            [("session_id".to_owned(), codes::UNKNOWN_PARAMETER.to_owned())]
+        );
+    }
+}

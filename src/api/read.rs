@@ -1,0 +1,484 @@
+//! The read API: events by filters, one event, one session's events, rejections.
+//!
+//! Handlers parse the raw query string with [`params`](super::params) (every problem reported
+//! at once), build the store's query, and turn rows into the wire types of `the-eye-types`.
+//! Listings fetch `limit + 1` rows: the extra row only says whether a next page exists.
+//!
+//! [`read_routes`] is a router of its own so that the caller can put a layer on exactly these
+//! routes (the `read` scope of API keys).
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use serde_json::Value;
+use the_eye_types::{
+    ErrorBody, Event, EventPage, Problem, Rejection, RejectionPage, RejectionSummary,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::cursor::{fingerprint, Cursor, CursorError, Listing};
+use super::params::{
+    codes, invalid_path, ErrorFilterParams, EventFilterParams, PageParams, Params, SortOrder,
+};
+use super::{ApiError, AppState};
+use crate::store::read::{errors_query, events_query, ErrorSummaryRow};
+use crate::store::{
+    After, ErrorFilter, ErrorRow, EventFilter, EventRow, Order, PageSpec, ReadQuery, StoreError,
+};
+
+/// The read routes, to be merged into the API router (and wrapped by the caller in whatever
+/// layer guards reading).
+pub fn read_routes() -> OpenApiRouter<super::AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_events))
+        .routes(routes!(get_event))
+        .routes(routes!(session_events))
+        .routes(routes!(list_errors))
+        .routes(routes!(get_error))
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::Internal(error.to_string())
+    }
+}
+
+/// A parsed listing request: what to read, and how to cut the page.
+#[derive(Debug)]
+pub struct ListingRequest<F> {
+    listing: Listing,
+    filter: F,
+    order: Order,
+    limit: u32,
+    after: Option<After>,
+    fingerprint: [u8; 8],
+}
+
+impl<F: std::fmt::Debug> ListingRequest<F> {
+    fn new(
+        listing: Listing,
+        filter: F,
+        page: PageParams,
+        mut params: Params,
+        default_order: SortOrder,
+    ) -> Result<Self, ApiError> {
+        let order: Order = page.order.unwrap_or(default_order).into();
+        let fingerprint = fingerprint(&(listing, &filter));
+        let mut after = None;
+        if let Some(text) = &page.cursor {
+            // A cursor is only judged once the rest is valid: with bad filters, whether it
+            // matches them means nothing.
+            if !params_have_problems(&params) {
+                match Cursor::decode(text, listing, order, fingerprint) {
+                    Ok(position) => after = Some(position),
+                    Err(CursorError(message)) => {
+                        params.problem("cursor", codes::INVALID_CURSOR, message)
+                    }
+                }
+            }
+        }
+        params.finish()?;
+        Ok(Self {
+            listing,
+            filter,
+            order,
+            limit: page.limit.unwrap_or(super::params::DEFAULT_LIMIT),
+            after,
+            fingerprint,
+        })
+    }
+
+    /// The page to fetch: one row more than asked, to learn whether another page follows.
+    fn fetch_spec(&self) -> PageSpec {
+        PageSpec {
+            order: self.order,
+            after: self.after,
+            limit: self.limit + 1,
+        }
+    }
+
+    /// Cuts the fetched rows to the page and makes the cursor of the next one.
+    fn page<R>(&self, mut rows: Vec<R>, key: impl Fn(&R) -> After) -> (Vec<R>, Option<String>) {
+        let more = rows.len() > self.limit as usize;
+        rows.truncate(self.limit as usize);
+        let next = match rows.last() {
+            Some(last) if more => Some(
+                Cursor {
+                    listing: self.listing,
+                    order: self.order,
+                    after: key(last),
+                    fingerprint: self.fingerprint,
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        (rows, next)
+    }
+}
+
+fn params_have_problems(params: &Params) -> bool {
+    EventFilterParams::NAMES
+        .iter()
+        .chain(ErrorFilterParams::NAMES)
+        .chain(PageParams::NAMES)
+        .any(|name| params.has_problem(name))
+}
+
+/// Parses `GET /api/events` (`session` is `Some` for `GET /api/sessions/{id}/events`, whose
+/// query takes only the page parameters).
+pub fn parse_event_listing(
+    session: Option<String>,
+    raw_query: Option<&str>,
+) -> Result<ListingRequest<EventFilter>, ApiError> {
+    let mut params = Params::parse(raw_query);
+    let (listing, filter) = match session {
+        None => {
+            let given = EventFilterParams::take(&mut params);
+            let filter = EventFilter {
+                session_id: given.session_id,
+                category: given.category,
+                name: given.name,
+                application: given.application,
+                from: given.from,
+                to: given.to,
+                received_from: given.received_from,
+                received_to: given.received_to,
+            };
+            (Listing::Events, filter)
+        }
+        Some(session_id) => {
+            let filter = EventFilter {
+                session_id: Some(session_id),
+                ..EventFilter::default()
+            };
+            (Listing::SessionEvents, filter)
+        }
+    };
+    let page = PageParams::take(&mut params, SortOrder::Asc);
+    ListingRequest::new(listing, filter, page, params, SortOrder::Asc)
+}
+
+/// Parses `GET /api/errors`.
+pub fn parse_error_listing(
+    raw_query: Option<&str>,
+) -> Result<ListingRequest<ErrorFilter>, ApiError> {
+    let mut params = Params::parse(raw_query);
+    let given = ErrorFilterParams::take(&mut params);
+    let filter = ErrorFilter {
+        application: given.application,
+        code: given.code,
+        field: given.field,
+        from: given.from,
+        to: given.to,
+    };
+    let page = PageParams::take(&mut params, SortOrder::Desc);
+    ListingRequest::new(Listing::Errors, filter, page, params, SortOrder::Desc)
+}
+
+impl ListingRequest<EventFilter> {
+    /// Exactly the query the handler runs for this request.
+    pub fn query(&self) -> ReadQuery {
+        events_query(&self.filter, &self.fetch_spec())
+    }
+}
+
+impl ListingRequest<ErrorFilter> {
+    /// Exactly the query the handler runs for this request.
+    pub fn query(&self) -> ReadQuery {
+        errors_query(&self.filter, &self.fetch_spec())
+    }
+}
+
+fn event(row: EventRow) -> Event {
+    let data = serde_json::from_str(&row.data).unwrap_or_else(|error| {
+        tracing::warn!(event_id = %row.event_id, %error, "stored data is not JSON; serving it as a string");
+        Value::String(row.data)
+    });
+    Event {
+        event_id: row.event_id,
+        application: row.application,
+        session_id: row.session_id,
+        category: row.category,
+        name: row.name,
+        data,
+        timestamp: row.timestamp,
+        client_timestamp: row.client_timestamp,
+        sent_at: row.sent_at,
+        received_at: row.received_at,
+    }
+}
+
+fn problems(fields: Vec<String>, codes: Vec<String>, messages: Vec<String>) -> Vec<Problem> {
+    fields
+        .into_iter()
+        .zip(codes)
+        .zip(messages)
+        .map(|((field, code), message)| Problem {
+            index: None,
+            field,
+            code,
+            message,
+        })
+        .collect()
+}
+
+fn rejection_summary(row: ErrorSummaryRow) -> RejectionSummary {
+    RejectionSummary {
+        error_id: row.error_id,
+        application: row.application,
+        received_at: row.received_at,
+        request_id: row.request_id,
+        item_index: row.item_index,
+        event_id: row.event_id,
+        session_id: row.session_id,
+        category: row.category,
+        name: row.name,
+        timestamp: row.timestamp,
+        problems: problems(row.problem_field, row.problem_code, row.problem_message),
+    }
+}
+
+fn rejection(row: ErrorRow) -> Rejection {
+    Rejection {
+        summary: RejectionSummary {
+            error_id: row.error_id,
+            application: row.application,
+            received_at: row.received_at,
+            request_id: row.request_id,
+            item_index: row.item_index,
+            event_id: row.event_id,
+            session_id: row.session_id,
+            category: row.category,
+            name: row.name,
+            timestamp: row.timestamp,
+            problems: problems(row.problem_field, row.problem_code, row.problem_message),
+        },
+        raw: row.raw,
+        raw_truncated: row.raw_truncated,
+    }
+}
+
+/// A UUID path parameter, or a 400 naming it.
+fn uuid_path(field: &str, path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+    let text = match path {
+        Ok(Path(text)) => text,
+        Err(rejection) => return Err(invalid_path(field, rejection.body_text())),
+    };
+    Uuid::parse_str(&text)
+        .map_err(|_| invalid_path(field, format!("`{field}` must be a UUID, not `{text}`")))
+}
+
+async fn list(
+    state: &AppState,
+    request: ListingRequest<EventFilter>,
+) -> Result<Json<EventPage>, ApiError> {
+    let rows = state.store.fetch_events(&request.query()).await?;
+    let (rows, next_cursor) = request.page(rows, |row| After {
+        at: row.timestamp,
+        id: row.event_id,
+    });
+    Ok(Json(EventPage {
+        items: rows.into_iter().map(event).collect(),
+        next_cursor,
+    }))
+}
+
+/// Events matching every given filter, one page at a time.
+///
+/// Ordered by `timestamp`, ties broken by `event_id`; each `event_id` is served once even when
+/// a retried delivery stored it twice. Follow `next_cursor` (with the same filters) until it is
+/// `null`; pages stay consistent while new events arrive.
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    tag = "read",
+    params(EventFilterParams, PageParams),
+    responses(
+        (status = 200, description = "One page of events", body = EventPage),
+        (status = 400, description = "Bad parameters (`invalid_parameters`), one problem per parameter: `invalid_parameter`, `unknown_parameter`, `duplicate_parameter` or `invalid_cursor`", body = ErrorBody),
+        (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<EventPage>, ApiError> {
+    let request = parse_event_listing(None, query.as_deref())?;
+    list(&state, request).await
+}
+
+/// One session's events in the order they happened, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{session_id}/events",
+    tag = "read",
+    params(("session_id" = String, Path, description = "The session id (percent-encoded)"), PageParams),
+    responses(
+        (status = 200, description = "One page of the session's events (empty for an unknown session)", body = EventPage),
+        (status = 400, description = "Bad parameters (`invalid_parameters`)", body = ErrorBody),
+        (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn session_events(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<EventPage>, ApiError> {
+    let session_id = match path {
+        Ok(Path(session_id)) => session_id,
+        Err(rejection) => return Err(invalid_path("session_id", rejection.body_text())),
+    };
+    let request = parse_event_listing(Some(session_id), query.as_deref())?;
+    list(&state, request).await
+}
+
+/// One event by id.
+#[utoipa::path(
+    get,
+    path = "/api/events/{event_id}",
+    tag = "read",
+    params(("event_id" = Uuid, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "The event", body = Event),
+        (status = 400, description = "`event_id` is not a UUID (`invalid_parameters`)", body = ErrorBody),
+        (status = 404, description = "No such event (`not_found`)", body = ErrorBody),
+        (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn get_event(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Event>, ApiError> {
+    let id = uuid_path("event_id", path)?;
+    match state.store.event(id).await? {
+        Some(row) => Ok(Json(event(row))),
+        None => Err(ApiError::NotFound(format!("no event has the id {id}"))),
+    }
+}
+
+/// Rejected events and requests matching every given filter, newest first by default.
+#[utoipa::path(
+    get,
+    path = "/api/errors",
+    tag = "read",
+    params(ErrorFilterParams, PageParams),
+    responses(
+        (status = 200, description = "One page of rejections, without their raw input", body = RejectionPage),
+        (status = 400, description = "Bad parameters (`invalid_parameters`)", body = ErrorBody),
+        (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn list_errors(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<RejectionPage>, ApiError> {
+    let request = parse_error_listing(query.as_deref())?;
+    let rows = state.store.fetch_errors(&request.query()).await?;
+    let (rows, next_cursor) = request.page(rows, |row| After {
+        at: row.received_at,
+        id: row.error_id,
+    });
+    Ok(Json(RejectionPage {
+        items: rows.into_iter().map(rejection_summary).collect(),
+        next_cursor,
+    }))
+}
+
+/// One rejection with all its problems and the raw input.
+#[utoipa::path(
+    get,
+    path = "/api/errors/{error_id}",
+    tag = "read",
+    params(("error_id" = Uuid, Path, description = "The rejection's id")),
+    responses(
+        (status = 200, description = "The rejection", body = Rejection),
+        (status = 400, description = "`error_id` is not a UUID (`invalid_parameters`)", body = ErrorBody),
+        (status = 404, description = "No such rejection (`not_found`)", body = ErrorBody),
+        (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn get_error(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Rejection>, ApiError> {
+    let id = uuid_path("error_id", path)?;
+    match state.store.error(id).await? {
+        Some(row) => Ok(Json(rejection(row))),
+        None => Err(ApiError::NotFound(format!("no rejection has the id {id}"))),
+    }
+}
+
+/// Used by tests: problems of a listing request, without running it.
+#[cfg(test)]
+fn problem_codes(result: Result<ListingRequest<EventFilter>, ApiError>) -> Vec<(String, String)> {
+    match result {
+        Ok(_) => Vec::new(),
+        Err(ApiError::BadRequest { problems, .. }) => {
+            problems.into_iter().map(|p| (p.field, p.code)).collect()
+        }
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_only_continues_the_listing_it_came_from() {
+        let first = parse_event_listing(None, Some("category=c&limit=1")).unwrap();
+        let row = |at: i64| After {
+            at: chrono::DateTime::from_timestamp(at, 0).unwrap(),
+            id: Uuid::nil(),
+        };
+        let (_, next) = first.page(vec![row(1), row(2)], |r| *r);
+        let next = next.expect("a next page");
+        let query = format!("category=c&limit=5&cursor={next}");
+        let second = parse_event_listing(None, Some(&query)).unwrap();
+        assert_eq!(second.after, Some(row(1)));
+        assert!(second.query().sql().contains("{after_at:"));
+        for other in [
+            format!("category=d&cursor={next}"),
+            format!("category=c&order=desc&cursor={next}"),
+            format!("cursor={next}"),
+        ] {
+            assert_eq!(
+                problem_codes(parse_event_listing(None, Some(&other))),
+                [("cursor".to_owned(), codes::INVALID_CURSOR.to_owned())],
+                "{other}"
+            );
+        }
+        assert_eq!(
+            problem_codes(parse_event_listing(
+                Some("c".into()),
+                Some(&format!("cursor={next}"))
+            )),
+            [("cursor".to_owned(), codes::INVALID_CURSOR.to_owned())]
+        );
+        // The last page has no cursor.
+        let (_, last) = first.page(vec![row(1)], |r| *r);
+        assert_eq!(last, None);
+    }
+
+    #[test]
+    fn session_listings_take_only_page_parameters() {
+        assert_eq!(
+            problem_codes(parse_event_listing(
+                Some("s".into()),
+                Some("category=c&limit=2")
+            )),
+            [("category".to_owned(), codes::UNKNOWN_PARAMETER.to_owned())]
+        );
+        let request = parse_event_listing(Some("s".into()), Some("limit=2&order=desc")).unwrap();
+        assert_eq!(request.filter.session_id.as_deref(), Some("s"));
+        assert_eq!(request.fetch_spec().limit, 3);
+    }
+}

@@ -1,0 +1,95 @@
+//! A synthetic `events` fixture generated inside ClickHouse, for the read-speed test and the
+//! read benchmark (`eye-read-bench`): both load exactly the same data.
+//!
+//! One `INSERT … SELECT … FROM numbers(n)` writes it in seconds, where sending a million
+//! events through HTTP would take minutes. Event `i` happens at `start + i × span / n`, so the
+//! events spread evenly over the span; sessions interleave ten at a time (events `i` with the
+//! same `i / (10 × per_session)` and `i % 10` form one session, a couple of hours long at the
+//! default sizes), and categories are spread by a hash of `i`.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::{Store, StoreError};
+
+/// The shape of the fixture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixture {
+    pub events: u64,
+    /// Distinct sessions; a multiple of 10 that divides `events` keeps them equal in size.
+    pub sessions: u64,
+    pub categories: u64,
+    /// When the first event happens.
+    pub start: DateTime<Utc>,
+    pub days: u32,
+}
+
+impl Default for Fixture {
+    /// The read-speed target: 1,000,000 events, 10,000 sessions, 20 categories, 90 days.
+    fn default() -> Self {
+        Self {
+            events: 1_000_000,
+            sessions: 10_000,
+            categories: 20,
+            start: DateTime::from_timestamp(1_735_689_600, 0).expect("2025-01-01"),
+            days: 90,
+        }
+    }
+}
+
+impl Fixture {
+    /// Microseconds between consecutive events.
+    fn step_micros(&self) -> u64 {
+        u64::from(self.days) * 86_400_000_000 / self.events
+    }
+
+    /// When event `i` happens.
+    pub fn timestamp(&self, i: u64) -> DateTime<Utc> {
+        self.start + TimeDelta::microseconds((i * self.step_micros()) as i64)
+    }
+
+    /// The session id of event `i`.
+    pub fn session_of(&self, i: u64) -> String {
+        let per_session = self.events / self.sessions;
+        format!("session-{}", (i / (10 * per_session)) * 10 + i % 10)
+    }
+
+    /// The category names are `category-0` … `category-{categories - 1}`.
+    pub fn category(&self, k: u64) -> String {
+        format!("category-{k}")
+    }
+
+    /// Writes the fixture into `events`.
+    pub async fn load(&self, store: &Store) -> Result<(), StoreError> {
+        let per_session = (self.events / self.sessions).max(1);
+        store
+            .client()
+            .query(
+                "INSERT INTO events (event_id, application, session_id, category, name, data, \
+                 timestamp, client_timestamp, sent_at, received_at) \
+                 SELECT generateUUIDv4(number), \
+                 concat('fixture-app-', toString(number % 3)), \
+                 concat('session-', toString(intDiv(number, 10 * {per_session:UInt64}) * 10 + number % 10)), \
+                 concat('category-', toString(cityHash64(number, 'category') % {categories:UInt64})), \
+                 ['pageview', 'cta click', 'submit', 'scroll', 'hover'][1 + cityHash64(number, 'name') % 5], \
+                 concat('{\"host\":\"www.example.com\",\"path\":\"/page/', toString(number % 997), '\"}'), \
+                 {start:DateTime64(6, 'UTC')} + toIntervalMicrosecond(number * {step:UInt64}) AS ts, \
+                 ts, NULL, ts + toIntervalMillisecond(150) \
+                 FROM numbers({events:UInt64})",
+            )
+            .param("per_session", per_session)
+            .param("categories", self.categories)
+            .param(
+                "start",
+                self.start.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+            )
+            .param("step", self.step_micros())
+            .param("events", self.events)
+            // One block, so the fixture lands as one part per month rather than many small
+            // parts that merges would still be working on.
+            .with_setting("max_insert_block_size", (self.events + 1).to_string())
+            .with_setting("min_insert_block_size_rows", (self.events + 1).to_string())
+            .execute()
+            .await?;
+        Ok(())
+    }
+}

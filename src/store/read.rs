@@ -1,0 +1,477 @@
+//! Reads of `events` and `errors` for the read API: filters, keyset pages, and the SQL that
+//! serves them.
+//!
+//! The SQL text is assembled only from fixed fragments, chosen by which filters are present;
+//! every value comes in as a ClickHouse server-side parameter (`{name:Type}`), never as text
+//! in the SQL. (The `clickhouse` crate treats `?` in SQL as its own client-side placeholder,
+//! so no fragment contains one.) [`ReadQuery`] keeps the SQL and its parameters together so
+//! that tests can `EXPLAIN` exactly what the API runs.
+//!
+//! Pages are keyset pages: ordered by (`timestamp`, `event_id`) for events and by
+//! (`received_at`, `error_id`) for errors, and the next page starts strictly after the last
+//! row's key. The key condition is written as `t >= {t} AND (t > {t} OR id > {id})` rather
+//! than a tuple comparison, because ClickHouse's index analysis uses the first form (the
+//! `t >= {t}` half) to skip granules and ignores the second.
+//!
+//! A retried event can be stored twice with the same `event_id` (README, Deduplication).
+//! Event reads end with `LIMIT 1 BY event_id` after ordering by (`timestamp`, `event_id`):
+//! copies with the same timestamp sort next to each other, so one page never shows both, and
+//! the strict keyset condition skips a copy left over at the start of the next page. `FINAL`
+//! would also fold them, but ClickHouse does not use projections with `FINAL`, so category
+//! and time-range reads would scan whole partitions.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use clickhouse::{Client, Row};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{ErrorRow, EventRow, Store, StoreError};
+
+/// Which way a listing runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Order {
+    /// Oldest first.
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// Where a page starts: strictly after this key in the listing's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After {
+    /// `timestamp` of events, `received_at` of errors.
+    pub at: DateTime<Utc>,
+    /// `event_id` or `error_id`: breaks ties between rows with the same time.
+    pub id: Uuid,
+}
+
+/// One page of a listing: its order, where it starts, and how many rows at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSpec {
+    pub order: Order,
+    pub after: Option<After>,
+    pub limit: u32,
+}
+
+/// Filters of an event listing; every present filter must match. Times are half-open:
+/// `from` inclusive, `to` exclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct EventFilter {
+    pub session_id: Option<String>,
+    pub category: Option<String>,
+    pub name: Option<String>,
+    pub application: Option<String>,
+    /// On `timestamp`.
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// On `received_at`.
+    pub received_from: Option<DateTime<Utc>>,
+    pub received_to: Option<DateTime<Utc>>,
+}
+
+/// Filters of an error listing. `code` and `field` match one problem of the rejection (both
+/// the same problem when both are given); times are on `received_at`, half-open.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ErrorFilter {
+    pub application: Option<String>,
+    pub code: Option<String>,
+    pub field: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// A query parameter's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Text(String),
+    Time(DateTime<Utc>),
+    Uuid(Uuid),
+    UInt(u32),
+}
+
+/// SQL and its parameters, ready to run or to `EXPLAIN`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadQuery {
+    sql: String,
+    params: Vec<(&'static str, Param)>,
+}
+
+const TIME: &str = "DateTime64(6, 'UTC')";
+
+impl ReadQuery {
+    fn new(sql: &str) -> Self {
+        Self {
+            sql: sql.to_owned(),
+            params: Vec::new(),
+        }
+    }
+
+    /// The SQL text: fixed fragments and `{name:Type}` placeholders only.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The values bound to the placeholders.
+    pub fn params(&self) -> &[(&'static str, Param)] {
+        &self.params
+    }
+
+    fn push(&mut self, fragment: &str) {
+        self.sql.push_str(fragment);
+    }
+
+    /// Appends `fragment`, in which `{}` stands for the placeholder `{name:Type}`, and binds
+    /// `value` to it.
+    fn bind(&mut self, fragment: &str, name: &'static str, value: Param) {
+        let ty = match value {
+            Param::Text(_) => "String",
+            Param::Time(_) => TIME,
+            Param::Uuid(_) => "UUID",
+            Param::UInt(_) => "UInt32",
+        };
+        let placeholder = format!("{{{name}:{ty}}}");
+        self.sql.push_str(&fragment.replace("{}", &placeholder));
+        if !self.params.iter().any(|(existing, _)| *existing == name) {
+            self.params.push((name, value));
+        }
+    }
+
+    /// A `clickhouse` query with every parameter bound server-side.
+    pub fn query(&self, client: &Client) -> clickhouse::query::Query {
+        self.bound(client, &self.sql)
+    }
+
+    /// `EXPLAIN indexes = 1` of exactly this query, one line per row.
+    pub async fn explain(&self, client: &Client) -> Result<Vec<String>, StoreError> {
+        let sql = format!("EXPLAIN indexes = 1 {}", self.sql);
+        Ok(self.bound(client, &sql).fetch_all::<String>().await?)
+    }
+
+    fn bound(&self, client: &Client, sql: &str) -> clickhouse::query::Query {
+        let mut query = client.query(sql);
+        for (name, value) in &self.params {
+            query = match value {
+                Param::Text(text) => query.param(name, text),
+                Param::Time(time) => query.param(name, format_time(time)),
+                Param::Uuid(id) => query.param(name, id.to_string()),
+                Param::UInt(n) => query.param(name, n),
+            };
+        }
+        query
+    }
+}
+
+/// ClickHouse's text form of a `DateTime64(6)`.
+fn format_time(time: &DateTime<Utc>) -> String {
+    time.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+/// The columns of [`EventRow`], in its order.
+const EVENT_COLUMNS: &str = "SELECT event_id, application, session_id, category, name, data, \
+     timestamp, client_timestamp, sent_at, received_at FROM events";
+
+/// The columns of [`ErrorRow`] without `raw` (listings leave the raw input out).
+const ERROR_SUMMARY_COLUMNS: &str = "SELECT error_id, application, received_at, request_id, \
+     item_index, event_id, session_id, category, name, timestamp, \
+     problem_field, problem_code, problem_message FROM errors";
+
+const ERROR_COLUMNS: &str = "SELECT error_id, application, received_at, request_id, \
+     item_index, event_id, session_id, category, name, timestamp, raw, raw_truncated, \
+     problem_field, problem_code, problem_message FROM errors";
+
+/// Builds `WHERE a AND b …` from conditions, each added with [`Conditions::and`].
+struct Conditions {
+    query: ReadQuery,
+    first: bool,
+}
+
+impl Conditions {
+    fn new(select: &str) -> Self {
+        Self {
+            query: ReadQuery::new(select),
+            first: true,
+        }
+    }
+
+    fn next(&mut self) {
+        self.query
+            .push(if self.first { " WHERE " } else { " AND " });
+        self.first = false;
+    }
+
+    fn and(&mut self, fragment: &str, name: &'static str, value: Param) {
+        self.next();
+        self.query.bind(fragment, name, value);
+    }
+
+    fn and_text(&mut self, fragment: &str, name: &'static str, value: &Option<String>) {
+        if let Some(value) = value {
+            self.and(fragment, name, Param::Text(value.clone()));
+        }
+    }
+
+    fn and_time(&mut self, fragment: &str, name: &'static str, value: &Option<DateTime<Utc>>) {
+        if let Some(value) = value {
+            self.and(fragment, name, Param::Time(*value));
+        }
+    }
+
+    /// The keyset condition and the ordering on (`time`, `id`), then the limit.
+    fn page(mut self, time: &str, id: &str, page: &PageSpec, dedup_by: Option<&str>) -> ReadQuery {
+        let (after, before, direction) = match page.order {
+            Order::Asc => (">", ">=", "ASC"),
+            Order::Desc => ("<", "<=", "DESC"),
+        };
+        if let Some(start) = page.after {
+            self.and(
+                &format!("{time} {before} {{}}"),
+                "after_at",
+                Param::Time(start.at),
+            );
+            self.query.bind(
+                &format!(" AND ({time} {after} {{}}"),
+                "after_at",
+                Param::Time(start.at),
+            );
+            self.query.bind(
+                &format!(" OR {id} {after} {{}})"),
+                "after_id",
+                Param::Uuid(start.id),
+            );
+        }
+        let mut query = self.query;
+        let _ = write!(query.sql, " ORDER BY {time} {direction}, {id} {direction}");
+        if let Some(column) = dedup_by {
+            let _ = write!(query.sql, " LIMIT 1 BY {column}");
+        }
+        query.bind(" LIMIT {}", "limit", Param::UInt(page.limit));
+        query
+    }
+}
+
+/// The SQL of an event listing (the API fetches `limit + 1` rows to know whether a next
+/// page exists; pass the limit to fetch).
+pub fn events_query(filter: &EventFilter, page: &PageSpec) -> ReadQuery {
+    let mut conditions = Conditions::new(EVENT_COLUMNS);
+    conditions.and_text("session_id = {}", "session_id", &filter.session_id);
+    conditions.and_text("category = {}", "category", &filter.category);
+    conditions.and_text("name = {}", "name", &filter.name);
+    conditions.and_text("application = {}", "application", &filter.application);
+    conditions.and_time("timestamp >= {}", "from", &filter.from);
+    conditions.and_time("timestamp < {}", "to", &filter.to);
+    conditions.and_time("received_at >= {}", "received_from", &filter.received_from);
+    conditions.and_time("received_at < {}", "received_to", &filter.received_to);
+    conditions.page("timestamp", "event_id", page, Some("event_id"))
+}
+
+/// The SQL of one event by id: the first copy received, should it be stored twice.
+pub fn event_query(event_id: Uuid) -> ReadQuery {
+    let mut conditions = Conditions::new(EVENT_COLUMNS);
+    conditions.and("event_id = {}", "event_id", Param::Uuid(event_id));
+    let mut query = conditions.query;
+    query.push(" ORDER BY received_at, timestamp LIMIT 1");
+    query
+}
+
+/// The SQL of an error listing.
+pub fn errors_query(filter: &ErrorFilter, page: &PageSpec) -> ReadQuery {
+    let mut conditions = Conditions::new(ERROR_SUMMARY_COLUMNS);
+    conditions.and_text("application = {}", "application", &filter.application);
+    // `has` on `problem_code` lets the bloom filter index skip granules; `arrayExists`
+    // then insists that one problem has both the field and the code.
+    conditions.and_text("has(problem_code, {})", "code", &filter.code);
+    conditions.and_text("has(problem_field, {})", "field", &filter.field);
+    if let (Some(code), Some(field)) = (&filter.code, &filter.field) {
+        conditions.and(
+            "arrayExists((f, c) -> f = {} AND ",
+            "field",
+            Param::Text(field.clone()),
+        );
+        conditions.query.bind(
+            "c = {}, problem_field, problem_code)",
+            "code",
+            Param::Text(code.clone()),
+        );
+    }
+    conditions.and_time("received_at >= {}", "from", &filter.from);
+    conditions.and_time("received_at < {}", "to", &filter.to);
+    conditions.page("received_at", "error_id", page, None)
+}
+
+/// The SQL of one rejection by id.
+pub fn error_query(error_id: Uuid) -> ReadQuery {
+    let mut conditions = Conditions::new(ERROR_COLUMNS);
+    conditions.and("error_id = {}", "error_id", Param::Uuid(error_id));
+    let mut query = conditions.query;
+    query.push(" LIMIT 1");
+    query
+}
+
+/// A rejection as listed: [`ErrorRow`] without the raw input.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct ErrorSummaryRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub error_id: Uuid,
+    pub application: String,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub received_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub request_id: Uuid,
+    pub item_index: Option<u32>,
+    #[serde(with = "clickhouse::serde::uuid::option")]
+    pub event_id: Option<Uuid>,
+    pub session_id: Option<String>,
+    pub category: Option<String>,
+    pub name: Option<String>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]
+    pub timestamp: Option<DateTime<Utc>>,
+    pub problem_field: Vec<String>,
+    pub problem_code: Vec<String>,
+    pub problem_message: Vec<String>,
+}
+
+impl Store {
+    /// The events of a listing query ([`events_query`]).
+    pub async fn fetch_events(&self, query: &ReadQuery) -> Result<Vec<EventRow>, StoreError> {
+        Ok(query.query(&self.client()).fetch_all::<EventRow>().await?)
+    }
+
+    /// The event with this id, if stored.
+    pub async fn event(&self, event_id: Uuid) -> Result<Option<EventRow>, StoreError> {
+        Ok(event_query(event_id)
+            .query(&self.client())
+            .fetch_optional::<EventRow>()
+            .await?)
+    }
+
+    /// The rejections of a listing query ([`errors_query`]).
+    pub async fn fetch_errors(
+        &self,
+        query: &ReadQuery,
+    ) -> Result<Vec<ErrorSummaryRow>, StoreError> {
+        Ok(query
+            .query(&self.client())
+            .fetch_all::<ErrorSummaryRow>()
+            .await?)
+    }
+
+    /// The rejection with this id, if stored.
+    pub async fn error(&self, error_id: Uuid) -> Result<Option<ErrorRow>, StoreError> {
+        Ok(error_query(error_id)
+            .query(&self.client())
+            .fetch_optional::<ErrorRow>()
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    #[test]
+    fn an_unfiltered_first_page_is_ordered_deduplicated_and_limited() {
+        let page = PageSpec {
+            order: Order::Asc,
+            after: None,
+            limit: 101,
+        };
+        let query = events_query(&EventFilter::default(), &page);
+        assert_eq!(
+            query.sql(),
+            format!(
+                "{EVENT_COLUMNS} ORDER BY timestamp ASC, event_id ASC LIMIT 1 BY event_id \
+                 LIMIT {{limit:UInt32}}"
+            )
+        );
+        assert_eq!(query.params(), &[("limit", Param::UInt(101))]);
+    }
+
+    #[test]
+    fn every_filter_and_the_keyset_are_placeholders() {
+        let filter = EventFilter {
+            session_id: Some("s' OR 1 --".into()),
+            category: Some("c".into()),
+            name: Some("n".into()),
+            application: Some("a".into()),
+            from: Some(time("2025-01-01T00:00:00Z")),
+            to: Some(time("2025-01-02T00:00:00Z")),
+            received_from: Some(time("2025-01-01T00:00:00Z")),
+            received_to: Some(time("2025-01-03T00:00:00Z")),
+        };
+        let after = After {
+            at: time("2025-01-01T12:00:00.000001Z"),
+            id: Uuid::nil(),
+        };
+        let page = PageSpec {
+            order: Order::Desc,
+            after: Some(after),
+            limit: 11,
+        };
+        let query = events_query(&filter, &page);
+        let t = TIME;
+        assert_eq!(
+            query.sql(),
+            format!(
+                "{EVENT_COLUMNS} WHERE session_id = {{session_id:String}} \
+                 AND category = {{category:String}} AND name = {{name:String}} \
+                 AND application = {{application:String}} AND timestamp >= {{from:{t}}} \
+                 AND timestamp < {{to:{t}}} AND received_at >= {{received_from:{t}}} \
+                 AND received_at < {{received_to:{t}}} AND timestamp <= {{after_at:{t}}} \
+                 AND (timestamp < {{after_at:{t}}} OR event_id < {{after_id:UUID}}) \
+                 ORDER BY timestamp DESC, event_id DESC LIMIT 1 BY event_id \
+                 LIMIT {{limit:UInt32}}"
+            )
+        );
+        assert!(!query.sql().contains('?'));
+        assert!(!query.sql().contains("OR 1"));
+        let names: Vec<_> = query.params().iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                "session_id",
+                "category",
+                "name",
+                "application",
+                "from",
+                "to",
+                "received_from",
+                "received_to",
+                "after_at",
+                "after_id",
+                "limit"
+            ]
+        );
+        assert_eq!(format_time(&after.at), "2025-01-01 12:00:00.000001");
+    }
+
+    #[test]
+    fn error_filters_on_code_and_field_match_one_problem() {
+        let filter = ErrorFilter {
+            application: None,
+            code: Some("too_long".into()),
+            field: Some("name".into()),
+            from: None,
+            to: None,
+        };
+        let page = PageSpec {
+            order: Order::Desc,
+            after: None,
+            limit: 5,
+        };
+        let query = errors_query(&filter, &page);
+        assert!(query.sql().contains(
+            "WHERE has(problem_code, {code:String}) AND has(problem_field, {field:String}) \
+             AND arrayExists((f, c) -> f = {field:String} AND c = {code:String}, \
+             problem_field, problem_code) ORDER BY received_at DESC, error_id DESC \
+             LIMIT {limit:UInt32}"
+        ));
+        assert!(!query.sql().contains("LIMIT 1 BY"));
+        assert_eq!(query.params().len(), 3);
+    }
+}

@@ -1,0 +1,314 @@
+//! The OpenAPI document matches the router, both ways, and the documentation pages work
+//! without internet access.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use the_eye::api::docs::DOCS_PREFIXES;
+use the_eye::api::params::{ErrorFilterParams, EventFilterParams, PageParams};
+
+use crate::common::TestApp;
+
+const METHODS: [&str; 8] = [
+    "get", "delete", "options", "patch", "post", "put", "trace", "connect",
+];
+
+/// (method, path) of every route of an axum router, read from its `Debug` output (axum has no
+/// other way to list routes). Before `with_state`, each route's `MethodRouter` shows its
+/// methods as `get: BoxedHandler` or `get: None`.
+fn served_routes(debug: &str) -> BTreeSet<(String, String)> {
+    let mut methods_by_id = Vec::new();
+    let mut paths_by_id = Vec::new();
+    // The fallback router (`/` and a catch-all) comes after the routes.
+    let (routes, _) = debug
+        .split_once("fallback_router:")
+        .expect("a Router's Debug output");
+    for chunk in routes.split("RouteId(").skip(1) {
+        let (id, rest) = chunk.split_once(')').expect("RouteId(n)");
+        let rest = rest.trim_start_matches(": ");
+        if let Some(router) = rest.strip_prefix("MethodRouter(MethodRouter {") {
+            let fields = router.split("fallback:").next().unwrap();
+            let methods: Vec<String> = METHODS
+                .iter()
+                .filter(|m| {
+                    let field = format!("{m}: ");
+                    let value = fields.split(&field).nth(1).expect("every method is listed");
+                    !value.starts_with("None")
+                })
+                .map(|m| m.to_string())
+                .collect();
+            methods_by_id.push((id.to_owned(), methods));
+        } else if let Some(path) = rest.strip_prefix('"') {
+            paths_by_id.push((id.to_owned(), path.split('"').next().unwrap().to_owned()));
+        } else {
+            panic!(
+                "unexpected route entry: {}\n{debug}",
+                &rest[..rest.len().min(80)]
+            );
+        }
+    }
+    assert_eq!(methods_by_id.len(), paths_by_id.len(), "{debug}");
+    let mut routes = BTreeSet::new();
+    for (id, path) in paths_by_id {
+        let methods = &methods_by_id
+            .iter()
+            .find(|(i, _)| *i == id)
+            .expect("methods")
+            .1;
+        assert!(!methods.is_empty(), "{path} serves no method");
+        for method in methods {
+            routes.insert((method.clone(), path.clone()));
+        }
+    }
+    routes
+}
+
+fn documented_routes(document: &Value) -> BTreeSet<(String, String)> {
+    let mut routes = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in METHODS {
+            if item.get(method).is_some() {
+                routes.insert((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+fn is_docs_route(path: &str) -> bool {
+    DOCS_PREFIXES.iter().any(|prefix| path.starts_with(prefix))
+}
+
+#[tokio::test]
+async fn the_document_lists_exactly_the_routes_served() {
+    let app = TestApp::start_with(|config| config.server.baseline_route = true).await;
+    let (status, document) = app.get("/api/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let documented = documented_routes(&document);
+
+    let mut config = the_eye::Config::default();
+    config.server.baseline_route = true;
+    let (router, _) = the_eye::api::routes(&config).split_for_parts();
+    let served = served_routes(&format!("{router:?}"));
+    assert!(
+        served.contains(&("get".into(), "/healthz".into())),
+        "{served:?}"
+    );
+    assert!(served.iter().all(|(_, path)| !is_docs_route(path)));
+    assert_eq!(documented, served, "documented vs served");
+    for expected in [
+        ("post", "/api/events"),
+        ("get", "/api/events"),
+        ("get", "/api/events/{event_id}"),
+        ("get", "/api/sessions/{session_id}/events"),
+        ("get", "/api/errors"),
+        ("get", "/api/errors/{error_id}"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("post", "/api/baseline"),
+    ] {
+        assert!(
+            documented.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} is not documented"
+        );
+    }
+
+    // The running service routes every documented operation (a route it lacks answers 405,
+    // or 404 with an empty body), and only through the documented methods.
+    for (method, path) in &documented {
+        let url = app.endpoint(
+            &path
+                .replace("{event_id}", "00000000-0000-4000-8000-000000000000")
+                .replace("{error_id}", "00000000-0000-4000-8000-000000000000")
+                .replace("{session_id}", "s"),
+        );
+        let response = app
+            .http
+            .request(method.to_uppercase().parse().unwrap(), &url)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert!(
+            status != 405 && !(status == 404 && body.is_empty()),
+            "{method} {path}: {status}"
+        );
+        for other in ["put", "delete", "patch"] {
+            let response = app
+                .http
+                .request(other.to_uppercase().parse().unwrap(), &url)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 405, "{other} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_document_describes_parameters_bodies_errors_and_keys() {
+    let app = TestApp::start().await;
+    let (_, document) = app.get("/api/openapi.json").await;
+    let scheme = &document["components"]["securitySchemes"]["bearer"];
+    assert_eq!(scheme["type"], "http");
+    assert_eq!(scheme["scheme"], "bearer");
+
+    let query_names = |path: &str| -> BTreeSet<String> {
+        document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let names = |lists: &[&[&str]]| -> BTreeSet<String> {
+        lists
+            .iter()
+            .flat_map(|l| l.iter().map(|n| n.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        query_names("/api/events"),
+        names(&[EventFilterParams::NAMES, PageParams::NAMES])
+    );
+    assert_eq!(
+        query_names("/api/sessions/{session_id}/events"),
+        names(&[PageParams::NAMES])
+    );
+    assert_eq!(
+        query_names("/api/errors"),
+        names(&[ErrorFilterParams::NAMES, PageParams::NAMES])
+    );
+    let limit = document["paths"]["/api/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["maximum"], 1000);
+
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(!responses.is_empty(), "{method} {path}");
+            let tags = operation["tags"].as_array().unwrap();
+            if tags.iter().any(|t| t == "operations") {
+                continue;
+            }
+            // Every other route needs a key: in the Authorization header, or for the beacon
+            // path (sendBeacon cannot set headers) in the query string.
+            let scheme = if path == "/api/events/beacon" {
+                "beacon_key"
+            } else {
+                "bearer"
+            };
+            assert_eq!(
+                operation["security"][0][scheme],
+                serde_json::json!([]),
+                "{method} {path}"
+            );
+            for (status, response) in responses {
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        schema, "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                } else {
+                    assert!(schema.as_str().is_some(), "{method} {path} {status}");
+                }
+            }
+        }
+    }
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "Event",
+        "EventPage",
+        "Rejection",
+        "RejectionPage",
+        "RejectionSummary",
+        "Problem",
+        "ErrorBody",
+        "IngestSummary",
+        "EventIn",
+    ] {
+        assert!(schemas.contains_key(name), "{name}");
+    }
+    let event = &schemas["Event"]["properties"];
+    assert_eq!(event["timestamp"]["format"], "date-time");
+    assert_eq!(event["data"]["type"], "object");
+    let body = &document["paths"]["/api/events"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"]["$ref"];
+    assert_eq!(body, "#/components/schemas/IngestBody");
+    let one_of = schemas["IngestBody"]["oneOf"].as_array().unwrap();
+    assert_eq!(
+        one_of[0]["$ref"], "#/components/schemas/EventIn",
+        "{one_of:?}"
+    );
+    assert_eq!(one_of[1]["type"], "array");
+    assert_eq!(one_of[1]["items"]["$ref"], "#/components/schemas/EventIn");
+}
+
+/// The pages and every asset they load come from The Eye itself.
+#[tokio::test]
+async fn swagger_ui_and_redoc_are_served_offline() {
+    let app = TestApp::start().await;
+    let fetch = |path: String| {
+        let app = &app;
+        async move {
+            let response = app.http.get(app.endpoint(&path)).send().await.unwrap();
+            let status = response.status().as_u16();
+            let kind = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (status, kind, response.text().await.unwrap())
+        }
+    };
+    let assets = |page: &str| -> Vec<String> {
+        let mut found = Vec::new();
+        for attribute in ["src=\"", "href=\""] {
+            for piece in page.split(attribute).skip(1) {
+                found.push(piece.split('"').next().unwrap().to_owned());
+            }
+        }
+        found
+    };
+
+    let (status, kind, page) = fetch("/swagger/".into()).await;
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("text/html"), "{kind}");
+    let swagger_assets = assets(&page);
+    assert!(
+        swagger_assets
+            .iter()
+            .any(|a| a.contains("swagger-ui-bundle.js")),
+        "{page}"
+    );
+    for asset in swagger_assets {
+        assert!(!asset.contains("://"), "external asset {asset}");
+        let path = format!("/swagger/{}", asset.trim_start_matches("./"));
+        let (status, _, body) = fetch(path.clone()).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(!body.is_empty(), "{path}");
+    }
+    let (status, _, initializer) = fetch("/swagger/swagger-initializer.js".into()).await;
+    assert_eq!(status, 200);
+    assert!(initializer.contains("/api/openapi.json"), "{initializer}");
+
+    let (status, kind, page) = fetch("/redoc".into()).await;
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("text/html"), "{kind}");
+    assert!(page.contains("\"/api/events\""), "the spec is inlined");
+    let redoc_assets = assets(&page);
+    assert_eq!(redoc_assets, ["/redoc/redoc.standalone.js"]);
+    let (status, kind, js) = fetch("/redoc/redoc.standalone.js".into()).await;
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("text/javascript"), "{kind}");
+    assert!(js.len() > 500_000);
+}
