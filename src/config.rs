@@ -73,6 +73,17 @@ impl Default for ServerConfig {
     }
 }
 
+/// A configuration value that must not reach logs: `Debug` hides it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,8 +104,8 @@ pub struct ClickHouseConfig {
     pub database: String,
     /// ClickHouse user. Default `default`.
     pub user: String,
-    /// ClickHouse password. Default empty. Never logged.
-    pub password: String,
+    /// ClickHouse password. Default empty. Never logged: its `Debug` shows `***`.
+    pub password: Secret,
     /// Compress request and response bodies with LZ4. Default true.
     pub lz4: bool,
     /// Apply pending migrations when `serve` starts. Default true.
@@ -114,7 +125,7 @@ impl Default for ClickHouseConfig {
             url: String::new(),
             database: "the_eye".to_owned(),
             user: "default".to_owned(),
-            password: String::new(),
+            password: Secret::default(),
             lz4: true,
             migrate_on_start: true,
             devserver_data_dir: PathBuf::from("data/clickhouse"),
@@ -177,8 +188,11 @@ impl Default for IngestConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Events (and separately, error rows) that may wait for ClickHouse before requests are
-    /// answered 503. Bounds memory: about 1 KiB per queued event. Default 200,000.
+    /// answered 503. Default 200,000.
     pub queue_capacity: usize,
+    /// Bytes those rows may hold, per table, before requests are answered 503: the bound on
+    /// memory, since one event may carry 64 KiB of `data`. Default 256 MiB.
+    pub queue_max_bytes: usize,
     /// A batch is inserted when it holds this many rows… Default 20,000.
     pub batch_max_rows: usize,
     /// …or when its first row has waited this long, in milliseconds. Default 500.
@@ -199,6 +213,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 200_000,
+            queue_max_bytes: 256 * 1024 * 1024,
             batch_max_rows: 20_000,
             flush_interval_ms: 500,
             retry_initial_ms: 100,
@@ -320,6 +335,13 @@ impl Config {
             return Err(ConfigError::Invalid {
                 setting: "pipeline.retry_max_ms",
                 message: "must not be less than pipeline.retry_initial_ms".to_owned(),
+            });
+        }
+        if self.pipeline.queue_max_bytes < 2 * self.ingest.max_body_bytes {
+            return Err(ConfigError::Invalid {
+                setting: "pipeline.queue_max_bytes",
+                message: "must hold at least two full requests (2 × ingest.max_body_bytes)"
+                    .to_owned(),
             });
         }
         if self.pipeline.queue_capacity < self.ingest.max_batch_events {

@@ -140,26 +140,26 @@ impl Ingestor {
             .inc_by(items.len() as u64);
         let mut results = Vec::with_capacity(items.len());
         let mut events = Vec::with_capacity(items.len());
+        // Ids the client chose, with the position of their event in `events`: only those can
+        // be retries (server-assigned ids are new by construction).
+        let mut client_ids = Vec::new();
         let mut errors = Vec::new();
-        let mut seen_here = HashSet::new();
-        let mut duplicates = 0u64;
         let schemas = self.schemas.current();
         for (position, item) in items.iter().enumerate() {
             let index = batched.then_some(position);
             match validate::validate_event(item, index, origin.received_at, &self.rules, &schemas) {
                 Ok(valid) => {
-                    let client_chose_id = valid.event_id.is_some();
-                    let event_id = valid.event_id.unwrap_or_else(new_event_id);
+                    let event_id = match valid.event_id {
+                        Some(id) => {
+                            client_ids.push((id, events.len()));
+                            id
+                        }
+                        None => new_event_id(),
+                    };
                     results.push(ItemResult::Accepted {
                         index: position,
                         event_id,
                     });
-                    if client_chose_id
-                        && (self.recent.contains(&event_id) || !seen_here.insert(event_id))
-                    {
-                        duplicates += 1;
-                        continue;
-                    }
                     events.push(EventRow {
                         event_id,
                         application: origin.application.to_owned(),
@@ -189,7 +189,7 @@ impl Ingestor {
                 }
             }
         }
-        let accepted = results.len() - errors.len();
+        let accepted = events.len();
         let summary = IngestSummary {
             accepted,
             rejected: errors.len(),
@@ -206,19 +206,41 @@ impl Ingestor {
             self.pipeline.enqueue_errors_best_effort(errors);
             return Err(ApiError::AllRejected(summary));
         }
-        let stored_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-        self.pipeline.enqueue(events, errors).map_err(|error| {
+        // Retries of recently accepted events (and repeats within this request) are
+        // acknowledged like the original but not stored again.
+        let ids: Vec<Uuid> = client_ids.iter().map(|(id, _)| *id).collect();
+        let (claim, fresh) = self.recent.claim(origin.application, &ids);
+        let repeated: HashSet<usize> = client_ids
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, fresh)| !**fresh)
+            .map(|((_, position), _)| *position)
+            .collect();
+        let duplicates = repeated.len() as u64;
+        if !repeated.is_empty() {
+            let mut position = 0;
+            events.retain(|_| {
+                position += 1;
+                !repeated.contains(&(position - 1))
+            });
+        }
+        if let Err(error) = self.pipeline.enqueue(events, Vec::new()) {
+            self.recent.release(claim);
             self.metrics
                 .requests_rejected
                 .with_label_values(&["queue_full"])
                 .inc();
-            ApiError::from_pipeline(error, self.retry_after_secs)
-        })?;
-        self.recent.remember(stored_ids);
+            return Err(ApiError::from_pipeline(error, self.retry_after_secs));
+        }
+        // The valid events are safe; the rejections' rows are worth recording but not worth
+        // refusing the valid events over when their own queue is full.
+        if !errors.is_empty() {
+            self.pipeline.enqueue_errors_best_effort(errors);
+        }
         self.metrics
             .events_accepted
             .with_label_values(&[application])
-            .inc_by(accepted as u64);
+            .inc_by(accepted as u64 - duplicates);
         if duplicates > 0 {
             self.metrics
                 .events_duplicate

@@ -193,11 +193,31 @@ pub async fn serve(
     spawn_reload_on_hangup(state.clone(), background.clone());
     let app = api::router(state);
     tracing::info!(address = %listener.local_addr()?, "The Eye is listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    });
+    // In-flight requests get as long as any request may take; a client that keeps a
+    // connection open past that (say, one that never finishes sending its headers) must not
+    // hold back the final flush.
+    let grace = Duration::from_millis(config.server.request_timeout_ms) + Duration::from_secs(1);
+    let served = tokio::select! {
+        result = server => result,
+        () = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "connections still open after the grace period; closing them");
+            Ok(())
+        }
+    };
     tracing::info!("stopped accepting requests; writing what is queued");
     background.cancel();
+    // Drained whatever happened to the server: what was answered 202 must be written.
     let drained = pipeline
         .shutdown(Duration::from_millis(config.server.shutdown_timeout_ms))
         .await;
@@ -205,6 +225,7 @@ pub async fn serve(
         tracing::info!("every accepted event is in ClickHouse");
     }
     drop(devserver);
+    served?;
     Ok(())
 }
 

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 405.
+    #[error("this route does not take that method")]
+    MethodNotAllowed,
     /// 422: understood, but refused (e.g. a schema set that does not load).
     #[error("{message}")]
     Unprocessable {
@@ -112,6 +115,7 @@ impl ApiError {
             | Self::Unavailable { code, .. } => code,
             Self::AllRejected(_) => "all_rejected",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
             Self::Internal(_) => "internal",
         }
@@ -123,6 +127,7 @@ impl ApiError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -194,6 +199,12 @@ impl IntoResponse for ApiError {
                     ingest: None,
                 }
             }
+            Self::MethodNotAllowed => ErrorBody {
+                code,
+                message: "this route does not take that method; see /api/openapi.json".to_owned(),
+                problems: Vec::new(),
+                ingest: None,
+            },
             Self::NotFound(message)
             | Self::Forbidden { message, .. }
             | Self::TooLarge { message, .. }

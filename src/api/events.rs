@@ -5,12 +5,13 @@ use std::io::Read;
 use std::sync::Mutex;
 
 use axum::body::{to_bytes, Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
 use the_eye_types::{ErrorBody, IngestSummary};
 use uuid::Uuid;
@@ -104,11 +105,25 @@ pub struct BeaconQuery {
 )]
 pub async fn post_beacon(
     State(state): State<AppState>,
-    Query(query): Query<BeaconQuery>,
+    query: Result<Query<BeaconQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(
+            "invalid_parameters",
+            format!("the query string cannot be read: {rejection}"),
+        )
+    })?;
     let principal = auth::authenticate(&state, query.key.as_deref(), Scope::Ingest).await?;
+    // A key in a URL ends up in proxies' access logs: only keys that can do nothing but send
+    // events may travel that way.
+    if principal.scopes.iter().any(|scope| *scope != Scope::Ingest) {
+        return Err(ApiError::Forbidden {
+            code: "beacon_key_too_powerful",
+            message: "the beacon path takes only keys whose sole scope is `ingest`".to_owned(),
+        });
+    }
     if !headers.contains_key(header::ORIGIN) {
         return Err(ApiError::Forbidden {
             code: "origin_required",
@@ -276,7 +291,8 @@ async fn read_body(
     let raw = to_bytes(body, limit).await.map_err(|_| too_large())?;
     let decoded = if gzip {
         let mut decoded = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-        let mut reader = GzDecoder::new(&raw[..]).take(limit as u64 + 1);
+        // Every member of a multi-member gzip stream, not only the first.
+        let mut reader = MultiGzDecoder::new(&raw[..]).take(limit as u64 + 1);
         if let Err(error) = reader.read_to_end(&mut decoded) {
             return Err(ApiError::bad_request(
                 "malformed_gzip",

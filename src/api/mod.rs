@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -84,6 +86,14 @@ pub fn router(state: AppState) -> Router {
     let (router, document) = routes(&state.config).split_for_parts();
     router
         .merge(docs::routes(document))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // A bug must still get an answer in the API's shape, and the process must go on.
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send + 'static>| {
+                ApiError::Internal("a request handler panicked".to_owned()).into_response()
+            },
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::preflight,
@@ -95,6 +105,14 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route; see /api/openapi.json".to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// Counts and times every request by its matched route, never its raw path, so the number

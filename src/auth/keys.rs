@@ -15,12 +15,20 @@ const SECRET_BYTES: usize = 32;
 const SECRET_LEN: usize = 43;
 const ID_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
 
-/// A freshly generated key. `key` is shown once and never stored.
-#[derive(Debug)]
+/// A freshly generated key. `key` is shown once and never stored; `Debug` shows only the
+/// prefix, so that no log line can carry the key by accident.
 pub struct NewKey {
     pub prefix: String,
     pub key: String,
     pub hash: String,
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Generates a key from the operating system's cryptographic generator (via `rand`'s

@@ -56,10 +56,38 @@ pub struct Registry {
     store: Store,
     config: AuthConfig,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// When each unknown prefix was last looked up in ClickHouse.
-    misses: Mutex<HashMap<String, Instant>>,
+    /// Prefixes not in memory that are being, or were recently, looked up in ClickHouse.
+    misses: Mutex<HashMap<String, Miss>>,
     lookups: DefaultDirectRateLimiter,
     metrics: Arc<Metrics>,
+}
+
+/// A key lookup in progress, or its negative answer.
+enum Miss {
+    Pending,
+    NotFound(Instant),
+}
+
+/// How long a request may wait for ClickHouse to look up a key: the request path answers in
+/// milliseconds, so past this the client is told to retry.
+const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Ends a lookup's pending mark: with the time of a negative answer, or by forgetting it.
+struct PendingLookup<'a> {
+    registry: &'a Registry,
+    prefix: &'a str,
+    not_found: bool,
+}
+
+impl Drop for PendingLookup<'_> {
+    fn drop(&mut self) {
+        let mut misses = self.registry.misses();
+        if self.not_found {
+            misses.insert(self.prefix.to_owned(), Miss::NotFound(Instant::now()));
+        } else {
+            misses.remove(self.prefix);
+        }
+    }
 }
 
 /// Unknown prefixes remembered at most; past this the memory starts afresh (the global
@@ -100,10 +128,9 @@ impl Registry {
             .snapshot
             .write()
             .unwrap_or_else(|poison| poison.into_inner()) = snapshot;
-        self.misses
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .clear();
+        // Forget negative answers (a key may have been created since); keep pending marks.
+        self.misses()
+            .retain(|_, miss| matches!(miss, Miss::Pending));
         Ok(())
     }
 
@@ -190,47 +217,73 @@ impl Registry {
     /// A key not in memory: ask ClickHouse, within the limits described in the module doc.
     async fn look_up(&self, prefix: &str) -> Result<(KeyRow, Option<ApplicationRow>), AuthError> {
         {
-            let mut misses = self
-                .misses
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            if misses
-                .get(prefix)
-                .is_some_and(|last| last.elapsed() < self.interval())
-            {
-                self.count_lookup("skipped");
-                return Err(AuthError::Unknown);
+            let mut misses = self.misses();
+            match misses.get(prefix) {
+                Some(Miss::NotFound(at)) if at.elapsed() < self.interval() => {
+                    self.count_lookup("skipped");
+                    return Err(AuthError::Unknown);
+                }
+                // Another request is asking right now: this one is told to retry, not that
+                // a key that may well be valid is unknown.
+                Some(Miss::Pending) => {
+                    self.count_lookup("pending");
+                    return Err(AuthError::Unavailable);
+                }
+                _ => {}
             }
             if self.lookups.check().is_err() {
                 self.count_lookup("throttled");
-                return Err(AuthError::Unknown);
+                return Err(AuthError::Unavailable);
             }
             if misses.len() >= MAX_REMEMBERED_MISSES {
                 misses.clear();
             }
-            misses.insert(prefix.to_owned(), Instant::now());
+            misses.insert(prefix.to_owned(), Miss::Pending);
         }
-        let record = self
-            .store
-            .key(prefix)
-            .await
-            .map_err(|error| {
+        // Clears the pending mark however the lookup ends, cancellation included.
+        let pending = PendingLookup {
+            registry: self,
+            prefix,
+            not_found: false,
+        };
+        let outcome = tokio::time::timeout(LOOKUP_TIMEOUT, async {
+            let Some(record) = self.store.key(prefix).await? else {
+                return Ok(None);
+            };
+            let application = self.store.application(&record.application_id).await?;
+            Ok::<_, StoreError>(Some((record, application)))
+        })
+        .await;
+        match outcome {
+            Ok(Ok(Some((record, application)))) => {
+                self.count_lookup("found");
+                self.remember(&record, application.as_ref());
+                drop(pending);
+                Ok((record, application))
+            }
+            Ok(Ok(None)) => {
+                self.count_lookup("unknown");
+                let mut pending = pending;
+                pending.not_found = true;
+                Err(AuthError::Unknown)
+            }
+            Ok(Err(error)) => {
                 self.count_lookup("failed");
                 tracing::warn!(%error, key_prefix = prefix, "key lookup failed");
-                AuthError::Unavailable
-            })?
-            .ok_or_else(|| {
-                self.count_lookup("unknown");
-                AuthError::Unknown
-            })?;
-        self.count_lookup("found");
-        let application = self
-            .store
-            .application(&record.application_id)
-            .await
-            .map_err(|_| AuthError::Unavailable)?;
-        self.remember(&record, application.as_ref());
-        Ok((record, application))
+                Err(AuthError::Unavailable)
+            }
+            Err(_) => {
+                self.count_lookup("failed");
+                tracing::warn!(key_prefix = prefix, "key lookup timed out");
+                Err(AuthError::Unavailable)
+            }
+        }
+    }
+
+    fn misses(&self) -> std::sync::MutexGuard<'_, HashMap<String, Miss>> {
+        self.misses
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn count_lookup(&self, result: &str) {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::Parcel;
 use crate::config::PipelineConfig;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -85,9 +85,11 @@ pub async fn run<T>(
     }
 }
 
-/// Writes the batch, retrying transient failures until it succeeds, and then frees its
-/// queue space. A permanent failure (the rows themselves are refused) is logged and counted:
-/// retrying the same rows could never succeed and would block everything behind them.
+/// Writes the batch, retrying transient failures until they pass, and then frees its queue
+/// space. When ClickHouse refuses the rows themselves (a failure that retrying cannot fix),
+/// the batch is split in halves and each half written on its own, down to single rows, so
+/// that one bad row costs only itself: it is logged and counted in
+/// `the_eye_rows_dropped_total{reason="insert_refused"}`, and the rest of the batch lands.
 async fn flush<T>(
     table: &'static str,
     rows: &mut Vec<T>,
@@ -103,6 +105,61 @@ async fn flush<T>(
         return;
     }
     let started = std::time::Instant::now();
+    let mut pending = Vec::new();
+    pending.push(0..rows.len());
+    while let Some(range) = pending.pop() {
+        let part = &rows[range.clone()];
+        match write_with_retries(table, part, store, settings, metrics).await {
+            Ok(()) => {
+                metrics
+                    .rows_inserted
+                    .with_label_values(&[table])
+                    .inc_by(part.len() as u64);
+                metrics
+                    .batch_rows
+                    .with_label_values(&[table])
+                    .observe(part.len() as f64);
+            }
+            Err(error) if part.len() > 1 => {
+                tracing::warn!(table, rows = part.len(), %error, "ClickHouse refused the batch; writing its halves separately to find the rows it refuses");
+                let middle = range.start + part.len() / 2;
+                pending.push(middle..range.end);
+                pending.push(range.start..middle);
+            }
+            Err(error) => {
+                metrics
+                    .rows_dropped
+                    .with_label_values(&[table, "insert_refused"])
+                    .inc();
+                tracing::error!(table, %error, "ClickHouse refused a row; it is lost");
+            }
+        }
+    }
+    metrics
+        .flush_duration
+        .with_label_values(&[table])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .queue_depth
+        .with_label_values(&[table])
+        .sub(rows.len() as i64);
+    rows.clear();
+    // Dropping the parcels releases their queue space.
+    held.clear();
+}
+
+/// Inserts `rows` as one block, retrying transient failures with backoff for as long as they
+/// last; returns the error when ClickHouse refuses the rows themselves.
+async fn write_with_retries<T>(
+    table: &'static str,
+    rows: &[T],
+    store: &Store,
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<(), StoreError>
+where
+    T: clickhouse::RowOwned + clickhouse::RowWrite,
+{
     // One token for every attempt: a retry after an answer that was lost in transit is
     // recognised by ClickHouse as the same block and not stored twice.
     let token = Uuid::now_v7();
@@ -115,16 +172,8 @@ async fn flush<T>(
             .await
         {
             Ok(()) => {
-                metrics
-                    .rows_inserted
-                    .with_label_values(&[table])
-                    .inc_by(rows.len() as u64);
-                metrics
-                    .batch_rows
-                    .with_label_values(&[table])
-                    .observe(rows.len() as f64);
                 tracing::debug!(table, rows = rows.len(), attempt, "batch written");
-                break;
+                return Ok(());
             }
             Err(error) if error.is_transient() => {
                 metrics
@@ -142,26 +191,10 @@ async fn flush<T>(
                     .insert_failures
                     .with_label_values(&[table, "permanent"])
                     .inc();
-                metrics
-                    .rows_dropped
-                    .with_label_values(&[table, "insert_refused"])
-                    .inc_by(rows.len() as u64);
-                tracing::error!(table, rows = rows.len(), attempt, %error, "ClickHouse refused the batch; its rows are lost");
-                break;
+                return Err(error);
             }
         }
     }
-    metrics
-        .flush_duration
-        .with_label_values(&[table])
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .queue_depth
-        .with_label_values(&[table])
-        .sub(rows.len() as i64);
-    rows.clear();
-    // Dropping the parcels releases their queue space.
-    held.clear();
 }
 
 /// Between half and all of `delay`, so that instances retrying after one outage spread out.

@@ -37,27 +37,77 @@ pub enum PipelineError {
 /// Rows of one request with the queue space they occupy.
 struct Parcel<T> {
     rows: Vec<T>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 }
 
-/// One table's bounded queue.
+/// Roughly how many bytes a queued row holds, for the byte bound of the queue.
+pub trait Weight {
+    fn weight_bytes(&self) -> usize;
+}
+
+/// Fixed cost of a row beyond its variable-length fields (ids, times, string headers).
+const ROW_OVERHEAD_BYTES: usize = 256;
+
+impl Weight for EventRow {
+    fn weight_bytes(&self) -> usize {
+        ROW_OVERHEAD_BYTES
+            + self.data.len()
+            + self.session_id.len()
+            + self.category.len()
+            + self.name.len()
+    }
+}
+
+impl Weight for ErrorRow {
+    fn weight_bytes(&self) -> usize {
+        let problems: usize = self
+            .problem_field
+            .iter()
+            .chain(&self.problem_code)
+            .chain(&self.problem_message)
+            .map(String::len)
+            .sum();
+        ROW_OVERHEAD_BYTES + self.raw.len() + problems
+    }
+}
+
+/// One table's bounded queue: bounded in rows and, since rows differ a hundredfold in size,
+/// in KiB.
 struct Lane<T> {
     table: &'static str,
     sender: mpsc::UnboundedSender<Parcel<T>>,
     space: Arc<Semaphore>,
+    kib: Arc<Semaphore>,
 }
 
-impl<T> Lane<T> {
-    fn reserve(&self, rows: usize) -> Result<Option<OwnedSemaphorePermit>, PipelineError> {
-        if rows == 0 {
+impl<T: Weight> Lane<T> {
+    fn reserve(
+        &self,
+        rows: &[T],
+    ) -> Result<Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>, PipelineError> {
+        if rows.is_empty() {
             return Ok(None);
         }
-        let rows = u32::try_from(rows).map_err(|_| PipelineError::QueueFull(self.table))?;
-        match self.space.clone().try_acquire_many_owned(rows) {
-            Ok(permit) => Ok(Some(permit)),
-            Err(TryAcquireError::NoPermits) => Err(PipelineError::QueueFull(self.table)),
+        let full = || PipelineError::QueueFull(self.table);
+        let count = u32::try_from(rows.len()).map_err(|_| full())?;
+        let bytes: usize = rows.iter().map(Weight::weight_bytes).sum();
+        let kib = u32::try_from(bytes.div_ceil(1024)).map_err(|_| full())?;
+        let take = |semaphore: &Arc<Semaphore>, amount: u32| match semaphore
+            .clone()
+            .try_acquire_many_owned(amount)
+        {
+            Ok(permit) => Ok(permit),
+            Err(TryAcquireError::NoPermits) => Err(full()),
             Err(TryAcquireError::Closed) => Err(PipelineError::ShuttingDown),
-        }
+        };
+        let space = take(&self.space, count)?;
+        let kib = take(&self.kib, kib)?;
+        Ok(Some((space, kib)))
+    }
+
+    fn close(&self) {
+        self.space.close();
+        self.kib.close();
     }
 }
 
@@ -76,8 +126,8 @@ impl Pipeline {
     pub fn start(config: &PipelineConfig, store: Store, metrics: Arc<Metrics>) -> Self {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let (events, events_rx) = lane("events", config.queue_capacity);
-        let (errors, errors_rx) = lane("errors", config.queue_capacity);
+        let (events, events_rx) = lane("events", config.queue_capacity, config.queue_max_bytes);
+        let (errors, errors_rx) = lane("errors", config.queue_capacity, config.queue_max_bytes);
         for table in ["events", "errors"] {
             metrics
                 .queue_capacity
@@ -120,8 +170,8 @@ impl Pipeline {
         if self.shutdown.is_cancelled() {
             return Err(PipelineError::ShuttingDown);
         }
-        let event_space = self.events.reserve(events.len())?;
-        let error_space = self.errors.reserve(errors.len())?;
+        let event_space = self.events.reserve(&events)?;
+        let error_space = self.errors.reserve(&errors)?;
         self.metrics
             .queue_depth
             .with_label_values(&["events"])
@@ -135,7 +185,7 @@ impl Pipeline {
                 .sender
                 .send(Parcel {
                     rows: events,
-                    _permit: event_space,
+                    _permits: event_space,
                 })
                 .map_err(|_| PipelineError::ShuttingDown)?;
         }
@@ -144,7 +194,7 @@ impl Pipeline {
                 .sender
                 .send(Parcel {
                     rows: errors,
-                    _permit: error_space,
+                    _permits: error_space,
                 })
                 .map_err(|_| PipelineError::ShuttingDown)?;
         }
@@ -181,8 +231,8 @@ impl Pipeline {
     /// `timeout`. Returns whether everything queued was written.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
         self.shutdown.cancel();
-        self.events.space.close();
-        self.errors.space.close();
+        self.events.close();
+        self.errors.close();
         let mut tasks = self.tasks.lock().await;
         let drained = tokio::time::timeout(timeout, async {
             while tasks.join_next().await.is_some() {}
@@ -210,17 +260,20 @@ impl Pipeline {
     }
 }
 
-fn lane<T>(table: &'static str, capacity: usize) -> (Lane<T>, mpsc::UnboundedReceiver<Parcel<T>>) {
+fn lane<T>(
+    table: &'static str,
+    capacity: usize,
+    max_bytes: usize,
+) -> (Lane<T>, mpsc::UnboundedReceiver<Parcel<T>>) {
     let (sender, receiver) = mpsc::unbounded_channel();
-    let space = Arc::new(Semaphore::new(capacity.min(Semaphore::MAX_PERMITS)));
-    (
-        Lane {
-            table,
-            sender,
-            space,
-        },
-        receiver,
-    )
+    let permits = |amount: usize| Arc::new(Semaphore::new(amount.min(Semaphore::MAX_PERMITS)));
+    let lane = Lane {
+        table,
+        sender,
+        space: permits(capacity),
+        kib: permits(max_bytes / 1024),
+    };
+    (lane, receiver)
 }
 
 /// A fresh id for a server-assigned event: UUIDv7, so ids sort by arrival.

@@ -1,12 +1,23 @@
-//! A bounded memory of recently accepted `event_id`s, so that a client's retry of a request
-//! that was in fact accepted is acknowledged without storing the events twice.
+//! A bounded memory of recently accepted `event_id`s, per application, so that a client's
+//! retry of a request that was in fact accepted is acknowledged without storing the events
+//! twice.
+//!
+//! Ids are claimed atomically before their events are queued, so two copies of a request
+//! arriving at once cannot both pass; a claim is released if the queue refuses the events
+//! (503), so the client's retry is not mistaken for a duplicate.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 use uuid::Uuid;
 
-/// The last `capacity` ids, forgetting the oldest first.
+/// An id as seen by one application: another application's event with the same id is a
+/// different event.
+type Key = (u64, Uuid);
+
+/// The last `capacity` claims, forgetting the oldest first.
 pub struct RecentIds {
     capacity: usize,
     inner: Mutex<Window>,
@@ -14,8 +25,24 @@ pub struct RecentIds {
 
 #[derive(Default)]
 struct Window {
-    members: HashSet<Uuid>,
-    order: VecDeque<Uuid>,
+    /// Each remembered key with the sequence number of its claim.
+    members: HashMap<Key, u64>,
+    /// Claims in order; an entry whose sequence number no longer matches `members` was
+    /// released (and perhaps claimed again) and is skipped when it leaves the window.
+    order: VecDeque<(Key, u64)>,
+    next: u64,
+}
+
+/// Ids claimed for one request, to release if its events cannot be queued.
+#[must_use]
+pub struct Claim {
+    keys: Vec<(Key, u64)>,
+}
+
+fn key(application: &str, id: Uuid) -> Key {
+    let mut hasher = DefaultHasher::new();
+    application.hash(&mut hasher);
+    (hasher.finish(), id)
 }
 
 impl RecentIds {
@@ -32,26 +59,45 @@ impl RecentIds {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Whether `id` was accepted recently.
-    pub fn contains(&self, id: &Uuid) -> bool {
-        self.capacity > 0 && self.window().members.contains(id)
-    }
-
-    /// Records ids once their events are queued (not before: an event refused with 503 must
-    /// not look accepted when the client retries it).
-    pub fn remember(&self, ids: impl IntoIterator<Item = Uuid>) {
+    /// Claims each id for `application`; returns the claim and, per id, whether it was new
+    /// (false: a duplicate of an id accepted recently or earlier in `ids`).
+    pub fn claim(&self, application: &str, ids: &[Uuid]) -> (Claim, Vec<bool>) {
+        let mut claim = Claim { keys: Vec::new() };
         if self.capacity == 0 {
-            return;
+            return (claim, vec![true; ids.len()]);
         }
         let mut window = self.window();
+        let mut fresh = Vec::with_capacity(ids.len());
         for id in ids {
-            if window.members.insert(id) {
-                window.order.push_back(id);
+            let key = key(application, *id);
+            let sequence = window.next;
+            match window.members.entry(key) {
+                Entry::Occupied(_) => fresh.push(false),
+                Entry::Vacant(slot) => {
+                    slot.insert(sequence);
+                    window.next += 1;
+                    window.order.push_back((key, sequence));
+                    claim.keys.push((key, sequence));
+                    fresh.push(true);
+                }
             }
         }
         while window.order.len() > self.capacity {
-            if let Some(oldest) = window.order.pop_front() {
-                window.members.remove(&oldest);
+            if let Some((oldest, sequence)) = window.order.pop_front() {
+                if window.members.get(&oldest) == Some(&sequence) {
+                    window.members.remove(&oldest);
+                }
+            }
+        }
+        (claim, fresh)
+    }
+
+    /// Forgets the ids of a claim whose events were not queued.
+    pub fn release(&self, claim: Claim) {
+        let mut window = self.window();
+        for (key, sequence) in claim.keys {
+            if window.members.get(&key) == Some(&sequence) {
+                window.members.remove(&key);
             }
         }
     }
@@ -62,25 +108,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_a_bounded_window() {
+    fn remembers_a_bounded_window_per_application() {
         let recent = RecentIds::new(2);
         let [a, b, c] = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
-        assert!(!recent.contains(&a));
-        recent.remember([a]);
-        assert!(recent.contains(&a));
-        recent.remember([b, c]);
-        assert!(
-            !recent.contains(&a),
-            "a was forgotten once the window moved past it"
+        assert_eq!(recent.claim("web", &[a]).1, vec![true]);
+        assert_eq!(recent.claim("web", &[a, a]).1, vec![false, false]);
+        assert_eq!(
+            recent.claim("shop", &[a]).1,
+            vec![true],
+            "another application's id"
         );
-        assert!(recent.contains(&b) && recent.contains(&c));
+        assert_eq!(recent.claim("web", &[b, c]).1, vec![true, true]);
+        assert_eq!(recent.claim("web", &[a]).1, vec![true], "a was forgotten");
+    }
+
+    #[test]
+    fn a_released_claim_is_forgotten() {
+        let recent = RecentIds::new(10);
+        let id = Uuid::now_v7();
+        let (claim, fresh) = recent.claim("web", &[id, id]);
+        assert_eq!(fresh, vec![true, false], "the second copy in one request");
+        recent.release(claim);
+        let (_, fresh) = recent.claim("web", &[id]);
+        assert_eq!(fresh, vec![true]);
+        assert_eq!(recent.claim("web", &[id]).1, vec![false]);
     }
 
     #[test]
     fn zero_capacity_disables_it() {
         let recent = RecentIds::new(0);
         let id = Uuid::now_v7();
-        recent.remember([id]);
-        assert!(!recent.contains(&id));
+        assert_eq!(recent.claim("web", &[id]).1, vec![true]);
+        assert_eq!(recent.claim("web", &[id]).1, vec![true]);
     }
 }

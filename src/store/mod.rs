@@ -35,25 +35,31 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether trying the same request again can succeed. Errors in the data or the SQL
-    /// (ClickHouse codes for types, syntax, unknown columns…) fail the same way every time;
-    /// network trouble, timeouts and overload do not.
+    /// Whether trying the same request again can succeed: network trouble, timeouts, and the
+    /// ClickHouse codes of overload and unavailability. Anything else that ClickHouse answers
+    /// means it refuses the request itself, the same way every time.
     pub fn is_transient(&self) -> bool {
         use clickhouse::error::Error as E;
         match self {
             StoreError::ClickHouse(E::Network(_) | E::TimedOut) => true,
             StoreError::ClickHouse(E::BadResponse(text)) => {
-                clickhouse_code(text).is_none_or(|code| !PERMANENT_CODES.contains(&code))
+                // An answer without a ClickHouse code came from something in between (a proxy,
+                // a restarting server): worth trying again.
+                clickhouse_code(text).is_none_or(|code| TRANSIENT_CODES.contains(&code))
             }
             _ => false,
         }
     }
 }
 
-/// ClickHouse error codes that mean the request itself is wrong: retrying cannot help.
-/// 6/27/38/41/53/70/117 are parse and type errors; 16/44/47 unknown or bad columns;
-/// 60/81 unknown table or database; 62 syntax error.
-const PERMANENT_CODES: [u32; 13] = [6, 16, 27, 38, 41, 44, 47, 53, 60, 62, 70, 81, 117];
+/// ClickHouse error codes of conditions that pass: 3 unexpected end of file, 159 timeout,
+/// 164 readonly (during start-up), 202 too many simultaneous queries, 203 no free connection,
+/// 209/210 socket and network errors, 241 memory limit, 242 table is read-only, 252 too many
+/// parts (merges are behind), 285 too few live replicas, 319 unknown status of insert,
+/// 394 query was cancelled, 425 system error, 999 Keeper, 1000 Poco.
+const TRANSIENT_CODES: [u32; 16] = [
+    3, 159, 164, 202, 203, 209, 210, 241, 242, 252, 285, 319, 394, 425, 999, 1000,
+];
 
 /// The `N` of a `Code: N. DB::Exception` message.
 pub fn clickhouse_code(text: &str) -> Option<u32> {
@@ -75,7 +81,7 @@ impl Store {
         let client = Client::default()
             .with_url(url)
             .with_user(&config.user)
-            .with_password(&config.password)
+            .with_password(&config.password.0)
             .with_compression(if config.lz4 {
                 Compression::Lz4
             } else {
@@ -121,6 +127,9 @@ impl Store {
             .insert::<T>(table)
             .await?
             .with_setting("insert_deduplication_token", token.to_string())
+            // A batch may span any number of months (a historical import): without this,
+            // ClickHouse refuses blocks that touch more than 100 partitions.
+            .with_setting("max_partitions_per_insert_block", "0")
             .with_timeouts(Some(timeout), Some(timeout));
         for row in rows {
             insert.write(row).await?;
@@ -141,6 +150,7 @@ mod tests {
         assert!(!bad("Code: 117. DB::Exception: Cannot parse input").is_transient());
         assert!(!bad("Code: 60. DB::Exception: Unknown table").is_transient());
         assert!(bad("Code: 241. DB::Exception: Memory limit exceeded").is_transient());
+        assert!(!bad("Code: 16. DB::Exception: No such column").is_transient());
         assert!(bad("502 Bad Gateway").is_transient());
         assert_eq!(
             clickhouse_code("Code: 62. DB::Exception: Syntax error"),

@@ -134,13 +134,27 @@ struct Findings {
     problems: Vec<Problem>,
 }
 
+/// Problems kept per event, and how much of a field path and a message: they quote client
+/// input (unknown keys, payload values), which must not make answers and `errors` rows grow
+/// without bound.
+const MAX_PROBLEMS: usize = 50;
+const MAX_FIELD_CHARS: usize = 200;
+const MAX_MESSAGE_CHARS: usize = 500;
+
 impl Findings {
     fn add(&mut self, field: &str, code: ProblemCode, message: String) {
+        self.push(field, code.as_str(), &message);
+    }
+
+    fn push(&mut self, field: &str, code: &str, message: &str) {
+        if self.problems.len() >= MAX_PROBLEMS {
+            return;
+        }
         self.problems.push(Problem {
             index: self.index,
-            field: field.to_owned(),
-            code: code.as_str().to_owned(),
-            message,
+            field: truncate_chars(field, MAX_FIELD_CHARS).to_owned(),
+            code: code.to_owned(),
+            message: truncate_chars(message, MAX_MESSAGE_CHARS).to_owned(),
         });
     }
 }
@@ -224,13 +238,16 @@ pub fn validate_event(
         // on one clock, so it carries over to ours. Below the threshold the clocks agree as
         // far as we can tell, and correcting would only add each request's network time,
         // which differs between requests and would reorder a session's events.
-        Some(sent) if (received_at - sent).abs() > rules.skew_threshold => {
-            received_at + (ts - sent)
-        }
+        Some(sent) if (received_at - sent).abs() > rules.skew_threshold => received_at
+            .checked_add_signed(ts - sent)
+            .filter(timestamp::in_range)
+            .unwrap_or(ts),
         _ => ts,
     });
     if let Some(ts) = timestamp {
-        if ts > received_at + rules.future_tolerance {
+        // Checked: the tolerance and the age come from configuration and may be huge.
+        let latest = received_at.checked_add_signed(rules.future_tolerance);
+        if latest.is_some_and(|latest| ts > latest) {
             findings.add(
                 "timestamp",
                 ProblemCode::TimestampInFuture,
@@ -243,7 +260,8 @@ pub fn validate_event(
             );
         }
         if let Some(max_age) = rules.max_age {
-            if ts < received_at - max_age {
+            let earliest = received_at.checked_sub_signed(max_age);
+            if earliest.is_some_and(|earliest| ts < earliest) {
                 findings.add(
                     "timestamp",
                     ProblemCode::TimestampTooOld,
@@ -387,7 +405,7 @@ fn parse_time(field: &str, text: &str, findings: &mut Findings) -> Option<DateTi
                 field,
                 ProblemCode::InvalidTimestamp,
                 format!(
-                    "{field} `{}` is neither RFC 3339 with an offset (2021-01-01T09:15:27.243860Z) nor YYYY-MM-DD HH:MM:SS[.ffffff] in UTC",
+                    "{field} `{}` is neither RFC 3339 with an offset (2021-01-01T09:15:27.243860Z) nor YYYY-MM-DD HH:MM:SS[.ffffff] in UTC, between the years 1900 and 2299",
                     truncate_chars(text, 64)
                 ),
             );
@@ -408,12 +426,7 @@ fn check_payload(
     match schemas.get(category, name) {
         Some(schema) => {
             for problem in schema.check(data) {
-                findings.problems.push(Problem {
-                    index: findings.index,
-                    field: problem.field,
-                    code: problem.code,
-                    message: problem.message,
-                });
+                findings.push(&problem.field, &problem.code, &problem.message);
             }
         }
         None if rules.unknown_types == UnknownTypes::Reject => findings.add(

@@ -170,6 +170,52 @@ fn small_differences_between_sent_at_and_the_server_clock_are_not_corrected() {
 }
 
 #[test]
+fn extreme_times_are_refused_not_panicked_on() {
+    let mut event = example();
+    event["timestamp"] = json!("+262142-12-31 00:00:00");
+    event["sent_at"] = json!("2020-01-01 00:00:00");
+    let rejection =
+        validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap_err();
+    assert_eq!(codes(&rejection), vec![("timestamp", "invalid_timestamp")]);
+
+    // Both in range, but the correction would leave it: kept as sent, then judged.
+    event["timestamp"] = json!("2299-12-31 00:00:00");
+    event["sent_at"] = json!("1900-01-01 00:00:00");
+    let rejection =
+        validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap_err();
+    assert_eq!(
+        codes(&rejection),
+        vec![("timestamp", "timestamp_in_future")]
+    );
+
+    let mut huge = rules();
+    huge.future_tolerance = TimeDelta::MAX;
+    huge.max_age = Some(TimeDelta::MAX);
+    assert!(validate_event(&example(), None, now(), &huge, &SchemaSet::default()).is_ok());
+}
+
+#[test]
+fn problems_quoting_client_input_are_bounded() {
+    let mut event = example();
+    let object = event.as_object_mut().unwrap();
+    object.insert("k".repeat(100_000), json!(1));
+    for i in 0..100 {
+        object.insert(format!("extra{i}"), json!(i));
+    }
+    let rejection =
+        validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap_err();
+    assert_eq!(rejection.problems.len(), 50);
+    assert!(rejection
+        .problems
+        .iter()
+        .all(|p| p.field.chars().count() <= 200));
+    assert!(rejection
+        .problems
+        .iter()
+        .all(|p| p.message.chars().count() <= 500));
+}
+
+#[test]
 fn a_client_event_id_is_kept_and_non_objects_are_refused() {
     let mut event = example();
     event["event_id"] = json!("0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d");

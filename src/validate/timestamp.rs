@@ -1,10 +1,11 @@
 //! The two timestamp forms the API accepts.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 
 /// RFC 3339 with an offset, or the naive `YYYY-MM-DD HH:MM:SS[.ffffff]` taken as UTC (the form
 /// the first clients of The Eye send). Precision beyond microseconds is dropped, since
-/// ClickHouse stores microseconds.
+/// ClickHouse stores microseconds; times outside ClickHouse's `DateTime64` range (years 1900
+/// to 2299) are refused, as it would store them wrongly.
 pub fn parse(text: &str) -> Option<DateTime<Utc>> {
     let parsed = DateTime::parse_from_rfc3339(text)
         .map(|time| time.with_timezone(&Utc))
@@ -13,7 +14,12 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
         })
         .ok()?;
     let micros = parsed.timestamp_micros();
-    DateTime::from_timestamp_micros(micros)
+    DateTime::from_timestamp_micros(micros).filter(in_range)
+}
+
+/// Within what `DateTime64(6, 'UTC')` stores.
+pub fn in_range(time: &DateTime<Utc>) -> bool {
+    (1900..=2299).contains(&time.year())
 }
 
 #[cfg(test)]
@@ -38,6 +44,9 @@ mod tests {
             "nanoseconds are truncated to microseconds"
         );
         for bad in [
+            "+262142-12-31 00:00:00",
+            "1899-12-31 23:59:59",
+            "2300-01-01T00:00:00Z",
             "",
             "yesterday",
             "2021-01-01",

@@ -1,9 +1,10 @@
 //! Conformance of the ClickHouse the tests run against (the devserver unless `CLICKHOUSE_URL`
 //! is set) with what The Eye does through the `clickhouse` crate: every column type of the
 //! schema round-trips through inserts and selects, with and without LZ4 compression; bound
-//! parameters; errors carry ClickHouse's code; concurrent inserts all land; per-request
-//! settings (the insert deduplication token) behave as on a real server. The last test
-//! checks the devserver itself: data survives a restart.
+//! parameters; errors carry ClickHouse's code, including errors raised while an insert
+//! writes its parts (too many partitions); concurrent inserts all land; per-request settings
+//! (the insert deduplication token, `max_partitions_per_insert_block`) behave as on a real
+//! server. The last test checks the devserver itself: data survives a restart.
 
 use std::time::{Duration, Instant};
 
@@ -289,6 +290,176 @@ async fn insert_deduplication_token_drops_a_repeated_batch() {
     }
     // batch-1 once, batch-2 once (same rows, different token: not a repeat).
     assert_eq!(count(&client).await, 2_000);
+}
+
+/// A table partitioned by month: an insert of rows from more than 100 months in one block
+/// breaks ClickHouse's `max_partitions_per_insert_block` (100 by default).
+const CREATE_MONTHLY: &str = "
+    CREATE TABLE monthly (d DateTime, x UInt8)
+    ENGINE = MergeTree
+    PARTITION BY toYYYYMM(d)
+    ORDER BY d";
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+struct Monthly {
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    d: DateTime<Utc>,
+    x: u8,
+}
+
+/// One row in each of `months` consecutive months from January 2000.
+fn one_row_per_month(months: u32) -> Vec<Monthly> {
+    (0..months)
+        .map(|m| Monthly {
+            d: Utc
+                .with_ymd_and_hms(2000 + (m / 12) as i32, m % 12 + 1, 1, 0, 0, 0)
+                .unwrap(),
+            x: (m % 200) as u8,
+        })
+        .collect()
+}
+
+/// Inserts `rows` into `monthly` with `settings` for this insert only; the error, if any,
+/// whether it surfaces while writing or at the end.
+async fn insert_monthly(
+    client: &Client,
+    rows: &[Monthly],
+    settings: &[(&str, &str)],
+) -> clickhouse::error::Result<()> {
+    let mut insert = client.insert::<Monthly>("monthly").await?;
+    for (name, value) in settings {
+        insert = insert.with_setting(*name, *value);
+    }
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
+}
+
+async fn count_monthly(client: &Client) -> u64 {
+    client
+        .query("SELECT count() FROM monthly")
+        .fetch_one::<u64>()
+        .await
+        .expect("count rows")
+}
+
+fn assert_too_many_parts(error: &clickhouse::error::Error) {
+    match error {
+        clickhouse::error::Error::BadResponse(text) => {
+            assert!(text.starts_with("Code: 252. DB::Exception:"), "{text}");
+            assert!(text.contains("(TOO_MANY_PARTS)"), "{text}");
+            assert!(text.contains("max_partitions_per_insert_block"), "{text}");
+        }
+        other => panic!("expected BadResponse with code 252, got {other:?}"),
+    }
+}
+
+/// An error raised while the engine writes parts (here TOO_MANY_PARTS: 101 partitions in one
+/// block) fails the insert with ClickHouse's code and stores nothing; the same insert with
+/// `max_partitions_per_insert_block = 0` stores every row, and the setting lasts for that
+/// insert only.
+async fn too_many_partitions_fail_the_insert(compression: Compression) {
+    let db = TestDb::new().await;
+    let client = db.client().with_compression(compression);
+    client
+        .query(CREATE_MONTHLY)
+        .execute()
+        .await
+        .expect("create table");
+    let rows = one_row_per_month(101);
+
+    let error = insert_monthly(&client, &rows, &[])
+        .await
+        .expect_err("an insert into 101 partitions fails");
+    assert_too_many_parts(&error);
+    assert_eq!(count_monthly(&client).await, 0);
+
+    insert_monthly(&client, &rows, &[("max_partitions_per_insert_block", "0")])
+        .await
+        .expect("the insert succeeds with the limit lifted");
+    assert_eq!(count_monthly(&client).await, 101);
+    let stored = client
+        .query("SELECT ?fields FROM monthly ORDER BY d")
+        .fetch_all::<Monthly>()
+        .await
+        .expect("select rows");
+    assert_eq!(stored, rows);
+
+    // The lifted limit did not outlive its insert.
+    let error = insert_monthly(&client, &one_row_per_month(102)[1..], &[])
+        .await
+        .expect_err("the limit applies again");
+    assert_too_many_parts(&error);
+    assert_eq!(count_monthly(&client).await, 101);
+}
+
+#[tokio::test]
+async fn too_many_partitions_fail_the_insert_uncompressed() {
+    too_many_partitions_fail_the_insert(Compression::None).await;
+}
+
+#[tokio::test]
+async fn too_many_partitions_fail_the_insert_lz4() {
+    too_many_partitions_fail_the_insert(Compression::Lz4).await;
+}
+
+/// The same failure over plain HTTP (JSONEachRow, the query in the URL): status 500,
+/// `X-ClickHouse-Exception-Code: 252` and ClickHouse's error text, as a server answers.
+#[tokio::test]
+async fn too_many_partitions_fail_a_plain_http_insert() {
+    let db = TestDb::new().await;
+    db.client()
+        .query(CREATE_MONTHLY)
+        .execute()
+        .await
+        .expect("create table");
+    let body: String = one_row_per_month(101)
+        .iter()
+        .map(|row| {
+            format!(
+                "{{\"d\":\"{}\",\"x\":{}}}\n",
+                row.d.format("%Y-%m-%d %H:%M:%S"),
+                row.x
+            )
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    let post = |settings: &'static [(&'static str, &'static str)]| {
+        http.post(&db.url)
+            .query(&[
+                ("database", db.name.as_str()),
+                ("query", "INSERT INTO monthly FORMAT JSONEachRow"),
+            ])
+            .query(settings)
+            .body(body.clone())
+            .send()
+    };
+
+    let response = post(&[]).await.expect("request");
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let code = response
+        .headers()
+        .get("X-ClickHouse-Exception-Code")
+        .map(|value| value.to_str().unwrap().to_owned());
+    assert_eq!(code.as_deref(), Some("252"));
+    let text = response.text().await.expect("error body");
+    assert!(text.starts_with("Code: 252. DB::Exception:"), "{text}");
+    assert!(text.contains("(TOO_MANY_PARTS)"), "{text}");
+    assert_eq!(count_monthly(&db.client()).await, 0);
+
+    let response = post(&[("max_partitions_per_insert_block", "0")])
+        .await
+        .expect("request");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert!(response
+        .headers()
+        .get("X-ClickHouse-Exception-Code")
+        .is_none());
+    assert_eq!(count_monthly(&db.client()).await, 101);
 }
 
 /// Settings given with one request do not leak into the next.

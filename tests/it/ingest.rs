@@ -510,3 +510,31 @@ async fn shutdown_under_load_loses_no_accepted_event() {
         accepted.len()
     );
 }
+
+/// A client that opens a connection and never finishes its request cannot hold back the
+/// final flush.
+#[tokio::test]
+async fn a_stalled_client_does_not_hold_up_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let mut app = TestApp::start_with(|config| {
+        config.server.request_timeout_ms = 300;
+        config.pipeline.flush_interval_ms = 60_000;
+    })
+    .await;
+    assert_eq!(
+        app.post_events(&event("s-stall", "queued")).await.status(),
+        202
+    );
+    let mut stalled = tokio::net::TcpStream::connect(app.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"POST /api/events HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(20), app.shutdown())
+        .await
+        .expect("shutdown finished although a client kept its connection open");
+    assert_eq!(app.db.count("SELECT count() FROM events").await, 1);
+    drop(stalled);
+}
