@@ -24,6 +24,10 @@ speaks the part of ClickHouse's HTTP interface that the official Rust client
   `enable_http_compression` is on (the default since ClickHouse 25.10).
 * Errors as ClickHouse sends them: ClickHouse's HTTP status for the code,
   `X-ClickHouse-Exception-Code`, body `Code: N. DB::Exception: ... (NAME) (version ...)`.
+  That includes every failure of an insert: the data of `INSERT ... FORMAT X` is spooled to
+  a file and run as `INSERT ... FROM INFILE`, an ordinary query that raises whatever the
+  engine raises. (chDB's streaming insert, `send_insert`, is not used: it swallows errors
+  raised while writing parts, such as TOO_MANY_PARTS, and reports rows it never stored.)
 
 All requests share one chDB session, so engine work is serialised with one lock; request
 bodies are read (and decompressed) before the lock is taken, so a slow client never
@@ -32,8 +36,8 @@ the request, and the current database is switched only when it changes.
 
 Usage: server.py --host H --port P --data DIR [--exit-with-parent [--parent-pid PID]]
 
-DIR holds the engine's data (DIR/chdb, persists across restarts) and spooled request
-bodies (DIR/tmp). SIGTERM/SIGINT stop accepting connections, let in-flight requests
+DIR holds the engine's data (DIR/chdb, persists across restarts) and spooled INSERT
+data (DIR/tmp). SIGTERM/SIGINT stop accepting connections, let in-flight requests
 finish, close the engine so everything is on disk, and exit 0.
 """
 
@@ -50,6 +54,7 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -73,9 +78,7 @@ KEEP_ALIVE_TIMEOUT = 10.0
 RECEIVE_TIMEOUT = 30.0
 # ClickHouse's default http_max_uri_size: the crate sends INSERT queries in the URL.
 MAX_REQUEST_LINE = 1 << 20
-# Request bodies up to this size are spooled in memory, bigger ones go to a file.
-SPOOL_MEMORY_LIMIT = 64 << 20
-# Pieces in which bodies are read and fed to the engine.
+# Pieces in which request bodies are read.
 IO_PIECE = 1 << 20
 # ClickHouse's compressed-block format (CompressedReadBuffer / CompressedWriteBuffer).
 BLOCK_CHECKSUM_SIZE = 16
@@ -158,7 +161,7 @@ class ClickHouseError(Exception):
     def from_engine(cls, exc):
         """Wraps an exception raised by chDB, whose text is ClickHouse's `Code: N. DB::Exception: ...`."""
         text = str(exc)
-        # Streaming inserts prefix the text ("Streaming insert finish failed: Code: ...").
+        # Some chDB calls prefix the text ("Streaming insert finish failed: Code: ...").
         start = text.find("Code: ")
         if start > 0:
             text = text[start:]
@@ -288,7 +291,10 @@ class Statement:
     empty = True  # nothing but whitespace and comments
     kind = ""  # first keyword (or punctuation), upper case
     # INSERT ... FORMAT X whose data follows the format name:
-    insert_sql = None  # the statement up to (without) FORMAT, for chDB's streaming insert
+    insert_sql = None  # the statement up to (without) FORMAT
+    # insert_sql split at its SETTINGS clause, where `FROM INFILE` has to go in between:
+    insert_target = None  # `INSERT INTO t (cols)`
+    insert_settings = ""  # `SETTINGS ...` or empty
     insert_format = None
     data_offset = None  # where the data starts in the scanned buffer
     output_format = None  # a non-INSERT statement's explicit FORMAT
@@ -359,6 +365,7 @@ def _scan_insert(buf, toks, st):
         next(toks, None)
         tok = next(toks, None)
     depth = 0
+    settings_at = None
     while tok is not None:
         kind, start, end = tok
         word = buf[start:end]
@@ -373,11 +380,16 @@ def _scan_insert(buf, toks, st):
             upper = word.upper()
             if upper in (b"VALUES", b"SELECT", b"WITH", b"FROM"):
                 return
+            if upper == b"SETTINGS" and settings_at is None:
+                settings_at = start
             if upper == b"FORMAT":
                 name = next(toks, None)
                 if name is None or name[0] not in ("word", "qid"):
                     return
                 st.insert_sql = buf[:start].decode("utf-8", "replace").strip()
+                split = start if settings_at is None else settings_at
+                st.insert_target = buf[:split].decode("utf-8", "replace").strip()
+                st.insert_settings = buf[split:start].decode("utf-8", "replace").strip()
                 st.insert_format = _unquote_name(buf[name[1] : name[2]])
                 st.data_offset = _data_start(buf, name[2])
                 return
@@ -664,53 +676,30 @@ def decoded_pieces(raw_pieces, content_encoding, decompress):
 
 
 class Spool:
-    """Holds an INSERT's data until the engine takes it: in memory, or in a file under the
-    server's temp dir once it gets big. The file's path is per thread (a thread serves one
+    """Holds an INSERT's data in a file under the server's temp dir until the engine reads
+    it (`INSERT ... FROM INFILE`). The file's path is per thread (a thread serves one
     request at a time), so the same path is reused and no unique names are needed."""
 
     def __init__(self, tmp_dir):
-        self.tmp_dir = tmp_dir
-        self.parts = []
         self.size = 0
-        self.file = None
-        self.path = None
+        self.path = os.path.join(tmp_dir, f"body-{threading.get_ident()}.bin")
+        self.file = open(self.path, "wb")
 
     def add(self, data):
-        if not data:
-            return
-        self.size += len(data)
-        if self.file is None and self.size > SPOOL_MEMORY_LIMIT:
-            self.path = os.path.join(self.tmp_dir, f"body-{threading.get_ident()}.bin")
-            self.file = open(self.path, "w+b")
-            for part in self.parts:
-                self.file.write(part)
-            self.parts = []
-        if self.file is not None:
+        if data:
+            self.size += len(data)
             self.file.write(data)
-        else:
-            self.parts.append(bytes(data))
 
-    def pieces(self):
-        if self.file is None:
-            yield from self.parts
-            return
-        self.file.flush()
-        self.file.seek(0)
-        while True:
-            piece = self.file.read(IO_PIECE * 4)
-            if not piece:
-                return
-            yield piece
+    def finish(self):
+        """Makes everything written visible to the engine (which reads the file by path)."""
+        self.file.close()
 
     def close(self):
-        self.parts = []
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+        self.file.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def parse_multipart(body, content_type):
@@ -837,40 +826,28 @@ class Engine:
                 # Over HTTP without a session a SET statement lasts for its request only.
                 self._cleanup(applied, everything=kind == "SET")
 
-    def insert(self, insert_sql, fmt, spool, settings, database):
-        """Feeds spooled INSERT data to the engine; returns the summary."""
-        with self.lock:
-            self._use(database)
-            applied = self._apply(settings)
-            try:
-                started = time.monotonic()
-                try:
-                    inserter = self.session.send_insert(insert_sql, fmt)
-                except RuntimeError as exc:
-                    raise ClickHouseError.from_engine(exc) from None
-                try:
-                    for piece in spool.pieces():
-                        inserter.append(piece)
-                    result = inserter.finish()
-                except BaseException as exc:
-                    # Whatever went wrong, the insert must not stay open: the session
-                    # accepts no other statement while it is.
-                    try:
-                        inserter.cancel()  # no-op once finish() was called
-                    except RuntimeError:
-                        pass
-                    if isinstance(exc, RuntimeError):
-                        raise ClickHouseError.from_engine(exc) from None
-                    raise
-                return {
-                    "read_rows": 0,
-                    "read_bytes": 0,
-                    "written_rows": result.rows_written,
-                    "written_bytes": result.bytes_written,
-                    "elapsed_ns": int((time.monotonic() - started) * 1e9),
-                }
-            finally:
-                self._cleanup(applied)
+    def insert(self, st, spool, settings, database):
+        """Runs `INSERT ... FORMAT X` on the data spooled in `spool`; returns the summary.
+
+        The data goes in as `INSERT ... FROM INFILE`, an ordinary query, so every error
+        (parsing, constraints, TOO_MANY_PARTS while writing parts, ...) is raised, and the
+        request's settings apply as to any query.
+        """
+        sql = " ".join(
+            part
+            for part in (
+                st.insert_target,
+                f"FROM INFILE {quote_str(spool.path)} COMPRESSION 'none'",
+                st.insert_settings,
+                f"FORMAT {quote_ident(st.insert_format)}",
+            )
+            if part
+        )
+        try:
+            _, summary = self.query(sql, "TabSeparated", None, settings, database, "INSERT")
+        except ClickHouseError as err:
+            raise _unwrap_infile_error(err, spool.path) from None
+        return summary
 
     def _cleanup(self, applied, everything=False):
         """Restores settings after a request; never raises (the request's own outcome wins)."""
@@ -881,6 +858,29 @@ class Engine:
                 self._restore(applied)
         except ClickHouseError as exc:
             log.error("cannot restore settings after a request: %s", exc.message)
+
+
+def _unwrap_infile_error(err, path):
+    """Gives an error of `INSERT ... FROM INFILE` the text a server gives for the same data
+    in a request body: the engine wraps errors raised while reading the file in a second
+    `Code: N. DB::Exception: ...` and mentions the spool file."""
+    if not err.preformatted:
+        return err
+    text = err.message
+    match = re.match(
+        r"Code: (\d+)\. DB::Exception: (Code: \1\. DB::Exception: .*\(version [^()]*(?:\([^()]*\))?\))\. \([A-Z0-9_]+\)\s*\Z",
+        text,
+        re.S,
+    )
+    if match:
+        text = match.group(2)
+    for noise in (f": (in file/uri {path})", ": While executing File: data for INSERT was parsed from file"):
+        text = text.replace(noise, "")
+    if text == err.message:
+        return err
+    unwrapped = ClickHouseError(err.code, err.name, text)
+    unwrapped.preformatted = True
+    return unwrapped
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -1142,15 +1142,17 @@ class Handler(BaseHTTPRequestHandler):
         self.respond_ok(output, st.output_format or default_format, summary, params, http_settings, query_id)
 
     def run_insert(self, st, data_prefix, pieces, settings, database, query_id):
-        """INSERT ... FORMAT X: spool the data (outside the engine lock), then feed it."""
+        """INSERT ... FORMAT X: spool the data to a file (outside the engine lock), then
+        have the engine insert it from there."""
         spool = Spool(self.server.tmp_dir)
         try:
             started = time.monotonic()
             spool.add(data_prefix)
             for piece in pieces:
                 spool.add(piece)
+            spool.finish()
             received = time.monotonic()
-            summary = self.server.engine.insert(st.insert_sql, st.insert_format, spool, settings, database)
+            summary = self.server.engine.insert(st, spool, settings, database)
             # Where the time went: waiting for the body, or in the engine (incl. its lock).
             self.log_query += " (%d bytes: body %.1fms, engine %.1fms)" % (
                 spool.size,
@@ -1268,6 +1270,10 @@ def main():
     tmp_dir = os.path.join(data_dir, "tmp")
     shutil.rmtree(tmp_dir, ignore_errors=True)  # spools left by a killed server
     os.makedirs(tmp_dir)
+    if any(c in tmp_dir for c in "*?{}"):
+        # The engine reads spooled INSERT data by path and would take these for globs.
+        tmp_dir = tempfile.mkdtemp(prefix="the-eye-devserver-spool-")
+        log.info("the data directory's path has glob characters; spooling INSERT data in %s", tmp_dir)
 
     stop = threading.Event()
     # Signals only set the event; the main thread does the shutdown.
@@ -1307,6 +1313,8 @@ def main():
     server.close_idle_connections()
     server.server_close()  # joins the handler threads
     engine.close()  # flush and release the engine so the data is complete on disk
+    if not tmp_dir.startswith(data_dir + os.sep):
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     log.info("stopped")
     return 0
 
