@@ -511,6 +511,56 @@ async fn shutdown_under_load_loses_no_accepted_event() {
     );
 }
 
+/// A row ClickHouse refuses costs only itself: the batch is split until the row stands alone,
+/// and every other row lands.
+#[tokio::test]
+async fn a_row_clickhouse_refuses_does_not_block_or_sink_its_batch() {
+    let app = TestApp::start_with(|config| config.pipeline.flush_interval_ms = 200).await;
+    app.db
+        .client()
+        .query("ALTER TABLE events ADD CONSTRAINT no_poison CHECK name != 'poison'")
+        .execute()
+        .await
+        .unwrap();
+    let mut batch: Vec<Value> = (0..9)
+        .map(|i| event("s-poison", &format!("e{i}")))
+        .collect();
+    batch.insert(4, event("s-poison", "poison"));
+    assert_eq!(app.post_events(&Value::from(batch)).await.status(), 202);
+    assert_eq!(
+        app.db.wait_for_count("SELECT count() FROM events", 9).await,
+        9
+    );
+    // Later events are not held up behind it.
+    assert_eq!(
+        app.post_events(&event("s-poison", "later")).await.status(),
+        202
+    );
+    assert_eq!(
+        app.db
+            .wait_for_count("SELECT count() FROM events", 10)
+            .await,
+        10
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count() FROM events WHERE name = 'poison'")
+            .await,
+        0
+    );
+    let metrics = reqwest::get(app.endpoint("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("the_eye_rows_dropped_total{reason=\"insert_refused\",table=\"events\"} 1"),
+        "{metrics}"
+    );
+}
+
 /// A client that opens a connection and never finishes its request cannot hold back the
 /// final flush.
 #[tokio::test]
