@@ -29,7 +29,12 @@ pub struct Ingestor {
     metrics: Arc<Metrics>,
     retry_after_secs: u64,
     schemas: Arc<SchemaRegistry>,
+    /// Per application, how many whole-request refusals are written to `errors`.
+    refusal_records: governor::DefaultKeyedRateLimiter<String>,
 }
+
+/// Whole-request refusals recorded per application: 10 a second, 20 at once.
+const REFUSALS_RECORDED_PER_SECOND: u32 = 10;
 
 /// Who sent a request and when it arrived.
 #[derive(Debug, Clone)]
@@ -48,8 +53,15 @@ impl Ingestor {
         metrics: Arc<Metrics>,
         schemas: Arc<SchemaRegistry>,
     ) -> Self {
+        let per_second = std::num::NonZeroU32::new(REFUSALS_RECORDED_PER_SECOND)
+            .unwrap_or(std::num::NonZeroU32::MIN);
         Self {
             schemas,
+            refusal_records: governor::RateLimiter::keyed(
+                governor::Quota::per_second(per_second).allow_burst(per_second.saturating_mul(
+                    std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN),
+                )),
+            ),
             rules: Rules::from(&config),
             config,
             pipeline,
@@ -283,6 +295,20 @@ impl Ingestor {
             .requests_rejected
             .with_label_values(&[code])
             .inc();
+        // Refused bodies are refused before the rate limit can charge them (it counts events,
+        // which an unreadable body has none of); so that a flood of them cannot become a flood
+        // of `errors` rows, each application records at most a few per second.
+        if self
+            .refusal_records
+            .check_key(&origin.application.to_owned())
+            .is_err()
+        {
+            self.metrics
+                .rows_dropped
+                .with_label_values(&["errors", "refusal_rate"])
+                .inc();
+            return;
+        }
         let problem = Problem {
             index: None,
             field: String::new(),

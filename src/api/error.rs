@@ -220,7 +220,8 @@ impl IntoResponse for ApiError {
                 ..
             } => {
                 extra_headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after_secs)));
-                tracing::warn!(%code, "answered 503");
+                // Counted in metrics; a full queue would otherwise log once per request.
+                tracing::debug!(%code, "answered 503");
                 ErrorBody {
                     code,
                     message,

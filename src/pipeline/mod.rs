@@ -212,7 +212,7 @@ impl Pipeline {
                     .rows_dropped
                     .with_label_values(&["errors", "queue_full"])
                     .inc_by(count as u64);
-                tracing::warn!(%error, rows = count, "error rows not recorded");
+                tracing::debug!(%error, rows = count, "error rows not recorded");
                 false
             }
         }

@@ -588,3 +588,41 @@ async fn a_stalled_client_does_not_hold_up_shutdown() {
     assert_eq!(app.db.count("SELECT count() FROM events").await, 1);
     drop(stalled);
 }
+
+/// Unreadable bodies cost no events, so the rate limit cannot charge them; their `errors`
+/// rows are limited per application instead, so a flood of them cannot flood ClickHouse.
+#[tokio::test]
+async fn a_flood_of_unreadable_bodies_records_a_bounded_number_of_rows() {
+    let app = TestApp::start().await;
+    for _ in 0..60 {
+        let response = app
+            .http
+            .post(app.endpoint("/api/events"))
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+    }
+    let recorded = app
+        .db
+        .wait_for_count("SELECT count() FROM errors", 20)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let recorded = recorded.max(app.db.count("SELECT count() FROM errors").await);
+    assert!(
+        (20..=40).contains(&recorded),
+        "{recorded} rows for 60 refusals"
+    );
+    let metrics = reqwest::get(app.endpoint("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("the_eye_rows_dropped_total{reason=\"refusal_rate\",table=\"errors\"}"),
+        "{metrics}"
+    );
+}
