@@ -189,6 +189,7 @@ pub async fn serve(
         registry,
         limits: Arc::new(RateLimits::new()),
         schemas: schemas.clone(),
+        readiness: Arc::default(),
     };
     spawn_reload_on_hangup(state.clone(), background.clone());
     let app = api::router(state);

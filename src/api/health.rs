@@ -1,6 +1,6 @@
 //! Liveness, readiness and metrics.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -32,10 +32,34 @@ pub async fn healthz() -> impl IntoResponse {
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    // One check at a time, and its answer reused for a second: probes (or a flood of them)
+    // cannot become a flood of ClickHouse queries.
+    let mut cached = state.readiness.lock().await;
+    if let Some((at, status, body)) = cached.as_ref() {
+        if at.elapsed() < READINESS_TTL {
+            return (*status, Json(body.clone()));
+        }
+    }
+    let (status, body) = check_readiness(&state).await;
+    *cached = Some((Instant::now(), status, body.clone()));
+    (status, Json(body))
+}
+
+/// How long a readiness answer is reused.
+const READINESS_TTL: Duration = Duration::from_secs(1);
+
+/// The last readiness answer and when it was found.
+pub type Readiness = tokio::sync::Mutex<Option<(Instant, StatusCode, serde_json::Value)>>;
+
+async fn check_readiness(state: &AppState) -> (StatusCode, serde_json::Value) {
     let check = tokio::time::timeout(Duration::from_secs(3), state.store.schema_status()).await;
     let reason = match check {
         Err(_) => "ClickHouse did not answer within 3 s".to_owned(),
-        Ok(Err(error)) => format!("ClickHouse: {error}"),
+        Ok(Err(error)) => {
+            // The detail (which may name users or hosts) goes to the log, not to whoever asks.
+            tracing::warn!(%error, "readiness check failed");
+            "ClickHouse failed the readiness check; the service's log has the detail".to_owned()
+        }
         Ok(Ok(status)) if !status.is_current() => format!(
             "schema at version {} but this build needs {}; run `the-eye migrate`",
             status.applied, status.latest
@@ -43,13 +67,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Ok(status)) => {
             return (
                 StatusCode::OK,
-                Json(json!({ "status": "ready", "schema_version": status.latest })),
+                json!({ "status": "ready", "schema_version": status.latest }),
             )
         }
     };
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "status": "not_ready", "code": "not_ready", "message": reason })),
+        json!({ "status": "not_ready", "code": "not_ready", "message": reason }),
     )
 }
 

@@ -10,7 +10,7 @@ mod cursor;
 pub mod docs;
 mod error;
 mod events;
-mod health;
+pub mod health;
 pub mod params;
 pub mod read;
 
@@ -51,6 +51,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub limits: Arc<RateLimits>,
     pub schemas: Arc<SchemaRegistry>,
+    /// The last `/readyz` answer, reused briefly.
+    pub readiness: Arc<health::Readiness>,
 }
 
 /// Every route of the API with its documentation (the documentation routes aside), each

@@ -57,7 +57,15 @@ async fn migrations_apply_once_in_order_and_readiness_follows_the_schema() {
             .is_empty(),
         "idempotent"
     );
-    let ready = reqwest::get(format!("{url}/readyz")).await.unwrap();
+    // Readiness answers are reused for a second: poll.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let ready = loop {
+        let ready = reqwest::get(format!("{url}/readyz")).await.unwrap();
+        if ready.status() == 200 || tokio::time::Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(ready.status(), 200);
     assert_eq!(
         ready.json::<Value>().await.unwrap()["schema_version"],
