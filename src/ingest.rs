@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::api::ApiError;
 use crate::config::IngestConfig;
 use crate::metrics::Metrics;
-use crate::pipeline::{new_event_id, Pipeline, RecentIds};
+use crate::pipeline::{new_event_id, Pipeline, PipelineError, RecentIds};
 use crate::store::{ErrorRow, EventRow};
 use crate::validate::{self, Envelope, Rules};
 
@@ -71,6 +71,13 @@ impl Ingestor {
         body: &[u8],
         admit: impl FnOnce(usize) -> Result<(), ApiError>,
     ) -> Result<IngestSummary, ApiError> {
+        // With no room at all, any request holding a valid event is refused below: refuse it
+        // before parsing and validating. Under overload those refused bodies otherwise took
+        // the CPU that ClickHouse needed to drain the queue (see BENCHMARKS.md), and the 503
+        // came after a parse of up to `max_batch_events` events instead of at once.
+        if self.pipeline.free_event_space() == 0 {
+            return Err(self.queue_full(PipelineError::QueueFull("events")));
+        }
         let parsed = serde_json::from_slice::<Value>(body);
         admit(match &parsed {
             // An oversized batch is refused below; it costs what the largest allowed one does.
@@ -202,13 +209,9 @@ impl Ingestor {
             return Err(ApiError::AllRejected(summary));
         }
         let stored_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-        self.pipeline.enqueue(events, errors).map_err(|error| {
-            self.metrics
-                .requests_rejected
-                .with_label_values(&["queue_full"])
-                .inc();
-            ApiError::from_pipeline(error, self.retry_after_secs)
-        })?;
+        self.pipeline
+            .enqueue(events, errors)
+            .map_err(|error| self.queue_full(error))?;
         self.recent.remember(stored_ids);
         self.metrics
             .events_accepted
@@ -221,6 +224,15 @@ impl Ingestor {
                 .inc_by(duplicates);
         }
         Ok(summary)
+    }
+
+    /// Counts a request refused because its rows could not be queued; the 503 to answer with.
+    fn queue_full(&self, error: PipelineError) -> ApiError {
+        self.metrics
+            .requests_rejected
+            .with_label_values(&["queue_full"])
+            .inc();
+        ApiError::from_pipeline(error, self.retry_after_secs)
     }
 
     /// Records a body that was refused as a whole and returns the 400 to answer with.
