@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::api::ApiError;
 use crate::config::IngestConfig;
 use crate::metrics::Metrics;
-use crate::pipeline::{new_event_id, Pipeline, RecentIds};
+use crate::pipeline::{new_event_id, Pipeline, PipelineError, RecentIds};
 use crate::store::{ErrorRow, EventRow};
 use crate::validate::schemas::SchemaRegistry;
 use crate::validate::{self, Envelope, Rules};
@@ -87,6 +87,13 @@ impl Ingestor {
         body: &[u8],
         admit: impl FnOnce(usize) -> Result<(), ApiError>,
     ) -> Result<IngestSummary, ApiError> {
+        // With no room at all, any request holding a valid event is refused below: refuse it
+        // before parsing and validating. Under overload those refused bodies otherwise took
+        // the CPU that ClickHouse needed to drain the queue (see BENCHMARKS.md), and the 503
+        // came after a parse of up to `max_batch_events` events instead of at once.
+        if self.pipeline.free_event_space() == 0 {
+            return Err(self.queue_full(PipelineError::QueueFull("events")));
+        }
         let parsed = serde_json::from_slice::<Value>(body);
         admit(match &parsed {
             // An oversized batch is refused below; it costs what the largest allowed one does.
@@ -238,11 +245,7 @@ impl Ingestor {
         }
         if let Err(error) = self.pipeline.enqueue(events, Vec::new()) {
             self.recent.release(claim);
-            self.metrics
-                .requests_rejected
-                .with_label_values(&["queue_full"])
-                .inc();
-            return Err(ApiError::from_pipeline(error, self.retry_after_secs));
+            return Err(self.queue_full(error));
         }
         // The valid events are safe; the rejections' rows are worth recording but not worth
         // refusing the valid events over when their own queue is full.
@@ -260,6 +263,15 @@ impl Ingestor {
                 .inc_by(duplicates);
         }
         Ok(summary)
+    }
+
+    /// Counts a request refused because its rows could not be queued; the 503 to answer with.
+    fn queue_full(&self, error: PipelineError) -> ApiError {
+        self.metrics
+            .requests_rejected
+            .with_label_values(&["queue_full"])
+            .inc();
+        ApiError::from_pipeline(error, self.retry_after_secs)
     }
 
     /// Records a body that was refused as a whole and returns the 400 to answer with.

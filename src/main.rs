@@ -96,6 +96,11 @@ enum KeysCommand {
     Revoke { prefix: String },
 }
 
+/// glibc's allocator spent over a third of the service's CPU when batches of thousands of
+/// rows (each a handful of small strings) are built and freed together; see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

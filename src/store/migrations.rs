@@ -100,9 +100,10 @@ impl Store {
     /// Creates the database if missing and applies every pending migration; returns the
     /// versions it applied.
     pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
-        self.client
+        self.inner
+            .client
             .query("CREATE DATABASE IF NOT EXISTS {db:Identifier}")
-            .param("db", &self.database)
+            .param("db", &self.inner.database)
             .execute()
             .await?;
         let client = self.client();

@@ -10,6 +10,7 @@ pub mod migrations;
 pub mod read;
 pub mod rows;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clickhouse::{Client, Compression};
@@ -68,9 +69,15 @@ pub fn clickhouse_code(text: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// A handle on The Eye's database; cheap to clone.
+/// A handle on The Eye's database; cheap to clone (one reference count), which matters:
+/// axum clones the application state, and with it this handle, several times per request.
 #[derive(Clone)]
 pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Cloning a `clickhouse::Client` copies its URL, credentials and settings.
     client: Client,
     database: String,
 }
@@ -88,24 +95,29 @@ impl Store {
                 Compression::None
             });
         Self {
-            client,
-            database: config.database.clone(),
+            inner: Arc::new(Inner {
+                client,
+                database: config.database.clone(),
+            }),
         }
     }
 
     /// The client bound to The Eye's database.
     pub fn client(&self) -> Client {
-        self.client.clone().with_database(&self.database)
+        self.inner
+            .client
+            .clone()
+            .with_database(&self.inner.database)
     }
 
     /// The database name.
     pub fn database(&self) -> &str {
-        &self.database
+        &self.inner.database
     }
 
     /// Answers whether ClickHouse is reachable at all.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client.query("SELECT 1").execute().await?;
+        self.inner.client.query("SELECT 1").execute().await?;
         Ok(())
     }
 

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Summarises the eye-bench JSON reports of one scripts/bench-ingest run as Markdown.
+
+    bench-ingest-summary.py DIR            # scenarios: medians, ratios to the baseline, targets
+    bench-ingest-summary.py --sweep DIR    # batching settings: landed events/s and p99
+
+Reports are DIR/<scenario>-<run>.json; a scenario's figures are the medians over its runs.
+"""
+
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def load(directory):
+    groups = defaultdict(list)
+    for path in sorted(Path(directory).glob("*.json")):
+        match = re.fullmatch(r"(.+)-(\d+)", path.stem)
+        if not match:
+            continue
+        groups[match.group(1)].append(json.loads(path.read_text()))
+    return groups
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def m(reports, getter):
+    return median([getter(r) for r in reports])
+
+
+def cpu(reports, name):
+    def share(report):
+        split = report["cpu_load"]
+        if name == "other":
+            return split["other"]["percent_of_core"]
+        if name == "idle":
+            return split["idle_percent_of_core"]
+        for process in split["processes"]:
+            if process["name"] == name:
+                return process["percent_of_core"]
+        return None
+
+    return m(reports, share)
+
+
+def fmt(value, digits=0):
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def status_counts(reports):
+    totals = defaultdict(list)
+    for report in reports:
+        for status, count in report["statuses"].items():
+            totals[status].append(count)
+    return ", ".join(f"{s}: {fmt(median(c))}" for s, c in sorted(totals.items()))
+
+
+def scenarios(directory):
+    groups = load(directory)
+    order = [
+        "single-baseline",
+        "single-events",
+        "batch100-baseline",
+        "batch100-events",
+        "overload",
+    ]
+    names = [n for n in order if n in groups] + sorted(set(groups) - set(order))
+    out = []
+    loads = [r["load_average_at_start"] for rs in groups.values() for r in rs]
+    loads = [x for x in loads if x is not None]
+    out.append(f"Runs per scenario: {max(len(rs) for rs in groups.values())}; medians shown.")
+    if loads:
+        out.append(
+            f"Load average at the start of the runs: {min(loads):.2f} to {max(loads):.2f} "
+            f"(median {statistics.median(loads):.2f})."
+        )
+    out.append("")
+    out.append(
+        "| scenario | conc. | req/s | accepted events/s | p50 µs | p99 µs | max µs "
+        "| landed events/s | statuses (median count) | max RSS MiB | CPU % of a core: bench / eye / ClickHouse / other / idle |"
+    )
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
+    for name in names:
+        rs = groups[name]
+        landed = m(rs, lambda r: r["landed"]["events_per_second"] if r["landed"] else None)
+        # VmRSS sampled during the run: VmHWM is the peak over the process's whole life.
+        rss = m(rs, lambda r: r["memory"]["max_sampled_rss_mib"] if r["memory"] else None)
+        shares = " / ".join(
+            fmt(cpu(rs, n)) for n in ["eye-bench", "the-eye", "devserver", "other", "idle"]
+        )
+        out.append(
+            f"| {name} | {rs[0]['concurrency']} | {fmt(m(rs, lambda r: r['requests_per_second']))} "
+            f"| {fmt(m(rs, lambda r: r['accepted_events_per_second']))} "
+            f"| {fmt(m(rs, lambda r: r['latency']['p50_us']))} "
+            f"| {fmt(m(rs, lambda r: r['latency']['p99_us']))} "
+            f"| {fmt(m(rs, lambda r: r['latency']['max_us']))} "
+            f"| {fmt(landed)} | {status_counts(rs)} | {fmt(rss, 1)} | {shares} |"
+        )
+    out.append("")
+
+    def ratio(kind, field):
+        base = groups.get(f"{kind}-baseline")
+        events = groups.get(f"{kind}-events")
+        if not base or not events:
+            return None
+        return m(events, lambda r: r[field]) / m(base, lambda r: r[field])
+
+    checks = []
+    single = groups.get("single-events")
+    r_single = ratio("single", "requests_per_second")
+    if single and r_single is not None:
+        p99 = m(single, lambda r: r["latency"]["p99_us"])
+        ok = r_single >= 0.5 and p99 < 10_000
+        checks.append(
+            f"- single events, concurrency {single[0]['concurrency']}: {r_single:.0%} of the "
+            f"baseline's req/s (target ≥ 50%), p99 {fmt(p99)} µs (target < 10,000): "
+            f"{'met' if ok else 'MISSED'}"
+        )
+    batch = groups.get("batch100-events")
+    if batch:
+        landed = m(batch, lambda r: r["landed"]["events_per_second"] if r["landed"] else None)
+        r_batch = ratio("batch100", "accepted_events_per_second")
+        extra = f"; accepted events/s {r_batch:.0%} of the baseline's" if r_batch else ""
+        checks.append(
+            f"- batches of 100, concurrency {batch[0]['concurrency']}: {fmt(landed)} events/s "
+            f"landed (target ≥ 100,000){extra}: {'met' if landed and landed >= 100_000 else 'MISSED'}"
+        )
+    over = groups.get("overload")
+    if over:
+        rss = max(r["memory"]["peak_rss_mib"] for r in over if r["memory"])
+        full = sum(r["statuses"].get("503", 0) for r in over)
+        complete = all(r["landed"] and r["landed"]["complete"] for r in over)
+        checks.append(
+            f"- overload (batches of 1000, concurrency {over[0]['concurrency']}): peak RSS "
+            f"{rss:.1f} MiB (target < 300), {full:,} answers 503 over {len(over)} runs, every "
+            f"accepted event landed: {complete}: "
+            f"{'met' if rss < 300 and full > 0 and complete else 'MISSED'}"
+        )
+    if checks:
+        out.append("Targets:")
+        out.extend(checks)
+    return "\n".join(out)
+
+
+def sweep(directory):
+    groups = load(directory)
+    rows = []
+    for name, rs in groups.items():
+        match = re.fullmatch(r"sweep-rows(\d+)-ms(\d+)-(batch100|single)", name)
+        if match:
+            rows.append((int(match.group(1)), int(match.group(2)), match.group(3), rs))
+    table = defaultdict(dict)
+    for max_rows, interval, kind, rs in rows:
+        table[(max_rows, interval)][kind] = rs
+    out = [
+        "| batch_max_rows | flush_interval_ms | batch100: landed events/s | accepted events/s "
+        "| p99 µs | mean batch rows | mean flush ms | single: req/s | p99 µs |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (max_rows, interval), kinds in sorted(table.items()):
+        b = kinds.get("batch100", [])
+        s = kinds.get("single", [])
+        out.append(
+            f"| {max_rows:,} | {interval} "
+            f"| {fmt(m(b, lambda r: r['landed']['events_per_second']))} "
+            f"| {fmt(m(b, lambda r: r['accepted_events_per_second']))} "
+            f"| {fmt(m(b, lambda r: r['latency']['p99_us']))} "
+            f"| {fmt(m(b, lambda r: r['landed']['mean_batch_rows']))} "
+            f"| {fmt(m(b, lambda r: r['landed']['mean_flush_ms']), 1)} "
+            f"| {fmt(m(s, lambda r: r['requests_per_second']))} "
+            f"| {fmt(m(s, lambda r: r['latency']['p99_us']))} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "--sweep":
+        print(sweep(argv[2]))
+    elif len(argv) == 2:
+        print(scenarios(argv[1]))
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
