@@ -224,12 +224,7 @@ async fn unknown_keys_cannot_flood_clickhouse_with_lookups() {
         throttled >= 15,
         "only {throttled} of 30 look-ups were throttled"
     );
-    let metrics = reqwest::get(app.endpoint("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     let looked_up: u64 = metrics
         .lines()
         .filter(|line| line.starts_with("the_eye_key_lookups_total{result=\"unknown\"}"))
@@ -396,12 +391,7 @@ async fn a_flooding_application_is_limited_while_another_keeps_its_rate() {
         100
     );
     assert_eq!(app.db.count("SELECT count() FROM errors").await, 0);
-    let metrics = reqwest::get(app.endpoint("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(&format!(
             "the_eye_rate_limited_requests_total{{application=\"noisy\"}} {}",

@@ -548,12 +548,7 @@ async fn a_row_clickhouse_refuses_does_not_block_or_sink_its_batch() {
             .await,
         0
     );
-    let metrics = reqwest::get(app.endpoint("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics
             .contains("the_eye_rows_dropped_total{reason=\"insert_refused\",table=\"events\"} 1"),
@@ -615,12 +610,7 @@ async fn a_flood_of_unreadable_bodies_records_a_bounded_number_of_rows() {
         (20..=40).contains(&recorded),
         "{recorded} rows for 60 refusals"
     );
-    let metrics = reqwest::get(app.endpoint("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("the_eye_rows_dropped_total{reason=\"refusal_rate\",table=\"errors\"}"),
         "{metrics}"

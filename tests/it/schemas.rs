@@ -316,12 +316,7 @@ async fn schemas_reload_without_restart_and_a_broken_set_leaves_the_old_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let metrics = reqwest::get(app.endpoint("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("the_eye_schema_reloads_total{result=\"failure\"} 1"),
         "{metrics}"

@@ -261,6 +261,16 @@ impl TestApp {
         format!("{}{}", self.url, path)
     }
 
+    /// The Prometheus exposition of `/metrics`, as a scraper sees it.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.endpoint("/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("exposition")
+    }
+
     /// POSTs `body` as JSON to `/api/events`.
     pub async fn post_events(&self, body: &serde_json::Value) -> reqwest::Response {
         self.http
