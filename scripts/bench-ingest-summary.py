@@ -113,6 +113,33 @@ def scenarios(directory):
             return None
         return m(events, lambda r: r[field]) / m(base, lambda r: r[field])
 
+    out.append(
+        "CPU time per event, in µs (per request for single events), from /proc over each run "
+        "until everything landed; medians:"
+    )
+    out.append("")
+    out.append("| scenario | eye-bench | the-eye | devserver |")
+    out.append("|---|---:|---:|---:|")
+    for name in names:
+        rs = groups[name]
+
+        def per_event(process):
+            def get(report):
+                split = report.get("cpu_until_landed") or report["cpu_load"]
+                events = report["landed"]["rows"] if report.get("landed") else report["events_accepted"]
+                for p in split["processes"]:
+                    if p["name"] == process and events:
+                        return p["cpu_seconds"] / events * 1e6
+                return None
+
+            return m(rs, get)
+
+        out.append(
+            f"| {name} | {fmt(per_event('eye-bench'), 1)} | {fmt(per_event('the-eye'), 1)} "
+            f"| {fmt(per_event('devserver'), 1)} |"
+        )
+    out.append("")
+
     checks = []
     single = groups.get("single-events")
     r_single = ratio("single", "requests_per_second")
