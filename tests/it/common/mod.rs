@@ -78,6 +78,9 @@ fn remove_abandoned_data_dirs() {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// A spool directory of its own for The Eye started on this database, so that parallel
+    /// tests never share one.
+    pub spool: tempfile::TempDir,
 }
 
 impl TestDb {
@@ -97,7 +100,11 @@ impl TestDb {
             .execute()
             .await
             .expect("create test database");
-        Self { name, url }
+        let spool = tempfile::Builder::new()
+            .prefix("the-eye-test-spool-")
+            .tempdir()
+            .expect("temporary directory");
+        Self { name, url, spool }
     }
 
     pub fn client(&self) -> clickhouse::Client {
@@ -172,6 +179,7 @@ pub fn test_config(db: &TestDb) -> Config {
     config.clickhouse.url = db.url.clone();
     config.clickhouse.database = db.name.clone();
     config.pipeline.flush_interval_ms = 50;
+    config.pipeline.spool_dir = db.spool.path().to_owned();
     config
 }
 
