@@ -85,8 +85,12 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
+        Self::on(clickhouse_url().await).await
+    }
+
+    /// A fresh database on the ClickHouse at `url` (a test's own server).
+    pub async fn on(url: String) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let url = clickhouse_url().await;
         let name = format!(
             "test_{}_{}_{}",
             std::process::id(),
@@ -183,6 +187,29 @@ pub fn test_config(db: &TestDb) -> Config {
     config
 }
 
+/// Migrates `db` and registers the application `test-app` (with `rate` events per second
+/// and as large a burst, or the defaults); returns a store, its id and a key with every
+/// scope.
+pub async fn provision(db: &TestDb, config: &Config, rate: Option<u32>) -> (Store, String, String) {
+    let store = Store::new(&db.url, &config.clickhouse);
+    the_eye::migrate(&store, Duration::from_secs(30))
+        .await
+        .expect("migrations");
+    let new = NewApplication {
+        name: "test-app".to_owned(),
+        rate_per_second: rate,
+        burst: rate,
+        ..NewApplication::default()
+    };
+    let (application, _) = admin::create_application(&store, new)
+        .await
+        .expect("create application");
+    let (_, key) = admin::create_key(&store, &application.application_id, &Scope::ALL)
+        .await
+        .expect("create key");
+    (store, application.application_id, key.key)
+}
+
 /// The Eye running in-process against its own database, with one registered application.
 pub struct TestApp {
     pub db: TestDb,
@@ -205,23 +232,14 @@ impl TestApp {
 
     /// Starts with the test configuration as changed by `adjust`.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let db = TestDb::new().await;
+        Self::start_on(TestDb::new().await, adjust).await
+    }
+
+    /// Starts on `db` with the test configuration as changed by `adjust`.
+    pub async fn start_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(&db);
         adjust(&mut config);
-        let store = Store::new(&db.url, &config.clickhouse);
-        the_eye::migrate(&store, Duration::from_secs(30))
-            .await
-            .expect("migrations");
-        let new = NewApplication {
-            name: "test-app".to_owned(),
-            ..NewApplication::default()
-        };
-        let (application, _) = admin::create_application(&store, new)
-            .await
-            .expect("create application");
-        let (_, key) = admin::create_key(&store, &application.application_id, &Scope::ALL)
-            .await
-            .expect("create key");
+        let (store, application, key) = provision(&db, &config, None).await;
         let listener = tokio::net::TcpListener::bind(config.server.listen_addr)
             .await
             .expect("bind");
@@ -230,7 +248,7 @@ impl TestApp {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             reqwest::header::AUTHORIZATION,
-            format!("Bearer {}", key.key).parse().unwrap(),
+            format!("Bearer {}", key).parse().unwrap(),
         );
         let http = reqwest::Client::builder()
             .default_headers(headers)
@@ -241,8 +259,8 @@ impl TestApp {
             http,
             url,
             store,
-            application: application.application_id,
-            key: key.key,
+            application,
+            key,
             running: Some(running),
         };
         app.wait_ready().await;
