@@ -178,6 +178,11 @@ impl RowsFrame {
         self.count == 0
     }
 
+    /// The payload (kind, lane, positions, rows) as it will be written.
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[FRAME_BYTES..]
+    }
+
     /// Fills in the first position, length and checksum.
     fn finish(&mut self, first: u64) {
         let payload_len = (self.bytes.len() - FRAME_BYTES) as u32;
@@ -831,6 +836,14 @@ impl Spool {
     }
 }
 
+/// See [`Writer::marks`].
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    first: u64,
+    end: Option<u64>,
+    at: SystemTime,
+}
+
 /// The writer thread's state.
 struct Writer {
     shared: Arc<Shared>,
@@ -842,9 +855,10 @@ struct Writer {
     next_positions: [u64; 2],
     /// Per lane: every position below this is confirmed.
     confirmed: [u64; 2],
-    /// Per lane: (first position appended in a second, when), for the age of the oldest
-    /// unconfirmed row; one entry per second with appends, so bounded by time, not traffic.
-    marks: [VecDeque<(u64, SystemTime)>; 2],
+    /// Per lane, for the age of the oldest unconfirmed row: the first position appended in a
+    /// second, the end of the positions it stands for when known (else up to the next mark),
+    /// and when. One entry per second with appends, so bounded by time, not traffic.
+    marks: [VecDeque<Mark>; 2],
     dirty: bool,
     last_sync: Instant,
     closed: bool,
@@ -1030,11 +1044,15 @@ impl Writer {
         ends[lane.index()] = first + count;
         let now = SystemTime::now();
         let marks = &mut self.marks[lane.index()];
-        let new_second = marks.back().is_none_or(|(_, at)| {
-            now.duration_since(*at).unwrap_or_default() >= Duration::from_secs(1)
+        let new_second = marks.back().is_none_or(|mark| {
+            now.duration_since(mark.at).unwrap_or_default() >= Duration::from_secs(1)
         });
         if new_second {
-            marks.push_back((first, now));
+            marks.push_back(Mark {
+                first,
+                end: None,
+                at: now,
+            });
         }
     }
 
@@ -1145,7 +1163,19 @@ impl Writer {
             let index = lane.index();
             self.confirmed[index] = self.confirmed[index].max(recovery.confirmed[index]);
             if let Some(created) = recovery.oldest_unconfirmed[index] {
-                self.marks[index].push_front((recovery.confirmed[index], created));
+                // Earlier runs' rows end below this run's first position (positions jump at
+                // every start), so their mark needs its own end.
+                let end = recovery
+                    .segment_ends
+                    .iter()
+                    .map(|(_, ends)| ends[index])
+                    .max()
+                    .unwrap_or(0);
+                self.marks[index].push_front(Mark {
+                    first: recovery.confirmed[index],
+                    end: Some(end),
+                    at: created,
+                });
             }
         }
     }
@@ -1192,15 +1222,20 @@ impl Writer {
         for lane in Lane::ALL {
             let index = lane.index();
             let confirmed = self.confirmed[index];
+            let next = self.next_positions[index];
             let marks = &mut self.marks[index];
-            if confirmed >= self.next_positions[index] {
-                marks.clear();
-            }
-            while marks.len() > 1 && marks[1].0 <= confirmed {
+            while let Some(front) = marks.front() {
+                let end = front
+                    .end
+                    .or_else(|| marks.get(1).map(|mark| mark.first))
+                    .unwrap_or(next);
+                if end > confirmed {
+                    break;
+                }
                 marks.pop_front();
             }
-            if let Some((_, at)) = marks.front() {
-                oldest = oldest.max(now.duration_since(*at).unwrap_or_default());
+            if let Some(front) = marks.front() {
+                oldest = oldest.max(now.duration_since(front.at).unwrap_or_default());
             }
         }
         metrics
