@@ -16,3 +16,4 @@ mod read;
 mod read_speed;
 mod schemas;
 mod skeleton;
+mod tenancy;
