@@ -384,10 +384,14 @@ pub async fn session_events(
     get,
     path = "/api/events/{event_id}",
     tag = "read",
-    params(("event_id" = Uuid, Path, description = "The event's id")),
+    params(
+        ("event_id" = Uuid, Path, description = "The event's id"),
+        ("application" = Option<String>, Query, description = "The application whose event it is. Needed only by an organisation key when several applications sent this id (without it, the first application by id is served); an application's key may name only its own"),
+    ),
     responses(
         (status = 200, description = "The event", body = Event),
-        (status = 400, description = "`event_id` is not a UUID (`invalid_parameters`)", body = ErrorBody),
+        (status = 400, description = "`event_id` is not a UUID, or a bad or unknown query parameter (`invalid_parameters`)", body = ErrorBody),
+        (status = 403, description = "`application_not_in_scope`: `application` names another application than the key's", body = ErrorBody),
         (status = 404, description = "No such event, or it belongs to another application than the key's (`not_found`)", body = ErrorBody),
         (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
     ),
@@ -397,9 +401,14 @@ pub async fn get_event(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Event>, ApiError> {
     let id = uuid_path("event_id", path)?;
-    match state.store.event(id, principal.application_scope()).await? {
+    let mut params = Params::parse(query.as_deref());
+    let mut application = params.text("application");
+    params.finish()?;
+    confine(&principal, &mut application)?;
+    match state.store.event(id, application.as_deref()).await? {
         Some(row) => Ok(Json(event(row))),
         None => Err(ApiError::NotFound(format!("no event has the id {id}"))),
     }
@@ -512,6 +521,50 @@ mod tests {
         // The last page has no cursor.
         let (_, last) = first.page(vec![row(1)], |r| *r);
         assert_eq!(last, None);
+    }
+
+    fn principal(application: &str) -> Principal {
+        Principal {
+            application: application.into(),
+            key_prefix: "eye_test0000".into(),
+            scopes: vec![crate::auth::Scope::Read],
+            allowed_origins: Vec::new().into(),
+            rate_per_second: 0,
+            burst: 0,
+        }
+    }
+
+    #[test]
+    fn application_keys_are_confined_and_organisation_keys_are_not() {
+        let own = principal("shop");
+        let mut none = None;
+        confine(&own, &mut none).unwrap();
+        assert_eq!(none.as_deref(), Some("shop"));
+        let mut same = Some("shop".to_owned());
+        confine(&own, &mut same).unwrap();
+        assert_eq!(same.as_deref(), Some("shop"));
+        let mut other = Some("billing".to_owned());
+        match confine(&own, &mut other) {
+            Err(ApiError::Forbidden { code, .. }) => assert_eq!(code, "application_not_in_scope"),
+            result => panic!("{result:?}"),
+        }
+        let organisation = principal("");
+        for asked in [None, Some("billing".to_owned())] {
+            let mut filter = asked.clone();
+            confine(&organisation, &mut filter).unwrap();
+            assert_eq!(filter, asked);
+        }
+        // The listing's query carries the confinement as a bound parameter.
+        let request = parse_event_listing(Some("s".into()), None)
+            .unwrap()
+            .confine(&own)
+            .unwrap();
+        let query = request.query();
+        assert!(query.sql().contains("application = {application:String}"));
+        assert!(query.params().contains(&(
+            "application",
+            crate::store::read::Param::Text("shop".into())
+        )));
     }
 
     #[test]

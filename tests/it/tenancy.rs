@@ -128,6 +128,18 @@ async fn both_survive(app: &TestApp, a: &Tenant, b: &Tenant, ids: &[Uuid], when:
         assert_eq!(listing["items"], session["items"], "{when}");
     }
     // The organisation sees both copies of each, told apart by application.
+    for id in ids {
+        for (tenant, owner) in [(a, "a"), (b, "b")] {
+            let path = format!("/api/events/{id}?application={}", tenant.id);
+            let (status, event) = get(app, &app.org_http, &path).await;
+            assert_eq!(status, 200, "{when}: {event}");
+            assert_eq!(event["data"]["owner"], owner, "{when}");
+            // An application's key may not ask for the other's copy.
+            let other = if owner == "a" { b } else { a };
+            let (status, _) = get(app, &other.http, &path).await;
+            assert_eq!(status, 403, "{when}");
+        }
+    }
     let (_, all) = get(app, &app.org_http, "/api/events?session_id=s-shared").await;
     assert_eq!(
         all["items"].as_array().unwrap().len(),
