@@ -112,8 +112,11 @@ enum KeysCommand {
     /// List keys (prefixes, scopes, state; never the keys themselves).
     List {
         /// Only this application's keys.
-        #[arg(long = "app")]
+        #[arg(long = "app", conflicts_with = "org")]
         app: Option<String>,
+        /// Only the organisation keys.
+        #[arg(long)]
+        org: bool,
     },
     /// Revoke a key by its prefix (eye_xxxxxxxx).
     Revoke { prefix: String },
@@ -315,7 +318,9 @@ async fn keys(config: Config, command: KeysCommand) -> Result<(), Error> {
             );
             println!("key (shown once; store it safely): {}", key.key);
         }
-        KeysCommand::List { app } => {
+        KeysCommand::List { app, org } => {
+            // Organisation keys are stored with an empty application id.
+            let app = if org { Some(String::new()) } else { app };
             println!(
                 "{:<14} {:<24} {:<20} {:<27} state",
                 "prefix", "application", "scopes", "created"

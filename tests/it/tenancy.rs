@@ -698,6 +698,15 @@ async fn the_cli_creates_organisation_keys_and_updates_applications() {
     assert!(!ok, "{err}");
     let (ok, out, _) = cli(&["keys", "list"]);
     assert!(ok && out.contains("(organisation)"), "{out}");
+    let (ok, out, _) = cli(&["keys", "list", "--org"]);
+    assert!(ok, "{out}");
+    // The harness's organisation key and the one just made; no application's.
+    assert_eq!(
+        out.lines().filter(|l| l.contains("(organisation)")).count(),
+        2,
+        "{out}"
+    );
+    assert!(!out.contains("test-app"), "{out}");
 
     // The new organisation key reads what the application wrote.
     let response = app
@@ -890,4 +899,50 @@ async fn the_identity_migration_moves_a_populated_table() {
     assert_eq!(key(&db).await, "session_id, application, event_id");
     assert_eq!(db.count("SELECT count() FROM events").await, 300);
     assert!(store.migrate().await.unwrap().is_empty());
+}
+
+/// Rows that an instance still writing to the old table inserts between the copy and the
+/// exchange are caught up when the migration completes.
+#[tokio::test]
+async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
+    let db = TestDb::new().await;
+    let config = test_config(&db);
+    let store = Store::new(&db.url, &config.clickhouse);
+    store.migrate_up_to(3).await.unwrap();
+    let early: Vec<EventRow> = (0..20)
+        .map(|i| row(Uuid::now_v7(), "alpha", &format!("s-{i}"), "early"))
+        .collect();
+    store
+        .insert("events", &early, Uuid::now_v7(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    // The migration runs as far as the exchange, then stops (a crash, say)…
+    let migration = &the_eye::store::migrations::MIGRATIONS[3];
+    for statement in migration.statements().take(3) {
+        db.client().query(statement.sql).execute().await.unwrap();
+    }
+    // …while a block meant for the old table lands in it (now `events_0004`).
+    let late: Vec<EventRow> = (0..5)
+        .map(|i| row(Uuid::now_v7(), "beta", &format!("s-{i}"), "late"))
+        .collect();
+    store
+        .insert(
+            "events_0004",
+            &late,
+            Uuid::now_v7(),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), [4]);
+    assert_eq!(db.count("SELECT count() FROM events").await, 25);
+    assert_eq!(
+        db.count("SELECT count() FROM events WHERE application = 'beta'")
+            .await,
+        5
+    );
+    assert_eq!(
+        db.count("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events_0004'").await,
+        0
+    );
 }
