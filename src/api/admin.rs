@@ -336,10 +336,24 @@ fn path_text(field: &str, path: Result<Path<String>, PathRejection>) -> Result<S
 /// otherwise, the same answer for both.
 async fn administered(state: &AppState, principal: &Principal, id: &str) -> Result<(), ApiError> {
     let exists = principal.may_act_on(id) && state.store.application(id).await?.is_some();
-    if exists {
-        Ok(())
+    match exists {
+        true => Ok(()),
+        false => Err(not_found("application", id, MAX_APPLICATION_ID_CHARS)),
+    }
+}
+
+/// Application ids are at most this long (`auth::admin::application_id`).
+const MAX_APPLICATION_ID_CHARS: usize = 64;
+/// Key prefixes are `eye_` and eight characters.
+const KEY_PREFIX_CHARS: usize = 12;
+
+/// A 404 naming what was asked for when it could be a real name, and not quoting anything
+/// longer (the path is the client's).
+fn not_found(what: &str, asked: &str, longest: usize) -> ApiError {
+    if asked.chars().count() > longest {
+        ApiError::NotFound(format!("no such {what}"))
     } else {
-        Err(AdminError::NoSuchApplication(id.to_owned()).into())
+        ApiError::NotFound(format!("no {what} `{asked}`"))
     }
 }
 
@@ -421,12 +435,8 @@ pub async fn create_application(
         burst: body.burst,
         allowed_origins: body.allowed_origins,
     };
-    let (application, key) = operations::create_application(&state.store, new).await?;
-    let row = state
-        .store
-        .key(&key.prefix)
-        .await?
-        .ok_or_else(|| ApiError::Internal("a key just written is not found".to_owned()))?;
+    let (application, row, key) =
+        operations::create_application_with_key(&state.store, new).await?;
     tracing::info!(application = %application.application_id, by = %principal.key_prefix, "application registered");
     refresh_registry(&state).await;
     Ok((
@@ -577,7 +587,7 @@ pub async fn revoke_key(
         .await?
         .is_some_and(|key| principal.may_act_on(&key.application_id));
     if !owned {
-        return Err(AdminError::NoSuchKey(prefix).into());
+        return Err(not_found("key", &prefix, KEY_PREFIX_CHARS));
     }
     let row = operations::revoke_key(&state.store, &prefix).await?;
     tracing::info!(key_prefix = %row.prefix, by = %principal.key_prefix, "key revoked");

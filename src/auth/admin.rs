@@ -48,9 +48,21 @@ pub fn application_id(name: &str) -> String {
     id.trim_end_matches('-').chars().take(64).collect()
 }
 
+const MAX_ORIGIN_BYTES: usize = 300;
+
+/// Origins one application may allow: enough for every site of a real application, and a
+/// bound on what a registry refresh carries.
+pub const MAX_ORIGINS: usize = 100;
+
 /// `scheme://host[:port]`, as browsers send it in `Origin`.
 pub fn normalise_origin(origin: &str) -> Result<String, AdminError> {
     let origin = origin.trim().trim_end_matches('/');
+    // Longer than any real origin (a host name has at most 253 characters); not quoted back.
+    if origin.len() > MAX_ORIGIN_BYTES {
+        return Err(AdminError::Invalid(format!(
+            "an origin must be at most {MAX_ORIGIN_BYTES} bytes"
+        )));
+    }
     let (scheme, rest) = origin.split_once("://").ok_or_else(|| {
         AdminError::Invalid(format!(
             "origin `{origin}` must look like https://shop.example"
@@ -65,6 +77,15 @@ pub fn normalise_origin(origin: &str) -> Result<String, AdminError> {
         )));
     }
     Ok(origin.to_ascii_lowercase())
+}
+
+fn check_origin_count(origins: &[String]) -> Result<(), AdminError> {
+    if origins.len() > MAX_ORIGINS {
+        return Err(AdminError::Invalid(format!(
+            "an application may allow at most {MAX_ORIGINS} origins"
+        )));
+    }
+    Ok(())
 }
 
 fn positive(what: &str, value: Option<u32>) -> Result<u32, AdminError> {
@@ -82,6 +103,16 @@ pub async fn create_application(
     store: &Store,
     new: NewApplication,
 ) -> Result<(ApplicationRow, NewKey), AdminError> {
+    let (application, _, key) = create_application_with_key(store, new).await?;
+    Ok((application, key))
+}
+
+/// [`create_application`], also returning the stored row of the first key (for answers
+/// that describe it without reading it back).
+pub async fn create_application_with_key(
+    store: &Store,
+    new: NewApplication,
+) -> Result<(ApplicationRow, KeyRow, NewKey), AdminError> {
     let name = checked_name(&new.name)?;
     let id = application_id(name);
     if id.is_empty() {
@@ -96,6 +127,7 @@ pub async fn create_application(
         .iter()
         .map(|origin| normalise_origin(origin))
         .collect::<Result<Vec<_>, _>>()?;
+    check_origin_count(&allowed_origins)?;
     if store.application(&id).await?.is_some() {
         return Err(AdminError::ApplicationExists(id));
     }
@@ -111,8 +143,8 @@ pub async fn create_application(
         allowed_origins,
     };
     store.put_application(&application).await?;
-    let (_, key) = create_key(store, &application.application_id, &[Scope::Ingest]).await?;
-    Ok((application, key))
+    let (row, key) = create_key(store, &application.application_id, &[Scope::Ingest]).await?;
+    Ok((application, row, key))
 }
 
 async fn existing(store: &Store, id: &str) -> Result<ApplicationRow, AdminError> {
@@ -196,6 +228,7 @@ pub async fn update_application(
             application.allowed_origins.push(origin);
         }
     }
+    check_origin_count(&application.allowed_origins)?;
     application.updated_at = Utc::now();
     store.put_application(&application).await?;
     Ok(application)

@@ -580,6 +580,46 @@ async fn application_admin_keys_manage_only_their_application() {
         .await;
         assert_eq!(status, 404, "{target}");
     }
+    // Client input is bounded and not echoed at length.
+    let long_id = "x".repeat(5000);
+    let (status, body) = send(
+        &url,
+        &app.org_http,
+        patch.clone(),
+        &format!("/api/admin/applications/{long_id}"),
+        Some(json!({"burst": 1})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(body.to_string().len() < 300, "{body}");
+    let long_origin = format!("https://{}.example", "o".repeat(5000));
+    let (status, body) = send(
+        &url,
+        &a.admin,
+        patch.clone(),
+        &format!("/api/admin/applications/{}", a.id),
+        Some(json!({"add_origins": [long_origin]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (400, json!("invalid_request"))
+    );
+    assert!(body.to_string().len() < 300, "{body}");
+    let many: Vec<String> = (0..101).map(|i| format!("https://o{i}.example")).collect();
+    let (status, body) = send(
+        &url,
+        &a.admin,
+        patch.clone(),
+        &format!("/api/admin/applications/{}", a.id),
+        Some(json!({ "add_origins": many })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (400, json!("invalid_request")),
+        "{body}"
+    );
     let stored = app.store.application(&b.id).await.unwrap().unwrap();
     assert_eq!(stored.name, "beta", "B is untouched");
     // The organisation updates anyone's.
