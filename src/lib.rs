@@ -126,7 +126,7 @@ async fn announce_demo(config: &Config, store: &Store) -> Result<(), Error> {
     write_private(&keys_file, &contents)?;
     // Printed, not logged: keys never go through the log pipeline.
     println!(
-        "\nCreated application `{}` for trying The Eye out. Its keys (also in {}):\n  ingest: {}\n  read:   {}\n  admin:  {}\n",
+        "\nCreated application `{}` for trying The Eye out. Its keys (also in {}):\n  ingest: {}\n  read:   {}\n  admin (organisation): {}\n",
         demo.application_id,
         keys_file.display(),
         demo.ingest.key,

@@ -66,6 +66,10 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .route_layer(middleware::from_fn(auth::require_read));
     let administration = OpenApiRouter::new()
         .routes(routes!(admin::reload_schemas))
+        .routes(routes!(admin::list_applications, admin::create_application))
+        .routes(routes!(admin::update_application))
+        .routes(routes!(admin::list_keys, admin::create_key))
+        .routes(routes!(admin::revoke_key))
         .route_layer(middleware::from_fn(auth::require_admin));
     let mut routes = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))

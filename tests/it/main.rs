@@ -17,3 +17,4 @@ mod read_speed;
 mod schemas;
 mod skeleton;
 mod spool;
+mod tenancy;

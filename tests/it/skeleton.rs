@@ -102,11 +102,9 @@ async fn the_schema_sorts_sessions_and_reads_them_without_scanning() {
         .await;
     assert_eq!(rows[0]["name"], "errors");
     assert_eq!(rows[1]["engine"], "ReplacingMergeTree");
-    assert!(rows[1]["sorting_key"]
-        .as_str()
-        .unwrap()
-        .starts_with("session_id, timestamp"));
-    assert_eq!(rows[1]["partition_key"], "toYYYYMM(timestamp)");
+    // The event's identity, so that a session is one range and retries fold (migration 4).
+    assert_eq!(rows[1]["sorting_key"], "session_id, application, event_id");
+    assert_eq!(rows[1]["partition_key"], "toYYYYMM(client_timestamp)");
     let columns: Vec<Value> = app
         .db
         .json_rows(

@@ -222,7 +222,24 @@ pub struct TestApp {
     pub application: String,
     /// A key of `test-app` with every scope.
     pub key: String,
+    /// An organisation key (`read` and `admin`, bound to no application).
+    pub org_key: String,
+    /// Sends `Authorization: Bearer <org_key>` on every request.
+    pub org_http: reqwest::Client,
     running: Option<Running>,
+}
+
+/// An HTTP client that sends `key` on every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 impl TestApp {
@@ -240,27 +257,23 @@ impl TestApp {
         let mut config = test_config(&db);
         adjust(&mut config);
         let (store, application, key) = provision(&db, &config, None).await;
+        let (_, org_key) = admin::create_organisation_key(&store, &[Scope::Read, Scope::Admin])
+            .await
+            .expect("create organisation key");
         let listener = tokio::net::TcpListener::bind(config.server.listen_addr)
             .await
             .expect("bind");
         let running = Running::spawn(config, listener).expect("start The Eye");
         let url = running.url();
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {}", key).parse().unwrap(),
-        );
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap();
         let app = Self {
             db,
-            http,
+            http: client_with_key(&key),
             url,
             store,
             application,
             key,
+            org_http: client_with_key(&org_key.key),
+            org_key: org_key.key,
             running: Some(running),
         };
         app.wait_ready().await;
@@ -305,6 +318,20 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Runs the `the-eye` command against this test's database: success, stdout, stderr.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
+            .args(args)
+            .env("THE_EYE_CLICKHOUSE_URL", &self.db.url)
+            .env("THE_EYE_CLICKHOUSE_DATABASE", &self.db.name)
+            .env("THE_EYE_SERVER_LOG_FILTER", "warn")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        (output.status.success(), stdout, stderr)
     }
 
     /// Graceful shutdown, as on SIGTERM: returns once everything queued is written.
