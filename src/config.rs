@@ -230,9 +230,13 @@ pub struct AuthConfig {
     /// How often every instance re-reads applications and keys from ClickHouse, in
     /// milliseconds: a revoked key stops working within this interval. Default 10,000.
     pub refresh_interval_ms: u64,
-    /// Most ClickHouse look-ups of keys not in memory, per second, for all keys together, so
-    /// that a flood of made-up keys cannot flood ClickHouse. Default 20.
+    /// Most ClickHouse look-up queries for keys not in memory, per second. One query asks
+    /// for every prefix waiting (up to 1,000), so a flood of made-up keys can neither flood
+    /// ClickHouse nor crowd out a key created a moment ago. Default 20.
     pub max_lookups_per_second: u32,
+    /// Longest a look-up of keys not in memory may take, in milliseconds; requests waiting
+    /// for it are answered 503 (`auth_unavailable`) past it. Default 500.
+    pub lookup_timeout_ms: u64,
     /// Events per second an application may send unless its record says otherwise.
     /// Default 1,000.
     pub default_rate_per_second: u32,
@@ -251,6 +255,7 @@ impl Default for AuthConfig {
         Self {
             refresh_interval_ms: 10_000,
             max_lookups_per_second: 20,
+            lookup_timeout_ms: 500,
             default_rate_per_second: 1_000,
             default_burst: 2_000,
             demo_application: true,
@@ -317,6 +322,11 @@ impl Config {
         positive("pipeline.retry_initial_ms", self.pipeline.retry_initial_ms)?;
         positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
         positive("auth.refresh_interval_ms", self.auth.refresh_interval_ms)?;
+        positive("auth.lookup_timeout_ms", self.auth.lookup_timeout_ms)?;
+        positive(
+            "auth.max_lookups_per_second",
+            self.auth.max_lookups_per_second.into(),
+        )?;
         positive(
             "auth.default_rate_per_second",
             self.auth.default_rate_per_second.into(),

@@ -165,7 +165,7 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::new(config.server.metrics_max_label_values));
     let registry = Registry::load(store.clone(), config.auth.clone(), metrics.clone()).await?;
     let background = CancellationToken::new();
-    registry.spawn_refresh(background.clone());
+    registry.spawn_tasks(background.clone());
     let config = Arc::new(config);
     let pipeline = Arc::new(Pipeline::start(
         &config.pipeline,

@@ -116,6 +116,7 @@ pub struct Metrics {
     pub unauthenticated: IntCounterVec,
     pub schema_reloads: IntCounterVec,
     pub key_lookups: IntCounterVec,
+    pub key_lookup_queries: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -192,7 +193,8 @@ impl Metrics {
             rate_limited: counter(&registry, "the_eye_rate_limited_requests_total", "Requests answered 429.", &["application"]),
             unauthenticated: counter(&registry, "the_eye_unauthenticated_requests_total", "Requests answered 401 or 403.", &["reason"]),
             schema_reloads: counter(&registry, "the_eye_schema_reloads_total", "Payload schema reloads, by result.", &["result"]),
-            key_lookups: counter(&registry, "the_eye_key_lookups_total", "ClickHouse look-ups of API keys not in memory, by result (found, unknown, throttled, skipped, failed).", &["result"]),
+            key_lookups: counter(&registry, "the_eye_key_lookups_total", "Requests whose API key was not in memory, by the look-up's result: found, unknown, failed, joined (awaited a look-up of the same prefix in flight), skipped (known unknown), throttled (look-up queue full).", &["result"]),
+            key_lookup_queries: counter(&registry, "the_eye_key_lookup_queries_total", "ClickHouse queries looking up keys not in memory (each for every prefix waiting), by result: answered or failed.", &["result"]),
             registry,
         };
         metrics.initialise_known_series();
@@ -201,6 +203,9 @@ impl Metrics {
 
     /// Creates at zero every series whose labels are known before any traffic.
     fn initialise_known_series(&self) {
+        for result in ["answered", "failed"] {
+            self.key_lookup_queries.with_label_values(&[result]);
+        }
         for table in TABLES {
             self.queue_depth.with_label_values(&[table]);
             self.batch_rows.with_label_values(&[table]);

@@ -21,14 +21,15 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// ClickHouse answers and the schema is current; 503 with the reason otherwise.
+/// ClickHouse answers, the schema is current and applications and keys have been loaded; 503
+/// with the reason otherwise.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
         (status = 200, description = "Ready to serve", body = super::docs::Ready),
-        (status = 503, description = "ClickHouse does not answer or the schema is not current", body = super::docs::NotReady),
+        (status = 503, description = "ClickHouse does not answer, the schema is not current, or applications and keys are not loaded yet", body = super::docs::NotReady),
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -64,6 +65,11 @@ async fn check_readiness(state: &AppState) -> (StatusCode, serde_json::Value) {
             "schema at version {} but this build needs {}; run `the-eye migrate`",
             status.applied, status.latest
         ),
+        // Keys are served from memory once loaded; before that every request's key would be
+        // looked up one by one, so a load balancer should not send traffic yet.
+        Ok(Ok(_)) if !state.registry.loaded() => {
+            "applications and keys are not loaded yet; the service's log says why".to_owned()
+        }
         Ok(Ok(status)) => {
             return (
                 StatusCode::OK,

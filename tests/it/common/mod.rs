@@ -26,18 +26,7 @@ pub async fn clickhouse_url() -> String {
     let (server, _) = DEVSERVER
         .get_or_init(|| async {
             remove_abandoned_data_dirs();
-            let data = tempfile::Builder::new()
-                .prefix("the-eye-test-clickhouse-")
-                .tempdir()
-                .expect("temporary directory");
-            let server = DevServer::start(
-                &DevServer::default_script(),
-                data.path(),
-                Duration::from_secs(900),
-            )
-            .await
-            .expect("the development ClickHouse starts");
-            (server, data)
+            start_devserver("the-eye-test-clickhouse-").await
         })
         .await;
     server.url().to_owned()
@@ -74,6 +63,38 @@ fn remove_abandoned_data_dirs() {
     }
 }
 
+/// A development ClickHouse for one test alone, which it may pause or stop without
+/// disturbing the tests that share the run's server. Stopped when dropped.
+pub async fn own_devserver() -> (DevServer, tempfile::TempDir) {
+    start_devserver("the-eye-test-own-clickhouse-").await
+}
+
+/// A development ClickHouse with its data in a new temporary directory named `prefix…`.
+async fn start_devserver(prefix: &str) -> (DevServer, tempfile::TempDir) {
+    let data = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temporary directory");
+    let server = DevServer::start(
+        &DevServer::default_script(),
+        data.path(),
+        Duration::from_secs(900),
+    )
+    .await
+    .expect("the development ClickHouse starts");
+    (server, data)
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid` with `kill`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
 /// A database of its own for one test, dropped when the test ends.
 pub struct TestDb {
     pub name: String,
@@ -82,8 +103,12 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
+        Self::on(clickhouse_url().await).await
+    }
+
+    /// A database of its own on the ClickHouse at `url`.
+    pub async fn on(url: String) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let url = clickhouse_url().await;
         let name = format!(
             "test_{}_{}_{}",
             std::process::id(),
@@ -197,7 +222,11 @@ impl TestApp {
 
     /// Starts with the test configuration as changed by `adjust`.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let db = TestDb::new().await;
+        Self::start_on(TestDb::new().await, adjust).await
+    }
+
+    /// Starts on `db` (for a test with a ClickHouse of its own, see [`own_devserver`]).
+    pub async fn start_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(&db);
         adjust(&mut config);
         let store = Store::new(&db.url, &config.clickhouse);
