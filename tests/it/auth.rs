@@ -423,6 +423,87 @@ async fn a_lookup_that_times_out_answers_503_and_the_next_request_asks_again() {
     assert_eq!(lookups(&app, "found").await, 1.0);
 }
 
+/// Issue 17, point 7: a flood of made-up keys does not lock out a key created during it. The
+/// flood's keys and the new key ride in the same look-up queries, which the budget counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_during_a_flood_of_made_up_keys_is_served() {
+    let app = TestApp::start_with(|config| {
+        config.auth.max_lookups_per_second = 5;
+        config.auth.refresh_interval_ms = 60_000;
+    })
+    .await;
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let started = Instant::now();
+    let flood: Vec<_> = (0..16)
+        .map(|_| {
+            let url = app.endpoint("/api/events");
+            let flooding = flooding.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut statuses = Vec::new();
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    let forged = the_eye::auth::keys::generate().key;
+                    let response = client
+                        .post(&url)
+                        .header("authorization", format!("Bearer {forged}"))
+                        .json(&event("flood"))
+                        .send()
+                        .await
+                        .unwrap();
+                    statuses.push(response.status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    // Well into the flood, a key is created and used at once, as a deploy would.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lookups(&app, "unknown").await < 50.0 {
+        assert!(Instant::now() < deadline, "the flood did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, key) = admin::create_key(&app.store, &app.application, &[Scope::Ingest])
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", key.key);
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        statuses.push(
+            post_with(&app, Some(&bearer), &event(&format!("during{i}")))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    let fresh = lookups(&app, "unknown").await;
+    while lookups(&app, "unknown").await < fresh + 50.0 {
+        assert!(Instant::now() < deadline, "the flood stopped early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut flood_statuses = Vec::new();
+    for task in flood {
+        flood_statuses.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(statuses, vec![202; 5], "the new key during the flood");
+    assert!(
+        flood_statuses.iter().all(|status| *status == 401),
+        "made-up keys are unknown, not unavailable"
+    );
+    let queries = lookup_queries(&app, "answered").await;
+    assert!(
+        queries <= 1.0 + (elapsed * 5.0).ceil(),
+        "{queries} look-up queries in {elapsed:.1} s for {} made-up keys",
+        flood_statuses.len()
+    );
+    assert!(
+        flood_statuses.len() as f64 > 2.0 * queries,
+        "the flood ({} keys) outnumbers the queries ({queries})",
+        flood_statuses.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_application_is_limited_while_another_keeps_its_rate() {
     let app = TestApp::start().await;
