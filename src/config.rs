@@ -40,6 +40,13 @@ const SECTIONS: [&str; 5] = ["server", "clickhouse", "ingest", "pipeline", "auth
 pub struct ServerConfig {
     /// Address the HTTP server binds. Default `127.0.0.1:8000`.
     pub listen_addr: SocketAddr,
+    /// Address that serves `GET /metrics`, and nothing else. Metrics are an operator's view
+    /// (refused keys by reason, every application's name), so they are not on the API's
+    /// address: by default only local processes can scrape them; in a container set it to
+    /// `0.0.0.0:9464` and leave the port unpublished, so only Prometheus on the internal
+    /// network reaches it. 9464 lies in the range Prometheus exporters use. Default
+    /// `127.0.0.1:9464`.
+    pub metrics_listen_addr: SocketAddr,
     /// `pretty` for people, `json` for log shippers. Default `pretty`.
     pub log_format: LogFormat,
     /// `tracing` filter directive, e.g. `info` or `the_eye=debug,info`. Default `info`.
@@ -63,6 +70,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            metrics_listen_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             log_format: LogFormat::Pretty,
             log_filter: "info".to_owned(),
             shutdown_timeout_ms: 30_000,

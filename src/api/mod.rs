@@ -70,7 +70,6 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
     let mut routes = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(health::metrics))
         // Authenticates itself: its key is in the query string.
         .routes(routes!(events::post_beacon))
         .merge(ingest)

@@ -194,6 +194,7 @@ impl Drop for TestDb {
 pub fn test_config(db: &TestDb) -> Config {
     let mut config = Config::default();
     config.server.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.server.metrics_listen_addr = "127.0.0.1:0".parse().unwrap();
     config.clickhouse.url = db.url.clone();
     config.clickhouse.database = db.name.clone();
     config.pipeline.flush_interval_ms = 50;
@@ -206,6 +207,8 @@ pub struct TestApp {
     /// Sends `Authorization: Bearer <key>` on every request.
     pub http: reqwest::Client,
     pub url: String,
+    /// Where `/metrics` is served: an address of its own, not the API's.
+    pub metrics_url: String,
     /// Direct access to The Eye's tables, as the CLI has.
     pub store: Store,
     /// The application `test-app` that `key` belongs to.
@@ -248,6 +251,7 @@ impl TestApp {
             .expect("bind");
         let running = Running::spawn(config, listener).expect("start The Eye");
         let url = running.url();
+        let metrics_url = format!("http://{}/metrics", running.metrics_addr);
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             reqwest::header::AUTHORIZATION,
@@ -261,6 +265,7 @@ impl TestApp {
             db,
             http,
             url,
+            metrics_url,
             store,
             application: application.application_id,
             key: key.key,
@@ -292,7 +297,7 @@ impl TestApp {
 
     /// The Prometheus exposition of `/metrics`, as a scraper sees it.
     pub async fn metrics_text(&self) -> String {
-        reqwest::get(self.endpoint("/metrics"))
+        reqwest::get(&self.metrics_url)
             .await
             .expect("scrape")
             .text()
