@@ -167,6 +167,11 @@ pub struct IngestConfig {
     pub skew_correction_threshold_ms: u64,
     /// How much of a rejected input is kept in `errors.raw`, in bytes. Default 16 KiB.
     pub max_raw_error_bytes: usize,
+    /// Rejected events of one request that get an `errors` row of their own; the rest are
+    /// summed up in one more row (code `rejections_summarised`, with a count per problem
+    /// code), so that a request of many bad events writes a bounded number of rows. Default
+    /// 100.
+    pub max_error_rows_per_request: usize,
     /// Directory of payload schemas (`index.json` and the schema files it names). Default: the
     /// `schemas/` of this source tree.
     pub schemas_dir: PathBuf,
@@ -186,6 +191,7 @@ impl Default for IngestConfig {
             max_event_age_ms: 0,
             skew_correction_threshold_ms: 1_000,
             max_raw_error_bytes: 16 * 1024,
+            max_error_rows_per_request: 100,
             schemas_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas")),
             unknown_event_types: UnknownTypes::Accept,
         }
@@ -315,6 +321,10 @@ impl Config {
         )?;
         positive("ingest.max_data_bytes", self.ingest.max_data_bytes as u64)?;
         positive("ingest.max_data_depth", self.ingest.max_data_depth as u64)?;
+        positive(
+            "ingest.max_error_rows_per_request",
+            self.ingest.max_error_rows_per_request as u64,
+        )?;
         positive(
             "pipeline.queue_capacity",
             self.pipeline.queue_capacity as u64,

@@ -29,7 +29,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::ApiError;
+pub use error::{ApiError, MAX_LISTED_PROBLEMS};
 
 use crate::auth::limits::RateLimits;
 use crate::auth::registry::Registry;
