@@ -13,6 +13,7 @@ use the_eye_types::{IngestSummary, ItemResult, Problem};
 use uuid::Uuid;
 
 use crate::api::{ApiError, MAX_LISTED_PROBLEMS};
+use crate::auth::keys;
 use crate::config::IngestConfig;
 use crate::metrics::Metrics;
 use crate::pipeline::{new_event_id, Pipeline, PipelineError, RecentIds};
@@ -406,7 +407,11 @@ impl Ingestor {
         problems: &[Problem],
         omitted_problems: usize,
     ) -> ErrorRow {
-        let kept = truncate_bytes(raw, self.config.max_raw_error_bytes);
+        // Redacted before it is cut, so that a cut cannot leave part of a key that no longer
+        // looks like one.
+        let raw = keys::redact(raw);
+        let kept = truncate_bytes(&raw, self.config.max_raw_error_bytes);
+        let text = |value: &Option<String>| value.as_deref().map(|v| keys::redact(v).into_owned());
         let omitted = (omitted_problems > 0).then(|| Problem {
             index: None,
             field: String::new(),
@@ -423,15 +428,21 @@ impl Ingestor {
             request_id: origin.request_id,
             item_index: index.and_then(|index| u32::try_from(index).ok()),
             event_id: envelope.event_id,
-            session_id: envelope.session_id.clone(),
-            category: envelope.category.clone(),
-            name: envelope.name.clone(),
+            session_id: text(&envelope.session_id),
+            category: text(&envelope.category),
+            name: text(&envelope.name),
             timestamp: envelope.timestamp,
             raw: kept.to_owned(),
             raw_truncated: kept.len() < raw.len(),
-            problem_field: problems.iter().map(|p| p.field.clone()).collect(),
+            problem_field: problems
+                .iter()
+                .map(|p| keys::redact(&p.field).into_owned())
+                .collect(),
             problem_code: problems.iter().map(|p| p.code.clone()).collect(),
-            problem_message: problems.iter().map(|p| p.message.clone()).collect(),
+            problem_message: problems
+                .iter()
+                .map(|p| keys::redact(&p.message).into_owned())
+                .collect(),
         }
     }
 }

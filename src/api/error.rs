@@ -7,8 +7,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use the_eye_types::{ErrorBody, IngestSummary, Problem};
+use the_eye_types::{ErrorBody, IngestSummary, ItemResult, Problem};
 
+use crate::auth::keys;
 use crate::pipeline::PipelineError;
 
 /// IETF `RateLimit` header fields (draft-ietf-httpapi-ratelimit-headers).
@@ -138,6 +139,24 @@ impl ApiError {
     }
 }
 
+/// Redacts API keys ([`keys::redact`]) from problems about to be answered: their fields and
+/// messages quote client input (an unknown field may be named after a key).
+pub fn redact_problems(problems: &mut [Problem]) {
+    for problem in problems {
+        keys::redact_in_place(&mut problem.field);
+        keys::redact_in_place(&mut problem.message);
+    }
+}
+
+/// [`redact_problems`] for every rejected event of an ingest answer.
+pub fn redact_summary(summary: &mut IngestSummary) {
+    for result in &mut summary.results {
+        if let ItemResult::Rejected { problems, .. } = result {
+            redact_problems(problems);
+        }
+    }
+}
+
 /// Problems listed at most in one error answer; the rest are counted in `omitted_problems`.
 /// Each problem is at most a few hundred bytes (validation truncates paths and messages), so
 /// a request with thousands of bad parameters or fields gets an answer of a few tens of KiB.
@@ -209,6 +228,12 @@ impl IntoResponse for ApiError {
         };
         let omitted_problems = problems.len().saturating_sub(MAX_LISTED_PROBLEMS);
         problems.truncate(MAX_LISTED_PROBLEMS);
+        let mut message = message;
+        keys::redact_in_place(&mut message);
+        redact_problems(&mut problems);
+        if let Some(summary) = ingest.as_mut() {
+            redact_summary(summary);
+        }
         let body = ErrorBody {
             code,
             message,

@@ -867,7 +867,7 @@ async fn keys_hashes_and_authorization_headers_never_reach_the_logs() {
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter("trace")
-        .with_writer(move || writer.clone())
+        .with_writer(the_eye::telemetry::Redacting(move || writer.clone()))
         .finish();
     // The test's runtime is single-threaded, so the in-process server logs through this too.
     let _guard = tracing::subscriber::set_default(subscriber);
@@ -931,5 +931,115 @@ async fn keys_hashes_and_authorization_headers_never_reach_the_logs() {
     assert!(
         !lower.contains("authorization:") && !lower.contains("bearer eye_"),
         "an Authorization header reached the logs"
+    );
+}
+
+/// Issue 17, point 5: a key sent where it does not belong (as a field name, inside `data` of a
+/// rejected event, in a body that is not JSON, as a query parameter) comes back in no answer
+/// and lands in no `errors` column: only its public prefix and `…` do.
+#[tokio::test]
+async fn keys_in_client_input_are_redacted_from_answers_and_errors() {
+    let app = TestApp::start().await;
+    let key = the_eye::auth::keys::generate();
+    let secret = &key.key[key.prefix.len() + 1..];
+    let shown = format!("{}…", key.prefix);
+    let bearer = format!("Bearer {}", app.key);
+    let own_secret = &app.key[13..];
+
+    // A key as a top-level field name, and one inside `data` of a rejected event.
+    let mut named = event("named");
+    named[key.key.as_str()] = json!(1);
+    let mut inside = event("inside");
+    inside["data"]["token"] = json!(app.key);
+    inside["timestamp"] = json!("never");
+    let response = post_with(&app, Some(&bearer), &json!([named, inside])).await;
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(
+        !text.contains(secret) && !text.contains(own_secret),
+        "{text}"
+    );
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    let unknown = &answer["results"][0]["problems"][0];
+    assert_eq!(unknown["code"], "unknown_field");
+    assert_eq!(unknown["field"], shown.as_str());
+    assert!(unknown["message"].as_str().unwrap().contains(&shown));
+
+    // A body that is not JSON, holding a key.
+    let malformed = reqwest::Client::new()
+        .post(app.endpoint("/api/events"))
+        .header("authorization", &bearer)
+        .header("content-type", "application/json")
+        .body(format!("{{\"session_id\": \"{}\", oops", key.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert!(!malformed.text().await.unwrap().contains(secret));
+
+    // A key as an unknown query parameter of a read route.
+    let read = reqwest::Client::new()
+        .get(format!("{}?{}=1", app.endpoint("/api/events"), key.key))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 400);
+    let text = read.text().await.unwrap();
+    assert!(!text.contains(secret) && text.contains(&shown), "{text}");
+
+    // The `errors` rows: every column that quotes client input.
+    assert_eq!(
+        app.db.wait_for_count("SELECT count() FROM errors", 3).await,
+        3
+    );
+    let rows: Vec<Value> = app
+        .db
+        .json_rows(
+            "SELECT raw, problem_field, problem_message, session_id, category, name FROM errors",
+        )
+        .await;
+    let stored = serde_json::to_string(&rows).unwrap();
+    assert!(!stored.contains(secret), "a key reached the errors table");
+    assert!(
+        !stored.contains(own_secret),
+        "a key reached the errors table"
+    );
+    assert!(stored.contains(&shown));
+    assert!(stored.contains(&format!("{}…", &app.key[..12])));
+
+    // And the read API's view of them (`app.http` sends the app's key).
+    let get = |path: String| {
+        let request = app.http.get(app.endpoint(&path));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let listing = get("/api/errors".to_owned()).await;
+    assert!(!listing.contains(secret) && !listing.contains(own_secret));
+    let listed: Value = serde_json::from_str(&listing).unwrap();
+    for item in listed["items"].as_array().unwrap() {
+        let id = item["error_id"].as_str().unwrap();
+        let whole = get(format!("/api/errors/{id}")).await;
+        assert!(!whole.contains(secret) && !whole.contains(own_secret));
+    }
+}
+
+/// The log writer of `serve` redacts keys from every line, whatever wrote it.
+#[test]
+fn the_log_writer_redacts_keys() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(the_eye::telemetry::Redacting(move || writer.clone()))
+        .finish();
+    let key = the_eye::auth::keys::generate();
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::warn!(field = %key.key, "refused row {}", key.key);
+    });
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(!logs.contains(&key.key[13..]), "{logs}");
+    assert_eq!(
+        logs.matches(&format!("{}…", key.prefix)).count(),
+        2,
+        "{logs}"
     );
 }
