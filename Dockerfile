@@ -31,7 +31,7 @@ USER the-eye:the-eye
 ENV THE_EYE_SERVER_LISTEN_ADDR=0.0.0.0:8000 \
     THE_EYE_SERVER_LOG_FORMAT=json \
     THE_EYE_INGEST_SCHEMAS_DIR=/etc/the-eye/schemas
-EXPOSE 8000
+EXPOSE 8000 9464
 # No curl here: `the-eye healthcheck` asks this instance's /readyz (ClickHouse answers and the
 # schema is current) and exits 0 on 200.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \

@@ -210,6 +210,8 @@ async fn ingest(
             }),
         }
     }).await?;
+    let mut summary = summary;
+    super::error::redact_summary(&mut summary);
     let mut response = (StatusCode::ACCEPTED, Json(summary)).into_response();
     if let Some((limit, remaining)) = *allowance.lock().unwrap_or_else(|p| p.into_inner()) {
         let headers = response.headers_mut();

@@ -29,6 +29,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use crate::ingest::MAX_LISTED_PROBLEMS;
 pub use error::ApiError;
 
 use crate::auth::limits::RateLimits;
@@ -74,7 +75,6 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
     let mut routes = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(health::metrics))
         // Authenticates itself: its key is in the query string.
         .routes(routes!(events::post_beacon))
         .merge(ingest)

@@ -29,6 +29,7 @@ use super::params::{
     codes, invalid_path, ErrorFilterParams, EventFilterParams, PageParams, Params, SortOrder,
 };
 use super::{ApiError, AppState};
+use crate::auth::keys;
 use crate::auth::Principal;
 use crate::store::read::{errors_query, events_query, ErrorSummaryRow};
 use crate::store::{
@@ -231,17 +232,25 @@ impl ListingRequest<ErrorFilter> {
     }
 }
 
+/// `text` with API keys redacted ([`keys::redact`]): stored values are client input, and rows
+/// written before redaction existed may hold keys.
+fn redacted(mut text: String) -> String {
+    keys::redact_in_place(&mut text);
+    text
+}
+
 fn event(row: EventRow) -> Event {
-    let data = serde_json::from_str(&row.data).unwrap_or_else(|error| {
+    let stored = redacted(row.data);
+    let data = serde_json::from_str(&stored).unwrap_or_else(|error| {
         tracing::warn!(event_id = %row.event_id, %error, "stored data is not JSON; serving it as a string");
-        Value::String(row.data)
+        Value::String(stored)
     });
     Event {
         event_id: row.event_id,
         application: row.application,
-        session_id: row.session_id,
-        category: row.category,
-        name: row.name,
+        session_id: redacted(row.session_id),
+        category: redacted(row.category),
+        name: redacted(row.name),
         data,
         timestamp: row.timestamp,
         client_timestamp: row.client_timestamp,
@@ -257,9 +266,9 @@ fn problems(fields: Vec<String>, codes: Vec<String>, messages: Vec<String>) -> V
         .zip(messages)
         .map(|((field, code), message)| Problem {
             index: None,
-            field,
+            field: redacted(field),
             code,
-            message,
+            message: redacted(message),
         })
         .collect()
 }
@@ -272,9 +281,9 @@ fn rejection_summary(row: ErrorSummaryRow) -> RejectionSummary {
         request_id: row.request_id,
         item_index: row.item_index,
         event_id: row.event_id,
-        session_id: row.session_id,
-        category: row.category,
-        name: row.name,
+        session_id: row.session_id.map(redacted),
+        category: row.category.map(redacted),
+        name: row.name.map(redacted),
         timestamp: row.timestamp,
         problems: problems(row.problem_field, row.problem_code, row.problem_message),
     }
@@ -289,13 +298,13 @@ fn rejection(row: ErrorRow) -> Rejection {
             request_id: row.request_id,
             item_index: row.item_index,
             event_id: row.event_id,
-            session_id: row.session_id,
-            category: row.category,
-            name: row.name,
+            session_id: row.session_id.map(redacted),
+            category: row.category.map(redacted),
+            name: row.name.map(redacted),
             timestamp: row.timestamp,
             problems: problems(row.problem_field, row.problem_code, row.problem_message),
         },
-        raw: row.raw,
+        raw: redacted(row.raw),
         raw_truncated: row.raw_truncated,
     }
 }

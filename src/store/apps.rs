@@ -107,6 +107,19 @@ impl Store {
             .await?)
     }
 
+    /// The keys whose prefix is one of `prefixes`, in one query (the registry's batched
+    /// look-up of keys not in memory).
+    pub async fn keys_with_prefixes(&self, prefixes: &[String]) -> Result<Vec<KeyRow>, StoreError> {
+        Ok(self
+            .client()
+            .query(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys FINAL WHERE prefix IN {{prefixes:Array(String)}}"
+            ))
+            .param("prefixes", prefixes)
+            .fetch_all()
+            .await?)
+    }
+
     /// Writes a new version of the key.
     pub async fn put_key(&self, row: &KeyRow) -> Result<(), StoreError> {
         let mut insert = self.client().insert::<KeyRow>("api_keys").await?;

@@ -106,7 +106,6 @@ async fn the_document_lists_exactly_the_routes_served() {
         ("get", "/api/errors/{error_id}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
-        ("get", "/metrics"),
         ("post", "/api/baseline"),
         ("get", "/api/admin/applications"),
         ("post", "/api/admin/applications"),

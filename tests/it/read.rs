@@ -674,3 +674,47 @@ async fn bad_parameters_get_one_problem_each() {
         [("cursor".to_owned(), "invalid_cursor".to_owned())]
     );
 }
+
+/// Issue 17, point 4: 11,000 unknown query parameters gave a 2.2 MB answer. The first 20 are
+/// named, the rest counted.
+#[tokio::test]
+async fn thousands_of_unknown_parameters_get_a_short_answer() {
+    let app = TestApp::start().await;
+    // Three-character names (base 36), without values: 44 KB, within a URI's 64 KiB.
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let name = |i: usize| -> String {
+        [i / 1296, (i / 36) % 36, i % 36]
+            .iter()
+            .map(|&d| char::from(DIGITS[d]))
+            .collect()
+    };
+    let query: Vec<String> = (0..11_000).map(name).collect();
+    let query = query.join("&");
+    let response = app
+        .http
+        .get(format!("{}?{query}", app.endpoint("/api/events")))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("the request fails: {}", error.without_url()));
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.len() <= 8 * 1024 && text.len() <= query.len() / 8,
+        "{} bytes of answer for a {}-byte query",
+        text.len(),
+        query.len()
+    );
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["code"], "invalid_parameters");
+    let problems = body["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 21, "{body}");
+    assert!(problems[..20]
+        .iter()
+        .all(|p| p["code"] == "unknown_parameter" && p["field"] != ""));
+    assert_eq!(problems[0]["field"], "000");
+    assert_eq!(problems[20]["field"], "");
+    assert!(problems[20]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("10980 more parameters"));
+}

@@ -59,12 +59,22 @@ pub struct ErrorBody {
     pub code: String,
     /// Human-readable summary.
     pub message: String,
-    /// Every individual problem found; may be empty when the code says it all.
+    /// The individual problems found, at most 100; may be empty when the code says it all.
+    /// For `all_rejected`, each event's problems are in its entry of `results` instead.
     #[serde(default)]
     pub problems: Vec<Problem>,
+    /// Problems found beyond those listed (absent when 0), so that no request can make an
+    /// answer grow with the number of its faults.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_problems: usize,
     /// Present on ingest answers in which no event was accepted.
     #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
     pub ingest: Option<IngestSummary>,
+}
+
+/// For `skip_serializing_if`: counts that are zero are left out of answers.
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// Outcome of one event of an ingest request.
@@ -83,8 +93,12 @@ pub enum ItemResult {
     Rejected {
         /// Position in the request (0 for a single event).
         index: usize,
-        /// Every problem found with the event.
+        /// The problems found with the event: at most 20, and none past the first 100 of the
+        /// request (the rest are counted in `omitted_problems`).
         problems: Vec<Problem>,
+        /// Problems of this event found but not listed (absent when 0).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        omitted_problems: usize,
     },
 }
 
