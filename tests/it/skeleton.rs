@@ -103,7 +103,10 @@ async fn the_schema_sorts_sessions_and_reads_them_without_scanning() {
     assert_eq!(rows[0]["name"], "errors");
     assert_eq!(rows[1]["engine"], "ReplacingMergeTree");
     // The event's identity, so that a session is one range and retries fold (migration 4).
-    assert_eq!(rows[1]["sorting_key"], "session_id, application, event_id");
+    assert_eq!(
+        rows[1]["sorting_key"],
+        "session_id, application, client_timestamp, event_id"
+    );
     assert_eq!(rows[1]["partition_key"], "toYYYYMM(client_timestamp)");
     let columns: Vec<Value> = app
         .db
