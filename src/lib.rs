@@ -57,6 +57,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("payload schemas: {0}")]
     Schemas(#[from] validate::schemas::SchemaError),
+    #[error(transparent)]
+    Spool(#[from] pipeline::SpoolError),
 }
 
 /// ClickHouse as configured: the server at `clickhouse.url`, or the development server,
@@ -171,7 +173,7 @@ pub async fn serve(
         &config.pipeline,
         store.clone(),
         metrics.clone(),
-    ));
+    )?);
     let ingestor = Arc::new(Ingestor::new(
         config.ingest.clone(),
         pipeline.clone(),

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use the_eye_types::{ErrorBody, IngestSummary, Problem};
 
+use crate::ingest::IngestError;
 use crate::pipeline::PipelineError;
 
 /// IETF `RateLimit` header fields (draft-ietf-httpapi-ratelimit-headers).
@@ -73,6 +74,28 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::BadBody {
+                code,
+                message,
+                problems,
+            } => Self::BadRequest {
+                code,
+                message,
+                problems,
+            },
+            IngestError::AllRejected(summary) => Self::AllRejected(summary),
+            IngestError::TooLarge { code, message } => Self::TooLarge { code, message },
+            IngestError::Unavailable {
+                source,
+                retry_after_secs,
+            } => Self::from_pipeline(source, retry_after_secs),
+        }
+    }
+}
+
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest {
@@ -82,6 +105,7 @@ impl ApiError {
         }
     }
 
+    /// The 503 for rows the pipeline could not store: nothing of the request was stored.
     pub fn from_pipeline(error: PipelineError, retry_after_secs: u64) -> Self {
         let (code, message) = match error {
             PipelineError::QueueFull(table) => (
@@ -90,6 +114,18 @@ impl ApiError {
                     "the {table} queue is full; nothing of this request was stored, retry later"
                 ),
             ),
+            PipelineError::SpoolFull => (
+                "queue_full",
+                "the spool's disk budget is spent; nothing of this request was stored, retry later"
+                    .to_owned(),
+            ),
+            PipelineError::SpoolFailed(detail) => {
+                tracing::error!(%detail, "spool write failed");
+                (
+                    "spool_unavailable",
+                    "events cannot be stored durably right now; retry later".to_owned(),
+                )
+            }
             PipelineError::ShuttingDown => (
                 "shutting_down",
                 "this instance is shutting down; nothing of this request was stored, retry"

@@ -209,7 +209,7 @@ async fn ingest(
                 ),
             }),
         }
-    })?;
+    }).await?;
     let mut response = (StatusCode::ACCEPTED, Json(summary)).into_response();
     if let Some((limit, remaining)) = *allowance.lock().unwrap_or_else(|p| p.into_inner()) {
         let headers = response.headers_mut();

@@ -311,7 +311,7 @@ async fn an_event_stored_twice_is_served_once() {
             .insert(
                 "events",
                 &rows,
-                uuid::Uuid::new_v4(),
+                &uuid::Uuid::new_v4().to_string(),
                 Duration::from_secs(10),
             )
             .await
@@ -387,7 +387,7 @@ async fn hostile_strings_are_matched_literally() {
         .insert(
             "events",
             &rows,
-            uuid::Uuid::now_v7(),
+            &uuid::Uuid::now_v7().to_string(),
             std::time::Duration::from_secs(30),
         )
         .await

@@ -178,7 +178,7 @@ async fn one_application_cannot_replace_or_hide_anothers_events() {
                 row(same_block, &b.id, "s-shared", "b"),
                 row(same_block, &a.id, "s-shared", "a"),
             ],
-            Uuid::now_v7(),
+            &Uuid::now_v7().to_string(),
             Duration::from_secs(30),
         )
         .await
@@ -210,8 +210,12 @@ async fn one_application_cannot_replace_or_hide_anothers_events() {
 #[tokio::test]
 async fn a_retry_through_another_instance_folds_into_one_row() {
     let app = TestApp::start().await;
+    // A second instance on the same database, with a spool of its own, as in a deployment.
+    let spool = tempfile::tempdir().unwrap();
+    let mut config = test_config(&app.db);
+    config.pipeline.spool_dir = spool.path().to_owned();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second = the_eye::Running::spawn(test_config(&app.db), listener).unwrap();
+    let second = the_eye::Running::spawn(config, listener).unwrap();
     app.db
         .client()
         .query("SYSTEM STOP MERGES events")
@@ -279,7 +283,12 @@ async fn a_retry_through_another_instance_folds_into_one_row() {
     again.received_at = first.received_at + chrono::TimeDelta::seconds(30);
     for rows in [[first], [again]] {
         app.store
-            .insert("events", &rows, Uuid::now_v7(), Duration::from_secs(30))
+            .insert(
+                "events",
+                &rows,
+                &Uuid::now_v7().to_string(),
+                Duration::from_secs(30),
+            )
             .await
             .unwrap();
     }
@@ -874,11 +883,21 @@ async fn the_identity_migration_moves_a_populated_table() {
     retry.timestamp += chrono::TimeDelta::seconds(3);
     retry.received_at += chrono::TimeDelta::seconds(5);
     store
-        .insert("events", &rows, Uuid::now_v7(), Duration::from_secs(30))
+        .insert(
+            "events",
+            &rows,
+            &Uuid::now_v7().to_string(),
+            Duration::from_secs(30),
+        )
         .await
         .unwrap();
     store
-        .insert("events", &[retry], Uuid::now_v7(), Duration::from_secs(30))
+        .insert(
+            "events",
+            &[retry],
+            &Uuid::now_v7().to_string(),
+            Duration::from_secs(30),
+        )
         .await
         .unwrap();
     let columns = "SELECT toString(event_id) AS event_id, application, session_id, data, host, \
@@ -959,7 +978,12 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         .map(|i| row(Uuid::now_v7(), "alpha", &format!("s-{i}"), "early"))
         .collect();
     store
-        .insert("events", &early, Uuid::now_v7(), Duration::from_secs(30))
+        .insert(
+            "events",
+            &early,
+            &Uuid::now_v7().to_string(),
+            Duration::from_secs(30),
+        )
         .await
         .unwrap();
     // The migration runs as far as the exchange, then stops (a crash, say)…
@@ -975,7 +999,7 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         .insert(
             "events_0004",
             &late,
-            Uuid::now_v7(),
+            &Uuid::now_v7().to_string(),
             Duration::from_secs(30),
         )
         .await

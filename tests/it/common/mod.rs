@@ -78,12 +78,19 @@ fn remove_abandoned_data_dirs() {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// A spool directory of its own for The Eye started on this database, so that parallel
+    /// tests never share one.
+    pub spool: tempfile::TempDir,
 }
 
 impl TestDb {
     pub async fn new() -> Self {
+        Self::on(clickhouse_url().await).await
+    }
+
+    /// A fresh database on the ClickHouse at `url` (a test's own server).
+    pub async fn on(url: String) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let url = clickhouse_url().await;
         let name = format!(
             "test_{}_{}_{}",
             std::process::id(),
@@ -97,7 +104,11 @@ impl TestDb {
             .execute()
             .await
             .expect("create test database");
-        Self { name, url }
+        let spool = tempfile::Builder::new()
+            .prefix("the-eye-test-spool-")
+            .tempdir()
+            .expect("temporary directory");
+        Self { name, url, spool }
     }
 
     pub fn client(&self) -> clickhouse::Client {
@@ -172,7 +183,31 @@ pub fn test_config(db: &TestDb) -> Config {
     config.clickhouse.url = db.url.clone();
     config.clickhouse.database = db.name.clone();
     config.pipeline.flush_interval_ms = 50;
+    config.pipeline.spool_dir = db.spool.path().to_owned();
     config
+}
+
+/// Migrates `db` and registers the application `test-app` (with `rate` events per second
+/// and as large a burst, or the defaults); returns a store, its id and a key with every
+/// scope.
+pub async fn provision(db: &TestDb, config: &Config, rate: Option<u32>) -> (Store, String, String) {
+    let store = Store::new(&db.url, &config.clickhouse);
+    the_eye::migrate(&store, Duration::from_secs(30))
+        .await
+        .expect("migrations");
+    let new = NewApplication {
+        name: "test-app".to_owned(),
+        rate_per_second: rate,
+        burst: rate,
+        ..NewApplication::default()
+    };
+    let (application, _) = admin::create_application(&store, new)
+        .await
+        .expect("create application");
+    let (_, key) = admin::create_key(&store, &application.application_id, &Scope::ALL)
+        .await
+        .expect("create key");
+    (store, application.application_id, key.key)
 }
 
 /// The Eye running in-process against its own database, with one registered application.
@@ -214,23 +249,14 @@ impl TestApp {
 
     /// Starts with the test configuration as changed by `adjust`.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let db = TestDb::new().await;
+        Self::start_on(TestDb::new().await, adjust).await
+    }
+
+    /// Starts on `db` with the test configuration as changed by `adjust`.
+    pub async fn start_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(&db);
         adjust(&mut config);
-        let store = Store::new(&db.url, &config.clickhouse);
-        the_eye::migrate(&store, Duration::from_secs(30))
-            .await
-            .expect("migrations");
-        let new = NewApplication {
-            name: "test-app".to_owned(),
-            ..NewApplication::default()
-        };
-        let (application, _) = admin::create_application(&store, new)
-            .await
-            .expect("create application");
-        let (_, key) = admin::create_key(&store, &application.application_id, &Scope::ALL)
-            .await
-            .expect("create key");
+        let (store, application, key) = provision(&db, &config, None).await;
         let (_, org_key) = admin::create_organisation_key(&store, &[Scope::Read, Scope::Admin])
             .await
             .expect("create organisation key");
@@ -241,11 +267,11 @@ impl TestApp {
         let url = running.url();
         let app = Self {
             db,
-            http: client_with_key(&key.key),
+            http: client_with_key(&key),
             url,
             store,
-            application: application.application_id,
-            key: key.key,
+            application,
+            key,
             org_http: client_with_key(&org_key.key),
             org_key: org_key.key,
             running: Some(running),
