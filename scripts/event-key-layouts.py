@@ -32,8 +32,8 @@ COLUMNS = """
 LAYOUTS = [
     ("before migration 4", "toYYYYMM(timestamp)", "(session_id, timestamp, event_id)"),
     ("application first", "toYYYYMM(client_timestamp)", "(application, session_id, event_id)"),
-    ("session first", "toYYYYMM(client_timestamp)", "(session_id, application, event_id)"),
-    ("migration 4", "toYYYYMM(client_timestamp)",
+    ("migration 4", "toYYYYMM(client_timestamp)", "(session_id, application, event_id)"),
+    ("with client time", "toYYYYMM(client_timestamp)",
      "(session_id, application, client_timestamp, event_id)"),
 ]
 

@@ -1,4 +1,4 @@
--- The identity of an event on disk becomes (session_id, application, client_timestamp, event_id).
+-- The identity of an event on disk becomes (session_id, application, event_id).
 --
 -- Before, `events` was sorted by (session_id, timestamp, event_id): without `application`, one
 -- application could send another's event_id, session and timestamp and replace its row on
@@ -7,22 +7,16 @@
 -- differ between two deliveries of the same event of the same application, and nothing one
 -- application sends can equal another's key:
 --
--- * ORDER BY (session_id, application, client_timestamp, event_id): one session of one
---   application is one contiguous range, in the client's time order (read sorted by the
---   corrected `timestamp`; a session is small), and so is a session id across applications,
---   for organisation keys. `client_timestamp` is the required `timestamp` exactly as the
---   client sent it, which a retry repeats. The ReplacingMergeTree folds copies of one event of
---   one application, and only those.
--- * PARTITION BY month of `client_timestamp`. The corrected `timestamp` depends on each
---   delivery's `sent_at` and could put two copies either side of a month boundary, where no
---   merge meets them.
+-- * ORDER BY (session_id, application, event_id): one session of one application is one
+--   contiguous range (read sorted by `timestamp`; a session is small), and so is a session id
+--   across applications, for organisation keys. The ReplacingMergeTree folds copies of one
+--   event of one application, and only those. (Measured against (application, session_id,
+--   event_id) on the 1M-event fixture: the same 2 granules for an application's session read,
+--   2 instead of 12 for an organisation key's; README, Deduplication.)
+-- * PARTITION BY month of `client_timestamp`, the time exactly as the client sent it, which
+--   every delivery repeats. The corrected `timestamp` depends on each delivery's `sent_at`
+--   and could put two copies either side of a month boundary, where no merge meets them.
 -- * The projections keep category and time-range reads pruned, as before.
---
--- Measured on the 1M-event read-speed fixture (scripts/event-key-layouts.py, BENCHMARKS.md):
--- an application's session read selects 2 of 124 granules with this key or with
--- (application, session_id, event_id); an organisation key's session read 2 instead of 12;
--- with random (v4) event ids the client time keeps the table as small as before (18.3 MB
--- instead of 25.3 MB without it).
 --
 -- The rows move by copy and exchange. Statements marked `-- only if:` run only while `events`
 -- still has the old key, so the migration can be run again after an interruption at any
@@ -47,7 +41,7 @@ CREATE TABLE IF NOT EXISTS events_0004
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(client_timestamp)
-ORDER BY (session_id, application, client_timestamp, event_id)
+ORDER BY (session_id, application, event_id)
 SETTINGS
     index_granularity = 8192,
     deduplicate_merge_projection_mode = 'rebuild',

@@ -57,8 +57,8 @@ async fn migrations_apply_once_in_order_and_readiness_follows_the_schema() {
             .is_empty(),
         "idempotent"
     );
-    // Readiness answers are reused for a second: poll.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // Readiness answers are reused for a second: poll, generously (a loaded machine is slow).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let ready = loop {
         let ready = reqwest::get(format!("{url}/readyz")).await.unwrap();
         if ready.status() == 200 || tokio::time::Instant::now() > deadline {
@@ -103,10 +103,7 @@ async fn the_schema_sorts_sessions_and_reads_them_without_scanning() {
     assert_eq!(rows[0]["name"], "errors");
     assert_eq!(rows[1]["engine"], "ReplacingMergeTree");
     // The event's identity, so that a session is one range and retries fold (migration 4).
-    assert_eq!(
-        rows[1]["sorting_key"],
-        "session_id, application, client_timestamp, event_id"
-    );
+    assert_eq!(rows[1]["sorting_key"], "session_id, application, event_id");
     assert_eq!(rows[1]["partition_key"], "toYYYYMM(client_timestamp)");
     let columns: Vec<Value> = app
         .db
