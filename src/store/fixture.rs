@@ -14,6 +14,8 @@ use super::{Store, StoreError};
 /// The shape of the fixture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fixture {
+    /// The application every event belongs to; a read key of this application reads them.
+    pub application: String,
     pub events: u64,
     /// Distinct sessions; a multiple of 10 that divides `events` keeps them equal in size.
     pub sessions: u64,
@@ -27,6 +29,7 @@ impl Default for Fixture {
     /// The read-speed target: 1,000,000 events, 10,000 sessions, 20 categories, 90 days.
     fn default() -> Self {
         Self {
+            application: "fixture".to_owned(),
             events: 1_000_000,
             sessions: 10_000,
             categories: 20,
@@ -37,6 +40,16 @@ impl Default for Fixture {
 }
 
 impl Fixture {
+    /// The default shape with `events` events: sessions of 100 events (`events` should be a
+    /// multiple of 1,000 so that they come out equal), the same categories and days.
+    pub fn of_size(events: u64) -> Self {
+        Self {
+            events,
+            sessions: (events / 100).max(1),
+            ..Self::default()
+        }
+    }
+
     /// Microseconds between consecutive events.
     fn step_micros(&self) -> u64 {
         u64::from(self.days) * 86_400_000_000 / self.events
@@ -67,7 +80,7 @@ impl Fixture {
                 "INSERT INTO events (event_id, application, session_id, category, name, data, \
                  timestamp, client_timestamp, sent_at, received_at) \
                  SELECT generateUUIDv4(number), \
-                 concat('fixture-app-', toString(number % 3)), \
+                 {application:String}, \
                  concat('session-', toString(intDiv(number, 10 * {per_session:UInt64}) * 10 + number % 10)), \
                  concat('category-', toString(cityHash64(number, 'category') % {categories:UInt64})), \
                  ['pageview', 'cta click', 'submit', 'scroll', 'hover'][1 + cityHash64(number, 'name') % 5], \
@@ -76,6 +89,7 @@ impl Fixture {
                  ts, NULL, ts + toIntervalMillisecond(150) \
                  FROM numbers({events:UInt64})",
             )
+            .param("application", &self.application)
             .param("per_session", per_session)
             .param("categories", self.categories)
             .param(
