@@ -157,10 +157,14 @@ impl IntoResponse for ApiError {
             },
             Self::AllRejected(summary) => ErrorBody {
                 code,
-                message: format!(
-                    "all {} events were rejected; see problems",
-                    summary.rejected
-                ),
+                message: if summary.rejected == 1 {
+                    "the event was rejected; see problems".to_owned()
+                } else {
+                    format!(
+                        "all {} events were rejected; see problems",
+                        summary.rejected
+                    )
+                },
                 problems: summary
                     .results
                     .iter()

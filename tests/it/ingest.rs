@@ -157,6 +157,7 @@ async fn each_validation_rule_answers_its_code_and_is_recorded() {
         assert_eq!(answer["code"], "all_rejected", "{answer}");
         assert_eq!(answer["accepted"], 0);
         assert_eq!(answer["rejected"], 1);
+        assert_eq!(answer["message"], "the event was rejected; see problems");
         let problems = answer["problems"].as_array().unwrap();
         assert!(
             problems.iter().any(|p| p["field"] == *field

@@ -40,7 +40,9 @@ pub struct EventIn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
-    /// Position of the event in a batch (0-based); absent for single events and whole requests.
+    /// Position of the event in a JSON array body (0-based, also for an array of one); absent
+    /// when the body was a single event object, for whole requests and for query parameters.
+    /// The Rust client always sends arrays, so its events' problems carry it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
     /// Path of the offending field (`timestamp`, `data.form.first_name`); empty for the whole body.
