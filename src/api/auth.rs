@@ -7,7 +7,7 @@
 //! their hashes and the `Authorization` header are never logged: only the key's public
 //! prefix is.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -122,13 +122,10 @@ async fn require(scope: Scope, mut request: Request, next: Next) -> Response {
         Ok(principal) => principal,
         Err(error) => {
             let mut response = error.into_response();
-            // A page at a registered origin must be able to read why it was refused (a bad
-            // key is not worth retrying); an unregistered origin learns nothing.
-            if let Some(origin) = origin.filter(|origin| {
-                origin
-                    .to_str()
-                    .is_ok_and(|origin| state.registry.origin_known(origin))
-            }) {
+            // The page must be able to read why it was refused (`origin_not_allowed`, a bad
+            // key: nothing worth retrying), or it sees only a network error and retries for
+            // ever. The answer tells no more than the same request without a browser would.
+            if let Some(origin) = origin {
                 allow_origin(response.headers_mut(), origin);
             }
             return response;
@@ -166,10 +163,13 @@ fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {
     );
 }
 
-/// Answers CORS preflights. A preflight carries no key, so it can only be judged by whether
-/// some application registered the origin; the real request is then checked against the
-/// key's own application.
-pub async fn preflight(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Answers CORS preflights, for every origin. A preflight carries no key, so it cannot be
+/// judged: the real request is checked against the key's own application, and its refusal
+/// (`403 origin_not_allowed`) carries the CORS headers so that the page can read it. Browsers
+/// treat any refused preflight as a network error whatever its body and headers, so refusing
+/// here would hide the reason from the page and make SDKs retry for ever. No cookies or
+/// other ambient credentials are allowed, so letting the request through exposes nothing.
+pub async fn preflight(request: Request, next: Next) -> Response {
     let is_preflight = request.method() == Method::OPTIONS
         && request
             .headers()
@@ -178,12 +178,6 @@ pub async fn preflight(State(state): State<AppState>, request: Request, next: Ne
     let (true, Some(origin)) = (is_preflight, origin) else {
         return next.run(request).await;
     };
-    let known = origin
-        .to_str()
-        .is_ok_and(|origin| state.registry.origin_known(origin));
-    if !known {
-        return (StatusCode::FORBIDDEN, "origin not registered").into_response();
-    }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     allow_origin(headers, origin);
