@@ -12,6 +12,7 @@ use crate::validate::schemas::UnknownTypes;
 
 /// The payload schemas in force.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"unknown_event_types": "accept", "types": [example_event_type()]}))]
 pub struct SchemaList {
     /// What happens to event types without a schema: `accept` or `reject`.
     #[schema(value_type = String, example = "accept")]
@@ -22,6 +23,7 @@ pub struct SchemaList {
 
 /// One event type and the JSON Schema (draft 2020-12) its `data` must satisfy.
 #[derive(Serialize, ToSchema)]
+#[schema(example = example_event_type)]
 pub struct EventTypeSchema {
     pub category: String,
     pub name: String,
@@ -32,12 +34,30 @@ pub struct EventTypeSchema {
 
 /// A successful reload.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status": "reloaded", "event_types": 3}))]
 pub struct Reloaded {
     /// Always `reloaded`.
     #[schema(example = "reloaded")]
     pub status: String,
     /// Event types with a schema now in force.
     pub event_types: usize,
+}
+
+/// The example of [`EventTypeSchema`]: the shipped pageview type, shortened.
+fn example_event_type() -> Value {
+    serde_json::json!({
+        "category": "page interaction",
+        "name": "pageview",
+        "schema": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "required": ["host", "path"],
+            "properties": {
+                "host": {"type": "string", "minLength": 1, "maxLength": 253},
+                "path": {"type": "string", "minLength": 1, "maxLength": 2048}
+            }
+        }
+    })
 }
 
 /// `GET /api/schemas`: every event type with its schema, and the policy for the others.

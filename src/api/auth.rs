@@ -75,7 +75,9 @@ pub async fn authenticate(
     Ok(principal)
 }
 
-/// Refuses a browser request from an origin the application did not register.
+/// Refuses a browser request from an origin the application did not register. The Eye's own
+/// pages (Swagger UI's "Try it out") are not refused: browsers send `Origin` on same-origin
+/// POSTs too.
 pub fn check_origin(
     state: &AppState,
     principal: &Principal,
@@ -87,7 +89,7 @@ pub fn check_origin(
     // An Origin that is not text is not one anybody registered.
     if origin
         .to_str()
-        .is_ok_and(|origin| principal.allows_origin(origin))
+        .is_ok_and(|origin| principal.allows_origin(origin) || same_origin(origin, headers))
     {
         return Ok(());
     }
@@ -100,6 +102,19 @@ pub fn check_origin(
         code: "origin_not_allowed",
         message: "this origin is not registered for the key's application".to_owned(),
     })
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to. Only the
+/// authority is compared: behind a proxy that ends TLS the scheme differs, and whoever serves
+/// pages on this host serves The Eye.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let authority = origin
+        .split_once("://")
+        .map_or("", |(_, authority)| authority);
+    headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .is_some_and(|host| !host.is_empty() && host.eq_ignore_ascii_case(authority))
 }
 
 /// The application state, which `api::router` puts in every request's extensions, so that
@@ -199,6 +214,24 @@ pub async fn preflight(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origin_is_the_same_when_it_names_the_host_asked() {
+        let mut headers = HeaderMap::new();
+        assert!(!same_origin("http://127.0.0.1:8000", &headers), "no Host");
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8000"));
+        assert!(same_origin("http://127.0.0.1:8000", &headers));
+        assert!(
+            same_origin("https://127.0.0.1:8000", &headers),
+            "TLS ended by a proxy"
+        );
+        assert!(!same_origin("http://127.0.0.1:8001", &headers));
+        assert!(!same_origin("http://127.0.0.1", &headers));
+        assert!(!same_origin("null", &headers));
+        headers.insert(header::HOST, HeaderValue::from_static("Eye.Example"));
+        assert!(same_origin("https://eye.example", &headers));
+        assert!(!same_origin("https://evil.example", &headers));
+    }
 
     #[test]
     fn reads_bearer_and_token_schemes() {
