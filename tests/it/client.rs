@@ -705,6 +705,42 @@ async fn transient_failures_are_retried_and_not_reported_once_delivered() {
     client.shutdown().await.unwrap();
 }
 
+/// `RetryPolicy::max_attempts` counts attempts, the first included: 3 attempts are 3
+/// requests and 2 retries, and then the events are reported undelivered (not permanent).
+#[tokio::test]
+async fn retries_stop_after_max_attempts_as_documented() {
+    let app = TestApp::start().await;
+    let proxy = Proxy::start(&app, vec![], Step::Refuse(503, "queue_full")).await;
+    let client = builder(&app, &proxy.url)
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        })
+        .build()
+        .unwrap();
+    for i in 0..2 {
+        client
+            .track(page_view("s-attempts", &format!("e{i}")))
+            .unwrap();
+    }
+    match client.flush().await {
+        Err(FlushError::Undelivered { failed: 2, error }) => {
+            assert_eq!(error.status(), Some(503));
+            assert!(!error.is_permanent());
+        }
+        other => panic!("{other:?}"),
+    }
+    let stats = client.stats();
+    assert_eq!(
+        (stats.requests, stats.retries, stats.failed),
+        (3, 2, 2),
+        "{stats:?}"
+    );
+    assert_eq!(proxy.seen().len(), 3);
+    client.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn shutdown_delivers_everything_queued() {
     // More than the default burst of 2,000 events; the rate limit is another test's subject.
