@@ -209,3 +209,23 @@ fn the_metrics_table_lists_every_reason_the_service_emits() {
         );
     }
 }
+
+#[test]
+fn the_readme_rust_example_is_the_one_ci_builds_and_runs() {
+    let readme = readme();
+    let shown = readme
+        .split("```rust\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md shows a Rust example");
+    let file = std::fs::read_to_string(repository().join("client/examples/readme.rs")).unwrap();
+    let program: String = file
+        .lines()
+        .skip_while(|line| line.starts_with("//"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_eq!(
+        shown, program,
+        "README.md's Rust example and client/examples/readme.rs differ"
+    );
+}
