@@ -11,7 +11,12 @@ selects for a session read without and with its application (of 124).
 Runs on the engine of the development ClickHouse (chDB), in a scratch directory:
 
     "$(ls -d ~/.cache/the-eye/devserver-venv-* | head -1)/bin/python" scripts/event-key-layouts.py
+
+`--events N` builds a smaller fixture (the CI smoke uses 10,000; the figures in BENCHMARKS.md
+are for the default 1,000,000).
 """
+
+import argparse
 
 import re
 import shutil
@@ -49,7 +54,7 @@ FIXTURE = """
         concat('{{"host":"www.example.com","path":"/page/', toString(number % 997), '"}}'),
         toDateTime64('2025-01-01 00:00:00', 6, 'UTC') + toIntervalMicrosecond(number * 7776000) AS ts,
         ts, NULL, ts + toIntervalMillisecond(150)
-    FROM numbers(1000000)
+    FROM numbers({events})
     SETTINGS max_insert_block_size = 1000001, min_insert_block_size_rows = 1000001
 """
 
@@ -68,6 +73,9 @@ def granules(session, sql):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the fixture")
+    events = parser.parse_args().events
     scratch = tempfile.mkdtemp(prefix="event-key-layouts-")
     try:
         session = chdb.session.Session(scratch)
@@ -82,7 +90,7 @@ def main():
                     f"PARTITION BY {partition} ORDER BY {order} "
                     "SETTINGS deduplicate_merge_projection_mode = 'rebuild'"
                 )
-                session.query(FIXTURE.format(table=table, id_function=id_function))
+                session.query(FIXTURE.format(table=table, id_function=id_function, events=events))
                 session.query(f"OPTIMIZE TABLE {table} FINAL")
                 database, bare = table.split(".")
                 where = f"database = '{database}' AND table = '{bare}' AND active"
