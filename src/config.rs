@@ -221,6 +221,88 @@ pub struct PipelineConfig {
     /// Client retries of an `event_id` seen within this many recent events (per instance)
     /// are acknowledged without being stored again. Default 1,000,000; 0 disables.
     pub dedup_window_events: usize,
+    /// The write-ahead spool's directory; one per instance (a second process on the same
+    /// directory refuses to start). Default `data/spool`.
+    pub spool_dir: PathBuf,
+    /// Disk the spool may use, in bytes; when it is spent, ingest requests are answered 503
+    /// with `Retry-After`. Default 1 GiB.
+    pub spool_max_bytes: u64,
+    /// Size at which a spool segment is closed and a new one started, in bytes; a segment is
+    /// deleted once ClickHouse confirmed every row in it. Default 32 MiB.
+    pub spool_segment_bytes: u64,
+    /// When appends are synced before the 202: `always` (default: `fdatasync`, shared by
+    /// concurrent requests), an interval such as `100ms` (a power loss may take the last
+    /// interval's events; a process crash takes none), or `off` (no spool: events wait in
+    /// memory only, as for benchmarks; a crash loses them).
+    pub spool_sync: SpoolSync,
+}
+
+/// `pipeline.spool_sync`: `always`, `<N>ms`, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolSync {
+    Always,
+    IntervalMs(u64),
+    Off,
+}
+
+impl std::fmt::Display for SpoolSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpoolSync::Always => f.write_str("always"),
+            SpoolSync::IntervalMs(ms) => write!(f, "{ms}ms"),
+            SpoolSync::Off => f.write_str("off"),
+        }
+    }
+}
+
+impl std::str::FromStr for SpoolSync {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "always" => Ok(SpoolSync::Always),
+            "off" => Ok(SpoolSync::Off),
+            other => other
+                .strip_suffix("ms")
+                .and_then(|ms| ms.trim().parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .map(SpoolSync::IntervalMs)
+                .ok_or_else(|| {
+                    format!("`{other}` is not `always`, `off` or an interval such as `100ms`")
+                }),
+        }
+    }
+}
+
+impl Serialize for SpoolSync {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SpoolSync {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl PipelineConfig {
+    /// The spool's settings, or `None` when `spool_sync` is `off`.
+    pub fn spool_settings(&self) -> Option<crate::pipeline::spool::Settings> {
+        use crate::pipeline::spool::{Settings, SyncMode};
+        let sync = match self.spool_sync {
+            SpoolSync::Off => return None,
+            SpoolSync::Always => SyncMode::Always,
+            SpoolSync::IntervalMs(ms) => SyncMode::Interval(std::time::Duration::from_millis(ms)),
+        };
+        Some(Settings {
+            dir: self.spool_dir.clone(),
+            max_bytes: self.spool_max_bytes,
+            segment_bytes: self.spool_segment_bytes,
+            sync,
+        })
+    }
 }
 
 impl Default for PipelineConfig {
@@ -234,6 +316,10 @@ impl Default for PipelineConfig {
             retry_max_ms: 10_000,
             retry_after_secs: 1,
             dedup_window_events: 1_000_000,
+            spool_dir: PathBuf::from("data/spool"),
+            spool_max_bytes: 1024 * 1024 * 1024,
+            spool_segment_bytes: 32 * 1024 * 1024,
+            spool_sync: SpoolSync::Always,
         }
     }
 }
@@ -338,6 +424,18 @@ impl Config {
             self.pipeline.flush_interval_ms,
         )?;
         positive("pipeline.retry_initial_ms", self.pipeline.retry_initial_ms)?;
+        positive(
+            "pipeline.spool_segment_bytes",
+            self.pipeline.spool_segment_bytes,
+        )?;
+        if self.pipeline.spool_max_bytes < self.pipeline.spool_segment_bytes
+            || self.pipeline.spool_max_bytes < 2 * self.ingest.max_body_bytes as u64
+        {
+            return Err(ConfigError::Invalid {
+                setting: "pipeline.spool_max_bytes",
+                message: "must hold at least one segment (pipeline.spool_segment_bytes) and two of the largest requests (ingest.max_body_bytes)".to_owned(),
+            });
+        }
         positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
         positive("auth.refresh_interval_ms", self.auth.refresh_interval_ms)?;
         positive("auth.lookup_timeout_ms", self.auth.lookup_timeout_ms)?;

@@ -33,6 +33,10 @@ pub struct DevServer {
     child: Option<Child>,
     url: String,
     log_path: PathBuf,
+    /// What it was started with, for [`DevServer::restart`].
+    script: PathBuf,
+    data_dir: PathBuf,
+    port: u16,
 }
 
 /// Why the devserver could not be started.
@@ -196,7 +200,24 @@ impl DevServer {
             child: Some(child),
             url: format!("http://127.0.0.1:{port}"),
             log_path: log_path.to_path_buf(),
+            script: script.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            port,
         })
+    }
+
+    /// Starts the server again on the same port and data directory (stopping it first if it
+    /// runs), as an operator restarting ClickHouse would; waits until `/ping` answers.
+    pub async fn restart(&mut self, ready_timeout: Duration) -> Result<(), DevServerError> {
+        self.stop();
+        let restarted = Self::spawn(&self.script, &self.data_dir, self.port, &self.log_path)?;
+        self.child = restarted.into_child();
+        self.wait_ready(self.port, Instant::now() + ready_timeout, ready_timeout)
+            .await
+    }
+
+    fn into_child(mut self) -> Option<Child> {
+        self.child.take()
     }
 
     /// Polls `/ping` until it answers, the child exits, or `deadline` passes.

@@ -12,14 +12,37 @@ use serde_json::Value;
 use the_eye_types::{IngestSummary, ItemResult, Problem};
 use uuid::Uuid;
 
-use crate::api::{ApiError, MAX_LISTED_PROBLEMS};
 use crate::auth::keys;
 use crate::config::IngestConfig;
 use crate::metrics::Metrics;
 use crate::pipeline::{new_event_id, Pipeline, PipelineError, RecentIds};
 use crate::store::{ErrorRow, EventRow};
 use crate::validate::schemas::SchemaRegistry;
-use crate::validate::{self, Envelope, Rules};
+use crate::validate::{self, Envelope, Rules, MAX_LISTED_PROBLEMS};
+
+/// Why an ingest request was not accepted; `api` maps each to its HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The body as a whole is unusable (400): not JSON, not an event or array, empty.
+    #[error("{message}")]
+    BadBody {
+        code: &'static str,
+        message: String,
+        problems: Vec<Problem>,
+    },
+    /// Every event was rejected (400); the summary holds each one's problems.
+    #[error("no event was accepted")]
+    AllRejected(IngestSummary),
+    /// The request holds more than is allowed (413).
+    #[error("{message}")]
+    TooLarge { code: &'static str, message: String },
+    /// Nothing of the request was stored (503, retry after `retry_after_secs`).
+    #[error("{source}")]
+    Unavailable {
+        source: PipelineError,
+        retry_after_secs: u64,
+    },
+}
 
 /// Ingest's share of the application state.
 pub struct Ingestor {
@@ -76,24 +99,30 @@ impl Ingestor {
         &self.config
     }
 
-    /// Handles a decoded body. `Ok` means at least one event was accepted (202); every
-    /// outcome, including rejections, is in the summary.
+    /// Handles a decoded body. `Ok` means at least one event was accepted and is durable in
+    /// the spool (202); every outcome, including rejections, is in the summary.
     ///
     /// `admit` is asked, with the number of events the body holds (1 for a body that is not an
     /// array), whether the request may proceed; it runs before anything is validated or
-    /// recorded, so a rate-limited request leaves no trace but a metric.
-    pub fn ingest(
+    /// recorded, so a rate-limited request leaves no trace but a metric. Its error type is the
+    /// caller's, into which ingest's own errors convert.
+    pub async fn ingest<E: From<IngestError>>(
         &self,
         origin: &Origin<'_>,
         body: &[u8],
-        admit: impl FnOnce(usize) -> Result<(), ApiError>,
-    ) -> Result<IngestSummary, ApiError> {
+        admit: impl FnOnce(usize) -> Result<(), E>,
+    ) -> Result<IngestSummary, E> {
         // With no room at all, any request holding a valid event is refused below: refuse it
         // before parsing and validating. Under overload those refused bodies otherwise took
         // the CPU that ClickHouse needed to drain the queue (see BENCHMARKS.md), and the 503
         // came after a parse of up to `max_batch_events` events instead of at once.
-        if self.pipeline.free_event_space() == 0 {
-            return Err(self.queue_full(PipelineError::QueueFull("events")));
+        if self.pipeline.is_full() {
+            let full = if self.pipeline.has_spool() {
+                PipelineError::SpoolFull
+            } else {
+                PipelineError::QueueFull("events")
+            };
+            return Err(self.queue_full(full).into());
         }
         let parsed = serde_json::from_slice::<Value>(body);
         admit(match &parsed {
@@ -105,7 +134,9 @@ impl Ingestor {
             Ok(document) => document,
             Err(error) => {
                 let message = format!("the body is not valid JSON: {error}");
-                return Err(self.refuse_body(origin, body, "malformed_json", message));
+                return Err(self
+                    .refuse_body(origin, body, "malformed_json", message)
+                    .into());
             }
         };
         let (items, batched) = match document {
@@ -121,16 +152,20 @@ impl Ingestor {
                         _ => "a string",
                     }
                 );
-                return Err(self.refuse_body(origin, body, "invalid_body", message));
+                return Err(self
+                    .refuse_body(origin, body, "invalid_body", message)
+                    .into());
             }
         };
         if items.is_empty() {
-            return Err(self.refuse_body(
-                origin,
-                body,
-                "empty_batch",
-                "the array holds no event".to_owned(),
-            ));
+            return Err(self
+                .refuse_body(
+                    origin,
+                    body,
+                    "empty_batch",
+                    "the array holds no event".to_owned(),
+                )
+                .into());
         }
         if items.len() > self.config.max_batch_events {
             let message = format!(
@@ -139,20 +174,21 @@ impl Ingestor {
                 self.config.max_batch_events
             );
             self.record_refusal(origin, body, "too_many_events", &message);
-            return Err(ApiError::TooLarge {
+            return Err(IngestError::TooLarge {
                 code: "too_many_events",
                 message,
-            });
+            }
+            .into());
         }
-        self.ingest_items(origin, &items, batched)
+        Ok(self.ingest_items(origin, &items, batched).await?)
     }
 
-    fn ingest_items(
+    async fn ingest_items(
         &self,
         origin: &Origin<'_>,
         items: &[Value],
         batched: bool,
-    ) -> Result<IngestSummary, ApiError> {
+    ) -> Result<IngestSummary, IngestError> {
         let application = self.metrics.application(origin.application);
         self.metrics
             .events_received
@@ -213,7 +249,7 @@ impl Ingestor {
         let errors = self.error_rows(origin, rejections);
         if accepted == 0 {
             self.pipeline.enqueue_errors_best_effort(errors);
-            return Err(ApiError::AllRejected(summary));
+            return Err(IngestError::AllRejected(summary));
         }
         // Retries of recently accepted events (and repeats within this request) are
         // acknowledged like the original but not stored again.
@@ -233,14 +269,11 @@ impl Ingestor {
                 !repeated.contains(&(position - 1))
             });
         }
-        if let Err(error) = self.pipeline.enqueue(events, Vec::new()) {
+        // The valid events and the rejections' rows are stored together; the 202 promises
+        // both.
+        if let Err(error) = self.pipeline.enqueue(events, errors).await {
             self.recent.release(claim);
             return Err(self.queue_full(error));
-        }
-        // The valid events are safe; the rejections' rows are worth recording but not worth
-        // refusing the valid events over when their own queue is full.
-        if !errors.is_empty() {
-            self.pipeline.enqueue_errors_best_effort(errors);
         }
         self.metrics
             .events_accepted
@@ -255,13 +288,21 @@ impl Ingestor {
         Ok(summary)
     }
 
-    /// Counts a request refused because its rows could not be queued; the 503 to answer with.
-    fn queue_full(&self, error: PipelineError) -> ApiError {
+    /// Counts a request refused because its rows could not be stored; the 503 to answer with.
+    fn queue_full(&self, error: PipelineError) -> IngestError {
+        let code = match error {
+            PipelineError::ShuttingDown => "shutting_down",
+            PipelineError::SpoolFailed(_) => "spool_unavailable",
+            PipelineError::QueueFull(_) | PipelineError::SpoolFull => "queue_full",
+        };
         self.metrics
             .requests_rejected
-            .with_label_values(&["queue_full"])
+            .with_label_values(&[code])
             .inc();
-        ApiError::from_pipeline(error, self.retry_after_secs)
+        IngestError::Unavailable {
+            source: error,
+            retry_after_secs: self.retry_after_secs,
+        }
     }
 
     /// Records a body that was refused as a whole and returns the 400 to answer with.
@@ -271,9 +312,9 @@ impl Ingestor {
         body: &[u8],
         code: &'static str,
         message: String,
-    ) -> ApiError {
+    ) -> IngestError {
         self.record_refusal(origin, body, code, &message);
-        ApiError::BadRequest {
+        IngestError::BadBody {
             code,
             message: message.clone(),
             problems: vec![Problem {

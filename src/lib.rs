@@ -57,6 +57,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("payload schemas: {0}")]
     Schemas(#[from] validate::schemas::SchemaError),
+    #[error(transparent)]
+    Spool(#[from] pipeline::SpoolError),
 }
 
 /// ClickHouse as configured: the server at `clickhouse.url`, or the development server,
@@ -124,7 +126,7 @@ async fn announce_demo(config: &Config, store: &Store) -> Result<(), Error> {
     write_private(&keys_file, &contents)?;
     // Printed, not logged: keys never go through the log pipeline.
     println!(
-        "\nCreated application `{}` for trying The Eye out. Its keys (also in {}):\n  ingest: {}\n  read:   {}\n  admin:  {}\n",
+        "\nCreated application `{}` for trying The Eye out. Its keys (also in {}):\n  ingest: {}\n  read:   {}\n  admin (organisation): {}\n",
         demo.application_id,
         keys_file.display(),
         demo.ingest.key,
@@ -183,7 +185,7 @@ pub async fn serve_with_metrics(
         &config.pipeline,
         store.clone(),
         metrics.clone(),
-    ));
+    )?);
     let ingestor = Arc::new(Ingestor::new(
         config.ingest.clone(),
         pipeline.clone(),

@@ -15,7 +15,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Answer latency buckets, in seconds: the request path is meant to answer in well under a
@@ -33,6 +34,17 @@ const FLUSH_BUCKETS: [f64; 12] = [
 /// Rows per flushed batch: from a lone event on a quiet timer flush to the 20,000-row default.
 const BATCH_BUCKETS: [f64; 10] = [
     1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0,
+];
+
+/// Spool sync durations, in seconds: an `fdatasync` takes tens of microseconds on a fast SSD
+/// and tens of milliseconds on a busy disk; the 202 waits for it.
+const SYNC_BUCKETS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
+];
+
+/// Rows per spool sync: one lone event up to many concurrent requests of 1,000 events.
+const ROWS_PER_SYNC_BUCKETS: [f64; 10] = [
+    1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 20000.0,
 ];
 
 /// The value that label values past their bound collapse into.
@@ -117,6 +129,22 @@ pub struct Metrics {
     pub schema_reloads: IntCounterVec,
     pub key_lookups: IntCounterVec,
     pub key_lookup_queries: IntCounterVec,
+    pub spool_bytes: IntGauge,
+    pub spool_max_bytes: IntGauge,
+    pub spool_segments: IntGauge,
+    pub spool_oldest_unconfirmed_seconds: Gauge,
+    pub spool_sync_duration: Histogram,
+    pub spool_syncs: IntCounter,
+    pub spool_rows_per_sync: Histogram,
+    pub spool_rows_replayed: IntCounterVec,
+    pub spool_corrupt_records: IntCounter,
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -195,6 +223,15 @@ impl Metrics {
             schema_reloads: counter(&registry, "the_eye_schema_reloads_total", "Payload schema reloads, by result.", &["result"]),
             key_lookups: counter(&registry, "the_eye_key_lookups_total", "Requests whose API key was not in memory, by the look-up's result: found, unknown, failed, joined (awaited a look-up of the same prefix in flight), skipped (known unknown), throttled (look-up queue full).", &["result"]),
             key_lookup_queries: counter(&registry, "the_eye_key_lookup_queries_total", "ClickHouse queries looking up keys not in memory (each for every prefix waiting), by result: answered or failed.", &["result"]),
+            spool_bytes: register(&registry, IntGauge::new("the_eye_spool_bytes", "Bytes of the spool's segments on disk.").expect("valid metric")),
+            spool_max_bytes: register(&registry, IntGauge::new("the_eye_spool_max_bytes", "The spool's disk budget (pipeline.spool_max_bytes); 0 without a spool.").expect("valid metric")),
+            spool_segments: register(&registry, IntGauge::new("the_eye_spool_segments", "Segment files in the spool.").expect("valid metric")),
+            spool_oldest_unconfirmed_seconds: register(&registry, Gauge::new("the_eye_spool_oldest_unconfirmed_seconds", "Age of the oldest spooled row ClickHouse has not confirmed; 0 when all are.").expect("valid metric")),
+            spool_sync_duration: register(&registry, Histogram::with_opts(HistogramOpts::new("the_eye_spool_sync_duration_seconds", "Time of one spool fdatasync (syncs per second: its _count).").buckets(SYNC_BUCKETS.to_vec())).expect("valid metric")),
+            spool_syncs: register(&registry, IntCounter::new("the_eye_spool_syncs_total", "Spool fdatasyncs.").expect("valid metric")),
+            spool_rows_per_sync: register(&registry, Histogram::with_opts(HistogramOpts::new("the_eye_spool_rows_per_sync", "Rows made durable by one spool sync (group commit).").buckets(ROWS_PER_SYNC_BUCKETS.to_vec())).expect("valid metric")),
+            spool_rows_replayed: counter(&registry, "the_eye_spool_rows_replayed_total", "Rows read back from segments of an earlier run and written to ClickHouse again.", &["table"]),
+            spool_corrupt_records: register(&registry, IntCounter::new("the_eye_spool_corrupt_records_total", "Corrupt or torn spool records skipped (logged with segment and offset).").expect("valid metric")),
             registry,
         };
         metrics.initialise_known_series();
@@ -212,6 +249,7 @@ impl Metrics {
             self.flush_duration.with_label_values(&[table]);
             self.rows_inserted.with_label_values(&[table]);
             self.insert_retries.with_label_values(&[table]);
+            self.spool_rows_replayed.with_label_values(&[table]);
             for kind in INSERT_FAILURE_KINDS {
                 self.insert_failures.with_label_values(&[table, kind]);
             }

@@ -43,6 +43,7 @@ pub const DOCS_PREFIXES: [&str; 3] = [OPENAPI_PATH, "/swagger", "/redoc"];
         (name = "ingest", description = "Sending events"),
         (name = "read", description = "Reading events and rejections back"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "admin", description = "Applications and their keys: an organisation admin key manages every application, an application's admin key only its own"),
     ),
 )]
 pub struct ApiDoc;
@@ -55,8 +56,10 @@ impl Modify for BearerScheme {
         let components = openapi.components.get_or_insert_with(Default::default);
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.description = Some(
-            "An application's API key: `Authorization: Bearer <key>`. Keys carry scopes: \
-             `ingest` to send events, `read` for the read routes, `admin`."
+            "An API key: `Authorization: Bearer <key>`. Keys carry scopes: `ingest` to send \
+             events, `read` for the read routes, `admin` for administration. An application's \
+             key reads and administers only its application; an organisation key (no \
+             application, no `ingest`) reads and administers every application."
                 .to_owned(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));

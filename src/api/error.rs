@@ -10,7 +10,9 @@ use axum::Json;
 use the_eye_types::{ErrorBody, IngestSummary, ItemResult, Problem};
 
 use crate::auth::keys;
+use crate::ingest::IngestError;
 use crate::pipeline::PipelineError;
+use crate::validate::MAX_LISTED_PROBLEMS;
 
 /// IETF `RateLimit` header fields (draft-ietf-httpapi-ratelimit-headers).
 pub static RATELIMIT_LIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit-limit");
@@ -74,6 +76,28 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::BadBody {
+                code,
+                message,
+                problems,
+            } => Self::BadRequest {
+                code,
+                message,
+                problems,
+            },
+            IngestError::AllRejected(summary) => Self::AllRejected(summary),
+            IngestError::TooLarge { code, message } => Self::TooLarge { code, message },
+            IngestError::Unavailable {
+                source,
+                retry_after_secs,
+            } => Self::from_pipeline(source, retry_after_secs),
+        }
+    }
+}
+
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest {
@@ -83,6 +107,7 @@ impl ApiError {
         }
     }
 
+    /// The 503 for rows the pipeline could not store: nothing of the request was stored.
     pub fn from_pipeline(error: PipelineError, retry_after_secs: u64) -> Self {
         let (code, message) = match error {
             PipelineError::QueueFull(table) => (
@@ -91,6 +116,18 @@ impl ApiError {
                     "the {table} queue is full; nothing of this request was stored, retry later"
                 ),
             ),
+            PipelineError::SpoolFull => (
+                "queue_full",
+                "the spool's disk budget is spent; nothing of this request was stored, retry later"
+                    .to_owned(),
+            ),
+            PipelineError::SpoolFailed(detail) => {
+                tracing::error!(%detail, "spool write failed");
+                (
+                    "spool_unavailable",
+                    "events cannot be stored durably right now; retry later".to_owned(),
+                )
+            }
             PipelineError::ShuttingDown => (
                 "shutting_down",
                 "this instance is shutting down; nothing of this request was stored, retry"
@@ -156,11 +193,6 @@ pub fn redact_summary(summary: &mut IngestSummary) {
         }
     }
 }
-
-/// Problems listed at most in one error answer; the rest are counted in `omitted_problems`.
-/// Each problem is at most a few hundred bytes (validation truncates paths and messages), so
-/// a request with thousands of bad parameters or fields gets an answer of a few tens of KiB.
-pub const MAX_LISTED_PROBLEMS: usize = 100;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

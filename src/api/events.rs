@@ -209,7 +209,8 @@ async fn ingest(
                 ),
             }),
         }
-    })?;
+    })
+    .await?;
     let mut summary = summary;
     super::error::redact_summary(&mut summary);
     let mut response = (StatusCode::ACCEPTED, Json(summary)).into_response();

@@ -30,7 +30,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{ApiError, MAX_LISTED_PROBLEMS};
+pub use error::ApiError;
 
 use crate::auth::limits::RateLimits;
 use crate::auth::registry::Registry;
@@ -67,6 +67,10 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .route_layer(middleware::from_fn(auth::require_read));
     let administration = OpenApiRouter::new()
         .routes(routes!(admin::reload_schemas))
+        .routes(routes!(admin::list_applications, admin::create_application))
+        .routes(routes!(admin::update_application))
+        .routes(routes!(admin::list_keys, admin::create_key))
+        .routes(routes!(admin::revoke_key))
         .route_layer(middleware::from_fn(auth::require_admin));
     let mut routes = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))

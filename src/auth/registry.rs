@@ -259,6 +259,9 @@ impl Registry {
         if record.revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }
+        if record.application_id.is_empty() {
+            return Ok(organisation_principal(&record));
+        }
         let application = application.ok_or(AuthError::Unknown)?;
         if !application.enabled {
             return Err(AuthError::Disabled);
@@ -431,6 +434,8 @@ impl Registry {
             if !applications.contains_key(&id) {
                 let application = match snapshot.applications.get(&id) {
                     Some(application) => Some(application.clone()),
+                    // An organisation key belongs to no application.
+                    None if id.is_empty() => None,
                     None => self.store.application(&id).await?,
                 };
                 applications.insert(id.clone(), application);
@@ -482,5 +487,24 @@ impl Registry {
             applications.into_values().collect(),
             keys.into_values().collect(),
         ));
+    }
+}
+
+/// The caller of an organisation key (one with no application): it reads and administers
+/// every application and never sends events, so `ingest` is dropped should a row carry it,
+/// and no browser origin is allowed (analysts' tools call from servers).
+fn organisation_principal(record: &KeyRow) -> Principal {
+    Principal {
+        application: "".into(),
+        key_prefix: record.prefix.as_str().into(),
+        scopes: record
+            .scopes
+            .iter()
+            .filter_map(|s| Scope::parse(s))
+            .filter(|scope| *scope != Scope::Ingest)
+            .collect(),
+        allowed_origins: Arc::from(Vec::new()),
+        rate_per_second: 0,
+        burst: 0,
     }
 }

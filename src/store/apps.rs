@@ -31,6 +31,8 @@ pub struct KeyRow {
     pub prefix: String,
     /// SHA-256 of the whole key, hex.
     pub key_hash: String,
+    /// The application the key acts for; empty for an organisation key (README, Tenancy and
+    /// security).
     pub application_id: String,
     pub scopes: Vec<String>,
     #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]

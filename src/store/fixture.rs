@@ -5,7 +5,8 @@
 //! events through HTTP would take minutes. Event `i` happens at `start + i × span / n`, so the
 //! events spread evenly over the span; sessions interleave ten at a time (events `i` with the
 //! same `i / (10 × per_session)` and `i % 10` form one session, a couple of hours long at the
-//! default sizes), and categories are spread by a hash of `i`.
+//! default sizes) and belong to one of three applications, and categories are spread by a
+//! hash of `i`.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -53,6 +54,15 @@ impl Fixture {
         format!("session-{}", (i / (10 * per_session)) * 10 + i % 10)
     }
 
+    /// The application of event `i`: a session belongs to one application, as sessions do.
+    pub fn application_of(&self, i: u64) -> String {
+        let per_session = self.events / self.sessions;
+        format!(
+            "fixture-app-{}",
+            ((i / (10 * per_session)) * 10 + i % 10) % 3
+        )
+    }
+
     /// The category names are `category-0` … `category-{categories - 1}`.
     pub fn category(&self, k: u64) -> String {
         format!("category-{k}")
@@ -67,7 +77,7 @@ impl Fixture {
                 "INSERT INTO events (event_id, application, session_id, category, name, data, \
                  timestamp, client_timestamp, sent_at, received_at) \
                  SELECT generateUUIDv4(number), \
-                 concat('fixture-app-', toString(number % 3)), \
+                 concat('fixture-app-', toString((intDiv(number, 10 * {per_session:UInt64}) * 10 + number % 10) % 3)), \
                  concat('session-', toString(intDiv(number, 10 * {per_session:UInt64}) * 10 + number % 10)), \
                  concat('category-', toString(cityHash64(number, 'category') % {categories:UInt64})), \
                  ['pageview', 'cta click', 'submit', 'scroll', 'hover'][1 + cityHash64(number, 'name') % 5], \

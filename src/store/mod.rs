@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clickhouse::{Client, Compression};
-use uuid::Uuid;
 
 pub use read::{After, ErrorFilter, EventFilter, Order, PageSpec, ReadQuery};
 pub use rows::{ErrorRow, EventRow};
@@ -121,14 +120,14 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts `rows` into `table` as one block. `token` makes a retried insert of the same
+    /// Inserts `rows` into `table` as one block. `token` makes a repeated insert of the same
     /// block a no-op on the server (`insert_deduplication_token`), so a retry after a lost
-    /// answer cannot store the batch twice.
+    /// answer, or a replay after a crash, cannot store the batch twice.
     pub async fn insert<T>(
         &self,
         table: &str,
         rows: &[T],
-        token: Uuid,
+        token: &str,
         timeout: Duration,
     ) -> Result<(), StoreError>
     where
@@ -138,7 +137,7 @@ impl Store {
             .client()
             .insert::<T>(table)
             .await?
-            .with_setting("insert_deduplication_token", token.to_string())
+            .with_setting("insert_deduplication_token", token)
             // A batch may span any number of months (a historical import): without this,
             // ClickHouse refuses blocks that touch more than 100 partitions.
             .with_setting("max_partitions_per_insert_block", "0")

@@ -43,6 +43,8 @@ fn every_alert_has_annotations_and_a_runbook_section() {
         "TheEyeClickHouseInsertsFailing",
         "TheEyeQueueNearlyFull",
         "TheEyeAnswerLatencyHigh",
+        "TheEyeSpoolFilling",
+        "TheEyeSpoolBacklogOld",
     ] {
         assert!(
             names.contains(required),

@@ -814,18 +814,7 @@ async fn the_beacon_path_takes_text_and_form_bodies_from_registered_origins() {
 #[tokio::test]
 async fn the_cli_manages_applications_and_keys() {
     let app = TestApp::start_with(|config| config.auth.refresh_interval_ms = 200).await;
-    let cli = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
-            .args(args)
-            .env("THE_EYE_CLICKHOUSE_URL", &app.db.url)
-            .env("THE_EYE_CLICKHOUSE_DATABASE", &app.db.name)
-            .env("THE_EYE_SERVER_LOG_FILTER", "warn")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        (output.status.success(), stdout, stderr)
-    };
+    let cli = |args: &[&str]| app.cli(args);
     let (ok, out, err) = cli(&[
         "apps",
         "create",

@@ -413,10 +413,13 @@ async fn a_retried_event_id_is_stored_once() {
     assert_eq!(app.db.count("SELECT count() FROM events").await, 1);
 }
 
+/// Without a spool (`pipeline.spool_sync = "off"`), the memory queue is the bound. With one,
+/// the disk budget is (tests/it/spool.rs).
 #[tokio::test]
-async fn a_full_queue_answers_503_with_retry_after_and_stores_nothing_of_it() {
+async fn without_a_spool_a_full_queue_answers_503_with_retry_after_and_stores_nothing_of_it() {
     // A long flush interval keeps the first request's events in the queue.
     let app = TestApp::start_with(|config| {
+        config.pipeline.spool_sync = the_eye::config::SpoolSync::Off;
         config.ingest.max_batch_events = 10;
         config.pipeline.queue_capacity = 10;
         config.pipeline.flush_interval_ms = 3_000;

@@ -16,3 +16,5 @@ mod read;
 mod read_speed;
 mod schemas;
 mod skeleton;
+mod spool;
+mod tenancy;

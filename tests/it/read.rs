@@ -181,7 +181,10 @@ async fn every_filter_narrows_and_they_combine() {
     assert_eq!(count("category=click".into()).await, 4);
     assert_eq!(count("name=n1".into()).await, 3);
     assert_eq!(count("application=test-app".into()).await, 12);
-    assert_eq!(count("application=other".into()).await, 0);
+    // Another application is out of this key's scope (README, Tenancy and security).
+    let (status, body) = app.get("/api/events?application=other").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "application_not_in_scope");
     assert_eq!(count("session_id=s-a&category=view".into()).await, 2);
     assert_eq!(
         count("session_id=s-b&name=n1&category=click".into()).await,
@@ -286,7 +289,7 @@ async fn an_event_stored_twice_is_served_once() {
     let time = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
     let row = |id: u128, name: &str, ts: &str| EventRow {
         event_id: uuid::Uuid::from_u128(id),
-        application: "default".into(),
+        application: app.application.clone(),
         session_id: "s-dup".into(),
         category: "view".into(),
         name: name.into(),
@@ -308,7 +311,7 @@ async fn an_event_stored_twice_is_served_once() {
             .insert(
                 "events",
                 &rows,
-                uuid::Uuid::new_v4(),
+                &uuid::Uuid::new_v4().to_string(),
                 Duration::from_secs(10),
             )
             .await
@@ -357,9 +360,11 @@ async fn hostile_strings_are_matched_literally() {
         "ünï©ødé",
     ];
     // Application ids are slugs when they come from a key, so rows with a hostile one are
-    // written directly: the read side must still treat it as data.
+    // written directly: the read side must still treat it as data. They are read with the
+    // organisation's key, which reads every application.
     let application = r#"app ' " \ -- ? {application:String}"#;
-    let app = TestApp::start().await;
+    let mut app = TestApp::start().await;
+    app.http = app.org_http.clone();
     let stamp = chrono::DateTime::parse_from_rfc3339("2024-05-01T10:00:00Z")
         .unwrap()
         .with_timezone(&chrono::Utc);
@@ -382,7 +387,7 @@ async fn hostile_strings_are_matched_literally() {
         .insert(
             "events",
             &rows,
-            uuid::Uuid::now_v7(),
+            &uuid::Uuid::now_v7().to_string(),
             std::time::Duration::from_secs(30),
         )
         .await
@@ -536,7 +541,9 @@ async fn rejections_are_listed_and_shown_whole() {
     // Field and code of two different problems do not match together.
     assert_eq!(count("field=name&code=empty_data".into()).await, 0);
     assert_eq!(count("application=test-app".into()).await, 3);
-    assert_eq!(count("application=elsewhere".into()).await, 0);
+    let (status, body) = app.get("/api/errors?application=elsewhere").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "application_not_in_scope");
     assert_eq!(count(format!("to={}", enc(&rfc(between)))).await, 1);
     assert_eq!(count(format!("from={}", enc(&rfc(between)))).await, 2);
     let (paged, pages) = app.all_pages("/api/errors?limit=1").await;

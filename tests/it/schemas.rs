@@ -226,8 +226,9 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Reloads with the organisation's admin key: the schema set serves every application.
 async fn reload(app: &TestApp) -> reqwest::Response {
-    app.http
+    app.org_http
         .post(app.endpoint("/api/admin/schemas/reload"))
         .send()
         .await

@@ -99,6 +99,9 @@ pub fn signal(pid: u32, signal: &str) {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// A spool directory of its own for The Eye started on this database, so that parallel
+    /// tests never share one.
+    pub spool: tempfile::TempDir,
 }
 
 impl TestDb {
@@ -106,7 +109,8 @@ impl TestDb {
         Self::on(clickhouse_url().await).await
     }
 
-    /// A database of its own on the ClickHouse at `url`.
+    /// A fresh database on the ClickHouse at `url` (a test's own server, see
+    /// [`own_devserver`]).
     pub async fn on(url: String) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
@@ -122,7 +126,11 @@ impl TestDb {
             .execute()
             .await
             .expect("create test database");
-        Self { name, url }
+        let spool = tempfile::Builder::new()
+            .prefix("the-eye-test-spool-")
+            .tempdir()
+            .expect("temporary directory");
+        Self { name, url, spool }
     }
 
     pub fn client(&self) -> clickhouse::Client {
@@ -198,7 +206,31 @@ pub fn test_config(db: &TestDb) -> Config {
     config.clickhouse.url = db.url.clone();
     config.clickhouse.database = db.name.clone();
     config.pipeline.flush_interval_ms = 50;
+    config.pipeline.spool_dir = db.spool.path().to_owned();
     config
+}
+
+/// Migrates `db` and registers the application `test-app` (with `rate` events per second
+/// and as large a burst, or the defaults); returns a store, its id and a key with every
+/// scope.
+pub async fn provision(db: &TestDb, config: &Config, rate: Option<u32>) -> (Store, String, String) {
+    let store = Store::new(&db.url, &config.clickhouse);
+    the_eye::migrate(&store, Duration::from_secs(30))
+        .await
+        .expect("migrations");
+    let new = NewApplication {
+        name: "test-app".to_owned(),
+        rate_per_second: rate,
+        burst: rate,
+        ..NewApplication::default()
+    };
+    let (application, _) = admin::create_application(&store, new)
+        .await
+        .expect("create application");
+    let (_, key) = admin::create_key(&store, &application.application_id, &Scope::ALL)
+        .await
+        .expect("create key");
+    (store, application.application_id, key.key)
 }
 
 /// The Eye running in-process against its own database, with one registered application.
@@ -215,7 +247,24 @@ pub struct TestApp {
     pub application: String,
     /// A key of `test-app` with every scope.
     pub key: String,
+    /// An organisation key (`read` and `admin`, bound to no application).
+    pub org_key: String,
+    /// Sends `Authorization: Bearer <org_key>` on every request.
+    pub org_http: reqwest::Client,
     running: Option<Running>,
+}
+
+/// An HTTP client that sends `key` on every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 impl TestApp {
@@ -228,47 +277,30 @@ impl TestApp {
         Self::start_on(TestDb::new().await, adjust).await
     }
 
-    /// Starts on `db` (for a test with a ClickHouse of its own, see [`own_devserver`]).
+    /// Starts on `db` with the test configuration as changed by `adjust`.
     pub async fn start_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(&db);
         adjust(&mut config);
-        let store = Store::new(&db.url, &config.clickhouse);
-        the_eye::migrate(&store, Duration::from_secs(30))
+        let (store, application, key) = provision(&db, &config, None).await;
+        let (_, org_key) = admin::create_organisation_key(&store, &[Scope::Read, Scope::Admin])
             .await
-            .expect("migrations");
-        let new = NewApplication {
-            name: "test-app".to_owned(),
-            ..NewApplication::default()
-        };
-        let (application, _) = admin::create_application(&store, new)
-            .await
-            .expect("create application");
-        let (_, key) = admin::create_key(&store, &application.application_id, &Scope::ALL)
-            .await
-            .expect("create key");
+            .expect("create organisation key");
         let listener = tokio::net::TcpListener::bind(config.server.listen_addr)
             .await
             .expect("bind");
         let running = Running::spawn(config, listener).expect("start The Eye");
         let url = running.url();
         let metrics_url = format!("http://{}/metrics", running.metrics_addr);
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {}", key.key).parse().unwrap(),
-        );
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap();
         let app = Self {
             db,
-            http,
+            http: client_with_key(&key),
             url,
             metrics_url,
             store,
-            application: application.application_id,
-            key: key.key,
+            application,
+            key,
+            org_http: client_with_key(&org_key.key),
+            org_key: org_key.key,
             running: Some(running),
         };
         app.wait_ready().await;
@@ -313,6 +345,20 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Runs the `the-eye` command against this test's database: success, stdout, stderr.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
+            .args(args)
+            .env("THE_EYE_CLICKHOUSE_URL", &self.db.url)
+            .env("THE_EYE_CLICKHOUSE_DATABASE", &self.db.name)
+            .env("THE_EYE_SERVER_LOG_FILTER", "warn")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        (output.status.success(), stdout, stderr)
     }
 
     /// Graceful shutdown, as on SIGTERM: returns once everything queued is written.

@@ -1,0 +1,1387 @@
+//! The write-ahead spool: the files where a request's rows become durable before it is
+//! answered 202, and where they stay until ClickHouse has confirmed them.
+//!
+//! This module owns the on-disk format, the writer thread (group commit: every append that
+//! arrives while a sync runs shares the next one), the reader that walks the records in order,
+//! the recovery scan at start, and deleting segments whose rows are all confirmed. It knows
+//! records, lanes and positions, not rows: [`super`] encodes rows, decides what travels
+//! through memory, and feeds the batchers.
+//!
+//! # Format (version 1)
+//!
+//! A spool directory holds numbered segment files `00000000000000000001.seg`, … and a lock
+//! file. A segment starts with a 64-byte header — `EYESPOOL`, the format version (u32), a
+//! CRC-32 of the rest of the header, the spool id (16 bytes), the segment's sequence number
+//! (u64), the next row position of each lane (u64 `events`, u64 `errors`), its creation time
+//! (u64 Unix ms) — followed by records. A record is `EYER`, the payload length (u32), the
+//! CRC-32 of the payload (u32), then the payload: a kind byte and a lane byte, then for
+//! *rows* the first position (u64) and the row count (u32) followed by the rows (postcard),
+//! for *seal* and *confirm* the first and last positions (u64 each) of a batch. Integers are
+//! little-endian. Positions count the rows of one lane, from 0, for the life of a spool id;
+//! they never repeat, so `(spool id, lane, first, last)` names one ClickHouse block for ever.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+
+/// The version written into every segment header; a spool of another version is refused
+/// with a message rather than misread.
+pub const FORMAT_VERSION: u32 = 1;
+const SEGMENT_MAGIC: [u8; 8] = *b"EYESPOOL";
+/// Bytes of a segment header; records start here.
+pub const HEADER_BYTES: u64 = 64;
+const RECORD_MAGIC: [u8; 4] = *b"EYER";
+/// Magic, length, checksum.
+const FRAME_BYTES: usize = 12;
+/// Kind, lane, first position, count: the bytes before a rows record's rows.
+const ROWS_PREFIX_BYTES: usize = 14;
+/// A length beyond this is corruption, not a record: the largest request (1,000 events of
+/// 64 KiB plus error rows) is far below it.
+const MAX_RECORD_BYTES: u32 = 512 * 1024 * 1024;
+/// Positions jump by this much at every start. A record lost to corruption at the end of the
+/// last segment may have been inserted under a token naming its positions; new rows must
+/// never reuse them, and one segment cannot hold 2^32 rows.
+const RESTART_GAP: u64 = 1 << 32;
+
+const KIND_ROWS: u8 = 1;
+const KIND_SEAL: u8 = 2;
+const KIND_CONFIRM: u8 = 3;
+
+/// The two tables the pipeline writes; each has its own position sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Events,
+    Errors,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Events, Lane::Errors];
+
+    pub fn index(self) -> usize {
+        match self {
+            Lane::Events => 0,
+            Lane::Errors => 1,
+        }
+    }
+
+    /// The ClickHouse table, also the metric label.
+    pub fn table(self) -> &'static str {
+        match self {
+            Lane::Events => "events",
+            Lane::Errors => "errors",
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Lane> {
+        match byte {
+            0 => Some(Lane::Events),
+            1 => Some(Lane::Errors),
+            _ => None,
+        }
+    }
+}
+
+/// How appends are made durable (`pipeline.spool_sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// `fdatasync` before any append is acknowledged: a 202 survives a power loss.
+    Always,
+    /// Appends are acknowledged once written to the operating system and synced at this
+    /// interval: a 202 survives a process crash but a power loss may take the last interval.
+    Interval(Duration),
+}
+
+/// Failures of the spool.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the spool directory {0} is in use by another process; give each instance its own `pipeline.spool_dir`")]
+    Locked(PathBuf),
+    #[error("{path} was written by spool format version {found}; this build reads version {FORMAT_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error("the spool is closed")]
+    Closed,
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where a record starts: segment sequence number and byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// One decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// `count` rows of `lane` at positions `first..first + count`; the rows are the payload
+    /// from [`ROWS_PREFIX_BYTES`] on.
+    Rows { lane: Lane, first: u64, count: u32 },
+    /// A batch of `lane` with rows `first..=last` is about to be inserted.
+    Seal { lane: Lane, first: u64, last: u64 },
+    /// ClickHouse has every row of that batch (or refused some for good).
+    Confirm { lane: Lane, first: u64, last: u64 },
+}
+
+/// A rows record ready to append: the frame with its positions and checksum still blank.
+pub struct RowsFrame {
+    lane: Lane,
+    count: u32,
+    bytes: Vec<u8>,
+}
+
+impl RowsFrame {
+    /// Starts a frame for `count` rows of `lane`; the caller appends the encoded rows to
+    /// [`RowsFrame::body`].
+    pub fn new(lane: Lane, count: u32) -> Self {
+        let mut bytes = Vec::with_capacity(FRAME_BYTES + ROWS_PREFIX_BYTES + 256 * count as usize);
+        bytes.extend_from_slice(&RECORD_MAGIC);
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.push(KIND_ROWS);
+        bytes.push(lane.index() as u8);
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.extend_from_slice(&count.to_le_bytes());
+        Self { lane, count, bytes }
+    }
+
+    /// The buffer the rows are encoded onto.
+    pub fn body(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Bytes this frame occupies on disk.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The payload (kind, lane, positions, rows) as it will be written.
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[FRAME_BYTES..]
+    }
+
+    /// Fills in the first position, length and checksum.
+    fn finish(&mut self, first: u64) {
+        let payload_len = (self.bytes.len() - FRAME_BYTES) as u32;
+        self.bytes[FRAME_BYTES + 2..FRAME_BYTES + 10].copy_from_slice(&first.to_le_bytes());
+        self.bytes[4..8].copy_from_slice(&payload_len.to_le_bytes());
+        let crc = crc32fast::hash(&self.bytes[FRAME_BYTES..]);
+        self.bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// The rows of a rows record's payload.
+pub fn rows_body(payload: &[u8]) -> &[u8] {
+    &payload[ROWS_PREFIX_BYTES.min(payload.len())..]
+}
+
+fn control_frame(kind: u8, lane: Lane, first: u64, last: u64) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(18);
+    payload.push(kind);
+    payload.push(lane.index() as u8);
+    payload.extend_from_slice(&first.to_le_bytes());
+    payload.extend_from_slice(&last.to_le_bytes());
+    frame(&payload)
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(FRAME_BYTES + payload.len());
+    bytes.extend_from_slice(&RECORD_MAGIC);
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+fn decode_payload(payload: &[u8]) -> Option<Record> {
+    let kind = *payload.first()?;
+    let lane = Lane::from_byte(*payload.get(1)?)?;
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(
+            payload.get(at..at + 8)?.try_into().ok()?,
+        ))
+    };
+    match kind {
+        KIND_ROWS => {
+            let count = u32::from_le_bytes(payload.get(10..14)?.try_into().ok()?);
+            Some(Record::Rows {
+                lane,
+                first: u64_at(2)?,
+                count,
+            })
+        }
+        KIND_SEAL | KIND_CONFIRM if payload.len() == 18 => {
+            let (first, last) = (u64_at(2)?, u64_at(10)?);
+            Some(if kind == KIND_SEAL {
+                Record::Seal { lane, first, last }
+            } else {
+                Record::Confirm { lane, first, last }
+            })
+        }
+        _ => None,
+    }
+}
+
+/// What reading at an offset found.
+enum Frame {
+    /// A valid record and the payload; the next record starts `FRAME_BYTES + len` further.
+    Record(Record, Vec<u8>),
+    /// Nothing more before `end`.
+    End,
+    /// Bytes that are not a valid record (a torn write or corruption).
+    Corrupt,
+}
+
+fn read_frame(reader: &mut BufReader<File>, at: u64, end: u64) -> io::Result<Frame> {
+    if at + FRAME_BYTES as u64 > end {
+        return Ok(if at >= end {
+            Frame::End
+        } else {
+            Frame::Corrupt
+        });
+    }
+    let mut head = [0u8; FRAME_BYTES];
+    reader.read_exact(&mut head)?;
+    let len = u32::from_le_bytes(head[4..8].try_into().unwrap_or_default());
+    if head[..4] != RECORD_MAGIC
+        || len > MAX_RECORD_BYTES
+        || at + FRAME_BYTES as u64 + u64::from(len) > end
+    {
+        return Ok(Frame::Corrupt);
+    }
+    let crc = u32::from_le_bytes(head[8..12].try_into().unwrap_or_default());
+    let mut payload = vec![0; len as usize];
+    reader.read_exact(&mut payload)?;
+    if crc32fast::hash(&payload) != crc {
+        return Ok(Frame::Corrupt);
+    }
+    Ok(match decode_payload(&payload) {
+        Some(record) => Frame::Record(record, payload),
+        None => Frame::Corrupt,
+    })
+}
+
+/// Records read from one segment.
+pub struct Chunk {
+    /// Each record with where it starts and its payload.
+    pub records: Vec<(Cursor, Record, Vec<u8>)>,
+    /// Where reading stopped: the next record, or `end`.
+    pub next: u64,
+    /// Offsets at which corruption was found and skipped.
+    pub corrupt: Vec<u64>,
+}
+
+/// Reads the records of segment `segment` (file `path`) from `from` up to `end`, stopping
+/// once `budget` payload bytes were read. Corrupt bytes are skipped up to the next valid
+/// record (found by its magic, length and checksum), so one bad record costs only itself.
+pub fn read_chunk(
+    path: &Path,
+    segment: u64,
+    from: u64,
+    end: u64,
+    budget: usize,
+) -> io::Result<Chunk> {
+    let file = File::open(path)?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    reader.seek(SeekFrom::Start(from))?;
+    let mut chunk = Chunk {
+        records: Vec::new(),
+        next: from,
+        corrupt: Vec::new(),
+    };
+    let mut read = 0usize;
+    let mut at = from;
+    while read < budget {
+        match read_frame(&mut reader, at, end)? {
+            Frame::End => break,
+            Frame::Record(record, payload) => {
+                read += payload.len() + FRAME_BYTES;
+                let cursor = Cursor {
+                    segment,
+                    offset: at,
+                };
+                at += (FRAME_BYTES + payload.len()) as u64;
+                chunk.records.push((cursor, record, payload));
+            }
+            Frame::Corrupt => {
+                chunk.corrupt.push(at);
+                at = resync(&mut reader, at + 1, end)?;
+                reader.seek(SeekFrom::Start(at))?;
+            }
+        }
+    }
+    chunk.next = at;
+    Ok(chunk)
+}
+
+/// The offset of the next valid record at or after `from`, or `end`.
+fn resync(reader: &mut BufReader<File>, from: u64, end: u64) -> io::Result<u64> {
+    reader.seek(SeekFrom::Start(from))?;
+    let mut rest = Vec::new();
+    reader
+        .by_ref()
+        .take(end.saturating_sub(from))
+        .read_to_end(&mut rest)?;
+    let mut start = 0;
+    while let Some(found) = rest[start..]
+        .windows(RECORD_MAGIC.len())
+        .position(|window| window == RECORD_MAGIC)
+    {
+        let offset = start + found;
+        let candidate = from + offset as u64;
+        reader.seek(SeekFrom::Start(candidate))?;
+        if let Frame::Record(..) = read_frame(reader, candidate, end)? {
+            return Ok(candidate);
+        }
+        start = offset + 1;
+    }
+    Ok(end)
+}
+
+/// A segment header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Header {
+    spool_id: Uuid,
+    segment: u64,
+    next_positions: [u64; 2],
+    created_unix_ms: u64,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_BYTES as usize] {
+        let mut bytes = [0u8; HEADER_BYTES as usize];
+        bytes[..8].copy_from_slice(&SEGMENT_MAGIC);
+        bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes[16..32].copy_from_slice(self.spool_id.as_bytes());
+        bytes[32..40].copy_from_slice(&self.segment.to_le_bytes());
+        bytes[40..48].copy_from_slice(&self.next_positions[0].to_le_bytes());
+        bytes[48..56].copy_from_slice(&self.next_positions[1].to_le_bytes());
+        bytes[56..64].copy_from_slice(&self.created_unix_ms.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[16..]);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    fn decode(path: &Path, bytes: &[u8]) -> Result<Option<Self>, SpoolError> {
+        if bytes.len() < HEADER_BYTES as usize || bytes[..8] != SEGMENT_MAGIC {
+            return Ok(None);
+        }
+        let u64_at =
+            |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+        let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes(bytes[12..16].try_into().unwrap_or_default());
+        if crc32fast::hash(&bytes[16..HEADER_BYTES as usize]) != crc {
+            return Ok(None);
+        }
+        if version != FORMAT_VERSION {
+            return Err(SpoolError::Version {
+                path: path.to_owned(),
+                found: version,
+            });
+        }
+        Ok(Some(Self {
+            spool_id: Uuid::from_slice(&bytes[16..32]).unwrap_or_default(),
+            segment: u64_at(32),
+            next_positions: [u64_at(40), u64_at(48)],
+            created_unix_ms: u64_at(56),
+        }))
+    }
+}
+
+fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:020}.seg"))
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// Spool settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub sync: SyncMode,
+}
+
+/// A segment written before this start, to be scanned by [`recover`].
+#[derive(Debug, Clone)]
+pub struct OldSegment {
+    pub segment: u64,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub created: SystemTime,
+}
+
+/// Where the writer has got to: readers never read past it.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    /// The segment being written.
+    pub segment: u64,
+    /// Its length: records before this offset are complete.
+    pub end: u64,
+}
+
+/// A rows record as appended: its lane, positions and where it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Placed {
+    pub lane: Lane,
+    pub first: u64,
+    pub count: u32,
+    pub cursor: Cursor,
+}
+
+/// Runs on the writer thread once the append is written (and synced, with
+/// [`SyncMode::Always`]), in append order, before the appending request is answered.
+pub type Deliver = Box<dyn FnOnce(&[Placed]) + Send>;
+
+/// Where an append's or a seal's outcome goes.
+type Done = oneshot::Sender<Result<(), SpoolError>>;
+
+enum Command {
+    Append {
+        frames: Vec<RowsFrame>,
+        deliver: Deliver,
+        done: oneshot::Sender<Result<(), SpoolError>>,
+    },
+    Control {
+        frame: Vec<u8>,
+        confirm: Option<(Lane, u64)>,
+        done: Option<oneshot::Sender<Result<(), SpoolError>>>,
+    },
+    Adopt(Recovery),
+    Close(oneshot::Sender<()>),
+    Finish(oneshot::Sender<()>),
+}
+
+/// What the recovery scan found in the segments of earlier runs.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Per lane: every position below this was confirmed.
+    pub confirmed: [u64; 2],
+    /// Per lane: batches sealed but not confirmed, in order.
+    pub sealed: [Vec<(u64, u64)>; 2],
+    /// Per lane: rows not confirmed.
+    pub unconfirmed_rows: [u64; 2],
+    /// Per old segment: the end of the positions it holds, per lane (0 when none).
+    segment_ends: Vec<(u64, [u64; 2])>,
+    /// When the oldest segment holding unconfirmed rows was created, per lane.
+    oldest_unconfirmed: [Option<SystemTime>; 2],
+    /// Corrupt stretches skipped.
+    pub corrupt: u64,
+}
+
+/// Scans `old` (in order): confirmations, pending seals, what each segment holds. Corrupt
+/// stretches are logged with their segment and offset and counted; the rest is kept.
+pub fn recover(old: &[OldSegment], metrics: &Metrics) -> Recovery {
+    let mut recovery = Recovery::default();
+    let mut sealed: [Vec<(u64, u64)>; 2] = Default::default();
+    let mut rows: Vec<(u64, SystemTime, Lane, u64, u64)> = Vec::new();
+    for segment in old {
+        let mut ends = [0u64; 2];
+        let mut at = HEADER_BYTES;
+        loop {
+            let chunk = match read_chunk(
+                &segment.path,
+                segment.segment,
+                at,
+                segment.bytes,
+                64 << 20,
+            ) {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    tracing::error!(segment = %segment.path.display(), offset = at, %error, "cannot read a spool segment; skipping the rest of it");
+                    metrics.spool_corrupt_records.inc();
+                    recovery.corrupt += 1;
+                    break;
+                }
+            };
+            for offset in &chunk.corrupt {
+                tracing::error!(segment = %segment.path.display(), offset, "corrupt or torn spool record skipped");
+                metrics.spool_corrupt_records.inc();
+                recovery.corrupt += 1;
+            }
+            for (_, record, _) in &chunk.records {
+                match *record {
+                    Record::Rows { lane, first, count } => {
+                        let end = first + u64::from(count);
+                        ends[lane.index()] = ends[lane.index()].max(end);
+                        rows.push((segment.segment, segment.created, lane, first, end));
+                    }
+                    Record::Seal { lane, first, last } => sealed[lane.index()].push((first, last)),
+                    Record::Confirm { lane, last, .. } => {
+                        let confirmed = &mut recovery.confirmed[lane.index()];
+                        *confirmed = (*confirmed).max(last + 1);
+                    }
+                }
+            }
+            if chunk.next >= segment.bytes || chunk.records.is_empty() && chunk.corrupt.is_empty() {
+                break;
+            }
+            at = chunk.next;
+        }
+        recovery.segment_ends.push((segment.segment, ends));
+    }
+    for lane in Lane::ALL {
+        let confirmed = recovery.confirmed[lane.index()];
+        recovery.sealed[lane.index()] = sealed[lane.index()]
+            .iter()
+            .copied()
+            .filter(|(_, last)| *last >= confirmed)
+            .collect();
+    }
+    for (_, created, lane, first, end) in rows {
+        let confirmed = recovery.confirmed[lane.index()];
+        if end > confirmed {
+            recovery.unconfirmed_rows[lane.index()] += end - first.max(confirmed);
+            let oldest = &mut recovery.oldest_unconfirmed[lane.index()];
+            if oldest.is_none() {
+                *oldest = Some(created);
+            }
+        }
+    }
+    recovery
+}
+
+/// A handle on the spool: appends, seals and confirmations go to its writer thread.
+#[derive(Clone)]
+pub struct Spool {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    spool_id: Uuid,
+    max_bytes: u64,
+    /// Bytes of every segment, plus appends on their way to the writer.
+    used_bytes: AtomicU64,
+    published: Mutex<Published>,
+    closed: AtomicBool,
+}
+
+/// One segment as the writer tracks it.
+struct Segment {
+    segment: u64,
+    path: PathBuf,
+    bytes: u64,
+    /// Per lane, the end of the positions it holds; `None` until the recovery scan has read
+    /// an old segment, which may not be deleted before.
+    ends: Option<[u64; 2]>,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `settings.dir` and starts its writer on a new
+    /// segment. Returns the segments of earlier runs, for [`recover`] to scan in the
+    /// background; until [`Spool::adopt`] hands back what it found, they are kept.
+    pub fn open(
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, Vec<OldSegment>), SpoolError> {
+        let dir = settings.dir.clone();
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let lock_path = dir.join("spool.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_at(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(SpoolError::Locked(dir));
+        }
+        let mut old = Vec::new();
+        let mut spool_id = None;
+        let mut next_positions = [0u64; 2];
+        let mut entries: Vec<(u64, PathBuf)> = fs::read_dir(&dir)
+            .map_err(io_at(&dir))?
+            .flatten()
+            .filter_map(|entry| {
+                let path = entry.path();
+                let name = path.file_name()?.to_str()?;
+                let segment = name.strip_suffix(".seg")?.parse().ok()?;
+                Some((segment, path))
+            })
+            .collect();
+        entries.sort();
+        for (segment, path) in entries {
+            let mut file = File::open(&path).map_err(io_at(&path))?;
+            let bytes = file.metadata().map_err(io_at(&path))?.len();
+            let mut head = vec![0u8; HEADER_BYTES as usize];
+            let read = file.read(&mut head).map_err(io_at(&path))?;
+            head.truncate(read);
+            let Some(header) = Header::decode(&path, &head)? else {
+                // Without a header its positions cannot be trusted; keep the file for a
+                // person to look at, out of the way of the spool.
+                let aside = path.with_extension("seg.corrupt");
+                tracing::error!(segment = %path.display(), offset = 0, "spool segment has no valid header; moved aside as {}", aside.display());
+                metrics.spool_corrupt_records.inc();
+                fs::rename(&path, &aside).map_err(io_at(&path))?;
+                continue;
+            };
+            if spool_id.is_some_and(|id| id != header.spool_id) {
+                tracing::warn!(segment = %path.display(), "spool segment of another spool id; its rows are replayed under its own positions");
+            }
+            spool_id = Some(header.spool_id);
+            for lane in Lane::ALL {
+                next_positions[lane.index()] =
+                    next_positions[lane.index()].max(header.next_positions[lane.index()]);
+            }
+            let created = UNIX_EPOCH + Duration::from_millis(header.created_unix_ms);
+            old.push(OldSegment {
+                segment,
+                path,
+                bytes,
+                created,
+            });
+        }
+        // Positions of the newest segment's records, which its header does not know.
+        if let Some(last) = old.last() {
+            let chunk = read_chunk(
+                &last.path,
+                last.segment,
+                HEADER_BYTES,
+                last.bytes,
+                usize::MAX,
+            )
+            .map_err(io_at(&last.path))?;
+            for (_, record, _) in chunk.records {
+                if let Record::Rows { lane, first, count } = record {
+                    let next = &mut next_positions[lane.index()];
+                    *next = (*next).max(first + u64::from(count));
+                }
+            }
+            for next in &mut next_positions {
+                *next += RESTART_GAP;
+            }
+        }
+        let spool_id = spool_id.unwrap_or_else(Uuid::now_v7);
+        let first_segment = old.last().map_or(1, |last| last.segment + 1);
+        let used: u64 = old.iter().map(|segment| segment.bytes).sum();
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            spool_id,
+            max_bytes: settings.max_bytes,
+            used_bytes: AtomicU64::new(used),
+            published: Mutex::new(Published {
+                segment: first_segment,
+                end: HEADER_BYTES,
+            }),
+            closed: AtomicBool::new(false),
+        });
+        let mut writer = Writer {
+            shared: shared.clone(),
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+            segments: old
+                .iter()
+                .map(|old| Segment {
+                    segment: old.segment,
+                    path: old.path.clone(),
+                    bytes: old.bytes,
+                    ends: None,
+                })
+                .collect(),
+            active: None,
+            next_positions,
+            confirmed: [0; 2],
+            marks: Default::default(),
+            dirty: false,
+            last_sync: Instant::now(),
+            closed: false,
+            _lock: lock,
+        };
+        writer.open_segment(first_segment)?;
+        metrics.spool_max_bytes.set(settings.max_bytes as i64);
+        writer.publish_gauges();
+        let (commands, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("spool-writer".to_owned())
+            .spawn(move || writer.run(receiver))
+            .map_err(io_at(&dir))?;
+        Ok((Self { commands, shared }, old))
+    }
+
+    /// The id that, with lane and positions, names each block inserted from this spool.
+    pub fn id(&self) -> Uuid {
+        self.shared.spool_id
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Where readers may read up to.
+    pub fn published(&self) -> Published {
+        *self
+            .shared
+            .published
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The file of segment `segment`.
+    pub fn segment_path(&self, segment: u64) -> PathBuf {
+        segment_path(&self.shared.dir, segment)
+    }
+
+    /// Whether the disk budget is spent.
+    pub fn is_full(&self) -> bool {
+        self.shared.used_bytes.load(Ordering::Relaxed) >= self.shared.max_bytes
+    }
+
+    /// Appends `frames` and waits until they are durable (per the sync mode) and `deliver`
+    /// has run. Refused with `Ok(false)`, writing nothing, when they do not fit the budget.
+    pub async fn append(
+        &self,
+        frames: Vec<RowsFrame>,
+        deliver: Deliver,
+    ) -> Result<bool, SpoolError> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Err(SpoolError::Closed);
+        }
+        let bytes: u64 = frames.iter().map(|frame| frame.len() as u64).sum();
+        let before = self.shared.used_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.shared.max_bytes {
+            self.shared.used_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let (done, answer) = oneshot::channel();
+        let command = Command::Append {
+            frames,
+            deliver,
+            done,
+        };
+        if self.commands.send(command).is_err() {
+            self.shared.used_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(SpoolError::Closed);
+        }
+        answer.await.map_err(|_| SpoolError::Closed)??;
+        Ok(true)
+    }
+
+    /// Records that a batch of `lane` with rows `first..=last` is about to be inserted, and
+    /// waits until that is synced: a replay then rebuilds exactly this block.
+    pub async fn seal(&self, lane: Lane, first: u64, last: u64) -> Result<(), SpoolError> {
+        let (done, answer) = oneshot::channel();
+        let command = Command::Control {
+            frame: control_frame(KIND_SEAL, lane, first, last),
+            confirm: None,
+            done: Some(done),
+        };
+        self.commands
+            .send(command)
+            .map_err(|_| SpoolError::Closed)?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Records that ClickHouse has the batch `first..=last` of `lane`; does not wait. Lost in
+    /// a crash, it costs a replay of a block that ClickHouse then drops as a duplicate.
+    pub fn confirm(&self, lane: Lane, first: u64, last: u64) {
+        let _ = self.commands.send(Command::Control {
+            frame: control_frame(KIND_CONFIRM, lane, first, last),
+            confirm: Some((lane, last + 1)),
+            done: None,
+        });
+    }
+
+    /// Hands the recovery scan's findings to the writer, which may then delete old segments
+    /// once their rows are confirmed.
+    pub fn adopt(&self, recovery: Recovery) {
+        let _ = self.commands.send(Command::Adopt(recovery));
+    }
+
+    /// Refuses further appends; returns once every earlier one is written and delivered.
+    pub async fn close(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        let (done, answer) = oneshot::channel();
+        if self.commands.send(Command::Close(done)).is_ok() {
+            let _ = answer.await;
+        }
+    }
+
+    /// Syncs, deletes every segment whose rows are all confirmed — all of them after a
+    /// complete drain — and stops the writer.
+    pub async fn finish(&self) {
+        let (done, answer) = oneshot::channel();
+        if self.commands.send(Command::Finish(done)).is_ok() {
+            let _ = answer.await;
+        }
+    }
+}
+
+/// See [`Writer::marks`].
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    first: u64,
+    end: Option<u64>,
+    at: SystemTime,
+}
+
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    /// Every segment on disk, oldest first; the last is the active one.
+    segments: VecDeque<Segment>,
+    active: Option<File>,
+    next_positions: [u64; 2],
+    /// Per lane: every position below this is confirmed.
+    confirmed: [u64; 2],
+    /// Per lane, for the age of the oldest unconfirmed row: the first position appended in a
+    /// second, the end of the positions it stands for when known (else up to the next mark),
+    /// and when. One entry per second with appends, so bounded by time, not traffic.
+    marks: [VecDeque<Mark>; 2],
+    dirty: bool,
+    last_sync: Instant,
+    closed: bool,
+    /// Held for the life of the writer: one process per spool directory.
+    _lock: File,
+}
+
+impl Writer {
+    fn run(mut self, commands: mpsc::Receiver<Command>) {
+        let tick = match self.settings.sync {
+            SyncMode::Always => Duration::from_secs(1),
+            SyncMode::Interval(interval) => interval.min(Duration::from_secs(1)),
+        };
+        loop {
+            let first = match commands.recv_timeout(tick) {
+                Ok(command) => command,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.tick();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let mut group = vec![first];
+            // Group commit: everything that queued up while the last sync ran shares one.
+            while group.len() < 4096 {
+                match commands.try_recv() {
+                    Ok(command) => group.push(command),
+                    Err(_) => break,
+                }
+            }
+            if self.process(group) {
+                return;
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        if let SyncMode::Interval(interval) = self.settings.sync {
+            if self.dirty && self.last_sync.elapsed() >= interval {
+                if let Err(error) = self.sync() {
+                    tracing::error!(%error, "spool sync failed");
+                }
+            }
+        }
+        self.publish_gauges();
+    }
+
+    /// Writes a group of commands; returns whether the writer should stop.
+    fn process(&mut self, group: Vec<Command>) -> bool {
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut pending: Vec<(Deliver, Vec<Placed>, Done)> = Vec::new();
+        let mut acks = Vec::new();
+        let mut must_sync = false;
+        let mut rows = 0u64;
+        let mut failure: Option<String> = None;
+        let mut finish = None;
+        let mut closes = Vec::new();
+        for command in group {
+            match command {
+                Command::Append {
+                    mut frames,
+                    deliver,
+                    done,
+                } => {
+                    let bytes: u64 = frames.iter().map(|frame| frame.len() as u64).sum();
+                    if self.closed {
+                        self.shared.used_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                        let _ = done.send(Err(SpoolError::Closed));
+                        continue;
+                    }
+                    // The bytes were counted when the append was admitted.
+                    self.shared.used_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    let mut placed = Vec::with_capacity(frames.len());
+                    for frame in &mut frames {
+                        if let Err(error) = self.roll_if_full(&mut buffer) {
+                            failure.get_or_insert(error.to_string());
+                        }
+                        let lane = frame.lane;
+                        let first = self.next_positions[lane.index()];
+                        self.next_positions[lane.index()] += u64::from(frame.count);
+                        frame.finish(first);
+                        let cursor = self.cursor(buffer.len());
+                        self.note_rows(lane, first, u64::from(frame.count));
+                        rows += u64::from(frame.count);
+                        buffer.extend_from_slice(&frame.bytes);
+                        placed.push(Placed {
+                            lane,
+                            first,
+                            count: frame.count,
+                            cursor,
+                        });
+                    }
+                    must_sync |= self.settings.sync == SyncMode::Always;
+                    pending.push((deliver, placed, done));
+                }
+                Command::Control {
+                    frame,
+                    confirm,
+                    done,
+                } => {
+                    if let Err(error) = self.roll_if_full(&mut buffer) {
+                        failure.get_or_insert(error.to_string());
+                    }
+                    buffer.extend_from_slice(&frame);
+                    if let Some((lane, below)) = confirm {
+                        let confirmed = &mut self.confirmed[lane.index()];
+                        *confirmed = (*confirmed).max(below);
+                    }
+                    if let Some(done) = done {
+                        must_sync = true;
+                        acks.push(done);
+                    }
+                }
+                Command::Adopt(recovery) => self.adopt(recovery),
+                Command::Close(done) => {
+                    self.closed = true;
+                    closes.push(done);
+                }
+                Command::Finish(done) => finish = Some(done),
+            }
+        }
+        if let Err(error) = self.write(&buffer) {
+            failure.get_or_insert(error.to_string());
+        }
+        if must_sync || finish.is_some() {
+            if let Err(error) = self.sync() {
+                failure.get_or_insert(error.to_string());
+            }
+            if rows > 0 {
+                self.metrics.spool_rows_per_sync.observe(rows as f64);
+            }
+        }
+        let result = || match &failure {
+            None => Ok(()),
+            Some(error) => Err(SpoolError::Io {
+                path: self.shared.dir.clone(),
+                source: io::Error::other(error.clone()),
+            }),
+        };
+        if let Some(error) = &failure {
+            tracing::error!(%error, "spool write failed; the requests are answered 503");
+        } else {
+            // Readers may now read everything written; deliveries run after this, so a
+            // reader that catches up never misses a record (see `super::Feeder`).
+            self.publish();
+        }
+        for (deliver, placed, done) in pending {
+            if failure.is_none() {
+                deliver(&placed);
+            }
+            let _ = done.send(result());
+        }
+        for done in acks {
+            let _ = done.send(result());
+        }
+        self.delete_confirmed(finish.is_some());
+        self.publish_gauges();
+        for done in closes {
+            let _ = done.send(());
+        }
+        if let Some(done) = finish {
+            let _ = done.send(());
+            return true;
+        }
+        false
+    }
+
+    /// Where the next record starts, given `buffered` bytes not yet written.
+    fn cursor(&self, buffered: usize) -> Cursor {
+        let active = self.segments.back().expect("an active segment");
+        Cursor {
+            segment: active.segment,
+            offset: active.bytes + buffered as u64,
+        }
+    }
+
+    fn note_rows(&mut self, lane: Lane, first: u64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let active = self.segments.back_mut().expect("an active segment");
+        let ends = active.ends.get_or_insert([0; 2]);
+        ends[lane.index()] = first + count;
+        let now = SystemTime::now();
+        let marks = &mut self.marks[lane.index()];
+        let new_second = marks.back().is_none_or(|mark| {
+            now.duration_since(mark.at).unwrap_or_default() >= Duration::from_secs(1)
+        });
+        if new_second {
+            marks.push_back(Mark {
+                first,
+                end: None,
+                at: now,
+            });
+        }
+    }
+
+    fn roll_if_full(&mut self, buffer: &mut Vec<u8>) -> io::Result<()> {
+        let active = self.segments.back().expect("an active segment");
+        if active.bytes + (buffer.len() as u64) < self.settings.segment_bytes {
+            return Ok(());
+        }
+        self.write(buffer)?;
+        buffer.clear();
+        self.sync()?;
+        let next = active_segment(&self.segments) + 1;
+        self.open_segment(next).map_err(io::Error::other)
+    }
+
+    fn write(&mut self, buffer: &[u8]) -> io::Result<()> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let file = self.active.as_mut().expect("an active segment");
+        let result = file.write_all(buffer);
+        let active = self.segments.back_mut().expect("an active segment");
+        match result {
+            Ok(()) => {
+                active.bytes += buffer.len() as u64;
+                self.shared
+                    .used_bytes
+                    .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+                self.dirty = true;
+                Ok(())
+            }
+            Err(error) => {
+                // Part of the buffer may be on disk: cut it off, so that the next record
+                // starts where the segment's length says.
+                let _ = file.set_len(active.bytes);
+                let _ = file.seek(SeekFrom::Start(active.bytes));
+                Err(error)
+            }
+        }
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let started = Instant::now();
+        if let Some(file) = &self.active {
+            file.sync_data()?;
+        }
+        self.metrics
+            .spool_sync_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.spool_syncs.inc();
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn open_segment(&mut self, segment: u64) -> Result<(), SpoolError> {
+        let path = segment_path(&self.settings.dir, segment);
+        let header = Header {
+            spool_id: self.shared.spool_id,
+            segment,
+            next_positions: self.next_positions,
+            created_unix_ms: unix_ms(SystemTime::now()),
+        };
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        file.write_all(&header.encode()).map_err(io_at(&path))?;
+        file.sync_data().map_err(io_at(&path))?;
+        // The new name must survive a crash too.
+        File::open(&self.settings.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_at(&self.settings.dir))?;
+        self.shared
+            .used_bytes
+            .fetch_add(HEADER_BYTES, Ordering::Relaxed);
+        self.segments.push_back(Segment {
+            segment,
+            path,
+            bytes: HEADER_BYTES,
+            ends: Some([0; 2]),
+        });
+        self.active = Some(file);
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let active = self.segments.back().expect("an active segment");
+        *self
+            .shared
+            .published
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Published {
+            segment: active.segment,
+            end: active.bytes,
+        };
+    }
+
+    fn adopt(&mut self, recovery: Recovery) {
+        for (segment, ends) in &recovery.segment_ends {
+            if let Some(known) = self.segments.iter_mut().find(|s| s.segment == *segment) {
+                known.ends = Some(*ends);
+            }
+        }
+        for lane in Lane::ALL {
+            let index = lane.index();
+            self.confirmed[index] = self.confirmed[index].max(recovery.confirmed[index]);
+            if let Some(created) = recovery.oldest_unconfirmed[index] {
+                // Earlier runs' rows end below this run's first position (positions jump at
+                // every start), so their mark needs its own end.
+                let end = recovery
+                    .segment_ends
+                    .iter()
+                    .map(|(_, ends)| ends[index])
+                    .max()
+                    .unwrap_or(0);
+                self.marks[index].push_front(Mark {
+                    first: recovery.confirmed[index],
+                    end: Some(end),
+                    at: created,
+                });
+            }
+        }
+    }
+
+    /// Deletes the oldest segments while every row in them is confirmed; with `all`, the
+    /// active one too (the spool is then empty and the next start takes a new spool id).
+    fn delete_confirmed(&mut self, all: bool) {
+        while let Some(oldest) = self.segments.front() {
+            let is_active = self.segments.len() == 1;
+            let done = oldest.ends.is_some_and(|ends| {
+                Lane::ALL
+                    .iter()
+                    .all(|lane| ends[lane.index()] <= self.confirmed[lane.index()])
+            });
+            if !done || (is_active && !all) {
+                break;
+            }
+            if is_active {
+                self.active = None;
+            }
+            match fs::remove_file(&oldest.path) {
+                Ok(()) => {
+                    self.shared
+                        .used_bytes
+                        .fetch_sub(oldest.bytes, Ordering::Relaxed);
+                    tracing::debug!(segment = %oldest.path.display(), "spool segment confirmed; deleted");
+                    self.segments.pop_front();
+                }
+                Err(error) => {
+                    tracing::error!(segment = %oldest.path.display(), %error, "cannot delete a confirmed spool segment");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn publish_gauges(&mut self) {
+        let metrics = &self.metrics;
+        let bytes: u64 = self.segments.iter().map(|segment| segment.bytes).sum();
+        metrics.spool_bytes.set(bytes as i64);
+        metrics.spool_segments.set(self.segments.len() as i64);
+        let now = SystemTime::now();
+        let mut oldest = Duration::ZERO;
+        for lane in Lane::ALL {
+            let index = lane.index();
+            let confirmed = self.confirmed[index];
+            let next = self.next_positions[index];
+            let marks = &mut self.marks[index];
+            while let Some(front) = marks.front() {
+                let end = front
+                    .end
+                    .or_else(|| marks.get(1).map(|mark| mark.first))
+                    .unwrap_or(next);
+                if end > confirmed {
+                    break;
+                }
+                marks.pop_front();
+            }
+            if let Some(front) = marks.front() {
+                oldest = oldest.max(now.duration_since(front.at).unwrap_or_default());
+            }
+        }
+        metrics
+            .spool_oldest_unconfirmed_seconds
+            .set(oldest.as_secs_f64());
+    }
+}
+
+fn active_segment(segments: &VecDeque<Segment>) -> u64 {
+    segments.back().map_or(0, |segment| segment.segment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_round_trips_and_a_changed_byte_is_refused() {
+        let header = Header {
+            spool_id: Uuid::now_v7(),
+            segment: 7,
+            next_positions: [10, 20],
+            created_unix_ms: 1234,
+        };
+        let path = Path::new("x.seg");
+        let mut bytes = header.encode();
+        assert_eq!(Header::decode(path, &bytes).unwrap(), Some(header));
+        bytes[40] ^= 1;
+        assert_eq!(Header::decode(path, &bytes).unwrap(), None);
+    }
+
+    #[test]
+    fn another_format_version_is_refused_by_name() {
+        let mut bytes = Header {
+            spool_id: Uuid::now_v7(),
+            segment: 1,
+            next_positions: [0, 0],
+            created_unix_ms: 0,
+        }
+        .encode();
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[16..]);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        let error = Header::decode(Path::new("x.seg"), &bytes).unwrap_err();
+        assert!(error.to_string().contains("version 2"), "{error}");
+    }
+
+    fn write_segment(dir: &Path, records: &[Vec<u8>]) -> PathBuf {
+        let path = dir.join("t.seg");
+        let mut bytes = vec![0u8; HEADER_BYTES as usize];
+        for record in records {
+            bytes.extend_from_slice(record);
+        }
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn rows(lane: Lane, first: u64, count: u32, body: &[u8]) -> Vec<u8> {
+        let mut frame = RowsFrame::new(lane, count);
+        frame.body().extend_from_slice(body);
+        frame.finish(first);
+        frame.bytes
+    }
+
+    #[test]
+    fn records_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = vec![
+            rows(Lane::Events, 0, 2, b"ab"),
+            control_frame(KIND_SEAL, Lane::Events, 0, 1),
+            rows(Lane::Errors, 5, 1, b"c"),
+            control_frame(KIND_CONFIRM, Lane::Events, 0, 1),
+        ];
+        let path = write_segment(dir.path(), &records);
+        let end = fs::metadata(&path).unwrap().len();
+        let chunk = read_chunk(&path, 1, HEADER_BYTES, end, usize::MAX).unwrap();
+        let found: Vec<Record> = chunk.records.iter().map(|(_, r, _)| r.clone()).collect();
+        assert_eq!(
+            found,
+            vec![
+                Record::Rows {
+                    lane: Lane::Events,
+                    first: 0,
+                    count: 2
+                },
+                Record::Seal {
+                    lane: Lane::Events,
+                    first: 0,
+                    last: 1
+                },
+                Record::Rows {
+                    lane: Lane::Errors,
+                    first: 5,
+                    count: 1
+                },
+                Record::Confirm {
+                    lane: Lane::Events,
+                    first: 0,
+                    last: 1
+                },
+            ]
+        );
+        assert_eq!(rows_body(&chunk.records[0].2), b"ab");
+        assert_eq!(chunk.next, end);
+        assert!(chunk.corrupt.is_empty());
+    }
+
+    #[test]
+    fn a_flipped_byte_costs_only_its_record_and_a_torn_tail_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..5u64)
+            .map(|i| rows(Lane::Events, i * 3, 3, &[i as u8; 40]))
+            .collect();
+        let path = write_segment(dir.path(), &records);
+        let mut bytes = fs::read(&path).unwrap();
+        let second = HEADER_BYTES as usize + records[0].len();
+        bytes[second + FRAME_BYTES + 20] ^= 0x40;
+        // Tear the last record in the middle.
+        let torn = bytes.len() - 10;
+        bytes.truncate(torn);
+        fs::write(&path, &bytes).unwrap();
+        let chunk = read_chunk(&path, 1, HEADER_BYTES, torn as u64, usize::MAX).unwrap();
+        let firsts: Vec<u64> = chunk
+            .records
+            .iter()
+            .map(|(_, record, _)| match record {
+                Record::Rows { first, .. } => *first,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(firsts, vec![0, 6, 9]);
+        assert_eq!(chunk.corrupt.len(), 2, "{:?}", chunk.corrupt);
+        assert_eq!(chunk.corrupt[0], second as u64);
+        assert_eq!(chunk.next, torn as u64);
+    }
+
+    #[test]
+    fn a_budget_stops_reading_at_a_record_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..4u64)
+            .map(|i| rows(Lane::Events, i, 1, &[0; 100]))
+            .collect();
+        let path = write_segment(dir.path(), &records);
+        let end = fs::metadata(&path).unwrap().len();
+        let chunk = read_chunk(&path, 1, HEADER_BYTES, end, 150).unwrap();
+        assert_eq!(chunk.records.len(), 2);
+        assert_eq!(chunk.next, HEADER_BYTES + 2 * records[0].len() as u64);
+    }
+}
