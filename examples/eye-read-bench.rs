@@ -75,6 +75,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The fixture's events belong to three applications: read as an analyst would, with an
+    // organisation read key (the service has applied the migrations by now).
+    let (_, key) =
+        the_eye::auth::admin::create_organisation_key(&store, &[the_eye::auth::Scope::Read])
+            .await?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", key.key).parse()?,
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
+
     let fixture = Fixture::default();
     let started = Instant::now();
     fixture.load(&store).await?;

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{new_event_id, Pipeline, PipelineError, RecentIds};
 use crate::store::{ErrorRow, EventRow};
 use crate::validate::schemas::SchemaRegistry;
-use crate::validate::{self, Envelope, Rules, MAX_LISTED_PROBLEMS};
+use crate::validate::{self, Envelope, Rules};
 
 /// Why an ingest request was not accepted; `api` maps each to its HTTP answer.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,11 @@ pub enum IngestError {
         retry_after_secs: u64,
     },
 }
+
+/// Problems listed at most in one error answer; the rest are counted in `omitted_problems`.
+/// Each problem is at most a few hundred bytes (validation truncates paths and messages), so
+/// a request with thousands of bad parameters or fields gets an answer of a few tens of KiB.
+pub const MAX_LISTED_PROBLEMS: usize = 100;
 
 /// Ingest's share of the application state.
 pub struct Ingestor {

@@ -128,7 +128,6 @@ pub struct Metrics {
     pub unauthenticated: IntCounterVec,
     pub schema_reloads: IntCounterVec,
     pub key_lookups: IntCounterVec,
-    pub key_lookup_queries: IntCounterVec,
     pub spool_bytes: IntGauge,
     pub spool_max_bytes: IntGauge,
     pub spool_segments: IntGauge,
@@ -138,6 +137,7 @@ pub struct Metrics {
     pub spool_rows_per_sync: Histogram,
     pub spool_rows_replayed: IntCounterVec,
     pub spool_corrupt_records: IntCounter,
+    pub key_lookup_queries: IntCounterVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {

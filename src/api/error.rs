@@ -10,9 +10,8 @@ use axum::Json;
 use the_eye_types::{ErrorBody, IngestSummary, ItemResult, Problem};
 
 use crate::auth::keys;
-use crate::ingest::IngestError;
+use crate::ingest::{IngestError, MAX_LISTED_PROBLEMS};
 use crate::pipeline::PipelineError;
-use crate::validate::MAX_LISTED_PROBLEMS;
 
 /// IETF `RateLimit` header fields (draft-ietf-httpapi-ratelimit-headers).
 pub static RATELIMIT_LIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit-limit");

@@ -209,8 +209,7 @@ async fn ingest(
                 ),
             }),
         }
-    })
-    .await?;
+    }).await?;
     let mut summary = summary;
     super::error::redact_summary(&mut summary);
     let mut response = (StatusCode::ACCEPTED, Json(summary)).into_response();

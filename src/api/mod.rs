@@ -30,6 +30,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use crate::ingest::MAX_LISTED_PROBLEMS;
 pub use error::ApiError;
 
 use crate::auth::limits::RateLimits;

@@ -29,7 +29,8 @@ use super::params::{
     codes, invalid_path, ErrorFilterParams, EventFilterParams, PageParams, Params, SortOrder,
 };
 use super::{ApiError, AppState};
-use crate::auth::{keys, Principal};
+use crate::auth::keys;
+use crate::auth::Principal;
 use crate::store::read::{errors_query, events_query, ErrorSummaryRow};
 use crate::store::{
     After, ErrorFilter, ErrorRow, EventFilter, EventRow, Order, PageSpec, ReadQuery, StoreError,

@@ -144,12 +144,6 @@ struct Findings {
 /// answers and `errors` rows grow with what a client sends. 20 problems say what is wrong
 /// with any event a person wrote; an event with more is usually not an event at all.
 pub const MAX_PROBLEMS_PER_EVENT: usize = 20;
-
-/// Problems listed at most in one answer, over all its events; the rest are counted
-/// (`omitted_problems`). Each problem is at most a few hundred bytes (paths and messages are
-/// truncated), so a request with thousands of bad fields or parameters gets an answer of a
-/// few tens of KiB.
-pub const MAX_LISTED_PROBLEMS: usize = 100;
 const MAX_FIELD_CHARS: usize = 200;
 const MAX_MESSAGE_CHARS: usize = 500;
 

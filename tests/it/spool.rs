@@ -40,7 +40,6 @@ fn event(session: &str, name: &str) -> Value {
 struct Child {
     process: tokio::process::Child,
     url: String,
-    /// Where its `/metrics` is served (an address of its own, not the API's).
     metrics_url: String,
     http: reqwest::Client,
 }
@@ -54,8 +53,7 @@ impl Child {
                 .unwrap()
                 .port()
         };
-        let port = free_port();
-        let metrics_port = free_port();
+        let (port, metrics_port) = (free_port(), free_port());
         let process = tokio::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
             .arg("serve")
             .env("THE_EYE_CLICKHOUSE_URL", &db.url)

@@ -210,11 +210,11 @@ async fn one_application_cannot_replace_or_hide_anothers_events() {
 #[tokio::test]
 async fn a_retry_through_another_instance_folds_into_one_row() {
     let app = TestApp::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    // Each instance owns its spool directory (one writer per spool).
+    // A second instance on the same database, with a spool of its own, as in a deployment.
     let spool = tempfile::tempdir().unwrap();
     let mut config = test_config(&app.db);
     config.pipeline.spool_dir = spool.path().to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let second = the_eye::Running::spawn(config, listener).unwrap();
     app.db
         .client()

@@ -109,8 +109,7 @@ impl TestDb {
         Self::on(clickhouse_url().await).await
     }
 
-    /// A fresh database on the ClickHouse at `url` (a test's own server, see
-    /// [`own_devserver`]).
+    /// A fresh database on the ClickHouse at `url` (a test's own server).
     pub async fn on(url: String) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
@@ -277,7 +276,7 @@ impl TestApp {
         Self::start_on(TestDb::new().await, adjust).await
     }
 
-    /// Starts on `db` with the test configuration as changed by `adjust`.
+    /// Starts on `db` (for a test with a ClickHouse of its own, see [`own_devserver`]).
     pub async fn start_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(&db);
         adjust(&mut config);
