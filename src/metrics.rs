@@ -56,8 +56,13 @@ const TABLES: [&str; 2] = ["events", "errors"];
 /// `kind` values of `the_eye_clickhouse_insert_failures_total`.
 const INSERT_FAILURE_KINDS: [&str; 2] = ["transient", "permanent"];
 
-/// `reason` values of `the_eye_rows_dropped_total`.
-const DROP_REASONS: [&str; 3] = ["insert_refused", "queue_full", "shutdown_timeout"];
+/// `reason` values of `the_eye_rows_dropped_total` (`refusal_rate` only ever on `errors`).
+const DROP_REASONS: [&str; 4] = [
+    "insert_refused",
+    "queue_full",
+    "shutdown_timeout",
+    "refusal_rate",
+];
 
 /// HTTP methods that keep their name in the `method` label; a client can send any token as a
 /// method, so everything else is `other`.

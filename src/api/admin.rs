@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use the_eye_types::{ErrorBody, Problem};
 use utoipa::ToSchema;
 
@@ -27,6 +27,7 @@ use crate::validate::schemas::UnknownTypes;
 
 /// The payload schemas in force.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"unknown_event_types": "accept", "types": [example_event_type()]}))]
 pub struct SchemaList {
     /// What happens to event types without a schema: `accept` or `reject`.
     #[schema(value_type = String, example = "accept")]
@@ -37,6 +38,7 @@ pub struct SchemaList {
 
 /// One event type and the JSON Schema (draft 2020-12) its `data` must satisfy.
 #[derive(Serialize, ToSchema)]
+#[schema(example = example_event_type)]
 pub struct EventTypeSchema {
     pub category: String,
     pub name: String,
@@ -47,12 +49,30 @@ pub struct EventTypeSchema {
 
 /// A successful reload.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status": "reloaded", "event_types": 3}))]
 pub struct Reloaded {
     /// Always `reloaded`.
     #[schema(example = "reloaded")]
     pub status: String,
     /// Event types with a schema now in force.
     pub event_types: usize,
+}
+
+/// The example of [`EventTypeSchema`]: the shipped pageview type, shortened.
+fn example_event_type() -> Value {
+    serde_json::json!({
+        "category": "page interaction",
+        "name": "pageview",
+        "schema": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "required": ["host", "path"],
+            "properties": {
+                "host": {"type": "string", "minLength": 1, "maxLength": 253},
+                "path": {"type": "string", "minLength": 1, "maxLength": 2048}
+            }
+        }
+    })
 }
 
 /// `GET /api/schemas`: every event type with its schema, and the policy for the others.
@@ -177,6 +197,7 @@ impl From<AdminError> for ApiError {
 
 /// An application as the admin API shows it.
 #[derive(Serialize, ToSchema)]
+#[schema(example = example_application)]
 pub struct Application {
     /// The id rows, keys and metrics name it by; derived from the first name, never changed.
     #[schema(example = "web-shop")]
@@ -211,6 +232,7 @@ impl From<ApplicationRow> for Application {
 
 /// The applications a key administers.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"items": [example_application()]}))]
 pub struct ApplicationList {
     /// Sorted by id.
     pub items: Vec<Application>,
@@ -219,6 +241,7 @@ pub struct ApplicationList {
 /// `POST /api/admin/applications`'s body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Web Shop", "rate_per_second": 500, "burst": 1000, "allowed_origins": ["https://shop.example"]}))]
 pub struct ApplicationCreate {
     /// 1 to 100 characters; the id is derived from it.
     #[schema(example = "Web Shop")]
@@ -234,6 +257,7 @@ pub struct ApplicationCreate {
 
 /// A new application and its first key (with the `ingest` scope), shown only in this answer.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"application": example_application(), "ingest_key": example_created_key()}))]
 pub struct CreatedApplication {
     pub application: Application,
     pub ingest_key: CreatedKey,
@@ -242,6 +266,7 @@ pub struct CreatedApplication {
 /// `PATCH /api/admin/applications/{application_id}`'s body: absent fields stay as they are.
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"rate_per_second": 800, "add_origins": ["https://m.shop.example"], "remove_origins": []}))]
 pub struct ApplicationPatch {
     /// A new name; the id stays.
     pub name: Option<String>,
@@ -260,6 +285,7 @@ pub struct ApplicationPatch {
 /// `POST /api/admin/applications/{application_id}/keys`'s body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"scopes": ["read"]}))]
 pub struct KeyCreate {
     /// Any of `ingest`, `read`, `admin`.
     #[schema(example = json!(["read"]))]
@@ -268,6 +294,7 @@ pub struct KeyCreate {
 
 /// A key just created: `key` is shown only in this answer, and only its hash is stored.
 #[derive(Serialize, ToSchema)]
+#[schema(example = example_created_key)]
 pub struct CreatedKey {
     /// The whole key, for `Authorization: Bearer <key>`.
     pub key: String,
@@ -277,6 +304,7 @@ pub struct CreatedKey {
 
 /// A key as lists show it: never the key itself.
 #[derive(Serialize, ToSchema)]
+#[schema(example = example_key_info)]
 pub struct KeyInfo {
     /// The key's public prefix, `eye_` and eight characters.
     #[schema(example = "eye_k3m9x2ab")]
@@ -303,9 +331,42 @@ impl From<KeyRow> for KeyInfo {
 
 /// An application's keys.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"items": [example_key_info()]}))]
 pub struct KeyList {
     /// Oldest first.
     pub items: Vec<KeyInfo>,
+}
+
+/// The example of [`Application`] in the OpenAPI document (README's `apps create` example).
+fn example_application() -> Value {
+    json!({
+        "application_id": "web-shop",
+        "name": "Web Shop",
+        "enabled": true,
+        "rate_per_second": 500,
+        "burst": 1000,
+        "allowed_origins": ["https://shop.example"],
+        "created_at": "2026-01-05T09:00:00Z",
+        "updated_at": "2026-01-05T09:00:00Z",
+    })
+}
+
+/// The example of [`KeyInfo`]: an ingest key of `web-shop`.
+fn example_key_info() -> Value {
+    json!({
+        "prefix": "eye_k3m9x2ab",
+        "application_id": "web-shop",
+        "scopes": ["ingest"],
+        "created_at": "2026-01-05T09:00:00Z",
+        "revoked_at": null,
+    })
+}
+
+/// The example of [`CreatedKey`]: [`example_key_info`] with a made-up secret part.
+fn example_created_key() -> Value {
+    let mut key = example_key_info();
+    key["key"] = json!("eye_k3m9x2ab_Xq7dR2mZp9LwT4vYc8NbK3sHf6GjU1eAoQ5iWr0tBnM");
+    key
 }
 
 /// The longest `invalid_body` message: it quotes the client's input.

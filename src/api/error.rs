@@ -209,10 +209,14 @@ impl IntoResponse for ApiError {
             // Each event's problems are in its entry of `results`, as in a 202; listing them at
             // the top as well would double the answer.
             Self::AllRejected(summary) => {
-                let message = format!(
-                    "all {} events were rejected; each one's problems are in `results`",
-                    summary.rejected
-                );
+                let message = if summary.rejected == 1 {
+                    "the event was rejected; its problems are in `results`".to_owned()
+                } else {
+                    format!(
+                        "all {} events were rejected; each one's problems are in `results`",
+                        summary.rejected
+                    )
+                };
                 ingest = Some(summary);
                 (message, Vec::new())
             }

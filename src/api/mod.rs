@@ -101,10 +101,7 @@ pub fn router(state: AppState) -> Router {
                 ApiError::Internal("a request handler panicked".to_owned()).into_response()
             },
         ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::preflight,
-        ))
+        .layer(middleware::from_fn(auth::preflight))
         .layer(axum::Extension(state.clone()))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

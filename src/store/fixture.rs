@@ -38,6 +38,16 @@ impl Default for Fixture {
 }
 
 impl Fixture {
+    /// The default shape with `events` events: sessions of 100 events (`events` should be a
+    /// multiple of 1,000 so that they come out equal), the same categories and days.
+    pub fn of_size(events: u64) -> Self {
+        Self {
+            events,
+            sessions: (events / 100).max(1),
+            ..Self::default()
+        }
+    }
+
     /// Microseconds between consecutive events.
     fn step_micros(&self) -> u64 {
         u64::from(self.days) * 86_400_000_000 / self.events

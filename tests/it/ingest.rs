@@ -8,16 +8,12 @@ use serde_json::{json, Value};
 
 use crate::common::TestApp;
 
+/// The README's three example events, as the OpenAPI document shows them.
 fn examples() -> Vec<Value> {
-    let lines = [
-        r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "page interaction", "name": "pageview", "data": {"host": "www.consumeraffairs.com", "path": "/"}, "timestamp": "2021-01-01 09:15:27.243860"}"#,
-        r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "page interaction", "name": "cta click", "data": {"host": "www.consumeraffairs.com", "path": "/", "element": "chat bubble"}, "timestamp": "2021-01-01 09:15:27.243860"}"#,
-        r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "form interaction", "name": "submit", "data": {"host": "www.consumeraffairs.com", "path": "/", "form": {"first_name": "John", "last_name": "Doe"}}, "timestamp": "2021-01-01 09:15:27.243860"}"#,
-    ];
-    lines
-        .iter()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    the_eye_types::examples::ingest_body()
+        .as_array()
+        .expect("an array")
+        .clone()
 }
 
 fn event(session: &str, name: &str) -> Value {
@@ -157,6 +153,10 @@ async fn each_validation_rule_answers_its_code_and_is_recorded() {
         assert_eq!(answer["code"], "all_rejected", "{answer}");
         assert_eq!(answer["accepted"], 0);
         assert_eq!(answer["rejected"], 1);
+        assert_eq!(
+            answer["message"],
+            "the event was rejected; its problems are in `results`"
+        );
         // Each problem is reported once: in the event's entry of `results`, as in a 202.
         let problems = answer["results"][0]["problems"].as_array().unwrap();
         assert!(

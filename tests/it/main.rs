@@ -9,6 +9,7 @@ mod common;
 mod dashboards;
 mod deploy;
 mod devserver;
+mod docs;
 mod ingest;
 mod metrics;
 mod openapi;

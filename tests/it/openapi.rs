@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use the_eye::api::docs::DOCS_PREFIXES;
 use the_eye::api::params::{ErrorFilterParams, EventFilterParams, PageParams};
 
@@ -327,4 +327,58 @@ async fn swagger_ui_and_redoc_are_served_offline() {
     assert_eq!(status, 200);
     assert!(kind.starts_with("text/javascript"), "{kind}");
     assert!(js.len() > 500_000);
+}
+
+/// Swagger's "Try it out" and Redoc show the examples of the document: every schema has one,
+/// each validates against its own schema (formats included), and the request body's example
+/// of `POST /api/events` (the three example events), sent as it is with a valid key, is
+/// accepted whole.
+#[tokio::test]
+async fn every_example_fits_its_schema_and_the_body_example_is_accepted() {
+    let app = TestApp::start().await;
+    let (_, document) = app.get("/api/openapi.json").await;
+    let validate = |schema: Value, example: &Value| -> Vec<String> {
+        // The schema's references point into the document's components.
+        let mut root = schema;
+        root["components"] = document["components"].clone();
+        let validator = jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&root)
+            .unwrap_or_else(|error| panic!("{root}: {error}"));
+        validator
+            .iter_errors(example)
+            .map(|error| format!("{} at {}", error, error.instance_path()))
+            .collect()
+    };
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    let mut missing = Vec::new();
+    for (name, schema) in schemas {
+        let Some(example) = schema.get("example").or_else(|| schema["examples"].get(0)) else {
+            missing.push(name.clone());
+            continue;
+        };
+        let reference = json!({"$ref": format!("#/components/schemas/{name}")});
+        let errors = validate(reference, example);
+        assert!(errors.is_empty(), "{name}'s example {example}: {errors:?}");
+    }
+    assert!(
+        missing.is_empty(),
+        "schemas without an example: {missing:?}"
+    );
+
+    let content =
+        &document["paths"]["/api/events"]["post"]["requestBody"]["content"]["application/json"];
+    let body = &content["example"];
+    let events = body.as_array().expect("an array of events");
+    assert_eq!(events.len(), 3, "{body}");
+    let errors = validate(content["schema"].clone(), body);
+    assert!(errors.is_empty(), "{errors:?}");
+    let response = app.post_events(body).await;
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
+        (Some(3), Some(0)),
+        "{answer}"
+    );
 }

@@ -165,7 +165,7 @@ impl TestDb {
 
     /// Polls `sql` (a count) until it reaches `expected`, for rows written in the background.
     pub async fn wait_for_count(&self, sql: &str, expected: u64) -> u64 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let count = self.count(sql).await;
             if count >= expected || tokio::time::Instant::now() > deadline {
