@@ -101,6 +101,10 @@ pub const MAX_PREFIXES_PER_LOOKUP: usize = 1_000;
 /// Ten full queries: more than the task can ask before the waiters' deadline anyway.
 const MAX_QUEUED_PREFIXES: usize = 10 * MAX_PREFIXES_PER_LOOKUP;
 
+/// Longest a refresh may take: the first one holds up the start of the server, and a refresh
+/// that hangs must not stop the ones after it.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Unknown prefixes remembered at most; past this the negative answers are forgotten (the
 /// look-up budget still holds).
 const MAX_REMEMBERED_MISSES: usize = 100_000;
@@ -155,10 +159,16 @@ impl Registry {
         self.loaded.load(Ordering::Relaxed)
     }
 
-    /// Re-reads every application and key.
+    /// Re-reads every application and key, within [`REFRESH_TIMEOUT`].
     pub async fn refresh(&self) -> Result<(), StoreError> {
-        let applications = self.store.applications().await?;
-        let keys = self.store.keys(None).await?;
+        let read = async {
+            let applications = self.store.applications().await?;
+            let keys = self.store.keys(None).await?;
+            Ok::<_, StoreError>((applications, keys))
+        };
+        let (applications, keys) = tokio::time::timeout(REFRESH_TIMEOUT, read)
+            .await
+            .map_err(|_| StoreError::ClickHouse(clickhouse::error::Error::TimedOut))??;
         let snapshot = Arc::new(Snapshot::build(applications, keys));
         *self
             .snapshot
@@ -424,6 +434,8 @@ impl Registry {
             if !applications.contains_key(&id) {
                 let application = match snapshot.applications.get(&id) {
                     Some(application) => Some(application.clone()),
+                    // An organisation key belongs to no application.
+                    None if id.is_empty() => None,
                     None => self.store.application(&id).await?,
                 };
                 applications.insert(id.clone(), application);

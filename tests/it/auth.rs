@@ -298,6 +298,58 @@ async fn keys_existing_at_start_are_served_from_memory_from_the_first_request() 
     assert_eq!(lookup_queries(&app, "failed").await, 0.0);
 }
 
+/// Issue 21, point 2: an instance that could not load its keys at start says so on `/readyz`
+/// (so that a load balancer sends it nothing yet) and becomes ready once a retry succeeds,
+/// without a restart.
+#[tokio::test]
+async fn readiness_waits_for_the_first_load_of_keys() {
+    let db = common::TestDb::new().await;
+    let config = common::test_config(&db);
+    let store = the_eye::store::Store::new(&db.url, &config.clickhouse);
+    the_eye::migrate(&store, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // The schema is current, but the keys cannot be read.
+    let rename = |from: &'static str, to: &'static str| {
+        db.client()
+            .query("RENAME TABLE {from:Identifier} TO {to:Identifier}")
+            .param("from", from)
+            .param("to", to)
+            .execute()
+    };
+    rename("api_keys", "api_keys_away").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = the_eye::Running::spawn(config, listener).unwrap();
+    let readyz = format!("{}/readyz", running.url());
+    let readiness = || async {
+        match reqwest::get(&readyz).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                Some((status, response.text().await.unwrap_or_default()))
+            }
+            Err(_) => None,
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (status, body) = loop {
+        if let Some(answer) = readiness().await {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "The Eye did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not loaded"), "{body}");
+
+    rename("api_keys_away", "api_keys").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readiness().await.map(|(status, _)| status) != Some(200) {
+        assert!(Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn unknown_keys_cannot_flood_clickhouse_with_lookups() {
     let app = TestApp::start_with(|config| {

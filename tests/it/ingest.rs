@@ -752,4 +752,28 @@ async fn an_amplifying_body_gets_a_bounded_answer_and_bounded_error_rows() {
         .as_str()
         .unwrap()
         .starts_with("35 more problems"));
+
+    // A client that sends gzip takes gzip: then the answer is of the request's own order.
+    let gzipped = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .unwrap()
+        .post(app.endpoint("/api/events"))
+        .header("authorization", format!("Bearer {}", app.key))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .header("accept-encoding", "gzip")
+        .body(compressed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.status(), 400);
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let wire = gzipped.bytes().await.unwrap();
+    assert!(
+        wire.len() <= 4 * compressed.len(),
+        "{} bytes of gzipped answer for {} bytes of gzipped body",
+        wire.len(),
+        compressed.len()
+    );
 }

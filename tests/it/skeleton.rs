@@ -156,6 +156,8 @@ async fn the_binary_shuts_down_cleanly_on_sigterm() {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
         .arg("serve")
         .env("THE_EYE_SERVER_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        // Any free port: the default one may be taken by another instance on this machine.
+        .env("THE_EYE_SERVER_METRICS_LISTEN_ADDR", "127.0.0.1:0")
         .env("THE_EYE_CLICKHOUSE_URL", &app.db.url)
         .env("THE_EYE_CLICKHOUSE_DATABASE", &app.db.name)
         .env("THE_EYE_PIPELINE_FLUSH_INTERVAL_MS", "60000")
