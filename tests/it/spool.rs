@@ -354,7 +354,8 @@ async fn a_torn_tail_and_a_flipped_byte_cost_only_their_records() {
     );
 }
 
-/// SIGTERM writes everything and leaves no segment behind.
+/// SIGTERM writes everything and leaves no segment behind (here with an interval sync mode,
+/// which acknowledges before syncing and syncs in the background).
 #[tokio::test]
 async fn sigterm_drains_and_leaves_an_empty_spool() {
     let (db, key, spool) = setup().await;
@@ -362,7 +363,10 @@ async fn sigterm_drains_and_leaves_an_empty_spool() {
         &db,
         &spool,
         &key,
-        &[("THE_EYE_PIPELINE_FLUSH_INTERVAL_MS", "600000")],
+        &[
+            ("THE_EYE_PIPELINE_FLUSH_INTERVAL_MS", "600000"),
+            ("THE_EYE_PIPELINE_SPOOL_SYNC", "50ms"),
+        ],
     )
     .await;
     for i in 0..5 {
@@ -372,6 +376,10 @@ async fn sigterm_drains_and_leaves_an_empty_spool() {
         assert_eq!(child.post(&Value::from(batch)).await.unwrap().0, 202);
     }
     assert!(!segments(&spool).is_empty());
+    let exposition = child.metrics().await;
+    assert!(metric(&exposition, "the_eye_spool_bytes") > 0.0);
+    // Syncs happen on the interval; wait for one.
+    assert!(wait_metric(&child, "the_eye_spool_syncs_total", 1.0).await >= 1.0);
     child.signal("-TERM").await;
     let exit = child.wait().await;
     assert!(exit.success(), "{exit:?}");
