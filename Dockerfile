@@ -23,14 +23,19 @@ FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin the-eye
+ && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin the-eye \
+ && install -d -o the-eye -g the-eye /var/lib/the-eye/spool
 COPY --from=build /usr/local/bin/the-eye /usr/local/bin/the-eye
 # The payload schemas; mount another directory here (and send SIGHUP) to change them.
 COPY schemas /etc/the-eye/schemas
 USER the-eye:the-eye
 ENV THE_EYE_SERVER_LISTEN_ADDR=0.0.0.0:8000 \
     THE_EYE_SERVER_LOG_FORMAT=json \
-    THE_EYE_INGEST_SCHEMAS_DIR=/etc/the-eye/schemas
+    THE_EYE_INGEST_SCHEMAS_DIR=/etc/the-eye/schemas \
+    THE_EYE_PIPELINE_SPOOL_DIR=/var/lib/the-eye/spool
+# The write-ahead spool: accepted events not yet in ClickHouse. Keep it on a volume that
+# outlives the container (docker-compose.yml mounts `the-eye-spool` here).
+VOLUME /var/lib/the-eye/spool
 EXPOSE 8000 9464
 # No curl here: `the-eye healthcheck` asks this instance's /readyz (ClickHouse answers and the
 # schema is current) and exits 0 on 200.

@@ -3,6 +3,7 @@
 
     bench-ingest-summary.py DIR            # scenarios: medians, ratios to the baseline, targets
     bench-ingest-summary.py --sweep DIR    # batching settings: landed events/s and p99
+    bench-ingest-summary.py --spool DIR    # spool sync modes: latency, landed, syncs
 
 Reports are DIR/<scenario>-<run>.json; a scenario's figures are the medians over its runs.
 """
@@ -208,9 +209,53 @@ def sweep(directory):
     return "\n".join(out)
 
 
+def spool(directory):
+    groups = load(directory)
+    rows = []
+    for name, rs in groups.items():
+        match = re.fullmatch(r"spool-(.+)-(single|batch100)", name)
+        if match:
+            rows.append((match.group(2), match.group(1), rs))
+    out = [
+        "| scenario | spool_sync | conc. | req/s | accepted events/s | p50 µs | p99 µs "
+        "| landed events/s | syncs/s | rows per sync | statuses (median count) "
+        "| CPU % of a core: bench / eye / ClickHouse / other / idle |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    landed_by = {}
+    for kind, sync, rs in sorted(rows, key=lambda row: (row[0] != "single", row[1])):
+        landed = m(rs, lambda r: r["landed"]["events_per_second"] if r["landed"] else None)
+        landed_by[(kind, sync)] = landed
+        shares = " / ".join(
+            fmt(cpu(rs, n)) for n in ["eye-bench", "the-eye", "devserver", "other", "idle"]
+        )
+        out.append(
+            f"| {kind} | {sync} | {rs[0]['concurrency']} "
+            f"| {fmt(m(rs, lambda r: r['requests_per_second']))} "
+            f"| {fmt(m(rs, lambda r: r['accepted_events_per_second']))} "
+            f"| {fmt(m(rs, lambda r: r['latency']['p50_us']))} "
+            f"| {fmt(m(rs, lambda r: r['latency']['p99_us']))} "
+            f"| {fmt(landed)} "
+            f"| {fmt(m(rs, lambda r: r['landed'].get('spool_syncs_per_second') if r['landed'] else None))} "
+            f"| {fmt(m(rs, lambda r: r['landed'].get('spool_rows_per_sync') if r['landed'] else None), 1)} "
+            f"| {status_counts(rs)} | {shares} |"
+        )
+    out.append("")
+    for kind in ["single", "batch100"]:
+        on, off = landed_by.get((kind, "always")), landed_by.get((kind, "off"))
+        if on and off:
+            out.append(
+                f"- {kind}: landed events/s with the spool (always) {on / off:.0%} of without "
+                f"(target ≥ 90%)"
+            )
+    return "\n".join(out)
+
+
 def main(argv):
     if len(argv) == 3 and argv[1] == "--sweep":
         print(sweep(argv[2]))
+    elif len(argv) == 3 and argv[1] == "--spool":
+        print(spool(argv[2]))
     elif len(argv) == 2:
         print(scenarios(argv[1]))
     else:

@@ -568,4 +568,38 @@ mod tests {
             Ok(())
         });
     }
+
+    #[test]
+    fn spool_sync_takes_always_an_interval_or_off() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(
+                Config::load(None)
+                    .expect("valid configuration")
+                    .pipeline
+                    .spool_sync,
+                SpoolSync::Always
+            );
+            jail.set_env("THE_EYE_PIPELINE_SPOOL_SYNC", "100ms");
+            let config = Config::load(None).expect("valid configuration");
+            assert_eq!(config.pipeline.spool_sync, SpoolSync::IntervalMs(100));
+            assert!(config.pipeline.spool_settings().is_some());
+            jail.set_env("THE_EYE_PIPELINE_SPOOL_SYNC", "off");
+            let config = Config::load(None).expect("valid configuration");
+            assert_eq!(config.pipeline.spool_sync, SpoolSync::Off);
+            assert!(config.pipeline.spool_settings().is_none());
+            for bad in ["sometimes", "0ms", "100"] {
+                jail.set_env("THE_EYE_PIPELINE_SPOOL_SYNC", bad);
+                let error = Config::load(None).unwrap_err().to_string();
+                assert!(
+                    error.to_lowercase().contains("spool_sync"),
+                    "{bad}: {error}"
+                );
+            }
+            jail.set_env("THE_EYE_PIPELINE_SPOOL_SYNC", "always");
+            jail.set_env("THE_EYE_PIPELINE_SPOOL_MAX_BYTES", "1024");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("pipeline.spool_max_bytes"), "{error}");
+            Ok(())
+        });
+    }
 }

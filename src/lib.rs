@@ -5,7 +5,8 @@
 //! - [`api`]: the HTTP edge (routes, body decoding, error answers);
 //! - [`ingest`]: what to do with a decoded ingest body;
 //! - [`validate`]: pure checks of one event;
-//! - [`pipeline`]: bounded queues and the batchers that write to ClickHouse;
+//! - [`pipeline`]: the write-ahead spool, bounded queues and the batchers that write to
+//!   ClickHouse;
 //! - [`store`]: ClickHouse rows, migrations, inserts and queries;
 //! - [`metrics`], [`config`], and [`devserver`] (the embedded ClickHouse for development).
 //!

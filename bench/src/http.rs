@@ -101,6 +101,10 @@ pub struct ServiceCounters {
     pub batches: f64,
     /// `the_eye_flush_duration_seconds_sum{table="events"}`: time spent writing batches.
     pub flush_seconds: f64,
+    /// `the_eye_spool_syncs_total`: spool fdatasyncs (0 without a spool).
+    pub spool_syncs: f64,
+    /// `the_eye_spool_rows_per_sync_sum`: rows those syncs made durable.
+    pub spool_synced_rows: f64,
 }
 
 impl ServiceCounters {
@@ -126,6 +130,8 @@ impl ServiceCounters {
                 r#"the_eye_flush_duration_seconds_sum{table="events"}"# => {
                     counters.flush_seconds = value;
                 }
+                "the_eye_spool_syncs_total" => counters.spool_syncs = value,
+                "the_eye_spool_rows_per_sync_sum" => counters.spool_synced_rows = value,
                 _ => {}
             }
         }
@@ -194,12 +200,16 @@ mod tests {
             the_eye_rows_inserted_total{table=\"events\"} 12345\n\
             the_eye_queue_depth{table=\"events\"} 17\n\
             the_eye_batch_rows_count{table=\"events\"} 3\n\
-            the_eye_flush_duration_seconds_sum{table=\"events\"} 0.25\n";
+            the_eye_flush_duration_seconds_sum{table=\"events\"} 0.25\n\
+            the_eye_spool_syncs_total 40\n\
+            the_eye_spool_rows_per_sync_sum 400\n";
         let counters = ServiceCounters::parse(text).unwrap();
         assert_eq!(counters.rows_inserted, 12345.0);
         assert_eq!(counters.queue_depth, 17.0);
         assert_eq!(counters.batches, 3.0);
         assert_eq!(counters.flush_seconds, 0.25);
+        assert_eq!(counters.spool_syncs, 40.0);
+        assert_eq!(counters.spool_synced_rows, 400.0);
         assert!(ServiceCounters::parse("nothing here").is_none());
         assert_eq!(
             ServiceCounters::parse("the_eye_build_info{version=\"0.1.0\"} 1"),

@@ -348,6 +348,10 @@ struct Landed {
     mean_batch_rows: f64,
     mean_flush_ms: f64,
     flush_busy_fraction: f64,
+    /// Spool fdatasyncs per second of load, and rows made durable per sync (group commit);
+    /// both 0 without a spool.
+    spool_syncs_per_second: f64,
+    spool_rows_per_sync: f64,
 }
 
 #[derive(Serialize)]
@@ -584,6 +588,17 @@ async fn run(args: Args) -> Result<(), http::Error> {
                 0.0
             },
             flush_busy_fraction: flush_seconds / until_landed.as_secs_f64(),
+            spool_syncs_per_second: (at_load_end.spool_syncs - before.spool_syncs).max(0.0)
+                / elapsed.as_secs_f64(),
+            spool_rows_per_sync: {
+                let syncs = (at_load_end.spool_syncs - before.spool_syncs).max(0.0);
+                let rows = (at_load_end.spool_synced_rows - before.spool_synced_rows).max(0.0);
+                if syncs > 0.0 {
+                    rows / syncs
+                } else {
+                    0.0
+                }
+            },
         });
     }
     stop_sampling.store(true, Ordering::Relaxed);
@@ -724,6 +739,12 @@ fn print_human(r: &Report) {
             l.mean_flush_ms,
             l.flush_busy_fraction * 100.0
         );
+        if l.spool_syncs_per_second > 0.0 {
+            println!(
+                "               spool: {:.0} syncs/s, {:.1} rows per sync",
+                l.spool_syncs_per_second, l.spool_rows_per_sync
+            );
+        }
     }
     if let Some(m) = &r.memory {
         println!(

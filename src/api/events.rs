@@ -60,7 +60,7 @@ enum Accepts {
                 ("RateLimit-Remaining" = u32, description = "Events that could be sent now"),
                 ("RateLimit-Reset" = u64, description = "Seconds until sending is possible again"),
             )),
-        (status = 503, description = "`queue_full` or `shutting_down`: nothing was stored; retry after `Retry-After` seconds", body = ErrorBody,
+        (status = 503, description = "`queue_full` (the spool's disk budget is spent) or `shutting_down`: nothing was stored; `spool_unavailable`: the spool cannot be written. Retry after `Retry-After` seconds", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = [])),
@@ -101,7 +101,7 @@ pub struct BeaconQuery {
         (status = 413, description = "`body_too_large`, `too_many_events` or `exceeds_burst`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody),
-        (status = 503, description = "`queue_full` or `shutting_down`", body = ErrorBody),
+        (status = 503, description = "`queue_full`, `shutting_down` or `spool_unavailable`", body = ErrorBody),
     ),
     security(("beacon_key" = [])),
 )]

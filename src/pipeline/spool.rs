@@ -712,6 +712,7 @@ impl Spool {
             confirmed: [0; 2],
             marks: Default::default(),
             dirty: false,
+            unsynced_rows: 0,
             last_sync: Instant::now(),
             closed: false,
             _lock: lock,
@@ -860,6 +861,8 @@ struct Writer {
     /// and when. One entry per second with appends, so bounded by time, not traffic.
     marks: [VecDeque<Mark>; 2],
     dirty: bool,
+    /// Rows written since the last sync: what the next one makes durable.
+    unsynced_rows: u64,
     last_sync: Instant,
     closed: bool,
     /// Held for the life of the writer: one process per spool directory.
@@ -983,12 +986,10 @@ impl Writer {
         if let Err(error) = self.write(&buffer) {
             failure.get_or_insert(error.to_string());
         }
+        self.unsynced_rows += rows;
         if must_sync || finish.is_some() {
             if let Err(error) = self.sync() {
                 failure.get_or_insert(error.to_string());
-            }
-            if rows > 0 {
-                self.metrics.spool_rows_per_sync.observe(rows as f64);
             }
         }
         let result = || match &failure {
@@ -1103,6 +1104,12 @@ impl Writer {
             .spool_sync_duration
             .observe(started.elapsed().as_secs_f64());
         self.metrics.spool_syncs.inc();
+        if self.unsynced_rows > 0 {
+            self.metrics
+                .spool_rows_per_sync
+                .observe(self.unsynced_rows as f64);
+            self.unsynced_rows = 0;
+        }
         self.dirty = false;
         self.last_sync = Instant::now();
         Ok(())

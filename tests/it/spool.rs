@@ -138,18 +138,32 @@ impl Child {
 }
 
 /// A database whose merges are stopped, so that a duplicate row stays visible to `count()`
-/// (ReplacingMergeTree would fold it away on merge), and an application with a high rate.
-async fn setup() -> (TestDb, String, PathBuf) {
-    let db = TestDb::new().await;
-    let config = test_config(&db);
-    let (_, _, key) = provision(&db, &config, Some(1_000_000)).await;
-    db.client()
-        .query("SYSTEM STOP MERGES events")
-        .execute()
-        .await
-        .expect("stop merges");
-    let spool = db.spool.path().to_owned();
-    (db, key, spool)
+/// (ReplacingMergeTree would fold it away on merge), an application with a high rate and its
+/// key, and the spool directory every child of the test shares.
+struct Fixture {
+    db: TestDb,
+    key: String,
+    spool: PathBuf,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let db = TestDb::new().await;
+        let config = test_config(&db);
+        let (_, _, key) = provision(&db, &config, Some(1_000_000)).await;
+        db.client()
+            .query("SYSTEM STOP MERGES events")
+            .execute()
+            .await
+            .expect("stop merges");
+        let spool = db.spool.path().to_owned();
+        Self { db, key, spool }
+    }
+
+    /// Starts The Eye as a child on this fixture, with `env` on top of the defaults.
+    async fn start(&self, env: &[(&str, &str)]) -> Child {
+        Child::start(&self.db, &self.spool, &self.key, env).await
+    }
 }
 
 /// `count()` and `uniqExact(event_id)` of the events table.
@@ -196,8 +210,9 @@ async fn wait_metric(child: &Child, series: &str, at_least: f64) -> f64 {
 /// after the restart, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_and_duplicates_nothing() {
-    let (db, key, spool) = setup().await;
-    let mut child = Child::start(&db, &spool, &key, &[]).await;
+    let fixture = Fixture::new().await;
+    let db = &fixture.db;
+    let mut child = fixture.start(&[]).await;
     let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut senders = Vec::new();
     for worker in 0..4 {
@@ -237,11 +252,11 @@ async fn sigkill_under_load_loses_nothing_and_duplicates_nothing() {
     let accepted: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
     assert!(accepted.len() >= 2_000, "only {} accepted", accepted.len());
 
-    let _restarted = Child::start(&db, &spool, &key, &[]).await;
+    let _restarted = fixture.start(&[]).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut missing = accepted.len();
     while Instant::now() < deadline {
-        let stored = stored_ids(&db).await;
+        let stored = stored_ids(db).await;
         missing = accepted.iter().filter(|id| !stored.contains(*id)).count();
         if missing == 0 {
             break;
@@ -251,7 +266,7 @@ async fn sigkill_under_load_loses_nothing_and_duplicates_nothing() {
     assert_eq!(missing, 0, "of {} accepted events", accepted.len());
     // A moment more for any block a replay would have written twice.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (count, unique) = counts(&db).await;
+    let (count, unique) = counts(db).await;
     assert_eq!(count, unique, "{} duplicate rows", count - unique);
 }
 
@@ -259,14 +274,11 @@ async fn sigkill_under_load_loses_nothing_and_duplicates_nothing() {
 /// it: the replay rebuilds the same block with the same token, and ClickHouse drops it.
 #[tokio::test]
 async fn a_kill_right_after_an_insert_does_not_duplicate_it() {
-    let (db, key, spool) = setup().await;
-    let mut child = Child::start(
-        &db,
-        &spool,
-        &key,
-        &[("THE_EYE_TEST_KILL_AFTER_INSERT", "events")],
-    )
-    .await;
+    let fixture = Fixture::new().await;
+    let db = &fixture.db;
+    let mut child = fixture
+        .start(&[("THE_EYE_TEST_KILL_AFTER_INSERT", "events")])
+        .await;
     let batch: Vec<Value> = (0..50)
         .map(|i| event("s-fault", &format!("e{i}")))
         .collect();
@@ -277,9 +289,9 @@ async fn a_kill_right_after_an_insert_does_not_duplicate_it() {
         !exit.success(),
         "the fault point aborts the process: {exit:?}"
     );
-    assert_eq!(counts(&db).await, (50, 50), "the insert itself landed");
+    assert_eq!(counts(db).await, (50, 50), "the insert itself landed");
 
-    let restarted = Child::start(&db, &spool, &key, &[]).await;
+    let restarted = fixture.start(&[]).await;
     let replayed = wait_metric(
         &restarted,
         "the_eye_rows_inserted_total{table=\"events\"}",
@@ -296,7 +308,7 @@ async fn a_kill_right_after_an_insert_does_not_duplicate_it() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        counts(&db).await,
+        counts(db).await,
         (50, 50),
         "ClickHouse dropped the replayed block"
     );
@@ -306,15 +318,12 @@ async fn a_kill_right_after_an_insert_does_not_duplicate_it() {
 /// land, the two bad ones are counted, and the service starts.
 #[tokio::test]
 async fn a_torn_tail_and_a_flipped_byte_cost_only_their_records() {
-    let (db, key, spool) = setup().await;
+    let fixture = Fixture::new().await;
+    let (db, spool) = (&fixture.db, &fixture.spool);
     // Nothing is flushed before the kill: the rows stay unconfirmed in the spool.
-    let mut child = Child::start(
-        &db,
-        &spool,
-        &key,
-        &[("THE_EYE_PIPELINE_FLUSH_INTERVAL_MS", "600000")],
-    )
-    .await;
+    let mut child = fixture
+        .start(&[("THE_EYE_PIPELINE_FLUSH_INTERVAL_MS", "600000")])
+        .await;
     for i in 0..10 {
         let (status, _) = child
             .post(&event("s-torn", &format!("e{i}")))
@@ -324,7 +333,7 @@ async fn a_torn_tail_and_a_flipped_byte_cost_only_their_records() {
     }
     child.process.kill().await.unwrap();
     child.wait().await;
-    let files = segments(&spool);
+    let files = segments(spool);
     let last = files.last().expect("a segment");
     let mut bytes = std::fs::read(last).unwrap();
     let starts: Vec<usize> = bytes
@@ -341,7 +350,7 @@ async fn a_torn_tail_and_a_flipped_byte_cost_only_their_records() {
     bytes.truncate(cut);
     std::fs::write(last, &bytes).unwrap();
 
-    let restarted = Child::start(&db, &spool, &key, &[]).await;
+    let restarted = fixture.start(&[]).await;
     assert_eq!(db.wait_for_count("SELECT count() FROM events", 8).await, 8);
     let names: HashSet<String> = db
         .json_rows::<Value>("SELECT name FROM events")
@@ -363,29 +372,34 @@ async fn a_torn_tail_and_a_flipped_byte_cost_only_their_records() {
     );
 }
 
-/// SIGTERM writes everything and leaves no segment behind.
+/// SIGTERM writes everything and leaves no segment behind (here with an interval sync mode,
+/// which acknowledges before syncing and syncs in the background).
 #[tokio::test]
 async fn sigterm_drains_and_leaves_an_empty_spool() {
-    let (db, key, spool) = setup().await;
-    let mut child = Child::start(
-        &db,
-        &spool,
-        &key,
-        &[("THE_EYE_PIPELINE_FLUSH_INTERVAL_MS", "600000")],
-    )
-    .await;
+    let fixture = Fixture::new().await;
+    let (db, spool) = (&fixture.db, &fixture.spool);
+    let mut child = fixture
+        .start(&[
+            ("THE_EYE_PIPELINE_FLUSH_INTERVAL_MS", "600000"),
+            ("THE_EYE_PIPELINE_SPOOL_SYNC", "50ms"),
+        ])
+        .await;
     for i in 0..5 {
         let batch: Vec<Value> = (0..10)
             .map(|j| event("s-term", &format!("e{i}-{j}")))
             .collect();
         assert_eq!(child.post(&Value::from(batch)).await.unwrap().0, 202);
     }
-    assert!(!segments(&spool).is_empty());
+    assert!(!segments(spool).is_empty());
+    let exposition = child.metrics().await;
+    assert!(metric(&exposition, "the_eye_spool_bytes") > 0.0);
+    // Syncs happen on the interval; wait for one.
+    assert!(wait_metric(&child, "the_eye_spool_syncs_total", 1.0).await >= 1.0);
     child.signal("-TERM").await;
     let exit = child.wait().await;
     assert!(exit.success(), "{exit:?}");
-    assert_eq!(counts(&db).await, (50, 50));
-    assert_eq!(segments(&spool), Vec::<PathBuf>::new());
+    assert_eq!(counts(db).await, (50, 50));
+    assert_eq!(segments(spool), Vec::<PathBuf>::new());
 }
 
 /// ClickHouse stopped for longer than the memory queue holds: requests are still answered
