@@ -12,6 +12,7 @@ mod error;
 mod events;
 pub mod health;
 pub mod params;
+pub mod plan;
 pub mod read;
 
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .route_layer(middleware::from_fn(auth::require_ingest));
     let read = read::read_routes()
         .routes(routes!(admin::list_schemas))
+        .routes(routes!(plan::observed_schema))
+        .routes(routes!(plan::schema_drift))
         .route_layer(middleware::from_fn(auth::require_read));
     let administration = OpenApiRouter::new()
         .routes(routes!(admin::reload_schemas))

@@ -7,6 +7,7 @@
 pub mod apps;
 pub mod fixture;
 pub mod migrations;
+pub mod observed;
 pub mod read;
 pub mod rows;
 

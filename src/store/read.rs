@@ -101,7 +101,7 @@ pub struct ReadQuery {
 const TIME: &str = "DateTime64(6, 'UTC')";
 
 impl ReadQuery {
-    fn new(sql: &str) -> Self {
+    pub(super) fn new(sql: &str) -> Self {
         Self {
             sql: sql.to_owned(),
             params: Vec::new(),
@@ -118,13 +118,13 @@ impl ReadQuery {
         &self.params
     }
 
-    fn push(&mut self, fragment: &str) {
+    pub(super) fn push(&mut self, fragment: &str) {
         self.sql.push_str(fragment);
     }
 
     /// Appends `fragment`, in which `{}` stands for the placeholder `{name:Type}`, and binds
     /// `value` to it.
-    fn bind(&mut self, fragment: &str, name: &'static str, value: Param) {
+    pub(super) fn bind(&mut self, fragment: &str, name: &'static str, value: Param) {
         let ty = match value {
             Param::Text(_) => "String",
             Param::Time(_) => TIME,
@@ -182,13 +182,13 @@ const ERROR_COLUMNS: &str = "SELECT error_id, application, received_at, request_
      problem_field, problem_code, problem_message FROM errors";
 
 /// Builds `WHERE a AND b …` from conditions, each added with [`Conditions::and`].
-struct Conditions {
-    query: ReadQuery,
+pub(super) struct Conditions {
+    pub(super) query: ReadQuery,
     first: bool,
 }
 
 impl Conditions {
-    fn new(select: &str) -> Self {
+    pub(super) fn new(select: &str) -> Self {
         Self {
             query: ReadQuery::new(select),
             first: true,
@@ -201,25 +201,36 @@ impl Conditions {
         self.first = false;
     }
 
-    fn and(&mut self, fragment: &str, name: &'static str, value: Param) {
+    pub(super) fn and(&mut self, fragment: &str, name: &'static str, value: Param) {
         self.next();
         self.query.bind(fragment, name, value);
     }
 
-    fn and_text(&mut self, fragment: &str, name: &'static str, value: &Option<String>) {
+    pub(super) fn and_text(&mut self, fragment: &str, name: &'static str, value: &Option<String>) {
         if let Some(value) = value {
             self.and(fragment, name, Param::Text(value.clone()));
         }
     }
 
-    fn and_time(&mut self, fragment: &str, name: &'static str, value: &Option<DateTime<Utc>>) {
+    pub(super) fn and_time(
+        &mut self,
+        fragment: &str,
+        name: &'static str,
+        value: &Option<DateTime<Utc>>,
+    ) {
         if let Some(value) = value {
             self.and(fragment, name, Param::Time(*value));
         }
     }
 
     /// The keyset condition and the ordering on (`time`, `id`), then the limit.
-    fn page(mut self, time: &str, id: &str, page: &PageSpec, dedup_by: Option<&str>) -> ReadQuery {
+    pub(super) fn page(
+        mut self,
+        time: &str,
+        id: &str,
+        page: &PageSpec,
+        dedup_by: Option<&str>,
+    ) -> ReadQuery {
         let (after, before, direction) = match page.order {
             Order::Asc => (">", ">=", "ASC"),
             Order::Desc => ("<", "<=", "DESC"),

@@ -612,6 +612,50 @@ async fn panels_show_the_seeded_numbers() {
         );
     }
 
+    let (_, shares) = run_as_grafana(
+        &app,
+        &find("errors.json", "Rejected share by event type and code"),
+        &all,
+        &range,
+    )
+    .await
+    .unwrap();
+    // Six pageviews accepted, two rejected: one without session_id, one with a bad
+    // timestamp and an unknown field, and neither with the `host` the schema requires. An
+    // event with several codes counts under each.
+    let shares: BTreeSet<(String, String, String, String)> = shares
+        .rows
+        .iter()
+        .map(|row| {
+            let text = |key: &str| row[key].to_string().trim_matches('"').to_owned();
+            (
+                text("name"),
+                text("code"),
+                text("rejected"),
+                format!("{}/{}", text("received"), text("share")),
+            )
+        })
+        .collect();
+    for (code, rejected, share) in [
+        ("missing_field", "1", "8/0.125"),
+        ("invalid_timestamp", "1", "8/0.125"),
+        ("unknown_field", "1", "8/0.125"),
+        ("required", "2", "8/0.25"),
+    ] {
+        let row = (
+            "pageview".to_owned(),
+            code.to_owned(),
+            rejected.to_owned(),
+            share.to_owned(),
+        );
+        assert!(shares.contains(&row), "{row:?} not in {shares:?}");
+    }
+    assert_eq!(
+        shares.len(),
+        4,
+        "rejections of no type are left out: {shares:?}"
+    );
+
     let (_, latest) = run_as_grafana(
         &app,
         &find("errors.json", "Latest rejections"),

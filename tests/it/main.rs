@@ -12,6 +12,7 @@ mod devserver;
 mod ingest;
 mod metrics;
 mod openapi;
+mod plan;
 mod read;
 mod read_speed;
 mod schemas;
