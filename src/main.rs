@@ -44,6 +44,9 @@ enum Command {
     /// The tracking plan: payload schemas drawn from stored events.
     #[command(subcommand)]
     Schemas(SchemasCommand),
+    /// Session summaries (the `sessions` table).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Exit 0 if this instance (at `server.listen_addr`) answers `path` with 200: the
     /// container health check, since the runtime image has no curl.
     Healthcheck {
@@ -112,6 +115,20 @@ enum SchemasCommand {
 }
 
 #[derive(Subcommand)]
+enum SessionsCommand {
+    /// Fold stored events into `sessions`, one day at a time: for events stored before
+    /// migration 5 created the view that keeps it. Idempotent, and safe while events arrive.
+    Backfill {
+        /// Only events whose timestamp is at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events whose timestamp is before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key; prints it once.
     Create {
@@ -159,6 +176,9 @@ async fn main() -> ExitCode {
         Command::Apps(command) => apps(config, command).await,
         Command::Keys(command) => keys(config, command).await,
         Command::Schemas(command) => schemas(config, command).await,
+        Command::Sessions(SessionsCommand::Backfill { since, until }) => {
+            backfill_sessions(config, since, until).await
+        }
         Command::Healthcheck { path } => {
             return match healthcheck(config.server.listen_addr, &path) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -372,6 +392,23 @@ async fn schemas(config: Config, command: SchemasCommand) -> Result<(), Error> {
             );
         }
     }
+    Ok(())
+}
+
+async fn backfill_sessions(
+    config: Config,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), Error> {
+    let (store, _devserver) = admin_store(&config).await?;
+    let folded = store
+        .backfill_sessions(since, until, |day, events| {
+            if events > 0 {
+                eprintln!("{}: folded {events} events", day.format("%Y-%m-%d"));
+            }
+        })
+        .await?;
+    println!("folded {folded} events into sessions");
     Ok(())
 }
 

@@ -14,6 +14,7 @@ pub mod health;
 pub mod params;
 pub mod plan;
 pub mod read;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +67,8 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::list_schemas))
         .routes(routes!(plan::observed_schema))
         .routes(routes!(plan::schema_drift))
+        .routes(routes!(sessions::list_sessions))
+        .routes(routes!(sessions::get_session))
         .route_layer(middleware::from_fn(auth::require_read));
     let administration = OpenApiRouter::new()
         .routes(routes!(admin::reload_schemas))

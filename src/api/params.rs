@@ -164,18 +164,21 @@ impl Params {
     /// A whole number from `min` to `max`; `default` when absent or invalid (then a problem
     /// is recorded).
     pub fn whole(&mut self, name: &'static str, min: u64, max: u64, default: u64) -> u64 {
-        let Some(value) = self.raw(name) else {
-            return default;
-        };
+        self.optional_whole(name, min, max).unwrap_or(default)
+    }
+
+    /// A whole number from `min` to `max`, if given; a problem is recorded if invalid.
+    pub fn optional_whole(&mut self, name: &'static str, min: u64, max: u64) -> Option<u64> {
+        let value = self.raw(name)?;
         match value.parse::<u64>() {
-            Ok(n) if (min..=max).contains(&n) => n,
+            Ok(n) if (min..=max).contains(&n) => Some(n),
             _ => {
                 self.problem(
                     name,
                     codes::INVALID_PARAMETER,
                     format!("`{name}` must be a whole number from {min} to {max}, not `{value}`"),
                 );
-                default
+                None
             }
         }
     }

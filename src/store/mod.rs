@@ -10,6 +10,7 @@ pub mod migrations;
 pub mod observed;
 pub mod read;
 pub mod rows;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;

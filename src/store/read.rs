@@ -164,7 +164,7 @@ impl ReadQuery {
 }
 
 /// ClickHouse's text form of a `DateTime64(6)`.
-fn format_time(time: &DateTime<Utc>) -> String {
+pub(super) fn format_time(time: &DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
 }
 

@@ -16,4 +16,5 @@ mod plan;
 mod read;
 mod read_speed;
 mod schemas;
+mod sessions;
 mod skeleton;
