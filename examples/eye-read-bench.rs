@@ -1,7 +1,8 @@
 //! Read API latency benchmark: loads the read-speed fixture (1,000,000 events, 10,000
 //! sessions, 20 categories, 90 days; `the_eye::store::fixture`) into a fresh database, starts
-//! The Eye in-process on a loopback port, and times the three common reads over HTTP, one
-//! request at a time, reporting p50/p90/p99/max.
+//! The Eye in-process on a loopback port, and times the common reads over HTTP (three of
+//! events, two of session summaries), one request at a time, reporting p50/p90/p99/max. The
+//! requests carry a read key of the fixture's application `fixture-app-0`.
 //!
 //! ```sh
 //! cargo run --release --example eye-read-bench -- --requests 300
@@ -63,9 +64,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(config.server.listen_addr).await?;
     let running = Running::spawn(config.clone(), listener)?;
     let base = running.url();
-    let http = reqwest::Client::new();
+    let plain = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !http
+    while !plain
         .get(format!("{base}/readyz"))
         .send()
         .await
@@ -74,6 +75,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert!(Instant::now() < deadline, "The Eye did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A read key of one fixture application (application keys read only their own).
+    let new = the_eye::auth::admin::NewApplication {
+        name: "fixture-app-0".to_owned(),
+        ..Default::default()
+    };
+    let (application, _) = the_eye::auth::admin::create_application(&store, new).await?;
+    assert_eq!(application.application_id, "fixture-app-0");
+    let (_, key) = the_eye::auth::admin::create_key(
+        &store,
+        &application.application_id,
+        &[the_eye::auth::Scope::Read],
+    )
+    .await?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", key.key).parse()?,
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
 
     let fixture = Fixture::default();
     let started = Instant::now();
@@ -87,7 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let day = |i: usize| fixture.start + TimeDelta::days((i % 90) as i64);
     let hour = |i: usize| fixture.start + TimeDelta::hours((i * 37 % 2160) as i64);
     let rfc = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let reads: [(&str, UrlOf); 3] = [
+    let reads: [(&str, UrlOf); 5] = [
         (
             "one session",
             Box::new(|i| {
@@ -116,6 +139,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )
             }),
         ),
+        (
+            "a day's sessions",
+            Box::new(|i| {
+                format!(
+                    "/api/sessions?from={}&to={}",
+                    rfc(day(i)),
+                    rfc(day(i) + TimeDelta::days(1))
+                )
+            }),
+        ),
+        (
+            "one session's summary",
+            Box::new(|i| {
+                let session = fixture.session_of((i as u64 * 7919) % fixture.events);
+                format!("/api/sessions/{session}")
+            }),
+        ),
     ];
 
     println!(
@@ -137,7 +177,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let elapsed = started.elapsed();
             if i >= 10 {
                 latencies.push(elapsed);
-                items += body["items"].as_array().map_or(0, Vec::len);
+                // A summary is one item.
+                items += body["items"].as_array().map_or(1, Vec::len);
             }
         }
         latencies.sort();

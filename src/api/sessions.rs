@@ -20,7 +20,7 @@ use super::plan::readable_application;
 use super::read::ListingRequest;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
-use crate::store::sessions::{sessions_query, SessionFilter, SessionRow};
+use crate::store::sessions::{candidates_query, sessions_query, SessionFilter, SessionRow};
 use crate::store::{After, ReadQuery};
 
 /// One session's summary.
@@ -143,6 +143,11 @@ impl ListingRequest<SessionFilter> {
     /// Exactly the query the handler runs for this request.
     pub fn query(&self) -> ReadQuery {
         sessions_query(self.filter(), &self.fetch_spec())
+    }
+
+    /// The candidates subquery inside [`Self::query`], if any, to `EXPLAIN` on its own.
+    pub fn candidates(&self) -> Option<ReadQuery> {
+        candidates_query(self.filter(), &self.fetch_spec())
     }
 }
 

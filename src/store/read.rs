@@ -138,6 +138,16 @@ impl ReadQuery {
         }
     }
 
+    /// Appends `other`'s SQL and its parameters (a subquery built on its own).
+    pub(super) fn append(&mut self, other: &ReadQuery) {
+        self.sql.push_str(&other.sql);
+        for (name, value) in &other.params {
+            if !self.params.iter().any(|(existing, _)| existing == name) {
+                self.params.push((name, value.clone()));
+            }
+        }
+    }
+
     /// A `clickhouse` query with every parameter bound server-side.
     pub fn query(&self, client: &Client) -> clickhouse::query::Query {
         self.bound(client, &self.sql)

@@ -71,53 +71,73 @@ const SUMMARY: &str = "SELECT session_id, toString(application) AS application, 
 
 const GROUP: &str = " GROUP BY session_id, application";
 
-/// The SQL of a session listing (fetch `limit + 1` to learn whether a next page exists).
-pub fn sessions_query(filter: &SessionFilter, page: &PageSpec) -> ReadQuery {
-    let (after, before, direction) = match page.order {
-        Order::Asc => (">", ">=", "ASC"),
-        Order::Desc => ("<", "<=", "DESC"),
+/// Conditions on a session's start: the filter's range and the page's keyset bound.
+fn start_conditions(filter: &SessionFilter, page: &PageSpec) -> Vec<(String, &'static str, Param)> {
+    let before = match page.order {
+        Order::Asc => ">=",
+        Order::Desc => "<=",
     };
-    let mut query = ReadQuery::new(SUMMARY);
-    let application = |query: &mut ReadQuery, glue: &str| {
-        if let Some(application) = &filter.application {
-            query.bind(
-                &format!("{glue}application = {{}}"),
-                "application",
-                Param::Text(application.clone()),
-            );
-        }
-    };
-    // Conditions on the start, checked first on partial rows (candidates), then on the merge.
-    let mut starts: Vec<(String, &'static str, Param)> = Vec::new();
+    let mut starts = Vec::new();
     if let Some(from) = filter.from {
-        starts.push((">= {}".into(), "from", Param::Time(from)));
+        starts.push((">= {}".to_owned(), "from", Param::Time(from)));
     }
     if let Some(to) = filter.to {
-        starts.push(("< {}".into(), "to", Param::Time(to)));
+        starts.push(("< {}".to_owned(), "to", Param::Time(to)));
     }
     if let Some(start) = page.after {
         starts.push((format!("{before} {{}}"), "after_at", Param::Time(start.at)));
     }
+    starts
+}
+
+/// The SQL of a listing's candidates: (session_id, application) of the partial rows whose
+/// `first_timestamp` meets every condition on the start, read through the `by_start`
+/// projection; `None` when the listing has no such condition (every session is a candidate).
+pub fn candidates_query(filter: &SessionFilter, page: &PageSpec) -> Option<ReadQuery> {
+    let starts = start_conditions(filter, page);
+    if starts.is_empty() {
+        return None;
+    }
+    let mut query = ReadQuery::new("SELECT session_id, application FROM sessions WHERE ");
+    for (i, (condition, name, value)) in starts.into_iter().enumerate() {
+        let and = if i == 0 { "" } else { " AND " };
+        query.bind(&format!("{and}first_timestamp {condition}"), name, value);
+    }
+    if let Some(application) = &filter.application {
+        query.bind(
+            " AND application = {}",
+            "application",
+            Param::Text(application.clone()),
+        );
+    }
+    Some(query)
+}
+
+/// The SQL of a session listing (fetch `limit + 1` to learn whether a next page exists).
+pub fn sessions_query(filter: &SessionFilter, page: &PageSpec) -> ReadQuery {
+    let (after, direction) = match page.order {
+        Order::Asc => (">", "ASC"),
+        Order::Desc => ("<", "DESC"),
+    };
+    let mut query = ReadQuery::new(SUMMARY);
     let mut glue = " WHERE ";
-    if !starts.is_empty() {
-        query.push(" WHERE (session_id, application) IN (SELECT session_id, application FROM sessions WHERE ");
-        for (i, (condition, name, value)) in starts.iter().enumerate() {
-            let and = if i == 0 { "" } else { " AND " };
-            query.bind(
-                &format!("{and}first_timestamp {condition}"),
-                name,
-                value.clone(),
-            );
-        }
-        application(&mut query, " AND ");
+    if let Some(candidates) = candidates_query(filter, page) {
+        query.push(" WHERE (session_id, application) IN (");
+        query.append(&candidates);
         query.push(")");
         glue = " AND ";
     }
-    application(&mut query, glue);
+    if let Some(application) = &filter.application {
+        query.bind(
+            &format!("{glue}application = {{}}"),
+            "application",
+            Param::Text(application.clone()),
+        );
+    }
     query.push(GROUP);
     query.push(" HAVING 1");
-    for (condition, name, value) in &starts {
-        query.bind(&format!(" AND started_at {condition}"), name, value.clone());
+    for (condition, name, value) in start_conditions(filter, page) {
+        query.bind(&format!(" AND started_at {condition}"), name, value);
     }
     if let Some(start) = page.after {
         query.bind(
