@@ -2,7 +2,8 @@
 //! 10,000 sessions, 20 categories, 90 days; `the_eye::store::fixture`) into a fresh database,
 //! starts The Eye in-process on a loopback port, creates an organisation read key as
 //! `the-eye keys create --org --scope read` does (the fixture spans three applications), and
-//! times the three common reads over HTTP with that key, one request at a time, reporting p50/p90/p99/max.
+//! times the common reads over HTTP with that key (three of events, two of session
+//! summaries), one request at a time, reporting p50/p90/p99/max.
 //!
 //! ```sh
 //! cargo run --release --example eye-read-bench -- --requests 300
@@ -70,9 +71,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(config.server.listen_addr).await?;
     let running = Running::spawn(config.clone(), listener)?;
     let base = running.url();
-    let http = reqwest::Client::new();
+    let plain = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !http
+    while !plain
         .get(format!("{base}/readyz"))
         .send()
         .await
@@ -101,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let day = |i: usize| fixture.start + TimeDelta::days((i % days) as i64);
     let hour = |i: usize| fixture.start + TimeDelta::hours((i * 37 % (days * 24)) as i64);
     let rfc = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let reads: [(&str, UrlOf); 3] = [
+    let reads: [(&str, UrlOf); 5] = [
         (
             "one session",
             Box::new(|i| {
@@ -130,6 +131,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )
             }),
         ),
+        (
+            "a day's sessions",
+            Box::new(|i| {
+                format!(
+                    "/api/sessions?from={}&to={}",
+                    rfc(day(i)),
+                    rfc(day(i) + TimeDelta::days(1))
+                )
+            }),
+        ),
+        (
+            "one session's summary",
+            Box::new(|i| {
+                let session = fixture.session_of((i as u64 * 7919) % fixture.events);
+                format!("/api/sessions/{session}")
+            }),
+        ),
     ];
 
     println!(
@@ -141,7 +159,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for i in 0..args.requests + 10 {
             let url = format!("{base}{}", url_of(i));
             let started = Instant::now();
-            let response = http.get(&url).header("authorization", &auth).send().await?;
+            let response = plain
+                .get(&url)
+                .header("authorization", &auth)
+                .send()
+                .await?;
             if !response.status().is_success() {
                 let status = response.status();
                 let body = response.text().await.unwrap_or_default();
@@ -151,7 +173,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let elapsed = started.elapsed();
             if i >= 10 {
                 latencies.push(elapsed);
-                items += body["items"].as_array().map_or(0, Vec::len);
+                // A summary is one item.
+                items += body["items"].as_array().map_or(1, Vec::len);
             }
         }
         latencies.sort();

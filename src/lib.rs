@@ -8,6 +8,7 @@
 //! - [`pipeline`]: the write-ahead spool, bounded queues and the batchers that write to
 //!   ClickHouse;
 //! - [`store`]: ClickHouse rows, migrations, inserts and queries;
+//! - [`plan`]: the tracking plan drawn from stored events (schema inference, drift);
 //! - [`metrics`], [`config`], and [`devserver`] (the embedded ClickHouse for development).
 //!
 //! [`serve`] builds the whole service from a [`Config`], a bound listener and a shutdown
@@ -20,6 +21,7 @@ pub mod devserver;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
+pub mod plan;
 pub mod store;
 pub mod telemetry;
 pub mod validate;

@@ -34,6 +34,7 @@ pub enum Listing {
     Events = 1,
     SessionEvents = 2,
     Errors = 3,
+    Sessions = 4,
 }
 
 /// Where the next page starts, bound to one listing with one set of filters.

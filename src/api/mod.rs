@@ -12,7 +12,9 @@ mod error;
 mod events;
 pub mod health;
 pub mod params;
+pub mod plan;
 pub mod read;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +67,10 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .route_layer(middleware::from_fn(auth::require_ingest));
     let read = read::read_routes()
         .routes(routes!(admin::list_schemas))
+        .routes(routes!(plan::observed_schema))
+        .routes(routes!(plan::schema_drift))
+        .routes(routes!(sessions::list_sessions))
+        .routes(routes!(sessions::get_session))
         .route_layer(middleware::from_fn(auth::require_read));
     let administration = OpenApiRouter::new()
         .routes(routes!(admin::reload_schemas))

@@ -165,6 +165,48 @@ impl Params {
         }
     }
 
+    /// A whole number from `min` to `max`; `default` when absent or invalid (then a problem
+    /// is recorded).
+    pub fn whole(&mut self, name: &'static str, min: u64, max: u64, default: u64) -> u64 {
+        self.optional_whole(name, min, max).unwrap_or(default)
+    }
+
+    /// A whole number from `min` to `max`, if given; a problem is recorded if invalid.
+    pub fn optional_whole(&mut self, name: &'static str, min: u64, max: u64) -> Option<u64> {
+        let value = self.raw(name)?;
+        match value.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.problem(
+                    name,
+                    codes::INVALID_PARAMETER,
+                    format!("`{name}` must be a whole number from {min} to {max}, not `{value}`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A share: a number greater than 0 and at most 1; `default` when absent or invalid.
+    pub fn share(&mut self, name: &'static str, default: f64) -> f64 {
+        let Some(value) = self.raw(name) else {
+            return default;
+        };
+        match value.parse::<f64>() {
+            Ok(share) if share > 0.0 && share <= 1.0 => share,
+            _ => {
+                self.problem(
+                    name,
+                    codes::INVALID_PARAMETER,
+                    format!(
+                        "`{name}` must be a number greater than 0 and at most 1, not `{value}`"
+                    ),
+                );
+                default
+            }
+        }
+    }
+
     /// `order`: `asc` or `desc`, `default` when absent.
     pub fn order(&mut self, default: SortOrder) -> SortOrder {
         match self.raw("order").as_deref() {
@@ -371,7 +413,8 @@ impl PageParams {
     }
 }
 
-fn check_range(
+/// Records a problem at `to_name` unless `from` is earlier than `to` (both given).
+pub fn check_range(
     params: &mut Params,
     from_name: &str,
     from: Option<DateTime<Utc>>,

@@ -65,7 +65,7 @@ pub struct ListingRequest<F> {
 }
 
 impl<F: std::fmt::Debug> ListingRequest<F> {
-    fn new(
+    pub(super) fn new(
         listing: Listing,
         filter: F,
         page: PageParams,
@@ -98,8 +98,13 @@ impl<F: std::fmt::Debug> ListingRequest<F> {
         })
     }
 
+    /// The listing's filters.
+    pub(super) fn filter(&self) -> &F {
+        &self.filter
+    }
+
     /// The page to fetch: one row more than asked, to learn whether another page follows.
-    fn fetch_spec(&self) -> PageSpec {
+    pub(super) fn fetch_spec(&self) -> PageSpec {
         PageSpec {
             order: self.order,
             after: self.after,
@@ -108,7 +113,11 @@ impl<F: std::fmt::Debug> ListingRequest<F> {
     }
 
     /// Cuts the fetched rows to the page and makes the cursor of the next one.
-    fn page<R>(&self, mut rows: Vec<R>, key: impl Fn(&R) -> After) -> (Vec<R>, Option<String>) {
+    pub(super) fn page<R>(
+        &self,
+        mut rows: Vec<R>,
+        key: impl Fn(&R) -> After,
+    ) -> (Vec<R>, Option<String>) {
         let more = rows.len() > self.limit as usize;
         rows.truncate(self.limit as usize);
         let next = match rows.last() {

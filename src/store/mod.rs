@@ -7,8 +7,10 @@
 pub mod apps;
 pub mod fixture;
 pub mod migrations;
+pub mod observed;
 pub mod read;
 pub mod rows;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -106,7 +106,7 @@ pub struct ReadQuery {
 const TIME: &str = "DateTime64(6, 'UTC')";
 
 impl ReadQuery {
-    fn new(sql: &str) -> Self {
+    pub(super) fn new(sql: &str) -> Self {
         Self {
             sql: sql.to_owned(),
             params: Vec::new(),
@@ -123,13 +123,13 @@ impl ReadQuery {
         &self.params
     }
 
-    fn push(&mut self, fragment: &str) {
+    pub(super) fn push(&mut self, fragment: &str) {
         self.sql.push_str(fragment);
     }
 
     /// Appends `fragment`, in which `{}` stands for the placeholder `{name:Type}`, and binds
     /// `value` to it.
-    fn bind(&mut self, fragment: &str, name: &'static str, value: Param) {
+    pub(super) fn bind(&mut self, fragment: &str, name: &'static str, value: Param) {
         let ty = match value {
             Param::Text(_) => "String",
             Param::Time(_) => TIME,
@@ -140,6 +140,16 @@ impl ReadQuery {
         self.sql.push_str(&fragment.replace("{}", &placeholder));
         if !self.params.iter().any(|(existing, _)| *existing == name) {
             self.params.push((name, value));
+        }
+    }
+
+    /// Appends `other`'s SQL and its parameters (a subquery built on its own).
+    pub(super) fn append(&mut self, other: &ReadQuery) {
+        self.sql.push_str(&other.sql);
+        for (name, value) in &other.params {
+            if !self.params.iter().any(|(existing, _)| existing == name) {
+                self.params.push((name, value.clone()));
+            }
         }
     }
 
@@ -169,7 +179,7 @@ impl ReadQuery {
 }
 
 /// ClickHouse's text form of a `DateTime64(6)`.
-fn format_time(time: &DateTime<Utc>) -> String {
+pub(super) fn format_time(time: &DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
 }
 
@@ -187,13 +197,13 @@ const ERROR_COLUMNS: &str = "SELECT error_id, application, received_at, request_
      problem_field, problem_code, problem_message FROM errors";
 
 /// Builds `WHERE a AND b …` from conditions, each added with [`Conditions::and`].
-struct Conditions {
-    query: ReadQuery,
+pub(super) struct Conditions {
+    pub(super) query: ReadQuery,
     first: bool,
 }
 
 impl Conditions {
-    fn new(select: &str) -> Self {
+    pub(super) fn new(select: &str) -> Self {
         Self {
             query: ReadQuery::new(select),
             first: true,
@@ -206,25 +216,36 @@ impl Conditions {
         self.first = false;
     }
 
-    fn and(&mut self, fragment: &str, name: &'static str, value: Param) {
+    pub(super) fn and(&mut self, fragment: &str, name: &'static str, value: Param) {
         self.next();
         self.query.bind(fragment, name, value);
     }
 
-    fn and_text(&mut self, fragment: &str, name: &'static str, value: &Option<String>) {
+    pub(super) fn and_text(&mut self, fragment: &str, name: &'static str, value: &Option<String>) {
         if let Some(value) = value {
             self.and(fragment, name, Param::Text(value.clone()));
         }
     }
 
-    fn and_time(&mut self, fragment: &str, name: &'static str, value: &Option<DateTime<Utc>>) {
+    pub(super) fn and_time(
+        &mut self,
+        fragment: &str,
+        name: &'static str,
+        value: &Option<DateTime<Utc>>,
+    ) {
         if let Some(value) = value {
             self.and(fragment, name, Param::Time(*value));
         }
     }
 
     /// The keyset condition and the ordering on (`time`, `id`), then the limit.
-    fn page(mut self, time: &str, id: &str, page: &PageSpec, dedup_by: Option<&str>) -> ReadQuery {
+    pub(super) fn page(
+        mut self,
+        time: &str,
+        id: &str,
+        page: &PageSpec,
+        dedup_by: Option<&str>,
+    ) -> ReadQuery {
         let (after, before, direction) = match page.order {
             Order::Asc => (">", ">=", "ASC"),
             Order::Desc => ("<", "<=", "DESC"),

@@ -134,7 +134,10 @@ fn dashboards_parse_and_target_the_provisioned_datasources() {
     assert!(provisioned.contains_key(CLICKHOUSE) && provisioned.contains_key(PROMETHEUS));
     let dashboards = dashboards();
     let files: Vec<&str> = dashboards.iter().map(|(file, _)| file.as_str()).collect();
-    assert_eq!(files, ["errors.json", "events.json", "ingest.json"]);
+    assert_eq!(
+        files,
+        ["errors.json", "events.json", "ingest.json", "sessions.json"]
+    );
     let mut uids = BTreeSet::new();
     let mut titles = BTreeSet::new();
     for (file, dashboard) in &dashboards {
@@ -611,6 +614,82 @@ async fn panels_show_the_seeded_numbers() {
             "{field} {code} missing from {pairs:?}"
         );
     }
+
+    let (_, shares) = run_as_grafana(
+        &app,
+        &find("errors.json", "Rejected share by event type and code"),
+        &all,
+        &range,
+    )
+    .await
+    .unwrap();
+    // Six pageviews accepted, two rejected: one without session_id, one with a bad
+    // timestamp and an unknown field, and neither with the `host` the schema requires. An
+    // event with several codes counts under each.
+    let shares: BTreeSet<(String, String, String, String)> = shares
+        .rows
+        .iter()
+        .map(|row| {
+            let text = |key: &str| row[key].to_string().trim_matches('"').to_owned();
+            (
+                text("name"),
+                text("code"),
+                text("rejected"),
+                format!("{}/{}", text("received"), text("share")),
+            )
+        })
+        .collect();
+    for (code, rejected, share) in [
+        ("missing_field", "1", "8/0.125"),
+        ("invalid_timestamp", "1", "8/0.125"),
+        ("unknown_field", "1", "8/0.125"),
+        ("required", "2", "8/0.25"),
+    ] {
+        let row = (
+            "pageview".to_owned(),
+            code.to_owned(),
+            rejected.to_owned(),
+            share.to_owned(),
+        );
+        assert!(shares.contains(&row), "{row:?} not in {shares:?}");
+    }
+    assert_eq!(
+        shares.len(),
+        4,
+        "rejections of no type are left out: {shares:?}"
+    );
+
+    // Three sessions of four events over 15 minutes: two pageviews each (no bounce), entering
+    // on `/` and leaving on `/checkout`.
+    let sessions = |title: &str| {
+        let sql = find("sessions.json", title);
+        let all = all.clone();
+        let app = &app;
+        async move { run_as_grafana(app, &sql, &all, &range).await.unwrap().1 }
+    };
+    let value = |answer: &Answer, column: &str| {
+        answer.rows[0][column]
+            .to_string()
+            .trim_matches('"')
+            .to_owned()
+    };
+    let count = sessions("Sessions").await;
+    assert_eq!(value(&count, "sessions"), "3");
+    assert_eq!(value(&sessions("Bounce share").await, "bounce_share"), "0");
+    let duration = sessions("Session duration").await;
+    assert_eq!(value(&duration, "median_s"), "900");
+    assert_eq!(value(&duration, "p90_s"), "900");
+    assert_eq!(value(&sessions("Events per session").await, "median"), "4");
+    let entry = sessions("Top entry paths").await;
+    assert_eq!(
+        (value(&entry, "path"), value(&entry, "sessions")),
+        ("/".to_owned(), "3".to_owned())
+    );
+    let exit = sessions("Top exit paths").await;
+    assert_eq!(
+        (value(&exit, "path"), value(&exit, "sessions")),
+        ("/checkout".to_owned(), "3".to_owned())
+    );
 
     let (_, latest) = run_as_grafana(
         &app,

@@ -104,6 +104,10 @@ async fn the_document_lists_exactly_the_routes_served() {
         ("get", "/api/sessions/{session_id}/events"),
         ("get", "/api/errors"),
         ("get", "/api/errors/{error_id}"),
+        ("get", "/api/schemas/observed"),
+        ("get", "/api/schemas/drift"),
+        ("get", "/api/sessions"),
+        ("get", "/api/sessions/{session_id}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("post", "/api/baseline"),
@@ -198,6 +202,21 @@ async fn the_document_describes_parameters_bodies_errors_and_keys() {
     assert_eq!(
         query_names("/api/errors"),
         names(&[ErrorFilterParams::NAMES, PageParams::NAMES])
+    );
+    assert_eq!(
+        query_names("/api/schemas/observed"),
+        names(&[the_eye::api::plan::ObservedParams::NAMES])
+    );
+    assert_eq!(
+        query_names("/api/schemas/drift"),
+        names(&[the_eye::api::plan::DriftParams::NAMES])
+    );
+    assert_eq!(
+        query_names("/api/sessions"),
+        names(&[
+            the_eye::api::sessions::SessionFilterParams::NAMES,
+            PageParams::NAMES
+        ])
     );
     let limit = document["paths"]["/api/events"]["get"]["parameters"]
         .as_array()

@@ -1,7 +1,8 @@
 //! The three reads analysts make most — one session, one category in one day, everything in
 //! one hour — read a small fraction of the table, proven with `EXPLAIN indexes = 1` on exactly
 //! the SQL the API runs for those URLs, on a fixture of 1,000,000 events over 10,000 sessions
-//! and 20 categories spread over 90 days.
+//! and 20 categories spread over 90 days; and so do a day's page of session summaries and one
+//! session's summary on the `sessions` table the view fills from it.
 
 use the_eye::api::read::parse_event_listing;
 use the_eye::store::fixture::Fixture;
@@ -181,4 +182,106 @@ async fn the_common_reads_touch_a_small_fraction_of_the_table() {
         .count("SELECT count() FROM events WHERE timestamp >= '2025-02-10 13:00:00' AND timestamp < '2025-02-10 14:00:00'")
         .await;
     assert_eq!(hour_items.len() as u64, expected);
+
+    sessions_read_a_small_fraction(&app, &store, &fixture).await;
+}
+
+/// A principal that reads every application, as an organisation key does.
+fn reader() -> the_eye::auth::Principal {
+    the_eye::auth::Principal {
+        application: "".into(),
+        key_prefix: "eye_test".into(),
+        scopes: vec![the_eye::auth::Scope::Read],
+        allowed_origins: Vec::new().into(),
+        rate_per_second: 0,
+        burst: 0,
+    }
+}
+
+/// A day's page of sessions and one session's summary, on the `sessions` table that the view
+/// filled from the fixture, read a small fraction of it: the candidates of a day through the
+/// `by_start` projection, their summaries and one session's by the primary key.
+async fn sessions_read_a_small_fraction(app: &TestApp, store: &Store, fixture: &Fixture) {
+    let everything = plan(
+        &app.db
+            .client()
+            .query("EXPLAIN indexes = 1 SELECT session_id FROM sessions")
+            .fetch_all::<String>()
+            .await
+            .unwrap(),
+    );
+    let total = everything.granules;
+    // 10,000 sessions, each in one of the three fixture applications.
+    assert_eq!(
+        app.db
+            .count("SELECT count() FROM (SELECT 1 FROM sessions GROUP BY session_id, application)")
+            .await,
+        10_000
+    );
+    // 1,024-row granules: about ten, so reading one is reading a tenth at most.
+    assert!(total >= 9, "{everything:?}");
+
+    let day = "from=2025-02-10T00:00:00Z&to=2025-02-11T00:00:00Z";
+    let listing = the_eye::api::sessions::session_listing(&reader(), Some(day)).unwrap();
+    let candidates = explain(
+        store,
+        &listing.candidates().expect("a range has candidates"),
+    )
+    .await;
+    let page = explain(store, &listing.query()).await;
+    let session = fixture.session_of(424_242);
+    let application = fixture.application_of(424_242);
+    let one = explain(
+        store,
+        &the_eye::store::sessions::session_query(&session, Some(&application)),
+    )
+    .await;
+    for (what, plan, source) in [
+        ("a day's candidates", &candidates, "by_start"),
+        ("a day's sessions", &page, "sessions"),
+        ("one session", &one, "sessions"),
+    ] {
+        eprintln!(
+            "{what}: {} of {total} granules from {:?}",
+            plan.granules, plan.sources
+        );
+        assert!(
+            plan.sources.iter().all(|s| s.ends_with(source)),
+            "{what} reads {:?}, expected {source}",
+            plan.sources
+        );
+        assert!(plan.granules >= 1, "{what}: {plan:?}");
+        assert!(
+            plan.granules * 10 <= total,
+            "{what} reads {} of {total} granules",
+            plan.granules
+        );
+    }
+    assert_eq!(one.granules, 1);
+
+    // And the page is right: every session of the fixture that started that day.
+    let rows = store.fetch_sessions(&listing.query()).await.unwrap();
+    let expected = app
+        .db
+        .count(
+            "SELECT count() FROM (SELECT min(timestamp) AS started FROM events \
+             GROUP BY session_id, application \
+             HAVING started >= '2025-02-10 00:00:00' AND started < '2025-02-11 00:00:00')",
+        )
+        .await;
+    assert!(expected > 100, "{expected}");
+    assert_eq!(rows.len() as u64, expected.min(101));
+    assert!(rows.windows(2).all(|w| w[0].started_at >= w[1].started_at));
+    let summary = store
+        .session(&session, Some(&application))
+        .await
+        .unwrap()
+        .expect("the session exists");
+    let events = app
+        .db
+        .count(&format!(
+            "SELECT count() FROM events WHERE session_id = '{session}' AND application = '{application}'"
+        ))
+        .await;
+    assert_eq!(summary.events, events);
 }
