@@ -36,7 +36,7 @@ ENV THE_EYE_SERVER_LISTEN_ADDR=0.0.0.0:8000 \
 # The write-ahead spool: accepted events not yet in ClickHouse. Keep it on a volume that
 # outlives the container (docker-compose.yml mounts `the-eye-spool` here).
 VOLUME /var/lib/the-eye/spool
-EXPOSE 8000
+EXPOSE 8000 9464
 # No curl here: `the-eye healthcheck` asks this instance's /readyz (ClickHouse answers and the
 # schema is current) and exits 0 on 200.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \

@@ -1,10 +1,12 @@
-//! Read API latency benchmark: loads the read-speed fixture (1,000,000 events, 10,000
-//! sessions, 20 categories, 90 days; `the_eye::store::fixture`) into a fresh database, starts
-//! The Eye in-process on a loopback port, and times the three common reads over HTTP, one
-//! request at a time, reporting p50/p90/p99/max.
+//! Read API latency benchmark: loads the read-speed fixture (by default 1,000,000 events,
+//! 10,000 sessions, 20 categories, 90 days; `the_eye::store::fixture`) into a fresh database,
+//! starts The Eye in-process on a loopback port, creates an organisation read key as
+//! `the-eye keys create --org --scope read` does (the fixture spans three applications), and
+//! times the three common reads over HTTP with that key, one request at a time, reporting p50/p90/p99/max.
 //!
 //! ```sh
 //! cargo run --release --example eye-read-bench -- --requests 300
+//! cargo run --example eye-read-bench -- --events 10000 --requests 3   # the CI smoke
 //! ```
 //!
 //! ClickHouse is `--clickhouse-url` (or `CLICKHOUSE_URL`) when given, otherwise the
@@ -15,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use clap::Parser;
+use the_eye::auth::admin;
+use the_eye::auth::Scope;
 use the_eye::devserver::DevServer;
 use the_eye::store::fixture::Fixture;
 use the_eye::{Config, Running};
@@ -28,6 +32,9 @@ struct Args {
     /// Timed requests per read (after 10 untimed warm-up requests).
     #[arg(long, default_value_t = 200)]
     requests: usize,
+    /// Events in the fixture (sessions of 100 events; a multiple of 1,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
     /// A ClickHouse HTTP URL; default: start the development server.
     #[arg(long, env = "CLICKHOUSE_URL")]
     clickhouse_url: Option<String>,
@@ -75,7 +82,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let fixture = Fixture::default();
+    // The fixture's events belong to three applications: read as an analyst would, with an
+    // organisation read key, as `the-eye keys create --org --scope read` makes it (the service
+    // has applied the migrations by now).
+    let (_, read_key) = admin::create_organisation_key(&store, &[Scope::Read]).await?;
+    let auth = format!("Bearer {}", read_key.key);
+
+    let fixture = Fixture::of_size(args.events);
     let started = Instant::now();
     fixture.load(&store).await?;
     eprintln!(
@@ -84,8 +97,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed()
     );
 
-    let day = |i: usize| fixture.start + TimeDelta::days((i % 90) as i64);
-    let hour = |i: usize| fixture.start + TimeDelta::hours((i * 37 % 2160) as i64);
+    let days = fixture.days as usize;
+    let day = |i: usize| fixture.start + TimeDelta::days((i % days) as i64);
+    let hour = |i: usize| fixture.start + TimeDelta::hours((i * 37 % (days * 24)) as i64);
     let rfc = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let reads: [(&str, UrlOf); 3] = [
         (
@@ -99,8 +113,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "one category in one day",
             Box::new(|i| {
                 format!(
-                    "/api/events?category=category-{}&from={}&to={}",
-                    i % 20,
+                    "/api/events?category={}&from={}&to={}",
+                    fixture.category(i as u64 % fixture.categories),
                     rfc(day(i)),
                     rfc(day(i) + TimeDelta::days(1))
                 )
@@ -127,12 +141,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for i in 0..args.requests + 10 {
             let url = format!("{base}{}", url_of(i));
             let started = Instant::now();
-            let response = http.get(&url).send().await?;
-            assert!(
-                response.status().is_success(),
-                "{url}: {}",
-                response.status()
-            );
+            let response = http.get(&url).header("authorization", &auth).send().await?;
+            if !response.status().is_success() {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                return Err(format!("{url}: {status}: {body}").into());
+            }
             let body: serde_json::Value = response.json().await?;
             let elapsed = started.elapsed();
             if i >= 10 {

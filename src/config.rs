@@ -40,6 +40,13 @@ const SECTIONS: [&str; 5] = ["server", "clickhouse", "ingest", "pipeline", "auth
 pub struct ServerConfig {
     /// Address the HTTP server binds. Default `127.0.0.1:8000`.
     pub listen_addr: SocketAddr,
+    /// Address that serves `GET /metrics`, and nothing else. Metrics are an operator's view
+    /// (refused keys by reason, every application's name), so they are not on the API's
+    /// address: by default only local processes can scrape them; in a container set it to
+    /// `0.0.0.0:9464` and leave the port unpublished, so only Prometheus on the internal
+    /// network reaches it. 9464 lies in the range Prometheus exporters use. Default
+    /// `127.0.0.1:9464`.
+    pub metrics_listen_addr: SocketAddr,
     /// `pretty` for people, `json` for log shippers. Default `pretty`.
     pub log_format: LogFormat,
     /// `tracing` filter directive, e.g. `info` or `the_eye=debug,info`. Default `info`.
@@ -63,6 +70,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            metrics_listen_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             log_format: LogFormat::Pretty,
             log_filter: "info".to_owned(),
             shutdown_timeout_ms: 30_000,
@@ -159,6 +167,11 @@ pub struct IngestConfig {
     pub skew_correction_threshold_ms: u64,
     /// How much of a rejected input is kept in `errors.raw`, in bytes. Default 16 KiB.
     pub max_raw_error_bytes: usize,
+    /// Rejected events of one request that get an `errors` row of their own; the rest are
+    /// summed up in one more row (code `rejections_summarised`, with a count per problem
+    /// code), so that a request of many bad events writes a bounded number of rows. Default
+    /// 100.
+    pub max_error_rows_per_request: usize,
     /// Directory of payload schemas (`index.json` and the schema files it names). Default: the
     /// `schemas/` of this source tree.
     pub schemas_dir: PathBuf,
@@ -178,6 +191,7 @@ impl Default for IngestConfig {
             max_event_age_ms: 0,
             skew_correction_threshold_ms: 1_000,
             max_raw_error_bytes: 16 * 1024,
+            max_error_rows_per_request: 100,
             schemas_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas")),
             unknown_event_types: UnknownTypes::Accept,
         }
@@ -316,9 +330,13 @@ pub struct AuthConfig {
     /// How often every instance re-reads applications and keys from ClickHouse, in
     /// milliseconds: a revoked key stops working within this interval. Default 10,000.
     pub refresh_interval_ms: u64,
-    /// Most ClickHouse look-ups of keys not in memory, per second, for all keys together, so
-    /// that a flood of made-up keys cannot flood ClickHouse. Default 20.
+    /// Most ClickHouse look-up queries for keys not in memory, per second. One query asks
+    /// for every prefix waiting (up to 1,000), so a flood of made-up keys can neither flood
+    /// ClickHouse nor crowd out a key created a moment ago. Default 20.
     pub max_lookups_per_second: u32,
+    /// Longest a look-up of keys not in memory may take, in milliseconds; requests waiting
+    /// for it are answered 503 (`auth_unavailable`) past it. Default 500.
+    pub lookup_timeout_ms: u64,
     /// Events per second an application may send unless its record says otherwise.
     /// Default 1,000.
     pub default_rate_per_second: u32,
@@ -337,6 +355,7 @@ impl Default for AuthConfig {
         Self {
             refresh_interval_ms: 10_000,
             max_lookups_per_second: 20,
+            lookup_timeout_ms: 500,
             default_rate_per_second: 1_000,
             default_burst: 2_000,
             demo_application: true,
@@ -389,6 +408,10 @@ impl Config {
         positive("ingest.max_data_bytes", self.ingest.max_data_bytes as u64)?;
         positive("ingest.max_data_depth", self.ingest.max_data_depth as u64)?;
         positive(
+            "ingest.max_error_rows_per_request",
+            self.ingest.max_error_rows_per_request as u64,
+        )?;
+        positive(
             "pipeline.queue_capacity",
             self.pipeline.queue_capacity as u64,
         )?;
@@ -415,6 +438,11 @@ impl Config {
         }
         positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
         positive("auth.refresh_interval_ms", self.auth.refresh_interval_ms)?;
+        positive("auth.lookup_timeout_ms", self.auth.lookup_timeout_ms)?;
+        positive(
+            "auth.max_lookups_per_second",
+            self.auth.max_lookups_per_second.into(),
+        )?;
         positive(
             "auth.default_rate_per_second",
             self.auth.default_rate_per_second.into(),

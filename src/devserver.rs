@@ -101,6 +101,12 @@ impl DevServer {
         &self.url
     }
 
+    /// The server process's id while it runs (its start script execs it), for tests that
+    /// pause it (`SIGSTOP`) to make ClickHouse slow for real.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The file the server's output goes to (`<data_dir>/devserver.log`).
     pub fn log_path(&self) -> &Path {
         &self.log_path

@@ -12,6 +12,7 @@ use serde_json::Value;
 use the_eye_types::{IngestSummary, ItemResult, Problem};
 use uuid::Uuid;
 
+use crate::auth::keys;
 use crate::config::IngestConfig;
 use crate::metrics::Metrics;
 use crate::pipeline::{new_event_id, Pipeline, PipelineError, RecentIds};
@@ -42,6 +43,11 @@ pub enum IngestError {
         retry_after_secs: u64,
     },
 }
+
+/// Problems listed at most in one error answer; the rest are counted in `omitted_problems`.
+/// Each problem is at most a few hundred bytes (validation truncates paths and messages), so
+/// a request with thousands of bad parameters or fields gets an answer of a few tens of KiB.
+pub const MAX_LISTED_PROBLEMS: usize = 100;
 
 /// Ingest's share of the application state.
 pub struct Ingestor {
@@ -198,7 +204,7 @@ impl Ingestor {
         // Ids the client chose, with the position of their event in `events`: only those can
         // be retries (server-assigned ids are new by construction).
         let mut client_ids = Vec::new();
-        let mut errors = Vec::new();
+        let mut rejections = Rejections::new(self.config.max_error_rows_per_request);
         let schemas = self.schemas.current();
         for (position, item) in items.iter().enumerate() {
             let index = batched.then_some(position);
@@ -229,34 +235,23 @@ impl Ingestor {
                     });
                 }
                 Err(rejection) => {
-                    let raw = serde_json::to_string(item).unwrap_or_default();
-                    errors.push(self.error_row(
+                    results.push(self.reject(
+                        &mut rejections,
                         origin,
-                        index,
-                        &rejection.envelope,
-                        &raw,
-                        &rejection.problems,
+                        (index, position),
+                        item,
+                        rejection,
                     ));
-                    results.push(ItemResult::Rejected {
-                        index: position,
-                        problems: rejection.problems,
-                    });
                 }
             }
         }
         let accepted = events.len();
         let summary = IngestSummary {
             accepted,
-            rejected: errors.len(),
+            rejected: rejections.count,
             results,
         };
-        for row in &errors {
-            let code = row.problem_code.first().map_or("unknown", String::as_str);
-            self.metrics
-                .events_rejected
-                .with_label_values(&[application, code])
-                .inc();
-        }
+        let errors = self.error_rows(origin, rejections);
         if accepted == 0 {
             self.pipeline.enqueue_errors_best_effort(errors);
             return Err(IngestError::AllRejected(summary));
@@ -369,8 +364,84 @@ impl Ingestor {
             message: message.to_owned(),
         };
         let raw = String::from_utf8_lossy(body);
-        let row = self.error_row(origin, None, &Envelope::default(), &raw, &[problem]);
+        let row = self.error_row(origin, None, &Envelope::default(), &raw, &[problem], 0);
         self.pipeline.enqueue_errors_best_effort(vec![row]);
+    }
+
+    /// Records one rejected event (`index` in the request, as reported, and its position):
+    /// counts it, keeps its `errors` row while the request has rows to spare, and returns its
+    /// entry of the answer, listing its problems while the request has problems to spare.
+    fn reject(
+        &self,
+        rejections: &mut Rejections,
+        origin: &Origin<'_>,
+        (index, position): (Option<usize>, usize),
+        item: &Value,
+        rejection: validate::Rejection,
+    ) -> ItemResult {
+        let code = rejection
+            .problems
+            .first()
+            .map_or("unknown", |problem| problem.code.as_str());
+        self.metrics
+            .events_rejected
+            .with_label_values(&[self.metrics.application(origin.application), code])
+            .inc();
+        rejections.count += 1;
+        if rejections.rows.len() < rejections.max_rows {
+            let raw = serde_json::to_string(item).unwrap_or_default();
+            let row = self.error_row(
+                origin,
+                index,
+                &rejection.envelope,
+                &raw,
+                &rejection.problems,
+                rejection.omitted_problems,
+            );
+            rejections.rows.push(row);
+        } else {
+            rejections.summarise(position, &rejection.problems);
+        }
+        let listed = rejection.problems.len().min(rejections.listable);
+        rejections.listable -= listed;
+        let mut problems = rejection.problems;
+        let omitted_problems = rejection.omitted_problems + (problems.len() - listed);
+        problems.truncate(listed);
+        ItemResult::Rejected {
+            index: position,
+            problems,
+            omitted_problems,
+        }
+    }
+
+    /// The `errors` rows of a request's rejections: one per rejected event up to
+    /// `ingest.max_error_rows_per_request`, and one that sums up the rest.
+    fn error_rows(&self, origin: &Origin<'_>, rejections: Rejections) -> Vec<ErrorRow> {
+        let Rejections {
+            mut rows,
+            summarised,
+            max_rows,
+            ..
+        } = rejections;
+        if summarised.events > 0 {
+            let mut problems = vec![Problem {
+                index: None,
+                field: String::new(),
+                code: REJECTIONS_SUMMARISED.to_owned(),
+                message: format!(
+                    "{} more events of this request were rejected (positions {} to {}); only the first {max_rows} have rows of their own (ingest.max_error_rows_per_request)",
+                    summarised.events, summarised.first, summarised.last
+                ),
+            }];
+            problems.extend(summarised.codes.iter().map(|(code, events)| Problem {
+                index: None,
+                field: String::new(),
+                code: code.clone(),
+                message: format!("{events} of them have this problem"),
+            }));
+            rows.push(self.error_row(origin, None, &Envelope::default(), "", &problems, 0));
+        }
+        rows
     }
 
     fn error_row(
@@ -380,8 +451,22 @@ impl Ingestor {
         envelope: &Envelope,
         raw: &str,
         problems: &[Problem],
+        omitted_problems: usize,
     ) -> ErrorRow {
-        let kept = truncate_bytes(raw, self.config.max_raw_error_bytes);
+        // Redacted before it is cut, so that a cut cannot leave part of a key that no longer
+        // looks like one.
+        let raw = keys::redact(raw);
+        let kept = truncate_bytes(&raw, self.config.max_raw_error_bytes);
+        let text = |value: &Option<String>| value.as_deref().map(|v| keys::redact(v).into_owned());
+        let omitted = (omitted_problems > 0).then(|| Problem {
+            index: None,
+            field: String::new(),
+            code: PROBLEMS_OMITTED.to_owned(),
+            message: format!(
+                "{omitted_problems} more problems of this event were found but not listed"
+            ),
+        });
+        let problems: Vec<&Problem> = problems.iter().chain(&omitted).collect();
         ErrorRow {
             error_id: Uuid::now_v7(),
             application: origin.application.to_owned(),
@@ -389,15 +474,88 @@ impl Ingestor {
             request_id: origin.request_id,
             item_index: index.and_then(|index| u32::try_from(index).ok()),
             event_id: envelope.event_id,
-            session_id: envelope.session_id.clone(),
-            category: envelope.category.clone(),
-            name: envelope.name.clone(),
+            session_id: text(&envelope.session_id),
+            category: text(&envelope.category),
+            name: text(&envelope.name),
             timestamp: envelope.timestamp,
             raw: kept.to_owned(),
             raw_truncated: kept.len() < raw.len(),
-            problem_field: problems.iter().map(|p| p.field.clone()).collect(),
+            problem_field: problems
+                .iter()
+                .map(|p| keys::redact(&p.field).into_owned())
+                .collect(),
             problem_code: problems.iter().map(|p| p.code.clone()).collect(),
-            problem_message: problems.iter().map(|p| p.message.clone()).collect(),
+            problem_message: problems
+                .iter()
+                .map(|p| keys::redact(&p.message).into_owned())
+                .collect(),
+        }
+    }
+}
+
+/// Code of the problem an `errors` row ends with when its event had more problems than are
+/// kept per event ([`validate::MAX_PROBLEMS_PER_EVENT`]); its message says how many.
+pub const PROBLEMS_OMITTED: &str = "problems_omitted";
+
+/// Code of the row that sums up a request's rejections past
+/// `ingest.max_error_rows_per_request`; the row's other problems count them per code.
+pub const REJECTIONS_SUMMARISED: &str = "rejections_summarised";
+
+/// Distinct problem codes a summary row counts; past this they are not told apart.
+const MAX_SUMMARISED_CODES: usize = 50;
+
+/// The rejections of one request: what its answer lists and which `errors` rows it writes,
+/// both bounded whatever the request holds.
+struct Rejections {
+    /// Rejected events.
+    count: usize,
+    /// Problems the answer may still list ([`MAX_LISTED_PROBLEMS`] a request).
+    listable: usize,
+    /// One per rejected event, up to `max_rows`.
+    rows: Vec<ErrorRow>,
+    max_rows: usize,
+    /// The rejections past `max_rows`.
+    summarised: Summarised,
+}
+
+/// Rejections that get no row of their own, summed up.
+#[derive(Default)]
+struct Summarised {
+    events: usize,
+    /// Positions in the request of the first and last of them.
+    first: usize,
+    last: usize,
+    /// Events per problem code.
+    codes: std::collections::BTreeMap<String, usize>,
+}
+
+impl Rejections {
+    fn new(max_rows: usize) -> Self {
+        Self {
+            count: 0,
+            listable: MAX_LISTED_PROBLEMS,
+            rows: Vec::new(),
+            max_rows,
+            summarised: Summarised::default(),
+        }
+    }
+
+    fn summarise(&mut self, position: usize, problems: &[Problem]) {
+        let summarised = &mut self.summarised;
+        if summarised.events == 0 {
+            summarised.first = position;
+        }
+        summarised.events += 1;
+        summarised.last = position;
+        let mut codes: Vec<&str> = problems.iter().map(|p| p.code.as_str()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        for code in codes {
+            if let Some(events) = summarised.codes.get_mut(code) {
+                *events += 1;
+            } else if summarised.codes.len() < MAX_SUMMARISED_CODES {
+                summarised.codes.insert(code.to_owned(), 1);
+            }
         }
     }
 }

@@ -127,7 +127,7 @@ async fn announce_demo(config: &Config, store: &Store) -> Result<(), Error> {
     write_private(&keys_file, &contents)?;
     // Printed, not logged: keys never go through the log pipeline.
     println!(
-        "\nCreated application `{}` for trying The Eye out. Its keys (also in {}):\n  ingest: {}\n  read:   {}\n  admin:  {}\n",
+        "\nCreated application `{}` for trying The Eye out. Its keys (also in {}):\n  ingest: {}\n  read:   {}\n  admin (organisation): {}\n",
         demo.application_id,
         keys_file.display(),
         demo.ingest.key,
@@ -146,11 +146,23 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
     options.open(path)?.write_all(contents.as_bytes())
 }
 
-/// Runs The Eye on `listener` until `shutdown` completes, then stops accepting requests,
-/// writes every queued row to ClickHouse and returns.
+/// Runs The Eye on `listener`, with its metrics on `server.metrics_listen_addr`, until
+/// `shutdown` completes, then stops accepting requests, writes every queued row to ClickHouse
+/// and returns.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let metrics_listener = TcpListener::bind(config.server.metrics_listen_addr).await?;
+    serve_with_metrics(config, listener, metrics_listener, shutdown).await
+}
+
+/// [`serve`], with the metrics on `metrics_listener` (which tests bind on port 0).
+pub async fn serve_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     config.validate()?;
@@ -168,7 +180,7 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::new(config.server.metrics_max_label_values));
     let registry = Registry::load(store.clone(), config.auth.clone(), metrics.clone()).await?;
     let background = CancellationToken::new();
-    registry.spawn_refresh(background.clone());
+    registry.spawn_tasks(background.clone());
     let config = Arc::new(config);
     let pipeline = Arc::new(Pipeline::start(
         &config.pipeline,
@@ -195,6 +207,14 @@ pub async fn serve(
         readiness: Arc::default(),
     };
     spawn_reload_on_hangup(state.clone(), background.clone());
+    // Stopped last, so that a scrape during shutdown still sees the final flush.
+    let metrics_stop = CancellationToken::new();
+    tracing::info!(address = %metrics_listener.local_addr()?, "metrics are served at /metrics");
+    let metrics_server = tokio::spawn(api::health::serve_metrics(
+        metrics_listener,
+        state.metrics.clone(),
+        metrics_stop.clone(),
+    ));
     let app = api::router(state);
     tracing::info!(address = %listener.local_addr()?, "The Eye is listening");
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -228,6 +248,10 @@ pub async fn serve(
     if drained {
         tracing::info!("every accepted event is in ClickHouse");
     }
+    metrics_stop.cancel();
+    if let Ok(Err(error)) = metrics_server.await {
+        tracing::warn!(%error, "the metrics server failed");
+    }
     drop(devserver);
     served?;
     Ok(())
@@ -258,23 +282,36 @@ fn spawn_reload_on_hangup(state: AppState, shutdown: CancellationToken) {
     let _ = (state, shutdown);
 }
 
-/// A running instance, for tests and embedding: its address and a way to stop it.
+/// A running instance, for tests and embedding: its addresses and a way to stop it.
 pub struct Running {
     pub addr: std::net::SocketAddr,
+    /// Where `GET /metrics` is served.
+    pub metrics_addr: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), Error>>,
 }
 
 impl Running {
-    /// Starts The Eye on `listener` in a task of the current runtime.
+    /// Starts The Eye on `listener` in a task of the current runtime, its metrics on
+    /// `server.metrics_listen_addr` (bound here, so port 0 works).
     pub fn spawn(config: Config, listener: TcpListener) -> Result<Self, Error> {
         let addr = listener.local_addr()?;
+        let metrics_listener = std::net::TcpListener::bind(config.server.metrics_listen_addr)?;
+        metrics_listener.set_nonblocking(true)?;
+        let metrics_listener = TcpListener::from_std(metrics_listener)?;
+        let metrics_addr = metrics_listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(config, listener, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve_with_metrics(
+            config,
+            listener,
+            metrics_listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Ok(Self {
             addr,
+            metrics_addr,
             stop: Some(stop),
             task,
         })

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use the_eye::auth::admin::{self, AdminError, NewApplication};
+use the_eye::auth::admin::{self, AdminError, ApplicationUpdate, NewApplication};
 use the_eye::auth::Scope;
 use the_eye::devserver::DevServer;
 use the_eye::store::Store;
@@ -73,15 +73,38 @@ enum AppsCommand {
     Disable { id: String },
     /// Enable a disabled application again.
     Enable { id: String },
+    /// Change an application's name, rate, burst or origins; its id and keys stay.
+    Update {
+        id: String,
+        /// New human-readable name (the id stays).
+        #[arg(long)]
+        name: Option<String>,
+        /// Events per second; 0 returns to auth.default_rate_per_second.
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Events at once; 0 returns to auth.default_burst.
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Browser origin to allow, e.g. https://shop.example (repeatable).
+        #[arg(long = "add-origin")]
+        add_origins: Vec<String>,
+        /// Browser origin to stop allowing (repeatable); it must be allowed now.
+        #[arg(long = "remove-origin")]
+        remove_origins: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key; prints it once.
     Create {
-        /// Application id.
-        #[arg(long = "app")]
-        app: String,
+        /// Application id: the key sends, reads and administers only this application.
+        #[arg(long = "app", required_unless_present = "org", conflicts_with = "org")]
+        app: Option<String>,
+        /// An organisation key instead: bound to no application, it reads (`read`) and
+        /// administers (`admin`) every application and the schema set; it cannot `ingest`.
+        #[arg(long)]
+        org: bool,
         /// Comma-separated scopes: ingest, read, admin.
         #[arg(long = "scope", value_delimiter = ',', required = true)]
         scopes: Vec<String>,
@@ -89,8 +112,11 @@ enum KeysCommand {
     /// List keys (prefixes, scopes, state; never the keys themselves).
     List {
         /// Only this application's keys.
-        #[arg(long = "app")]
+        #[arg(long = "app", conflicts_with = "org")]
         app: Option<String>,
+        /// Only the organisation keys.
+        #[arg(long)]
+        org: bool,
     },
     /// Revoke a key by its prefix (eye_xxxxxxxx).
     Revoke { prefix: String },
@@ -161,6 +187,15 @@ async fn migrate(config: Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// A rate or burst as stored, where 0 means the configured default.
+fn or_default(value: u32) -> String {
+    if value == 0 {
+        "default".to_owned()
+    } else {
+        value.to_string()
+    }
+}
+
 /// ClickHouse with the schema applied, for the administrative commands.
 async fn admin_store(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
     let (store, devserver) = the_eye::connect(config).await?;
@@ -193,13 +228,6 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
                 "id", "name", "enabled", "rate/s", "burst"
             );
             for app in store.applications().await? {
-                let or_default = |value: u32| {
-                    if value == 0 {
-                        "default".to_owned()
-                    } else {
-                        value.to_string()
-                    }
-                };
                 println!(
                     "{:<24} {:<24} {:<8} {:>8} {:>8}  {}",
                     app.application_id,
@@ -222,6 +250,39 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
             admin::set_enabled(&store, &id, true).await?;
             println!("enabled application `{id}`");
         }
+        AppsCommand::Update {
+            id,
+            name,
+            rate,
+            burst,
+            add_origins,
+            remove_origins,
+        } => {
+            let update = ApplicationUpdate {
+                name,
+                rate_per_second: rate,
+                burst,
+                add_origins,
+                remove_origins,
+            };
+            if update == ApplicationUpdate::default() {
+                return Err(AdminError::Invalid(
+                    "nothing to change: give --name, --rate, --burst, --add-origin or --remove-origin"
+                        .to_owned(),
+                )
+                .into());
+            }
+            let app = admin::update_application(&store, &id, update).await?;
+            println!(
+                "updated application `{id}`: name `{}`, rate/s {}, burst {}, origins [{}]; \
+                 every instance applies it within {} ms",
+                app.name,
+                or_default(app.rate_per_second),
+                or_default(app.burst),
+                app.allowed_origins.join(" "),
+                config.auth.refresh_interval_ms
+            );
+        }
     }
     Ok(())
 }
@@ -229,7 +290,7 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
 async fn keys(config: Config, command: KeysCommand) -> Result<(), Error> {
     let (store, _devserver) = admin_store(&config).await?;
     match command {
-        KeysCommand::Create { app, scopes } => {
+        KeysCommand::Create { app, org, scopes } => {
             let scopes = scopes
                 .iter()
                 .map(|name| {
@@ -240,16 +301,26 @@ async fn keys(config: Config, command: KeysCommand) -> Result<(), Error> {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let (row, key) = admin::create_key(&store, &app, &scopes).await?;
+            let (row, key, owner) = match app {
+                Some(app) if !org => {
+                    let (row, key) = admin::create_key(&store, &app, &scopes).await?;
+                    (row, key, format!("`{app}`"))
+                }
+                _ => {
+                    let (row, key) = admin::create_organisation_key(&store, &scopes).await?;
+                    (row, key, "the organisation (every application)".to_owned())
+                }
+            };
             println!(
-                "created key {} for `{}` with scopes {}",
+                "created key {} for {owner} with scopes {}",
                 row.prefix,
-                app,
                 row.scopes.join(",")
             );
             println!("key (shown once; store it safely): {}", key.key);
         }
-        KeysCommand::List { app } => {
+        KeysCommand::List { app, org } => {
+            // Organisation keys are stored with an empty application id.
+            let app = if org { Some(String::new()) } else { app };
             println!(
                 "{:<14} {:<24} {:<20} {:<27} state",
                 "prefix", "application", "scopes", "created"
@@ -259,10 +330,15 @@ async fn keys(config: Config, command: KeysCommand) -> Result<(), Error> {
                     Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M:%S")),
                     None => "active".to_owned(),
                 };
+                let owner = if key.application_id.is_empty() {
+                    "(organisation)"
+                } else {
+                    &key.application_id
+                };
                 println!(
                     "{:<14} {:<24} {:<20} {:<27} {}",
                     key.prefix,
-                    key.application_id,
+                    owner,
                     key.scopes.join(","),
                     key.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
                     state

@@ -56,8 +56,13 @@ const TABLES: [&str; 2] = ["events", "errors"];
 /// `kind` values of `the_eye_clickhouse_insert_failures_total`.
 const INSERT_FAILURE_KINDS: [&str; 2] = ["transient", "permanent"];
 
-/// `reason` values of `the_eye_rows_dropped_total`.
-const DROP_REASONS: [&str; 3] = ["insert_refused", "queue_full", "shutdown_timeout"];
+/// `reason` values of `the_eye_rows_dropped_total` (`refusal_rate` only ever on `errors`).
+const DROP_REASONS: [&str; 4] = [
+    "insert_refused",
+    "queue_full",
+    "shutdown_timeout",
+    "refusal_rate",
+];
 
 /// HTTP methods that keep their name in the `method` label; a client can send any token as a
 /// method, so everything else is `other`.
@@ -137,6 +142,7 @@ pub struct Metrics {
     pub spool_rows_per_sync: Histogram,
     pub spool_rows_replayed: IntCounterVec,
     pub spool_corrupt_records: IntCounter,
+    pub key_lookup_queries: IntCounterVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -220,7 +226,8 @@ impl Metrics {
             rate_limited: counter(&registry, "the_eye_rate_limited_requests_total", "Requests answered 429.", &["application"]),
             unauthenticated: counter(&registry, "the_eye_unauthenticated_requests_total", "Requests answered 401 or 403.", &["reason"]),
             schema_reloads: counter(&registry, "the_eye_schema_reloads_total", "Payload schema reloads, by result.", &["result"]),
-            key_lookups: counter(&registry, "the_eye_key_lookups_total", "ClickHouse look-ups of API keys not in memory, by result (found, unknown, throttled, skipped, failed).", &["result"]),
+            key_lookups: counter(&registry, "the_eye_key_lookups_total", "Requests whose API key was not in memory, by the look-up's result: found, unknown, failed, joined (awaited a look-up of the same prefix in flight), skipped (known unknown), throttled (look-up queue full).", &["result"]),
+            key_lookup_queries: counter(&registry, "the_eye_key_lookup_queries_total", "ClickHouse queries looking up keys not in memory (each for every prefix waiting), by result: answered or failed.", &["result"]),
             spool_bytes: register(&registry, IntGauge::new("the_eye_spool_bytes", "Bytes of the spool's segments on disk.").expect("valid metric")),
             spool_max_bytes: register(&registry, IntGauge::new("the_eye_spool_max_bytes", "The spool's disk budget (pipeline.spool_max_bytes); 0 without a spool.").expect("valid metric")),
             spool_segments: register(&registry, IntGauge::new("the_eye_spool_segments", "Segment files in the spool.").expect("valid metric")),
@@ -238,6 +245,9 @@ impl Metrics {
 
     /// Creates at zero every series whose labels are known before any traffic.
     fn initialise_known_series(&self) {
+        for result in ["answered", "failed"] {
+            self.key_lookup_queries.with_label_values(&[result]);
+        }
         for table in TABLES {
             self.queue_depth.with_label_values(&[table]);
             self.batch_rows.with_label_values(&[table]);

@@ -1,6 +1,6 @@
 //! The HTTP side: one HTTP/1.1 keep-alive connection per worker (hyper's low-level client,
 //! so that concurrency N means exactly N connections and no pool sits in between), the
-//! target's address, and scraping the service's `/metrics`.
+//! target's address, and scraping the service's `/metrics` (on its metrics address).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -143,7 +143,7 @@ impl ServiceCounters {
     }
 }
 
-/// Scrapes `/metrics`.
+/// Scrapes `/metrics` of the metrics server at `target`.
 pub async fn service_counters(target: &Target) -> Result<ServiceCounters, Error> {
     let (status, body) = get(target, "/metrics", Duration::from_secs(5)).await?;
     if status != 200 {

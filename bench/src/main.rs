@@ -55,6 +55,9 @@ struct Args {
     /// Base URL of The Eye (this machine only).
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
+    /// Base URL of The Eye's metrics server (`server.metrics_listen_addr`; this machine only).
+    #[arg(long, default_value = "http://127.0.0.1:9464")]
+    metrics_url: String,
     /// Ingest key, sent as `Authorization: Bearer KEY` (not needed for /api/baseline).
     #[arg(long, env = "EYE_BENCH_KEY", hide_env_values = true)]
     key: Option<String>,
@@ -438,6 +441,7 @@ async fn run(args: Args) -> Result<(), http::Error> {
         return Err("--route must start with /".into());
     }
     let target = Target::parse(&args.url)?;
+    let metrics = Target::parse(&args.metrics_url)?;
     let baseline = args.route.starts_with("/api/baseline");
     let authorization = match &args.key {
         Some(key) => Some(HeaderValue::from_str(&format!("Bearer {key}"))?),
@@ -460,7 +464,7 @@ async fn run(args: Args) -> Result<(), http::Error> {
     });
 
     let counters_before = if count_landed {
-        Some(http::service_counters(&target).await?)
+        Some(http::service_counters(&metrics).await?)
     } else {
         None
     };
@@ -509,7 +513,7 @@ async fn run(args: Args) -> Result<(), http::Error> {
         let stop = stop_sampling.clone();
         let max_rss_kb = max_rss_kb.clone();
         let max_queue = max_queue.clone();
-        let target = target.clone();
+        let metrics = metrics.clone();
         let pid = args.pid;
         tokio::spawn(async move {
             let mut tick = 0u64;
@@ -518,7 +522,7 @@ async fn run(args: Args) -> Result<(), http::Error> {
                     max_rss_kb.fetch_max(rss, Ordering::Relaxed);
                 }
                 if count_landed && tick % 10 == 9 {
-                    if let Ok(counters) = http::service_counters(&target).await {
+                    if let Ok(counters) = http::service_counters(&metrics).await {
                         max_queue.fetch_max(counters.queue_depth as u64, Ordering::Relaxed);
                     }
                 }
@@ -544,7 +548,7 @@ async fn run(args: Args) -> Result<(), http::Error> {
     let mut landed = None;
     let mut cpu_until_landed = None;
     if let Some(before) = counters_before {
-        let at_load_end = http::service_counters(&target).await?;
+        let at_load_end = http::service_counters(&metrics).await?;
         let wait_until = Instant::now() + args.landed_timeout;
         let mut last = at_load_end;
         let mut complete;
@@ -554,7 +558,7 @@ async fn run(args: Args) -> Result<(), http::Error> {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-            last = http::service_counters(&target).await?;
+            last = http::service_counters(&metrics).await?;
         }
         let until_landed = started.elapsed();
         let cpu_end = CpuSnapshot::take(&watched);

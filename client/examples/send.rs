@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
-use the_eye_client::{Client, Event, Outcome};
+use the_eye_client::{Client, Event, Outcome, TimeDelta, Utc, Uuid};
 
 #[derive(Serialize)]
 struct PageView<'a> {
@@ -76,7 +76,7 @@ async fn run(base_url: &str, key: &str, count: usize) -> Result<bool, Box<dyn st
         })
         .build()?;
 
-    let session = uuid::Uuid::new_v4().to_string();
+    let session = Uuid::new_v4().to_string();
     for i in 0..count {
         let event = Event::builder(&session, "page interaction", "pageview")
             .data(&PageView {
@@ -92,7 +92,7 @@ async fn run(base_url: &str, key: &str, count: usize) -> Result<bool, Box<dyn st
             host: "example.com",
             path: "/later".to_owned(),
         })
-        .timestamp(chrono::Utc::now() + chrono::TimeDelta::hours(1))
+        .timestamp(Utc::now() + TimeDelta::hours(1))
         .build()?;
     for outcome in client.send(&[from_the_future]).await.outcomes {
         match outcome {

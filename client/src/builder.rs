@@ -215,7 +215,11 @@ impl ClientBuilder {
 
     /// Called with tracked events that could not be delivered (see [`Failure`]). Runs on the
     /// client's background task: keep it quick. Without it, failures are logged at `error`
-    /// through `tracing`.
+    /// through `tracing`, and the first is also printed to stderr when the program installed
+    /// no `tracing` subscriber. Either way, the next [`Client::flush`](crate::Client::flush)
+    /// or [`Client::shutdown`](crate::Client::shutdown) returns
+    /// [`FlushError::Undelivered`](crate::FlushError::Undelivered) with how many failed and
+    /// why.
     ///
     /// ```
     /// use the_eye_client::Client;
@@ -225,10 +229,11 @@ impl ClientBuilder {
     /// let client = Client::builder("http://127.0.0.1:8000", "my-api-key")
     ///     .on_failure(|failure| {
     ///         eprintln!(
-    ///             "{} events lost after {} attempts: {}",
+    ///             "{} event(s) lost after {} attempt(s): {} (permanent: {})",
     ///             failure.events.len(),
     ///             failure.attempts,
-    ///             failure.error
+    ///             failure.error,
+    ///             failure.error.is_permanent()
     ///         );
     ///     })
     ///     .build()?;

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -84,17 +85,48 @@ impl TrackError {
     }
 }
 
-/// Why [`Client::flush`] or [`Client::shutdown`] returned before everything was delivered.
+/// Why [`Client::flush`] or [`Client::shutdown`] did not end with everything delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum FlushError {
     /// The deadline ([`ClientBuilder::flush_timeout`]) passed with events still undelivered
     /// (typically: the server is unreachable and retries go on). After `flush` they stay
     /// queued; after `shutdown` they are reported as failed.
-    #[error("{pending} events were still undelivered when the deadline passed")]
+    #[error("{pending} event{} still undelivered when the deadline passed", were(*.pending))]
     Timeout {
         /// Events not settled at the deadline.
         pending: u64,
     },
+    /// Everything was settled, but some tracked events were not delivered since the previous
+    /// `flush` or `shutdown` returned: the server refused their requests as a whole (a wrong
+    /// key, an origin or scope it does not allow, a body too large: retrying cannot help), or
+    /// retries of a transient failure ran out. They are counted in [`Stats::failed`](crate::Stats::failed)
+    /// and, with every event, handed to [`ClientBuilder::on_failure`] when it is set.
+    /// Events the server's validation rejected are not failures: see
+    /// [`ClientBuilder::on_rejection`].
+    #[error("{failed} event{} not delivered; the first because: {error}", were(*.failed))]
+    Undelivered {
+        /// Tracked events that failed since the previous `flush` or `shutdown` returned.
+        failed: u64,
+        /// Why the first of them failed, e.g. `DeliveryError::Status { status: 401, .. }`
+        /// with the code `invalid_api_key`.
+        error: Arc<DeliveryError>,
+    },
+}
+
+/// `" was"` or `"s were"`, after "event".
+fn were(count: u64) -> &'static str {
+    if count == 1 {
+        " was"
+    } else {
+        "s were"
+    }
+}
+
+/// Failures not yet returned by `flush` or `shutdown`.
+#[derive(Default)]
+struct Undelivered {
+    failed: u64,
+    first: Option<Arc<DeliveryError>>,
 }
 
 impl Client {
@@ -238,6 +270,10 @@ impl Client {
     /// each of those events is settled (accepted, rejected, failed or dropped), for at most
     /// [`ClientBuilder::flush_timeout`].
     ///
+    /// Returns [`FlushError::Undelivered`] when tracked events failed since the previous
+    /// `flush` or `shutdown` returned (with how many and the first reason), and
+    /// [`FlushError::Timeout`] when the deadline passed first.
+    ///
     /// ```no_run
     /// # use the_eye_client::Client;
     /// # #[tokio::main]
@@ -263,7 +299,7 @@ impl Client {
             .await
             .is_ok();
         if in_time {
-            Ok(())
+            self.shared.take_undelivered()
         } else {
             Err(FlushError::Timeout {
                 pending: self.stats().queued,
@@ -275,7 +311,9 @@ impl Client {
     ///
     /// Waits at most [`ClientBuilder::flush_timeout`]; events still undelivered then are
     /// reported to [`ClientBuilder::on_failure`] with [`DeliveryError::Cancelled`], counted as
-    /// failed, and the error says how many. Later calls of `track` on any clone return
+    /// failed, and the error says how many. When everything settled in time but tracked events
+    /// failed since the previous `flush` or `shutdown` returned, the answer is
+    /// [`FlushError::Undelivered`], as for `flush`. Later calls of `track` on any clone return
     /// [`TrackError::Closed`]; `send` still works.
     pub async fn shutdown(&self) -> Result<(), FlushError> {
         self.shared.close();
@@ -285,7 +323,7 @@ impl Client {
             .await
             .is_ok()
         {
-            return Ok(());
+            return self.shared.take_undelivered();
         }
         let pending = self.stats().queued;
         self.shared.abort.send_replace(true);
@@ -341,6 +379,8 @@ impl ClientBuilder {
             counters,
             on_rejection: self.on_rejection,
             on_failure: self.on_failure,
+            undelivered: Mutex::default(),
+            failure_printed: AtomicBool::new(false),
         });
         runtime.spawn(run(shared.clone()));
         Ok(Client {
@@ -377,6 +417,10 @@ struct Shared {
     counters: Arc<Counters>,
     on_rejection: Option<Callback<Rejection>>,
     on_failure: Option<Callback<Failure>>,
+    /// Tracked events that failed, for the next `flush` or `shutdown` to return.
+    undelivered: Mutex<Undelivered>,
+    /// Whether a failure was printed to stderr already (see `report_failure`).
+    failure_printed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -511,6 +555,14 @@ impl Shared {
     }
 
     fn report_failure(&self, events: Vec<Event>, error: Arc<DeliveryError>, attempts: u32) {
+        {
+            let mut undelivered = self
+                .undelivered
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            undelivered.failed += events.len() as u64;
+            undelivered.first.get_or_insert_with(|| error.clone());
+        }
         let failure = Failure {
             events,
             error,
@@ -518,12 +570,45 @@ impl Shared {
         };
         match &self.on_failure {
             Some(callback) => guarded("on_failure", || callback(failure)),
-            None => tracing::error!(
-                events = failure.events.len(),
-                error = %failure.error,
-                attempts,
-                "events could not be delivered to The Eye"
-            ),
+            None => {
+                tracing::error!(
+                    events = failure.events.len(),
+                    error = %failure.error,
+                    attempts,
+                    "events could not be delivered to The Eye"
+                );
+                // A program without callbacks and without a tracing subscriber would
+                // otherwise lose events in silence until its next flush (a wrong key loses
+                // every event): the first failure is printed once.
+                if !tracing::dispatcher::has_been_set()
+                    && !self.failure_printed.swap(true, Ordering::Relaxed)
+                {
+                    eprintln!(
+                        "the-eye-client: {} event{} not delivered: {} (further failures are \
+                         counted in stats().failed and returned by flush and shutdown)",
+                        failure.events.len(),
+                        were(failure.events.len() as u64),
+                        failure.error
+                    );
+                }
+            }
+        }
+    }
+
+    /// The failures since the last call, as `flush` and `shutdown` return them.
+    fn take_undelivered(&self) -> Result<(), FlushError> {
+        let taken = std::mem::take(
+            &mut *self
+                .undelivered
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        );
+        match taken.first {
+            Some(error) => Err(FlushError::Undelivered {
+                failed: taken.failed,
+                error,
+            }),
+            None => Ok(()),
         }
     }
 

@@ -39,7 +39,10 @@
 //!   cannot be delivered go to [`on_failure`](ClientBuilder::on_failure). [`Client::stats`]
 //!   counts everything.
 //! - [`Client::flush`] and [`Client::shutdown`] deliver what is queued, within
-//!   [`flush_timeout`](ClientBuilder::flush_timeout). [`Client::send`] bypasses the queue
+//!   [`flush_timeout`](ClientBuilder::flush_timeout), and return
+//!   [`FlushError::Undelivered`] when tracked events failed since the previous call (a wrong
+//!   key, a refused origin: permanent failures are never retried), so a program without
+//!   callbacks learns of them too. [`Client::send`] bypasses the queue
 //!   and returns each event's [`Outcome`].
 //! - [`blocking::Client`] does the same for programs without an async runtime.
 //!
@@ -63,6 +66,9 @@ mod stats;
 mod transport;
 
 pub use builder::{BuildError, ClientBuilder, Overflow, RetryPolicy, MAX_BATCH_SIZE};
+/// The `chrono` types of the public API ([`EventBuilder::timestamp`] takes a
+/// `DateTime<Utc>`), so callers need not depend on a matching `chrono` themselves.
+pub use chrono::{DateTime, TimeDelta, Utc};
 pub use client::{Client, FlushError, TrackError};
 pub use event::{Event, EventBuilder, EventError};
 pub use outcome::{DeliveryError, Failure, Outcome, Rejection, SendReport, TransportError};
@@ -70,6 +76,9 @@ pub use stats::Stats;
 /// The wire types shared with the service, for callers who want them directly.
 pub use the_eye_types as types;
 pub use the_eye_types::Problem;
+/// The `uuid` type of event ids ([`EventBuilder::event_id`], [`Event::event_id`]), so callers
+/// need not depend on a matching `uuid` themselves.
+pub use uuid::Uuid;
 
 #[cfg(test)]
 mod tests {

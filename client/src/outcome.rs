@@ -148,13 +148,45 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
-    /// The server's error code (`unauthorized`, `body_too_large`, …), when it sent one.
+    /// The server's error code, when it answered with its error body: `invalid_api_key`,
+    /// `missing_api_key`, `insufficient_scope`, `origin_not_allowed`, `body_too_large`,
+    /// `rate_limited`, `queue_full`, … (the README's table of error codes lists them all).
+    ///
+    /// ```
+    /// use the_eye_client::DeliveryError;
+    ///
+    /// fn advice(error: &DeliveryError) -> &'static str {
+    ///     match error.code() {
+    ///         Some("invalid_api_key" | "missing_api_key") => "check the API key",
+    ///         Some("insufficient_scope") => "use a key with the `ingest` scope",
+    ///         Some(_) => "see the server's message",
+    ///         None if error.status().is_none() => "The Eye did not answer",
+    ///         None => "the answer was not The Eye's error body",
+    ///     }
+    /// }
+    /// assert_eq!(advice(&DeliveryError::Cancelled), "The Eye did not answer");
+    /// ```
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::Status {
                 error: Some(body), ..
             } => Some(&body.code),
             _ => None,
+        }
+    }
+
+    /// Whether retrying cannot help: the server refused the request as a whole with a 4xx
+    /// other than 408 and 429 (a wrong or revoked key: 401; a scope or origin it does not
+    /// allow: 403; too large: 413, …), or answered success with a body this client does not
+    /// understand. Transient failures (no answer, 408, 429, 5xx) are retried by the
+    /// [`RetryPolicy`](crate::RetryPolicy) and are not permanent, even once retries ran out.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => {
+                (400..500).contains(status) && *status != 408 && *status != 429
+            }
+            Self::InvalidResponse { .. } => true,
+            Self::Transport(_) | Self::Cancelled => false,
         }
     }
 

@@ -309,7 +309,9 @@ fn settle_answered(chunk: Vec<Event>, summary: IngestSummary, settled: &mut Vec<
     for result in summary.results {
         let (index, fate) = match result {
             ItemResult::Accepted { index, .. } => (index, Fate::Accepted),
-            ItemResult::Rejected { index, problems } => (index, Fate::Rejected(problems)),
+            ItemResult::Rejected {
+                index, problems, ..
+            } => (index, Fate::Rejected(problems)),
         };
         if let Some(slot) = fates.get_mut(index) {
             *slot = Some(fate);

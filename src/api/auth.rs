@@ -7,7 +7,7 @@
 //! their hashes and the `Authorization` header are never logged: only the key's public
 //! prefix is.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -75,7 +75,9 @@ pub async fn authenticate(
     Ok(principal)
 }
 
-/// Refuses a browser request from an origin the application did not register.
+/// Refuses a browser request from an origin the application did not register. The Eye's own
+/// pages (Swagger UI's "Try it out") are not refused: browsers send `Origin` on same-origin
+/// POSTs too.
 pub fn check_origin(
     state: &AppState,
     principal: &Principal,
@@ -87,7 +89,7 @@ pub fn check_origin(
     // An Origin that is not text is not one anybody registered.
     if origin
         .to_str()
-        .is_ok_and(|origin| principal.allows_origin(origin))
+        .is_ok_and(|origin| principal.allows_origin(origin) || same_origin(origin, headers))
     {
         return Ok(());
     }
@@ -100,6 +102,19 @@ pub fn check_origin(
         code: "origin_not_allowed",
         message: "this origin is not registered for the key's application".to_owned(),
     })
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to. Only the
+/// authority is compared: behind a proxy that ends TLS the scheme differs, and whoever serves
+/// pages on this host serves The Eye.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let authority = origin
+        .split_once("://")
+        .map_or("", |(_, authority)| authority);
+    headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .is_some_and(|host| !host.is_empty() && host.eq_ignore_ascii_case(authority))
 }
 
 /// The application state, which `api::router` puts in every request's extensions, so that
@@ -122,13 +137,10 @@ async fn require(scope: Scope, mut request: Request, next: Next) -> Response {
         Ok(principal) => principal,
         Err(error) => {
             let mut response = error.into_response();
-            // A page at a registered origin must be able to read why it was refused (a bad
-            // key is not worth retrying); an unregistered origin learns nothing.
-            if let Some(origin) = origin.filter(|origin| {
-                origin
-                    .to_str()
-                    .is_ok_and(|origin| state.registry.origin_known(origin))
-            }) {
+            // The page must be able to read why it was refused (`origin_not_allowed`, a bad
+            // key: nothing worth retrying), or it sees only a network error and retries for
+            // ever. The answer tells no more than the same request without a browser would.
+            if let Some(origin) = origin {
                 allow_origin(response.headers_mut(), origin);
             }
             return response;
@@ -166,10 +178,13 @@ fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {
     );
 }
 
-/// Answers CORS preflights. A preflight carries no key, so it can only be judged by whether
-/// some application registered the origin; the real request is then checked against the
-/// key's own application.
-pub async fn preflight(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Answers CORS preflights, for every origin. A preflight carries no key, so it cannot be
+/// judged: the real request is checked against the key's own application, and its refusal
+/// (`403 origin_not_allowed`) carries the CORS headers so that the page can read it. Browsers
+/// treat any refused preflight as a network error whatever its body and headers, so refusing
+/// here would hide the reason from the page and make SDKs retry for ever. No cookies or
+/// other ambient credentials are allowed, so letting the request through exposes nothing.
+pub async fn preflight(request: Request, next: Next) -> Response {
     let is_preflight = request.method() == Method::OPTIONS
         && request
             .headers()
@@ -178,12 +193,6 @@ pub async fn preflight(State(state): State<AppState>, request: Request, next: Ne
     let (true, Some(origin)) = (is_preflight, origin) else {
         return next.run(request).await;
     };
-    let known = origin
-        .to_str()
-        .is_ok_and(|origin| state.registry.origin_known(origin));
-    if !known {
-        return (StatusCode::FORBIDDEN, "origin not registered").into_response();
-    }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     allow_origin(headers, origin);
@@ -205,6 +214,24 @@ pub async fn preflight(State(state): State<AppState>, request: Request, next: Ne
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origin_is_the_same_when_it_names_the_host_asked() {
+        let mut headers = HeaderMap::new();
+        assert!(!same_origin("http://127.0.0.1:8000", &headers), "no Host");
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8000"));
+        assert!(same_origin("http://127.0.0.1:8000", &headers));
+        assert!(
+            same_origin("https://127.0.0.1:8000", &headers),
+            "TLS ended by a proxy"
+        );
+        assert!(!same_origin("http://127.0.0.1:8001", &headers));
+        assert!(!same_origin("http://127.0.0.1", &headers));
+        assert!(!same_origin("null", &headers));
+        headers.insert(header::HOST, HeaderValue::from_static("Eye.Example"));
+        assert!(same_origin("https://eye.example", &headers));
+        assert!(!same_origin("https://evil.example", &headers));
+    }
 
     #[test]
     fn reads_bearer_and_token_schemes() {

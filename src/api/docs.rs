@@ -9,7 +9,9 @@
 //! binary). `utoipa-redoc`'s default page loads Redoc from cdn.redoc.ly and fonts from Google,
 //! which fails offline; so the page here is our own template (spec inlined by utoipa-redoc)
 //! that loads `/redoc/redoc.standalone.js`, served from the Redoc bundle that the `aide` crate
-//! ships (`res/redoc/redoc.standalone.js`, pinned with `aide = "=0.15.1"`).
+//! ships (`res/redoc/redoc.standalone.js`, pinned with `aide = "=0.15.1"`). The bundle's one
+//! external resource, Redocly's logo in the sidebar (`https://cdn.redoc.ly/…`, with no option
+//! to turn it off), is replaced by an inline blank image when the bundle is served.
 
 use std::sync::LazyLock;
 
@@ -43,6 +45,7 @@ pub const DOCS_PREFIXES: [&str; 3] = [OPENAPI_PATH, "/swagger", "/redoc"];
         (name = "ingest", description = "Sending events"),
         (name = "read", description = "Reading events and rejections back"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "admin", description = "Applications and their keys: an organisation admin key manages every application, an application's admin key only its own"),
     ),
 )]
 pub struct ApiDoc;
@@ -55,8 +58,10 @@ impl Modify for BearerScheme {
         let components = openapi.components.get_or_insert_with(Default::default);
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.description = Some(
-            "An application's API key: `Authorization: Bearer <key>`. Keys carry scopes: \
-             `ingest` to send events, `read` for the read routes, `admin`."
+            "An API key: `Authorization: Bearer <key>`. Keys carry scopes: `ingest` to send \
+             events, `read` for the read routes, `admin` for administration. An application's \
+             key reads and administers only its application; an organisation key (no \
+             application, no `ingest`) reads and administers every application."
                 .to_owned(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
@@ -76,6 +81,7 @@ impl Modify for BearerScheme {
 
 /// `GET /healthz`'s answer.
 #[derive(utoipa::ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
 pub struct Health {
     /// Always `ok`.
     #[schema(example = "ok")]
@@ -84,6 +90,7 @@ pub struct Health {
 
 /// `GET /readyz`'s answer when ready.
 #[derive(utoipa::ToSchema)]
+#[schema(example = json!({"status": "ready", "schema_version": crate::store::migrations::MIGRATIONS.len()}))]
 pub struct Ready {
     /// Always `ready`.
     #[schema(example = "ready")]
@@ -94,6 +101,11 @@ pub struct Ready {
 
 /// `GET /readyz`'s answer when not ready.
 #[derive(utoipa::ToSchema)]
+#[schema(example = json!({
+    "status": "not_ready",
+    "code": "not_ready",
+    "message": "ClickHouse did not answer: connection refused"
+}))]
 pub struct NotReady {
     /// Always `not_ready`.
     #[schema(example = "not_ready")]
@@ -107,6 +119,7 @@ pub struct NotReady {
 
 /// The body of `POST /api/events`: one event or an array of events.
 #[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(example = the_eye_types::examples::ingest_body)]
 #[serde(untagged)]
 #[allow(dead_code)] // Only describes the body; the handler parses raw JSON to explain problems.
 pub enum IngestBody {
@@ -147,14 +160,23 @@ const REDOC_PAGE: &str = r#"<!DOCTYPE html>
 </html>
 "#;
 
+/// Where Redoc's sidebar loads Redocly's logo from: a CDN, which offline pages cannot reach.
+const REDOCLY_LOGO: &str = "\"https://cdn.redoc.ly/redoc/logo-mini.svg\"";
+/// What replaces it: a blank inline image.
+const OFFLINE_LOGO: &str =
+    "\"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='1' height='1'/%3E\"";
+
 /// The Redoc bundle, cut out of the page `aide` builds around it (the crate does not export the
-/// file by itself). The page is `… <script>\n {bundle}\n\n Redoc.init(…` by construction.
+/// file by itself), with its logo inline. The page is `… <script>\n {bundle}\n\n Redoc.init(…`
+/// by construction.
 static REDOC_JS: LazyLock<String> = LazyLock::new(|| {
     let page = aide::redoc::Redoc::new("").html();
     let start = page.find("<script>").map(|at| at + "<script>".len());
     let end = page.rfind("Redoc.init(");
     match (start, end) {
-        (Some(start), Some(end)) if start < end => page[start..end].trim().to_owned(),
+        (Some(start), Some(end)) if start < end => {
+            page[start..end].trim().replace(REDOCLY_LOGO, OFFLINE_LOGO)
+        }
         _ => {
             tracing::error!("the Redoc bundle could not be found in aide's page");
             String::new()
@@ -187,6 +209,13 @@ mod tests {
         );
         assert!(js.contains("Redoc"));
         assert!(!js.contains("</script>"));
+        // Nothing it renders loads from elsewhere: the logo was the one `src` with an address.
+        assert!(js.contains(OFFLINE_LOGO));
+        assert!(!js.contains("cdn.redoc.ly"));
+        assert!(
+            !js.contains("src:\"http"),
+            "an image or script from elsewhere"
+        );
         assert!(!js.trim_end().ends_with("Redoc.init("));
     }
 

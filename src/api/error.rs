@@ -7,9 +7,10 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use the_eye_types::{ErrorBody, IngestSummary, Problem};
+use the_eye_types::{ErrorBody, IngestSummary, ItemResult, Problem};
 
-use crate::ingest::IngestError;
+use crate::auth::keys;
+use crate::ingest::{IngestError, MAX_LISTED_PROBLEMS};
 use crate::pipeline::PipelineError;
 
 /// IETF `RateLimit` header fields (draft-ietf-httpapi-ratelimit-headers).
@@ -174,50 +175,57 @@ impl ApiError {
     }
 }
 
+/// Redacts API keys ([`keys::redact`]) from problems about to be answered: their fields and
+/// messages quote client input (an unknown field may be named after a key).
+pub fn redact_problems(problems: &mut [Problem]) {
+    for problem in problems {
+        keys::redact_in_place(&mut problem.field);
+        keys::redact_in_place(&mut problem.message);
+    }
+}
+
+/// [`redact_problems`] for every rejected event of an ingest answer.
+pub fn redact_summary(summary: &mut IngestSummary) {
+    for result in &mut summary.results {
+        if let ItemResult::Rejected { problems, .. } = result {
+            redact_problems(problems);
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let code = self.code().to_owned();
         let mut extra_headers: Vec<(header::HeaderName, HeaderValue)> = Vec::new();
-        let body = match self {
+        let mut ingest = None;
+        let (message, mut problems) = match self {
             Self::BadRequest {
                 message, problems, ..
             }
             | Self::Unprocessable {
                 message, problems, ..
-            } => ErrorBody {
-                code,
-                message,
-                problems,
-                ingest: None,
-            },
-            Self::AllRejected(summary) => ErrorBody {
-                code,
-                message: format!(
-                    "all {} events were rejected; see problems",
-                    summary.rejected
-                ),
-                problems: summary
-                    .results
-                    .iter()
-                    .flat_map(|result| match result {
-                        the_eye_types::ItemResult::Rejected { problems, .. } => problems.clone(),
-                        the_eye_types::ItemResult::Accepted { .. } => Vec::new(),
-                    })
-                    .collect(),
-                ingest: Some(summary),
-            },
+            } => (message, problems),
+            // Each event's problems are in its entry of `results`, as in a 202; listing them at
+            // the top as well would double the answer.
+            Self::AllRejected(summary) => {
+                let message = if summary.rejected == 1 {
+                    "the event was rejected; its problems are in `results`".to_owned()
+                } else {
+                    format!(
+                        "all {} events were rejected; each one's problems are in `results`",
+                        summary.rejected
+                    )
+                };
+                ingest = Some(summary);
+                (message, Vec::new())
+            }
             Self::Unauthorized { message, .. } => {
                 extra_headers.push((
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"the-eye\", error=\"invalid_token\""),
                 ));
-                ErrorBody {
-                    code,
-                    message,
-                    problems: Vec::new(),
-                    ingest: None,
-                }
+                (message, Vec::new())
             }
             Self::RateLimited {
                 message,
@@ -228,28 +236,16 @@ impl IntoResponse for ApiError {
                 extra_headers.push((RATELIMIT_LIMIT.clone(), HeaderValue::from(limit)));
                 extra_headers.push((RATELIMIT_REMAINING.clone(), HeaderValue::from(0)));
                 extra_headers.push((RATELIMIT_RESET.clone(), HeaderValue::from(retry_after_secs)));
-                ErrorBody {
-                    code,
-                    message,
-                    problems: Vec::new(),
-                    ingest: None,
-                }
+                (message, Vec::new())
             }
-            Self::MethodNotAllowed => ErrorBody {
-                code,
-                message: "this route does not take that method; see /api/openapi.json".to_owned(),
-                problems: Vec::new(),
-                ingest: None,
-            },
+            Self::MethodNotAllowed => (
+                "this route does not take that method; see /api/openapi.json".to_owned(),
+                Vec::new(),
+            ),
             Self::NotFound(message)
             | Self::Forbidden { message, .. }
             | Self::TooLarge { message, .. }
-            | Self::UnsupportedMediaType { message, .. } => ErrorBody {
-                code,
-                message,
-                problems: Vec::new(),
-                ingest: None,
-            },
+            | Self::UnsupportedMediaType { message, .. } => (message, Vec::new()),
             Self::Unavailable {
                 message,
                 retry_after_secs,
@@ -258,22 +254,27 @@ impl IntoResponse for ApiError {
                 extra_headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after_secs)));
                 // Counted in metrics; a full queue would otherwise log once per request.
                 tracing::debug!(%code, "answered 503");
-                ErrorBody {
-                    code,
-                    message,
-                    problems: Vec::new(),
-                    ingest: None,
-                }
+                (message, Vec::new())
             }
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
-                ErrorBody {
-                    code,
-                    message: "internal error; it has been logged".to_owned(),
-                    problems: Vec::new(),
-                    ingest: None,
-                }
+                ("internal error; it has been logged".to_owned(), Vec::new())
             }
+        };
+        let omitted_problems = problems.len().saturating_sub(MAX_LISTED_PROBLEMS);
+        problems.truncate(MAX_LISTED_PROBLEMS);
+        let mut message = message;
+        keys::redact_in_place(&mut message);
+        redact_problems(&mut problems);
+        if let Some(summary) = ingest.as_mut() {
+            redact_summary(summary);
+        }
+        let body = ErrorBody {
+            code,
+            message,
+            problems,
+            omitted_problems,
+            ingest,
         };
         let mut response = (status, Json(body)).into_response();
         response.headers_mut().extend(extra_headers);

@@ -41,6 +41,8 @@ enum Accepts {
         content = super::docs::IngestBody,
         content_type = "application/json",
         description = "One event or an array of up to 1,000; `Content-Encoding: gzip` accepted; at most 1 MiB after decompression",
+        // The README's three example events: "Try it out" sends them as they are.
+        example = the_eye_types::examples::ingest_body,
     ),
     responses(
         (status = 202, description = "At least one event was accepted; per-event outcomes in `results`", body = IngestSummary),
@@ -210,6 +212,8 @@ async fn ingest(
             }),
         }
     }).await?;
+    let mut summary = summary;
+    super::error::redact_summary(&mut summary);
     let mut response = (StatusCode::ACCEPTED, Json(summary)).into_response();
     if let Some((limit, remaining)) = *allowance.lock().unwrap_or_else(|p| p.into_inner()) {
         let headers = response.headers_mut();

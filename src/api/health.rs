@@ -1,14 +1,21 @@
-//! Liveness, readiness and metrics.
+//! Liveness and readiness on the API's address, and the metrics server on its own
+//! (`server.metrics_listen_addr`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::json;
 
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
 use super::AppState;
+use crate::metrics::Metrics;
 
 /// The process is up and serving HTTP.
 #[utoipa::path(
@@ -21,14 +28,15 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// ClickHouse answers and the schema is current; 503 with the reason otherwise.
+/// ClickHouse answers, the schema is current and applications and keys have been loaded; 503
+/// with the reason otherwise.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
         (status = 200, description = "Ready to serve", body = super::docs::Ready),
-        (status = 503, description = "ClickHouse does not answer or the schema is not current", body = super::docs::NotReady),
+        (status = 503, description = "ClickHouse does not answer, the schema is not current, or applications and keys are not loaded yet", body = super::docs::NotReady),
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -64,6 +72,11 @@ async fn check_readiness(state: &AppState) -> (StatusCode, serde_json::Value) {
             "schema at version {} but this build needs {}; run `the-eye migrate`",
             status.applied, status.latest
         ),
+        // Keys are served from memory once loaded; before that every request's key would be
+        // looked up one by one, so a load balancer should not send traffic yet.
+        Ok(Ok(_)) if !state.registry.loaded() => {
+            "applications and keys are not loaded yet; the service's log says why".to_owned()
+        }
         Ok(Ok(status)) => {
             return (
                 StatusCode::OK,
@@ -77,19 +90,29 @@ async fn check_readiness(state: &AppState) -> (StatusCode, serde_json::Value) {
     )
 }
 
-/// Prometheus text exposition.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")),
-)]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus text exposition, format 0.0.4.
+pub async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        metrics.render(),
     )
+}
+
+/// Serves `GET /metrics` (and 404 for anything else) on `listener` until `stop`. Kept off the
+/// API's router and address: metrics tell refused keys apart by reason and name every
+/// application, which only operators may see.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(self::metrics))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
 }

@@ -24,11 +24,13 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use crate::ingest::MAX_LISTED_PROBLEMS;
 pub use error::ApiError;
 
 use crate::auth::limits::RateLimits;
@@ -66,11 +68,14 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .route_layer(middleware::from_fn(auth::require_read));
     let administration = OpenApiRouter::new()
         .routes(routes!(admin::reload_schemas))
+        .routes(routes!(admin::list_applications, admin::create_application))
+        .routes(routes!(admin::update_application))
+        .routes(routes!(admin::list_keys, admin::create_key))
+        .routes(routes!(admin::revoke_key))
         .route_layer(middleware::from_fn(auth::require_admin));
     let mut routes = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(health::metrics))
         // Authenticates itself: its key is in the query string.
         .routes(routes!(events::post_beacon))
         .merge(ingest)
@@ -96,15 +101,16 @@ pub fn router(state: AppState) -> Router {
                 ApiError::Internal("a request handler panicked".to_owned()).into_response()
             },
         ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::preflight,
-        ))
+        .layer(middleware::from_fn(auth::preflight))
         .layer(axum::Extension(state.clone()))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        // Answers in gzip for clients that accept it: an answer lists every event of a
+        // request, so a gzipped request of 1,000 bad events would otherwise get an answer tens
+        // of times its size.
+        .layer(CompressionLayer::new().gzip(true))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -20,6 +20,10 @@ pub const DEFAULT_LIMIT: u32 = 100;
 /// Largest page: bounds the work and the memory of one request.
 pub const MAX_LIMIT: u32 = 1000;
 
+/// Unknown parameters named one by one in a 400; the rest are counted in one more problem, so
+/// that a query string of thousands of made-up parameters gets an answer of a few KiB.
+pub const MAX_NAMED_UNKNOWN: usize = 20;
+
 /// Stable codes of query problems.
 pub mod codes {
     /// The top-level code of a 400 about query or path parameters.
@@ -183,20 +187,33 @@ impl Params {
         self.raw("cursor")
     }
 
-    /// Reports parameters nobody asked for; `Err` with every problem if there is any.
+    /// Reports parameters nobody asked for, the first [`MAX_NAMED_UNKNOWN`] by name and the
+    /// rest by number; `Err` with every problem if there is any.
     pub fn finish(mut self) -> Result<(), ApiError> {
-        let mut unknown: Vec<String> = Vec::new();
-        for (key, _) in &self.pairs {
-            if !self.taken.contains(&key.as_str()) && !unknown.contains(key) {
-                unknown.push(key.clone());
-            }
-        }
-        for key in unknown {
-            let known = self.taken.join(", ");
+        let mut seen = std::collections::HashSet::new();
+        let unknown: Vec<String> = self
+            .pairs
+            .iter()
+            .map(|(key, _)| key)
+            .filter(|key| !self.taken.contains(&key.as_str()) && seen.insert(key.as_str()))
+            .cloned()
+            .collect();
+        let known = self.taken.join(", ");
+        for key in unknown.iter().take(MAX_NAMED_UNKNOWN) {
             self.problem(
-                &key,
+                key,
                 codes::UNKNOWN_PARAMETER,
                 format!("`{key}` is not a parameter of this route; it takes {known}"),
+            );
+        }
+        if unknown.len() > MAX_NAMED_UNKNOWN {
+            self.problem(
+                "",
+                codes::UNKNOWN_PARAMETER,
+                format!(
+                    "{} more parameters are not parameters of this route; it takes {known}",
+                    unknown.len() - MAX_NAMED_UNKNOWN
+                ),
             );
         }
         if self.problems.is_empty() {
@@ -219,7 +236,10 @@ fn problem(field: &str, code: &str, message: String) -> Problem {
 pub fn invalid(problems: Vec<Problem>) -> ApiError {
     let message = match problems.as_slice() {
         [only] => only.message.clone(),
-        _ => format!("{} parameters are invalid; see problems", problems.len()),
+        _ => format!(
+            "{} problems with the parameters; see problems",
+            problems.len()
+        ),
     };
     ApiError::BadRequest {
         code: codes::INVALID_PARAMETERS,

@@ -6,10 +6,16 @@
 //!
 //! [`read_routes`] is a router of its own so that the caller can put a layer on exactly these
 //! routes (the `read` scope of API keys).
+//!
+//! Tenancy: an application's key reads only its application's events, sessions and
+//! rejections. Listings are confined to it (an `application` parameter naming another one is
+//! refused with 403 `application_not_in_scope`, whether that application exists or not), and
+//! a row of another application read by id is 404, as if it did not exist. An organisation
+//! key reads every application.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::Value;
 use the_eye_types::{
     ErrorBody, Event, EventPage, Problem, Rejection, RejectionPage, RejectionSummary,
@@ -23,6 +29,8 @@ use super::params::{
     codes, invalid_path, ErrorFilterParams, EventFilterParams, PageParams, Params, SortOrder,
 };
 use super::{ApiError, AppState};
+use crate::auth::keys;
+use crate::auth::Principal;
 use crate::store::read::{errors_query, events_query, ErrorSummaryRow};
 use crate::store::{
     After, ErrorFilter, ErrorRow, EventFilter, EventRow, Order, PageSpec, ReadQuery, StoreError,
@@ -178,7 +186,33 @@ pub fn parse_error_listing(
     ListingRequest::new(Listing::Errors, filter, page, params, SortOrder::Desc)
 }
 
+/// Confines an `application` filter to what `principal` may read: its own application for an
+/// application's key (also when the request named none), anything for an organisation key.
+fn confine(principal: &Principal, application: &mut Option<String>) -> Result<(), ApiError> {
+    let Some(own) = principal.application_scope() else {
+        return Ok(());
+    };
+    match application.as_deref() {
+        Some(asked) if asked != own => Err(ApiError::Forbidden {
+            code: "application_not_in_scope",
+            message: format!(
+                "this key reads only the application `{own}`; an organisation key reads every application"
+            ),
+        }),
+        _ => {
+            *application = Some(own.to_owned());
+            Ok(())
+        }
+    }
+}
+
 impl ListingRequest<EventFilter> {
+    /// Confines the listing to what `principal` may read (see the module doc).
+    pub fn confine(mut self, principal: &Principal) -> Result<Self, ApiError> {
+        confine(principal, &mut self.filter.application)?;
+        Ok(self)
+    }
+
     /// Exactly the query the handler runs for this request.
     pub fn query(&self) -> ReadQuery {
         events_query(&self.filter, &self.fetch_spec())
@@ -186,23 +220,37 @@ impl ListingRequest<EventFilter> {
 }
 
 impl ListingRequest<ErrorFilter> {
+    /// Confines the listing to what `principal` may read (see the module doc).
+    pub fn confine(mut self, principal: &Principal) -> Result<Self, ApiError> {
+        confine(principal, &mut self.filter.application)?;
+        Ok(self)
+    }
+
     /// Exactly the query the handler runs for this request.
     pub fn query(&self) -> ReadQuery {
         errors_query(&self.filter, &self.fetch_spec())
     }
 }
 
+/// `text` with API keys redacted ([`keys::redact`]): stored values are client input, and rows
+/// written before redaction existed may hold keys.
+fn redacted(mut text: String) -> String {
+    keys::redact_in_place(&mut text);
+    text
+}
+
 fn event(row: EventRow) -> Event {
-    let data = serde_json::from_str(&row.data).unwrap_or_else(|error| {
+    let stored = redacted(row.data);
+    let data = serde_json::from_str(&stored).unwrap_or_else(|error| {
         tracing::warn!(event_id = %row.event_id, %error, "stored data is not JSON; serving it as a string");
-        Value::String(row.data)
+        Value::String(stored)
     });
     Event {
         event_id: row.event_id,
         application: row.application,
-        session_id: row.session_id,
-        category: row.category,
-        name: row.name,
+        session_id: redacted(row.session_id),
+        category: redacted(row.category),
+        name: redacted(row.name),
         data,
         timestamp: row.timestamp,
         client_timestamp: row.client_timestamp,
@@ -218,9 +266,9 @@ fn problems(fields: Vec<String>, codes: Vec<String>, messages: Vec<String>) -> V
         .zip(messages)
         .map(|((field, code), message)| Problem {
             index: None,
-            field,
+            field: redacted(field),
             code,
-            message,
+            message: redacted(message),
         })
         .collect()
 }
@@ -233,9 +281,9 @@ fn rejection_summary(row: ErrorSummaryRow) -> RejectionSummary {
         request_id: row.request_id,
         item_index: row.item_index,
         event_id: row.event_id,
-        session_id: row.session_id,
-        category: row.category,
-        name: row.name,
+        session_id: row.session_id.map(redacted),
+        category: row.category.map(redacted),
+        name: row.name.map(redacted),
         timestamp: row.timestamp,
         problems: problems(row.problem_field, row.problem_code, row.problem_message),
     }
@@ -250,13 +298,13 @@ fn rejection(row: ErrorRow) -> Rejection {
             request_id: row.request_id,
             item_index: row.item_index,
             event_id: row.event_id,
-            session_id: row.session_id,
-            category: row.category,
-            name: row.name,
+            session_id: row.session_id.map(redacted),
+            category: row.category.map(redacted),
+            name: row.name.map(redacted),
             timestamp: row.timestamp,
             problems: problems(row.problem_field, row.problem_code, row.problem_message),
         },
-        raw: row.raw,
+        raw: redacted(row.raw),
         raw_truncated: row.raw_truncated,
     }
 }
@@ -297,17 +345,19 @@ async fn list(
     tag = "read",
     params(EventFilterParams, PageParams),
     responses(
-        (status = 200, description = "One page of events", body = EventPage),
+        (status = 200, description = "One page of events (of the key's application only, for an application's key)", body = EventPage),
         (status = 400, description = "Bad parameters (`invalid_parameters`), one problem per parameter: `invalid_parameter`, `unknown_parameter`, `duplicate_parameter` or `invalid_cursor`", body = ErrorBody),
+        (status = 403, description = "`application_not_in_scope`: `application` names another application than the key's", body = ErrorBody),
         (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
 pub async fn list_events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<EventPage>, ApiError> {
-    let request = parse_event_listing(None, query.as_deref())?;
+    let request = parse_event_listing(None, query.as_deref())?.confine(&principal)?;
     list(&state, request).await
 }
 
@@ -318,7 +368,7 @@ pub async fn list_events(
     tag = "read",
     params(("session_id" = String, Path, description = "The session id (percent-encoded)"), PageParams),
     responses(
-        (status = 200, description = "One page of the session's events (empty for an unknown session)", body = EventPage),
+        (status = 200, description = "One page of the session's events (empty for an unknown session). A session belongs to one application: an application's key sees its own; an organisation key sees every application's session with this id", body = EventPage),
         (status = 400, description = "Bad parameters (`invalid_parameters`)", body = ErrorBody),
         (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
     ),
@@ -326,6 +376,7 @@ pub async fn list_events(
 )]
 pub async fn session_events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<EventPage>, ApiError> {
@@ -333,7 +384,7 @@ pub async fn session_events(
         Ok(Path(session_id)) => session_id,
         Err(rejection) => return Err(invalid_path("session_id", rejection.body_text())),
     };
-    let request = parse_event_listing(Some(session_id), query.as_deref())?;
+    let request = parse_event_listing(Some(session_id), query.as_deref())?.confine(&principal)?;
     list(&state, request).await
 }
 
@@ -342,21 +393,31 @@ pub async fn session_events(
     get,
     path = "/api/events/{event_id}",
     tag = "read",
-    params(("event_id" = Uuid, Path, description = "The event's id")),
+    params(
+        ("event_id" = Uuid, Path, description = "The event's id"),
+        ("application" = Option<String>, Query, description = "The application whose event it is. Needed only by an organisation key when several applications sent this id (without it, the first application by id is served); an application's key may name only its own"),
+    ),
     responses(
         (status = 200, description = "The event", body = Event),
-        (status = 400, description = "`event_id` is not a UUID (`invalid_parameters`)", body = ErrorBody),
-        (status = 404, description = "No such event (`not_found`)", body = ErrorBody),
+        (status = 400, description = "`event_id` is not a UUID, or a bad or unknown query parameter (`invalid_parameters`)", body = ErrorBody),
+        (status = 403, description = "`application_not_in_scope`: `application` names another application than the key's", body = ErrorBody),
+        (status = 404, description = "No such event, or it belongs to another application than the key's (`not_found`)", body = ErrorBody),
         (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
 pub async fn get_event(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Event>, ApiError> {
     let id = uuid_path("event_id", path)?;
-    match state.store.event(id).await? {
+    let mut params = Params::parse(query.as_deref());
+    let mut application = params.text("application");
+    params.finish()?;
+    confine(&principal, &mut application)?;
+    match state.store.event(id, application.as_deref()).await? {
         Some(row) => Ok(Json(event(row))),
         None => Err(ApiError::NotFound(format!("no event has the id {id}"))),
     }
@@ -369,17 +430,19 @@ pub async fn get_event(
     tag = "read",
     params(ErrorFilterParams, PageParams),
     responses(
-        (status = 200, description = "One page of rejections, without their raw input", body = RejectionPage),
+        (status = 200, description = "One page of rejections, without their raw input (of the key's application only, for an application's key)", body = RejectionPage),
         (status = 400, description = "Bad parameters (`invalid_parameters`)", body = ErrorBody),
+        (status = 403, description = "`application_not_in_scope`: `application` names another application than the key's", body = ErrorBody),
         (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
 pub async fn list_errors(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<RejectionPage>, ApiError> {
-    let request = parse_error_listing(query.as_deref())?;
+    let request = parse_error_listing(query.as_deref())?.confine(&principal)?;
     let rows = state.store.fetch_errors(&request.query()).await?;
     let (rows, next_cursor) = request.page(rows, |row| After {
         at: row.received_at,
@@ -400,17 +463,18 @@ pub async fn list_errors(
     responses(
         (status = 200, description = "The rejection", body = Rejection),
         (status = 400, description = "`error_id` is not a UUID (`invalid_parameters`)", body = ErrorBody),
-        (status = 404, description = "No such rejection (`not_found`)", body = ErrorBody),
+        (status = 404, description = "No such rejection, or it belongs to another application than the key's (`not_found`)", body = ErrorBody),
         (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
 pub async fn get_error(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Rejection>, ApiError> {
     let id = uuid_path("error_id", path)?;
-    match state.store.error(id).await? {
+    match state.store.error(id, principal.application_scope()).await? {
         Some(row) => Ok(Json(rejection(row))),
         None => Err(ApiError::NotFound(format!("no rejection has the id {id}"))),
     }
@@ -466,6 +530,50 @@ mod tests {
         // The last page has no cursor.
         let (_, last) = first.page(vec![row(1)], |r| *r);
         assert_eq!(last, None);
+    }
+
+    fn principal(application: &str) -> Principal {
+        Principal {
+            application: application.into(),
+            key_prefix: "eye_test0000".into(),
+            scopes: vec![crate::auth::Scope::Read],
+            allowed_origins: Vec::new().into(),
+            rate_per_second: 0,
+            burst: 0,
+        }
+    }
+
+    #[test]
+    fn application_keys_are_confined_and_organisation_keys_are_not() {
+        let own = principal("shop");
+        let mut none = None;
+        confine(&own, &mut none).unwrap();
+        assert_eq!(none.as_deref(), Some("shop"));
+        let mut same = Some("shop".to_owned());
+        confine(&own, &mut same).unwrap();
+        assert_eq!(same.as_deref(), Some("shop"));
+        let mut other = Some("billing".to_owned());
+        match confine(&own, &mut other) {
+            Err(ApiError::Forbidden { code, .. }) => assert_eq!(code, "application_not_in_scope"),
+            result => panic!("{result:?}"),
+        }
+        let organisation = principal("");
+        for asked in [None, Some("billing".to_owned())] {
+            let mut filter = asked.clone();
+            confine(&organisation, &mut filter).unwrap();
+            assert_eq!(filter, asked);
+        }
+        // The listing's query carries the confinement as a bound parameter.
+        let request = parse_event_listing(Some("s".into()), None)
+            .unwrap()
+            .confine(&own)
+            .unwrap();
+        let query = request.query();
+        assert!(query.sql().contains("application = {application:String}"));
+        assert!(query.params().contains(&(
+            "application",
+            crate::store::read::Param::Text("shop".into())
+        )));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Administrative operations on applications and keys, shared by the CLI and first-run set-up.
+//! Administrative operations on applications and keys, shared by the CLI, the admin API and
+//! first-run set-up. Who may call which is decided by the caller (the CLI runs as the
+//! operator; the admin API checks the key, see `api::admin`).
 
 use chrono::Utc;
 
@@ -32,8 +34,8 @@ pub struct NewApplication {
 }
 
 /// The application's id: its name in lower case, with runs of anything but letters and digits
-/// turned into `-`. Readable in every row, dashboard and metric label, and stable, since
-/// names are not changed afterwards.
+/// turned into `-`. Readable in every row, dashboard and metric label; it stays when the name
+/// is changed later ([`update_application`]), since rows and keys refer to it.
 pub fn application_id(name: &str) -> String {
     let mut id = String::new();
     for c in name.trim().chars() {
@@ -46,9 +48,21 @@ pub fn application_id(name: &str) -> String {
     id.trim_end_matches('-').chars().take(64).collect()
 }
 
+const MAX_ORIGIN_BYTES: usize = 300;
+
+/// Origins one application may allow: enough for every site of a real application, and a
+/// bound on what a registry refresh carries.
+pub const MAX_ORIGINS: usize = 100;
+
 /// `scheme://host[:port]`, as browsers send it in `Origin`.
 pub fn normalise_origin(origin: &str) -> Result<String, AdminError> {
     let origin = origin.trim().trim_end_matches('/');
+    // Longer than any real origin (a host name has at most 253 characters); not quoted back.
+    if origin.len() > MAX_ORIGIN_BYTES {
+        return Err(AdminError::Invalid(format!(
+            "an origin must be at most {MAX_ORIGIN_BYTES} bytes"
+        )));
+    }
     let (scheme, rest) = origin.split_once("://").ok_or_else(|| {
         AdminError::Invalid(format!(
             "origin `{origin}` must look like https://shop.example"
@@ -63,6 +77,15 @@ pub fn normalise_origin(origin: &str) -> Result<String, AdminError> {
         )));
     }
     Ok(origin.to_ascii_lowercase())
+}
+
+fn check_origin_count(origins: &[String]) -> Result<(), AdminError> {
+    if origins.len() > MAX_ORIGINS {
+        return Err(AdminError::Invalid(format!(
+            "an application may allow at most {MAX_ORIGINS} origins"
+        )));
+    }
+    Ok(())
 }
 
 fn positive(what: &str, value: Option<u32>) -> Result<u32, AdminError> {
@@ -80,12 +103,17 @@ pub async fn create_application(
     store: &Store,
     new: NewApplication,
 ) -> Result<(ApplicationRow, NewKey), AdminError> {
-    let name = new.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(AdminError::Invalid(
-            "the name must have 1 to 100 characters".to_owned(),
-        ));
-    }
+    let (application, _, key) = create_application_with_key(store, new).await?;
+    Ok((application, key))
+}
+
+/// [`create_application`], also returning the stored row of the first key (for answers
+/// that describe it without reading it back).
+pub async fn create_application_with_key(
+    store: &Store,
+    new: NewApplication,
+) -> Result<(ApplicationRow, KeyRow, NewKey), AdminError> {
+    let name = checked_name(&new.name)?;
     let id = application_id(name);
     if id.is_empty() {
         return Err(AdminError::Invalid(format!(
@@ -99,6 +127,7 @@ pub async fn create_application(
         .iter()
         .map(|origin| normalise_origin(origin))
         .collect::<Result<Vec<_>, _>>()?;
+    check_origin_count(&allowed_origins)?;
     if store.application(&id).await?.is_some() {
         return Err(AdminError::ApplicationExists(id));
     }
@@ -114,8 +143,15 @@ pub async fn create_application(
         allowed_origins,
     };
     store.put_application(&application).await?;
-    let (_, key) = create_key(store, &application.application_id, &[Scope::Ingest]).await?;
-    Ok((application, key))
+    let (row, key) = create_key(store, &application.application_id, &[Scope::Ingest]).await?;
+    Ok((application, row, key))
+}
+
+async fn existing(store: &Store, id: &str) -> Result<ApplicationRow, AdminError> {
+    store
+        .application(id)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchApplication(id.to_owned()))
 }
 
 pub async fn set_enabled(
@@ -123,11 +159,76 @@ pub async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<ApplicationRow, AdminError> {
-    let mut application = store
-        .application(id)
-        .await?
-        .ok_or_else(|| AdminError::NoSuchApplication(id.to_owned()))?;
+    let mut application = existing(store, id).await?;
     application.enabled = enabled;
+    application.updated_at = Utc::now();
+    store.put_application(&application).await?;
+    Ok(application)
+}
+
+/// Changes to an application; `None` and empty lists leave a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplicationUpdate {
+    /// The new name; the id stays.
+    pub name: Option<String>,
+    /// Events per second; `Some(0)` returns to the configured default.
+    pub rate_per_second: Option<u32>,
+    /// Events at once; `Some(0)` returns to the configured default.
+    pub burst: Option<u32>,
+    /// Origins to allow besides those allowed now.
+    pub add_origins: Vec<String>,
+    /// Origins to stop allowing; each must be allowed now.
+    pub remove_origins: Vec<String>,
+}
+
+fn checked_name(name: &str) -> Result<&str, AdminError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(AdminError::Invalid(
+            "the name must have 1 to 100 characters".to_owned(),
+        ));
+    }
+    Ok(name)
+}
+
+/// Applies `update` to the application `id` as one new version of its row; the registry of
+/// every instance sees it within `auth.refresh_interval_ms`, and the application's keys stay
+/// valid. Removing an origin that is not allowed is refused, so that a typo is not silently
+/// a no-op.
+pub async fn update_application(
+    store: &Store,
+    id: &str,
+    update: ApplicationUpdate,
+) -> Result<ApplicationRow, AdminError> {
+    let mut application = existing(store, id).await?;
+    if let Some(name) = &update.name {
+        application.name = checked_name(name)?.to_owned();
+    }
+    if let Some(rate) = update.rate_per_second {
+        application.rate_per_second = rate;
+    }
+    if let Some(burst) = update.burst {
+        application.burst = burst;
+    }
+    for origin in &update.remove_origins {
+        let origin = normalise_origin(origin)?;
+        let before = application.allowed_origins.len();
+        application
+            .allowed_origins
+            .retain(|allowed| *allowed != origin);
+        if application.allowed_origins.len() == before {
+            return Err(AdminError::Invalid(format!(
+                "origin `{origin}` is not allowed for `{id}`, so it cannot be removed"
+            )));
+        }
+    }
+    for origin in &update.add_origins {
+        let origin = normalise_origin(origin)?;
+        if !application.allowed_origins.contains(&origin) {
+            application.allowed_origins.push(origin);
+        }
+    }
+    check_origin_count(&application.allowed_origins)?;
     application.updated_at = Utc::now();
     store.put_application(&application).await?;
     Ok(application)
@@ -139,13 +240,37 @@ pub async fn create_key(
     application_id: &str,
     scopes: &[Scope],
 ) -> Result<(KeyRow, NewKey), AdminError> {
+    existing(store, application_id).await?;
+    insert_key(store, application_id, scopes).await
+}
+
+/// Creates an organisation key: bound to no application, it reads every application (`read`)
+/// and administers all of them and the schema set (`admin`). It cannot have `ingest`: every
+/// event belongs to the application whose key sent it.
+pub async fn create_organisation_key(
+    store: &Store,
+    scopes: &[Scope],
+) -> Result<(KeyRow, NewKey), AdminError> {
+    if scopes.contains(&Scope::Ingest) {
+        return Err(AdminError::Invalid(
+            "an organisation key cannot have the ingest scope: events are sent with a key of \
+             their application"
+                .to_owned(),
+        ));
+    }
+    insert_key(store, "", scopes).await
+}
+
+/// Writes a new key of `application_id` (empty: the organisation).
+async fn insert_key(
+    store: &Store,
+    application_id: &str,
+    scopes: &[Scope],
+) -> Result<(KeyRow, NewKey), AdminError> {
     if scopes.is_empty() {
         return Err(AdminError::Invalid(
             "a key needs at least one scope".to_owned(),
         ));
-    }
-    if store.application(application_id).await?.is_none() {
-        return Err(AdminError::NoSuchApplication(application_id.to_owned()));
     }
     let new = keys::generate();
     let now = Utc::now();
@@ -191,8 +316,8 @@ pub struct DemoKeys {
     pub admin: NewKey,
 }
 
-/// The application `demo` for newcomers: created once, with an ingest, a read and an admin
-/// key. `None` when it exists already (its keys were shown when it was created).
+/// The application `demo` for newcomers: created once, with an ingest and a read key of its
+/// own and an organisation admin key. `None` when it exists already (its keys were shown when it was created).
 pub async fn ensure_demo(
     store: &Store,
     origins: &[String],
@@ -208,7 +333,9 @@ pub async fn ensure_demo(
         Err(error) => return Err(error),
     };
     let (_, read) = create_key(store, &application.application_id, &[Scope::Read]).await?;
-    let (_, admin) = create_key(store, &application.application_id, &[Scope::Admin]).await?;
+    // Whoever tries The Eye out is its operator: the admin key is the organisation's, so that
+    // it can also reload the schema set and register applications.
+    let (_, admin) = create_organisation_key(store, &[Scope::Admin]).await?;
     Ok(Some(DemoKeys {
         application_id: application.application_id,
         ingest,

@@ -59,6 +59,60 @@ pub fn prefix_of(key: &str) -> Option<&str> {
     well_formed.then(|| &key[..PREFIX_MARK.len() + ID_LEN])
 }
 
+/// Replaces everything shaped like a key of this service (`eye_`, 8 lowercase letters or
+/// digits, `_`, 43 or more base64url characters) with its public prefix and `…`, e.g.
+/// `eye_k3m9x2pq…`. The one redaction applied wherever client input leaves the service: in
+/// answers, in log lines and in the `errors` table. Borrows when there is nothing to redact,
+/// which is nearly always.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let secret_byte = |byte: &u8| byte.is_ascii_alphanumeric() || *byte == b'-' || *byte == b'_';
+    let mut redacted = String::new();
+    // `text[copied..]` is not yet in `redacted`; every index here follows an ASCII byte, so
+    // each is a character boundary.
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(found) = text[from..].find(PREFIX_MARK) {
+        let start = from + found;
+        let id_end = start + PREFIX_MARK.len() + ID_LEN;
+        let is_key = bytes
+            .get(start + PREFIX_MARK.len()..id_end)
+            .is_some_and(|id| {
+                id.iter()
+                    .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit())
+            })
+            && bytes.get(id_end) == Some(&b'_');
+        let secret = if is_key {
+            bytes[id_end + 1..]
+                .iter()
+                .take_while(|b| secret_byte(b))
+                .count()
+        } else {
+            0
+        };
+        if secret < SECRET_LEN {
+            from = start + 1;
+            continue;
+        }
+        redacted.push_str(&text[copied..id_end]);
+        redacted.push('…');
+        copied = id_end + 1 + secret;
+        from = copied;
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    redacted.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(redacted)
+}
+
+/// [`redact`] in place, for a `String` that is about to leave the service.
+pub fn redact_in_place(text: &mut String) {
+    if let std::borrow::Cow::Owned(redacted) = redact(text) {
+        *text = redacted;
+    }
+}
+
 /// SHA-256 of the key, lowercase hex. Runs on every authenticated request, so it writes the
 /// digits straight into one string rather than formatting (and allocating) each byte.
 pub fn hash(key: &str) -> String {
@@ -106,6 +160,42 @@ mod tests {
             hash("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn keys_are_redacted_to_their_prefix_wherever_they_stand() {
+        let key = generate();
+        let redacted = format!("{}…", key.prefix);
+        assert_eq!(redact(&key.key), redacted);
+        for (text, expected) in [
+            (format!("Bearer {}", key.key), format!("Bearer {redacted}")),
+            (
+                format!("{{\"{}\":1,\"data\":\"x{}y\"}}", key.key, key.key),
+                format!("{{\"{redacted}\":1,\"data\":\"x{redacted}\"}}"),
+            ),
+            // A longer run of key characters is redacted whole.
+            (format!("{}extra-chars", key.key), redacted.clone()),
+            (format!("é{}é", key.key), format!("é{redacted}é")),
+        ] {
+            assert_eq!(redact(&text), expected);
+        }
+        // Not keys: too short, wrong shape, nothing at all.
+        for text in [
+            "eye_",
+            "eye_abcdefgh_short",
+            "eye_ABCDEFGH_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "the eye_ sees eye_eye_",
+            "",
+            &key.key[..key.key.len() - 1],
+        ] {
+            assert!(
+                matches!(redact(text), std::borrow::Cow::Borrowed(_)),
+                "{text}"
+            );
+        }
+        let mut owned = format!("k={}", key.key);
+        redact_in_place(&mut owned);
+        assert_eq!(owned, format!("k={redacted}"));
     }
 
     #[test]

@@ -48,9 +48,15 @@ impl fmt::Display for Scope {
 }
 
 /// The authenticated caller of a request.
+///
+/// A key belongs to one application, or to the whole organisation (README, Tenancy and
+/// security): an application's key reads and administers only that application; an
+/// organisation key reads every application and administers everything, and never sends
+/// events, since a row must name the application it came from.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// The application the key belongs to; stamped on every row the request produces.
+    /// The application the key belongs to, stamped on every row the request produces; empty
+    /// for an organisation key (which has no `ingest` scope).
     pub application: Arc<str>,
     /// The key's public prefix: safe to log.
     pub key_prefix: Arc<str>,
@@ -65,6 +71,23 @@ pub struct Principal {
 impl Principal {
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
+    }
+
+    /// Whether the key belongs to the organisation rather than one application.
+    pub fn is_organisation(&self) -> bool {
+        self.application.is_empty()
+    }
+
+    /// The one application this key may read and administer; `None` for an organisation key,
+    /// which may act on every application.
+    pub fn application_scope(&self) -> Option<&str> {
+        (!self.is_organisation()).then_some(&*self.application)
+    }
+
+    /// Whether the key may read or administer `application`.
+    pub fn may_act_on(&self, application: &str) -> bool {
+        self.application_scope()
+            .is_none_or(|own| own == application)
     }
 
     pub fn allows_origin(&self, origin: &str) -> bool {

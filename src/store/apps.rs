@@ -31,6 +31,8 @@ pub struct KeyRow {
     pub prefix: String,
     /// SHA-256 of the whole key, hex.
     pub key_hash: String,
+    /// The application the key acts for; empty for an organisation key (README, Tenancy and
+    /// security).
     pub application_id: String,
     pub scopes: Vec<String>,
     #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
@@ -102,6 +104,19 @@ impl Store {
             ))
             .param("prefix", prefix)
             .fetch_optional()
+            .await?)
+    }
+
+    /// The keys whose prefix is one of `prefixes`, in one query (the registry's batched
+    /// look-up of keys not in memory).
+    pub async fn keys_with_prefixes(&self, prefixes: &[String]) -> Result<Vec<KeyRow>, StoreError> {
+        Ok(self
+            .client()
+            .query(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys FINAL WHERE prefix IN {{prefixes:Array(String)}}"
+            ))
+            .param("prefixes", prefixes)
+            .fetch_all()
             .await?)
     }
 

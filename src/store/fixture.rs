@@ -5,7 +5,8 @@
 //! events through HTTP would take minutes. Event `i` happens at `start + i × span / n`, so the
 //! events spread evenly over the span; sessions interleave ten at a time (events `i` with the
 //! same `i / (10 × per_session)` and `i % 10` form one session, a couple of hours long at the
-//! default sizes), and categories are spread by a hash of `i`.
+//! default sizes) and belong to one of three applications, and categories are spread by a
+//! hash of `i`.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -37,6 +38,16 @@ impl Default for Fixture {
 }
 
 impl Fixture {
+    /// The default shape with `events` events: sessions of 100 events (`events` should be a
+    /// multiple of 1,000 so that they come out equal), the same categories and days.
+    pub fn of_size(events: u64) -> Self {
+        Self {
+            events,
+            sessions: (events / 100).max(1),
+            ..Self::default()
+        }
+    }
+
     /// Microseconds between consecutive events.
     fn step_micros(&self) -> u64 {
         u64::from(self.days) * 86_400_000_000 / self.events
@@ -53,6 +64,15 @@ impl Fixture {
         format!("session-{}", (i / (10 * per_session)) * 10 + i % 10)
     }
 
+    /// The application of event `i`: a session belongs to one application, as sessions do.
+    pub fn application_of(&self, i: u64) -> String {
+        let per_session = self.events / self.sessions;
+        format!(
+            "fixture-app-{}",
+            ((i / (10 * per_session)) * 10 + i % 10) % 3
+        )
+    }
+
     /// The category names are `category-0` … `category-{categories - 1}`.
     pub fn category(&self, k: u64) -> String {
         format!("category-{k}")
@@ -67,7 +87,7 @@ impl Fixture {
                 "INSERT INTO events (event_id, application, session_id, category, name, data, \
                  timestamp, client_timestamp, sent_at, received_at) \
                  SELECT generateUUIDv4(number), \
-                 concat('fixture-app-', toString(number % 3)), \
+                 concat('fixture-app-', toString((intDiv(number, 10 * {per_session:UInt64}) * 10 + number % 10) % 3)), \
                  concat('session-', toString(intDiv(number, 10 * {per_session:UInt64}) * 10 + number % 10)), \
                  concat('category-', toString(cityHash64(number, 'category') % {categories:UInt64})), \
                  ['pageview', 'cta click', 'submit', 'scroll', 'hover'][1 + cityHash64(number, 'name') % 5], \

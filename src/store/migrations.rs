@@ -3,7 +3,10 @@
 //! Each file is applied once, in order, and recorded in `schema_migrations` with a checksum
 //! of its text; a recorded migration whose file has changed since is an error rather than
 //! a silent divergence. Statements are written to be idempotent (`IF NOT EXISTS`), so a
-//! migration interrupted half-way can simply run again.
+//! migration interrupted half-way can simply run again. A statement that cannot be made
+//! idempotent in SQL (a copy, an `EXCHANGE TABLES`) is preceded by a comment line
+//! `-- only if: SELECT …`: it runs only when that query returns a non-zero number, e.g. while
+//! a table still has its old sort key.
 
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
@@ -39,7 +42,18 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_events"),
     migration!(2, "0002_errors"),
     migration!(3, "0003_applications"),
+    migration!(4, "0004_events_identity"),
 ];
+
+/// One statement of a migration, and the condition it runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: &'static str,
+    /// A query returning one number; the statement runs only when it is not 0.
+    pub only_if: Option<&'static str>,
+}
+
+const ONLY_IF: &str = "-- only if:";
 
 impl Migration {
     fn checksum(&self) -> String {
@@ -48,20 +62,29 @@ impl Migration {
     }
 
     /// The file's statements: ClickHouse's HTTP interface takes one per request.
-    fn statements(&self) -> impl Iterator<Item = &'static str> {
+    pub fn statements(&self) -> impl Iterator<Item = Statement> {
         self.sql
             .split(";\n")
             .map(strip_comments)
-            .filter(|statement| !statement.is_empty())
+            .filter(|statement| !statement.sql.is_empty())
     }
 }
 
-fn strip_comments(statement: &str) -> &str {
+/// The statement without its leading comments; an `-- only if:` among them is its condition.
+fn strip_comments(statement: &'static str) -> Statement {
     let mut rest = statement.trim();
+    let mut only_if = None;
     while rest.starts_with("--") {
-        rest = rest.split_once('\n').map_or("", |(_, after)| after).trim();
+        let (line, after) = rest.split_once('\n').unwrap_or((rest, ""));
+        if let Some(condition) = line.strip_prefix(ONLY_IF) {
+            only_if = Some(condition.trim());
+        }
+        rest = after.trim();
     }
-    rest.trim_end_matches(';').trim()
+    Statement {
+        sql: rest.trim_end_matches(';').trim(),
+        only_if,
+    }
 }
 
 /// What the database holds compared with this binary.
@@ -100,6 +123,12 @@ impl Store {
     /// Creates the database if missing and applies every pending migration; returns the
     /// versions it applied.
     pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        self.migrate_up_to(u32::MAX).await
+    }
+
+    /// Applies the pending migrations numbered `last` or lower: how a test prepares the
+    /// database that a migration finds in the field, to check the migration on real rows.
+    pub async fn migrate_up_to(&self, last: u32) -> Result<Vec<u32>, StoreError> {
         self.inner
             .client
             .query("CREATE DATABASE IF NOT EXISTS {db:Identifier}")
@@ -110,7 +139,7 @@ impl Store {
         client.query(CREATE_LEDGER).execute().await?;
         let applied = self.applied_migrations().await?;
         let mut newly_applied = Vec::new();
-        for migration in MIGRATIONS {
+        for migration in MIGRATIONS.iter().filter(|m| m.version <= last) {
             let embedded = migration.checksum();
             if let Some(recorded) = applied.iter().find(|m| m.version == migration.version) {
                 if recorded.checksum != embedded {
@@ -124,7 +153,17 @@ impl Store {
                 continue;
             }
             for statement in migration.statements() {
-                client.query(statement).execute().await?;
+                if let Some(condition) = statement.only_if {
+                    if client.query(condition).fetch_one::<u64>().await? == 0 {
+                        tracing::info!(
+                            version = migration.version,
+                            condition,
+                            "skipped a statement whose condition no longer holds"
+                        );
+                        continue;
+                    }
+                }
+                client.query(statement.sql).execute().await?;
             }
             let mut ledger = client.insert::<LedgerRow>("schema_migrations").await?;
             ledger
@@ -186,9 +225,31 @@ mod tests {
                 migration.name
             );
             for statement in statements {
-                assert!(!statement.starts_with("--"), "{statement}");
-                assert!(!statement.ends_with(';'), "{statement}");
+                assert!(!statement.sql.starts_with("--"), "{statement:?}");
+                assert!(!statement.sql.ends_with(';'), "{statement:?}");
+                if let Some(condition) = statement.only_if {
+                    assert!(condition.starts_with("SELECT "), "{statement:?}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn the_identity_migration_guards_its_copy_and_exchange() {
+        let statements: Vec<_> = MIGRATIONS[3].statements().collect();
+        let guarded: Vec<_> = statements
+            .iter()
+            .filter(|s| s.only_if.is_some())
+            .map(|s| s.sql.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(guarded, ["INSERT", "EXCHANGE"]);
+        assert!(statements[0]
+            .sql
+            .starts_with("CREATE TABLE IF NOT EXISTS events_0004"));
+        assert!(statements
+            .last()
+            .unwrap()
+            .sql
+            .starts_with("DROP TABLE IF EXISTS"));
     }
 }

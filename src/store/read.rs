@@ -13,12 +13,17 @@
 //! than a tuple comparison, because ClickHouse's index analysis uses the first form (the
 //! `t >= {t}` half) to skip granules and ignores the second.
 //!
-//! A retried event can be stored twice with the same `event_id` (README, Deduplication).
-//! Event reads end with `LIMIT 1 BY event_id` after ordering by (`timestamp`, `event_id`):
-//! copies with the same timestamp sort next to each other, so one page never shows both, and
-//! the strict keyset condition skips a copy left over at the start of the next page. `FINAL`
-//! would also fold them, but ClickHouse does not use projections with `FINAL`, so category
-//! and time-range reads would scan whole partitions.
+//! A retried event can be stored twice with the same `event_id` until a merge folds the copies
+//! (README, Deduplication). Event reads end with `LIMIT 1 BY application, event_id` after
+//! ordering by (`timestamp`, `event_id`): an event's identity includes its application, so
+//! two applications' events with one id are both served. Copies with the same timestamp sort
+//! next to each other, so one page never shows both, and the strict keyset condition skips a
+//! copy left over at the start of the next page. `FINAL` would also fold them, but ClickHouse
+//! does not use projections with `FINAL`, so category and time-range reads would scan whole
+//! partitions.
+//!
+//! Which application a request may read is decided at the API edge; here it is the
+//! `application` filter, which the edge sets for every application-bound key.
 
 use std::fmt::Write as _;
 
@@ -263,15 +268,22 @@ pub fn events_query(filter: &EventFilter, page: &PageSpec) -> ReadQuery {
     conditions.and_time("timestamp < {}", "to", &filter.to);
     conditions.and_time("received_at >= {}", "received_from", &filter.received_from);
     conditions.and_time("received_at < {}", "received_to", &filter.received_to);
-    conditions.page("timestamp", "event_id", page, Some("event_id"))
+    conditions.page("timestamp", "event_id", page, Some("application, event_id"))
 }
 
-/// The SQL of one event by id: the first copy received, should it be stored twice.
-pub fn event_query(event_id: Uuid) -> ReadQuery {
+/// The SQL of one event by id, of `application` when given: the first copy received, should
+/// it be stored twice. Without an application, two applications' events with this id are
+/// told apart by the application's id, first in order.
+pub fn event_query(event_id: Uuid, application: Option<&str>) -> ReadQuery {
     let mut conditions = Conditions::new(EVENT_COLUMNS);
     conditions.and("event_id = {}", "event_id", Param::Uuid(event_id));
+    conditions.and_text(
+        "application = {}",
+        "application",
+        &application.map(str::to_owned),
+    );
     let mut query = conditions.query;
-    query.push(" ORDER BY received_at, timestamp LIMIT 1");
+    query.push(" ORDER BY application, received_at, timestamp LIMIT 1");
     query
 }
 
@@ -300,10 +312,15 @@ pub fn errors_query(filter: &ErrorFilter, page: &PageSpec) -> ReadQuery {
     conditions.page("received_at", "error_id", page, None)
 }
 
-/// The SQL of one rejection by id.
-pub fn error_query(error_id: Uuid) -> ReadQuery {
+/// The SQL of one rejection by id, of `application` when given.
+pub fn error_query(error_id: Uuid, application: Option<&str>) -> ReadQuery {
     let mut conditions = Conditions::new(ERROR_COLUMNS);
     conditions.and("error_id = {}", "error_id", Param::Uuid(error_id));
+    conditions.and_text(
+        "application = {}",
+        "application",
+        &application.map(str::to_owned),
+    );
     let mut query = conditions.query;
     query.push(" LIMIT 1");
     query
@@ -338,9 +355,13 @@ impl Store {
         Ok(query.query(&self.client()).fetch_all::<EventRow>().await?)
     }
 
-    /// The event with this id, if stored.
-    pub async fn event(&self, event_id: Uuid) -> Result<Option<EventRow>, StoreError> {
-        Ok(event_query(event_id)
+    /// The event with this id (of `application` when given), if stored.
+    pub async fn event(
+        &self,
+        event_id: Uuid,
+        application: Option<&str>,
+    ) -> Result<Option<EventRow>, StoreError> {
+        Ok(event_query(event_id, application)
             .query(&self.client())
             .fetch_optional::<EventRow>()
             .await?)
@@ -357,9 +378,13 @@ impl Store {
             .await?)
     }
 
-    /// The rejection with this id, if stored.
-    pub async fn error(&self, error_id: Uuid) -> Result<Option<ErrorRow>, StoreError> {
-        Ok(error_query(error_id)
+    /// The rejection with this id (of `application` when given), if stored.
+    pub async fn error(
+        &self,
+        error_id: Uuid,
+        application: Option<&str>,
+    ) -> Result<Option<ErrorRow>, StoreError> {
+        Ok(error_query(error_id, application)
             .query(&self.client())
             .fetch_optional::<ErrorRow>()
             .await?)
@@ -385,7 +410,7 @@ mod tests {
         assert_eq!(
             query.sql(),
             format!(
-                "{EVENT_COLUMNS} ORDER BY timestamp ASC, event_id ASC LIMIT 1 BY event_id \
+                "{EVENT_COLUMNS} ORDER BY timestamp ASC, event_id ASC LIMIT 1 BY application, event_id \
                  LIMIT {{limit:UInt32}}"
             )
         );
@@ -424,7 +449,7 @@ mod tests {
                  AND timestamp < {{to:{t}}} AND received_at >= {{received_from:{t}}} \
                  AND received_at < {{received_to:{t}}} AND timestamp <= {{after_at:{t}}} \
                  AND (timestamp < {{after_at:{t}}} OR event_id < {{after_id:UUID}}) \
-                 ORDER BY timestamp DESC, event_id DESC LIMIT 1 BY event_id \
+                 ORDER BY timestamp DESC, event_id DESC LIMIT 1 BY application, event_id \
                  LIMIT {{limit:UInt32}}"
             )
         );

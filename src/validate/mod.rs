@@ -115,7 +115,10 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     pub envelope: Envelope,
+    /// The first [`MAX_PROBLEMS_PER_EVENT`] problems found.
     pub problems: Vec<Problem>,
+    /// Problems found beyond those.
+    pub omitted_problems: usize,
 }
 
 const KNOWN_FIELDS: [&str; 7] = [
@@ -132,12 +135,15 @@ const KNOWN_FIELDS: [&str; 7] = [
 struct Findings {
     index: Option<usize>,
     problems: Vec<Problem>,
+    /// Problems past [`MAX_PROBLEMS_PER_EVENT`], counted but not kept.
+    omitted: usize,
 }
 
-/// Problems kept per event, and how much of a field path and a message: they quote client
-/// input (unknown keys, payload values), which must not make answers and `errors` rows grow
-/// without bound.
-const MAX_PROBLEMS: usize = 50;
+/// Problems kept per event (the rest are only counted), and how much of a field path and a
+/// message: they quote client input (unknown keys, payload values), which must not make
+/// answers and `errors` rows grow with what a client sends. 20 problems say what is wrong
+/// with any event a person wrote; an event with more is usually not an event at all.
+pub const MAX_PROBLEMS_PER_EVENT: usize = 20;
 const MAX_FIELD_CHARS: usize = 200;
 const MAX_MESSAGE_CHARS: usize = 500;
 
@@ -147,7 +153,8 @@ impl Findings {
     }
 
     fn push(&mut self, field: &str, code: &str, message: &str) {
-        if self.problems.len() >= MAX_PROBLEMS {
+        if self.problems.len() >= MAX_PROBLEMS_PER_EVENT {
+            self.omitted += 1;
             return;
         }
         self.problems.push(Problem {
@@ -175,6 +182,7 @@ pub fn validate_event(
     let mut findings = Findings {
         index,
         problems: Vec::new(),
+        omitted: 0,
     };
     let Value::Object(object) = value else {
         findings.add(
@@ -185,21 +193,9 @@ pub fn validate_event(
         return Err(Rejection {
             envelope: Envelope::default(),
             problems: findings.problems,
+            omitted_problems: findings.omitted,
         });
     };
-
-    for key in object.keys() {
-        if !KNOWN_FIELDS.contains(&key.as_str()) {
-            findings.add(
-                key,
-                ProblemCode::UnknownField,
-                format!(
-                    "unknown field `{key}`; expected one of {}",
-                    KNOWN_FIELDS.join(", ")
-                ),
-            );
-        }
-    }
 
     let event_id = optional_string(object, "event_id", &mut findings).and_then(|text| {
         match Uuid::try_parse(text) {
@@ -275,6 +271,21 @@ pub fn validate_event(
         }
     }
 
+    // Last: unknown fields are the problems a client can multiply at will, so the ones that
+    // say why the event is unusable come first and survive the cap on problems kept.
+    for key in object.keys() {
+        if !KNOWN_FIELDS.contains(&key.as_str()) {
+            findings.add(
+                key,
+                ProblemCode::UnknownField,
+                format!(
+                    "unknown field `{key}`; expected one of {}",
+                    KNOWN_FIELDS.join(", ")
+                ),
+            );
+        }
+    }
+
     match (
         session_id,
         category,
@@ -309,6 +320,7 @@ pub fn validate_event(
                 timestamp,
             },
             problems: findings.problems,
+            omitted_problems: findings.omitted,
         }),
     }
 }

@@ -204,7 +204,8 @@ fn problems_quoting_client_input_are_bounded() {
     }
     let rejection =
         validate_event(&event, None, now(), &rules(), &SchemaSet::default()).unwrap_err();
-    assert_eq!(rejection.problems.len(), 50);
+    assert_eq!(rejection.problems.len(), MAX_PROBLEMS_PER_EVENT);
+    assert_eq!(rejection.omitted_problems, 101 - MAX_PROBLEMS_PER_EVENT);
     assert!(rejection
         .problems
         .iter()

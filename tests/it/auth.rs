@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use the_eye::auth::admin::{self, NewApplication};
 use the_eye::auth::Scope;
 
-use crate::common::TestApp;
+use crate::common::{self, TestApp};
+use crate::metrics::Exposition;
 
 fn event(name: &str) -> Value {
     json!({
@@ -195,6 +196,160 @@ async fn revoked_keys_and_disabled_applications_stop_working_without_restart() {
     }
 }
 
+/// The value of `name{labels}` in the app's `/metrics` (0 when absent).
+async fn metric(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
+    Exposition::parse(&app.metrics_text().await)
+        .value(name, labels)
+        .unwrap_or(0.0)
+}
+
+/// ClickHouse queries made to look keys up, by result (`answered`, `failed`).
+async fn lookup_queries(app: &TestApp, result: &str) -> f64 {
+    metric(
+        app,
+        "the_eye_key_lookup_queries_total",
+        &[("result", result)],
+    )
+    .await
+}
+
+async fn lookups(app: &TestApp, result: &str) -> f64 {
+    metric(app, "the_eye_key_lookups_total", &[("result", result)]).await
+}
+
+/// Sends `count` requests with `bearer` to `url` at once, in a task; their statuses, in order.
+fn spawn_burst(url: String, bearer: String, count: usize) -> tokio::task::JoinHandle<Vec<u16>> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let requests: Vec<_> = (0..count)
+            .map(|i| {
+                let request = client
+                    .post(&url)
+                    .header("authorization", &bearer)
+                    .json(&event(&format!("burst{i}")));
+                tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+            })
+            .collect();
+        let mut statuses = Vec::with_capacity(count);
+        for request in requests {
+            statuses.push(request.await.unwrap());
+        }
+        statuses
+    })
+}
+
+async fn at_once(app: &TestApp, bearer: &str, count: usize) -> Vec<u16> {
+    spawn_burst(app.endpoint("/api/events"), bearer.to_owned(), count)
+        .await
+        .unwrap()
+}
+
+/// Undoes a `SIGSTOP` however the test ends.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        common::signal(self.0, "CONT");
+    }
+}
+
+/// The Eye on a ClickHouse of its own, which the test may pause.
+async fn app_on_own_devserver(
+    adjust: impl FnOnce(&mut the_eye::Config),
+) -> (TestApp, the_eye::devserver::DevServer, tempfile::TempDir) {
+    let (devserver, data) = common::own_devserver().await;
+    let db = common::TestDb::on(devserver.url().to_owned()).await;
+    let app = TestApp::start_on(db, |config| {
+        config.auth.refresh_interval_ms = 60_000;
+        adjust(config);
+    })
+    .await;
+    (app, devserver, data)
+}
+
+/// Sends 64 requests with `bearer` while ClickHouse is paused, so that they all arrive while
+/// the key's look-up is in flight; resumes ClickHouse once 63 of them are waiting for that
+/// look-up. Their statuses.
+async fn sixty_four_during_one_lookup(app: &TestApp, pid: u32, bearer: &str) -> Vec<u16> {
+    common::signal(pid, "STOP");
+    let resume = Resume(pid);
+    let burst = spawn_burst(app.endpoint("/api/events"), bearer.to_owned(), 64);
+    // `/metrics` is served without ClickHouse, so it can be watched while ClickHouse sleeps.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lookups(app, "joined").await < 63.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the requests did not all wait for the look-up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(resume);
+    burst.await.unwrap()
+}
+
+/// Issue 21, point 2: `serve` reads every key before it answers, so a key that existed at start
+/// is never looked up, not even by the first request.
+#[tokio::test]
+async fn keys_existing_at_start_are_served_from_memory_from_the_first_request() {
+    let app = TestApp::start().await;
+    let statuses = at_once(&app, &format!("Bearer {}", app.key), 8).await;
+    assert_eq!(statuses, vec![202; 8]);
+    assert_eq!(lookup_queries(&app, "answered").await, 0.0);
+    assert_eq!(lookup_queries(&app, "failed").await, 0.0);
+}
+
+/// Issue 21, point 2: an instance that could not load its keys at start says so on `/readyz`
+/// (so that a load balancer sends it nothing yet) and becomes ready once a retry succeeds,
+/// without a restart.
+#[tokio::test]
+async fn readiness_waits_for_the_first_load_of_keys() {
+    let db = common::TestDb::new().await;
+    let config = common::test_config(&db);
+    let store = the_eye::store::Store::new(&db.url, &config.clickhouse);
+    the_eye::migrate(&store, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // The schema is current, but the keys cannot be read.
+    let rename = |from: &'static str, to: &'static str| {
+        db.client()
+            .query("RENAME TABLE {from:Identifier} TO {to:Identifier}")
+            .param("from", from)
+            .param("to", to)
+            .execute()
+    };
+    rename("api_keys", "api_keys_away").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = the_eye::Running::spawn(config, listener).unwrap();
+    let readyz = format!("{}/readyz", running.url());
+    let readiness = || async {
+        match reqwest::get(&readyz).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                Some((status, response.text().await.unwrap_or_default()))
+            }
+            Err(_) => None,
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (status, body) = loop {
+        if let Some(answer) = readiness().await {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "The Eye did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not loaded"), "{body}");
+
+    rename("api_keys_away", "api_keys").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readiness().await.map(|(status, _)| status) != Some(200) {
+        assert!(Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn unknown_keys_cannot_flood_clickhouse_with_lookups() {
     let app = TestApp::start_with(|config| {
@@ -206,79 +361,198 @@ async fn unknown_keys_cannot_flood_clickhouse_with_lookups() {
     for _ in 0..30 {
         assert_eq!(post_with(&app, Some(&one), &event("x")).await.status(), 401);
     }
-    // Past the look-up budget a key cannot be checked: 503, retry later (it may be valid).
-    let mut throttled = 0;
-    for _ in 0..30 {
-        let forged = format!("Bearer {}", the_eye::auth::keys::generate().key);
-        match post_with(&app, Some(&forged), &event("x"))
-            .await
-            .status()
-            .as_u16()
-        {
-            401 => {}
-            503 => throttled += 1,
-            other => panic!("unexpected {other}"),
-        }
-    }
-    assert!(
-        throttled >= 15,
-        "only {throttled} of 30 look-ups were throttled"
+    assert_eq!(lookups(&app, "unknown").await, 1.0);
+    assert_eq!(
+        lookups(&app, "skipped").await,
+        29.0,
+        "the negative answer is kept"
     );
-    let metrics = app.metrics_text().await;
-    let looked_up: u64 = metrics
-        .lines()
-        .filter(|line| line.starts_with("the_eye_key_lookups_total{result=\"unknown\"}"))
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
-    assert!(looked_up >= 1, "{metrics}");
-    // One look-up for the repeated key, then at most the burst of 5 for the others (plus what
-    // refilled at 5/s while the requests ran).
-    assert!(looked_up <= 12, "{looked_up} look-ups: {metrics}");
-    assert!(
-        metrics.contains("the_eye_key_lookups_total{result=\"skipped\"} 29"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(&format!(
-            "the_eye_key_lookups_total{{result=\"throttled\"}} {throttled}"
-        )),
-        "{metrics}"
-    );
-}
+    assert_eq!(lookup_queries(&app, "answered").await, 1.0);
 
-/// The first requests with a key created a moment ago arrive together: none is told the key
-/// is unknown while it is being looked up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_first_requests_with_a_new_key_are_not_refused_as_unknown() {
-    let app = TestApp::start_with(|config| config.auth.refresh_interval_ms = 60_000).await;
-    let (_, key) = admin::create_key(&app.store, &app.application, &[Scope::Ingest])
-        .await
-        .unwrap();
-    let bearer = format!("Bearer {}", key.key);
-    let requests = (0..8).map(|i| {
-        let bearer = bearer.clone();
+    // 200 different made-up keys at once: all refused as unknown (not 503), in a handful of
+    // queries, since each query asks for every prefix waiting.
+    let started = Instant::now();
+    let requests = (0..200).map(|_| {
+        let forged = format!("Bearer {}", the_eye::auth::keys::generate().key);
         let app = &app;
         async move {
-            post_with(app, Some(&bearer), &event(&format!("first{i}")))
+            post_with(app, Some(&forged), &event("x"))
                 .await
                 .status()
                 .as_u16()
         }
     });
     let statuses = futures_util::future::join_all(requests).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(statuses.iter().all(|status| *status == 401), "{statuses:?}");
+    assert_eq!(lookups(&app, "unknown").await, 201.0);
+    let queries = lookup_queries(&app, "answered").await - 1.0;
+    // At most 5 queries a second (the first at once), however many keys.
     assert!(
-        statuses
-            .iter()
-            .all(|status| *status == 202 || *status == 503),
-        "{statuses:?}"
+        queries >= 1.0 && queries <= 1.0 + (elapsed * 5.0).ceil(),
+        "{queries} queries in {elapsed:.1} s"
     );
-    assert!(statuses.contains(&202), "{statuses:?}");
+    assert_eq!(lookup_queries(&app, "failed").await, 0.0);
+}
+
+/// Issue 21: the first requests with a key created a moment ago arrive together; they all
+/// wait for one look-up and are all accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_first_requests_with_a_new_key_share_one_lookup() {
+    let (app, devserver, _data) =
+        app_on_own_devserver(|config| config.auth.lookup_timeout_ms = 60_000).await;
+    let (_, key) = admin::create_key(&app.store, &app.application, &[Scope::Ingest])
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", key.key);
+    let statuses = sixty_four_during_one_lookup(&app, devserver.pid().unwrap(), &bearer).await;
+    assert!(statuses.iter().all(|status| *status == 202), "{statuses:?}");
+    assert_eq!(lookup_queries(&app, "answered").await, 1.0);
+    assert_eq!(lookups(&app, "found").await, 1.0);
+    assert_eq!(lookups(&app, "joined").await, 63.0);
+    assert_eq!(
+        metric(
+            &app,
+            "the_eye_unauthenticated_requests_total",
+            &[("reason", "unavailable")]
+        )
+        .await,
+        0.0
+    );
     // Once found, the key is served from memory.
     assert_eq!(
         post_with(&app, Some(&bearer), &event("after"))
             .await
             .status(),
         202
+    );
+    assert_eq!(lookup_queries(&app, "answered").await, 1.0);
+    assert_eq!(
+        app.db
+            .wait_for_count("SELECT count() FROM events", 65)
+            .await,
+        65
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_requests_with_a_made_up_key_share_one_lookup() {
+    let (app, devserver, _data) =
+        app_on_own_devserver(|config| config.auth.lookup_timeout_ms = 60_000).await;
+    let bearer = format!("Bearer {}", the_eye::auth::keys::generate().key);
+    let statuses = sixty_four_during_one_lookup(&app, devserver.pid().unwrap(), &bearer).await;
+    assert!(statuses.iter().all(|status| *status == 401), "{statuses:?}");
+    assert_eq!(lookup_queries(&app, "answered").await, 1.0);
+    assert_eq!(lookups(&app, "unknown").await, 1.0);
+    assert_eq!(lookups(&app, "joined").await, 63.0);
+    // The negative answer is remembered: no second look-up.
+    assert_eq!(at_once(&app, &bearer, 8).await, vec![401; 8]);
+    assert_eq!(lookup_queries(&app, "answered").await, 1.0);
+}
+
+/// A look-up that times out answers 503 to every request waiting for it, and the next
+/// request asks again. ClickHouse is made slow for real: its process is paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_that_times_out_answers_503_and_the_next_request_asks_again() {
+    let (app, devserver, _data) =
+        app_on_own_devserver(|config| config.auth.lookup_timeout_ms = 500).await;
+    let (_, key) = admin::create_key(&app.store, &app.application, &[Scope::Ingest])
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", key.key);
+    let pid = devserver.pid().expect("the devserver runs");
+    common::signal(pid, "STOP");
+    let resume = Resume(pid);
+    let statuses = at_once(&app, &bearer, 16).await;
+    drop(resume);
+    assert!(statuses.iter().all(|status| *status == 503), "{statuses:?}");
+    assert_eq!(lookup_queries(&app, "failed").await, 1.0);
+    assert_eq!(lookups(&app, "failed").await, 1.0);
+    // ClickHouse is back: the next request looks the key up again and is accepted.
+    let response = post_with(&app, Some(&bearer), &event("again")).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(lookup_queries(&app, "answered").await, 1.0);
+    assert_eq!(lookups(&app, "found").await, 1.0);
+}
+
+/// Issue 17, point 7: a flood of made-up keys does not lock out a key created during it. The
+/// flood's keys and the new key ride in the same look-up queries, which the budget counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_during_a_flood_of_made_up_keys_is_served() {
+    let app = TestApp::start_with(|config| {
+        config.auth.max_lookups_per_second = 5;
+        config.auth.refresh_interval_ms = 60_000;
+    })
+    .await;
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let started = Instant::now();
+    let flood: Vec<_> = (0..16)
+        .map(|_| {
+            let url = app.endpoint("/api/events");
+            let flooding = flooding.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut statuses = Vec::new();
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    let forged = the_eye::auth::keys::generate().key;
+                    let response = client
+                        .post(&url)
+                        .header("authorization", format!("Bearer {forged}"))
+                        .json(&event("flood"))
+                        .send()
+                        .await
+                        .unwrap();
+                    statuses.push(response.status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    // Well into the flood, a key is created and used at once, as a deploy would.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lookups(&app, "unknown").await < 50.0 {
+        assert!(Instant::now() < deadline, "the flood did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, key) = admin::create_key(&app.store, &app.application, &[Scope::Ingest])
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", key.key);
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        statuses.push(
+            post_with(&app, Some(&bearer), &event(&format!("during{i}")))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    let fresh = lookups(&app, "unknown").await;
+    while lookups(&app, "unknown").await < fresh + 50.0 {
+        assert!(Instant::now() < deadline, "the flood stopped early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut flood_statuses = Vec::new();
+    for task in flood {
+        flood_statuses.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(statuses, vec![202; 5], "the new key during the flood");
+    assert!(
+        flood_statuses.iter().all(|status| *status == 401),
+        "made-up keys are unknown, not unavailable"
+    );
+    let queries = lookup_queries(&app, "answered").await;
+    assert!(
+        queries <= 1.0 + (elapsed * 5.0).ceil(),
+        "{queries} look-up queries in {elapsed:.1} s for {} made-up keys",
+        flood_statuses.len()
+    );
+    assert!(
+        flood_statuses.len() as f64 > 2.0 * queries,
+        "the flood ({} keys) outnumbers the queries ({queries})",
+        flood_statuses.len()
     );
 }
 
@@ -417,30 +691,19 @@ async fn browsers_are_served_only_from_registered_origins() {
             )
             .send()
     };
-    // Origins of an application registered after start are known from the next refresh on.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let response = loop {
-        let response = preflight("https://shop.example").await.unwrap();
-        if response.status() == 204 || Instant::now() > deadline {
-            break response;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(response.status(), 204);
-    assert_eq!(
-        response.headers()["access-control-allow-origin"],
-        "https://shop.example"
-    );
-    let allowed = response.headers()["access-control-allow-headers"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(allowed.contains("authorization") && allowed.contains("content-type"));
-    let response = preflight("https://evil.example").await.unwrap();
-    assert_eq!(response.status(), 403);
-    assert!(!response
-        .headers()
-        .contains_key("access-control-allow-origin"));
+    // A preflight carries no key, so every origin passes it; the real request is judged. A
+    // refused preflight would hide the reason from the page (browsers make any refused
+    // preflight a network error), so the refusal comes with the real request, readable.
+    for origin in ["https://shop.example", "https://evil.example"] {
+        let response = preflight(origin).await.unwrap();
+        assert_eq!(response.status(), 204);
+        assert_eq!(response.headers()["access-control-allow-origin"], origin);
+        let allowed = response.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(allowed.contains("authorization") && allowed.contains("content-type"));
+    }
 
     let send = |origin: &'static str, key: String| {
         client
@@ -450,17 +713,30 @@ async fn browsers_are_served_only_from_registered_origins() {
             .json(&event("cors"))
             .send()
     };
-    let response = send("https://shop.example", key.clone()).await.unwrap();
+    let response = send("https://evil.example", key.clone()).await.unwrap();
+    assert_eq!(response.status(), 403);
+    // Readable by the page at that origin, so it can say what is wrong.
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://evil.example"
+    );
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "origin_not_allowed"
+    );
+    // Origins of an application registered after start are allowed from the next refresh on.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let response = loop {
+        let response = send("https://shop.example", key.clone()).await.unwrap();
+        if response.status() == 202 || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(response.status(), 202);
     assert_eq!(
         response.headers()["access-control-allow-origin"],
         "https://shop.example"
-    );
-    let response = send("https://evil.example", key).await.unwrap();
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["code"],
-        "origin_not_allowed"
     );
     // test-app registered no origin: its key cannot be used from any browser page.
     let response = send("https://shop.example", app.key.clone()).await.unwrap();
@@ -540,18 +816,7 @@ async fn the_beacon_path_takes_text_and_form_bodies_from_registered_origins() {
 #[tokio::test]
 async fn the_cli_manages_applications_and_keys() {
     let app = TestApp::start_with(|config| config.auth.refresh_interval_ms = 200).await;
-    let cli = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
-            .args(args)
-            .env("THE_EYE_CLICKHOUSE_URL", &app.db.url)
-            .env("THE_EYE_CLICKHOUSE_DATABASE", &app.db.name)
-            .env("THE_EYE_SERVER_LOG_FILTER", "warn")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        (output.status.success(), stdout, stderr)
-    };
+    let cli = |args: &[&str]| app.cli(args);
     let (ok, out, err) = cli(&[
         "apps",
         "create",
@@ -645,7 +910,7 @@ async fn keys_hashes_and_authorization_headers_never_reach_the_logs() {
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter("trace")
-        .with_writer(move || writer.clone())
+        .with_writer(the_eye::telemetry::Redacting(move || writer.clone()))
         .finish();
     // The test's runtime is single-threaded, so the in-process server logs through this too.
     let _guard = tracing::subscriber::set_default(subscriber);
@@ -709,5 +974,115 @@ async fn keys_hashes_and_authorization_headers_never_reach_the_logs() {
     assert!(
         !lower.contains("authorization:") && !lower.contains("bearer eye_"),
         "an Authorization header reached the logs"
+    );
+}
+
+/// Issue 17, point 5: a key sent where it does not belong (as a field name, inside `data` of a
+/// rejected event, in a body that is not JSON, as a query parameter) comes back in no answer
+/// and lands in no `errors` column: only its public prefix and `…` do.
+#[tokio::test]
+async fn keys_in_client_input_are_redacted_from_answers_and_errors() {
+    let app = TestApp::start().await;
+    let key = the_eye::auth::keys::generate();
+    let secret = &key.key[key.prefix.len() + 1..];
+    let shown = format!("{}…", key.prefix);
+    let bearer = format!("Bearer {}", app.key);
+    let own_secret = &app.key[13..];
+
+    // A key as a top-level field name, and one inside `data` of a rejected event.
+    let mut named = event("named");
+    named[key.key.as_str()] = json!(1);
+    let mut inside = event("inside");
+    inside["data"]["token"] = json!(app.key);
+    inside["timestamp"] = json!("never");
+    let response = post_with(&app, Some(&bearer), &json!([named, inside])).await;
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(
+        !text.contains(secret) && !text.contains(own_secret),
+        "{text}"
+    );
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    let unknown = &answer["results"][0]["problems"][0];
+    assert_eq!(unknown["code"], "unknown_field");
+    assert_eq!(unknown["field"], shown.as_str());
+    assert!(unknown["message"].as_str().unwrap().contains(&shown));
+
+    // A body that is not JSON, holding a key.
+    let malformed = reqwest::Client::new()
+        .post(app.endpoint("/api/events"))
+        .header("authorization", &bearer)
+        .header("content-type", "application/json")
+        .body(format!("{{\"session_id\": \"{}\", oops", key.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert!(!malformed.text().await.unwrap().contains(secret));
+
+    // A key as an unknown query parameter of a read route.
+    let read = reqwest::Client::new()
+        .get(format!("{}?{}=1", app.endpoint("/api/events"), key.key))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 400);
+    let text = read.text().await.unwrap();
+    assert!(!text.contains(secret) && text.contains(&shown), "{text}");
+
+    // The `errors` rows: every column that quotes client input.
+    assert_eq!(
+        app.db.wait_for_count("SELECT count() FROM errors", 3).await,
+        3
+    );
+    let rows: Vec<Value> = app
+        .db
+        .json_rows(
+            "SELECT raw, problem_field, problem_message, session_id, category, name FROM errors",
+        )
+        .await;
+    let stored = serde_json::to_string(&rows).unwrap();
+    assert!(!stored.contains(secret), "a key reached the errors table");
+    assert!(
+        !stored.contains(own_secret),
+        "a key reached the errors table"
+    );
+    assert!(stored.contains(&shown));
+    assert!(stored.contains(&format!("{}…", &app.key[..12])));
+
+    // And the read API's view of them (`app.http` sends the app's key).
+    let get = |path: String| {
+        let request = app.http.get(app.endpoint(&path));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let listing = get("/api/errors".to_owned()).await;
+    assert!(!listing.contains(secret) && !listing.contains(own_secret));
+    let listed: Value = serde_json::from_str(&listing).unwrap();
+    for item in listed["items"].as_array().unwrap() {
+        let id = item["error_id"].as_str().unwrap();
+        let whole = get(format!("/api/errors/{id}")).await;
+        assert!(!whole.contains(secret) && !whole.contains(own_secret));
+    }
+}
+
+/// The log writer of `serve` redacts keys from every line, whatever wrote it.
+#[test]
+fn the_log_writer_redacts_keys() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(the_eye::telemetry::Redacting(move || writer.clone()))
+        .finish();
+    let key = the_eye::auth::keys::generate();
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::warn!(field = %key.key, "refused row {}", key.key);
+    });
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(!logs.contains(&key.key[13..]), "{logs}");
+    assert_eq!(
+        logs.matches(&format!("{}…", key.prefix)).count(),
+        2,
+        "{logs}"
     );
 }

@@ -583,7 +583,11 @@ async fn a_refused_request_is_not_retried_and_reaches_on_failure() {
     for event in &events {
         client.track(event.clone()).unwrap();
     }
-    client.flush().await.unwrap();
+    // With a callback too, flush says what failed.
+    assert!(matches!(
+        client.flush().await,
+        Err(FlushError::Undelivered { failed: 5, .. })
+    ));
     {
         let failures = failures.lock().unwrap();
         assert_eq!(failures.len(), 1);
@@ -605,6 +609,135 @@ async fn a_refused_request_is_not_retried_and_reaches_on_failure() {
         "{stats:?}"
     );
     assert_eq!(proxy.seen().len(), 2);
+    client.shutdown().await.unwrap();
+}
+
+/// Permanent refusals by the real service (a wrong key: 401; a key without `ingest`: 403; a
+/// body over the limit: 413) reach a caller that installed no callback: `flush` and `shutdown`
+/// return how many events failed and the first reason, once, and nothing is retried.
+#[tokio::test]
+async fn permanent_refusals_reach_flush_and_shutdown_without_callbacks() {
+    let app = TestApp::start_with(|config| config.ingest.max_body_bytes = 4096).await;
+    let (_, read_only) = the_eye::auth::admin::create_key(
+        &app.store,
+        &app.application,
+        &[the_eye::auth::Scope::Read],
+    )
+    .await
+    .unwrap();
+    let cases = [
+        ("a-wrong-key".to_owned(), 401, "invalid_api_key", 300),
+        (read_only.key.clone(), 403, "insufficient_scope", 300),
+        (app.key.clone(), 413, "body_too_large", 5_000),
+    ];
+    for (key, status, code, data_bytes) in cases {
+        let client = Client::builder(&app.url, key)
+            .flush_interval(Duration::from_secs(3600))
+            .gzip(false)
+            .build()
+            .unwrap();
+        let event = |i: usize| {
+            // A type without a payload schema, so the padding is no schema violation.
+            Event::builder("s-permanent", "test", "padded")
+                .data(
+                    &json!({"host": "example.com", "path": "/", "pad": "x".repeat(data_bytes + i)}),
+                )
+                .build()
+                .unwrap()
+        };
+        for i in 0..3 {
+            client.track(event(i)).unwrap();
+        }
+        match client.flush().await {
+            Err(FlushError::Undelivered { failed, error }) => {
+                assert_eq!(failed, 3, "{code}");
+                assert_eq!(error.status(), Some(status), "{error}");
+                assert_eq!(error.code(), Some(code), "{error}");
+                assert!(error.is_permanent(), "{error}");
+            }
+            other => panic!("{code}: {other:?}"),
+        }
+        // Reported once: a second flush with nothing new is clean.
+        client.flush().await.unwrap();
+        client.track(event(3)).unwrap();
+        let error = client.shutdown().await.unwrap_err();
+        assert!(
+            matches!(&error, FlushError::Undelivered { failed: 1, .. }),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().starts_with("1 event was not delivered"),
+            "{error}"
+        );
+        let stats = client.stats();
+        assert_eq!(
+            (stats.failed, stats.accepted, stats.retries),
+            (4, 0, 0),
+            "{stats:?}"
+        );
+        assert_balanced(&stats);
+    }
+    assert_eq!(app.db.count("SELECT count() FROM events").await, 0);
+}
+
+/// Transient failures are still retried, and events delivered in the end make a clean flush.
+#[tokio::test]
+async fn transient_failures_are_retried_and_not_reported_once_delivered() {
+    let app = TestApp::start().await;
+    let script = vec![
+        Step::Refuse(503, "queue_full"),
+        Step::Refuse(429, "rate_limited"),
+    ];
+    let proxy = Proxy::start(&app, script, Step::Forward).await;
+    let client = builder(&app, &proxy.url).build().unwrap();
+    for i in 0..3 {
+        client
+            .track(page_view("s-transient", &format!("e{i}")))
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let stats = client.stats();
+    assert_eq!(
+        (stats.accepted, stats.failed, stats.retries),
+        (3, 0, 2),
+        "{stats:?}"
+    );
+    client.shutdown().await.unwrap();
+}
+
+/// `RetryPolicy::max_attempts` counts attempts, the first included: 3 attempts are 3
+/// requests and 2 retries, and then the events are reported undelivered (not permanent).
+#[tokio::test]
+async fn retries_stop_after_max_attempts_as_documented() {
+    let app = TestApp::start().await;
+    let proxy = Proxy::start(&app, vec![], Step::Refuse(503, "queue_full")).await;
+    let client = builder(&app, &proxy.url)
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        })
+        .build()
+        .unwrap();
+    for i in 0..2 {
+        client
+            .track(page_view("s-attempts", &format!("e{i}")))
+            .unwrap();
+    }
+    match client.flush().await {
+        Err(FlushError::Undelivered { failed: 2, error }) => {
+            assert_eq!(error.status(), Some(503));
+            assert!(!error.is_permanent());
+        }
+        other => panic!("{other:?}"),
+    }
+    let stats = client.stats();
+    assert_eq!(
+        (stats.requests, stats.retries, stats.failed),
+        (3, 2, 2),
+        "{stats:?}"
+    );
+    assert_eq!(proxy.seen().len(), 3);
     client.shutdown().await.unwrap();
 }
 

@@ -123,7 +123,12 @@ async fn the_compose_environment_is_configuration_the_eye_accepts() {
     }
     assert_eq!(env["THE_EYE_SERVER_LISTEN_ADDR"], "0.0.0.0:8000");
     assert_eq!(env["THE_EYE_CLICKHOUSE_URL"], "http://clickhouse:8123");
-    assert!(published_ports(&compose, "the-eye").contains(&"8000:8000".to_owned()));
+    // The API on loopback only; the metrics port reachable on the compose network alone.
+    assert_eq!(
+        published_ports(&compose, "the-eye"),
+        ["127.0.0.1:8000:8000"]
+    );
+    assert_eq!(env["THE_EYE_SERVER_METRICS_LISTEN_ADDR"], "0.0.0.0:9464");
     assert!(published_ports(&compose, "clickhouse")
         .iter()
         .any(|port| port.ends_with(":8123")));
@@ -220,7 +225,7 @@ fn compose_prometheus_and_grafana_agree_on_names_ports_and_files() {
             (job["job_name"].as_str().unwrap().to_owned(), targets)
         })
         .collect();
-    assert_eq!(targets["the-eye"], ["the-eye:8000"]);
+    assert_eq!(targets["the-eye"], ["the-eye:9464"]);
     assert_eq!(targets["clickhouse"], ["clickhouse:9363"]);
     let clickhouse_config =
         std::fs::read_to_string(repository().join("clickhouse/server-config/prometheus.xml"))

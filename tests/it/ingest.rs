@@ -8,16 +8,12 @@ use serde_json::{json, Value};
 
 use crate::common::TestApp;
 
+/// The README's three example events, as the OpenAPI document shows them.
 fn examples() -> Vec<Value> {
-    let lines = [
-        r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "page interaction", "name": "pageview", "data": {"host": "www.consumeraffairs.com", "path": "/"}, "timestamp": "2021-01-01 09:15:27.243860"}"#,
-        r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "page interaction", "name": "cta click", "data": {"host": "www.consumeraffairs.com", "path": "/", "element": "chat bubble"}, "timestamp": "2021-01-01 09:15:27.243860"}"#,
-        r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "form interaction", "name": "submit", "data": {"host": "www.consumeraffairs.com", "path": "/", "form": {"first_name": "John", "last_name": "Doe"}}, "timestamp": "2021-01-01 09:15:27.243860"}"#,
-    ];
-    lines
-        .iter()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    the_eye_types::examples::ingest_body()
+        .as_array()
+        .expect("an array")
+        .clone()
 }
 
 fn event(session: &str, name: &str) -> Value {
@@ -157,14 +153,19 @@ async fn each_validation_rule_answers_its_code_and_is_recorded() {
         assert_eq!(answer["code"], "all_rejected", "{answer}");
         assert_eq!(answer["accepted"], 0);
         assert_eq!(answer["rejected"], 1);
-        let problems = answer["problems"].as_array().unwrap();
+        assert_eq!(
+            answer["message"],
+            "the event was rejected; its problems are in `results`"
+        );
+        // Each problem is reported once: in the event's entry of `results`, as in a 202.
+        let problems = answer["results"][0]["problems"].as_array().unwrap();
         assert!(
             problems.iter().any(|p| p["field"] == *field
                 && p["code"] == *code
                 && p["message"].as_str().is_some_and(|m| !m.is_empty())),
             "{field} {code}: {answer}"
         );
-        assert_eq!(answer["results"][0]["problems"], answer["problems"]);
+        assert_eq!(answer["problems"], json!([]), "{answer}");
     }
     let expected = cases.len() as u64;
     assert_eq!(
@@ -627,5 +628,152 @@ async fn a_flood_of_unreadable_bodies_records_a_bounded_number_of_rows() {
     assert!(
         metrics.contains("the_eye_rows_dropped_total{reason=\"refusal_rate\",table=\"errors\"}"),
         "{metrics}"
+    );
+}
+
+/// Issue 17, point 4, with the issue's own input: 1,000 objects of 50 unknown short keys,
+/// gzipped to about 1.6 KB. Before, the 400 listed every problem twice (16 MB) and the request
+/// wrote 1,000 `errors` rows.
+#[tokio::test]
+async fn an_amplifying_body_gets_a_bounded_answer_and_bounded_error_rows() {
+    let app = TestApp::start().await;
+    let object: serde_json::Map<String, Value> =
+        (0..50).map(|k| (format!("k{k}"), json!(0))).collect();
+    let body = serde_json::to_vec(&vec![Value::Object(object); 1000]).unwrap();
+    let compressed = gzip(&body);
+    assert!(
+        compressed.len() < 2_000,
+        "{} bytes gzipped",
+        compressed.len()
+    );
+    let response = app
+        .http
+        .post(app.endpoint("/api/events"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(compressed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    // Every event has an entry (that is the answer's floor: about 70 bytes each); problems
+    // are listed up to 20 an event and 100 a request.
+    assert!(
+        text.len() <= 100 * 1024 && text.len() <= body.len() / 2,
+        "{} bytes of answer for {} bytes of body ({} gzipped)",
+        text.len(),
+        body.len(),
+        compressed.len()
+    );
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["code"], "all_rejected");
+    assert_eq!(answer["problems"], json!([]), "listed once, in `results`");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1000);
+    let mut listed = 0;
+    for result in results {
+        let problems = result["problems"].as_array().unwrap().len();
+        let omitted = result["omitted_problems"].as_u64().unwrap_or(0) as usize;
+        assert!(problems <= 20, "{result}");
+        // 5 required fields missing and 50 unknown: every problem listed or counted.
+        assert_eq!(problems + omitted, 55, "{result}");
+        listed += problems;
+    }
+    assert_eq!(listed, 100);
+
+    // 100 rows of their own, and one that sums up the other 900.
+    assert_eq!(
+        app.db
+            .wait_for_count("SELECT count() FROM errors", 101)
+            .await,
+        101
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.db.count("SELECT count() FROM errors").await, 101);
+    let stored = app
+        .db
+        .count(
+            "SELECT toUInt64(sum(length(raw) + arraySum(arrayMap(m -> length(m), problem_message)) \
+             + arraySum(arrayMap(f -> length(f), problem_field)))) FROM errors",
+        )
+        .await;
+    assert!(
+        stored as usize <= body.len(),
+        "{stored} bytes in errors for a {}-byte body",
+        body.len()
+    );
+    let summary: Vec<Value> = app
+        .db
+        .json_rows(
+            "SELECT problem_code, problem_message FROM errors \
+             WHERE has(problem_code, 'rejections_summarised')",
+        )
+        .await;
+    assert_eq!(summary.len(), 1);
+    let codes = summary[0]["problem_code"].as_array().unwrap();
+    assert_eq!(codes[0], "rejections_summarised");
+    assert!(summary[0]["problem_message"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("900 more events"));
+    let counts: Vec<(String, String)> = codes
+        .iter()
+        .zip(summary[0]["problem_message"].as_array().unwrap())
+        .skip(1)
+        .map(|(code, message)| {
+            (
+                code.as_str().unwrap().to_owned(),
+                message.as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (
+                "missing_field".to_owned(),
+                "900 of them have this problem".to_owned()
+            ),
+            (
+                "unknown_field".to_owned(),
+                "900 of them have this problem".to_owned()
+            ),
+        ]
+    );
+    let per_event: Vec<Value> = app
+        .db
+        .json_rows("SELECT problem_code, problem_message FROM errors WHERE item_index = 0")
+        .await;
+    let codes = per_event[0]["problem_code"].as_array().unwrap();
+    assert_eq!(codes.len(), 21, "20 problems and the count of the rest");
+    assert_eq!(codes[20], "problems_omitted");
+    assert!(per_event[0]["problem_message"][20]
+        .as_str()
+        .unwrap()
+        .starts_with("35 more problems"));
+
+    // A client that sends gzip takes gzip: then the answer is of the request's own order.
+    let gzipped = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .unwrap()
+        .post(app.endpoint("/api/events"))
+        .header("authorization", format!("Bearer {}", app.key))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .header("accept-encoding", "gzip")
+        .body(compressed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.status(), 400);
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let wire = gzipped.bytes().await.unwrap();
+    assert!(
+        wire.len() <= 4 * compressed.len(),
+        "{} bytes of gzipped answer for {} bytes of gzipped body",
+        wire.len(),
+        compressed.len()
     );
 }

@@ -187,7 +187,7 @@ pub fn promtool_check_metrics(exposition: &str) -> (bool, String) {
 pub async fn scrape(app: &TestApp) -> String {
     let response = app
         .http
-        .get(app.endpoint("/metrics"))
+        .get(&app.metrics_url)
         .send()
         .await
         .expect("GET /metrics");
@@ -591,4 +591,27 @@ fn the_exposition_parser_reads_labels_escapes_and_special_values() {
     assert_eq!(exposition.value("plain", &[]), Some(1500.0));
     assert_eq!(exposition.types["a_total"], "counter");
     assert!(exposition.names().contains("h_bucket"));
+}
+
+/// Issue 17, point 6: metrics are an operator's view (refused keys by reason, every
+/// application's name), so the API's address does not serve them; their own address serves
+/// nothing else, and defaults to loopback.
+#[tokio::test]
+async fn metrics_are_served_on_their_own_address_only() {
+    let app = TestApp::start().await;
+    let on_api = app.http.get(app.endpoint("/metrics")).send().await.unwrap();
+    assert_eq!(on_api.status(), 404);
+    assert!(!on_api.text().await.unwrap().contains("the_eye_"));
+    let exposition = scrape(&app).await;
+    assert!(exposition.contains("the_eye_build_info"), "{exposition}");
+    let other = reqwest::get(app.metrics_url.replace("/metrics", "/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    let default = the_eye::Config::default().server.metrics_listen_addr;
+    assert!(default.ip().is_loopback(), "{default}");
+    assert_ne!(
+        default.port(),
+        the_eye::Config::default().server.listen_addr.port()
+    );
 }

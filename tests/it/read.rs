@@ -181,7 +181,10 @@ async fn every_filter_narrows_and_they_combine() {
     assert_eq!(count("category=click".into()).await, 4);
     assert_eq!(count("name=n1".into()).await, 3);
     assert_eq!(count("application=test-app".into()).await, 12);
-    assert_eq!(count("application=other".into()).await, 0);
+    // Another application is out of this key's scope (README, Tenancy and security).
+    let (status, body) = app.get("/api/events?application=other").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "application_not_in_scope");
     assert_eq!(count("session_id=s-a&category=view".into()).await, 2);
     assert_eq!(
         count("session_id=s-b&name=n1&category=click".into()).await,
@@ -286,7 +289,7 @@ async fn an_event_stored_twice_is_served_once() {
     let time = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
     let row = |id: u128, name: &str, ts: &str| EventRow {
         event_id: uuid::Uuid::from_u128(id),
-        application: "default".into(),
+        application: app.application.clone(),
         session_id: "s-dup".into(),
         category: "view".into(),
         name: name.into(),
@@ -357,9 +360,11 @@ async fn hostile_strings_are_matched_literally() {
         "ünï©ødé",
     ];
     // Application ids are slugs when they come from a key, so rows with a hostile one are
-    // written directly: the read side must still treat it as data.
+    // written directly: the read side must still treat it as data. They are read with the
+    // organisation's key, which reads every application.
     let application = r#"app ' " \ -- ? {application:String}"#;
-    let app = TestApp::start().await;
+    let mut app = TestApp::start().await;
+    app.http = app.org_http.clone();
     let stamp = chrono::DateTime::parse_from_rfc3339("2024-05-01T10:00:00Z")
         .unwrap()
         .with_timezone(&chrono::Utc);
@@ -536,7 +541,9 @@ async fn rejections_are_listed_and_shown_whole() {
     // Field and code of two different problems do not match together.
     assert_eq!(count("field=name&code=empty_data".into()).await, 0);
     assert_eq!(count("application=test-app".into()).await, 3);
-    assert_eq!(count("application=elsewhere".into()).await, 0);
+    let (status, body) = app.get("/api/errors?application=elsewhere").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "application_not_in_scope");
     assert_eq!(count(format!("to={}", enc(&rfc(between)))).await, 1);
     assert_eq!(count(format!("from={}", enc(&rfc(between)))).await, 2);
     let (paged, pages) = app.all_pages("/api/errors?limit=1").await;
@@ -666,4 +673,48 @@ async fn bad_parameters_get_one_problem_each() {
         problems(&body),
         [("cursor".to_owned(), "invalid_cursor".to_owned())]
     );
+}
+
+/// Issue 17, point 4: 11,000 unknown query parameters gave a 2.2 MB answer. The first 20 are
+/// named, the rest counted.
+#[tokio::test]
+async fn thousands_of_unknown_parameters_get_a_short_answer() {
+    let app = TestApp::start().await;
+    // Three-character names (base 36), without values: 44 KB, within a URI's 64 KiB.
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let name = |i: usize| -> String {
+        [i / 1296, (i / 36) % 36, i % 36]
+            .iter()
+            .map(|&d| char::from(DIGITS[d]))
+            .collect()
+    };
+    let query: Vec<String> = (0..11_000).map(name).collect();
+    let query = query.join("&");
+    let response = app
+        .http
+        .get(format!("{}?{query}", app.endpoint("/api/events")))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("the request fails: {}", error.without_url()));
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.len() <= 8 * 1024 && text.len() <= query.len() / 8,
+        "{} bytes of answer for a {}-byte query",
+        text.len(),
+        query.len()
+    );
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["code"], "invalid_parameters");
+    let problems = body["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 21, "{body}");
+    assert!(problems[..20]
+        .iter()
+        .all(|p| p["code"] == "unknown_parameter" && p["field"] != ""));
+    assert_eq!(problems[0]["field"], "000");
+    assert_eq!(problems[20]["field"], "");
+    assert!(problems[20]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("10980 more parameters"));
 }

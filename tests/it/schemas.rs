@@ -18,11 +18,11 @@ fn event(category: &str, name: &str, data: Value) -> Value {
     })
 }
 
-/// (field, code) of every problem of a 400 answer.
+/// (field, code) of every problem of a 400 answer about one event (listed in its result).
 async fn problems(response: reqwest::Response) -> Vec<(String, String)> {
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
-    let mut found: Vec<_> = body["problems"]
+    let mut found: Vec<_> = body["results"][0]["problems"]
         .as_array()
         .unwrap()
         .iter()
@@ -226,8 +226,9 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Reloads with the organisation's admin key: the schema set serves every application.
 async fn reload(app: &TestApp) -> reqwest::Response {
-    app.http
+    app.org_http
         .post(app.endpoint("/api/admin/schemas/reload"))
         .send()
         .await

@@ -40,22 +40,30 @@ fn event(session: &str, name: &str) -> Value {
 struct Child {
     process: tokio::process::Child,
     url: String,
+    metrics_url: String,
     http: reqwest::Client,
 }
 
 impl Child {
     async fn start(db: &TestDb, spool: &Path, key: &str, env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, metrics_port) = (free_port(), free_port());
         let process = tokio::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
             .arg("serve")
             .env("THE_EYE_CLICKHOUSE_URL", &db.url)
             .env("THE_EYE_CLICKHOUSE_DATABASE", &db.name)
             .env("THE_EYE_CLICKHOUSE_MIGRATE_ON_START", "false")
             .env("THE_EYE_SERVER_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env(
+                "THE_EYE_SERVER_METRICS_LISTEN_ADDR",
+                format!("127.0.0.1:{metrics_port}"),
+            )
             .env("THE_EYE_SERVER_LOG_FILTER", "warn")
             .env("THE_EYE_PIPELINE_SPOOL_DIR", spool)
             .env("THE_EYE_PIPELINE_FLUSH_INTERVAL_MS", "100")
@@ -77,6 +85,7 @@ impl Child {
         let child = Self {
             process,
             url: format!("http://127.0.0.1:{port}"),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             http,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -104,7 +113,7 @@ impl Child {
     }
 
     async fn metrics(&self) -> String {
-        match reqwest::get(format!("{}/metrics", self.url)).await {
+        match reqwest::get(&self.metrics_url).await {
             Ok(response) => response.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         }

@@ -4,6 +4,8 @@
 //! service (`the-eye`) and the Rust client (`the-eye-client`) cannot drift apart. The types are
 //! plain serde structs with no behaviour beyond (de)serialisation.
 
+pub mod examples;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,6 +18,7 @@ use uuid::Uuid;
 /// arbitrary JSON so that it can explain what is wrong with it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = examples::event_in))]
 pub struct EventIn {
     /// Chosen by the client so that a retried delivery is recognised; the server assigns a
     /// UUIDv7 when it is absent.
@@ -28,6 +31,7 @@ pub struct EventIn {
     /// 1–100 characters, e.g. `pageview`.
     pub name: String,
     /// A non-empty JSON object; its shape may be checked by a per-type schema.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Value,
     /// When the event happened: RFC 3339 with an offset, or `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC).
     pub timestamp: String,
@@ -39,8 +43,11 @@ pub struct EventIn {
 /// One thing wrong with a request, an event or a query parameter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = examples::problem))]
 pub struct Problem {
-    /// Position of the event in a batch (0-based); absent for single events and whole requests.
+    /// Position of the event in a JSON array body (0-based, also for an array of one); absent
+    /// when the body was a single event object, for whole requests and for query parameters.
+    /// The Rust client always sends arrays, so its events' problems carry it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
     /// Path of the offending field (`timestamp`, `data.form.first_name`); empty for the whole body.
@@ -53,23 +60,83 @@ pub struct Problem {
 
 /// The one JSON shape of every error answer (4xx and 5xx).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Stable code of the failure as a whole, e.g. `malformed_json`, `rate_limited`.
     pub code: String,
     /// Human-readable summary.
     pub message: String,
-    /// Every individual problem found; may be empty when the code says it all.
+    /// The individual problems found, at most 100; may be empty when the code says it all.
+    /// For `all_rejected`, each event's problems are in its entry of `results` instead.
     #[serde(default)]
     pub problems: Vec<Problem>,
+    /// Problems found beyond those listed (absent when 0), so that no request can make an
+    /// answer grow with the number of its faults.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_problems: usize,
     /// Present on ingest answers in which no event was accepted.
     #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
     pub ingest: Option<IngestSummary>,
 }
 
+/// For `skip_serializing_if`: counts that are zero are left out of answers.
+fn is_zero(count: &usize) -> bool {
+    *count == 0
+}
+
+/// `ErrorBody` as the OpenAPI document describes it. utoipa renders the flattened
+/// `Option<IngestSummary>` as "null, or an `IngestSummary`", which no error body is; this
+/// spells the same fields out, the ingest ones optional.
+#[cfg(feature = "openapi")]
+mod error_body_schema {
+    use std::borrow::Cow;
+
+    use utoipa::openapi::{RefOr, Schema};
+
+    use super::{examples, ErrorBody, ItemResult, Problem};
+
+    /// The one JSON shape of every error answer (4xx and 5xx).
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = ErrorBody, example = examples::error_body)]
+    #[allow(dead_code)] // Only describes the shape.
+    struct Shape {
+        /// Stable code of the failure as a whole, e.g. `malformed_json`, `rate_limited`.
+        code: String,
+        /// Human-readable summary.
+        message: String,
+        /// The individual problems found, at most 100; may be empty when the code says it
+        /// all. For `all_rejected`, each event's problems are in its entry of `results`.
+        problems: Vec<Problem>,
+        /// Problems found beyond those listed (absent when 0).
+        omitted_problems: Option<usize>,
+        /// `all_rejected` only: events accepted (0).
+        accepted: Option<usize>,
+        /// `all_rejected` only: events refused.
+        rejected: Option<usize>,
+        /// `all_rejected` only: one entry per event, in request order.
+        results: Option<Vec<ItemResult>>,
+    }
+
+    impl utoipa::PartialSchema for ErrorBody {
+        fn schema() -> RefOr<Schema> {
+            Shape::schema()
+        }
+    }
+
+    impl utoipa::ToSchema for ErrorBody {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("ErrorBody")
+        }
+
+        fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+            <Shape as utoipa::ToSchema>::schemas(schemas);
+        }
+    }
+}
+
 /// Outcome of one event of an ingest request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = examples::item_result))]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ItemResult {
     /// The event is queued for storage under this id.
@@ -83,14 +150,19 @@ pub enum ItemResult {
     Rejected {
         /// Position in the request (0 for a single event).
         index: usize,
-        /// Every problem found with the event.
+        /// The problems found with the event: at most 20, and none past the first 100 of the
+        /// request (the rest are counted in `omitted_problems`).
         problems: Vec<Problem>,
+        /// Problems of this event found but not listed (absent when 0).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        omitted_problems: usize,
     },
 }
 
 /// Counts and per-event outcomes of an ingest request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = examples::ingest_summary))]
 pub struct IngestSummary {
     /// Events queued for storage.
     pub accepted: usize,
@@ -103,6 +175,7 @@ pub struct IngestSummary {
 /// One stored event, as the read API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = examples::event))]
 pub struct Event {
     /// The client's `event_id`, or the UUIDv7 the server assigned.
     pub event_id: Uuid,
@@ -132,6 +205,7 @@ pub struct Event {
 /// One page of events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = examples::event_page))]
 pub struct EventPage {
     /// The events of this page, in the requested order; each `event_id` once.
     pub items: Vec<Event>,
@@ -142,6 +216,7 @@ pub struct EventPage {
 /// One rejected event or unreadable request, as the error listing returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = examples::rejection_summary))]
 pub struct RejectionSummary {
     pub error_id: Uuid,
     /// The application that sent it.
@@ -168,6 +243,7 @@ pub struct RejectionSummary {
 /// One rejection with the input as received.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = examples::rejection))]
 pub struct Rejection {
     #[serde(flatten)]
     pub summary: RejectionSummary,
@@ -180,6 +256,7 @@ pub struct Rejection {
 /// One page of rejections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = examples::rejection_page))]
 pub struct RejectionPage {
     /// Newest first unless `order=asc` was asked for.
     pub items: Vec<RejectionSummary>,

@@ -30,7 +30,20 @@ const BEACON_TYPE = 'text/plain;charset=UTF-8';
  * @param {object} options see README.md
  * @param {object} [env] the browser globals to use; `globalThis` unless testing
  */
+// The options `createTracker` reads; any other is most likely a misspelling.
+const OPTIONS = ['endpoint', 'key', 'autoPageviews', 'flushIntervalMs', 'maxBatch', 'maxQueue',
+  'maxRetries', 'retryBaseMs', 'retryMaxMs', 'sessionTimeoutMs', 'storage', 'onError'];
+const warned = new Set();
+
 export function createTracker(options, env = globalThis) {
+  // Warned once per name and page: a misspelt option (`flushInterval`) would otherwise be
+  // ignored in silence.
+  for (const name of Object.keys(options || {})) {
+    if (!OPTIONS.includes(name) && !warned.has(name)) {
+      warned.add(name);
+      env.console?.warn(`[the-eye] unknown option "${name}" ignored; the options are: ${OPTIONS.join(', ')}`);
+    }
+  }
   const {
     endpoint,
     key,
@@ -273,6 +286,8 @@ export function createTracker(options, env = globalThis) {
       report({
         reason: refusedWhole ? 'refused' : 'rejected',
         status: response.status,
+        // The server's stable code of a whole refusal: `origin_not_allowed`, `invalid_api_key`…
+        ...(refusedWhole && answer && answer.code ? { code: answer.code } : {}),
         message: (answer && answer.message) || `${lost} event(s) rejected (HTTP ${response.status})`,
         problems: refusedWhole ? (answer && answer.problems) || [] : rejected.flatMap((r) => r.problems || []),
         eventIds: refusedWhole ? batch.map((e) => e.id) : rejected.map((r) => batch[r.index] && batch[r.index].id),

@@ -134,7 +134,7 @@ test('401, 403, 413 and 415 are not retried and are reported as refused', async 
     await tracker.flush();
     await env.advance(10 * 60 * 1000);
     assert.equal(env.requests.length, 1, `${status} not retried`);
-    assert.deepEqual(errors, [{ reason: 'refused', status, message: 'refused ' + status, problems: [], eventIds: ids }]);
+    assert.deepEqual(errors, [{ reason: 'refused', status, code: 'nope', message: 'refused ' + status, problems: [], eventIds: ids }]);
   }
 });
 
@@ -358,4 +358,15 @@ test('a throwing onError does not stop delivery', async () => {
   trackN(tracker, 3);
   await tracker.flush();
   assert.equal(env.sent().length, 1);
+});
+
+test('unknown options warn once each, naming the option; known ones do not', () => {
+  const env = fakeEnv();
+  start(env, { flushInterval: 100, maxBatch: 3 });
+  start(env, { flushInterval: 100, maxbatch: 3 });
+  const warnings = env.warnings.map((args) => args.join(' '));
+  assert.equal(warnings.length, 2, warnings.join('\n'));
+  assert.match(warnings[0], /unknown option "flushInterval"/);
+  assert.match(warnings[0], /flushIntervalMs/);
+  assert.match(warnings[1], /unknown option "maxbatch"/);
 });

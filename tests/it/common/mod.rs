@@ -26,18 +26,7 @@ pub async fn clickhouse_url() -> String {
     let (server, _) = DEVSERVER
         .get_or_init(|| async {
             remove_abandoned_data_dirs();
-            let data = tempfile::Builder::new()
-                .prefix("the-eye-test-clickhouse-")
-                .tempdir()
-                .expect("temporary directory");
-            let server = DevServer::start(
-                &DevServer::default_script(),
-                data.path(),
-                Duration::from_secs(900),
-            )
-            .await
-            .expect("the development ClickHouse starts");
-            (server, data)
+            start_devserver("the-eye-test-clickhouse-").await
         })
         .await;
     server.url().to_owned()
@@ -72,6 +61,38 @@ fn remove_abandoned_data_dirs() {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
+}
+
+/// A development ClickHouse for one test alone, which it may pause or stop without
+/// disturbing the tests that share the run's server. Stopped when dropped.
+pub async fn own_devserver() -> (DevServer, tempfile::TempDir) {
+    start_devserver("the-eye-test-own-clickhouse-").await
+}
+
+/// A development ClickHouse with its data in a new temporary directory named `prefix…`.
+async fn start_devserver(prefix: &str) -> (DevServer, tempfile::TempDir) {
+    let data = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temporary directory");
+    let server = DevServer::start(
+        &DevServer::default_script(),
+        data.path(),
+        Duration::from_secs(900),
+    )
+    .await
+    .expect("the development ClickHouse starts");
+    (server, data)
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid` with `kill`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 /// A database of its own for one test, dropped when the test ends.
@@ -144,7 +165,7 @@ impl TestDb {
 
     /// Polls `sql` (a count) until it reaches `expected`, for rows written in the background.
     pub async fn wait_for_count(&self, sql: &str, expected: u64) -> u64 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let count = self.count(sql).await;
             if count >= expected || tokio::time::Instant::now() > deadline {
@@ -180,6 +201,7 @@ impl Drop for TestDb {
 pub fn test_config(db: &TestDb) -> Config {
     let mut config = Config::default();
     config.server.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.server.metrics_listen_addr = "127.0.0.1:0".parse().unwrap();
     config.clickhouse.url = db.url.clone();
     config.clickhouse.database = db.name.clone();
     config.pipeline.flush_interval_ms = 50;
@@ -216,13 +238,32 @@ pub struct TestApp {
     /// Sends `Authorization: Bearer <key>` on every request.
     pub http: reqwest::Client,
     pub url: String,
+    /// Where `/metrics` is served: an address of its own, not the API's.
+    pub metrics_url: String,
     /// Direct access to The Eye's tables, as the CLI has.
     pub store: Store,
     /// The application `test-app` that `key` belongs to.
     pub application: String,
     /// A key of `test-app` with every scope.
     pub key: String,
+    /// An organisation key (`read` and `admin`, bound to no application).
+    pub org_key: String,
+    /// Sends `Authorization: Bearer <org_key>` on every request.
+    pub org_http: reqwest::Client,
     running: Option<Running>,
+}
+
+/// An HTTP client that sends `key` on every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 impl TestApp {
@@ -235,32 +276,30 @@ impl TestApp {
         Self::start_on(TestDb::new().await, adjust).await
     }
 
-    /// Starts on `db` with the test configuration as changed by `adjust`.
+    /// Starts on `db` (for a test with a ClickHouse of its own, see [`own_devserver`]).
     pub async fn start_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(&db);
         adjust(&mut config);
         let (store, application, key) = provision(&db, &config, None).await;
+        let (_, org_key) = admin::create_organisation_key(&store, &[Scope::Read, Scope::Admin])
+            .await
+            .expect("create organisation key");
         let listener = tokio::net::TcpListener::bind(config.server.listen_addr)
             .await
             .expect("bind");
         let running = Running::spawn(config, listener).expect("start The Eye");
         let url = running.url();
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {}", key).parse().unwrap(),
-        );
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap();
+        let metrics_url = format!("http://{}/metrics", running.metrics_addr);
         let app = Self {
             db,
-            http,
+            http: client_with_key(&key),
             url,
+            metrics_url,
             store,
             application,
             key,
+            org_http: client_with_key(&org_key.key),
+            org_key: org_key.key,
             running: Some(running),
         };
         app.wait_ready().await;
@@ -289,7 +328,7 @@ impl TestApp {
 
     /// The Prometheus exposition of `/metrics`, as a scraper sees it.
     pub async fn metrics_text(&self) -> String {
-        reqwest::get(self.endpoint("/metrics"))
+        reqwest::get(&self.metrics_url)
             .await
             .expect("scrape")
             .text()
@@ -305,6 +344,20 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Runs the `the-eye` command against this test's database: success, stdout, stderr.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
+            .args(args)
+            .env("THE_EYE_CLICKHOUSE_URL", &self.db.url)
+            .env("THE_EYE_CLICKHOUSE_DATABASE", &self.db.name)
+            .env("THE_EYE_SERVER_LOG_FILTER", "warn")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        (output.status.success(), stdout, stderr)
     }
 
     /// Graceful shutdown, as on SIGTERM: returns once everything queued is written.

@@ -1,5 +1,7 @@
 // End to end: the built SDK in headless Chromium against a running The Eye, then the
-// events read back from its API (so from ClickHouse), in order and in one session.
+// events read back from its API (so from ClickHouse), in order and in one session; a page
+// on an origin nobody registered, which must be told so; and The Eye's documentation pages,
+// which must load nothing from elsewhere and whose "Try it out" must work as it is.
 //
 //   THE_EYE_URL       the server's base URL, e.g. http://127.0.0.1:8080
 //   THE_EYE_KEY       an ingest key whose application has the test pages' origin registered
@@ -83,4 +85,72 @@ test('a visit in Chromium lands in The Eye in order, in one session', async (t) 
   // What an analyst reads: the session "in the order the events happened", which the server
   // orders by its skew-corrected timestamp.
   assert.deepEqual(items.map(shape), expected, `session ${sessionId} as the read API orders it:\n${shown}`);
+});
+
+test('a page on an unregistered origin is told origin_not_allowed at once and does not retry', async (t) => {
+  // An ephemeral port: not the origin registered for THE_EYE_KEY.
+  const pages = await servePages({ endpoint: base, key: THE_EYE_KEY });
+  const browser = await launch();
+  t.after(async () => {
+    await browser.close();
+    await pages.close();
+  });
+  const page = await browser.newPage();
+  await page.goto(pages.origin + '/');
+  // The pageview and two clicks fill a batch of 3, which goes by fetch at once.
+  await page.click('#buy');
+  await page.click('#buy');
+  // Before, the refused preflight made this a network error: `unreachable` after ~30 s of
+  // retries, and retried at every flush for ever.
+  await page.waitForFunction(() => window.errors.length > 0, null, { timeout: 60000 });
+  const [error, ...more] = await page.evaluate(() => window.errors);
+  assert.deepEqual(more, []);
+  assert.deepEqual(
+    { reason: error.reason, status: error.status, code: error.code, events: error.eventIds.length },
+    { reason: 'refused', status: 403, code: 'origin_not_allowed', events: 3 },
+    JSON.stringify(error),
+  );
+  assert.match(error.message, /origin/);
+  // Not retried: nothing is left to send, and another flush reports nothing new.
+  await page.evaluate(() => window.tracker.flush());
+  assert.deepEqual(await page.evaluate(() => window.tracker.stats()),
+    { accepted: 0, beaconed: 0, rejected: 3, dropped: 0, queued: 0 });
+  assert.equal((await page.evaluate(() => window.errors)).length, 1);
+});
+
+test('Swagger UI and Redoc load nothing from elsewhere, and "Try it out" of POST /api/events works as it is', async (t) => {
+  const browser = await launch();
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  const elsewhere = [];
+  page.on('request', (request) => {
+    const url = request.url();
+    if (!url.startsWith(base + '/') && !/^(data|blob):/.test(url)) elsewhere.push(url);
+  });
+
+  await page.goto(base + '/redoc');
+  await page.locator('h1', { hasText: 'The Eye' }).first().waitFor({ timeout: 60000 });
+  await page.waitForLoadState('networkidle');
+
+  await page.goto(base + '/swagger/');
+  await page.click('button.authorize');
+  const bearer = page.locator('.modal-ux .auth-container', { hasText: 'http, Bearer' });
+  await bearer.locator('input').fill(THE_EYE_KEY);
+  await bearer.locator('button.authorize').click();
+  await page.locator('.modal-ux button.btn-done').first().click();
+  const operation = page.locator('#operations-ingest-post_events');
+  await operation.locator('.opblock-summary').click();
+  await operation.locator('button.try-out__btn').click();
+  // The body Swagger fills in is the document's example: sent unchanged.
+  const body = JSON.parse(await operation.locator('textarea.body-param__text').inputValue());
+  assert.equal(body.length, 3);
+  await operation.locator('button.execute').click();
+  const status = operation.locator('.live-responses-table tbody .response-col_status').first();
+  await status.waitFor({ timeout: 60000 });
+  assert.equal((await status.innerText()).trim(), '202');
+  const answer = JSON.parse(await operation.locator('.live-responses-table tbody .response-col_description pre').first().innerText());
+  assert.deepEqual([answer.accepted, answer.rejected], [3, 0], JSON.stringify(answer));
+  await page.waitForLoadState('networkidle');
+
+  assert.deepEqual(elsewhere, [], 'requests that left The Eye');
 });
