@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use the_eye_types::{IngestSummary, ItemResult, Problem};
 use uuid::Uuid;
 
@@ -18,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{new_event_id, Pipeline, PipelineError, RecentIds};
 use crate::store::{ErrorRow, EventRow};
 use crate::validate::schemas::SchemaRegistry;
-use crate::validate::{self, Envelope, Rules};
+use crate::validate::{self, json, Envelope, Rules};
 
 /// Ingest's share of the application state.
 pub struct Ingestor {
@@ -94,33 +93,23 @@ impl Ingestor {
         if self.pipeline.free_event_space() == 0 {
             return Err(self.queue_full(PipelineError::QueueFull("events")));
         }
-        let parsed = serde_json::from_slice::<Value>(body);
+        let parsed = json::decode_body(body);
         admit(match &parsed {
             // An oversized batch is refused below; it costs what the largest allowed one does.
-            Ok(Value::Array(items)) => items.len().clamp(1, self.config.max_batch_events),
+            Ok(json::Body::Batch(items)) => items.len().clamp(1, self.config.max_batch_events),
             _ => 1,
         })?;
-        let document: Value = match parsed {
-            Ok(document) => document,
+        let (items, batched) = match parsed {
+            Ok(json::Body::Batch(items)) => (items, true),
+            Ok(json::Body::Single(item)) => (vec![item], false),
+            Ok(json::Body::Other(kind)) => {
+                let message =
+                    format!("the body must be an event object or an array of events, not {kind}");
+                return Err(self.refuse_body(origin, body, "invalid_body", message));
+            }
             Err(error) => {
                 let message = format!("the body is not valid JSON: {error}");
                 return Err(self.refuse_body(origin, body, "malformed_json", message));
-            }
-        };
-        let (items, batched) = match document {
-            Value::Array(items) => (items, true),
-            object @ Value::Object(_) => (vec![object], false),
-            other => {
-                let message = format!(
-                    "the body must be an event object or an array of events, not {}",
-                    match other {
-                        Value::Null => "null",
-                        Value::Bool(_) => "a boolean",
-                        Value::Number(_) => "a number",
-                        _ => "a string",
-                    }
-                );
-                return Err(self.refuse_body(origin, body, "invalid_body", message));
             }
         };
         if items.is_empty() {
@@ -149,7 +138,7 @@ impl Ingestor {
     fn ingest_items(
         &self,
         origin: &Origin<'_>,
-        items: &[Value],
+        items: &[json::Item<'_>],
         batched: bool,
     ) -> Result<IngestSummary, ApiError> {
         let application = self.metrics.application(origin.application);
@@ -166,7 +155,7 @@ impl Ingestor {
         let schemas = self.schemas.current();
         for (position, item) in items.iter().enumerate() {
             let index = batched.then_some(position);
-            match validate::validate_event(item, index, origin.received_at, &self.rules, &schemas) {
+            match validate::validate_item(item, index, origin.received_at, &self.rules, &schemas) {
                 Ok(valid) => {
                     let event_id = match valid.event_id {
                         Some(id) => {
@@ -193,7 +182,11 @@ impl Ingestor {
                     });
                 }
                 Err(rejection) => {
-                    let raw = serde_json::to_string(item).unwrap_or_default();
+                    let raw = match (item.raw, &item.value) {
+                        (Some(raw), _) => raw.to_owned(),
+                        (None, Some(value)) => serde_json::to_string(value).unwrap_or_default(),
+                        (None, None) => String::new(),
+                    };
                     errors.push(self.error_row(
                         origin,
                         index,

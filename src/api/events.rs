@@ -232,7 +232,7 @@ async fn ingest(
     ),
 )]
 pub async fn post_baseline(body: Bytes) -> StatusCode {
-    match serde_json::from_slice::<serde_json::Value>(&body) {
+    match serde_json::from_slice::<serde_json::Value>(crate::validate::json::strip_bom(&body)) {
         Ok(_) => StatusCode::ACCEPTED,
         Err(_) => StatusCode::BAD_REQUEST,
     }
