@@ -182,7 +182,13 @@ pub async fn preflight(State(state): State<AppState>, request: Request, next: Ne
         .to_str()
         .is_ok_and(|origin| state.registry.origin_known(origin));
     if !known {
-        return (StatusCode::FORBIDDEN, "origin not registered").into_response();
+        return ApiError::Forbidden {
+            code: "origin_not_allowed",
+            message:
+                "no application registered this origin, so browsers may not call The Eye from it"
+                    .to_owned(),
+        }
+        .into_response();
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();

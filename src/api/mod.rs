@@ -106,6 +106,8 @@ pub fn router(state: AppState) -> Router {
             timeout,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        // Outermost, so that nothing inside can answer an error in another shape.
+        .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 

@@ -312,3 +312,87 @@ async fn swagger_ui_and_redoc_are_served_offline() {
     assert!(kind.starts_with("text/javascript"), "{kind}");
     assert!(js.len() > 500_000);
 }
+
+/// Sends `request` as it is on a new connection and reads the answer until the server closes
+/// the connection or 30 s have passed.
+async fn raw_exchange(addr: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "no answer within 30 s");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status line and the JSON body of a raw HTTP/1.1 answer.
+fn status_and_json(answer: &str) -> (String, Value) {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    let status = head.lines().next().unwrap().to_owned();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    (status, serde_json::from_str(body).expect("a JSON body"))
+}
+
+#[tokio::test]
+async fn every_error_answer_has_the_json_error_shape() {
+    let app = TestApp::start_with(|config| config.server.request_timeout_ms = 500).await;
+    let check = |status: u16, code: &str, response: reqwest::Response| {
+        assert_eq!(response.status().as_u16(), status);
+        let content_type = response.headers()[reqwest::header::CONTENT_TYPE].clone();
+        assert_eq!(content_type, "application/json");
+        let code = code.to_owned();
+        async move {
+            let body: the_eye_types::ErrorBody = response.json().await.expect("ErrorBody");
+            assert_eq!(body.code, code);
+            assert!(!body.message.is_empty());
+        }
+    };
+    // Routing.
+    check(
+        404,
+        "not_found",
+        app.http.get(app.endpoint("/nope")).send().await.unwrap(),
+    )
+    .await;
+    check(
+        405,
+        "method_not_allowed",
+        app.http
+            .delete(app.endpoint("/api/events"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    // A CORS preflight from an origin nobody registered.
+    check(
+        403,
+        "origin_not_allowed",
+        app.http
+            .request(reqwest::Method::OPTIONS, app.endpoint("/api/events"))
+            .header("origin", "http://unknown.example")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    // The timeout layer: a body that never finishes arriving.
+    let addr = app.url.trim_start_matches("http://");
+    let request = format!(
+        "POST /api/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n[{{",
+        app.key
+    );
+    let (status, body) = status_and_json(&raw_exchange(addr, request.as_bytes()).await);
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    assert_eq!(body["code"], "request_timeout");
+}
