@@ -7,6 +7,7 @@
 //! - [`validate`]: pure checks of one event;
 //! - [`pipeline`]: bounded queues and the batchers that write to ClickHouse;
 //! - [`store`]: ClickHouse rows, migrations, inserts and queries;
+//! - [`server`]: the listener (connection cap, header-read and keep-alive timeouts);
 //! - [`metrics`], [`config`], and [`devserver`] (the embedded ClickHouse for development).
 //!
 //! [`serve`] builds the whole service from a [`Config`], a bound listener and a shutdown
@@ -19,6 +20,7 @@ pub mod devserver;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
@@ -192,19 +194,26 @@ pub async fn serve(
         readiness: Arc::default(),
     };
     spawn_reload_on_hangup(state.clone(), background.clone());
+    let state_metrics = state.metrics.clone();
     let app = api::router(state);
     tracing::info!(address = %listener.local_addr()?, "The Eye is listening");
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping.send(());
-    });
+    let server = server::serve(
+        listener,
+        app,
+        server::ConnectionLimits::from(&config.server),
+        state_metrics,
+        async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        },
+    );
     // In-flight requests get as long as any request may take; a client that keeps a
     // connection open past that (say, one that never finishes sending its headers) must not
     // hold back the final flush.
     let grace = Duration::from_millis(config.server.request_timeout_ms) + Duration::from_secs(1);
-    let served = tokio::select! {
-        result = server => result,
+    tokio::select! {
+        () = server => {}
         () = async {
             if stopped.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -213,9 +222,8 @@ pub async fn serve(
             }
         } => {
             tracing::warn!(grace_ms = grace.as_millis() as u64, "connections still open after the grace period; closing them");
-            Ok(())
         }
-    };
+    }
     tracing::info!("stopped accepting requests; writing what is queued");
     background.cancel();
     // Drained whatever happened to the server: what was answered 202 must be written.
@@ -226,7 +234,6 @@ pub async fn serve(
         tracing::info!("every accepted event is in ClickHouse");
     }
     drop(devserver);
-    served?;
     Ok(())
 }
 
