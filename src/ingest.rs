@@ -16,7 +16,7 @@ use crate::config::IngestConfig;
 use crate::metrics::Metrics;
 use crate::pipeline::{new_event_id, Pipeline, PipelineError, RecentIds};
 use crate::store::{ErrorRow, EventRow};
-use crate::validate::schemas::SchemaRegistry;
+use crate::validate::schemas::{SchemaRegistry, SchemaSet};
 use crate::validate::{self, json, Envelope, Rules};
 
 /// Ingest's share of the application state.
@@ -146,61 +146,20 @@ impl Ingestor {
             .events_received
             .with_label_values(&[application])
             .inc_by(items.len() as u64);
-        let mut results = Vec::with_capacity(items.len());
-        let mut events = Vec::with_capacity(items.len());
-        // Ids the client chose, with the position of their event in `events`: only those can
-        // be retries (server-assigned ids are new by construction).
-        let mut client_ids = Vec::new();
-        let mut errors = Vec::new();
         let schemas = self.schemas.current();
-        for (position, item) in items.iter().enumerate() {
-            let index = batched.then_some(position);
-            match validate::validate_item(item, index, origin.received_at, &self.rules, &schemas) {
-                Ok(valid) => {
-                    let event_id = match valid.event_id {
-                        Some(id) => {
-                            client_ids.push((id, events.len()));
-                            id
-                        }
-                        None => new_event_id(),
-                    };
-                    results.push(ItemResult::Accepted {
-                        index: position,
-                        event_id,
-                    });
-                    events.push(EventRow {
-                        event_id,
-                        application: origin.application.to_owned(),
-                        session_id: valid.session_id,
-                        category: valid.category,
-                        name: valid.name,
-                        data: valid.data,
-                        timestamp: valid.timestamp,
-                        client_timestamp: valid.client_timestamp,
-                        sent_at: valid.sent_at,
-                        received_at: origin.received_at,
-                    });
-                }
-                Err(rejection) => {
-                    let raw = match (item.raw, &item.value) {
-                        (Some(raw), _) => raw.to_owned(),
-                        (None, Some(value)) => serde_json::to_string(value).unwrap_or_default(),
-                        (None, None) => String::new(),
-                    };
-                    errors.push(self.error_row(
-                        origin,
-                        index,
-                        &rejection.envelope,
-                        &raw,
-                        &rejection.problems,
-                    ));
-                    results.push(ItemResult::Rejected {
-                        index: position,
-                        problems: rejection.problems,
-                    });
-                }
-            }
-        }
+        let Assessed {
+            results,
+            mut events,
+            errors,
+            client_ids,
+        } = assess(
+            origin,
+            items,
+            batched,
+            &self.rules,
+            &schemas,
+            self.config.max_raw_error_bytes,
+        );
         let accepted = events.len();
         let summary = IngestSummary {
             accepted,
@@ -321,36 +280,131 @@ impl Ingestor {
             message: message.to_owned(),
         };
         let raw = String::from_utf8_lossy(body);
-        let row = self.error_row(origin, None, &Envelope::default(), &raw, &[problem]);
+        let row = error_row(
+            origin,
+            None,
+            &Envelope::default(),
+            &raw,
+            &[problem],
+            self.config.max_raw_error_bytes,
+        );
         self.pipeline.enqueue_errors_best_effort(vec![row]);
     }
+}
 
-    fn error_row(
-        &self,
-        origin: &Origin<'_>,
-        index: Option<usize>,
-        envelope: &Envelope,
-        raw: &str,
-        problems: &[Problem],
-    ) -> ErrorRow {
-        let kept = truncate_bytes(raw, self.config.max_raw_error_bytes);
-        ErrorRow {
-            error_id: Uuid::now_v7(),
-            application: origin.application.to_owned(),
-            received_at: origin.received_at,
-            request_id: origin.request_id,
-            item_index: index.and_then(|index| u32::try_from(index).ok()),
-            event_id: envelope.event_id,
-            session_id: envelope.session_id.clone(),
-            category: envelope.category.clone(),
-            name: envelope.name.clone(),
-            timestamp: envelope.timestamp,
-            raw: kept.to_owned(),
-            raw_truncated: kept.len() < raw.len(),
-            problem_field: problems.iter().map(|p| p.field.clone()).collect(),
-            problem_code: problems.iter().map(|p| p.code.clone()).collect(),
-            problem_message: problems.iter().map(|p| p.message.clone()).collect(),
+/// The `errors` row of one rejected event (`index` in its batch) or of a refused request
+/// (`index` `None`), keeping at most `max_raw_bytes` of its text.
+fn error_row(
+    origin: &Origin<'_>,
+    index: Option<usize>,
+    envelope: &Envelope,
+    raw: &str,
+    problems: &[Problem],
+    max_raw_bytes: usize,
+) -> ErrorRow {
+    let kept = truncate_bytes(raw, max_raw_bytes);
+    ErrorRow {
+        error_id: Uuid::now_v7(),
+        application: origin.application.to_owned(),
+        received_at: origin.received_at,
+        request_id: origin.request_id,
+        item_index: index.and_then(|index| u32::try_from(index).ok()),
+        event_id: envelope.event_id,
+        session_id: envelope.session_id.clone(),
+        category: envelope.category.clone(),
+        name: envelope.name.clone(),
+        timestamp: envelope.timestamp,
+        raw: kept.to_owned(),
+        raw_truncated: kept.len() < raw.len(),
+        problem_field: problems.iter().map(|p| p.field.clone()).collect(),
+        problem_code: problems.iter().map(|p| p.code.clone()).collect(),
+        problem_message: problems.iter().map(|p| p.message.clone()).collect(),
+    }
+}
+
+/// What validation made of a request's items, before anything is queued.
+pub struct Assessed {
+    /// One outcome per item, in order.
+    pub results: Vec<ItemResult>,
+    /// Rows of the accepted events.
+    pub events: Vec<EventRow>,
+    /// Rows of the rejected ones.
+    pub errors: Vec<ErrorRow>,
+    /// Ids the client chose, with the position of their event in `events`: only those can be
+    /// retries (server-assigned ids are new by construction).
+    pub client_ids: Vec<(Uuid, usize)>,
+}
+
+/// Validates every item read from a body and turns each into its row: pure, so that it can
+/// be fuzzed and tested without a pipeline. `batched` says whether the body was an array
+/// (problems then carry the item's index).
+pub fn assess(
+    origin: &Origin<'_>,
+    items: &[json::Item<'_>],
+    batched: bool,
+    rules: &Rules,
+    schemas: &SchemaSet,
+    max_raw_error_bytes: usize,
+) -> Assessed {
+    let mut results = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
+    let mut client_ids = Vec::new();
+    let mut errors = Vec::new();
+    for (position, item) in items.iter().enumerate() {
+        let index = batched.then_some(position);
+        match validate::validate_item(item, index, origin.received_at, rules, schemas) {
+            Ok(valid) => {
+                let event_id = match valid.event_id {
+                    Some(id) => {
+                        client_ids.push((id, events.len()));
+                        id
+                    }
+                    None => new_event_id(),
+                };
+                results.push(ItemResult::Accepted {
+                    index: position,
+                    event_id,
+                });
+                events.push(EventRow {
+                    event_id,
+                    application: origin.application.to_owned(),
+                    session_id: valid.session_id,
+                    category: valid.category,
+                    name: valid.name,
+                    data: valid.data,
+                    timestamp: valid.timestamp,
+                    client_timestamp: valid.client_timestamp,
+                    sent_at: valid.sent_at,
+                    received_at: origin.received_at,
+                });
+            }
+            Err(rejection) => {
+                // The item's own text when the value could not be built from it.
+                let raw = match (item.raw, &item.value) {
+                    (Some(raw), _) => raw.to_owned(),
+                    (None, Some(value)) => serde_json::to_string(value).unwrap_or_default(),
+                    (None, None) => String::new(),
+                };
+                errors.push(error_row(
+                    origin,
+                    index,
+                    &rejection.envelope,
+                    &raw,
+                    &rejection.problems,
+                    max_raw_error_bytes,
+                ));
+                results.push(ItemResult::Rejected {
+                    index: position,
+                    problems: rejection.problems,
+                });
+            }
         }
+    }
+    Assessed {
+        results,
+        events,
+        errors,
+        client_ids,
     }
 }
 

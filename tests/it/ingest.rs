@@ -667,7 +667,7 @@ async fn a_lone_surrogate_costs_only_its_event_and_the_emoji_reads_back() {
     assert_eq!(problem["index"], 0);
     let id = answer["results"][1]["event_id"].as_str().unwrap();
     app.db.wait_for_count("SELECT count() FROM events", 1).await;
-    let event = app.get_json(&format!("/api/events/{id}")).await;
+    let (_, event) = app.get(&format!("/api/events/{id}")).await;
     assert_eq!(event["data"]["s"], "😀");
     // The rejected one is in `errors` with its text as sent.
     app.db.wait_for_count("SELECT count() FROM errors", 1).await;

@@ -249,8 +249,49 @@ async fn the_document_describes_parameters_bodies_errors_and_keys() {
         one_of[0]["$ref"], "#/components/schemas/EventIn",
         "{one_of:?}"
     );
-    assert_eq!(one_of[1]["type"], "array");
-    assert_eq!(one_of[1]["items"]["$ref"], "#/components/schemas/EventIn");
+    assert_eq!(one_of[1]["$ref"], "#/components/schemas/EventBatch");
+    let batch = &schemas["EventBatch"];
+    assert_eq!(batch["type"], "array");
+    assert_eq!(batch["items"]["$ref"], "#/components/schemas/EventIn");
+    assert_eq!(
+        (batch["minItems"].as_u64(), batch["maxItems"].as_u64()),
+        (Some(1), Some(1000))
+    );
+    assert_eq!(schemas["EventIn"]["additionalProperties"], false);
+
+    // Every error answer is an object that ErrorBody describes: no `oneOf [null, …]` that an
+    // object cannot satisfy; the ingest summary's fields are optional properties.
+    let error_body = serde_json::to_string(&schemas["ErrorBody"]).unwrap();
+    assert!(!error_body.contains("\"null\""), "{error_body}");
+    let fields = &schemas["IngestSummaryFields"];
+    assert!(
+        fields["required"].as_array().is_none_or(Vec::is_empty),
+        "{fields}"
+    );
+
+    // Answers from in front of the handlers are documented on every route: the request
+    // timeout, and the key's checks where a key is needed.
+    for (path, method) in [
+        ("/api/events/{event_id}", "get"),
+        ("/api/errors", "get"),
+        ("/api/events", "post"),
+    ] {
+        let responses = &document["paths"][path][method]["responses"];
+        for status in ["401", "403", "408", "500", "503"] {
+            assert!(
+                responses[status].is_object(),
+                "{method} {path} lacks {status}"
+            );
+        }
+    }
+    assert!(document["paths"]["/healthz"]["get"]["responses"]["401"].is_null());
+    assert!(document["paths"]["/healthz"]["get"]["responses"]["408"].is_object());
+    // Empty filters are refused, and documented as such.
+    let parameters = document["paths"]["/api/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let category = parameters.iter().find(|p| p["name"] == "category").unwrap();
+    assert_eq!(category["schema"]["minLength"], 1);
 }
 
 /// The pages and every asset they load come from The Eye itself.

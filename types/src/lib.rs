@@ -16,16 +16,22 @@ use uuid::Uuid;
 /// arbitrary JSON so that it can explain what is wrong with it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// The server refuses fields it does not know (`unknown_field`); the document says so
+// (`additionalProperties: false`).
+#[serde(deny_unknown_fields)]
 pub struct EventIn {
     /// Chosen by the client so that a retried delivery is recognised; the server assigns a
     /// UUIDv7 when it is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
     /// The application's own session identifier, 1–128 characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub session_id: String,
     /// 1–100 characters, e.g. `page interaction`.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub category: String,
     /// 1–100 characters, e.g. `pageview`.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub name: String,
     /// A non-empty JSON object; its shape may be checked by a per-type schema.
     pub data: Value,
@@ -63,8 +69,29 @@ pub struct ErrorBody {
     #[serde(default)]
     pub problems: Vec<Problem>,
     /// Present on ingest answers in which no event was accepted.
+    // Documented as optional properties: utoipa would describe a flattened `Option` as
+    // `oneOf [null, …]`, which no error answer (an object) satisfies.
     #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    #[cfg_attr(feature = "openapi", schema(value_type = IngestSummaryFields))]
     pub ingest: Option<IngestSummary>,
+}
+
+/// The OpenAPI description of [`ErrorBody`]'s optional ingest fields: those of
+/// [`IngestSummary`], present together on `all_rejected` answers and absent otherwise. Only
+/// describes; nothing is ever (de)serialised as this type.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct IngestSummaryFields {
+    /// Events queued for storage (0 on an `all_rejected` answer).
+    #[schema(required = false)]
+    accepted: usize,
+    /// Events refused.
+    #[schema(required = false)]
+    rejected: usize,
+    /// One entry per event, in request order.
+    #[schema(required = false)]
+    results: Vec<ItemResult>,
 }
 
 /// Outcome of one event of an ingest request.

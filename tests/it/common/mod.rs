@@ -281,18 +281,6 @@ impl TestApp {
             .expect("request")
     }
 
-    /// GETs `path` with the test key and reads the answer as JSON, whatever its status.
-    pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        self.http
-            .get(self.endpoint(path))
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .expect("a JSON answer")
-    }
-
     /// Graceful shutdown, as on SIGTERM: returns once everything queued is written.
     pub async fn shutdown(&mut self) {
         if let Some(running) = self.running.take() {
