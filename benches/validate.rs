@@ -8,8 +8,9 @@ use std::path::Path;
 use chrono::Utc;
 use serde_json::Value;
 use the_eye::config::IngestConfig;
+use the_eye::validate::json::{decode_body, Body};
 use the_eye::validate::schemas::SchemaSet;
-use the_eye::validate::{validate_event, Rules};
+use the_eye::validate::{validate_event, validate_item, Rules};
 
 const EXAMPLES: [(&str, &str); 3] = [
     (
@@ -49,14 +50,39 @@ fn envelope_and_schema(bencher: divan::Bencher, example: &str) {
     });
 }
 
-/// Parsing the JSON text as well, for scale.
+/// Parsing the JSON text as well, as the request path does it (duplicate-key detection
+/// included), for scale.
 #[divan::bench(args = ["pageview", "cta_click", "submit"])]
 fn parse_and_validate(bencher: divan::Bencher, example: &str) {
     let (rules, schemas) = setup();
     let (_, text) = EXAMPLES.iter().find(|(name, _)| *name == example).unwrap();
     let now = Utc::now();
     bencher.bench_local(|| {
-        let event: Value = serde_json::from_str(divan::black_box(text)).unwrap();
-        validate_event(&event, None, now, &rules, &schemas).expect("valid")
+        let Ok(Body::Single(item)) = decode_body(divan::black_box(text.as_bytes())) else {
+            panic!("one event")
+        };
+        validate_item(&item, None, now, &rules, &schemas).expect("valid")
     });
+}
+
+/// Parsing a batch of 1,000 events (the three examples in turn): the request path's strict
+/// reader (`decode_body`: duplicate keys noted, per-item tolerance) against a plain
+/// `serde_json::from_slice::<Value>`, which it replaced.
+#[divan::bench(args = ["serde_json_value", "decode_body"])]
+fn parse_batch(bencher: divan::Bencher, reader: &str) {
+    let batch = format!(
+        "[{}]",
+        (0..1000)
+            .map(|i| EXAMPLES[i % 3].1)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let bytes = batch.as_bytes();
+    match reader {
+        "serde_json_value" => bencher.bench_local(|| {
+            let value: Value = serde_json::from_slice(divan::black_box(bytes)).unwrap();
+            value
+        }),
+        _ => bencher.bench_local(|| decode_body(divan::black_box(bytes)).unwrap()),
+    }
 }

@@ -57,6 +57,22 @@ pub struct ServerConfig {
     /// Longest time one request may take before it is answered 408, in milliseconds; keeps
     /// a slow client from holding a connection through shutdown. Default 10,000.
     pub request_timeout_ms: u64,
+    /// Most connections open at once; over it, a new connection is answered `503
+    /// too_many_connections` and closed at once, while the open ones are served as before.
+    /// Each connection holds a file descriptor and a few KiB of buffers: keep it below the
+    /// process's `ulimit -n`, leaving room for ClickHouse connections and the spool. Default
+    /// 4,096.
+    pub max_connections: usize,
+    /// Once the first byte of a request has arrived, how long its head (request line and
+    /// headers) may take to arrive whole, in milliseconds. Real clients send a head in one
+    /// packet; this only cuts off clients that trickle it (slowloris). Default 10,000.
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may sit idle, in milliseconds: waiting for the first byte of its
+    /// next request, or for its client to read an answer. Longer than the idle timeouts of
+    /// common load balancers (60 s for AWS ALB, nginx's upstream keep-alive 60 s), so that
+    /// The Eye is not the side that closes a connection a balancer is about to reuse; nginx's
+    /// own default is the same 75 s. Default 75,000.
+    pub keep_alive_timeout_ms: u64,
     /// Serve `POST /api/baseline`, which only parses JSON and answers 202: the HTTP ceiling
     /// that `eye-bench` compares ingest against. Default false.
     pub baseline_route: bool,
@@ -75,6 +91,9 @@ impl Default for ServerConfig {
             log_filter: "info".to_owned(),
             shutdown_timeout_ms: 30_000,
             request_timeout_ms: 10_000,
+            max_connections: 4_096,
+            header_read_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 75_000,
             baseline_route: false,
             metrics_max_label_values: 100,
         }
@@ -437,6 +456,15 @@ impl Config {
             });
         }
         positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
+        positive("server.max_connections", self.server.max_connections as u64)?;
+        positive(
+            "server.header_read_timeout_ms",
+            self.server.header_read_timeout_ms,
+        )?;
+        positive(
+            "server.keep_alive_timeout_ms",
+            self.server.keep_alive_timeout_ms,
+        )?;
         positive("auth.refresh_interval_ms", self.auth.refresh_interval_ms)?;
         positive("auth.lookup_timeout_ms", self.auth.lookup_timeout_ms)?;
         positive(

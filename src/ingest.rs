@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use the_eye_types::{IngestSummary, ItemResult, Problem};
 use uuid::Uuid;
 
@@ -17,8 +16,8 @@ use crate::config::IngestConfig;
 use crate::metrics::Metrics;
 use crate::pipeline::{new_event_id, Pipeline, PipelineError, RecentIds};
 use crate::store::{ErrorRow, EventRow};
-use crate::validate::schemas::SchemaRegistry;
-use crate::validate::{self, Envelope, Rules};
+use crate::validate::schemas::{SchemaRegistry, SchemaSet};
+use crate::validate::{self, json, Envelope, Rules};
 
 /// Why an ingest request was not accepted; `api` maps each to its HTTP answer.
 #[derive(Debug, thiserror::Error)]
@@ -129,36 +128,26 @@ impl Ingestor {
             };
             return Err(self.queue_full(full).into());
         }
-        let parsed = serde_json::from_slice::<Value>(body);
+        let parsed = json::decode_body(body);
         admit(match &parsed {
             // An oversized batch is refused below; it costs what the largest allowed one does.
-            Ok(Value::Array(items)) => items.len().clamp(1, self.config.max_batch_events),
+            Ok(json::Body::Batch(items)) => items.len().clamp(1, self.config.max_batch_events),
             _ => 1,
         })?;
-        let document: Value = match parsed {
-            Ok(document) => document,
+        let (items, batched) = match parsed {
+            Ok(json::Body::Batch(items)) => (items, true),
+            Ok(json::Body::Single(item)) => (vec![item], false),
+            Ok(json::Body::Other(kind)) => {
+                let message =
+                    format!("the body must be an event object or an array of events, not {kind}");
+                return Err(self
+                    .refuse_body(origin, body, "invalid_body", message)
+                    .into());
+            }
             Err(error) => {
                 let message = format!("the body is not valid JSON: {error}");
                 return Err(self
                     .refuse_body(origin, body, "malformed_json", message)
-                    .into());
-            }
-        };
-        let (items, batched) = match document {
-            Value::Array(items) => (items, true),
-            object @ Value::Object(_) => (vec![object], false),
-            other => {
-                let message = format!(
-                    "the body must be an event object or an array of events, not {}",
-                    match other {
-                        Value::Null => "null",
-                        Value::Bool(_) => "a boolean",
-                        Value::Number(_) => "a number",
-                        _ => "a string",
-                    }
-                );
-                return Err(self
-                    .refuse_body(origin, body, "invalid_body", message)
                     .into());
             }
         };
@@ -191,7 +180,7 @@ impl Ingestor {
     async fn ingest_items(
         &self,
         origin: &Origin<'_>,
-        items: &[Value],
+        items: &[json::Item<'_>],
         batched: bool,
     ) -> Result<IngestSummary, IngestError> {
         let application = self.metrics.application(origin.application);
@@ -199,51 +188,18 @@ impl Ingestor {
             .events_received
             .with_label_values(&[application])
             .inc_by(items.len() as u64);
-        let mut results = Vec::with_capacity(items.len());
-        let mut events = Vec::with_capacity(items.len());
-        // Ids the client chose, with the position of their event in `events`: only those can
-        // be retries (server-assigned ids are new by construction).
-        let mut client_ids = Vec::new();
-        let mut rejections = Rejections::new(self.config.max_error_rows_per_request);
         let schemas = self.schemas.current();
-        for (position, item) in items.iter().enumerate() {
-            let index = batched.then_some(position);
-            match validate::validate_event(item, index, origin.received_at, &self.rules, &schemas) {
-                Ok(valid) => {
-                    let event_id = match valid.event_id {
-                        Some(id) => {
-                            client_ids.push((id, events.len()));
-                            id
-                        }
-                        None => new_event_id(),
-                    };
-                    results.push(ItemResult::Accepted {
-                        index: position,
-                        event_id,
-                    });
-                    events.push(EventRow {
-                        event_id,
-                        application: origin.application.to_owned(),
-                        session_id: valid.session_id,
-                        category: valid.category,
-                        name: valid.name,
-                        data: valid.data,
-                        timestamp: valid.timestamp,
-                        client_timestamp: valid.client_timestamp,
-                        sent_at: valid.sent_at,
-                        received_at: origin.received_at,
-                    });
-                }
-                Err(rejection) => {
-                    results.push(self.reject(
-                        &mut rejections,
-                        origin,
-                        (index, position),
-                        item,
-                        rejection,
-                    ));
-                }
-            }
+        let Assessed {
+            results,
+            mut events,
+            rejections,
+            client_ids,
+        } = assess(origin, items, batched, &self.rules, &schemas, &self.config);
+        for code in &rejections.first_codes {
+            self.metrics
+                .events_rejected
+                .with_label_values(&[application, code])
+                .inc();
         }
         let accepted = events.len();
         let summary = IngestSummary {
@@ -251,7 +207,7 @@ impl Ingestor {
             rejected: rejections.count,
             results,
         };
-        let errors = self.error_rows(origin, rejections);
+        let errors = rejections.into_rows(origin, self.config.max_raw_error_bytes);
         if accepted == 0 {
             self.pipeline.enqueue_errors_best_effort(errors);
             return Err(IngestError::AllRejected(summary));
@@ -364,132 +320,140 @@ impl Ingestor {
             message: message.to_owned(),
         };
         let raw = String::from_utf8_lossy(body);
-        let row = self.error_row(origin, None, &Envelope::default(), &raw, &[problem], 0);
+        let row = error_row(
+            origin,
+            None,
+            &Envelope::default(),
+            &raw,
+            &[problem],
+            0,
+            self.config.max_raw_error_bytes,
+        );
         self.pipeline.enqueue_errors_best_effort(vec![row]);
     }
+}
 
-    /// Records one rejected event (`index` in the request, as reported, and its position):
-    /// counts it, keeps its `errors` row while the request has rows to spare, and returns its
-    /// entry of the answer, listing its problems while the request has problems to spare.
-    fn reject(
-        &self,
-        rejections: &mut Rejections,
-        origin: &Origin<'_>,
-        (index, position): (Option<usize>, usize),
-        item: &Value,
-        rejection: validate::Rejection,
-    ) -> ItemResult {
-        let code = rejection
-            .problems
-            .first()
-            .map_or("unknown", |problem| problem.code.as_str());
-        self.metrics
-            .events_rejected
-            .with_label_values(&[self.metrics.application(origin.application), code])
-            .inc();
-        rejections.count += 1;
-        if rejections.rows.len() < rejections.max_rows {
-            let raw = serde_json::to_string(item).unwrap_or_default();
-            let row = self.error_row(
+/// What validation made of a request's items, before anything is stored.
+pub struct Assessed {
+    /// One outcome per item, in order.
+    pub results: Vec<ItemResult>,
+    /// Rows of the accepted events.
+    pub events: Vec<EventRow>,
+    /// The rejected ones: counted, and their bounded `errors` rows.
+    pub rejections: Rejections,
+    /// Ids the client chose, with the position of their event in `events`: only those can be
+    /// retries (server-assigned ids are new by construction).
+    pub client_ids: Vec<(Uuid, usize)>,
+}
+
+/// Validates every item read from a body and turns each into its row: pure, so that it can
+/// be fuzzed and tested without a pipeline. `batched` says whether the body was an array
+/// (problems then carry the item's index). What the answer lists and the `errors` rows are
+/// bounded by [`MAX_LISTED_PROBLEMS`] and `ingest.max_error_rows_per_request`.
+pub fn assess(
+    origin: &Origin<'_>,
+    items: &[json::Item<'_>],
+    batched: bool,
+    rules: &Rules,
+    schemas: &SchemaSet,
+    config: &IngestConfig,
+) -> Assessed {
+    let mut results = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
+    let mut client_ids = Vec::new();
+    let mut rejections = Rejections::new(config.max_error_rows_per_request);
+    for (position, item) in items.iter().enumerate() {
+        let index = batched.then_some(position);
+        match validate::validate_item(item, index, origin.received_at, rules, schemas) {
+            Ok(valid) => {
+                let event_id = match valid.event_id {
+                    Some(id) => {
+                        client_ids.push((id, events.len()));
+                        id
+                    }
+                    None => new_event_id(),
+                };
+                results.push(ItemResult::Accepted {
+                    index: position,
+                    event_id,
+                });
+                events.push(EventRow {
+                    event_id,
+                    application: origin.application.to_owned(),
+                    session_id: valid.session_id,
+                    category: valid.category,
+                    name: valid.name,
+                    data: valid.data,
+                    timestamp: valid.timestamp,
+                    client_timestamp: valid.client_timestamp,
+                    sent_at: valid.sent_at,
+                    received_at: origin.received_at,
+                });
+            }
+            Err(rejection) => results.push(rejections.reject(
                 origin,
-                index,
-                &rejection.envelope,
-                &raw,
-                &rejection.problems,
-                rejection.omitted_problems,
-            );
-            rejections.rows.push(row);
-        } else {
-            rejections.summarise(position, &rejection.problems);
-        }
-        let listed = rejection.problems.len().min(rejections.listable);
-        rejections.listable -= listed;
-        let mut problems = rejection.problems;
-        let omitted_problems = rejection.omitted_problems + (problems.len() - listed);
-        problems.truncate(listed);
-        ItemResult::Rejected {
-            index: position,
-            problems,
-            omitted_problems,
+                (index, position),
+                item,
+                rejection,
+                config.max_raw_error_bytes,
+            )),
         }
     }
-
-    /// The `errors` rows of a request's rejections: one per rejected event up to
-    /// `ingest.max_error_rows_per_request`, and one that sums up the rest.
-    fn error_rows(&self, origin: &Origin<'_>, rejections: Rejections) -> Vec<ErrorRow> {
-        let Rejections {
-            mut rows,
-            summarised,
-            max_rows,
-            ..
-        } = rejections;
-        if summarised.events > 0 {
-            let mut problems = vec![Problem {
-                index: None,
-                field: String::new(),
-                code: REJECTIONS_SUMMARISED.to_owned(),
-                message: format!(
-                    "{} more events of this request were rejected (positions {} to {}); only the first {max_rows} have rows of their own (ingest.max_error_rows_per_request)",
-                    summarised.events, summarised.first, summarised.last
-                ),
-            }];
-            problems.extend(summarised.codes.iter().map(|(code, events)| Problem {
-                index: None,
-                field: String::new(),
-                code: code.clone(),
-                message: format!("{events} of them have this problem"),
-            }));
-            rows.push(self.error_row(origin, None, &Envelope::default(), "", &problems, 0));
-        }
-        rows
+    Assessed {
+        results,
+        events,
+        rejections,
+        client_ids,
     }
+}
 
-    fn error_row(
-        &self,
-        origin: &Origin<'_>,
-        index: Option<usize>,
-        envelope: &Envelope,
-        raw: &str,
-        problems: &[Problem],
-        omitted_problems: usize,
-    ) -> ErrorRow {
-        // Redacted before it is cut, so that a cut cannot leave part of a key that no longer
-        // looks like one.
-        let raw = keys::redact(raw);
-        let kept = truncate_bytes(&raw, self.config.max_raw_error_bytes);
-        let text = |value: &Option<String>| value.as_deref().map(|v| keys::redact(v).into_owned());
-        let omitted = (omitted_problems > 0).then(|| Problem {
-            index: None,
-            field: String::new(),
-            code: PROBLEMS_OMITTED.to_owned(),
-            message: format!(
-                "{omitted_problems} more problems of this event were found but not listed"
-            ),
-        });
-        let problems: Vec<&Problem> = problems.iter().chain(&omitted).collect();
-        ErrorRow {
-            error_id: Uuid::now_v7(),
-            application: origin.application.to_owned(),
-            received_at: origin.received_at,
-            request_id: origin.request_id,
-            item_index: index.and_then(|index| u32::try_from(index).ok()),
-            event_id: envelope.event_id,
-            session_id: text(&envelope.session_id),
-            category: text(&envelope.category),
-            name: text(&envelope.name),
-            timestamp: envelope.timestamp,
-            raw: kept.to_owned(),
-            raw_truncated: kept.len() < raw.len(),
-            problem_field: problems
-                .iter()
-                .map(|p| keys::redact(&p.field).into_owned())
-                .collect(),
-            problem_code: problems.iter().map(|p| p.code.clone()).collect(),
-            problem_message: problems
-                .iter()
-                .map(|p| keys::redact(&p.message).into_owned())
-                .collect(),
-        }
+/// The `errors` row of one rejected event (`index` in its batch) or of a refused request
+/// (`index` `None`), keeping at most `max_raw_bytes` of its text. Anything shaped like an API
+/// key is redacted first, so that a cut cannot leave part of a key that no longer looks like
+/// one.
+fn error_row(
+    origin: &Origin<'_>,
+    index: Option<usize>,
+    envelope: &Envelope,
+    raw: &str,
+    problems: &[Problem],
+    omitted_problems: usize,
+    max_raw_bytes: usize,
+) -> ErrorRow {
+    let raw = keys::redact(raw);
+    let kept = truncate_bytes(&raw, max_raw_bytes);
+    let text = |value: &Option<String>| value.as_deref().map(|v| keys::redact(v).into_owned());
+    let omitted = (omitted_problems > 0).then(|| Problem {
+        index: None,
+        field: String::new(),
+        code: PROBLEMS_OMITTED.to_owned(),
+        message: format!(
+            "{omitted_problems} more problems of this event were found but not listed"
+        ),
+    });
+    let problems: Vec<&Problem> = problems.iter().chain(&omitted).collect();
+    ErrorRow {
+        error_id: Uuid::now_v7(),
+        application: origin.application.to_owned(),
+        received_at: origin.received_at,
+        request_id: origin.request_id,
+        item_index: index.and_then(|index| u32::try_from(index).ok()),
+        event_id: envelope.event_id,
+        session_id: text(&envelope.session_id),
+        category: text(&envelope.category),
+        name: text(&envelope.name),
+        timestamp: envelope.timestamp,
+        raw: kept.to_owned(),
+        raw_truncated: kept.len() < raw.len(),
+        problem_field: problems
+            .iter()
+            .map(|p| keys::redact(&p.field).into_owned())
+            .collect(),
+        problem_code: problems.iter().map(|p| p.code.clone()).collect(),
+        problem_message: problems
+            .iter()
+            .map(|p| keys::redact(&p.message).into_owned())
+            .collect(),
     }
 }
 
@@ -506,13 +470,15 @@ const MAX_SUMMARISED_CODES: usize = 50;
 
 /// The rejections of one request: what its answer lists and which `errors` rows it writes,
 /// both bounded whatever the request holds.
-struct Rejections {
+pub struct Rejections {
     /// Rejected events.
-    count: usize,
+    pub count: usize,
+    /// The code of each rejected event's first problem, for the rejection metric.
+    pub first_codes: Vec<String>,
     /// Problems the answer may still list ([`MAX_LISTED_PROBLEMS`] a request).
     listable: usize,
     /// One per rejected event, up to `max_rows`.
-    rows: Vec<ErrorRow>,
+    pub rows: Vec<ErrorRow>,
     max_rows: usize,
     /// The rejections past `max_rows`.
     summarised: Summarised,
@@ -533,11 +499,99 @@ impl Rejections {
     fn new(max_rows: usize) -> Self {
         Self {
             count: 0,
+            first_codes: Vec::new(),
             listable: MAX_LISTED_PROBLEMS,
             rows: Vec::new(),
             max_rows,
             summarised: Summarised::default(),
         }
+    }
+
+    /// Records one rejected event (`index` in the request, as reported, and its position):
+    /// counts it, keeps its `errors` row while the request has rows to spare, and returns its
+    /// entry of the answer, listing its problems while the request has problems to spare.
+    fn reject(
+        &mut self,
+        origin: &Origin<'_>,
+        (index, position): (Option<usize>, usize),
+        item: &json::Item<'_>,
+        rejection: validate::Rejection,
+        max_raw_bytes: usize,
+    ) -> ItemResult {
+        let code = rejection
+            .problems
+            .first()
+            .map_or("unknown", |problem| problem.code.as_str());
+        self.first_codes.push(code.to_owned());
+        self.count += 1;
+        if self.rows.len() < self.max_rows {
+            // The item's own text when the value could not be built from it (a lone
+            // surrogate, a duplicate key).
+            let raw = match (item.raw, &item.value) {
+                (Some(raw), _) => raw.to_owned(),
+                (None, Some(value)) => serde_json::to_string(value).unwrap_or_default(),
+                (None, None) => String::new(),
+            };
+            self.rows.push(error_row(
+                origin,
+                index,
+                &rejection.envelope,
+                &raw,
+                &rejection.problems,
+                rejection.omitted_problems,
+                max_raw_bytes,
+            ));
+        } else {
+            self.summarise(position, &rejection.problems);
+        }
+        let listed = rejection.problems.len().min(self.listable);
+        self.listable -= listed;
+        let mut problems = rejection.problems;
+        let omitted_problems = rejection.omitted_problems + (problems.len() - listed);
+        problems.truncate(listed);
+        ItemResult::Rejected {
+            index: position,
+            problems,
+            omitted_problems,
+        }
+    }
+
+    /// The `errors` rows: one per rejected event up to `ingest.max_error_rows_per_request`, and
+    /// one that sums up the rest.
+    pub fn into_rows(self, origin: &Origin<'_>, max_raw_bytes: usize) -> Vec<ErrorRow> {
+        let Self {
+            mut rows,
+            summarised,
+            max_rows,
+            ..
+        } = self;
+        if summarised.events > 0 {
+            let mut problems = vec![Problem {
+                index: None,
+                field: String::new(),
+                code: REJECTIONS_SUMMARISED.to_owned(),
+                message: format!(
+                    "{} more events of this request were rejected (positions {} to {}); only the first {max_rows} have rows of their own (ingest.max_error_rows_per_request)",
+                    summarised.events, summarised.first, summarised.last
+                ),
+            }];
+            problems.extend(summarised.codes.iter().map(|(code, events)| Problem {
+                index: None,
+                field: String::new(),
+                code: code.clone(),
+                message: format!("{events} of them have this problem"),
+            }));
+            rows.push(error_row(
+                origin,
+                None,
+                &Envelope::default(),
+                "",
+                &problems,
+                0,
+                max_raw_bytes,
+            ));
+        }
+        rows
     }
 
     fn summarise(&mut self, position: usize, problems: &[Problem]) {

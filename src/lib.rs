@@ -9,6 +9,7 @@
 //!   ClickHouse;
 //! - [`store`]: ClickHouse rows, migrations, inserts and queries;
 //! - [`plan`]: the tracking plan drawn from stored events (schema inference, drift);
+//! - [`server`]: the listener (connection cap, header-read and keep-alive timeouts);
 //! - [`metrics`], [`config`], and [`devserver`] (the embedded ClickHouse for development).
 //!
 //! [`serve`] builds the whole service from a [`Config`], a bound listener and a shutdown
@@ -22,6 +23,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
@@ -217,19 +219,26 @@ pub async fn serve_with_metrics(
         state.metrics.clone(),
         metrics_stop.clone(),
     ));
+    let state_metrics = state.metrics.clone();
     let app = api::router(state);
     tracing::info!(address = %listener.local_addr()?, "The Eye is listening");
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping.send(());
-    });
+    let server = server::serve(
+        listener,
+        app,
+        server::ConnectionLimits::from(&config.server),
+        state_metrics,
+        async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        },
+    );
     // In-flight requests get as long as any request may take; a client that keeps a
     // connection open past that (say, one that never finishes sending its headers) must not
     // hold back the final flush.
     let grace = Duration::from_millis(config.server.request_timeout_ms) + Duration::from_secs(1);
-    let served = tokio::select! {
-        result = server => result,
+    tokio::select! {
+        () = server => {}
         () = async {
             if stopped.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -238,9 +247,8 @@ pub async fn serve_with_metrics(
             }
         } => {
             tracing::warn!(grace_ms = grace.as_millis() as u64, "connections still open after the grace period; closing them");
-            Ok(())
         }
-    };
+    }
     tracing::info!("stopped accepting requests; writing what is queued");
     background.cancel();
     // Drained whatever happened to the server: what was answered 202 must be written.
@@ -255,7 +263,6 @@ pub async fn serve_with_metrics(
         tracing::warn!(%error, "the metrics server failed");
     }
     drop(devserver);
-    served?;
     Ok(())
 }
 

@@ -79,6 +79,63 @@ impl Modify for BearerScheme {
     }
 }
 
+/// Adds to every operation of `document` the error answers that do not come from its handler
+/// but from what is in front of it, unless the operation documents that status itself:
+/// `401`/`403` (keys and scopes, on routes that take a key), `408` (the request timeout),
+/// `503` (no key look-up possible right now, or too many connections) and `500` (a handler
+/// that failed). All in the one [`the_eye_types::ErrorBody`] shape.
+pub fn add_common_responses(document: &mut Document) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let takes_key = operation
+                .security
+                .as_ref()
+                .is_some_and(|security| !security.is_empty());
+            let mut common = vec![
+                ("408", error("`request_timeout`: the request took longer than `server.request_timeout_ms`; retry")),
+                ("500", error("`internal`: the server failed; the detail is in its log")),
+                ("503", error("`too_many_connections` (this instance is at `server.max_connections`), or on routes that take a key `auth_unavailable`; retry")),
+            ];
+            if takes_key {
+                common.push(("401", error("`missing_api_key` or `invalid_api_key` (unknown, revoked, or its application disabled)")));
+                common.push((
+                    "403",
+                    error("`insufficient_scope`: the key lacks the scope this route needs"),
+                ));
+            }
+            for (status, response) in common {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| response.into());
+            }
+        }
+    }
+}
+
 /// `GET /healthz`'s answer.
 #[derive(utoipa::ToSchema)]
 #[schema(example = json!({"status": "ok"}))]
@@ -117,6 +174,39 @@ pub struct NotReady {
     pub message: String,
 }
 
+/// Up to 1,000 events, at least one (`empty_batch` otherwise). Written by hand: utoipa's
+/// derive takes no item bounds on a newtype.
+#[derive(serde::Serialize)]
+#[allow(dead_code)] // Only describes the body.
+pub struct EventBatch(Vec<the_eye_types::EventIn>);
+
+impl utoipa::PartialSchema for EventBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("EventIn"))
+            .min_items(Some(1))
+            .max_items(Some(1000))
+            .description(Some("Up to 1,000 events, at least one"))
+            .examples([the_eye_types::examples::ingest_body()])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventBatch {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "EventIn".to_owned(),
+            <the_eye_types::EventIn as utoipa::PartialSchema>::schema(),
+        ));
+        <the_eye_types::EventIn as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// The body of `POST /api/events`: one event or an array of events.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 #[schema(example = the_eye_types::examples::ingest_body)]
@@ -126,7 +216,7 @@ pub enum IngestBody {
     /// A single event.
     One(the_eye_types::EventIn),
     /// Up to 1,000 events.
-    Many(Vec<the_eye_types::EventIn>),
+    Many(EventBatch),
 }
 
 /// The routes serving the documentation of `document`.

@@ -281,3 +281,90 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// How much of a non-JSON error body is kept as the message of its JSON replacement.
+const MAX_FOREIGN_MESSAGE_BYTES: usize = 2048;
+
+/// Gives every error answer the [`ErrorBody`] shape, whoever produced it.
+///
+/// Our handlers answer through [`ApiError`]; but some answers come from layers and
+/// extractors that know nothing of it: the 408 of the request timeout (an empty body), axum's
+/// own rejections (`text/plain`: an unreadable path or query, a wrong `Content-Type`), and a
+/// body limit's 413. This outermost middleware rewrites any 4xx/5xx that is not JSON into the
+/// one shape, with a code taken from the status and the original text as the message, and
+/// keeps the headers (`Allow`, `Retry-After`, …).
+pub async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_FOREIGN_MESSAGE_BYTES)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let (code, fallback) = status_code_name(status);
+    let body = ErrorBody {
+        code: code.to_owned(),
+        message: if text.is_empty() {
+            fallback.to_owned()
+        } else {
+            text
+        },
+        problems: Vec::new(),
+        omitted_problems: 0,
+        ingest: None,
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(json))
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            let essence = value.split(';').next().unwrap_or("").trim();
+            essence.eq_ignore_ascii_case("application/json")
+                || essence.to_ascii_lowercase().ends_with("+json")
+        })
+}
+
+/// The stable code, and a message for an empty body, of an error answer that some other layer
+/// produced. The codes are those [`ApiError`] uses for the same status where one exists.
+fn status_code_name(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
+        StatusCode::BAD_REQUEST => ("bad_request", "the request cannot be read"),
+        StatusCode::UNAUTHORIZED => ("missing_api_key", "an API key is required"),
+        StatusCode::FORBIDDEN => ("forbidden", "this request is not allowed"),
+        StatusCode::NOT_FOUND => ("not_found", "no such route; see /api/openapi.json"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this route does not take that method; see /api/openapi.json",
+        ),
+        StatusCode::REQUEST_TIMEOUT => (
+            "request_timeout",
+            "the request took longer than the server allows (server.request_timeout_ms); nothing is known to be stored, retry",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the body's Content-Type is not supported",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => ("unprocessable", "the request cannot be processed"),
+        StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests; retry later"),
+        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "the service is unavailable; retry later"),
+        status if status.is_server_error() => ("internal", "internal error"),
+        _ => ("bad_request", "the request cannot be served"),
+    }
+}

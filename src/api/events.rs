@@ -236,7 +236,7 @@ async fn ingest(
     ),
 )]
 pub async fn post_baseline(body: Bytes) -> StatusCode {
-    match serde_json::from_slice::<serde_json::Value>(&body) {
+    match serde_json::from_slice::<serde_json::Value>(crate::validate::json::strip_bom(&body)) {
         Ok(_) => StatusCode::ACCEPTED,
         Err(_) => StatusCode::BAD_REQUEST,
     }
@@ -273,26 +273,55 @@ async fn read_body(
     accepts: Accepts,
 ) -> Result<Bytes, BodyError> {
     let format = content_format(headers, accepts)?;
-    let gzip = match headers
+    let gzip = content_encoding(headers)?;
+    let raw = to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
+    decode_raw(raw, gzip, format, limit)
+}
+
+/// The JSON of a body already read (at most `limit` bytes), as `POST /api/events` (or, with
+/// `beacon`, the beacon path) takes it: its `Content-Type` and `Content-Encoding` checked,
+/// gzip decompressed within `limit`, a form's `events` field extracted. Public for the fuzz
+/// targets (`fuzz/`), which drive the whole body path with it.
+pub fn decode_request_body(
+    headers: &HeaderMap,
+    raw: Bytes,
+    limit: usize,
+    beacon: bool,
+) -> Result<Bytes, ApiError> {
+    let accepts = if beacon {
+        Accepts::Beacon
+    } else {
+        Accepts::Json
+    };
+    let format = content_format(headers, accepts)?;
+    let gzip = content_encoding(headers)?;
+    decode_raw(raw, gzip, format, limit).map_err(|error| error.error)
+}
+
+/// Whether the body is gzip, from its `Content-Encoding`.
+fn content_encoding(headers: &HeaderMap) -> Result<bool, ApiError> {
+    match headers
         .get(header::CONTENT_ENCODING)
         .map(|value| value.to_str().unwrap_or("").trim().to_ascii_lowercase())
         .as_deref()
     {
-        None | Some("" | "identity") => false,
-        Some("gzip" | "x-gzip") => true,
-        Some(other) => {
-            return Err(ApiError::UnsupportedMediaType {
-                code: "unsupported_encoding",
-                message: format!("Content-Encoding `{other}` is not supported; use gzip or none"),
-            }
-            .into())
-        }
-    };
-    let too_large = || ApiError::TooLarge {
+        None | Some("" | "identity") => Ok(false),
+        Some("gzip" | "x-gzip") => Ok(true),
+        Some(other) => Err(ApiError::UnsupportedMediaType {
+            code: "unsupported_encoding",
+            message: format!("Content-Encoding `{other}` is not supported; use gzip or none"),
+        }),
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::TooLarge {
         code: "body_too_large",
         message: format!("the body exceeds {limit} bytes (after decompression)"),
-    };
-    let raw = to_bytes(body, limit).await.map_err(|_| too_large())?;
+    }
+}
+
+fn decode_raw(raw: Bytes, gzip: bool, format: Format, limit: usize) -> Result<Bytes, BodyError> {
     let decoded = if gzip {
         let mut decoded = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
         // Every member of a multi-member gzip stream, not only the first.
@@ -307,7 +336,7 @@ async fn read_body(
         if decoded.len() > limit {
             decoded.truncate(limit);
             return Err(BodyError {
-                error: too_large(),
+                error: too_large(limit),
                 partial: Some(Bytes::from(decoded)),
             });
         }

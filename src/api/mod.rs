@@ -6,7 +6,7 @@
 
 pub mod admin;
 pub mod auth;
-mod cursor;
+pub mod cursor;
 pub mod docs;
 mod error;
 mod events;
@@ -34,6 +34,7 @@ use utoipa_axum::routes;
 
 pub use crate::ingest::MAX_LISTED_PROBLEMS;
 pub use error::ApiError;
+pub use events::decode_request_body;
 
 use crate::auth::limits::RateLimits;
 use crate::auth::registry::Registry;
@@ -96,7 +97,8 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
-    let (router, document) = routes(&state.config).split_for_parts();
+    let (router, mut document) = routes(&state.config).split_for_parts();
+    docs::add_common_responses(&mut document);
     router
         .merge(docs::routes(document))
         .fallback(not_found)
@@ -118,6 +120,8 @@ pub fn router(state: AppState) -> Router {
         // of times its size.
         .layer(CompressionLayer::new().gzip(true))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        // Outermost, so that nothing inside can answer an error in another shape.
+        .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 

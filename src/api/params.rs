@@ -295,17 +295,23 @@ pub fn invalid_path(field: &str, message: String) -> ApiError {
     invalid(vec![problem(field, codes::INVALID_PARAMETER, message)])
 }
 
-/// Filters of `GET /api/events`.
+/// Filters of `GET /api/events`. An empty value (`?category=`) is refused rather than read
+/// as "no filter": no stored event has an empty category, so it can only be a mistake; the
+/// document says so with `minLength: 1`.
 #[derive(Debug, Default, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventFilterParams {
     /// Only events of this session (exact match).
+    #[param(min_length = 1)]
     pub session_id: Option<String>,
     /// Only events of this category (exact match).
+    #[param(min_length = 1)]
     pub category: Option<String>,
     /// Only events with this name (exact match).
+    #[param(min_length = 1)]
     pub name: Option<String>,
     /// Only events of this application (exact match).
+    #[param(min_length = 1)]
     pub application: Option<String>,
     /// Events whose `timestamp` is at or after this RFC 3339 time (inclusive). Write a `+`
     /// offset as `%2B`, or use `Z`.
@@ -358,11 +364,14 @@ impl EventFilterParams {
 #[into_params(parameter_in = Query)]
 pub struct ErrorFilterParams {
     /// Only rejections of this application.
+    #[param(min_length = 1)]
     pub application: Option<String>,
     /// Only rejections with a problem of this code, e.g. `invalid_timestamp`.
+    #[param(min_length = 1)]
     pub code: Option<String>,
     /// Only rejections with a problem at this field, e.g. `timestamp` (with `code`: the same
     /// problem has both).
+    #[param(min_length = 1)]
     pub field: Option<String>,
     /// Rejections received at or after this RFC 3339 time (inclusive).
     pub from: Option<DateTime<Utc>>,
@@ -394,7 +403,9 @@ pub struct PageParams {
     #[param(minimum = 1, maximum = 1000, default = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page, with the same filters and order; absent for the
-    /// first page.
+    /// first page. Opaque: only cursors this API produced are accepted (`invalid_cursor`
+    /// otherwise).
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// `asc` (oldest first) or `desc` (newest first). Events default to `asc`, errors to `desc`.
     #[param(inline)]

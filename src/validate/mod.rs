@@ -5,6 +5,7 @@
 //! the first, each with the field's path and a stable [`ProblemCode`]. What could be read of a
 //! rejected event is kept in an [`Envelope`] so that the `errors` row says as much as possible.
 
+pub mod json;
 pub mod schemas;
 pub mod timestamp;
 
@@ -33,6 +34,14 @@ pub enum ProblemCode {
     DataTooDeep,
     NotAnObject,
     UnknownEventType,
+    /// A key appears twice in one object (see [`json`]).
+    DuplicateKey,
+    /// A string that is not Unicode text: a lone UTF-16 surrogate escape.
+    InvalidUnicode,
+    /// A number beyond the range of a 64-bit float.
+    NumberOutOfRange,
+    /// A value that cannot be read for another reason.
+    InvalidValue,
 }
 
 impl ProblemCode {
@@ -52,6 +61,10 @@ impl ProblemCode {
             Self::DataTooDeep => "data_too_deep",
             Self::NotAnObject => "not_an_object",
             Self::UnknownEventType => "unknown_event_type",
+            Self::DuplicateKey => "duplicate_key",
+            Self::InvalidUnicode => "invalid_unicode",
+            Self::NumberOutOfRange => "number_out_of_range",
+            Self::InvalidValue => "invalid_value",
         }
     }
 }
@@ -179,11 +192,51 @@ pub fn validate_event(
     rules: &Rules,
     schemas: &SchemaSet,
 ) -> Result<ValidEvent, Rejection> {
+    let findings = Findings {
+        index,
+        problems: Vec::new(),
+        omitted: 0,
+    };
+    validate_value(value, findings, received_at, rules, schemas)
+}
+
+/// Validates one item of a body read by [`json::decode_body`]: its reading defects
+/// (duplicate keys, unreadable values) come first among its problems, and an item that could
+/// not be read as a value at all is rejected with them alone.
+#[allow(clippy::result_large_err)]
+pub fn validate_item(
+    item: &json::Item<'_>,
+    index: Option<usize>,
+    received_at: DateTime<Utc>,
+    rules: &Rules,
+    schemas: &SchemaSet,
+) -> Result<ValidEvent, Rejection> {
     let mut findings = Findings {
         index,
         problems: Vec::new(),
         omitted: 0,
     };
+    for defect in &item.defects {
+        findings.add(&defect.field, defect.code, defect.message.clone());
+    }
+    match &item.value {
+        Some(value) => validate_value(value, findings, received_at, rules, schemas),
+        None => Err(Rejection {
+            envelope: Envelope::default(),
+            problems: findings.problems,
+            omitted_problems: findings.omitted,
+        }),
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn validate_value(
+    value: &Value,
+    mut findings: Findings,
+    received_at: DateTime<Utc>,
+    rules: &Rules,
+    schemas: &SchemaSet,
+) -> Result<ValidEvent, Rejection> {
     let Value::Object(object) = value else {
         findings.add(
             "",

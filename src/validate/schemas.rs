@@ -151,7 +151,9 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SchemaErr
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|error| fail(error.to_string()))?;
-    serde_json::from_str(&text).map_err(|error| fail(error.to_string()))
+    // Editors on Windows may save with a byte-order mark (RFC 8259 §8.1 lets a parser skip it).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    serde_json::from_str(text).map_err(|error| fail(error.to_string()))
 }
 
 /// `data.form.first_name` style path of an instance location.

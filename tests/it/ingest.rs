@@ -777,3 +777,125 @@ async fn an_amplifying_body_gets_a_bounded_answer_and_bounded_error_rows() {
         compressed.len()
     );
 }
+
+/// Sends `body` as it is, bytes and all, to `/api/events`.
+async fn post_raw(app: &TestApp, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.endpoint("/api/events"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+fn event_text(name: &str, data: &str) -> String {
+    format!(
+        r#"{{"session_id": "s-hostile", "category": "page interaction", "name": "{name}", "data": {data}, "timestamp": "{}"}}"#,
+        chrono::Utc::now().to_rfc3339()
+    )
+}
+
+#[tokio::test]
+async fn a_lone_surrogate_costs_only_its_event_and_the_emoji_reads_back() {
+    let app = TestApp::start().await;
+    // What JSON.stringify sends for a string cut in the middle of an emoji, then a whole one.
+    let body = format!(
+        "[{}, {}]",
+        event_text("cut", r#"{"s": "\ud800"}"#),
+        event_text("whole", r#"{"s": "\ud83d\ude00"}"#)
+    );
+    let (status, answer) = post_raw(&app, body).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 1);
+    assert_eq!(answer["results"][0]["status"], "rejected");
+    let problem = &answer["results"][0]["problems"][0];
+    assert_eq!(problem["field"], "data.s");
+    assert_eq!(problem["code"], "invalid_unicode");
+    assert_eq!(problem["index"], 0);
+    let id = answer["results"][1]["event_id"].as_str().unwrap();
+    app.db.wait_for_count("SELECT count() FROM events", 1).await;
+    let (_, event) = app.get(&format!("/api/events/{id}")).await;
+    assert_eq!(event["data"]["s"], "😀");
+    // The rejected one is in `errors` with its text as sent.
+    app.db.wait_for_count("SELECT count() FROM errors", 1).await;
+    let rows: Vec<Value> = app
+        .db
+        .json_rows("SELECT item_index, raw, problem_field, problem_code FROM errors")
+        .await;
+    assert_eq!(rows[0]["item_index"], 0);
+    assert!(rows[0]["raw"].as_str().unwrap().contains(r"\ud800"));
+    assert_eq!(rows[0]["problem_field"], json!(["data.s"]));
+    assert_eq!(rows[0]["problem_code"], json!(["invalid_unicode"]));
+
+    // Alone, the cut string is an all-rejected request (400), not a malformed body.
+    let (status, answer) = post_raw(&app, event_text("cut", r#"{"s": "\ud800"}"#)).await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["code"], "all_rejected");
+    assert_eq!(answer["results"][0]["problems"][0]["field"], "data.s");
+}
+
+#[tokio::test]
+async fn a_byte_order_mark_is_ignored_and_duplicate_keys_are_rejected() {
+    let app = TestApp::start().await;
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend_from_slice(event_text("bom", r#"{"host": "h"}"#).as_bytes());
+    let (status, answer) = post_raw(&app, body.clone()).await;
+    assert_eq!(status, 202, "{answer}");
+    // Also when gzipped.
+    let response = app
+        .http
+        .post(app.endpoint("/api/events"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip(&body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+
+    let envelope = r#"{"session_id": "s-dup", "category": "page interaction", "name": "view", "name": "purchase", "data": {"host": "h"}, "timestamp": "2021-01-01T00:00:00Z"}"#;
+    let data = event_text("dup", r#"{"qty": 1, "qty": -1}"#);
+    let fine = event_text("fine", r#"{"qty": 1}"#);
+    let (status, answer) = post_raw(&app, format!("[{envelope}, {data}, {fine}]")).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 1);
+    for (index, field) in [(0, "name"), (1, "data.qty")] {
+        let result = &answer["results"][index];
+        assert_eq!(result["status"], "rejected");
+        assert_eq!(result["problems"][0]["field"], field);
+        assert_eq!(result["problems"][0]["code"], "duplicate_key");
+    }
+    assert_eq!(answer["results"][2]["status"], "accepted");
+}
+
+#[tokio::test]
+async fn only_a_body_that_is_not_json_is_refused_as_a_whole() {
+    let app = TestApp::start().await;
+    // Grammar errors anywhere, invalid UTF-8, a second BOM: not JSON.
+    for body in [
+        format!("[{}, {{]", event_text("a", r#"{"k": 1}"#)).into_bytes(),
+        b"[{\"data\": \"\xff\"}]".to_vec(),
+        b"\xEF\xBB\xBF\xEF\xBB\xBF{}".to_vec(),
+    ] {
+        let (status, answer) = post_raw(&app, body).await;
+        assert_eq!(status, 400);
+        assert_eq!(answer["code"], "malformed_json");
+    }
+    // A number no float holds is valid JSON: it costs its event only.
+    let body = format!(
+        "[{}, {}]",
+        event_text("huge", r#"{"n": 1e999}"#),
+        event_text("fine", r#"{"n": 1}"#)
+    );
+    let (status, answer) = post_raw(&app, body).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["results"][0]["problems"][0]["field"], "data.n");
+    assert_eq!(
+        answer["results"][0]["problems"][0]["code"],
+        "number_out_of_range"
+    );
+}

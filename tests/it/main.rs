@@ -6,6 +6,7 @@ mod alerts;
 mod auth;
 mod client;
 mod common;
+mod connections;
 mod dashboards;
 mod deploy;
 mod devserver;

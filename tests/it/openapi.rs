@@ -284,8 +284,49 @@ async fn the_document_describes_parameters_bodies_errors_and_keys() {
         one_of[0]["$ref"], "#/components/schemas/EventIn",
         "{one_of:?}"
     );
-    assert_eq!(one_of[1]["type"], "array");
-    assert_eq!(one_of[1]["items"]["$ref"], "#/components/schemas/EventIn");
+    assert_eq!(one_of[1]["$ref"], "#/components/schemas/EventBatch");
+    let batch = &schemas["EventBatch"];
+    assert_eq!(batch["type"], "array");
+    assert_eq!(batch["items"]["$ref"], "#/components/schemas/EventIn");
+    assert_eq!(
+        (batch["minItems"].as_u64(), batch["maxItems"].as_u64()),
+        (Some(1), Some(1000))
+    );
+    assert_eq!(schemas["EventIn"]["additionalProperties"], false);
+
+    // Every error answer is an object that ErrorBody describes: no `oneOf [null, …]` that an
+    // object cannot satisfy; the ingest summary's fields are optional properties.
+    let error_body = serde_json::to_string(&schemas["ErrorBody"]).unwrap();
+    assert!(!error_body.contains("\"null\""), "{error_body}");
+    assert_eq!(
+        schemas["ErrorBody"]["required"],
+        json!(["code", "message", "problems"]),
+        "{error_body}"
+    );
+
+    // Answers from in front of the handlers are documented on every route: the request
+    // timeout, and the key's checks where a key is needed.
+    for (path, method) in [
+        ("/api/events/{event_id}", "get"),
+        ("/api/errors", "get"),
+        ("/api/events", "post"),
+    ] {
+        let responses = &document["paths"][path][method]["responses"];
+        for status in ["401", "403", "408", "500", "503"] {
+            assert!(
+                responses[status].is_object(),
+                "{method} {path} lacks {status}"
+            );
+        }
+    }
+    assert!(document["paths"]["/healthz"]["get"]["responses"]["401"].is_null());
+    assert!(document["paths"]["/healthz"]["get"]["responses"]["408"].is_object());
+    // Empty filters are refused, and documented as such.
+    let parameters = document["paths"]["/api/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let category = parameters.iter().find(|p| p["name"] == "category").unwrap();
+    assert_eq!(category["schema"]["minLength"], 1);
 }
 
 /// The pages and every asset they load come from The Eye itself.
@@ -400,4 +441,89 @@ async fn every_example_fits_its_schema_and_the_body_example_is_accepted() {
         (Some(3), Some(0)),
         "{answer}"
     );
+}
+
+/// Sends `request` as it is on a new connection and reads the answer until the server closes
+/// the connection or 30 s have passed.
+async fn raw_exchange(addr: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "no answer within 30 s");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status line and the JSON body of a raw HTTP/1.1 answer.
+fn status_and_json(answer: &str) -> (String, Value) {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    let status = head.lines().next().unwrap().to_owned();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    (status, serde_json::from_str(body).expect("a JSON body"))
+}
+
+#[tokio::test]
+async fn every_error_answer_has_the_json_error_shape() {
+    let app = TestApp::start_with(|config| config.server.request_timeout_ms = 500).await;
+    let check = |status: u16, code: &str, response: reqwest::Response| {
+        assert_eq!(response.status().as_u16(), status);
+        let content_type = response.headers()[reqwest::header::CONTENT_TYPE].clone();
+        assert_eq!(content_type, "application/json");
+        let code = code.to_owned();
+        async move {
+            let body: the_eye_types::ErrorBody = response.json().await.expect("ErrorBody");
+            assert_eq!(body.code, code);
+            assert!(!body.message.is_empty());
+        }
+    };
+    // Routing.
+    check(
+        404,
+        "not_found",
+        app.http.get(app.endpoint("/nope")).send().await.unwrap(),
+    )
+    .await;
+    check(
+        405,
+        "method_not_allowed",
+        app.http
+            .delete(app.endpoint("/api/events"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    // A request from a browser origin nobody registered (its preflight is answered 204, so
+    // that the page can read this refusal).
+    check(
+        403,
+        "origin_not_allowed",
+        app.http
+            .post(app.endpoint("/api/events"))
+            .header("origin", "http://unknown.example")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    // The timeout layer: a body that never finishes arriving.
+    let addr = app.url.trim_start_matches("http://");
+    let request = format!(
+        "POST /api/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n[{{",
+        app.key
+    );
+    let (status, body) = status_and_json(&raw_exchange(addr, request.as_bytes()).await);
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    assert_eq!(body["code"], "request_timeout");
 }

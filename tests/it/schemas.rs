@@ -251,15 +251,7 @@ async fn schemas_reload_without_restart_and_a_broken_set_leaves_the_old_one() {
     );
     assert_eq!(app.post_events(&pageview).await.status(), 202);
 
-    let listed: Value = app
-        .http
-        .get(app.endpoint("/api/schemas"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, listed) = app.get("/api/schemas").await;
     assert_eq!(listed["unknown_event_types"], "accept");
     assert_eq!(listed["types"].as_array().unwrap().len(), 3);
     assert_eq!(listed["types"][2]["name"], "pageview");

@@ -19,16 +19,22 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(example = examples::event_in))]
+// The server refuses fields it does not know (`unknown_field`); the document says so
+// (`additionalProperties: false`).
+#[serde(deny_unknown_fields)]
 pub struct EventIn {
     /// Chosen by the client so that a retried delivery is recognised; the server assigns a
     /// UUIDv7 when it is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
     /// The application's own session identifier, 1–128 characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub session_id: String,
     /// 1–100 characters, e.g. `page interaction`.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub category: String,
     /// 1–100 characters, e.g. `pageview`.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub name: String,
     /// A non-empty JSON object; its shape may be checked by a per-type schema.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
@@ -107,13 +113,19 @@ mod error_body_schema {
         /// all. For `all_rejected`, each event's problems are in its entry of `results`.
         problems: Vec<Problem>,
         /// Problems found beyond those listed (absent when 0).
-        omitted_problems: Option<usize>,
+        #[schema(required = false)]
+        omitted_problems: usize,
+        // The ingest fields are optional, never null: utoipa would describe the flattened
+        // `Option<IngestSummary>` as `oneOf [null, …]`, which no error answer satisfies.
         /// `all_rejected` only: events accepted (0).
-        accepted: Option<usize>,
+        #[schema(required = false)]
+        accepted: usize,
         /// `all_rejected` only: events refused.
-        rejected: Option<usize>,
+        #[schema(required = false)]
+        rejected: usize,
         /// `all_rejected` only: one entry per event, in request order.
-        results: Option<Vec<ItemResult>>,
+        #[schema(required = false)]
+        results: Vec<ItemResult>,
     }
 
     impl utoipa::PartialSchema for ErrorBody {

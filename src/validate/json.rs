@@ -1,0 +1,505 @@
+//! Reading an ingest body into events, strictly and item by item.
+//!
+//! [`decode_body`] owns three rules that `serde_json::from_slice::<Value>` does not give:
+//! - **A defect inside one event costs only that event.** A string holding a lone UTF-16
+//!   surrogate escape (`"\ud800"`, what `JSON.stringify` emits for a string cut in the middle
+//!   of an emoji) or a number beyond `f64` is valid JSON grammar, but not a value The Eye can
+//!   store; such an item comes back with a [`Defect`] at the path of the bad value, and the
+//!   other items of the batch are read as usual. Only a body that is not JSON at all (a syntax
+//!   error, invalid UTF-8) is a whole-request error. The item is rejected rather than stored
+//!   with U+FFFD: a replacement character would silently change what the client sent.
+//! - **Duplicate keys** (`{"qty": 1, "qty": -1}`) are a [`Defect`] `duplicate_key` at the
+//!   repeated key's path. JSON leaves their meaning open (RFC 8259 §4), so two readers of the
+//!   same bytes could disagree about what was sent.
+//! - **A UTF-8 byte-order mark** before the JSON is ignored, as RFC 8259 §8.1 allows.
+//!
+//! One pass does it in the common case: the body is parsed straight into values, with
+//! duplicate detection in the visitor that builds each object. Only when that pass fails is
+//! the body split into its raw items (a scan that checks the grammar but not string contents
+//! or number ranges) and each item parsed on its own, so that the failure is pinned to the
+//! item, and the field, that caused it.
+
+use std::cell::RefCell;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::ProblemCode;
+
+/// The UTF-8 encoding of U+FEFF.
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
+/// `body` without a leading UTF-8 byte-order mark (RFC 8259 §8.1: a parser may ignore it).
+pub fn strip_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(BYTE_ORDER_MARK).unwrap_or(body)
+}
+
+/// Something wrong inside one item that was found while reading it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defect {
+    /// Path of the offending value in the event, e.g. `data.s` or `data.items[2]`; empty for
+    /// the item itself.
+    pub field: String,
+    pub code: ProblemCode,
+    pub message: String,
+}
+
+/// One element of the body: an event to validate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item<'a> {
+    /// The value as read; `None` when the item could not be read as a value at all (its
+    /// [`Defect`] says why).
+    pub value: Option<Value>,
+    /// The item's own text, when the value could not be built from it (for the `errors` row).
+    pub raw: Option<&'a str>,
+    /// Problems found while reading: duplicate keys, unreadable strings or numbers.
+    pub defects: Vec<Defect>,
+}
+
+/// What the body holds.
+#[derive(Debug)]
+pub enum Body<'a> {
+    /// A JSON array: a batch.
+    Batch(Vec<Item<'a>>),
+    /// A JSON object: one event.
+    Single(Item<'a>),
+    /// Valid JSON, but not an object or an array; names its type (`a number`, `null`, …).
+    Other(&'static str),
+}
+
+/// Reads `body` (a leading byte-order mark is ignored). Fails only when the body is not JSON.
+pub fn decode_body(body: &[u8]) -> Result<Body<'_>, serde_json::Error> {
+    let body = strip_bom(body);
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let fast = TopSeed
+        .deserialize(&mut deserializer)
+        .and_then(|top| deserializer.end().map(|()| top));
+    match fast {
+        Ok(top) => Ok(top),
+        Err(error) => item_by_item(body).ok_or(error),
+    }
+}
+
+/// The slow path: `None` when the body is not JSON at all.
+fn item_by_item(body: &[u8]) -> Option<Body<'_>> {
+    let raw: &RawValue = serde_json::from_slice(body).ok()?;
+    let text = raw.get();
+    if text.starts_with('[') {
+        let raws: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+        Some(Body::Batch(raws.into_iter().map(read_item).collect()))
+    } else if text.starts_with('{') {
+        Some(Body::Single(read_item(raw)))
+    } else {
+        // A lone scalar that does not read (say `"\ud800"`) is no event either way.
+        Some(Body::Other(match text.as_bytes().first() {
+            Some(b'"') => "a string",
+            _ => "a number",
+        }))
+    }
+}
+
+fn read_item(raw: &RawValue) -> Item<'_> {
+    let notes = RefCell::new(Notes::default());
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    let read = ValueSeed {
+        path: Path::Root,
+        notes: &notes,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|value| deserializer.end().map(|()| value));
+    let notes = notes.into_inner();
+    match read {
+        Ok(value) => Item {
+            value: Some(value),
+            raw: None,
+            defects: notes.defects,
+        },
+        Err(error) => {
+            let message = error.to_string();
+            let code = if message.contains("number out of range") {
+                ProblemCode::NumberOutOfRange
+            } else if message.contains("surrogate") || message.contains("escape") {
+                ProblemCode::InvalidUnicode
+            } else {
+                ProblemCode::InvalidValue
+            };
+            let field = notes.failed_at.unwrap_or_default();
+            let what = if field.is_empty() {
+                "the event".to_owned()
+            } else {
+                format!("`{field}`")
+            };
+            let message = match code {
+                ProblemCode::InvalidUnicode => format!(
+                    "{what} holds a string that is not Unicode text (a lone UTF-16 surrogate escape, as left by a string cut in the middle of a character): {message}"
+                ),
+                ProblemCode::NumberOutOfRange => format!(
+                    "{what} holds a number beyond the range of a 64-bit float: {message}"
+                ),
+                _ => format!("{what} cannot be read: {message}"),
+            };
+            Item {
+                value: None,
+                raw: Some(raw.get()),
+                defects: vec![Defect {
+                    field,
+                    code,
+                    message,
+                }],
+            }
+        }
+    }
+}
+
+/// What reading one item noticed.
+#[derive(Default)]
+struct Notes {
+    defects: Vec<Defect>,
+    /// Path of the innermost value whose reading failed (set once, by the first to fail).
+    failed_at: Option<String>,
+}
+
+/// Where a value sits in its event; a chain of borrows, so building it costs nothing and the
+/// text is only made when a problem is reported.
+#[derive(Clone, Copy)]
+enum Path<'p> {
+    Root,
+    Key(&'p Path<'p>, &'p str),
+    Index(&'p Path<'p>, usize),
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Root => Ok(()),
+            Self::Key(Self::Root, key) => f.write_str(key),
+            Self::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Self::Index(parent, index) => write!(f, "{parent}[{index}]"),
+        }
+    }
+}
+
+/// The body's top level: an array of items, one object, or anything else.
+struct TopSeed;
+
+impl<'de> DeserializeSeed<'de> for TopSeed {
+    type Value = Body<'static>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(TopVisitor)
+    }
+}
+
+struct TopVisitor;
+
+impl<'de> Visitor<'de> for TopVisitor {
+    type Value = Body<'static>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object or an array of events")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Body::Other("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Body::Other("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Body::Other("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Body::Other("a number"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Body::Other("a string"))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Body::Other("null"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element_seed(ItemSeed)? {
+            items.push(item);
+        }
+        Ok(Body::Batch(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        whole_item(|notes| {
+            ValueVisitor {
+                path: Path::Root,
+                notes,
+            }
+            .visit_map(map)
+        })
+        .map(Body::Single)
+    }
+}
+
+/// One element of a batch, with its own notes.
+struct ItemSeed;
+
+impl<'de> DeserializeSeed<'de> for ItemSeed {
+    type Value = Item<'static>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        whole_item(|notes| {
+            ValueSeed {
+                path: Path::Root,
+                notes,
+            }
+            .deserialize(deserializer)
+        })
+    }
+}
+
+/// An item read in the one pass, with the defects noted while `read` built it.
+fn whole_item<E>(
+    read: impl FnOnce(&RefCell<Notes>) -> Result<Value, E>,
+) -> Result<Item<'static>, E> {
+    let notes = RefCell::new(Notes::default());
+    let value = read(&notes)?;
+    Ok(Item {
+        value: Some(value),
+        raw: None,
+        defects: notes.into_inner().defects,
+    })
+}
+
+/// Builds a [`Value`] as `serde_json` does, noting duplicate keys and where reading failed.
+struct ValueSeed<'p, 'n> {
+    path: Path<'p>,
+    notes: &'n RefCell<Notes>,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        let path = self.path;
+        let notes = self.notes;
+        deserializer
+            .deserialize_any(ValueVisitor {
+                path: self.path,
+                notes: self.notes,
+            })
+            .inspect_err(|_| {
+                let mut notes = notes.borrow_mut();
+                if notes.failed_at.is_none() {
+                    notes.failed_at = Some(path.to_string());
+                }
+            })
+    }
+}
+
+struct ValueVisitor<'p, 'n> {
+    path: Path<'p>,
+    notes: &'n RefCell<Notes>,
+}
+
+impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        // The parser yields finite numbers only; `from` would map anything else to null.
+        Ok(Value::from(value))
+    }
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut array = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        loop {
+            let seed = ValueSeed {
+                path: Path::Index(&self.path, array.len()),
+                notes: self.notes,
+            };
+            match seq.next_element_seed(seed)? {
+                Some(value) => array.push(value),
+                None => return Ok(Value::Array(array)),
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let seed = ValueSeed {
+                path: Path::Key(&self.path, &key),
+                notes: self.notes,
+            };
+            let value = map.next_value_seed(seed)?;
+            match object.entry(key) {
+                serde_json::map::Entry::Vacant(entry) => {
+                    entry.insert(value);
+                }
+                serde_json::map::Entry::Occupied(entry) => {
+                    let field = Path::Key(&self.path, entry.key()).to_string();
+                    let message = format!(
+                        "`{}` appears more than once in this object; JSON readers disagree about which value counts, so send it once",
+                        super::truncate_chars(&field, 200)
+                    );
+                    self.notes.borrow_mut().defects.push(Defect {
+                        field,
+                        code: ProblemCode::DuplicateKey,
+                        message,
+                    });
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(body: &[u8]) -> Vec<Item<'_>> {
+        match decode_body(body).expect("JSON") {
+            Body::Batch(items) => items,
+            other => panic!("not a batch: {other:?}"),
+        }
+    }
+
+    fn single(body: &[u8]) -> Item<'_> {
+        match decode_body(body).expect("JSON") {
+            Body::Single(item) => item,
+            other => panic!("not one event: {other:?}"),
+        }
+    }
+
+    fn codes<'a>(item: &'a Item<'_>) -> Vec<(&'a str, &'a str)> {
+        item.defects
+            .iter()
+            .map(|d| (d.field.as_str(), d.code.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_surrogate_costs_only_its_item() {
+        let body = br#"[{"data": {"s": "\ud800"}}, {"data": {"s": "\ud83d\ude00"}}]"#;
+        let items = batch(body);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].value, None);
+        assert_eq!(codes(&items[0]), [("data.s", "invalid_unicode")]);
+        assert_eq!(items[0].raw, Some(r#"{"data": {"s": "\ud800"}}"#));
+        assert!(items[1].defects.is_empty());
+        assert_eq!(items[1].value.as_ref().unwrap()["data"]["s"], "😀");
+    }
+
+    #[test]
+    fn lone_surrogates_anywhere_are_pinned_to_their_path() {
+        let item = single(br#"{"data": {"list": [1, "\udc00"]}}"#);
+        assert_eq!(codes(&item), [("data.list[1]", "invalid_unicode")]);
+        // In a key, the object holding it is the place to look.
+        let item = single(br#"{"data": {"\ud800x": 1}}"#);
+        assert_eq!(codes(&item), [("data", "invalid_unicode")]);
+        let item = single(br#"{"name": "\ud83d"}"#);
+        assert_eq!(codes(&item), [("name", "invalid_unicode")]);
+        // A high surrogate followed by an escape that is not a low one.
+        let item = single(br#"{"name": "\ud83d\u0041"}"#);
+        assert_eq!(codes(&item), [("name", "invalid_unicode")]);
+    }
+
+    #[test]
+    fn a_number_beyond_f64_costs_only_its_item() {
+        let items = batch(br#"[{"data": {"n": 1e999}}, {"data": {"n": 1}}]"#);
+        assert_eq!(codes(&items[0]), [("data.n", "number_out_of_range")]);
+        assert!(items[1].value.is_some() && items[1].defects.is_empty());
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_at_their_path() {
+        let item = single(
+            br#"{"session_id": "s", "name": "view", "name": "purchase", "data": {"qty": 1, "qty": -1, "a": [{"b": 1, "b": 2}]}}"#,
+        );
+        assert_eq!(
+            codes(&item),
+            [
+                ("name", "duplicate_key"),
+                ("data.qty", "duplicate_key"),
+                ("data.a[0].b", "duplicate_key")
+            ]
+        );
+        // The first value is kept for what is reported about the rest of the event.
+        assert_eq!(item.value.unwrap()["name"], "view");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let item = single(b"\xEF\xBB\xBF{\"name\": \"x\"}");
+        assert_eq!(item.value.unwrap()["name"], "x");
+        assert_eq!(batch(b"\xEF\xBB\xBF [1]").len(), 1);
+        // Only one, and only at the start.
+        assert!(decode_body(b"\xEF\xBB\xBF\xEF\xBB\xBF{}").is_err());
+        assert!(decode_body(b" \xEF\xBB\xBF{}").is_err());
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_an_error() {
+        for body in [
+            &b"{"[..],
+            b"",
+            b"[1,]",
+            b"{\"a\": \"\\x\"}",
+            b"[{\"a\": 1}] x",
+            b"{\"a\": \"\xff\"}",
+        ] {
+            assert!(decode_body(body).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn other_top_levels_are_named() {
+        for (body, name) in [
+            (&b"null"[..], "null"),
+            (b"true", "a boolean"),
+            (b"1.5", "a number"),
+            (b"\"x\"", "a string"),
+            (b"\"\\ud800\"", "a string"),
+            (b"1e999", "a number"),
+        ] {
+            match decode_body(body) {
+                Ok(Body::Other(found)) => assert_eq!(found, name, "{body:?}"),
+                other => panic!("{body:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn values_read_as_serde_json_reads_them() {
+        let text =
+            r#"{"a": [1, -2, 3.5, true, null, "x\"y", {"b": {}}], "c": 18446744073709551615}"#;
+        let item = single(text.as_bytes());
+        let expected: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(item.value.unwrap(), expected);
+    }
+}
