@@ -7,13 +7,25 @@
 //! idempotent in SQL (a copy, an `EXCHANGE TABLES`) is preceded by a comment line
 //! `-- only if: SELECT …`: it runs only when that query returns a non-zero number, e.g. while
 //! a table still has its old sort key.
+//!
+//! Several instances may start at once against the same database. ClickHouse has no
+//! transactions, but it creates a table name atomically: of many concurrent `CREATE TABLE
+//! schema_migrations_lock`, exactly one succeeds. The instance that creates it holds the
+//! migration lock, renews a lease in it while it migrates, and drops it when done; the others
+//! wait, then find every migration recorded and apply nothing. A holder that died leaves a
+//! lease that stops being renewed: once it has expired a waiter drops the lock and takes its
+//! turn, and the `-- only if:` guards let it resume a half-applied migration. A database that
+//! is already current is checked without taking the lock.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
-use super::{Store, StoreError};
+use super::{clickhouse_code, Store, StoreError};
 
 /// One embedded migration file.
 pub struct Migration {
@@ -119,6 +131,152 @@ struct LedgerRow {
     applied_at: DateTime<Utc>,
 }
 
+/// The table whose existence is the migration lock; its rows are the holder's leases.
+const LOCK_TABLE: &str = "schema_migrations_lock";
+
+const CREATE_LOCK: &str = "CREATE TABLE schema_migrations_lock \
+    (owner String, expires_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY expires_at";
+
+/// How long a lease lasts without renewal: a holder that died blocks the others this long.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// How often the holder renews its lease, and how often a waiter looks again.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// ClickHouse's code for "table already exists": another instance holds the lock.
+const TABLE_ALREADY_EXISTS: u32 = 57;
+
+/// The migration lock while this process holds it; [`MigrationLock::release`] drops it.
+struct MigrationLock {
+    store: Store,
+    owner: String,
+    renewal: CancellationToken,
+}
+
+impl MigrationLock {
+    /// Waits until this process holds the lock. The lease is computed by the server's clock
+    /// (`now64()`), so the instances' clocks need not agree.
+    async fn acquire(store: &Store) -> Result<Self, StoreError> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let client = store.client();
+        let mut waited_since = tokio::time::Instant::now();
+        loop {
+            match client.query(CREATE_LOCK).execute().await {
+                Ok(()) => break,
+                Err(clickhouse::error::Error::BadResponse(text))
+                    if clickhouse_code(&text) == Some(TABLE_ALREADY_EXISTS) => {}
+                Err(error) => return Err(error.into()),
+            }
+            if Self::expired(store).await? {
+                tracing::warn!(
+                    lease_secs = LEASE.as_secs(),
+                    "the migration lock's lease expired (its holder died?); taking it over"
+                );
+                client
+                    .query("DROP TABLE IF EXISTS schema_migrations_lock SYNC")
+                    .execute()
+                    .await?;
+                continue;
+            }
+            if waited_since.elapsed() > Duration::from_secs(30) {
+                tracing::info!("waiting for another instance to finish migrating");
+                waited_since = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+        Self::renew(store, &owner).await?;
+        let renewal = CancellationToken::new();
+        let (renewing, store_copy, owner_copy) = (renewal.clone(), store.clone(), owner.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = renewing.cancelled() => return,
+                    () = tokio::time::sleep(RENEW_EVERY) => {}
+                }
+                if let Err(error) = Self::renew(&store_copy, &owner_copy).await {
+                    tracing::warn!(%error, "could not renew the migration lock's lease");
+                }
+            }
+        });
+        Ok(Self {
+            store: store.clone(),
+            owner,
+            renewal,
+        })
+    }
+
+    async fn renew(store: &Store, owner: &str) -> Result<(), StoreError> {
+        store
+            .client()
+            .query(
+                "INSERT INTO schema_migrations_lock \
+                 SELECT {owner:String}, now64(3) + toIntervalMillisecond({lease_ms:UInt64})",
+            )
+            .param("owner", owner)
+            .param("lease_ms", LEASE.as_millis() as u64)
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the lock's lease has run out: the latest lease written, or when none was
+    /// written yet (the holder died between creating the table and its first lease), the
+    /// table's creation plus [`LEASE`], is in the past.
+    async fn expired(store: &Store) -> Result<bool, StoreError> {
+        let expired = store
+            .client()
+            .query(
+                "SELECT toUInt8(ifNull(if((SELECT count() FROM schema_migrations_lock) > 0, \
+                    (SELECT max(expires_at) FROM schema_migrations_lock), \
+                    (SELECT max(toDateTime64(metadata_modification_time, 3, 'UTC')) \
+                     + toIntervalMillisecond({lease_ms:UInt64}) FROM system.tables \
+                     WHERE database = currentDatabase() AND name = {lock:String}) \
+                 ) < now64(3), 0))",
+            )
+            .param("lease_ms", LEASE.as_millis() as u64)
+            .param("lock", LOCK_TABLE)
+            .fetch_one::<u8>()
+            .await;
+        match expired {
+            Ok(expired) => Ok(expired == 1),
+            // Released between our CREATE and this look: not expired, try again.
+            Err(clickhouse::error::Error::BadResponse(text))
+                if clickhouse_code(&text) == Some(60) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Stops renewing and drops the lock, unless a waiter took it over after our lease
+    /// expired (then it is theirs to drop).
+    async fn release(self) -> Result<(), StoreError> {
+        self.renewal.cancel();
+        let client = self.store.client();
+        let holder = client
+            .query("SELECT argMax(owner, expires_at) FROM schema_migrations_lock")
+            .fetch_one::<String>()
+            .await;
+        match holder {
+            Ok(holder) if holder == self.owner => {
+                client
+                    .query("DROP TABLE IF EXISTS schema_migrations_lock SYNC")
+                    .execute()
+                    .await?;
+            }
+            Ok(holder) => {
+                tracing::warn!(%holder, "the migration lock was taken over while this instance held it");
+            }
+            Err(clickhouse::error::Error::BadResponse(text))
+                if clickhouse_code(&text) == Some(60) => {}
+            Err(error) => return Err(error.into()),
+        }
+        Ok(())
+    }
+}
+
 impl Store {
     /// Creates the database if missing and applies every pending migration; returns the
     /// versions it applied.
@@ -137,12 +295,26 @@ impl Store {
             .await?;
         let client = self.client();
         client.query(CREATE_LEDGER).execute().await?;
+        if self.pending(last).await?.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lock = MigrationLock::acquire(self).await?;
+        let applied = self.apply_pending(last).await;
+        let released = lock.release().await;
+        let applied = applied?;
+        released?;
+        Ok(applied)
+    }
+
+    /// The migrations numbered `last` or lower that the ledger lacks; an error when one that
+    /// it records differs from this binary's.
+    async fn pending(&self, last: u32) -> Result<Vec<&'static Migration>, StoreError> {
         let applied = self.applied_migrations().await?;
-        let mut newly_applied = Vec::new();
+        let mut pending = Vec::new();
         for migration in MIGRATIONS.iter().filter(|m| m.version <= last) {
             let embedded = migration.checksum();
-            if let Some(recorded) = applied.iter().find(|m| m.version == migration.version) {
-                if recorded.checksum != embedded {
+            match applied.iter().find(|m| m.version == migration.version) {
+                Some(recorded) if recorded.checksum != embedded => {
                     return Err(StoreError::MigrationChanged {
                         version: migration.version,
                         name: migration.name,
@@ -150,8 +322,20 @@ impl Store {
                         embedded,
                     });
                 }
-                continue;
+                Some(_) => {}
+                None => pending.push(migration),
             }
+        }
+        Ok(pending)
+    }
+
+    /// Applies the pending migrations; the caller holds the migration lock, so the ledger
+    /// is read again under it (another instance may have applied them while we waited).
+    async fn apply_pending(&self, last: u32) -> Result<Vec<u32>, StoreError> {
+        let client = self.client();
+        let mut newly_applied = Vec::new();
+        for migration in self.pending(last).await? {
+            let embedded = migration.checksum();
             for statement in migration.statements() {
                 if let Some(condition) = statement.only_if {
                     if client.query(condition).fetch_one::<u64>().await? == 0 {
