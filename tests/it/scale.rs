@@ -1,11 +1,19 @@
 //! Several instances of The Eye on one database (issue 13): instances started together
-//! migrate it once.
+//! migrate it once; instances behind a rotating client, one of them killed and restarted,
+//! store every accepted event once.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use serde_json::{json, Value};
 use the_eye::store::migrations::MIGRATIONS;
+use tokio::time::Instant;
+use uuid::Uuid;
 
-use crate::common::TestDb;
+use crate::common::{provision, test_config, TestDb};
+use crate::spool::{metric, Child};
 
 /// `the-eye migrate` on `db`, as a child process.
 fn migrate_process(db: &TestDb) -> tokio::process::Child {
@@ -152,4 +160,138 @@ async fn a_live_migration_lock_makes_others_wait() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     assert_migrated_once(&db).await;
+}
+
+/// A batch of `size` events with ids chosen by the client, so that it can retry them through
+/// another instance.
+fn batch(session: &str, size: usize) -> Vec<Value> {
+    (0..size)
+        .map(|i| {
+            json!({
+                "event_id": Uuid::now_v7(),
+                "session_id": session,
+                "category": "page interaction",
+                "name": format!("e{i}"),
+                "data": {"host": "example.com", "path": "/"},
+                "timestamp": "2024-05-01T10:00:00Z",
+            })
+        })
+        .collect()
+}
+
+/// Three instances, each with its own spool, behind a client that rotates between them and
+/// retries a failed batch through the next one. One instance is killed with SIGKILL mid-run
+/// and restarted on its spool: every event answered 202 is stored, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_one_killed_and_restarted_store_every_accepted_event_once() {
+    let db = TestDb::new().await;
+    let config = test_config(&db);
+    let (_, _, key) = provision(&db, &config, Some(1_000_000)).await;
+    let spools: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut instances = Vec::new();
+    for spool in &spools {
+        instances.push(Child::start(&db, spool.path(), &key, &[]).await);
+    }
+    let urls = Arc::new(RwLock::new(
+        instances
+            .iter()
+            .map(|child| child.url.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let accepted = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let http = instances[0].http.clone();
+    let mut senders = Vec::new();
+    for worker in 0..6 {
+        let (urls, accepted, stop, http) =
+            (urls.clone(), accepted.clone(), stop.clone(), http.clone());
+        senders.push(tokio::spawn(async move {
+            let mut turn = worker;
+            while !stop.load(Ordering::Relaxed) {
+                let events = batch(&format!("s-{worker}-{turn}"), 20);
+                // A batch that fails goes to the next instance, as a load balancer's client
+                // retries; a few tries are plenty with two instances always up.
+                for _ in 0..6 {
+                    turn += 1;
+                    let url = {
+                        let urls = urls.read().unwrap();
+                        format!("{}/api/events", urls[turn % urls.len()])
+                    };
+                    let Ok(response) = http.post(&url).json(&events).send().await else {
+                        continue;
+                    };
+                    if response.status() != 202 {
+                        continue;
+                    }
+                    let Ok(answer) = response.json::<Value>().await else {
+                        continue;
+                    };
+                    let mut accepted = accepted.lock().unwrap();
+                    for result in answer["results"].as_array().unwrap() {
+                        accepted.insert(result["event_id"].as_str().unwrap().to_owned());
+                    }
+                    break;
+                }
+            }
+        }));
+    }
+    let wait_for = |target: usize| {
+        let accepted = accepted.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while accepted.lock().unwrap().len() < target {
+                assert!(Instant::now() < deadline, "the load stalled below {target}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(2_000).await;
+    instances[1].process.kill().await.unwrap();
+    let at_kill = accepted.lock().unwrap().len();
+    wait_for(at_kill + 2_000).await;
+    instances[1] = Child::start(&db, spools[1].path(), &key, &[]).await;
+    urls.write().unwrap()[1] = instances[1].url.clone();
+    let at_restart = accepted.lock().unwrap().len();
+    wait_for(at_restart + 2_000).await;
+    stop.store(true, Ordering::Relaxed);
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let accepted: Vec<String> = accepted.lock().unwrap().iter().cloned().collect();
+    let restarted_served = metric(
+        &instances[1].metrics().await,
+        "the_eye_rows_inserted_total{table=\"events\"}",
+    );
+    assert!(
+        restarted_served > 0.0,
+        "the restarted instance took no load"
+    );
+
+    let stored = |final_: &'static str| {
+        let (db, accepted) = (&db, &accepted);
+        async move {
+            db.client()
+                .query(&format!(
+                    "SELECT count(), uniqExact(event_id) FROM events {final_} WHERE toString(event_id) IN {{ids:Array(String)}}"
+                ))
+                .param("ids", accepted)
+                .fetch_one::<(u64, u64)>()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stored("FINAL").await.1 < accepted.len() as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (rows, unique) = stored("FINAL").await;
+    assert_eq!(unique, accepted.len() as u64, "accepted events missing");
+    assert_eq!(rows, unique, "an accepted event is stored twice");
+    let (all_rows, all_unique) = db
+        .client()
+        .query("SELECT count(), uniqExact(event_id) FROM events FINAL")
+        .fetch_one::<(u64, u64)>()
+        .await
+        .unwrap();
+    assert_eq!(all_rows, all_unique, "some event is stored twice");
 }
