@@ -340,6 +340,11 @@ pub struct AuthConfig {
     /// Events per second an application may send unless its record says otherwise.
     /// Default 1,000.
     pub default_rate_per_second: u32,
+    /// How often each instance announces itself in the `instances` table and counts the
+    /// live ones, in milliseconds. Each instance enforces rate / live count of every
+    /// application's rate, so the rate holds for the whole deployment; an instance is live
+    /// while its last heartbeat is younger than three intervals. Default 2,000.
+    pub instance_heartbeat_ms: u64,
     /// Events an application may send at once unless its record says otherwise; must hold a
     /// full request (`ingest.max_batch_events`). Default 2,000.
     pub default_burst: u32,
@@ -357,6 +362,7 @@ impl Default for AuthConfig {
             max_lookups_per_second: 20,
             lookup_timeout_ms: 500,
             default_rate_per_second: 1_000,
+            instance_heartbeat_ms: 2_000,
             default_burst: 2_000,
             demo_application: true,
             demo_origins: Vec::new(),
@@ -438,6 +444,10 @@ impl Config {
         }
         positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
         positive("auth.refresh_interval_ms", self.auth.refresh_interval_ms)?;
+        positive(
+            "auth.instance_heartbeat_ms",
+            self.auth.instance_heartbeat_ms,
+        )?;
         positive("auth.lookup_timeout_ms", self.auth.lookup_timeout_ms)?;
         positive(
             "auth.max_lookups_per_second",

@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod fixture;
+pub mod instances;
 pub mod migrations;
 pub mod read;
 pub mod rows;

@@ -295,3 +295,116 @@ async fn three_instances_one_killed_and_restarted_store_every_accepted_event_onc
         .unwrap();
     assert_eq!(all_rows, all_unique, "some event is stored twice");
 }
+
+/// Three instances share one application's 1,000 events/s while clients spread 3,000
+/// events/s evenly over them: the deployment accepts about 1,000/s (± 20%). When one
+/// instance is killed, the two left each take half within the liveness window (three
+/// heartbeats), and the deployment still accepts about 1,000/s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_one_rate_limit() {
+    const RATE: f64 = 1_000.0;
+    const HEARTBEAT_MS: u64 = 300;
+    let db = TestDb::new().await;
+    let config = test_config(&db);
+    let (_, _, key) = provision(&db, &config, Some(RATE as u32)).await;
+    let spools: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let heartbeat = HEARTBEAT_MS.to_string();
+    let env = [
+        ("THE_EYE_AUTH_INSTANCE_HEARTBEAT_MS", heartbeat.as_str()),
+        ("THE_EYE_INGEST_MAX_BATCH_EVENTS", "100"),
+    ];
+    let mut instances = Vec::new();
+    for spool in &spools {
+        instances.push(Child::start(&db, spool.path(), &key, &env).await);
+    }
+    // Until every instance has counted all three.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db
+        .count("SELECT uniqExact(instance_id) FROM instances WHERE heartbeat_at > now64(3) - INTERVAL 1 SECOND")
+        .await
+        < 3
+    {
+        assert!(Instant::now() < deadline, "no heartbeats");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2 * HEARTBEAT_MS)).await;
+
+    let urls: Vec<String> = instances.iter().map(|child| child.url.clone()).collect();
+    let start = Instant::now();
+    // (when, instance, events accepted) of every 202.
+    let log = Arc::new(Mutex::new(Vec::<(Duration, usize, u64)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for worker in 0..6 {
+        let (urls, log, stop, http) = (
+            urls.clone(),
+            log.clone(),
+            stop.clone(),
+            instances[0].http.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            // 10 events every 20 ms: 500 events/s per worker, 3,000 in all.
+            let mut ticks = tokio::time::interval(Duration::from_millis(20));
+            let mut turn = worker;
+            while !stop.load(Ordering::Relaxed) {
+                ticks.tick().await;
+                turn += 1;
+                let instance = turn % urls.len();
+                let url = format!("{}/api/events", urls[instance]);
+                let events = batch(&format!("s-{worker}"), 10);
+                let Ok(response) = http.post(&url).json(&events).send().await else {
+                    continue;
+                };
+                if response.status() == 202 {
+                    log.lock().unwrap().push((start.elapsed(), instance, 10));
+                }
+            }
+        }));
+    }
+    // Accepted events per second in [from, to), in all and per instance.
+    let rate = |from: Duration, to: Duration| {
+        let log = log.lock().unwrap();
+        let seconds = (to - from).as_secs_f64();
+        let mut per_instance = [0.0; 3];
+        for (when, instance, events) in log.iter() {
+            if *when >= from && *when < to {
+                per_instance[*instance] += *events as f64 / seconds;
+            }
+        }
+        (per_instance.iter().sum::<f64>(), per_instance)
+    };
+    let secs = Duration::from_secs_f64;
+    // The first second spends the buckets' bursts.
+    tokio::time::sleep_until(start + secs(3.5)).await;
+    let (together, shares_before) = rate(secs(1.5), secs(3.5));
+    instances[2].process.kill().await.unwrap();
+    let killed_at = start.elapsed();
+    // Three heartbeats for the dead one to drop out, one more for the others to count, and
+    // half a second for the new, larger bursts.
+    let settled = killed_at + Duration::from_millis(4 * HEARTBEAT_MS) + secs(0.5);
+    tokio::time::sleep_until(start + settled + secs(2.0)).await;
+    stop.store(true, Ordering::Relaxed);
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let (after, shares_after) = rate(settled, settled + secs(2.0));
+    let within = |measured: f64| (measured - RATE).abs() <= RATE * 0.2;
+    assert!(
+        within(together),
+        "three instances accepted {together:.0}/s ({shares_before:?})"
+    );
+    assert!(
+        within(after),
+        "two instances accepted {after:.0}/s ({shares_after:?})"
+    );
+    for survivor in 0..2 {
+        assert!(
+            shares_after[survivor] > shares_before[survivor] * 1.25,
+            "instance {survivor}'s share did not grow: {shares_before:?} → {shares_after:?}"
+        );
+    }
+    eprintln!(
+        "accepted {together:.0}/s with three instances {shares_before:.0?}, \
+         {after:.0}/s with two {shares_after:.0?}"
+    );
+}
