@@ -118,6 +118,10 @@ pub struct ClickHouseConfig {
     pub lz4: bool,
     /// Apply pending migrations when `serve` starts. Default true.
     pub migrate_on_start: bool,
+    /// Name of the ClickHouse cluster (`remote_servers`) to create the tables on, with
+    /// replicated engines and `Distributed` tables over them; empty (the default) means one
+    /// server. Letters, digits and `_` only.
+    pub cluster: String,
     /// Data directory of the embedded development server. Default `data/clickhouse`.
     pub devserver_data_dir: PathBuf,
     /// Start script of the embedded development server. Default: the one in this source tree.
@@ -136,6 +140,7 @@ impl Default for ClickHouseConfig {
             password: Secret::default(),
             lz4: true,
             migrate_on_start: true,
+            cluster: String::new(),
             devserver_data_dir: PathBuf::from("data/clickhouse"),
             devserver_script: crate::devserver::DevServer::default_script(),
             devserver_start_timeout_ms: 600_000,
@@ -448,6 +453,17 @@ impl Config {
             "auth.instance_heartbeat_ms",
             self.auth.instance_heartbeat_ms,
         )?;
+        let cluster = &self.clickhouse.cluster;
+        if cluster.len() > 64
+            || !cluster
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(ConfigError::Invalid {
+                setting: "clickhouse.cluster",
+                message: "must be at most 64 letters, digits and `_`".to_owned(),
+            });
+        }
         positive("auth.lookup_timeout_ms", self.auth.lookup_timeout_ms)?;
         positive(
             "auth.max_lookups_per_second",
@@ -577,5 +593,12 @@ mod tests {
             assert!(error.contains("pipeline.flush_interval_ms"), "{error}");
             Ok(())
         });
+        let mut config = Config::default();
+        config.clickhouse.cluster = "prod_cluster_2".to_owned();
+        assert!(config.validate().is_ok());
+        // The name is written into `ON CLUSTER` statements: nothing but an identifier passes.
+        config.clickhouse.cluster = "c; DROP DATABASE x".to_owned();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("clickhouse.cluster"), "{error}");
     }
 }

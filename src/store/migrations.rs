@@ -36,12 +36,16 @@ pub struct Migration {
 
 macro_rules! migration {
     ($version:literal, $name:literal) => {
+        migration!($version, "", $name)
+    };
+    ($version:literal, $dir:literal, $name:literal) => {
         Migration {
             version: $version,
             name: $name,
             sql: include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/clickhouse/migrations/",
+                $dir,
                 $name,
                 ".sql"
             )),
@@ -58,6 +62,27 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_events_identity"),
     migration!(10, "0010_instances"),
 ];
+
+/// The migrations of cluster mode (`clickhouse.cluster`), from `clickhouse/migrations/cluster/`:
+/// the same tables, created `ON CLUSTER {cluster}` with replicated engines and `Distributed`
+/// tables over the sharded ones. A cluster starts from the current layout, so migration 1
+/// already has migration 4's sort key and 4 has nothing left to do. Every statement runs
+/// with `{cluster}` replaced by the setting, which the configuration allows only letters,
+/// digits and `_` (an identifier cannot be a query parameter in `ON CLUSTER`).
+pub const CLUSTER_MIGRATIONS: &[Migration] = &[
+    migration!(1, "cluster/", "0001_events"),
+    migration!(2, "cluster/", "0002_errors"),
+    migration!(3, "cluster/", "0003_applications"),
+    migration!(10, "cluster/", "0010_instances"),
+];
+
+/// `sql` for the mode: `{cluster}` replaced by the cluster's name.
+pub fn for_cluster(sql: &str, cluster: Option<&str>) -> String {
+    match cluster {
+        Some(name) => sql.replace("{cluster}", name),
+        None => sql.to_owned(),
+    }
+}
 
 /// One statement of a migration, and the condition it runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +148,19 @@ struct AppliedMigration {
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
     (version UInt32, name String, checksum String, applied_at DateTime64(6, 'UTC')) \
     ENGINE = ReplacingMergeTree ORDER BY version";
+/// The ledger of cluster mode: one copy on every host, so any host answers what is applied.
+const CREATE_CLUSTER_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations ON CLUSTER {cluster} \
+    (version UInt32, name String, checksum String, applied_at DateTime64(6, 'UTC')) \
+    ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/{database}/{table}', '{replica}') \
+    ORDER BY version";
+
+/// Every statement outside the migration files, in both modes, for the test that parses
+/// them: (single server, cluster).
+pub const SCHEMA_STATEMENTS: [(&str, &str); 3] = [
+    (CREATE_LEDGER, CREATE_CLUSTER_LEDGER),
+    (CREATE_LOCK, CREATE_CLUSTER_LOCK),
+    (DROP_LOCK, DROP_CLUSTER_LOCK),
+];
 
 #[derive(Row, serde::Serialize)]
 struct LedgerRow {
@@ -136,8 +174,17 @@ struct LedgerRow {
 /// The table whose existence is the migration lock; its rows are the holder's leases.
 const LOCK_TABLE: &str = "schema_migrations_lock";
 
+/// The lock; on a cluster, created on every host at once (the distributed DDL queue orders
+/// concurrent creates, so one wins everywhere) and replicated, so every host sees the lease.
 const CREATE_LOCK: &str = "CREATE TABLE schema_migrations_lock \
     (owner String, expires_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY expires_at";
+const CREATE_CLUSTER_LOCK: &str = "CREATE TABLE schema_migrations_lock ON CLUSTER {cluster} \
+    (owner String, expires_at DateTime64(3, 'UTC')) \
+    ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/{database}/{table}', '{replica}') \
+    ORDER BY expires_at";
+const DROP_LOCK: &str = "DROP TABLE IF EXISTS schema_migrations_lock SYNC";
+const DROP_CLUSTER_LOCK: &str =
+    "DROP TABLE IF EXISTS schema_migrations_lock ON CLUSTER {cluster} SYNC";
 
 /// How long a lease lasts without renewal: a holder that died blocks the others this long.
 const LEASE: Duration = Duration::from_secs(30);
@@ -164,7 +211,8 @@ impl MigrationLock {
         let client = store.client();
         let mut waited_since = tokio::time::Instant::now();
         loop {
-            match client.query(CREATE_LOCK).execute().await {
+            let create = store.for_mode(CREATE_LOCK, CREATE_CLUSTER_LOCK);
+            match client.query(&create).execute().await {
                 Ok(()) => break,
                 Err(clickhouse::error::Error::BadResponse(text))
                     if clickhouse_code(&text) == Some(TABLE_ALREADY_EXISTS) => {}
@@ -176,7 +224,7 @@ impl MigrationLock {
                     "the migration lock's lease expired (its holder died?); taking it over"
                 );
                 client
-                    .query("DROP TABLE IF EXISTS schema_migrations_lock SYNC")
+                    .query(&store.for_mode(DROP_LOCK, DROP_CLUSTER_LOCK))
                     .execute()
                     .await?;
                 continue;
@@ -264,7 +312,7 @@ impl MigrationLock {
         match holder {
             Ok(holder) if holder == self.owner => {
                 client
-                    .query("DROP TABLE IF EXISTS schema_migrations_lock SYNC")
+                    .query(&self.store.for_mode(DROP_LOCK, DROP_CLUSTER_LOCK))
                     .execute()
                     .await?;
             }
@@ -280,6 +328,22 @@ impl MigrationLock {
 }
 
 impl Store {
+    /// The migrations of this store's mode.
+    pub fn migrations(&self) -> &'static [Migration] {
+        match self.cluster() {
+            Some(_) => CLUSTER_MIGRATIONS,
+            None => MIGRATIONS,
+        }
+    }
+
+    /// `single` on one server, `cluster` with `{cluster}` replaced on a cluster.
+    fn for_mode(&self, single: &str, cluster: &str) -> String {
+        match self.cluster() {
+            Some(_) => for_cluster(cluster, self.cluster()),
+            None => single.to_owned(),
+        }
+    }
+
     /// Creates the database if missing and applies every pending migration; returns the
     /// versions it applied.
     pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
@@ -289,14 +353,21 @@ impl Store {
     /// Applies the pending migrations numbered `last` or lower: how a test prepares the
     /// database that a migration finds in the field, to check the migration on real rows.
     pub async fn migrate_up_to(&self, last: u32) -> Result<Vec<u32>, StoreError> {
+        let create_database = self.for_mode(
+            "CREATE DATABASE IF NOT EXISTS {db:Identifier}",
+            "CREATE DATABASE IF NOT EXISTS {db:Identifier} ON CLUSTER {cluster}",
+        );
         self.inner
             .client
-            .query("CREATE DATABASE IF NOT EXISTS {db:Identifier}")
+            .query(&create_database)
             .param("db", &self.inner.database)
             .execute()
             .await?;
         let client = self.client();
-        client.query(CREATE_LEDGER).execute().await?;
+        client
+            .query(&self.for_mode(CREATE_LEDGER, CREATE_CLUSTER_LEDGER))
+            .execute()
+            .await?;
         if self.pending(last).await?.is_empty() {
             return Ok(Vec::new());
         }
@@ -313,7 +384,7 @@ impl Store {
     async fn pending(&self, last: u32) -> Result<Vec<&'static Migration>, StoreError> {
         let applied = self.applied_migrations().await?;
         let mut pending = Vec::new();
-        for migration in MIGRATIONS.iter().filter(|m| m.version <= last) {
+        for migration in self.migrations().iter().filter(|m| m.version <= last) {
             let embedded = migration.checksum();
             match applied.iter().find(|m| m.version == migration.version) {
                 Some(recorded) if recorded.checksum != embedded => {
@@ -349,7 +420,10 @@ impl Store {
                         continue;
                     }
                 }
-                client.query(statement.sql).execute().await?;
+                client
+                    .query(&for_cluster(statement.sql, self.cluster()))
+                    .execute()
+                    .await?;
             }
             let mut ledger = client.insert::<LedgerRow>("schema_migrations").await?;
             ledger
@@ -374,8 +448,9 @@ impl Store {
     /// Compares the database's ledger with the embedded migrations.
     pub async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
         let applied = self.applied_migrations().await?;
-        let latest = MIGRATIONS.last().map_or(0, |m| m.version);
-        let applied = MIGRATIONS
+        let latest = self.migrations().last().map_or(0, |m| m.version);
+        let applied = self
+            .migrations()
             .iter()
             .map(|m| m.version)
             .take_while(|version| applied.iter().any(|m| m.version == *version))
@@ -423,6 +498,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn cluster_migrations_create_every_table_on_the_cluster_with_replicated_engines() {
+        let mut versions = Vec::new();
+        for migration in CLUSTER_MIGRATIONS {
+            versions.push(migration.version);
+            assert!(MIGRATIONS.iter().any(|m| m.version == migration.version));
+            for statement in migration.statements() {
+                assert!(statement.only_if.is_none(), "{statement:?}");
+                assert!(
+                    statement.sql.contains(" ON CLUSTER {cluster}"),
+                    "{statement:?}"
+                );
+                assert!(
+                    statement.sql.contains("ENGINE = Replicated")
+                        || statement.sql.contains("ENGINE = Distributed({cluster}"),
+                    "{statement:?}"
+                );
+                assert!(!for_cluster(statement.sql, Some("c")).contains("{cluster}"));
+            }
+        }
+        assert_eq!(
+            versions.last(),
+            MIGRATIONS.last().map(|m| m.version).as_ref(),
+            "cluster mode reaches the same schema version"
+        );
     }
 
     #[test]

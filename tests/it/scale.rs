@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use the_eye::store::migrations::MIGRATIONS;
+use the_eye::store::migrations::{for_cluster, CLUSTER_MIGRATIONS, MIGRATIONS, SCHEMA_STATEMENTS};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -406,5 +406,42 @@ async fn three_instances_share_one_rate_limit() {
     eprintln!(
         "accepted {together:.0}/s with three instances {shares_before:.0?}, \
          {after:.0}/s with two {shares_after:.0?}"
+    );
+}
+
+/// Cluster mode's DDL cannot run on one server (replicated engines need ClickHouse Keeper,
+/// `ON CLUSTER` a distributed DDL queue, `Distributed` a cluster in `remote_servers`, which
+/// the devserver's chDB has none of): every statement is parsed by the engine itself.
+#[tokio::test]
+async fn every_cluster_statement_parses() {
+    let db = TestDb::new().await;
+    let mut statements: Vec<String> = CLUSTER_MIGRATIONS
+        .iter()
+        .flat_map(|migration| migration.statements())
+        .map(|statement| for_cluster(statement.sql, Some("the_eye_cluster")))
+        .collect();
+    statements.extend(
+        SCHEMA_STATEMENTS
+            .iter()
+            .flat_map(|(single, cluster)| [single.to_string(), for_cluster(cluster, Some("c"))]),
+    );
+    assert!(statements.len() > 10);
+    for statement in &statements {
+        let ast = db
+            .client()
+            .query(&format!("EXPLAIN AST {statement}"))
+            .fetch_all::<String>()
+            .await
+            .unwrap_or_else(|error| panic!("{error}: {statement}"));
+        assert!(!ast.is_empty(), "{statement}");
+    }
+    // The setting cluster-mode inserts carry exists under this name.
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count() FROM system.settings WHERE name = '{}'",
+            the_eye::store::DISTRIBUTED_FOREGROUND_INSERT
+        ))
+        .await,
+        1
     );
 }
