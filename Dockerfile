@@ -23,8 +23,12 @@ FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin the-eye
+ && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin the-eye \
+ && mkdir -p /var/lib/the-eye/spool \
+ && chown -R the-eye:the-eye /var/lib/the-eye
 COPY --from=build /usr/local/bin/the-eye /usr/local/bin/the-eye
+# The spool directory exists and belongs to the-eye, so that a named volume mounted there
+# (docker-compose.cluster.yml) starts writable.
 # The payload schemas; mount another directory here (and send SIGHUP) to change them.
 COPY schemas /etc/the-eye/schemas
 USER the-eye:the-eye
