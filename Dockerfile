@@ -26,6 +26,8 @@ RUN apt-get update \
  && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin the-eye \
  && install -d -o the-eye -g the-eye /var/lib/the-eye/spool
 COPY --from=build /usr/local/bin/the-eye /usr/local/bin/the-eye
+# The spool directory exists and belongs to the-eye, so that a named volume mounted there
+# (docker-compose.cluster.yml) starts writable.
 # The payload schemas; mount another directory here (and send SIGHUP) to change them.
 COPY schemas /etc/the-eye/schemas
 USER the-eye:the-eye

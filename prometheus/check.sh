@@ -2,8 +2,8 @@
 # Static checks of the monitoring and deployment files, run by scripts/test:
 #   - Prometheus: the scrape config (with the rule files it names), the alert rules, and
 #     the alerts' unit tests (prometheus/alerts.test.yml);
-#   - docker-compose.yml: parsed and validated by docker-compose;
-#   - ClickHouse server config fragments: well-formed XML.
+#   - docker-compose.yml and docker-compose.cluster.yml: parsed and validated by docker-compose;
+#   - ClickHouse server and Keeper config fragments: well-formed XML.
 # The Grafana dashboards and the metric names used by alerts and dashboards are checked by
 # the Rust integration tests (tests/it/dashboards.rs, tests/it/alerts.rs), against a live
 # /metrics and a seeded ClickHouse.
@@ -25,15 +25,19 @@ require docker-compose "apt-get install docker-compose"
 require python3 "apt-get install python3"
 
 promtool check config prometheus/prometheus.yml
+promtool check config prometheus/prometheus.cluster.yml
 promtool check rules prometheus/alerts.yml
 promtool test rules prometheus/alerts.test.yml
 
 echo "Checking docker-compose.yml"
 docker-compose -f docker-compose.yml config --quiet
 echo "  SUCCESS"
+echo "Checking docker-compose.cluster.yml"
+docker-compose -f docker-compose.cluster.yml config --quiet
+echo "  SUCCESS"
 
-echo "Checking clickhouse/server-config/*.xml"
-python3 - clickhouse/server-config/*.xml <<'PY'
+echo "Checking clickhouse/server-config/*.xml clickhouse/cluster/*.xml"
+python3 - clickhouse/server-config/*.xml clickhouse/cluster/*.xml <<'PY'
 import sys
 import xml.etree.ElementTree as ElementTree
 

@@ -137,6 +137,10 @@ pub struct ClickHouseConfig {
     pub lz4: bool,
     /// Apply pending migrations when `serve` starts. Default true.
     pub migrate_on_start: bool,
+    /// Name of the ClickHouse cluster (`remote_servers`) to create the tables on, with
+    /// replicated engines and `Distributed` tables over them; empty (the default) means one
+    /// server. Letters, digits and `_` only.
+    pub cluster: String,
     /// Data directory of the embedded development server. Default `data/clickhouse`.
     pub devserver_data_dir: PathBuf,
     /// Start script of the embedded development server. Default: the one in this source tree.
@@ -155,6 +159,7 @@ impl Default for ClickHouseConfig {
             password: Secret::default(),
             lz4: true,
             migrate_on_start: true,
+            cluster: String::new(),
             devserver_data_dir: PathBuf::from("data/clickhouse"),
             devserver_script: crate::devserver::DevServer::default_script(),
             devserver_start_timeout_ms: 600_000,
@@ -359,6 +364,11 @@ pub struct AuthConfig {
     /// Events per second an application may send unless its record says otherwise.
     /// Default 1,000.
     pub default_rate_per_second: u32,
+    /// How often each instance announces itself in the `instances` table and counts the
+    /// live ones, in milliseconds. Each instance enforces rate / live count of every
+    /// application's rate, so the rate holds for the whole deployment; an instance is live
+    /// while its last heartbeat is younger than three intervals. Default 2,000.
+    pub instance_heartbeat_ms: u64,
     /// Events an application may send at once unless its record says otherwise; must hold a
     /// full request (`ingest.max_batch_events`). Default 2,000.
     pub default_burst: u32,
@@ -376,6 +386,7 @@ impl Default for AuthConfig {
             max_lookups_per_second: 20,
             lookup_timeout_ms: 500,
             default_rate_per_second: 1_000,
+            instance_heartbeat_ms: 2_000,
             default_burst: 2_000,
             demo_application: true,
             demo_origins: Vec::new(),
@@ -466,6 +477,21 @@ impl Config {
             self.server.keep_alive_timeout_ms,
         )?;
         positive("auth.refresh_interval_ms", self.auth.refresh_interval_ms)?;
+        positive(
+            "auth.instance_heartbeat_ms",
+            self.auth.instance_heartbeat_ms,
+        )?;
+        let cluster = &self.clickhouse.cluster;
+        if cluster.len() > 64
+            || !cluster
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(ConfigError::Invalid {
+                setting: "clickhouse.cluster",
+                message: "must be at most 64 letters, digits and `_`".to_owned(),
+            });
+        }
         positive("auth.lookup_timeout_ms", self.auth.lookup_timeout_ms)?;
         positive(
             "auth.max_lookups_per_second",
@@ -595,6 +621,13 @@ mod tests {
             assert!(error.contains("pipeline.flush_interval_ms"), "{error}");
             Ok(())
         });
+        let mut config = Config::default();
+        config.clickhouse.cluster = "prod_cluster_2".to_owned();
+        assert!(config.validate().is_ok());
+        // The name is written into `ON CLUSTER` statements: nothing but an identifier passes.
+        config.clickhouse.cluster = "c; DROP DATABASE x".to_owned();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("clickhouse.cluster"), "{error}");
     }
 
     #[test]

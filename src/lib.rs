@@ -185,6 +185,15 @@ pub async fn serve_with_metrics(
     let registry = Registry::load(store.clone(), config.auth.clone(), metrics.clone()).await?;
     let background = CancellationToken::new();
     registry.spawn_tasks(background.clone());
+    let limits = Arc::new(RateLimits::new(
+        u32::try_from(config.ingest.max_batch_events).unwrap_or(u32::MAX),
+    ));
+    auth::limits::spawn_heartbeat(
+        limits.clone(),
+        store.clone(),
+        Duration::from_millis(config.auth.instance_heartbeat_ms),
+        background.clone(),
+    );
     let config = Arc::new(config);
     let pipeline = Arc::new(Pipeline::start(
         &config.pipeline,
@@ -206,7 +215,7 @@ pub async fn serve_with_metrics(
         ingestor,
         metrics,
         registry,
-        limits: Arc::new(RateLimits::new()),
+        limits,
         schemas: schemas.clone(),
         readiness: Arc::default(),
     };

@@ -7,13 +7,25 @@
 //! idempotent in SQL (a copy, an `EXCHANGE TABLES`) is preceded by a comment line
 //! `-- only if: SELECT …`: it runs only when that query returns a non-zero number, e.g. while
 //! a table still has its old sort key.
+//!
+//! Several instances may start at once against the same database. ClickHouse has no
+//! transactions, but it creates a table name atomically: of many concurrent `CREATE TABLE
+//! schema_migrations_lock`, exactly one succeeds. The instance that creates it holds the
+//! migration lock, renews a lease in it while it migrates, and drops it when done; the others
+//! wait, then find every migration recorded and apply nothing. A holder that died leaves a
+//! lease that stops being renewed: once it has expired a waiter drops the lock and takes its
+//! turn, and the `-- only if:` guards let it resume a half-applied migration. A database that
+//! is already current is checked without taking the lock.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
-use super::{Store, StoreError};
+use super::{clickhouse_code, Store, StoreError};
 
 /// One embedded migration file.
 pub struct Migration {
@@ -24,12 +36,16 @@ pub struct Migration {
 
 macro_rules! migration {
     ($version:literal, $name:literal) => {
+        migration!($version, "", $name)
+    };
+    ($version:literal, $dir:literal, $name:literal) => {
         Migration {
             version: $version,
             name: $name,
             sql: include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/clickhouse/migrations/",
+                $dir,
                 $name,
                 ".sql"
             )),
@@ -37,14 +53,37 @@ macro_rules! migration {
     };
 }
 
-/// Every migration, in the order it applies.
+/// Every migration, in the order it applies. Versions increase; a gap is allowed (numbers
+/// are reserved for work merged later).
 pub const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_events"),
     migration!(2, "0002_errors"),
     migration!(3, "0003_applications"),
     migration!(4, "0004_events_identity"),
     migration!(5, "0005_sessions"),
+    migration!(6, "0006_instances"),
 ];
+
+/// The migrations of cluster mode (`clickhouse.cluster`), from `clickhouse/migrations/cluster/`:
+/// the same tables, created `ON CLUSTER {cluster}` with replicated engines and `Distributed`
+/// tables over the sharded ones. A cluster starts from the current layout, so migration 1
+/// already has migration 4's sort key and 4 has nothing left to do. Every statement runs
+/// with `{cluster}` replaced by the setting, which the configuration allows only letters,
+/// digits and `_` (an identifier cannot be a query parameter in `ON CLUSTER`).
+pub const CLUSTER_MIGRATIONS: &[Migration] = &[
+    migration!(1, "cluster/", "0001_events"),
+    migration!(2, "cluster/", "0002_errors"),
+    migration!(3, "cluster/", "0003_applications"),
+    migration!(6, "cluster/", "0006_instances"),
+];
+
+/// `sql` for the mode: `{cluster}` replaced by the cluster's name.
+pub fn for_cluster(sql: &str, cluster: Option<&str>) -> String {
+    match cluster {
+        Some(name) => sql.replace("{cluster}", name),
+        None => sql.to_owned(),
+    }
+}
 
 /// One statement of a migration, and the condition it runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +149,19 @@ struct AppliedMigration {
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
     (version UInt32, name String, checksum String, applied_at DateTime64(6, 'UTC')) \
     ENGINE = ReplacingMergeTree ORDER BY version";
+/// The ledger of cluster mode: one copy on every host, so any host answers what is applied.
+const CREATE_CLUSTER_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations ON CLUSTER {cluster} \
+    (version UInt32, name String, checksum String, applied_at DateTime64(6, 'UTC')) \
+    ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/{database}/{table}', '{replica}') \
+    ORDER BY version";
+
+/// Every statement outside the migration files, in both modes, for the test that parses
+/// them: (single server, cluster).
+pub const SCHEMA_STATEMENTS: [(&str, &str); 3] = [
+    (CREATE_LEDGER, CREATE_CLUSTER_LEDGER),
+    (CREATE_LOCK, CREATE_CLUSTER_LOCK),
+    (DROP_LOCK, DROP_CLUSTER_LOCK),
+];
 
 #[derive(Row, serde::Serialize)]
 struct LedgerRow {
@@ -120,7 +172,179 @@ struct LedgerRow {
     applied_at: DateTime<Utc>,
 }
 
+/// The table whose existence is the migration lock; its rows are the holder's leases.
+const LOCK_TABLE: &str = "schema_migrations_lock";
+
+/// The lock; on a cluster, created on every host at once (the distributed DDL queue orders
+/// concurrent creates, so one wins everywhere) and replicated, so every host sees the lease.
+const CREATE_LOCK: &str = "CREATE TABLE schema_migrations_lock \
+    (owner String, expires_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY expires_at";
+const CREATE_CLUSTER_LOCK: &str = "CREATE TABLE schema_migrations_lock ON CLUSTER {cluster} \
+    (owner String, expires_at DateTime64(3, 'UTC')) \
+    ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/{database}/{table}', '{replica}') \
+    ORDER BY expires_at";
+const DROP_LOCK: &str = "DROP TABLE IF EXISTS schema_migrations_lock SYNC";
+const DROP_CLUSTER_LOCK: &str =
+    "DROP TABLE IF EXISTS schema_migrations_lock ON CLUSTER {cluster} SYNC";
+
+/// How long a lease lasts without renewal: a holder that died blocks the others this long.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// How often the holder renews its lease, and how often a waiter looks again.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// ClickHouse's code for "table already exists": another instance holds the lock.
+const TABLE_ALREADY_EXISTS: u32 = 57;
+
+/// The migration lock while this process holds it; [`MigrationLock::release`] drops it.
+struct MigrationLock {
+    store: Store,
+    owner: String,
+    renewal: CancellationToken,
+}
+
+impl MigrationLock {
+    /// Waits until this process holds the lock. The lease is computed by the server's clock
+    /// (`now64()`), so the instances' clocks need not agree.
+    async fn acquire(store: &Store) -> Result<Self, StoreError> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let client = store.client();
+        let mut waited_since = tokio::time::Instant::now();
+        loop {
+            let create = store.for_mode(CREATE_LOCK, CREATE_CLUSTER_LOCK);
+            match client.query(&create).execute().await {
+                Ok(()) => break,
+                Err(clickhouse::error::Error::BadResponse(text))
+                    if clickhouse_code(&text) == Some(TABLE_ALREADY_EXISTS) => {}
+                Err(error) => return Err(error.into()),
+            }
+            if Self::expired(store).await? {
+                tracing::warn!(
+                    lease_secs = LEASE.as_secs(),
+                    "the migration lock's lease expired (its holder died?); taking it over"
+                );
+                client
+                    .query(&store.for_mode(DROP_LOCK, DROP_CLUSTER_LOCK))
+                    .execute()
+                    .await?;
+                continue;
+            }
+            if waited_since.elapsed() > Duration::from_secs(30) {
+                tracing::info!("waiting for another instance to finish migrating");
+                waited_since = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+        Self::renew(store, &owner).await?;
+        let renewal = CancellationToken::new();
+        let (renewing, store_copy, owner_copy) = (renewal.clone(), store.clone(), owner.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = renewing.cancelled() => return,
+                    () = tokio::time::sleep(RENEW_EVERY) => {}
+                }
+                if let Err(error) = Self::renew(&store_copy, &owner_copy).await {
+                    tracing::warn!(%error, "could not renew the migration lock's lease");
+                }
+            }
+        });
+        Ok(Self {
+            store: store.clone(),
+            owner,
+            renewal,
+        })
+    }
+
+    async fn renew(store: &Store, owner: &str) -> Result<(), StoreError> {
+        store
+            .client()
+            .query(
+                "INSERT INTO schema_migrations_lock \
+                 SELECT {owner:String}, now64(3) + toIntervalMillisecond({lease_ms:UInt64})",
+            )
+            .param("owner", owner)
+            .param("lease_ms", LEASE.as_millis() as u64)
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the lock's lease has run out: the latest lease written, or when none was
+    /// written yet (the holder died between creating the table and its first lease), the
+    /// table's creation plus [`LEASE`], is in the past.
+    async fn expired(store: &Store) -> Result<bool, StoreError> {
+        let expired = store
+            .client()
+            .query(
+                "SELECT toUInt8(ifNull(if((SELECT count() FROM schema_migrations_lock) > 0, \
+                    (SELECT max(expires_at) FROM schema_migrations_lock), \
+                    (SELECT max(toDateTime64(metadata_modification_time, 3, 'UTC')) \
+                     + toIntervalMillisecond({lease_ms:UInt64}) FROM system.tables \
+                     WHERE database = currentDatabase() AND name = {lock:String}) \
+                 ) < now64(3), 0))",
+            )
+            .param("lease_ms", LEASE.as_millis() as u64)
+            .param("lock", LOCK_TABLE)
+            .fetch_one::<u8>()
+            .await;
+        match expired {
+            Ok(expired) => Ok(expired == 1),
+            // Released between our CREATE and this look: not expired, try again.
+            Err(clickhouse::error::Error::BadResponse(text))
+                if clickhouse_code(&text) == Some(60) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Stops renewing and drops the lock, unless a waiter took it over after our lease
+    /// expired (then it is theirs to drop).
+    async fn release(self) -> Result<(), StoreError> {
+        self.renewal.cancel();
+        let client = self.store.client();
+        let holder = client
+            .query("SELECT argMax(owner, expires_at) FROM schema_migrations_lock")
+            .fetch_one::<String>()
+            .await;
+        match holder {
+            Ok(holder) if holder == self.owner => {
+                client
+                    .query(&self.store.for_mode(DROP_LOCK, DROP_CLUSTER_LOCK))
+                    .execute()
+                    .await?;
+            }
+            Ok(holder) => {
+                tracing::warn!(%holder, "the migration lock was taken over while this instance held it");
+            }
+            Err(clickhouse::error::Error::BadResponse(text))
+                if clickhouse_code(&text) == Some(60) => {}
+            Err(error) => return Err(error.into()),
+        }
+        Ok(())
+    }
+}
+
 impl Store {
+    /// The migrations of this store's mode.
+    pub fn migrations(&self) -> &'static [Migration] {
+        match self.cluster() {
+            Some(_) => CLUSTER_MIGRATIONS,
+            None => MIGRATIONS,
+        }
+    }
+
+    /// `single` on one server, `cluster` with `{cluster}` replaced on a cluster.
+    fn for_mode(&self, single: &str, cluster: &str) -> String {
+        match self.cluster() {
+            Some(_) => for_cluster(cluster, self.cluster()),
+            None => single.to_owned(),
+        }
+    }
+
     /// Creates the database if missing and applies every pending migration; returns the
     /// versions it applied.
     pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
@@ -130,20 +354,41 @@ impl Store {
     /// Applies the pending migrations numbered `last` or lower: how a test prepares the
     /// database that a migration finds in the field, to check the migration on real rows.
     pub async fn migrate_up_to(&self, last: u32) -> Result<Vec<u32>, StoreError> {
+        let create_database = self.for_mode(
+            "CREATE DATABASE IF NOT EXISTS {db:Identifier}",
+            "CREATE DATABASE IF NOT EXISTS {db:Identifier} ON CLUSTER {cluster}",
+        );
         self.inner
             .client
-            .query("CREATE DATABASE IF NOT EXISTS {db:Identifier}")
+            .query(&create_database)
             .param("db", &self.inner.database)
             .execute()
             .await?;
         let client = self.client();
-        client.query(CREATE_LEDGER).execute().await?;
+        client
+            .query(&self.for_mode(CREATE_LEDGER, CREATE_CLUSTER_LEDGER))
+            .execute()
+            .await?;
+        if self.pending(last).await?.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lock = MigrationLock::acquire(self).await?;
+        let applied = self.apply_pending(last).await;
+        let released = lock.release().await;
+        let applied = applied?;
+        released?;
+        Ok(applied)
+    }
+
+    /// The migrations numbered `last` or lower that the ledger lacks; an error when one that
+    /// it records differs from this binary's.
+    async fn pending(&self, last: u32) -> Result<Vec<&'static Migration>, StoreError> {
         let applied = self.applied_migrations().await?;
-        let mut newly_applied = Vec::new();
-        for migration in MIGRATIONS.iter().filter(|m| m.version <= last) {
+        let mut pending = Vec::new();
+        for migration in self.migrations().iter().filter(|m| m.version <= last) {
             let embedded = migration.checksum();
-            if let Some(recorded) = applied.iter().find(|m| m.version == migration.version) {
-                if recorded.checksum != embedded {
+            match applied.iter().find(|m| m.version == migration.version) {
+                Some(recorded) if recorded.checksum != embedded => {
                     return Err(StoreError::MigrationChanged {
                         version: migration.version,
                         name: migration.name,
@@ -151,8 +396,20 @@ impl Store {
                         embedded,
                     });
                 }
-                continue;
+                Some(_) => {}
+                None => pending.push(migration),
             }
+        }
+        Ok(pending)
+    }
+
+    /// Applies the pending migrations; the caller holds the migration lock, so the ledger
+    /// is read again under it (another instance may have applied them while we waited).
+    async fn apply_pending(&self, last: u32) -> Result<Vec<u32>, StoreError> {
+        let client = self.client();
+        let mut newly_applied = Vec::new();
+        for migration in self.pending(last).await? {
+            let embedded = migration.checksum();
             for statement in migration.statements() {
                 if let Some(condition) = statement.only_if {
                     if client.query(condition).fetch_one::<u64>().await? == 0 {
@@ -164,7 +421,10 @@ impl Store {
                         continue;
                     }
                 }
-                client.query(statement.sql).execute().await?;
+                client
+                    .query(&for_cluster(statement.sql, self.cluster()))
+                    .execute()
+                    .await?;
             }
             let mut ledger = client.insert::<LedgerRow>("schema_migrations").await?;
             ledger
@@ -189,14 +449,14 @@ impl Store {
     /// Compares the database's ledger with the embedded migrations.
     pub async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
         let applied = self.applied_migrations().await?;
-        let latest = MIGRATIONS.last().map_or(0, |m| m.version);
-        // The highest version up to which every embedded migration is applied (numbers may
-        // skip: a number can be reserved for a migration written on another branch).
-        let applied = MIGRATIONS
+        let latest = self.migrations().last().map_or(0, |m| m.version);
+        let applied = self
+            .migrations()
             .iter()
-            .take_while(|embedded| applied.iter().any(|m| m.version == embedded.version))
+            .map(|m| m.version)
+            .take_while(|version| applied.iter().any(|m| m.version == *version))
             .last()
-            .map_or(0, |m| m.version);
+            .unwrap_or(0);
         Ok(SchemaStatus { applied, latest })
     }
 
@@ -215,10 +475,9 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_in_order_and_split_into_statements() {
-        let mut previous = 0;
-        for migration in MIGRATIONS {
+        for (position, migration) in MIGRATIONS.iter().enumerate() {
+            let previous = position.checked_sub(1).map_or(0, |p| MIGRATIONS[p].version);
             assert!(migration.version > previous, "{}", migration.name);
-            previous = migration.version;
             assert!(
                 migration
                     .name
@@ -240,6 +499,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn cluster_migrations_create_every_table_on_the_cluster_with_replicated_engines() {
+        let mut versions = Vec::new();
+        for migration in CLUSTER_MIGRATIONS {
+            versions.push(migration.version);
+            assert!(MIGRATIONS.iter().any(|m| m.version == migration.version));
+            for statement in migration.statements() {
+                assert!(statement.only_if.is_none(), "{statement:?}");
+                assert!(
+                    statement.sql.contains(" ON CLUSTER {cluster}"),
+                    "{statement:?}"
+                );
+                assert!(
+                    statement.sql.contains("ENGINE = Replicated")
+                        || statement.sql.contains("ENGINE = Distributed({cluster}"),
+                    "{statement:?}"
+                );
+                assert!(!for_cluster(statement.sql, Some("c")).contains("{cluster}"));
+            }
+        }
+        assert_eq!(
+            versions.last(),
+            MIGRATIONS.last().map(|m| m.version).as_ref(),
+            "cluster mode reaches the same schema version"
+        );
     }
 
     #[test]

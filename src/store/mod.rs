@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod fixture;
+pub mod instances;
 pub mod migrations;
 pub mod observed;
 pub mod read;
@@ -63,6 +64,10 @@ const TRANSIENT_CODES: [u32; 16] = [
     3, 159, 164, 202, 203, 209, 210, 241, 242, 252, 285, 319, 394, 425, 999, 1000,
 ];
 
+/// The setting that makes an insert into a `Distributed` table return only once the rows
+/// are on their shards (cluster mode).
+pub const DISTRIBUTED_FOREGROUND_INSERT: &str = "distributed_foreground_insert";
+
 /// The `N` of a `Code: N. DB::Exception` message.
 pub fn clickhouse_code(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + "Code: ".len()..];
@@ -81,6 +86,8 @@ struct Inner {
     /// Cloning a `clickhouse::Client` copies its URL, credentials and settings.
     client: Client,
     database: String,
+    /// `clickhouse.cluster`: `None` for one server.
+    cluster: Option<String>,
 }
 
 impl Store {
@@ -99,6 +106,7 @@ impl Store {
             inner: Arc::new(Inner {
                 client,
                 database: config.database.clone(),
+                cluster: Some(config.cluster.clone()).filter(|name| !name.is_empty()),
             }),
         }
     }
@@ -114,6 +122,11 @@ impl Store {
     /// The database name.
     pub fn database(&self) -> &str {
         &self.inner.database
+    }
+
+    /// The cluster the tables live on (`clickhouse.cluster`), `None` for one server.
+    pub fn cluster(&self) -> Option<&str> {
+        self.inner.cluster.as_deref()
     }
 
     /// Answers whether ClickHouse is reachable at all.
@@ -144,6 +157,11 @@ impl Store {
             // ClickHouse refuses blocks that touch more than 100 partitions.
             .with_setting("max_partitions_per_insert_block", "0")
             .with_timeouts(Some(timeout), Some(timeout));
+        if self.cluster().is_some() {
+            // A `Distributed` table acknowledges an insert once it is on the shards, not when
+            // it is queued on the local disk: what the spool forgets must be stored.
+            insert = insert.with_setting(DISTRIBUTED_FOREGROUND_INSERT, "1");
+        }
         for row in rows {
             insert.write(row).await?;
         }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::common::{provision, test_config, TestApp, TestDb};
 
 /// The value of one series in a Prometheus exposition (0 when absent).
-fn metric(exposition: &str, series: &str) -> f64 {
+pub(crate) fn metric(exposition: &str, series: &str) -> f64 {
     exposition
         .lines()
         .find_map(|line| {
@@ -37,15 +37,15 @@ fn event(session: &str, name: &str) -> Value {
 }
 
 /// The Eye as a child process on `db` and `spool`, with its own log in the spool's parent.
-struct Child {
-    process: tokio::process::Child,
-    url: String,
+pub(crate) struct Child {
+    pub(crate) process: tokio::process::Child,
+    pub(crate) url: String,
     metrics_url: String,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Child {
-    async fn start(db: &TestDb, spool: &Path, key: &str, env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(db: &TestDb, spool: &Path, key: &str, env: &[(&str, &str)]) -> Self {
         let free_port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -112,7 +112,7 @@ impl Child {
         Some((status, response.json().await.unwrap_or(Value::Null)))
     }
 
-    async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         match reqwest::get(&self.metrics_url).await {
             Ok(response) => response.text().await.unwrap_or_default(),
             Err(_) => String::new(),
