@@ -221,18 +221,12 @@ impl Ingestor {
                         index: position,
                         event_id,
                     });
-                    events.push(EventRow {
+                    events.push(event_row(
+                        valid,
                         event_id,
-                        application: origin.application.to_owned(),
-                        session_id: valid.session_id,
-                        category: valid.category,
-                        name: valid.name,
-                        data: valid.data,
-                        timestamp: valid.timestamp,
-                        client_timestamp: valid.client_timestamp,
-                        sent_at: valid.sent_at,
-                        received_at: origin.received_at,
-                    });
+                        origin.application,
+                        origin.received_at,
+                    ));
                 }
                 Err(rejection) => {
                     results.push(self.reject(
@@ -291,6 +285,43 @@ impl Ingestor {
                 .inc_by(duplicates);
         }
         Ok(summary)
+    }
+
+    /// Validates a rejected event again, with today's rules and schemas, as if it arrived at
+    /// `received_at` (its first arrival): the skew correction and the age rules come out as
+    /// they would have then. The row it would become keeps `event_id` when the event names
+    /// none of its own, so that replaying it again lands the same row.
+    #[allow(clippy::result_large_err)]
+    pub fn revalidate(
+        &self,
+        application: &str,
+        event: &Value,
+        received_at: DateTime<Utc>,
+        event_id: Uuid,
+    ) -> Result<EventRow, validate::Rejection> {
+        let schemas = self.schemas.current();
+        let valid = validate::validate_event(event, None, received_at, &self.rules, &schemas)?;
+        let event_id = valid.event_id.unwrap_or(event_id);
+        Ok(event_row(valid, event_id, application, received_at))
+    }
+
+    /// Stores recovered events through the pipeline, as a request's would be (durable in the
+    /// spool when this returns), and counts them as accepted.
+    pub async fn enqueue_recovered(&self, events: Vec<EventRow>) -> Result<(), IngestError> {
+        let mut counts = std::collections::HashMap::<String, u64>::new();
+        for event in &events {
+            *counts.entry(event.application.clone()).or_default() += 1;
+        }
+        if let Err(error) = self.pipeline.enqueue(events, Vec::new()).await {
+            return Err(self.queue_full(error));
+        }
+        for (application, count) in counts {
+            self.metrics
+                .events_recovered
+                .with_label_values(&[self.metrics.application(&application)])
+                .inc_by(count);
+        }
+        Ok(())
     }
 
     /// Counts a request refused because its rows could not be stored; the 503 to answer with.
@@ -364,7 +395,14 @@ impl Ingestor {
             message: message.to_owned(),
         };
         let raw = String::from_utf8_lossy(body);
-        let row = self.error_row(origin, None, &Envelope::default(), &raw, &[problem], 0);
+        let row = self.error_row(
+            origin,
+            None,
+            &Envelope::default(),
+            RawInput::Refused(&raw),
+            &[problem],
+            0,
+        );
         self.pipeline.enqueue_errors_best_effort(vec![row]);
     }
 
@@ -394,7 +432,7 @@ impl Ingestor {
                 origin,
                 index,
                 &rejection.envelope,
-                &raw,
+                RawInput::Event(&raw),
                 &rejection.problems,
                 rejection.omitted_problems,
             );
@@ -439,7 +477,14 @@ impl Ingestor {
                 code: code.clone(),
                 message: format!("{events} of them have this problem"),
             }));
-            rows.push(self.error_row(origin, None, &Envelope::default(), "", &problems, 0));
+            rows.push(self.error_row(
+                origin,
+                None,
+                &Envelope::default(),
+                RawInput::Refused(""),
+                &problems,
+                0,
+            ));
         }
         rows
     }
@@ -449,14 +494,24 @@ impl Ingestor {
         origin: &Origin<'_>,
         index: Option<usize>,
         envelope: &Envelope,
-        raw: &str,
+        raw: RawInput<'_>,
         problems: &[Problem],
         omitted_problems: usize,
     ) -> ErrorRow {
+        // A rejected event is kept whole so that it can be replayed once its cause is fixed:
+        // it came in a request of at most `max_body_bytes`, so the rows of one request hold at
+        // most about that much. A refused body is kept only to explain the refusal.
+        let (raw, max_bytes, whole_event) = match raw {
+            RawInput::Event(raw) => (raw, self.config.max_body_bytes, true),
+            RawInput::Refused(raw) => (raw, self.config.max_raw_error_bytes, false),
+        };
         // Redacted before it is cut, so that a cut cannot leave part of a key that no longer
-        // looks like one.
-        let raw = keys::redact(raw);
-        let kept = truncate_bytes(&raw, self.config.max_raw_error_bytes);
+        // looks like one. A redacted event is no longer the event that was sent: replaying it
+        // would store the placeholder, so it is not recoverable.
+        let redacted = keys::redact(raw);
+        let unchanged = matches!(redacted, std::borrow::Cow::Borrowed(_));
+        let raw = redacted;
+        let kept = truncate_bytes(&raw, max_bytes);
         let text = |value: &Option<String>| value.as_deref().map(|v| keys::redact(v).into_owned());
         let omitted = (omitted_problems > 0).then(|| Problem {
             index: None,
@@ -480,6 +535,7 @@ impl Ingestor {
             timestamp: envelope.timestamp,
             raw: kept.to_owned(),
             raw_truncated: kept.len() < raw.len(),
+            recoverable: whole_event && unchanged && kept.len() == raw.len(),
             problem_field: problems
                 .iter()
                 .map(|p| keys::redact(&p.field).into_owned())
@@ -491,6 +547,37 @@ impl Ingestor {
                 .collect(),
         }
     }
+}
+
+/// The `events` row of a valid event of `application` that arrived at `received_at`.
+fn event_row(
+    valid: validate::ValidEvent,
+    event_id: Uuid,
+    application: &str,
+    received_at: DateTime<Utc>,
+) -> EventRow {
+    EventRow {
+        event_id,
+        application: application.to_owned(),
+        session_id: valid.session_id,
+        category: valid.category,
+        name: valid.name,
+        data: valid.data,
+        timestamp: valid.timestamp,
+        client_timestamp: valid.client_timestamp,
+        sent_at: valid.sent_at,
+        received_at,
+    }
+}
+
+/// The input an `errors` row keeps, and so its bound.
+#[derive(Clone, Copy)]
+enum RawInput<'a> {
+    /// One event of a request, serialised: kept whole (up to `ingest.max_body_bytes`).
+    Event(&'a str),
+    /// A body refused as a whole (or nothing, for a summary row): cut at
+    /// `ingest.max_raw_error_bytes`, never recoverable.
+    Refused(&'a str),
 }
 
 /// Code of the problem an `errors` row ends with when its event had more problems than are

@@ -19,6 +19,7 @@ pub mod devserver;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
+pub mod recover;
 pub mod store;
 pub mod telemetry;
 pub mod validate;

@@ -13,6 +13,7 @@ mod events;
 pub mod health;
 pub mod params;
 pub mod read;
+pub mod recover;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +68,7 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .route_layer(middleware::from_fn(auth::require_read));
     let administration = OpenApiRouter::new()
         .routes(routes!(admin::reload_schemas))
+        .routes(routes!(recover::replay_errors))
         .routes(routes!(admin::list_applications, admin::create_application))
         .routes(routes!(admin::update_application))
         .routes(routes!(admin::list_keys, admin::create_key))

@@ -181,6 +181,9 @@ pub fn parse_error_listing(
         field: given.field,
         from: given.from,
         to: given.to,
+        category: given.category,
+        name: given.name,
+        recovered: given.recovered,
     };
     let page = PageParams::take(&mut params, SortOrder::Desc);
     ListingRequest::new(Listing::Errors, filter, page, params, SortOrder::Desc)

@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod read;
 mod read_speed;
+mod recover;
 mod schemas;
 mod skeleton;
 mod spool;
