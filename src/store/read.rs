@@ -189,7 +189,7 @@ const ERROR_SUMMARY_COLUMNS: &str = "SELECT error_id, application, received_at, 
      problem_field, problem_code, problem_message FROM errors";
 
 const ERROR_COLUMNS: &str = "SELECT error_id, application, received_at, request_id, \
-     item_index, event_id, session_id, category, name, timestamp, raw, raw_truncated, \
+     item_index, event_id, session_id, category, name, timestamp, raw, raw_truncated, recoverable, \
      problem_field, problem_code, problem_message FROM errors";
 
 /// Builds `WHERE a AND b …` from conditions, each added with [`Conditions::and`].

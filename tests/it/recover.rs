@@ -105,6 +105,11 @@ async fn a_fixed_schema_lets_replay_land_exactly_the_rejected_events_once() {
         pageview(json!({"host": "h", "path": "/plain"})),
         pageview(json!({"host": "h", "path": "/large", "blob": blob})),
         pageview(json!({"host": "h", "path": "/ok", "title": "fine"})),
+        // Holds something shaped like an API key, which `errors` keeps redacted: replaying
+        // it would store the placeholder, not what was sent.
+        pageview(
+            json!({"host": "h", "path": "/keyed", "blob": format!("eye_abcd1234_{}", "k".repeat(43))})
+        ),
         // Still wrong after the fix: a path must start with `/`.
         pageview(json!({"host": "h", "path": "no-slash", "title": "t"})),
     ]);
@@ -121,8 +126,8 @@ async fn a_fixed_schema_lets_replay_land_exactly_the_rejected_events_once() {
         .unwrap();
     assert_eq!(refused.status(), 400);
     assert_eq!(
-        app.db.wait_for_count("SELECT count() FROM errors", 5).await,
-        5
+        app.db.wait_for_count("SELECT count() FROM errors", 6).await,
+        6
     );
     assert_eq!(
         app.db.wait_for_count("SELECT count() FROM events", 1).await,
@@ -142,14 +147,21 @@ async fn a_fixed_schema_lets_replay_land_exactly_the_rejected_events_once() {
         1,
         "the refused body is cut at ingest.max_raw_error_bytes"
     );
+    assert_eq!(
+        app.db
+            .count("SELECT count() FROM errors WHERE position(raw, '/keyed') > 0 AND NOT recoverable AND NOT raw_truncated")
+            .await,
+        1,
+        "a redacted event is kept whole but is not the event sent"
+    );
 
     // The schema is fixed and reloaded; a dry run says what a replay would do.
     write_pageview_schema(dir.path(), false);
     reload(&app).await;
     let expected = |dry_run: bool| {
         json!({
-            "dry_run": dry_run, "selected": 5, "recovered": 3,
-            "still_rejected": {"pattern": 1}, "not_recoverable": 1, "already_recovered": 0,
+            "dry_run": dry_run, "selected": 6, "recovered": 3,
+            "still_rejected": {"pattern": 1}, "not_recoverable": 2, "already_recovered": 0,
             "next": null,
         })
     };
@@ -245,7 +257,7 @@ async fn a_fixed_schema_lets_replay_land_exactly_the_rejected_events_once() {
     );
 
     // The errors API tells outstanding from recovered rejections.
-    for (recovered, count) in [("true", 3), ("false", 2)] {
+    for (recovered, count) in [("true", 3), ("false", 3)] {
         let page: Value = app
             .http
             .get(app.endpoint(&format!("/api/errors?recovered={recovered}")))

@@ -45,11 +45,11 @@ async fn migrations_apply_once_in_order_and_readiness_follows_the_schema() {
     let first = the_eye::migrate(&store, Duration::from_secs(10))
         .await
         .unwrap();
-    let latest = the_eye::store::migrations::MIGRATIONS
-        .last()
-        .unwrap()
-        .version;
-    assert_eq!(first, (1..=latest).collect::<Vec<_>>());
+    let versions: Vec<u32> = the_eye::store::migrations::MIGRATIONS
+        .iter()
+        .map(|migration| migration.version)
+        .collect();
+    assert_eq!(first, versions);
     assert!(
         the_eye::migrate(&store, Duration::from_secs(10))
             .await
@@ -69,7 +69,7 @@ async fn migrations_apply_once_in_order_and_readiness_follows_the_schema() {
     assert_eq!(ready.status(), 200);
     assert_eq!(
         ready.json::<Value>().await.unwrap()["schema_version"],
-        latest
+        *versions.last().unwrap()
     );
 
     // A migration that was changed after it was applied is refused, not silently skipped.

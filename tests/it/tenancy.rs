@@ -916,7 +916,7 @@ async fn the_identity_migration_moves_a_populated_table() {
         "the old key keeps both copies"
     );
 
-    assert_eq!(store.migrate().await.unwrap(), [4]);
+    assert_eq!(store.migrate_up_to(4).await.unwrap(), [4]);
     assert_eq!(key(&db).await, "session_id, application, event_id");
     let partition: String = db
         .client()
@@ -954,10 +954,10 @@ async fn the_identity_migration_moves_a_populated_table() {
         .execute()
         .await
         .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), [4]);
+    assert_eq!(store.migrate_up_to(4).await.unwrap(), [4]);
     assert_eq!(key(&db).await, "session_id, application, event_id");
     assert_eq!(db.count("SELECT count() FROM events").await, 300);
-    assert!(store.migrate().await.unwrap().is_empty());
+    assert!(store.migrate_up_to(4).await.unwrap().is_empty());
 }
 
 /// Rows that an instance still writing to the old table inserts between the copy and the
@@ -998,7 +998,7 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         )
         .await
         .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), [4]);
+    assert_eq!(store.migrate_up_to(4).await.unwrap(), [4]);
     assert_eq!(db.count("SELECT count() FROM events").await, 25);
     assert_eq!(
         db.count("SELECT count() FROM events WHERE application = 'beta'")
