@@ -309,6 +309,7 @@ fn rejection(row: ErrorRow) -> Rejection {
         },
         raw: redacted(row.raw),
         raw_truncated: row.raw_truncated,
+        recoverable: row.recoverable,
     }
 }
 

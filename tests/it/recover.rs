@@ -155,6 +155,19 @@ async fn a_fixed_schema_lets_replay_land_exactly_the_rejected_events_once() {
         "a redacted event is kept whole but is not the event sent"
     );
 
+    let keyed = error_ids(&app, "position(raw, '/keyed') > 0").await;
+    let shown: Value = app
+        .http
+        .get(app.endpoint(&format!("/api/errors/{}", keyed[0])))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["recoverable"], false, "{shown}");
+    assert_eq!(shown["raw_truncated"], false, "{shown}");
+
     // The schema is fixed and reloaded; a dry run says what a replay would do.
     write_pageview_schema(dir.path(), false);
     reload(&app).await;
