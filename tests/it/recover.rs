@@ -38,6 +38,12 @@ async fn start_with_title_required() -> (tempfile::TempDir, TestApp) {
     (dir, app)
 }
 
+/// `GET path` with the application's key, as JSON.
+async fn get_json(app: &TestApp, path: &str) -> Value {
+    let response = app.http.get(app.endpoint(path)).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
 async fn reload(app: &TestApp) {
     let response = app
         .org_http
@@ -156,15 +162,7 @@ async fn a_fixed_schema_lets_replay_land_exactly_the_rejected_events_once() {
     );
 
     let keyed = error_ids(&app, "position(raw, '/keyed') > 0").await;
-    let shown: Value = app
-        .http
-        .get(app.endpoint(&format!("/api/errors/{}", keyed[0])))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = get_json(&app, &format!("/api/errors/{}", keyed[0])).await;
     assert_eq!(shown["recoverable"], false, "{shown}");
     assert_eq!(shown["raw_truncated"], false, "{shown}");
 
@@ -271,15 +269,7 @@ async fn a_fixed_schema_lets_replay_land_exactly_the_rejected_events_once() {
 
     // The errors API tells outstanding from recovered rejections.
     for (recovered, count) in [("true", 3), ("false", 3)] {
-        let page: Value = app
-            .http
-            .get(app.endpoint(&format!("/api/errors?recovered={recovered}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get_json(&app, &format!("/api/errors?recovered={recovered}")).await;
         assert_eq!(page["items"].as_array().unwrap().len(), count, "{page}");
     }
 
