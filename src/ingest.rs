@@ -207,7 +207,7 @@ impl Ingestor {
             rejected: rejections.count,
             results,
         };
-        let errors = rejections.into_rows(origin, self.config.max_raw_error_bytes);
+        let errors = rejections.into_rows(origin, &self.config);
         if accepted == 0 {
             self.pipeline.enqueue_errors_best_effort(errors);
             return Err(IngestError::AllRejected(summary));
@@ -247,6 +247,51 @@ impl Ingestor {
                 .inc_by(duplicates);
         }
         Ok(summary)
+    }
+
+    /// Validates a rejected event again, with today's rules and schemas, as if it arrived at
+    /// `received_at` (its first arrival): the skew correction and the age rules come out as
+    /// they would have then. The row it would become keeps `event_id` when the event names
+    /// none of its own, so that replaying it again lands the same row.
+    ///
+    /// `raw` is the event's text as kept in `errors.raw`, read as a request body is; `None`
+    /// when it is not one JSON object (nothing to replay).
+    #[allow(clippy::result_large_err)]
+    pub fn revalidate(
+        &self,
+        application: &str,
+        raw: &str,
+        received_at: DateTime<Utc>,
+        event_id: Uuid,
+    ) -> Option<Result<EventRow, validate::Rejection>> {
+        let Ok(json::Body::Single(item)) = json::decode_body(raw.as_bytes()) else {
+            return None;
+        };
+        let schemas = self.schemas.current();
+        let checked = validate::validate_item(&item, None, received_at, &self.rules, &schemas);
+        Some(checked.map(|valid| {
+            let event_id = valid.event_id.unwrap_or(event_id);
+            event_row(valid, event_id, application, received_at)
+        }))
+    }
+
+    /// Stores recovered events through the pipeline, as a request's would be (durable in the
+    /// spool when this returns), and counts them as accepted.
+    pub async fn enqueue_recovered(&self, events: Vec<EventRow>) -> Result<(), IngestError> {
+        let mut counts = std::collections::HashMap::<String, u64>::new();
+        for event in &events {
+            *counts.entry(event.application.clone()).or_default() += 1;
+        }
+        if let Err(error) = self.pipeline.enqueue(events, Vec::new()).await {
+            return Err(self.queue_full(error));
+        }
+        for (application, count) in counts {
+            self.metrics
+                .events_recovered
+                .with_label_values(&[self.metrics.application(&application)])
+                .inc_by(count);
+        }
+        Ok(())
     }
 
     /// Counts a request refused because its rows could not be stored; the 503 to answer with.
@@ -324,10 +369,10 @@ impl Ingestor {
             origin,
             None,
             &Envelope::default(),
-            &raw,
+            RawInput::Refused(&raw),
             &[problem],
             0,
-            self.config.max_raw_error_bytes,
+            &self.config,
         );
         self.pipeline.enqueue_errors_best_effort(vec![row]);
     }
@@ -377,26 +422,16 @@ pub fn assess(
                     index: position,
                     event_id,
                 });
-                events.push(EventRow {
+                events.push(event_row(
+                    valid,
                     event_id,
-                    application: origin.application.to_owned(),
-                    session_id: valid.session_id,
-                    category: valid.category,
-                    name: valid.name,
-                    data: valid.data,
-                    timestamp: valid.timestamp,
-                    client_timestamp: valid.client_timestamp,
-                    sent_at: valid.sent_at,
-                    received_at: origin.received_at,
-                });
+                    origin.application,
+                    origin.received_at,
+                ));
             }
-            Err(rejection) => results.push(rejections.reject(
-                origin,
-                (index, position),
-                item,
-                rejection,
-                config.max_raw_error_bytes,
-            )),
+            Err(rejection) => {
+                results.push(rejections.reject(origin, (index, position), item, rejection, config))
+            }
         }
     }
     Assessed {
@@ -408,20 +443,29 @@ pub fn assess(
 }
 
 /// The `errors` row of one rejected event (`index` in its batch) or of a refused request
-/// (`index` `None`), keeping at most `max_raw_bytes` of its text. Anything shaped like an API
-/// key is redacted first, so that a cut cannot leave part of a key that no longer looks like
-/// one.
+/// (`index` `None`). A rejected event is kept whole so that it can be replayed once its cause
+/// is fixed: it came in a request of at most `ingest.max_body_bytes`, so the rows of one
+/// request hold at most about that much. A refused body is kept only to explain the refusal,
+/// cut at `ingest.max_raw_error_bytes`.
 fn error_row(
     origin: &Origin<'_>,
     index: Option<usize>,
     envelope: &Envelope,
-    raw: &str,
+    raw: RawInput<'_>,
     problems: &[Problem],
     omitted_problems: usize,
-    max_raw_bytes: usize,
+    config: &IngestConfig,
 ) -> ErrorRow {
+    let (raw, max_bytes, whole_event) = match raw {
+        RawInput::Event(raw) => (raw, config.max_body_bytes, true),
+        RawInput::Refused(raw) => (raw, config.max_raw_error_bytes, false),
+    };
+    // Redacted before it is cut, so that a cut cannot leave part of a key that no longer
+    // looks like one. A redacted event is no longer the event that was sent: replaying it
+    // would store the placeholder, so it is not recoverable.
     let raw = keys::redact(raw);
-    let kept = truncate_bytes(&raw, max_raw_bytes);
+    let unchanged = matches!(raw, std::borrow::Cow::Borrowed(_));
+    let kept = truncate_bytes(&raw, max_bytes);
     let text = |value: &Option<String>| value.as_deref().map(|v| keys::redact(v).into_owned());
     let omitted = (omitted_problems > 0).then(|| Problem {
         index: None,
@@ -445,6 +489,7 @@ fn error_row(
         timestamp: envelope.timestamp,
         raw: kept.to_owned(),
         raw_truncated: kept.len() < raw.len(),
+        recoverable: whole_event && unchanged && kept.len() == raw.len(),
         problem_field: problems
             .iter()
             .map(|p| keys::redact(&p.field).into_owned())
@@ -455,6 +500,37 @@ fn error_row(
             .map(|p| keys::redact(&p.message).into_owned())
             .collect(),
     }
+}
+
+/// The `events` row of a valid event of `application` that arrived at `received_at`.
+fn event_row(
+    valid: validate::ValidEvent,
+    event_id: Uuid,
+    application: &str,
+    received_at: DateTime<Utc>,
+) -> EventRow {
+    EventRow {
+        event_id,
+        application: application.to_owned(),
+        session_id: valid.session_id,
+        category: valid.category,
+        name: valid.name,
+        data: valid.data,
+        timestamp: valid.timestamp,
+        client_timestamp: valid.client_timestamp,
+        sent_at: valid.sent_at,
+        received_at,
+    }
+}
+
+/// The input an `errors` row keeps, and so its bound.
+#[derive(Clone, Copy)]
+enum RawInput<'a> {
+    /// One event of a request, serialised: kept whole (up to `ingest.max_body_bytes`).
+    Event(&'a str),
+    /// A body refused as a whole (or nothing, for a summary row): cut at
+    /// `ingest.max_raw_error_bytes`, never recoverable.
+    Refused(&'a str),
 }
 
 /// Code of the problem an `errors` row ends with when its event had more problems than are
@@ -516,7 +592,7 @@ impl Rejections {
         (index, position): (Option<usize>, usize),
         item: &json::Item<'_>,
         rejection: validate::Rejection,
-        max_raw_bytes: usize,
+        config: &IngestConfig,
     ) -> ItemResult {
         let code = rejection
             .problems
@@ -536,10 +612,10 @@ impl Rejections {
                 origin,
                 index,
                 &rejection.envelope,
-                &raw,
+                RawInput::Event(&raw),
                 &rejection.problems,
                 rejection.omitted_problems,
-                max_raw_bytes,
+                config,
             ));
         } else {
             self.summarise(position, &rejection.problems);
@@ -558,7 +634,7 @@ impl Rejections {
 
     /// The `errors` rows: one per rejected event up to `ingest.max_error_rows_per_request`, and
     /// one that sums up the rest.
-    pub fn into_rows(self, origin: &Origin<'_>, max_raw_bytes: usize) -> Vec<ErrorRow> {
+    pub fn into_rows(self, origin: &Origin<'_>, config: &IngestConfig) -> Vec<ErrorRow> {
         let Self {
             mut rows,
             summarised,
@@ -585,10 +661,10 @@ impl Rejections {
                 origin,
                 None,
                 &Envelope::default(),
-                "",
+                RawInput::Refused(""),
                 &problems,
                 0,
-                max_raw_bytes,
+                config,
             ));
         }
         rows

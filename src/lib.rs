@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;
+pub mod recover;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -47,6 +47,9 @@ enum Command {
     /// Session summaries (the `sessions` table).
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Work with rejected events (the `errors` table).
+    #[command(subcommand)]
+    Errors(ErrorsCommand),
     /// Exit 0 if this instance (at `server.listen_addr`) answers `path` with 200: the
     /// container health check, since the runtime image has no curl.
     Healthcheck {
@@ -175,6 +178,46 @@ enum KeysCommand {
     Revoke { prefix: String },
 }
 
+#[derive(Subcommand)]
+enum ErrorsCommand {
+    /// Validate matching rejections again with today's rules and schemas and store those that
+    /// pass, each once, with its original time. Asks the running service (its pipeline and
+    /// spool store the events) with an admin key from THE_EYE_API_KEY, page after page, and
+    /// prints the summed outcome as JSON.
+    Replay {
+        /// The service's base URL.
+        #[arg(long, env = "THE_EYE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Only this application's rejections (an application's key: its own, always).
+        #[arg(long = "app")]
+        application: Option<String>,
+        /// Only rejections with a problem of this code, e.g. schema_violation.
+        #[arg(long)]
+        code: Option<String>,
+        /// Only rejections with a problem at this field (with --code: the same problem).
+        #[arg(long)]
+        field: Option<String>,
+        /// Only rejections of this event category.
+        #[arg(long)]
+        category: Option<String>,
+        /// Only rejections of this event name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Received at or after this RFC 3339 time.
+        #[arg(long)]
+        from: Option<String>,
+        /// Received before this RFC 3339 time.
+        #[arg(long)]
+        to: Option<String>,
+        /// Count the outcomes; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rejections per call (1 to 1000).
+        #[arg(long, default_value_t = 1000)]
+        page: u32,
+    },
+}
+
 /// glibc's allocator spent over a third of the service's CPU when batches of thousands of
 /// rows (each a handful of small strings) are built and freed together; see BENCHMARKS.md.
 #[global_allocator]
@@ -204,6 +247,34 @@ async fn main() -> ExitCode {
         Command::Schemas(command) => schemas(config, command).await,
         Command::Sessions(SessionsCommand::Backfill { since, until }) => {
             backfill_sessions(config, since, until).await
+        }
+        Command::Errors(ErrorsCommand::Replay {
+            url,
+            application,
+            code,
+            field,
+            category,
+            name,
+            from,
+            to,
+            dry_run,
+            page,
+        }) => {
+            let body = serde_json::json!({
+                "application": application, "code": code, "field": field,
+                "category": category, "name": name, "from": from, "to": to,
+                "dry_run": dry_run, "limit": page,
+            });
+            return match replay_errors(&url, body).await {
+                Ok(total) => {
+                    println!("{total:#}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("errors replay: {message}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Healthcheck { path } => {
             return match healthcheck(config.server.listen_addr, &path) {
@@ -486,6 +557,70 @@ async fn backfill_sessions(
         .await?;
     println!("folded {folded} events into sessions");
     Ok(())
+}
+
+/// Calls `POST /api/admin/errors/replay` until no page is left and sums the outcomes. A 503
+/// (the pipeline is full) is waited out as `Retry-After` says, a few times.
+async fn replay_errors(
+    url: &str,
+    mut body: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let key = std::env::var("THE_EYE_API_KEY")
+        .map_err(|_| "set THE_EYE_API_KEY to an admin key".to_owned())?;
+    let endpoint = format!("{}/api/admin/errors/replay", url.trim_end_matches('/'));
+    let client = reqwest::Client::new();
+    let mut total = serde_json::json!({
+        "dry_run": body["dry_run"], "selected": 0, "recovered": 0, "still_rejected": {},
+        "not_recoverable": 0, "already_recovered": 0,
+    });
+    let mut waits = 0;
+    loop {
+        let response = client
+            .post(&endpoint)
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|error| format!("{endpoint}: {error}"))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && waits < 10 {
+            waits += 1;
+            let seconds = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok()?.parse().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            continue;
+        }
+        let answer: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|error| format!("{endpoint} answered {status}: {error}"))?;
+        if !status.is_success() {
+            return Err(format!("{endpoint} answered {status}: {answer}"));
+        }
+        for count in [
+            "selected",
+            "recovered",
+            "not_recoverable",
+            "already_recovered",
+        ] {
+            total[count] =
+                (total[count].as_u64().unwrap_or(0) + answer[count].as_u64().unwrap_or(0)).into();
+        }
+        if let Some(codes) = answer["still_rejected"].as_object() {
+            for (code, count) in codes {
+                let sum = total["still_rejected"][code].as_u64().unwrap_or(0)
+                    + count.as_u64().unwrap_or(0);
+                total["still_rejected"][code] = sum.into();
+            }
+        }
+        match answer.get("next").filter(|next| !next.is_null()) {
+            Some(next) => body["after"] = next.clone(),
+            None => return Ok(total),
+        }
+    }
 }
 
 /// Asks `GET path` of the server listening on `listen_addr` (on loopback when it listens on

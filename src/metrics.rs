@@ -118,6 +118,8 @@ pub struct Metrics {
     pub events_accepted: IntCounterVec,
     pub events_rejected: IntCounterVec,
     pub events_duplicate: IntCounterVec,
+    /// Rejected events that a replay (`errors replay`) validated again and stored.
+    pub events_recovered: IntCounterVec,
     pub requests_rejected: IntCounterVec,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
@@ -212,6 +214,7 @@ impl Metrics {
             events_accepted: counter(&registry, "the_eye_events_accepted_total", "Events accepted and queued for storage.", &["application"]),
             events_rejected: counter(&registry, "the_eye_events_rejected_total", "Events rejected, by the code of their first problem.", &["application", "code"]),
             events_duplicate: counter(&registry, "the_eye_events_duplicate_total", "Client retries of a recently accepted event_id, acknowledged without storing again.", &["application"]),
+            events_recovered: counter(&registry, "the_eye_events_recovered_total", "Rejected events that a replay validated again and stored.", &["application"]),
             requests_rejected: counter(&registry, "the_eye_requests_rejected_total", "Requests refused as a whole (unreadable body, too large, queue full…), by code.", &["code"]),
             http_requests: counter(&registry, "the_eye_http_requests_total", "HTTP requests answered, by matched route, method and status.", &["route", "method", "status"]),
             http_duration: histogram(&registry, "the_eye_http_request_duration_seconds", "Time to answer an HTTP request.", &["route", "method"], &LATENCY_BUCKETS),

@@ -116,11 +116,14 @@ fuzz_target!(|input: &[u8]| {
     }
     let own_rows = rejections.rows.len();
     assert!(own_rows <= MAX_ERROR_ROWS);
-    let rows = assessed.rejections.into_rows(&origin, MAX_RAW_ERROR_BYTES);
+    let rows = assessed.rejections.into_rows(&origin, config);
     // Past the cap, one more row sums up the rest.
     assert!(rows.len() <= MAX_ERROR_ROWS + 1);
     for row in &rows {
-        assert!(row.raw.len() <= MAX_RAW_ERROR_BYTES);
+        // A rejected event is kept whole (it came in a body within the limit); what is cut
+        // is never marked recoverable.
+        assert!(row.raw.len() <= config.max_body_bytes.max(MAX_RAW_ERROR_BYTES));
+        assert!(!(row.raw_truncated && row.recoverable));
         assert!(!row.problem_code.is_empty());
         assert_eq!(row.problem_code.len(), row.problem_field.len());
     }

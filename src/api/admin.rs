@@ -373,7 +373,7 @@ fn example_created_key() -> Value {
 const MAX_BODY_MESSAGE_CHARS: usize = 300;
 
 /// A JSON body, or a 400 `invalid_body` that says what is wrong with it.
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|error| {
         let mut message: String = format!("the body is not the expected JSON object: {error}")
             .chars()

@@ -14,6 +14,7 @@ pub mod health;
 pub mod params;
 pub mod plan;
 pub mod read;
+pub mod recover;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -75,6 +76,7 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .route_layer(middleware::from_fn(auth::require_read));
     let administration = OpenApiRouter::new()
         .routes(routes!(admin::reload_schemas))
+        .routes(routes!(recover::replay_errors))
         .routes(routes!(admin::list_applications, admin::create_application))
         .routes(routes!(admin::update_application))
         .routes(routes!(admin::list_keys, admin::create_key))

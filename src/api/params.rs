@@ -126,6 +126,23 @@ impl Params {
         Some(value)
     }
 
+    /// `true` or `false`.
+    pub fn boolean(&mut self, name: &'static str) -> Option<bool> {
+        let value = self.raw(name)?;
+        match value.as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                self.problem(
+                    name,
+                    codes::INVALID_PARAMETER,
+                    format!("`{name}` must be `true` or `false`"),
+                );
+                None
+            }
+        }
+    }
+
     /// An RFC 3339 timestamp.
     pub fn time(&mut self, name: &'static str) -> Option<DateTime<Utc>> {
         let value = self.raw(name)?;
@@ -377,10 +394,25 @@ pub struct ErrorFilterParams {
     pub from: Option<DateTime<Utc>>,
     /// Rejections received before this RFC 3339 time (exclusive).
     pub to: Option<DateTime<Utc>>,
+    /// Only rejections of this event category (as far as it could be read).
+    pub category: Option<String>,
+    /// Only rejections of this event name (as far as it could be read).
+    pub name: Option<String>,
+    /// `true`: only rejections a replay recovered; `false`: only those still outstanding.
+    pub recovered: Option<bool>,
 }
 
 impl ErrorFilterParams {
-    pub const NAMES: &'static [&'static str] = &["application", "code", "field", "from", "to"];
+    pub const NAMES: &'static [&'static str] = &[
+        "application",
+        "code",
+        "field",
+        "from",
+        "to",
+        "category",
+        "name",
+        "recovered",
+    ];
 
     pub fn take(params: &mut Params) -> Self {
         let filter = Self {
@@ -389,6 +421,9 @@ impl ErrorFilterParams {
             field: params.text("field"),
             from: params.time("from"),
             to: params.time("to"),
+            category: params.text("category"),
+            name: params.text("name"),
+            recovered: params.boolean("recovered"),
         };
         check_range(params, "from", filter.from, "to", filter.to);
         filter

@@ -190,6 +190,9 @@ pub fn parse_error_listing(
         field: given.field,
         from: given.from,
         to: given.to,
+        category: given.category,
+        name: given.name,
+        recovered: given.recovered,
     };
     let page = PageParams::take(&mut params, SortOrder::Desc);
     ListingRequest::new(Listing::Errors, filter, page, params, SortOrder::Desc)
@@ -315,6 +318,7 @@ fn rejection(row: ErrorRow) -> Rejection {
         },
         raw: redacted(row.raw),
         raw_truncated: row.raw_truncated,
+        recoverable: row.recoverable,
     }
 }
 

@@ -889,6 +889,7 @@ mod tests {
             timestamp: None,
             raw: r#"{"name":"n"}"#.to_owned(),
             raw_truncated: false,
+            recoverable: true,
             problem_field: vec!["category".to_owned()],
             problem_code: vec!["missing_field".to_owned()],
             problem_message: vec!["category is required".to_owned()],

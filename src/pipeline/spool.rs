@@ -7,7 +7,7 @@
 //! records, lanes and positions, not rows: [`super`] encodes rows, decides what travels
 //! through memory, and feeds the batchers.
 //!
-//! # Format (version 1)
+//! # Format (version 2; version 1 `errors` rows had no `recoverable`)
 //!
 //! A spool directory holds numbered segment files `00000000000000000001.seg`, … and a lock
 //! file. A segment starts with a 64-byte header — `EYESPOOL`, the format version (u32), a
@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 
 /// The version written into every segment header; a spool of another version is refused
 /// with a message rather than misread.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const SEGMENT_MAGIC: [u8; 8] = *b"EYESPOOL";
 /// Bytes of a segment header; records start here.
 pub const HEADER_BYTES: u64 = 64;
@@ -1283,11 +1283,15 @@ mod tests {
             created_unix_ms: 0,
         }
         .encode();
-        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let other = FORMAT_VERSION + 1;
+        bytes[8..12].copy_from_slice(&other.to_le_bytes());
         let crc = crc32fast::hash(&bytes[16..]);
         bytes[12..16].copy_from_slice(&crc.to_le_bytes());
         let error = Header::decode(Path::new("x.seg"), &bytes).unwrap_err();
-        assert!(error.to_string().contains("version 2"), "{error}");
+        assert!(
+            error.to_string().contains(&format!("version {other}")),
+            "{error}"
+        );
     }
 
     fn write_segment(dir: &Path, records: &[Vec<u8>]) -> PathBuf {

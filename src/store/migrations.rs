@@ -62,6 +62,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_events_identity"),
     migration!(5, "0005_sessions"),
     migration!(6, "0006_instances"),
+    migration!(7, "0007_recoveries"),
 ];
 
 /// The migrations of cluster mode (`clickhouse.cluster`), from `clickhouse/migrations/cluster/`:
@@ -75,6 +76,7 @@ pub const CLUSTER_MIGRATIONS: &[Migration] = &[
     migration!(2, "cluster/", "0002_errors"),
     migration!(3, "cluster/", "0003_applications"),
     migration!(6, "cluster/", "0006_instances"),
+    migration!(7, "cluster/", "0007_recoveries"),
 ];
 
 /// `sql` for the mode: `{cluster}` replaced by the cluster's name.
@@ -475,6 +477,8 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_in_order_and_split_into_statements() {
+        // Numbers may leave gaps (a branch takes the next free one, merges renumber), never
+        // go back.
         for (position, migration) in MIGRATIONS.iter().enumerate() {
             let previous = position.checked_sub(1).map_or(0, |p| MIGRATIONS[p].version);
             assert!(migration.version > previous, "{}", migration.name);
@@ -485,6 +489,9 @@ mod tests {
                 "{}",
                 migration.name
             );
+            assert!(migration
+                .name
+                .starts_with(&format!("{:04}_", migration.version)));
             let statements: Vec<_> = migration.statements().collect();
             assert!(
                 !statements.is_empty(),
@@ -513,8 +520,10 @@ mod tests {
                     statement.sql.contains(" ON CLUSTER {cluster}"),
                     "{statement:?}"
                 );
+                // A table is created replicated or Distributed; an ALTER changes one that was.
                 assert!(
-                    statement.sql.contains("ENGINE = Replicated")
+                    statement.sql.starts_with("ALTER TABLE ")
+                        || statement.sql.contains("ENGINE = Replicated")
                         || statement.sql.contains("ENGINE = Distributed({cluster}"),
                     "{statement:?}"
                 );

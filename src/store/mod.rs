@@ -19,6 +19,7 @@ use std::time::Duration;
 use clickhouse::{Client, Compression};
 
 pub use read::{After, ErrorFilter, EventFilter, Order, PageSpec, ReadQuery};
+pub use rows::RecoveryRow;
 pub use rows::{ErrorRow, EventRow};
 
 use crate::config::ClickHouseConfig;

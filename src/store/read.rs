@@ -85,6 +85,12 @@ pub struct ErrorFilter {
     pub field: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// The event type, as far as it could be read from the rejected event.
+    pub category: Option<String>,
+    pub name: Option<String>,
+    /// `Some(true)`: only rejections a replay recovered (in `recoveries`); `Some(false)`: only
+    /// those still outstanding.
+    pub recovered: Option<bool>,
 }
 
 /// A query parameter's value.
@@ -193,7 +199,7 @@ const ERROR_SUMMARY_COLUMNS: &str = "SELECT error_id, application, received_at, 
      problem_field, problem_code, problem_message FROM errors";
 
 const ERROR_COLUMNS: &str = "SELECT error_id, application, received_at, request_id, \
-     item_index, event_id, session_id, category, name, timestamp, raw, raw_truncated, \
+     item_index, event_id, session_id, category, name, timestamp, raw, raw_truncated, recoverable, \
      problem_field, problem_code, problem_message FROM errors";
 
 /// Builds `WHERE a AND b …` from conditions, each added with [`Conditions::and`].
@@ -310,7 +316,23 @@ pub fn event_query(event_id: Uuid, application: Option<&str>) -> ReadQuery {
 
 /// The SQL of an error listing.
 pub fn errors_query(filter: &ErrorFilter, page: &PageSpec) -> ReadQuery {
-    let mut conditions = Conditions::new(ERROR_SUMMARY_COLUMNS);
+    error_conditions(ERROR_SUMMARY_COLUMNS, filter).page("received_at", "error_id", page, None)
+}
+
+/// Whether a rejection was recovered: its id is in `recoveries` (which holds only recovered
+/// rejections, so the set stays small next to `errors`).
+const RECOVERED: &str = "error_id IN (SELECT error_id FROM recoveries)";
+
+/// The SQL of one page of rejections to replay, oldest first: [`ReplayRow`]s.
+pub fn replay_query(filter: &ErrorFilter, page: &PageSpec) -> ReadQuery {
+    let select = format!(
+        "SELECT error_id, application, received_at, raw, recoverable, {RECOVERED} AS recovered FROM errors"
+    );
+    error_conditions(&select, filter).page("received_at", "error_id", page, None)
+}
+
+fn error_conditions(select: &str, filter: &ErrorFilter) -> Conditions {
+    let mut conditions = Conditions::new(select);
     conditions.and_text("application = {}", "application", &filter.application);
     // `has` on `problem_code` lets the bloom filter index skip granules; `arrayExists`
     // then insists that one problem has both the field and the code.
@@ -330,7 +352,32 @@ pub fn errors_query(filter: &ErrorFilter, page: &PageSpec) -> ReadQuery {
     }
     conditions.and_time("received_at >= {}", "from", &filter.from);
     conditions.and_time("received_at < {}", "to", &filter.to);
-    conditions.page("received_at", "error_id", page, None)
+    conditions.and_text("category = {}", "category", &filter.category);
+    conditions.and_text("name = {}", "name", &filter.name);
+    if let Some(recovered) = filter.recovered {
+        conditions.next();
+        conditions
+            .query
+            .push(if recovered { RECOVERED } else { "NOT " });
+        if !recovered {
+            conditions.query.push(RECOVERED);
+        }
+    }
+    conditions
+}
+
+/// A rejection as a replay reads it.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct ReplayRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub error_id: Uuid,
+    pub application: String,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub received_at: DateTime<Utc>,
+    pub raw: String,
+    pub recoverable: bool,
+    /// Already in `recoveries`.
+    pub recovered: bool,
 }
 
 /// The SQL of one rejection by id, of `application` when given.
@@ -371,6 +418,11 @@ pub struct ErrorSummaryRow {
 }
 
 impl Store {
+    /// One page of rejections to replay ([`replay_query`]).
+    pub async fn fetch_replay(&self, query: &ReadQuery) -> Result<Vec<ReplayRow>, StoreError> {
+        Ok(query.query(&self.client()).fetch_all::<ReplayRow>().await?)
+    }
+
     /// The events of a listing query ([`events_query`]).
     pub async fn fetch_events(&self, query: &ReadQuery) -> Result<Vec<EventRow>, StoreError> {
         Ok(query.query(&self.client()).fetch_all::<EventRow>().await?)
@@ -502,8 +554,7 @@ mod tests {
             application: None,
             code: Some("too_long".into()),
             field: Some("name".into()),
-            from: None,
-            to: None,
+            ..ErrorFilter::default()
         };
         let page = PageSpec {
             order: Order::Desc,

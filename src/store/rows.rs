@@ -49,10 +49,32 @@ pub struct ErrorRow {
     pub name: Option<String>,
     #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]
     pub timestamp: Option<DateTime<Utc>>,
-    /// The input as received, cut at `ingest.max_raw_error_bytes` on a character boundary.
+    /// The input as received, API keys redacted. A rejected event's is kept whole up to
+    /// `ingest.max_body_bytes` (the request it came in was no larger); a request refused as a
+    /// whole is cut at `ingest.max_raw_error_bytes`, on a character boundary.
     pub raw: String,
     pub raw_truncated: bool,
+    /// Whether `raw` is one whole event exactly as received, so that it can be replayed
+    /// (`errors replay`): a per-event rejection, neither cut nor redacted.
+    pub recoverable: bool,
     pub problem_field: Vec<String>,
     pub problem_code: Vec<String>,
     pub problem_message: Vec<String>,
+}
+
+/// One recovered rejection, as stored in `recoveries`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct RecoveryRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub error_id: Uuid,
+    pub application: String,
+    /// The event the rejection became.
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub event_id: Uuid,
+    /// The rejection's (and the event's) first arrival.
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub received_at: DateTime<Utc>,
+    /// When the replay stored the event.
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    pub recovered_at: DateTime<Utc>,
 }

@@ -711,6 +711,35 @@ async fn panels_show_the_seeded_numbers() {
             .starts_with("(whole): malformed_json ("),
         "{broken}"
     );
+
+    // One of the four rejections recovered (as `errors replay` records it).
+    app.db
+        .client()
+        .query(
+            "INSERT INTO recoveries SELECT error_id, application, generateUUIDv4(), received_at, \
+             now64(6) FROM errors ORDER BY received_at, error_id LIMIT 1",
+        )
+        .execute()
+        .await
+        .unwrap();
+    let (_, split) = run_as_grafana(
+        &app,
+        &find("errors.json", "Outstanding vs recovered rejections"),
+        &all,
+        &range,
+    )
+    .await
+    .unwrap();
+    let count = |column: &str| {
+        split.rows[0][column]
+            .to_string()
+            .trim_matches('"')
+            .to_owned()
+    };
+    assert_eq!(
+        (count("outstanding"), count("recovered")),
+        ("3".into(), "1".into())
+    );
 }
 
 /// Checks `used` (metric name → where) against a live scrape after traffic. `up` is recorded

@@ -17,6 +17,7 @@ mod openapi;
 mod plan;
 mod read;
 mod read_speed;
+mod recover;
 mod scale;
 mod schemas;
 mod sessions;

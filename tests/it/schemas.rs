@@ -205,7 +205,7 @@ async fn unknown_event_types_follow_the_configured_policy() {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     for entry in walk(from) {
         let target = to.join(entry.strip_prefix(from).unwrap());
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();

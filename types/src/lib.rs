@@ -263,6 +263,10 @@ pub struct Rejection {
     pub raw: String,
     /// Whether `raw` was cut at the server's `ingest.max_raw_error_bytes`.
     pub raw_truncated: bool,
+    /// Whether `raw` is one whole event as sent, which `errors replay` can store once the
+    /// cause of its rejection is fixed (absent from servers before recovery existed).
+    #[serde(default)]
+    pub recoverable: bool,
 }
 
 /// One page of rejections.

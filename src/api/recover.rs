@@ -1,0 +1,136 @@
+//! `POST /api/admin/errors/replay`: the HTTP edge of [`crate::recover`].
+//!
+//! Tenancy: an application's admin key replays only its own application's rejections (the
+//! filter is confined to it; naming another answers 403 `application_not_in_scope`); an
+//! organisation admin key replays any application's, or every application's.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use the_eye_types::ErrorBody;
+use utoipa::ToSchema;
+
+use super::admin::json_body;
+use super::{ApiError, AppState};
+use crate::auth::Principal;
+use crate::recover::{self, RecoverError, ReplayOutcome, ReplayPosition, MAX_REPLAY_ROWS};
+use crate::store::{After, ErrorFilter};
+
+/// What to replay. Every filter given must match (as in `GET /api/errors`); times are on the
+/// rejection's `received_at`, `from` inclusive, `to` exclusive.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"application": "web-shop", "code": "required", "category": "form interaction", "name": "submit", "from": "2026-11-29T00:00:00Z", "dry_run": true, "limit": 1000}))]
+pub struct ReplayBody {
+    /// Only this application's rejections; an application's key always means its own.
+    pub application: Option<String>,
+    /// Only rejections with a problem of this code, e.g. `schema_violation`.
+    pub code: Option<String>,
+    /// Only rejections with a problem at this field (with `code`: the same problem).
+    pub field: Option<String>,
+    /// Only rejections of this event category.
+    pub category: Option<String>,
+    /// Only rejections of this event name.
+    pub name: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Count the outcomes, write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Rejections this call reads, 1 to 1000 (default 1000).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// The previous answer's `next`, to continue.
+    pub after: Option<ReplayPosition>,
+}
+
+/// `POST /api/admin/errors/replay`: validates one page of matching rejections again with
+/// today's rules and schemas, stores those that pass (each once, with its original time), and
+/// counts every outcome. Repeat with `after` = `next` until `next` is absent.
+#[utoipa::path(
+    post,
+    path = "/api/admin/errors/replay",
+    tag = "operations",
+    request_body = ReplayBody,
+    responses(
+        (status = 200, description = "What this page of rejections became (in a dry run: would become)", body = ReplayOutcome),
+        (status = 400, description = "`invalid_body` or `invalid_parameters` (a bad limit or time range)", body = ErrorBody),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope` (the key lacks `admin`) or `application_not_in_scope`", body = ErrorBody),
+        (status = 500, description = "ClickHouse failed (`internal`); what was stored stays, a repeat stores nothing twice", body = ErrorBody),
+        (status = 503, description = "The pipeline has no room (`queue_full`): nothing of this page was stored; retry after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn replay_errors(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<ReplayOutcome>, ApiError> {
+    let body: ReplayBody = if body.is_empty() {
+        ReplayBody::default()
+    } else {
+        json_body(&body)?
+    };
+    let limit = body.limit.unwrap_or(MAX_REPLAY_ROWS);
+    if !(1..=MAX_REPLAY_ROWS).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_parameters",
+            format!("`limit` must be 1 to {MAX_REPLAY_ROWS}, not {limit}"),
+        ));
+    }
+    if let (Some(from), Some(to)) = (body.from, body.to) {
+        if from >= to {
+            return Err(ApiError::bad_request(
+                "invalid_parameters",
+                "`from` must be before `to`".to_owned(),
+            ));
+        }
+    }
+    let application = match (principal.application_scope(), body.application) {
+        (Some(own), Some(asked)) if asked != own => {
+            return Err(ApiError::Forbidden {
+                code: "application_not_in_scope",
+                message: format!(
+                    "this key administers only the application `{own}`; an organisation key replays any application"
+                ),
+            })
+        }
+        (Some(own), _) => Some(own.to_owned()),
+        (None, asked) => asked,
+    };
+    let request = recover::ReplayRequest {
+        filter: ErrorFilter {
+            application,
+            code: body.code,
+            field: body.field,
+            from: body.from,
+            to: body.to,
+            category: body.category,
+            name: body.name,
+            recovered: None,
+        },
+        dry_run: body.dry_run,
+        limit,
+        after: body.after.map(|position| After {
+            at: position.received_at,
+            id: position.error_id,
+        }),
+    };
+    let outcome = recover::replay(&state.store, &state.ingestor, &request)
+        .await
+        .map_err(|error| match error {
+            RecoverError::Store(error) => ApiError::from(error),
+            RecoverError::Ingest(error) => ApiError::from(error),
+        })?;
+    tracing::info!(
+        by = %principal.key_prefix,
+        dry_run = outcome.dry_run,
+        selected = outcome.selected,
+        recovered = outcome.recovered,
+        "rejections replayed"
+    );
+    Ok(Json(outcome))
+}
