@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::common::{provision, test_config, TestDb};
-use crate::spool::{metric, Child};
+use crate::spool::{wait_metric, Child};
 
 /// `the-eye migrate` on `db`, as a child process.
 fn migrate_process(db: &TestDb) -> tokio::process::Child {
@@ -258,10 +258,13 @@ async fn three_instances_one_killed_and_restarted_store_every_accepted_event_onc
         sender.await.unwrap();
     }
     let accepted: Vec<String> = accepted.lock().unwrap().iter().cloned().collect();
-    let restarted_served = metric(
-        &instances[1].metrics().await,
+    // Polled: the restarted instance's last batch may still be on its way to ClickHouse.
+    let restarted_served = wait_metric(
+        &instances[1],
         "the_eye_rows_inserted_total{table=\"events\"}",
-    );
+        1.0,
+    )
+    .await;
     assert!(
         restarted_served > 0.0,
         "the restarted instance took no load"

@@ -195,7 +195,7 @@ fn segments(spool: &Path) -> Vec<PathBuf> {
 }
 
 /// Waits until `metric` of `child` reaches `at_least`.
-async fn wait_metric(child: &Child, series: &str, at_least: f64) -> f64 {
+pub(crate) async fn wait_metric(child: &Child, series: &str, at_least: f64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let value = metric(&child.metrics().await, series);
