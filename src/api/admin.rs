@@ -247,8 +247,10 @@ pub struct ApplicationCreate {
     #[schema(example = "Web Shop")]
     pub name: String,
     /// Events per second; absent: the configured default.
+    #[schema(maximum = 2147483647)]
     pub rate_per_second: Option<u32>,
     /// Events at once; absent: the configured default.
+    #[schema(maximum = 2147483647)]
     pub burst: Option<u32>,
     /// Browser origins allowed to send events, like `https://shop.example`.
     #[serde(default)]
@@ -271,8 +273,10 @@ pub struct ApplicationPatch {
     /// A new name; the id stays.
     pub name: Option<String>,
     /// Events per second; 0 returns to the configured default.
+    #[schema(maximum = 2147483647)]
     pub rate_per_second: Option<u32>,
     /// Events at once; 0 returns to the configured default.
+    #[schema(maximum = 2147483647)]
     pub burst: Option<u32>,
     /// Origins to allow besides those allowed now.
     #[serde(default)]
@@ -288,8 +292,34 @@ pub struct ApplicationPatch {
 #[schema(example = json!({"scopes": ["read"]}))]
 pub struct KeyCreate {
     /// Any of `ingest`, `read`, `admin`.
-    #[schema(example = json!(["read"]))]
+    #[schema(value_type = Vec<ScopeName>, example = json!(["read"]))]
     pub scopes: Vec<String>,
+}
+
+/// A key's scope, as the OpenAPI document names it (the handler parses the strings, so that
+/// an unknown one gets a message naming it).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase", example = "read")]
+#[allow(dead_code)] // Only describes the body.
+pub enum ScopeName {
+    Ingest,
+    Read,
+    Admin,
+}
+
+/// Rates and bursts are stored as `UInt32` but documented (and so bounded) as OpenAPI's
+/// `int32`: no application sends two billion events a second, and a client generated from
+/// the document must be able to hold every value the service accepts.
+fn bounded_rates(rate: Option<u32>, burst: Option<u32>) -> Result<(), ApiError> {
+    for (name, value) in [("rate_per_second", rate), ("burst", burst)] {
+        if value.is_some_and(|value| value > i32::MAX as u32) {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                format!("`{name}` must be at most {}", i32::MAX),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A key just created: `key` is shown only in this answer, and only its hash is stored.
@@ -490,6 +520,7 @@ pub async fn create_application(
 ) -> Result<(StatusCode, Json<CreatedApplication>), ApiError> {
     require_organisation(&principal, "registering an application")?;
     let body: ApplicationCreate = json_body(&body)?;
+    bounded_rates(body.rate_per_second, body.burst)?;
     let new = NewApplication {
         name: body.name,
         rate_per_second: body.rate_per_second,
@@ -539,6 +570,7 @@ pub async fn update_application(
     let id = path_text("application_id", path)?;
     administered(&state, &principal, &id).await?;
     let patch: ApplicationPatch = json_body(&body)?;
+    bounded_rates(patch.rate_per_second, patch.burst)?;
     let update = ApplicationUpdate {
         name: patch.name,
         rate_per_second: patch.rate_per_second,

@@ -54,10 +54,13 @@ pub(super) fn readable_application(
 #[into_params(parameter_in = Query)]
 pub struct ObservedParams {
     /// The event type's category (required).
+    #[param(min_length = 1)]
     pub category: String,
     /// The event type's name (required).
+    #[param(min_length = 1)]
     pub name: String,
     /// Only events of this application.
+    #[param(min_length = 1)]
     pub application: Option<String>,
     /// Only events whose `timestamp` is at or after this RFC 3339 time (inclusive).
     pub from: Option<DateTime<Utc>>,
@@ -162,6 +165,7 @@ pub async fn observed_schema(
 #[into_params(parameter_in = Query)]
 pub struct DriftParams {
     /// Only events and rejections of this application.
+    #[param(min_length = 1)]
     pub application: Option<String>,
     /// Start of the period, RFC 3339 (inclusive); default 7 days before `to`.
     pub from: Option<DateTime<Utc>>,

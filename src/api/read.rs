@@ -408,7 +408,7 @@ pub async fn session_events(
     tag = "read",
     params(
         ("event_id" = Uuid, Path, description = "The event's id"),
-        ("application" = Option<String>, Query, description = "The application whose event it is. Needed only by an organisation key when several applications sent this id (without it, the first application by id is served); an application's key may name only its own"),
+        ("application" = Option<String>, Query, min_length = 1, description = "The application whose event it is. Needed only by an organisation key when several applications sent this id (without it, the first application by id is served); an application's key may name only its own"),
     ),
     responses(
         (status = 200, description = "The event", body = Event),

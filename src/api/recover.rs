@@ -53,7 +53,7 @@ pub struct ReplayBody {
     post,
     path = "/api/admin/errors/replay",
     tag = "operations",
-    request_body = ReplayBody,
+    request_body(content = Option<ReplayBody>, description = "What to replay; an empty body replays every rejection of the key's scope (1,000 at a time)"),
     responses(
         (status = 200, description = "What this page of rejections became (in a dry run: would become)", body = ReplayOutcome),
         (status = 400, description = "`invalid_body` or `invalid_parameters` (a bad limit or time range)", body = ErrorBody),

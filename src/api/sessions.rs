@@ -109,17 +109,22 @@ fn session(row: SessionRow) -> Session {
 #[into_params(parameter_in = Query)]
 pub struct SessionFilterParams {
     /// Only sessions of this application.
+    #[param(min_length = 1)]
     pub application: Option<String>,
     /// Sessions that started (first event's `timestamp`) at or after this RFC 3339 time.
     pub from: Option<DateTime<Utc>>,
     /// Sessions that started before this RFC 3339 time (exclusive).
     pub to: Option<DateTime<Utc>>,
     /// Sessions with at least this many events.
-    #[param(minimum = 1)]
+    // Documented as int64 with the bound the server applies: utoipa's `int32` for a u32
+    // would call values the server accepts invalid.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
     pub min_events: Option<u32>,
     /// Sessions at least this long (first to last event), in milliseconds.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub min_duration_ms: Option<u32>,
     /// Sessions whose entry path is exactly this, e.g. `/pricing`.
+    #[param(min_length = 1)]
     pub entry_path: Option<String>,
 }
 
