@@ -209,7 +209,7 @@ pub async fn serve_with_metrics(
         metrics.clone(),
         schemas.clone(),
     ));
-    let state = AppState {
+    let state = AppState::new(api::AppStateInner {
         config: config.clone(),
         store,
         pipeline: pipeline.clone(),
@@ -219,7 +219,7 @@ pub async fn serve_with_metrics(
         limits,
         schemas: schemas.clone(),
         readiness: Arc::default(),
-    };
+    });
     spawn_reload_on_hangup(state.clone(), background.clone());
     // Stopped last, so that a scrape during shutdown still sees the final flush.
     let metrics_stop = CancellationToken::new();
