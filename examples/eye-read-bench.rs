@@ -3,7 +3,8 @@
 //! starts The Eye in-process on a loopback port, creates an organisation read key as
 //! `the-eye keys create --org --scope read` does (the fixture spans three applications), and
 //! times the common reads over HTTP with that key (three of events, two of session
-//! summaries), one request at a time, reporting p50/p90/p99/max.
+//! summaries), one request at a time, reporting p50/p90/p99/max. With `--storage` it first
+//! reports bytes on disk per event of `events` (columns, projections, skip indexes).
 //!
 //! ```sh
 //! cargo run --release --example eye-read-bench -- --requests 300
@@ -39,6 +40,10 @@ struct Args {
     /// A ClickHouse HTTP URL; default: start the development server.
     #[arg(long, env = "CLICKHOUSE_URL")]
     clickhouse_url: Option<String>,
+    /// Also report bytes on disk per event of `events` (its columns, each projection, its skip
+    /// indexes), after merging the fixture's parts (`OPTIMIZE TABLE events FINAL`).
+    #[arg(long)]
+    storage: bool,
 }
 
 #[tokio::main]
@@ -97,6 +102,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         fixture.events,
         started.elapsed()
     );
+
+    if args.storage {
+        storage_report(&store, fixture.events).await?;
+    }
 
     let days = fixture.days as usize;
     let day = |i: usize| fixture.start + TimeDelta::days((i % days) as i64);
@@ -203,5 +212,121 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     drop(devserver);
     let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// One line of the storage report: sizes in bytes, summed over the active parts.
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Sizes {
+    name: String,
+    rows: u64,
+    compressed: u64,
+    uncompressed: u64,
+    on_disk: u64,
+}
+
+/// Prints bytes on disk per event of `events`, merged to one part per partition: the table's
+/// columns (with their marks and primary index), each projection (`system.projection_parts`),
+/// the skip indexes, and the total, also as a multiple of the table without its projections
+/// and skip indexes. `system.parts.bytes_on_disk` counts a part's whole directory, projections
+/// included, so the table alone is that minus the projections' and skip indexes' bytes.
+async fn storage_report(
+    store: &the_eye::store::Store,
+    events: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let client = store.client();
+    let started = Instant::now();
+    client
+        .query("OPTIMIZE TABLE events FINAL")
+        .with_setting("mutations_sync", "1")
+        .execute()
+        .await?;
+    eprintln!("merged events in {:.1?}", started.elapsed());
+    let projections = client
+        .query(
+            "SELECT name, sum(rows) AS rows, sum(data_compressed_bytes) AS compressed, \
+             sum(data_uncompressed_bytes) AS uncompressed, sum(bytes_on_disk) AS on_disk \
+             FROM system.projection_parts \
+             WHERE database = currentDatabase() AND table = 'events' AND active \
+             GROUP BY name ORDER BY name",
+        )
+        .fetch_all::<Sizes>()
+        .await?;
+    let parts_sql = |columns: &str| {
+        format!(
+            "SELECT {columns} FROM system.parts \
+             WHERE database = currentDatabase() AND table = 'events' AND active"
+        )
+    };
+    let parts = client
+        .query(&parts_sql("count()"))
+        .fetch_one::<u64>()
+        .await?;
+    let table = client
+        .query(&parts_sql(
+            "'columns' AS name, sum(rows) AS rows, sum(data_compressed_bytes) AS compressed, \
+             sum(data_uncompressed_bytes) AS uncompressed, sum(bytes_on_disk) AS on_disk",
+        ))
+        .fetch_one::<Sizes>()
+        .await?;
+    let indexes = client
+        .query(&parts_sql(
+            "'skip indexes' AS name, sum(rows) AS rows, \
+             sum(secondary_indices_compressed_bytes) AS compressed, \
+             sum(secondary_indices_uncompressed_bytes) AS uncompressed, \
+             sum(secondary_indices_compressed_bytes) AS on_disk",
+        ))
+        .fetch_one::<Sizes>()
+        .await?;
+    let projected: u64 = projections.iter().map(|p| p.on_disk).sum();
+    let total = table.on_disk;
+    let alone = total - projected - indexes.on_disk;
+    let per_event = |bytes: u64| bytes as f64 / events as f64;
+    println!(
+        "\n`events`, {events} events in {parts} parts after OPTIMIZE FINAL: bytes per event\n\n\
+         | what | rows | compressed | uncompressed | on disk | × table |\n|---|---|---|---|---|---|"
+    );
+    let line = |name: &str, rows: u64, compressed: u64, uncompressed: u64, on_disk: u64| {
+        println!(
+            "| {name} | {rows} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            per_event(compressed),
+            per_event(uncompressed),
+            per_event(on_disk),
+            on_disk as f64 / alone as f64
+        )
+    };
+    line(
+        "table (columns, marks, primary index)",
+        table.rows,
+        table.compressed,
+        table.uncompressed,
+        alone,
+    );
+    for projection in projections.iter().chain([&indexes]) {
+        let label = if projection.name == "skip indexes" {
+            "skip indexes".to_owned()
+        } else {
+            format!("projection `{}`", projection.name)
+        };
+        line(
+            &label,
+            projection.rows,
+            projection.compressed,
+            projection.uncompressed,
+            projection.on_disk,
+        );
+    }
+    line(
+        "**total**",
+        table.rows,
+        table.compressed
+            + projections.iter().map(|p| p.compressed).sum::<u64>()
+            + indexes.compressed,
+        table.uncompressed
+            + projections.iter().map(|p| p.uncompressed).sum::<u64>()
+            + indexes.uncompressed,
+        total,
+    );
+    println!();
     Ok(())
 }
