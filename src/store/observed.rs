@@ -1,11 +1,10 @@
 //! Reads behind the tracking plan (`crate::plan`): a bounded sample of one event type's stored
 //! `data`, streamed row by row, and per-type counts of accepted and rejected events.
 //!
-//! A sample is the newest `limit` events of the type (by `timestamp`, one row per `event_id`),
-//! read through the `by_category` projection, which keeps rows sorted by
-//! (`category`, `timestamp`): ClickHouse reads the type's range newest first and stops at the
-//! limit. Rows are handed to the caller one at a time, so memory holds one `data` document, not
-//! the sample.
+//! A sample is the newest `limit` events of the type (by `timestamp`, one row per `event_id`)
+//! in a time range: the index projection `time_index` (migration 8) finds the range's rows, and
+//! ClickHouse reads only the granules of `events` that hold them. Rows are handed to the caller
+//! one at a time, so memory holds one `data` document, not the sample.
 
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
@@ -47,13 +46,16 @@ pub fn sample_query(spec: &SampleSpec) -> ReadQuery {
     // A retried event stored twice counts once.
     query.push(" ORDER BY timestamp DESC LIMIT 1 BY event_id");
     query.bind(" LIMIT {}", "limit", Param::UInt(spec.limit));
+    query.use_projection_index();
     query
 }
 
 /// The SQL counting every stored event the sample is drawn from (copies of a retried event
 /// included until a merge folds them).
 pub fn matching_query(spec: &SampleSpec) -> ReadQuery {
-    sample_conditions("SELECT count() FROM events", spec).query
+    let mut query = sample_conditions("SELECT count() FROM events", spec).query;
+    query.use_projection_index();
+    query
 }
 
 /// Accepted and rejected events of one type received in a period, and the rejections by

@@ -102,12 +102,19 @@ pub enum Param {
     UInt(u32),
 }
 
-/// SQL and its parameters, ready to run or to `EXPLAIN`.
+/// SQL, its parameters and its settings, ready to run or to `EXPLAIN`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadQuery {
     sql: String,
     params: Vec<(&'static str, Param)>,
+    /// ClickHouse settings of this query: fixed names and values chosen here, never input.
+    settings: Vec<(&'static str, &'static str)>,
 }
+
+/// The setting that lets ClickHouse use an index projection (`events.time_index`, migration 8)
+/// whatever the table's size: by default it does only when it estimates at least 1,000,000 rows
+/// to read from the table, so a month's partition of a smaller table would be read whole.
+const USE_PROJECTION_INDEX: (&str, &str) = ("min_table_rows_to_use_projection_index", "0");
 
 const TIME: &str = "DateTime64(6, 'UTC')";
 
@@ -116,6 +123,20 @@ impl ReadQuery {
         Self {
             sql: sql.to_owned(),
             params: Vec::new(),
+            settings: Vec::new(),
+        }
+    }
+
+    /// The ClickHouse settings this query runs with.
+    pub fn settings(&self) -> &[(&'static str, &'static str)] {
+        &self.settings
+    }
+
+    /// Lets this query of `events` use the index projection `time_index` at any table size
+    /// (see [`USE_PROJECTION_INDEX`]).
+    pub(super) fn use_projection_index(&mut self) {
+        if !self.settings.contains(&USE_PROJECTION_INDEX) {
+            self.settings.push(USE_PROJECTION_INDEX);
         }
     }
 
@@ -164,14 +185,35 @@ impl ReadQuery {
         self.bound(client, &self.sql)
     }
 
-    /// `EXPLAIN indexes = 1` of exactly this query, one line per row.
+    /// `EXPLAIN projections = 1, indexes = 1` of exactly this query, one line per row: the
+    /// granules that the primary key, partitions and skip indexes select, and the projections
+    /// used, including index projections, which ClickHouse applies while reading (their
+    /// granules of the table are known only then: see [`ReadQuery::rows_read`]).
     pub async fn explain(&self, client: &Client) -> Result<Vec<String>, StoreError> {
-        let sql = format!("EXPLAIN indexes = 1 {}", self.sql);
+        let sql = format!("EXPLAIN projections = 1, indexes = 1 {}", self.sql);
         Ok(self.bound(client, &sql).fetch_all::<String>().await?)
+    }
+
+    /// Runs exactly this query and returns the rows ClickHouse read from storage for it
+    /// (`read_rows` of the `X-ClickHouse-Summary` header; the whole granules read, before any
+    /// filter), for tests and benchmarks. The result is read and dropped.
+    pub async fn rows_read(&self, client: &Client) -> Result<u64, StoreError> {
+        let mut cursor = self
+            .bound(client, &self.sql)
+            .with_setting("wait_end_of_query", "1")
+            .fetch_bytes("RowBinary")?;
+        while cursor.next().await?.is_some() {}
+        Ok(cursor
+            .summary()
+            .and_then(|summary| summary.read_rows())
+            .unwrap_or(0))
     }
 
     fn bound(&self, client: &Client, sql: &str) -> clickhouse::query::Query {
         let mut query = client.query(sql);
+        for (name, value) in &self.settings {
+            query = query.with_setting(*name, *value);
+        }
         for (name, value) in &self.params {
             query = match value {
                 Param::Text(text) => query.param(name, text),
@@ -295,7 +337,9 @@ pub fn events_query(filter: &EventFilter, page: &PageSpec) -> ReadQuery {
     conditions.and_time("timestamp < {}", "to", &filter.to);
     conditions.and_time("received_at >= {}", "received_from", &filter.received_from);
     conditions.and_time("received_at < {}", "received_to", &filter.received_to);
-    conditions.page("timestamp", "event_id", page, Some("application, event_id"))
+    let mut query = conditions.page("timestamp", "event_id", page, Some("application, event_id"));
+    query.use_projection_index();
+    query
 }
 
 /// The SQL of one event by id, of `application` when given: the first copy received, should
@@ -488,6 +532,10 @@ mod tests {
             )
         );
         assert_eq!(query.params(), &[("limit", Param::UInt(101))]);
+        assert_eq!(
+            query.settings(),
+            &[("min_table_rows_to_use_projection_index", "0")]
+        );
     }
 
     #[test]
