@@ -143,6 +143,8 @@ async fn the_common_reads_touch_a_small_fraction_of_the_table() {
 
     let session = fixture.session_of(424_242);
     let owner = fixture.application_of(424_242);
+    // On February 10th the day's sessions are neighbours in the table's sort order (ids
+    // `session-4xxx`); see `scattered_sessions_cost_a_granule_each` for a day whose are not.
     let day = "from=2025-02-10T00:00:00Z&to=2025-02-11T00:00:00Z";
     let hour = "from=2025-02-10T13:00:00Z&to=2025-02-10T14:00:00Z";
     // (what, URL, request, index projection it must use)
@@ -236,6 +238,7 @@ async fn the_common_reads_touch_a_small_fraction_of_the_table() {
         assert_eq!(items.len(), 100, "{url}");
     }
 
+    scattered_sessions_cost_a_granule_each(&app, &store, total).await;
     event_by_id_reads_its_granule(&app, &store, &session, total).await;
     errors_by_time_prune_within_a_month(&app, &store, &fixture).await;
 
@@ -362,6 +365,35 @@ async fn sessions_read_a_small_fraction(app: &TestApp, store: &Store, fixture: &
         ))
         .await;
     assert_eq!(summary.events, events);
+}
+
+/// The table is sorted by session, so a time-range read through `time_index` reads the
+/// granules of every session active in the range: in the first hour of January 1st the
+/// fixture's sessions have one-digit ids (`session-3`), which sort among the longer ones
+/// (`session-30` …, `session-300` …, `session-3000` …), so each one's rows lie in another
+/// granule of the month, as random session ids always do. Such an hour reads one granule per
+/// active session at most, not the month — but far more than 2% of the table.
+async fn scattered_sessions_cost_a_granule_each(app: &TestApp, store: &Store, total: u64) {
+    let hour = "from=2025-01-01T00:00:00Z&to=2025-01-01T01:00:00Z";
+    let query = parse_event_listing(None, Some(hour)).unwrap().query();
+    let read = granules_read(store, &query).await;
+    let sessions = app
+        .db
+        .count(
+            "SELECT uniqExact(session_id, application) FROM events \
+             WHERE timestamp >= '2025-01-01 00:00:00' AND timestamp < '2025-01-01 01:00:00'",
+        )
+        .await;
+    let month = total / 3 + 1;
+    eprintln!(
+        "an hour of scattered sessions: {read} of {total} granules read, {sessions} sessions \
+         active, about {month} granules in the month"
+    );
+    assert!(sessions >= 5, "{sessions}");
+    assert!(
+        read >= sessions / 2 && read <= sessions + 1 && read < month,
+        "{read} granules"
+    );
 }
 
 /// `GET /api/events/{id}` reads the granules the bloom filter on `event_id` lets through (one
