@@ -123,6 +123,8 @@ async fn run_size(
     config.clickhouse.url = url.to_owned();
     config.clickhouse.database = format!("eye_read_bench_{}_{events}", std::process::id());
     let (store, _) = the_eye::connect(&config).await?;
+    // The settings the service's reads run with (it finds them when it migrates, at start).
+    store.detect_settings().await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen_addr).await?;
     let running = Running::spawn(config.clone(), listener)?;
     let base = running.url();

@@ -7,9 +7,10 @@
 -- * `time_index`: an index projection. It stores only `timestamp` and `_part_offset` (each
 --   row's position in its part, which survives merges), sorted by time: about 9.5 bytes per
 --   event. A read with a condition on `timestamp` looks up the matching offsets in it and then
---   reads only the granules of the table that hold them. The API's event listings set
---   `min_table_rows_to_use_projection_index = 0` (`store::read`): by default ClickHouse uses a
---   projection index only when it estimates at least 1,000,000 rows to read from the table.
+--   reads only the granules of the table that hold them. The Eye's queries set
+--   `min_table_rows_to_use_projection_index = 0` where the server has it (ClickHouse 25.11+;
+--   `store::PROJECTION_INDEX_THRESHOLD`): by default those versions use a projection index
+--   only when they estimate at least 1,000,000 rows to read from the table.
 --   Reads of one category in a time range use it too (the category filters the rows read);
 --   a second index sorted by (category, time) would cost another 10 bytes per event, over
 --   the budget of 1.5 times the table, for reads that already touch < 2% of the granules.

@@ -373,6 +373,7 @@ impl Store {
             .query(&self.for_mode(CREATE_LEDGER, CREATE_CLUSTER_LEDGER))
             .execute()
             .await?;
+        self.detect_settings().await?;
         if self.pending(last).await?.is_empty() {
             return Ok(Vec::new());
         }

@@ -46,16 +46,13 @@ pub fn sample_query(spec: &SampleSpec) -> ReadQuery {
     // A retried event stored twice counts once.
     query.push(" ORDER BY timestamp DESC LIMIT 1 BY event_id");
     query.bind(" LIMIT {}", "limit", Param::UInt(spec.limit));
-    query.use_projection_index();
     query
 }
 
 /// The SQL counting every stored event the sample is drawn from (copies of a retried event
 /// included until a merge folds them).
 pub fn matching_query(spec: &SampleSpec) -> ReadQuery {
-    let mut query = sample_conditions("SELECT count() FROM events", spec).query;
-    query.use_projection_index();
-    query
+    sample_conditions("SELECT count() FROM events", spec).query
 }
 
 /// Accepted and rejected events of one type received in a period, and the rejections by

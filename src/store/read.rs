@@ -102,19 +102,12 @@ pub enum Param {
     UInt(u32),
 }
 
-/// SQL, its parameters and its settings, ready to run or to `EXPLAIN`.
+/// SQL and its parameters, ready to run or to `EXPLAIN`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadQuery {
     sql: String,
     params: Vec<(&'static str, Param)>,
-    /// ClickHouse settings of this query: fixed names and values chosen here, never input.
-    settings: Vec<(&'static str, &'static str)>,
 }
-
-/// The setting that lets ClickHouse use an index projection (`events.time_index`, migration 8)
-/// whatever the table's size: by default it does only when it estimates at least 1,000,000 rows
-/// to read from the table, so a month's partition of a smaller table would be read whole.
-const USE_PROJECTION_INDEX: (&str, &str) = ("min_table_rows_to_use_projection_index", "0");
 
 const TIME: &str = "DateTime64(6, 'UTC')";
 
@@ -123,20 +116,6 @@ impl ReadQuery {
         Self {
             sql: sql.to_owned(),
             params: Vec::new(),
-            settings: Vec::new(),
-        }
-    }
-
-    /// The ClickHouse settings this query runs with.
-    pub fn settings(&self) -> &[(&'static str, &'static str)] {
-        &self.settings
-    }
-
-    /// Lets this query of `events` use the index projection `time_index` at any table size
-    /// (see [`USE_PROJECTION_INDEX`]).
-    pub(super) fn use_projection_index(&mut self) {
-        if !self.settings.contains(&USE_PROJECTION_INDEX) {
-            self.settings.push(USE_PROJECTION_INDEX);
         }
     }
 
@@ -211,9 +190,6 @@ impl ReadQuery {
 
     fn bound(&self, client: &Client, sql: &str) -> clickhouse::query::Query {
         let mut query = client.query(sql);
-        for (name, value) in &self.settings {
-            query = query.with_setting(*name, *value);
-        }
         for (name, value) in &self.params {
             query = match value {
                 Param::Text(text) => query.param(name, text),
@@ -337,9 +313,7 @@ pub fn events_query(filter: &EventFilter, page: &PageSpec) -> ReadQuery {
     conditions.and_time("timestamp < {}", "to", &filter.to);
     conditions.and_time("received_at >= {}", "received_from", &filter.received_from);
     conditions.and_time("received_at < {}", "received_to", &filter.received_to);
-    let mut query = conditions.page("timestamp", "event_id", page, Some("application, event_id"));
-    query.use_projection_index();
-    query
+    conditions.page("timestamp", "event_id", page, Some("application, event_id"))
 }
 
 /// The SQL of one event by id, of `application` when given: the first copy received, should
@@ -532,10 +506,6 @@ mod tests {
             )
         );
         assert_eq!(query.params(), &[("limit", Param::UInt(101))]);
-        assert_eq!(
-            query.settings(),
-            &[("min_table_rows_to_use_projection_index", "0")]
-        );
     }
 
     #[test]
