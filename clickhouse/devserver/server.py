@@ -814,8 +814,10 @@ class Engine:
             try:
                 result = self._raw(sql, fmt, params)
                 return result.bytes(), {
-                    "read_rows": result.rows_read(),
-                    "read_bytes": result.bytes_read(),
+                    # What the engine read from storage, as a server reports it (chDB's
+                    # `rows_read` counts the result's rows instead).
+                    "read_rows": result.storage_rows_read(),
+                    "read_bytes": result.storage_bytes_read(),
                     "written_rows": result.rows_written(),
                     "written_bytes": result.bytes_written(),
                     "elapsed_ns": int(result.elapsed() * 1e9),

@@ -6,9 +6,12 @@
 //! events spread evenly over the span; sessions interleave ten at a time (events `i` with the
 //! same `i / (10 × per_session)` and `i % 10` form one session, a couple of hours long at the
 //! default sizes) and belong to one of three applications, and categories are spread by a
-//! hash of `i`.
+//! hash of `i`. `errors` gets one rejection per five events, spread evenly over the 30 days before
+//! the day the fixture is made (`errors` keeps rows 90 days: older ones would expire on
+//! insert) and across the same three applications, so that listings of errors by time have a
+//! table to prune.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 use super::{Store, StoreError};
 
@@ -19,18 +22,29 @@ pub struct Fixture {
     /// Distinct sessions; a multiple of 10 that divides `events` keeps them equal in size.
     pub sessions: u64,
     pub categories: u64,
+    /// Rows of `errors` (rejections), received evenly over [`Fixture::ERROR_DAYS`] days from
+    /// `errors_start`.
+    pub errors: u64,
+    /// When the first rejection is received: midnight UTC, [`Fixture::ERROR_DAYS`] days ago.
+    pub errors_start: DateTime<Utc>,
     /// When the first event happens.
     pub start: DateTime<Utc>,
     pub days: u32,
 }
 
 impl Default for Fixture {
-    /// The read-speed target: 1,000,000 events, 10,000 sessions, 20 categories, 90 days.
+    /// The read-speed target: 1,000,000 events, 10,000 sessions, 20 categories, 90 days, and
+    /// 200,000 rejections.
     fn default() -> Self {
         Self {
             events: 1_000_000,
             sessions: 10_000,
             categories: 20,
+            errors: 200_000,
+            errors_start: Utc::now()
+                .duration_trunc(TimeDelta::days(1))
+                .expect("a day")
+                - TimeDelta::days(Self::ERROR_DAYS.into()),
             start: DateTime::from_timestamp(1_735_689_600, 0).expect("2025-01-01"),
             days: 90,
         }
@@ -38,12 +52,17 @@ impl Default for Fixture {
 }
 
 impl Fixture {
+    /// Days over which the rejections are received, ending at midnight UTC today.
+    pub const ERROR_DAYS: u32 = 30;
+
     /// The default shape with `events` events: sessions of 100 events (`events` should be a
-    /// multiple of 1,000 so that they come out equal), the same categories and days.
+    /// multiple of 1,000 so that they come out equal), one rejection per five events, the same
+    /// categories and days.
     pub fn of_size(events: u64) -> Self {
         Self {
             events,
             sessions: (events / 100).max(1),
+            errors: (events / 5).max(1),
             ..Self::default()
         }
     }
@@ -108,6 +127,33 @@ impl Fixture {
             // parts that merges would still be working on.
             .with_setting("max_insert_block_size", (self.events + 1).to_string())
             .with_setting("min_insert_block_size_rows", (self.events + 1).to_string())
+            .execute()
+            .await?;
+        store
+            .client()
+            .query(
+                "INSERT INTO errors (error_id, application, received_at, request_id, item_index, \
+                 event_id, session_id, category, name, timestamp, raw, raw_truncated, recoverable, \
+                 problem_field, problem_code, problem_message) \
+                 SELECT generateUUIDv4(number), \
+                 concat('fixture-app-', toString(number % 3)), \
+                 {start:DateTime64(6, 'UTC')} + toIntervalMicrosecond(number * {step:UInt64}) AS at, \
+                 generateUUIDv4(number + 1), 0, NULL, NULL, 'category-0', 'pageview', at, \
+                 '{\"category\":\"category-0\",\"name\":\"pageview\"}', false, false, \
+                 ['session_id'], ['required'], ['session_id is required'] \
+                 FROM numbers({errors:UInt64})",
+            )
+            .param(
+                "start",
+                self.errors_start.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+            )
+            .param(
+                "step",
+                u64::from(Self::ERROR_DAYS) * 86_400_000_000 / self.errors.max(1),
+            )
+            .param("errors", self.errors)
+            .with_setting("max_insert_block_size", (self.errors + 1).to_string())
+            .with_setting("min_insert_block_size_rows", (self.errors + 1).to_string())
             .execute()
             .await?;
         Ok(())

@@ -63,6 +63,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_sessions"),
     migration!(6, "0006_instances"),
     migration!(7, "0007_recoveries"),
+    migration!(8, "0008_index_projections"),
 ];
 
 /// The migrations of cluster mode (`clickhouse.cluster`), from `clickhouse/migrations/cluster/`:
@@ -77,6 +78,7 @@ pub const CLUSTER_MIGRATIONS: &[Migration] = &[
     migration!(3, "cluster/", "0003_applications"),
     migration!(6, "cluster/", "0006_instances"),
     migration!(7, "cluster/", "0007_recoveries"),
+    migration!(8, "cluster/", "0008_index_projections"),
 ];
 
 /// `sql` for the mode: `{cluster}` replaced by the cluster's name.
@@ -371,6 +373,7 @@ impl Store {
             .query(&self.for_mode(CREATE_LEDGER, CREATE_CLUSTER_LEDGER))
             .execute()
             .await?;
+        self.detect_settings().await?;
         if self.pending(last).await?.is_empty() {
             return Ok(Vec::new());
         }

@@ -13,6 +13,7 @@ pub mod read;
 pub mod rows;
 pub mod sessions;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,7 +90,18 @@ struct Inner {
     database: String,
     /// `clickhouse.cluster`: `None` for one server.
     cluster: Option<String>,
+    /// Whether the server knows [`PROJECTION_INDEX_THRESHOLD`] (ClickHouse 25.11 and later),
+    /// found by [`Store::detect_settings`]; every query then sets it.
+    projection_index_threshold: AtomicBool,
 }
+
+/// The setting that lets ClickHouse use an index projection (`events.time_index`, migration 8)
+/// whatever the table's size, and its value. ClickHouse 25.11 and later use one only when they
+/// expect to read at least 1,000,000 rows of the table (so a month's partition of a smaller
+/// table is read whole); earlier versions have no such threshold, and refuse the setting as
+/// unknown, so it is set only where the server has it.
+pub const PROJECTION_INDEX_THRESHOLD: (&str, &str) =
+    ("min_table_rows_to_use_projection_index", "0");
 
 impl Store {
     /// A store on `url` (the configured server, or the devserver's), not yet contacted.
@@ -108,16 +120,45 @@ impl Store {
                 client,
                 database: config.database.clone(),
                 cluster: Some(config.cluster.clone()).filter(|name| !name.is_empty()),
+                projection_index_threshold: AtomicBool::new(false),
             }),
         }
     }
 
-    /// The client bound to The Eye's database.
+    /// The client bound to The Eye's database, with [`PROJECTION_INDEX_THRESHOLD`] once
+    /// [`Store::detect_settings`] found the server to know it.
     pub fn client(&self) -> Client {
-        self.inner
+        let client = self
+            .inner
             .client
             .clone()
-            .with_database(&self.inner.database)
+            .with_database(&self.inner.database);
+        if self
+            .inner
+            .projection_index_threshold
+            .load(Ordering::Relaxed)
+        {
+            let (name, value) = PROJECTION_INDEX_THRESHOLD;
+            client.with_setting(name, value)
+        } else {
+            client
+        }
+    }
+
+    /// Asks the server which of the settings The Eye's reads depend on it knows
+    /// ([`PROJECTION_INDEX_THRESHOLD`]); [`Store::migrate`] does it at every start.
+    pub async fn detect_settings(&self) -> Result<(), StoreError> {
+        let known = self
+            .inner
+            .client
+            .query("SELECT count() FROM system.settings WHERE name = {name:String}")
+            .param("name", PROJECTION_INDEX_THRESHOLD.0)
+            .fetch_one::<u64>()
+            .await?;
+        self.inner
+            .projection_index_threshold
+            .store(known > 0, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The database name.

@@ -1,11 +1,10 @@
 //! Reads behind the tracking plan (`crate::plan`): a bounded sample of one event type's stored
 //! `data`, streamed row by row, and per-type counts of accepted and rejected events.
 //!
-//! A sample is the newest `limit` events of the type (by `timestamp`, one row per `event_id`),
-//! read through the `by_category` projection, which keeps rows sorted by
-//! (`category`, `timestamp`): ClickHouse reads the type's range newest first and stops at the
-//! limit. Rows are handed to the caller one at a time, so memory holds one `data` document, not
-//! the sample.
+//! A sample is the newest `limit` events of the type (by `timestamp`, one row per `event_id`)
+//! in a time range: the index projection `time_index` (migration 8) finds the range's rows, and
+//! ClickHouse reads only the granules of `events` that hold them. Rows are handed to the caller
+//! one at a time, so memory holds one `data` document, not the sample.
 
 use chrono::{DateTime, Utc};
 use clickhouse::Row;

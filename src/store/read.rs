@@ -164,10 +164,28 @@ impl ReadQuery {
         self.bound(client, &self.sql)
     }
 
-    /// `EXPLAIN indexes = 1` of exactly this query, one line per row.
+    /// `EXPLAIN projections = 1, indexes = 1` of exactly this query, one line per row: the
+    /// granules that the primary key, partitions and skip indexes select, and the projections
+    /// used, including index projections, which ClickHouse applies while reading (their
+    /// granules of the table are known only then: see [`ReadQuery::rows_read`]).
     pub async fn explain(&self, client: &Client) -> Result<Vec<String>, StoreError> {
-        let sql = format!("EXPLAIN indexes = 1 {}", self.sql);
+        let sql = format!("EXPLAIN projections = 1, indexes = 1 {}", self.sql);
         Ok(self.bound(client, &sql).fetch_all::<String>().await?)
+    }
+
+    /// Runs exactly this query and returns the rows ClickHouse read from storage for it
+    /// (`read_rows` of the `X-ClickHouse-Summary` header; the whole granules read, before any
+    /// filter), for tests and benchmarks. The result is read and dropped.
+    pub async fn rows_read(&self, client: &Client) -> Result<u64, StoreError> {
+        let mut cursor = self
+            .bound(client, &self.sql)
+            .with_setting("wait_end_of_query", "1")
+            .fetch_bytes("RowBinary")?;
+        while cursor.next().await?.is_some() {}
+        Ok(cursor
+            .summary()
+            .and_then(|summary| summary.read_rows())
+            .unwrap_or(0))
     }
 
     fn bound(&self, client: &Client, sql: &str) -> clickhouse::query::Query {

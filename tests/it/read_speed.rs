@@ -1,28 +1,48 @@
 //! The three reads analysts make most — one session, one category in one day, everything in
-//! one hour — read a small fraction of the table, proven with `EXPLAIN indexes = 1` on exactly
-//! the SQL the API runs for those URLs, on a fixture of 1,000,000 events over 10,000 sessions
-//! and 20 categories spread over 90 days; and so do a day's page of session summaries and one
-//! session's summary on the `sessions` table the view fills from it.
+//! one hour — read a small fraction of the table, proven on exactly the SQL the API runs for
+//! those URLs, on a fixture of 1,000,000 events over 10,000 sessions and 20 categories spread
+//! over 90 days; and so do the event-by-id lookup, the listing of errors by time, a day's page
+//! of session summaries and one session's summary on the `sessions` table the view fills.
+//!
+//! Two measures: `EXPLAIN projections = 1, indexes = 1` (the granules that the primary key,
+//! partitions and skip indexes select before reading, and the projections used), and the rows
+//! ClickHouse reports having read when the query runs (`ReadQuery::rows_read`). The second is
+//! the one that counts for reads through `time_index`, an index projection (migration 8):
+//! ClickHouse applies it while reading, so before reading the plan still selects the whole
+//! month's partition.
 
-use the_eye::api::read::parse_event_listing;
+use the_eye::api::read::{parse_error_listing, parse_event_listing};
 use the_eye::store::fixture::Fixture;
 use the_eye::store::{ReadQuery, Store};
 
-use crate::common::TestApp;
+use crate::common::{TestApp, TestDb};
 
-/// What an `EXPLAIN indexes = 1` says is read.
+/// Rows per granule of `events` and `errors` (`index_granularity`).
+const GRANULE_ROWS: u64 = 8192;
+
+/// What an `EXPLAIN projections = 1, indexes = 1` says is read.
 #[derive(Debug)]
 struct Plan {
     /// `ReadFromMergeTree (…)`: the table or the projection read.
     sources: Vec<String>,
-    /// Granules selected, summed over every read.
+    /// Granules selected before reading, summed over every read.
     granules: u64,
+    /// Index projections applied while reading, with the granules (marks) each selects of
+    /// itself.
+    index_projections: Vec<(String, u64)>,
+    /// Skip indexes that took part (`Skip` … `Name: …`).
+    skip_indexes: Vec<String>,
 }
 
-/// Reads `ReadFromMergeTree (source)` and the `Parts: p | Granules: g` line under it.
+/// Reads `ReadFromMergeTree (source)` and the `Parts: p | Granules: g` line under it, and the
+/// `Projections:` entries that are applied during reading with their `Marks: m`.
 fn plan(lines: &[String]) -> Plan {
     let mut sources = Vec::new();
     let mut granules = 0;
+    let mut index_projections = Vec::new();
+    let mut skip_indexes = Vec::new();
+    let mut projection: Option<String> = None;
+    let mut in_skip = false;
     for line in lines {
         let line = line.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
         if let Some(rest) = line.strip_prefix("ReadFromMergeTree (") {
@@ -30,15 +50,50 @@ fn plan(lines: &[String]) -> Plan {
         } else if line.starts_with("Parts: ") && line.contains("| Granules: ") {
             let count = line.rsplit("Granules: ").next().unwrap().trim();
             granules += count.parse::<u64>().expect("a granule count");
+        } else if line == "Skip" {
+            in_skip = true;
+        } else if let Some(name) = line.strip_prefix("Name: ") {
+            if in_skip {
+                skip_indexes.push(name.to_owned());
+            } else {
+                projection = Some(name.to_owned());
+            }
+        } else if line.starts_with("Description: ") && line.contains("applied during reading") {
+            if let Some(name) = projection.take() {
+                index_projections.push((name, 0));
+            }
+        } else if let Some(marks) = line.strip_prefix("Marks: ") {
+            if let Some(last) = index_projections.last_mut() {
+                if last.1 == 0 {
+                    last.1 = marks.trim().parse().expect("a mark count");
+                }
+            }
+        } else if line.starts_with("Projections:") || line.starts_with("PrimaryKey") {
+            in_skip = false;
         }
     }
     assert!(!sources.is_empty(), "no ReadFromMergeTree in {lines:#?}");
-    Plan { sources, granules }
+    Plan {
+        sources,
+        granules,
+        index_projections,
+        skip_indexes,
+    }
 }
 
 async fn explain(store: &Store, query: &ReadQuery) -> Plan {
     let lines = query.explain(&store.client()).await.expect("EXPLAIN runs");
     plan(&lines)
+}
+
+/// The granules a query read when it ran: the rows ClickHouse reports having read, in
+/// granules (it reads whole granules).
+async fn granules_read(store: &Store, query: &ReadQuery) -> u64 {
+    let rows = query
+        .rows_read(&store.client())
+        .await
+        .expect("the query runs");
+    rows.div_ceil(GRANULE_ROWS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,6 +107,8 @@ async fn the_common_reads_touch_a_small_fraction_of_the_table() {
         ..Default::default()
     };
     let store = Store::new(&app.db.url, &config);
+    // Nothing to apply (the app did), but it finds the settings the reads use, as at start.
+    assert!(store.migrate().await.unwrap().is_empty());
     let fixture = Fixture::default();
     let started = std::time::Instant::now();
     fixture.load(&store).await.expect("fixture loads");
@@ -88,20 +145,23 @@ async fn the_common_reads_touch_a_small_fraction_of_the_table() {
 
     let session = fixture.session_of(424_242);
     let owner = fixture.application_of(424_242);
+    // On February 10th the day's sessions are neighbours in the table's sort order (ids
+    // `session-4xxx`); see `scattered_sessions_cost_a_granule_each` for a day whose are not.
     let day = "from=2025-02-10T00:00:00Z&to=2025-02-11T00:00:00Z";
     let hour = "from=2025-02-10T13:00:00Z&to=2025-02-10T14:00:00Z";
+    // (what, URL, request, index projection it must use)
     let reads = [
         (
             "one session (its route)",
             format!("/api/sessions/{session}/events"),
             parse_event_listing(Some(session.clone()), None),
-            "events",
+            None,
         ),
         (
             "one session (filter)",
             format!("/api/events?session_id={session}"),
             parse_event_listing(None, Some(&format!("session_id={session}"))),
-            "events",
+            None,
         ),
         (
             // What an application's key reads: its session route adds its application.
@@ -111,47 +171,66 @@ async fn the_common_reads_touch_a_small_fraction_of_the_table() {
                 None,
                 Some(&format!("session_id={session}&application={owner}")),
             ),
-            "events",
+            None,
         ),
         (
             "one category in one day",
             format!("/api/events?category=category-7&{day}"),
             parse_event_listing(None, Some(&format!("category=category-7&{day}"))),
-            "by_category",
+            Some("time_index"),
         ),
         (
             "one category in one day, newest first",
             format!("/api/events?category=category-7&{day}&order=desc"),
             parse_event_listing(None, Some(&format!("category=category-7&{day}&order=desc"))),
-            "by_category",
+            Some("time_index"),
         ),
         (
             "everything in one hour",
             format!("/api/events?{hour}"),
             parse_event_listing(None, Some(hour)),
-            "by_time",
+            Some("time_index"),
         ),
     ];
-    for (what, url, request, source) in reads {
+    for (what, url, request, index) in reads {
         let query = request.expect("valid parameters").query();
         let plan = explain(&store, &query).await;
-        let share = plan.granules as f64 / total as f64;
+        let read = granules_read(&store, &query).await;
+        let share = read as f64 / total as f64;
         eprintln!(
-            "{what}: {} of {total} granules ({:.2}%) from {:?}",
-            plan.granules,
+            "{what}: {read} of {total} granules read ({:.2}%), {} selected before reading, \
+             from {:?}, index projections {:?}",
             share * 100.0,
-            plan.sources
+            plan.granules,
+            plan.sources,
+            plan.index_projections
         );
+        // The table itself: no projection holds a copy of the events any more.
         assert!(
-            plan.sources.iter().all(|s| s.ends_with(source)),
-            "{what} reads {:?}, expected {source}",
+            plan.sources.iter().all(|s| s.ends_with(".events")),
+            "{what} reads {:?}, expected the table",
             plan.sources
         );
-        assert!(plan.granules >= 1, "{what}: {plan:?}");
+        match index {
+            Some(name) => {
+                let marks = plan
+                    .index_projections
+                    .iter()
+                    .find(|(projection, _)| projection == name)
+                    .unwrap_or_else(|| panic!("{what} does not use {name}: {plan:?}"))
+                    .1;
+                // The index's own granules: one projection row per event, so the same total.
+                assert!(
+                    marks >= 1 && (marks as f64) < total as f64 * 0.02,
+                    "{what}: {marks} granules of {name}"
+                );
+            }
+            None => assert!(plan.granules * 50 < total, "{what}: {plan:?}"),
+        }
+        assert!(read >= 1, "{what}: read nothing");
         assert!(
             share < 0.02,
-            "{what} reads {} of {total} granules: {plan:?}",
-            plan.granules
+            "{what} read {read} of {total} granules: {plan:?}"
         );
 
         // And the API answers it correctly.
@@ -160,6 +239,10 @@ async fn the_common_reads_touch_a_small_fraction_of_the_table() {
         let items = body["items"].as_array().unwrap();
         assert_eq!(items.len(), 100, "{url}");
     }
+
+    scattered_sessions_cost_a_granule_each(&app, &store, total).await;
+    event_by_id_reads_its_granule(&app, &store, &session, total).await;
+    errors_by_time_prune_within_a_month(&app, &store, &fixture).await;
 
     // The session holds exactly its 100 events, in order, on one page.
     let (_, body) = app.get(&format!("/api/sessions/{session}/events")).await;
@@ -284,4 +367,192 @@ async fn sessions_read_a_small_fraction(app: &TestApp, store: &Store, fixture: &
         ))
         .await;
     assert_eq!(summary.events, events);
+}
+
+/// The table is sorted by session, so a time-range read through `time_index` reads the
+/// granules of every session active in the range: in the first hour of January 1st the
+/// fixture's sessions have one-digit ids (`session-3`), which sort among the longer ones
+/// (`session-30` …, `session-300` …, `session-3000` …), so each one's rows lie in another
+/// granule of the month, as random session ids always do. Such an hour reads one granule per
+/// active session at most, not the month — but far more than 2% of the table.
+async fn scattered_sessions_cost_a_granule_each(app: &TestApp, store: &Store, total: u64) {
+    let hour = "from=2025-01-01T00:00:00Z&to=2025-01-01T01:00:00Z";
+    let query = parse_event_listing(None, Some(hour)).unwrap().query();
+    let read = granules_read(store, &query).await;
+    let sessions = app
+        .db
+        .count(
+            "SELECT uniqExact(session_id, application) FROM events \
+             WHERE timestamp >= '2025-01-01 00:00:00' AND timestamp < '2025-01-01 01:00:00'",
+        )
+        .await;
+    let month = total / 3 + 1;
+    eprintln!(
+        "an hour of scattered sessions: {read} of {total} granules read, {sessions} sessions \
+         active, about {month} granules in the month"
+    );
+    assert!(sessions >= 5, "{sessions}");
+    assert!(
+        read >= sessions / 2 && read <= sessions + 1 && read < month,
+        "{read} granules"
+    );
+}
+
+/// `GET /api/events/{id}` reads the granules the bloom filter on `event_id` lets through (one
+/// false positive in 1,000 granules), not the whole `event_id` column.
+async fn event_by_id_reads_its_granule(app: &TestApp, store: &Store, session: &str, total: u64) {
+    let id = app
+        .db
+        .client()
+        .query("SELECT toString(event_id) FROM events WHERE session_id = {s:String} LIMIT 1")
+        .param("s", session)
+        .fetch_one::<String>()
+        .await
+        .unwrap();
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    let query = the_eye::store::read::event_query(uuid, None);
+    let plan = explain(store, &query).await;
+    let read = granules_read(store, &query).await;
+    eprintln!(
+        "one event by id: {read} of {total} granules read, {} selected, skip indexes {:?}",
+        plan.granules, plan.skip_indexes
+    );
+    assert!(
+        plan.skip_indexes
+            .iter()
+            .any(|name| name == "event_id_bloom"),
+        "{plan:?}"
+    );
+    assert!(plan.granules <= 3, "{plan:?}");
+    // Reading counts the granules filtered and then the one the row is read from.
+    assert!(
+        read >= 1 && read <= 2 * plan.granules,
+        "read {read} granules: {plan:?}"
+    );
+    let (status, body) = app.get(&format!("/api/events/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["event_id"], id.as_str());
+}
+
+/// A day's errors across applications (an organisation key's listing) reads the granules of
+/// that day through the minmax index on `received_at`, not the month's partition.
+async fn errors_by_time_prune_within_a_month(app: &TestApp, store: &Store, fixture: &Fixture) {
+    assert_eq!(
+        app.db.count("SELECT count() FROM errors").await,
+        fixture.errors
+    );
+    let explain_sql = |sql: &str| {
+        let client = app.db.client();
+        let sql = format!("EXPLAIN indexes = 1 {sql}");
+        async move { plan(&client.query(&sql).fetch_all::<String>().await.unwrap()) }
+    };
+    let total = explain_sql("SELECT error_id FROM errors").await.granules;
+    // A day in the middle of the rejections' span, and its month's partition.
+    let day = fixture.errors_start + chrono::TimeDelta::days(15);
+    let month = explain_sql(&format!(
+        "SELECT error_id FROM errors WHERE toYYYYMM(received_at) = {}",
+        day.format("%Y%m")
+    ))
+    .await
+    .granules;
+    let range = format!(
+        "from={}&to={}",
+        day.format("%Y-%m-%dT%H:%M:%SZ"),
+        (day + chrono::TimeDelta::days(1)).format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let request = parse_error_listing(Some(&range)).unwrap();
+    let query = request.query();
+    let plan = explain(store, &query).await;
+    let read = granules_read(store, &query).await;
+    eprintln!(
+        "a day's errors: {read} granules read, {} selected, of {month} in the month and \
+         {total} in all; skip indexes {:?}",
+        plan.granules, plan.skip_indexes
+    );
+    // The day's month holds at least 15 days of the 30 (a day 15 days from either end).
+    assert!(total >= 20 && month >= 12, "total {total}, month {month}");
+    assert!(
+        plan.skip_indexes
+            .iter()
+            .any(|name| name == "received_at_minmax"),
+        "{plan:?}"
+    );
+    // Two granules per application at most, of the month's four or more per application.
+    assert!(plan.granules <= 6 && plan.granules * 2 <= month, "{plan:?}");
+    // Reading counts the granules filtered and then those the page's rows are read from.
+    assert!(
+        read >= 1 && read <= 2 * plan.granules,
+        "read {read}: {plan:?}"
+    );
+    let (status, body) = app.get(&format!("/api/errors?{range}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 100);
+}
+
+/// Migration 8 on a database that already holds events and errors: interrupted after its
+/// first statements and run again, it ends with the index projection built in every part, the
+/// `SELECT *` projections gone, both skip indexes in place, and every row still there; a third
+/// run after its ledger row is removed changes nothing.
+#[tokio::test]
+async fn the_index_migration_runs_on_rows_and_again_after_an_interruption() {
+    let db = TestDb::new().await;
+    let config = the_eye::config::ClickHouseConfig {
+        database: db.name.clone(),
+        ..Default::default()
+    };
+    let store = Store::new(&db.url, &config);
+    store.migrate_up_to(7).await.unwrap();
+    let fixture = Fixture::of_size(10_000);
+    fixture.load(&store).await.unwrap();
+    let projections = "SELECT count() FROM system.projections \
+        WHERE database = currentDatabase() AND table = 'events'";
+    assert_eq!(db.count(projections).await, 2);
+
+    // Interrupted after its first statement: the projection added, built in no part yet.
+    let migration = the_eye::store::migrations::MIGRATIONS
+        .iter()
+        .find(|m| m.version == 8)
+        .unwrap();
+    for statement in migration.statements().take(1) {
+        db.client().query(statement.sql).execute().await.unwrap();
+    }
+    assert_eq!(store.migrate().await.unwrap(), [8]);
+
+    let state = || async {
+        (
+            db.count("SELECT count() FROM events").await,
+            db.count("SELECT count() FROM errors").await,
+            db.count(
+                "SELECT count() FROM system.projections WHERE database = currentDatabase() \
+                 AND table = 'events' AND name = 'time_index'",
+            )
+            .await,
+            db.count(projections).await,
+            // Active parts of `events` without the index projection built.
+            db.count(
+                "SELECT count() FROM system.parts WHERE database = currentDatabase() \
+                 AND table = 'events' AND active AND name NOT IN (SELECT parent_name \
+                 FROM system.projection_parts WHERE database = currentDatabase() \
+                 AND table = 'events' AND name = 'time_index' AND active)",
+            )
+            .await,
+            db.count(
+                "SELECT count() FROM system.data_skipping_indices \
+                 WHERE database = currentDatabase() \
+                 AND (table, name) IN (('events', 'event_id_bloom'), ('errors', 'received_at_minmax'))",
+            )
+            .await,
+        )
+    };
+    let expected = (fixture.events, fixture.errors, 1, 1, 0, 2);
+    assert_eq!(state().await, expected);
+
+    db.client()
+        .query("ALTER TABLE schema_migrations DELETE WHERE version = 8 SETTINGS mutations_sync = 2")
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), [8]);
+    assert_eq!(state().await, expected);
+    assert!(store.migrate().await.unwrap().is_empty());
 }
