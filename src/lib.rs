@@ -151,6 +151,96 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
     options.open(path)?.write_all(contents.as_bytes())
 }
 
+/// The whole service built from a [`Config`] as [`serve`] builds it, not yet listening: the
+/// application state, the router with every layer (`api::router`), and the background tasks
+/// (key cache refresh, instance heartbeat, the pipeline's batchers and spool writer) already
+/// running. [`serve`] puts it behind the listener; the in-process benchmarks
+/// (`eye-instructions` in `bench/`) drive [`App::router`] with `tower::ServiceExt::oneshot`, so
+/// that what they count is exactly what a served request goes through.
+pub struct App {
+    pub state: AppState,
+    /// `api::router(state)`: cheap to clone, one clone per request.
+    pub router: axum::Router,
+    background: CancellationToken,
+    devserver: Option<DevServer>,
+}
+
+impl App {
+    /// Validates `config`, loads the payload schemas, connects to ClickHouse (starting the
+    /// development server when `clickhouse.url` is empty), migrates when
+    /// `clickhouse.migrate_on_start`, and starts the pipeline (opening the spool) and the
+    /// background tasks. Fails as [`serve`] would at start-up.
+    pub async fn build(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let schemas = Arc::new(SchemaRegistry::load(
+            config.ingest.schemas_dir.clone(),
+            config.ingest.unknown_event_types,
+        )?);
+        let (store, devserver) = connect(&config).await?;
+        if config.clickhouse.migrate_on_start {
+            migrate(&store, Duration::from_secs(60)).await?;
+        }
+        if devserver.is_some() && config.auth.demo_application {
+            announce_demo(&config, &store).await?;
+        }
+        let metrics = Arc::new(Metrics::new(config.server.metrics_max_label_values));
+        let registry = Registry::load(store.clone(), config.auth.clone(), metrics.clone()).await?;
+        let background = CancellationToken::new();
+        registry.spawn_tasks(background.clone());
+        let limits = Arc::new(RateLimits::new(
+            u32::try_from(config.ingest.max_batch_events).unwrap_or(u32::MAX),
+        ));
+        auth::limits::spawn_heartbeat(
+            limits.clone(),
+            store.clone(),
+            Duration::from_millis(config.auth.instance_heartbeat_ms),
+            background.clone(),
+        );
+        let config = Arc::new(config);
+        let pipeline = Arc::new(Pipeline::start(
+            &config.pipeline,
+            store.clone(),
+            metrics.clone(),
+        )?);
+        let ingestor = Arc::new(Ingestor::new(
+            config.ingest.clone(),
+            pipeline.clone(),
+            config.pipeline.dedup_window_events,
+            config.pipeline.retry_after_secs,
+            metrics.clone(),
+            schemas.clone(),
+        ));
+        let state = AppState {
+            config: config.clone(),
+            store,
+            pipeline: pipeline.clone(),
+            ingestor,
+            metrics,
+            registry,
+            limits,
+            schemas: schemas.clone(),
+            readiness: Arc::default(),
+        };
+        let router = api::router(state.clone());
+        Ok(Self {
+            state,
+            router,
+            background,
+            devserver,
+        })
+    }
+
+    /// Stops the background tasks and writes every queued row to ClickHouse, for at most
+    /// `timeout`; true when everything was written. Stops the development ClickHouse, if it
+    /// was started here, afterwards.
+    pub async fn shutdown(self, timeout: Duration) -> bool {
+        self.background.cancel();
+        let drained = self.state.pipeline.shutdown(timeout).await;
+        drop(self.devserver);
+        drained
+    }
+}
+
 /// Runs The Eye on `listener`, with its metrics on `server.metrics_listen_addr`, until
 /// `shutdown` completes, then stops accepting requests, writes every queued row to ClickHouse
 /// and returns.
@@ -170,56 +260,14 @@ pub async fn serve_with_metrics(
     metrics_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    config.validate()?;
-    let schemas = Arc::new(SchemaRegistry::load(
-        config.ingest.schemas_dir.clone(),
-        config.ingest.unknown_event_types,
-    )?);
-    let (store, devserver) = connect(&config).await?;
-    if config.clickhouse.migrate_on_start {
-        migrate(&store, Duration::from_secs(60)).await?;
-    }
-    if devserver.is_some() && config.auth.demo_application {
-        announce_demo(&config, &store).await?;
-    }
-    let metrics = Arc::new(Metrics::new(config.server.metrics_max_label_values));
-    let registry = Registry::load(store.clone(), config.auth.clone(), metrics.clone()).await?;
-    let background = CancellationToken::new();
-    registry.spawn_tasks(background.clone());
-    let limits = Arc::new(RateLimits::new(
-        u32::try_from(config.ingest.max_batch_events).unwrap_or(u32::MAX),
-    ));
-    auth::limits::spawn_heartbeat(
-        limits.clone(),
-        store.clone(),
-        Duration::from_millis(config.auth.instance_heartbeat_ms),
-        background.clone(),
-    );
-    let config = Arc::new(config);
-    let pipeline = Arc::new(Pipeline::start(
-        &config.pipeline,
-        store.clone(),
-        metrics.clone(),
-    )?);
-    let ingestor = Arc::new(Ingestor::new(
-        config.ingest.clone(),
-        pipeline.clone(),
-        config.pipeline.dedup_window_events,
-        config.pipeline.retry_after_secs,
-        metrics.clone(),
-        schemas.clone(),
-    ));
-    let state = AppState {
-        config: config.clone(),
-        store,
-        pipeline: pipeline.clone(),
-        ingestor,
-        metrics,
-        registry,
-        limits,
-        schemas: schemas.clone(),
-        readiness: Arc::default(),
-    };
+    let App {
+        state,
+        router: app,
+        background,
+        devserver,
+    } = App::build(config).await?;
+    let config = state.config.clone();
+    let pipeline = state.pipeline.clone();
     spawn_reload_on_hangup(state.clone(), background.clone());
     // Stopped last, so that a scrape during shutdown still sees the final flush.
     let metrics_stop = CancellationToken::new();
@@ -230,7 +278,7 @@ pub async fn serve_with_metrics(
         metrics_stop.clone(),
     ));
     let state_metrics = state.metrics.clone();
-    let app = api::router(state);
+    drop(state);
     tracing::info!(address = %listener.local_addr()?, "The Eye is listening");
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = server::serve(
