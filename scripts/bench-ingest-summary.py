@@ -195,12 +195,24 @@ def ratios(groups):
     def landed(r):
         return r["landed"]["events_per_second"] if r["landed"] else None
 
+    def served_cpu(r):
+        # CPU time of the served process (The Eye or eye-ceiling, `--pid`) per event until
+        # everything landed: what the others on a shared machine take changes it little.
+        split = r.get("cpu_until_landed") or r["cpu_load"]
+        events = r["landed"]["rows"] if r.get("landed") else r["events_accepted"]
+        for process in split["processes"]:
+            if process["name"] == "the-eye" and events:
+                return process["cpu_seconds"] / events * 1e6
+        return None
+
     rows = [
         ("single", "req/s", lambda r: r["requests_per_second"]),
         ("single", "p99 µs", lambda r: r["latency"]["p99_us"]),
+        ("single", "CPU µs per request (served process)", served_cpu),
         ("batch100", "accepted events/s", lambda r: r["accepted_events_per_second"]),
         ("batch100", "p99 µs", lambda r: r["latency"]["p99_us"]),
         ("batch100", "landed events/s", landed),
+        ("batch100", "CPU µs per event (served process)", served_cpu),
     ]
     out = [
         "| scenario | figure | ceiling | in-service baseline | events | events / ceiling | events / baseline |",
@@ -209,6 +221,7 @@ def ratios(groups):
     for kind, figure, getter in rows:
         if f"{kind}-events" not in groups:
             continue
+        digits = 1 if "CPU" in figure else 0
         ceiling = value(f"{kind}-ceiling", getter)
         baseline = value(f"{kind}-baseline", getter)
         events = value(f"{kind}-events", getter)
@@ -217,10 +230,11 @@ def ratios(groups):
             if events is None or not base:
                 return "–"
             # Latency as a factor (lower is better), rates as a share (higher is better).
-            return f"{events / base:.2f}×" if "p99" in figure else f"{events / base:.0%}"
+            lower_is_better = "p99" in figure or "CPU" in figure
+            return f"{events / base:.2f}×" if lower_is_better else f"{events / base:.0%}"
 
         out.append(
-            f"| {kind} | {figure} | {fmt(ceiling)} | {fmt(baseline)} | {fmt(events)} "
+            f"| {kind} | {figure} | {fmt(ceiling, digits)} | {fmt(baseline, digits)} | {fmt(events, digits)} "
             f"| {share(ceiling)} | {share(baseline)} |"
         )
     return out

@@ -13,7 +13,8 @@
 //! - [`metrics`], [`config`], and [`devserver`] (the embedded ClickHouse for development).
 //!
 //! [`serve`] builds the whole service from a [`Config`], a bound listener and a shutdown
-//! future, so that `main` and the tests start it the same way.
+//! future, so that `main` and the tests start it the same way; [`App::build`] is the same
+//! service without the listener, for benchmarks that drive its router in-process.
 
 pub mod api;
 pub mod auth;
