@@ -13,8 +13,8 @@
 //! |---|---|
 //! | `eye-single` | `--events` single-event `POST /api/events` |
 //! | `eye-batch100` | `--events` / 100 batches of 100 |
-//! | `bare-single` | the same bodies to the ceiling's route ([`the_eye_bench::ceiling`]) |
-//! | `bare-batch100` | the same batches to the ceiling's route |
+//! | `bare-single` | as many single events to the ceiling's route ([`the_eye_bench::ceiling`]) |
+//! | `bare-batch100` | as many batches of 100 to the ceiling's route |
 //!
 //! Every request must answer 202, and every event of an `eye-*` phase must land in ClickHouse,
 //! else it fails. Bodies come from eye-bench's generator, built (with their requests) before
@@ -35,10 +35,12 @@
 //! set to `--events` and `flush_interval_ms` to an hour, and the warm-up sends exactly
 //! `--events` events too, so each `eye-*` phase's events make exactly one insert, whatever the
 //! machine's speed. The periodic tasks (key refresh, instance heartbeat) are set to an hour
-//! for the same reason. Nothing else differs from the defaults; `THE_EYE_*` settings apply.
+//! for the same reason. Besides these, the spool directory and the development ClickHouse's
+//! data (temporary) and no demo application, nothing differs from the defaults; `THE_EYE_*`
+//! settings apply.
 //!
-//! Outside valgrind the marks do nothing and it prints wall times (meaningless under
-//! valgrind). `--phases-out FILE` writes which dump is which, for the script.
+//! Without `--callgrind` it only runs the phases and prints their wall times. `--phases-out
+//! FILE` writes which dump is which, for the script.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
