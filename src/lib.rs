@@ -155,13 +155,11 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 /// The whole service built from a [`Config`] as [`serve`] builds it, not yet listening: the
 /// application state, the router with every layer (`api::router`), and the background tasks
 /// (key cache refresh, instance heartbeat, the pipeline's batchers and spool writer) already
-/// running. [`serve`] puts it behind the listener; the in-process benchmarks
-/// (`eye-instructions` in `bench/`) drive [`App::router`] with `tower::ServiceExt::oneshot`, so
-/// that what they count is exactly what a served request goes through.
+/// running. [`serve`] puts its [`App::router`] behind the listener; the in-process benchmarks
+/// (`eye-instructions` in `bench/`) drive the same router with `tower::ServiceExt::oneshot`,
+/// so that what they count is exactly what a served request goes through.
 pub struct App {
     pub state: AppState,
-    /// `api::router(state)`: cheap to clone, one clone per request.
-    pub router: axum::Router,
     background: CancellationToken,
     devserver: Option<DevServer>,
 }
@@ -211,7 +209,7 @@ impl App {
             metrics.clone(),
             schemas.clone(),
         ));
-        let state = AppState {
+        let state = AppState::new(api::AppStateInner {
             config: config.clone(),
             store,
             pipeline: pipeline.clone(),
@@ -221,14 +219,28 @@ impl App {
             limits,
             schemas: schemas.clone(),
             readiness: Arc::default(),
-        };
-        let router = api::router(state.clone());
+        });
         Ok(Self {
             state,
-            router,
             background,
             devserver,
         })
+    }
+
+    /// The whole HTTP API on this state, every layer included ([`api::router`]): built once,
+    /// then cloned per request (a reference count).
+    pub fn router(
+        &self,
+    ) -> impl tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+           + Send
+           + Sync
+           + 'static {
+        api::router(self.state.clone())
     }
 
     /// Stops the background tasks and writes every queued row to ClickHouse, for at most
@@ -261,12 +273,13 @@ pub async fn serve_with_metrics(
     metrics_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let built = App::build(config).await?;
+    let app = built.router();
     let App {
         state,
-        router: app,
         background,
         devserver,
-    } = App::build(config).await?;
+    } = built;
     let config = state.config.clone();
     let pipeline = state.pipeline.clone();
     spawn_reload_on_hangup(state.clone(), background.clone());

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -73,13 +72,23 @@ content-length: 128\r\n\
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets every
 /// open connection finish its request, and returns once all are closed (the caller bounds
 /// how long that may take).
-pub async fn serve(
+pub async fn serve<App>(
     listener: TcpListener,
-    app: Router,
+    app: App,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    App: tower::Service<
+            Request<Body>,
+            Response = axum::response::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();

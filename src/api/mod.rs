@@ -25,7 +25,6 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -46,9 +45,28 @@ use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::validate::schemas::SchemaRegistry;
 
-/// Everything a handler may need; cheap to clone.
+/// Everything a handler may need, behind one `Arc`: axum clones the state for the handler and
+/// every middleware of a request, and one reference count is cheaper to bump (and to drop)
+/// than one per service (see BENCHMARKS.md, "Profile of the single-event path").
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub store: Store,
     pub pipeline: Arc<Pipeline>,
@@ -96,35 +114,57 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
     routes
 }
 
-/// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP API, as one service: the routes, and around them the layers every request
+/// passes through.
+///
+/// The layers wrap the router rather than being added with `Router::layer`, which would wrap
+/// each route on its own: axum clones a route's service for every request, and a stack of
+/// boxed layers per route cost an allocation per layer and request, ~6% of the CPU of a
+/// single-event request (BENCHMARKS.md, "Profile of the single-event path"). Cloning the
+/// router itself is one reference count. Only [`MarkRoute`] stays per route: it tells
+/// [`observe`], outside, which route matched.
+pub fn router(
+    state: AppState,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
     let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
     let (router, mut document) = routes(&state.config).split_for_parts();
     docs::add_common_responses(&mut document);
-    router
+    let metrics = state.metrics.clone();
+    let router = router
         .merge(docs::routes(document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower::layer::layer_fn(|inner| MarkRoute { inner }))
+        .with_state(state.clone());
+    tower::ServiceBuilder::new()
+        // Outermost, so that nothing inside can answer an error in another shape.
+        .layer(middleware::from_fn(error::json_errors))
+        .layer(middleware::from_fn_with_state(metrics, observe))
+        // Answers in gzip for clients that accept it: an answer lists every event of a
+        // request, so a gzipped request of 1,000 bad events would otherwise get an answer tens
+        // of times its size.
+        .layer(CompressionLayer::new().gzip(true))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(axum::Extension(state))
+        .layer(middleware::from_fn(auth::preflight))
         // A bug must still get an answer in the API's shape, and the process must go on.
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send + 'static>| {
                 ApiError::Internal("a request handler panicked".to_owned()).into_response()
             },
         ))
-        .layer(middleware::from_fn(auth::preflight))
-        .layer(axum::Extension(state.clone()))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
-        // Answers in gzip for clients that accept it: an answer lists every event of a
-        // request, so a gzipped request of 1,000 bad events would otherwise get an answer tens
-        // of times its size.
-        .layer(CompressionLayer::new().gzip(true))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        // Outermost, so that nothing inside can answer an error in another shape.
-        .layer(middleware::from_fn(error::json_errors))
-        .with_state(state)
+        .service(router)
 }
 
 async fn not_found() -> ApiError {
@@ -135,20 +175,62 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// The route a request matched, for [`observe`], which runs before routing: it puts an empty
+/// one in the request, and [`MarkRoute`] fills it in once the router has chosen a route.
+#[derive(Clone, Default)]
+struct MatchedRoute(Arc<std::sync::OnceLock<MatchedPath>>);
+
+/// Wraps each route (and the fallbacks): copies the route the router matched into the
+/// request's [`MatchedRoute`]. A plain service rather than `from_fn`, which clones its inner
+/// service on every call.
+#[derive(Clone)]
+struct MarkRoute<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for MarkRoute<S>
+where
+    S: tower::Service<Request>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if let (Some(slot), Some(path)) = (
+            request.extensions().get::<MatchedRoute>(),
+            request.extensions().get::<MatchedPath>(),
+        ) {
+            let _ = slot.0.set(path.clone());
+        }
+        self.inner.call(request)
+    }
+}
+
 /// Counts and times every request by its matched route, never its raw path, so the number
-/// of series stays bounded whatever paths clients ask for.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |path| path.as_str())
-        .to_owned();
-    let method = request.method().as_str().to_owned();
+/// of series stays bounded whatever paths clients ask for. A request that matched no route,
+/// or that timed out before routing, counts as `unmatched`.
+async fn observe(
+    State(metrics): State<Arc<Metrics>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let matched = MatchedRoute::default();
+    request.extensions_mut().insert(matched.clone());
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    state.metrics.observe_request(
-        &route,
-        &method,
+    let route = matched.0.get();
+    metrics.observe_request(
+        route.map_or("unmatched", |path| path.as_str()),
+        method.as_str(),
         response.status().as_u16(),
         started.elapsed(),
     );

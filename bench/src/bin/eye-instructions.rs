@@ -42,12 +42,13 @@
 //! Without `--callgrind` it only runs the phases and prints their wall times. `--phases-out
 //! FILE` writes which dump is which, for the script.
 
+use std::convert::Infallible;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
+use axum::response::Response;
 use chrono::Utc;
 use clap::Parser;
 use serde::Serialize;
@@ -235,6 +236,7 @@ async fn measure(app: &App, args: &Args) -> Result<Vec<Segment>, Error> {
     )
     .await?;
     let authorization = format!("Bearer {}", key.key);
+    let eye = app.router();
     let bare = ceiling::router();
     let mut generator = events::Generator::new(1, 64);
     let mut bodies = |count: usize, size: usize| -> Vec<Vec<u8>> {
@@ -265,7 +267,7 @@ async fn measure(app: &App, args: &Args) -> Result<Vec<Segment>, Error> {
         bodies((args.events - args.warmup_singles) / 100, 100),
     ]
     .concat();
-    send(&app.router, requests(&warmup)).await?;
+    send(&eye, requests(&warmup)).await?;
     send(&bare, requests(&warmup)).await?;
     wait_landed(app, 0, args.events, "warm-up").await?;
     let mut landed = inserted(app);
@@ -279,7 +281,7 @@ async fn measure(app: &App, args: &Args) -> Result<Vec<Segment>, Error> {
         let batch = requests(&bodies(args.events / size, size));
         let count = batch.len();
         dumps.zero()?;
-        send(&app.router, batch).await?;
+        send(&eye, batch).await?;
         dumps.dump(phase, "requests", count, args.events)?;
         wait_landed(app, landed, args.events, phase).await?;
         dumps.dump(phase, "landing", 0, args.events)?;
@@ -296,7 +298,10 @@ async fn measure(app: &App, args: &Args) -> Result<Vec<Segment>, Error> {
 }
 
 /// Sends `requests` one after the other through `router`; each must answer 202.
-async fn send(router: &Router, requests: Vec<Request<Body>>) -> Result<(), Error> {
+async fn send<S>(router: &S, requests: Vec<Request<Body>>) -> Result<(), Error>
+where
+    S: tower::Service<Request<Body>, Response = Response, Error = Infallible> + Clone,
+{
     for request in requests {
         let response = router.clone().oneshot(request).await?;
         let status = response.status();
