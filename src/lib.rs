@@ -13,7 +13,8 @@
 //! - [`metrics`], [`config`], and [`devserver`] (the embedded ClickHouse for development).
 //!
 //! [`serve`] builds the whole service from a [`Config`], a bound listener and a shutdown
-//! future, so that `main` and the tests start it the same way.
+//! future, so that `main` and the tests start it the same way; [`App::build`] is the same
+//! service without the listener, for benchmarks that drive its router in-process.
 
 pub mod api;
 pub mod auth;
@@ -151,6 +152,108 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
     options.open(path)?.write_all(contents.as_bytes())
 }
 
+/// The whole service built from a [`Config`] as [`serve`] builds it, not yet listening: the
+/// application state, the router with every layer (`api::router`), and the background tasks
+/// (key cache refresh, instance heartbeat, the pipeline's batchers and spool writer) already
+/// running. [`serve`] puts its [`App::router`] behind the listener; the in-process benchmarks
+/// (`eye-instructions` in `bench/`) drive the same router with `tower::ServiceExt::oneshot`,
+/// so that what they count is exactly what a served request goes through.
+pub struct App {
+    pub state: AppState,
+    background: CancellationToken,
+    devserver: Option<DevServer>,
+}
+
+impl App {
+    /// Validates `config`, loads the payload schemas, connects to ClickHouse (starting the
+    /// development server when `clickhouse.url` is empty), migrates when
+    /// `clickhouse.migrate_on_start`, and starts the pipeline (opening the spool) and the
+    /// background tasks. Fails as [`serve`] would at start-up.
+    pub async fn build(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let schemas = Arc::new(SchemaRegistry::load(
+            config.ingest.schemas_dir.clone(),
+            config.ingest.unknown_event_types,
+        )?);
+        let (store, devserver) = connect(&config).await?;
+        if config.clickhouse.migrate_on_start {
+            migrate(&store, Duration::from_secs(60)).await?;
+        }
+        if devserver.is_some() && config.auth.demo_application {
+            announce_demo(&config, &store).await?;
+        }
+        let metrics = Arc::new(Metrics::new(config.server.metrics_max_label_values));
+        let registry = Registry::load(store.clone(), config.auth.clone(), metrics.clone()).await?;
+        let background = CancellationToken::new();
+        registry.spawn_tasks(background.clone());
+        let limits = Arc::new(RateLimits::new(
+            u32::try_from(config.ingest.max_batch_events).unwrap_or(u32::MAX),
+        ));
+        auth::limits::spawn_heartbeat(
+            limits.clone(),
+            store.clone(),
+            Duration::from_millis(config.auth.instance_heartbeat_ms),
+            background.clone(),
+        );
+        let config = Arc::new(config);
+        let pipeline = Arc::new(Pipeline::start(
+            &config.pipeline,
+            store.clone(),
+            metrics.clone(),
+        )?);
+        let ingestor = Arc::new(Ingestor::new(
+            config.ingest.clone(),
+            pipeline.clone(),
+            config.pipeline.dedup_window_events,
+            config.pipeline.retry_after_secs,
+            metrics.clone(),
+            schemas.clone(),
+        ));
+        let state = AppState::new(api::AppStateInner {
+            config: config.clone(),
+            store,
+            pipeline: pipeline.clone(),
+            ingestor,
+            metrics,
+            registry,
+            limits,
+            schemas: schemas.clone(),
+            readiness: Arc::default(),
+        });
+        Ok(Self {
+            state,
+            background,
+            devserver,
+        })
+    }
+
+    /// The whole HTTP API on this state, every layer included ([`api::router`]): built once,
+    /// then cloned per request (a reference count).
+    pub fn router(
+        &self,
+    ) -> impl tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+           + Send
+           + Sync
+           + 'static {
+        api::router(self.state.clone())
+    }
+
+    /// Stops the background tasks and writes every queued row to ClickHouse, for at most
+    /// `timeout`; true when everything was written. Stops the development ClickHouse, if it
+    /// was started here, afterwards.
+    pub async fn shutdown(self, timeout: Duration) -> bool {
+        self.background.cancel();
+        let drained = self.state.pipeline.shutdown(timeout).await;
+        drop(self.devserver);
+        drained
+    }
+}
+
 /// Runs The Eye on `listener`, with its metrics on `server.metrics_listen_addr`, until
 /// `shutdown` completes, then stops accepting requests, writes every queued row to ClickHouse
 /// and returns.
@@ -170,56 +273,15 @@ pub async fn serve_with_metrics(
     metrics_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    config.validate()?;
-    let schemas = Arc::new(SchemaRegistry::load(
-        config.ingest.schemas_dir.clone(),
-        config.ingest.unknown_event_types,
-    )?);
-    let (store, devserver) = connect(&config).await?;
-    if config.clickhouse.migrate_on_start {
-        migrate(&store, Duration::from_secs(60)).await?;
-    }
-    if devserver.is_some() && config.auth.demo_application {
-        announce_demo(&config, &store).await?;
-    }
-    let metrics = Arc::new(Metrics::new(config.server.metrics_max_label_values));
-    let registry = Registry::load(store.clone(), config.auth.clone(), metrics.clone()).await?;
-    let background = CancellationToken::new();
-    registry.spawn_tasks(background.clone());
-    let limits = Arc::new(RateLimits::new(
-        u32::try_from(config.ingest.max_batch_events).unwrap_or(u32::MAX),
-    ));
-    auth::limits::spawn_heartbeat(
-        limits.clone(),
-        store.clone(),
-        Duration::from_millis(config.auth.instance_heartbeat_ms),
-        background.clone(),
-    );
-    let config = Arc::new(config);
-    let pipeline = Arc::new(Pipeline::start(
-        &config.pipeline,
-        store.clone(),
-        metrics.clone(),
-    )?);
-    let ingestor = Arc::new(Ingestor::new(
-        config.ingest.clone(),
-        pipeline.clone(),
-        config.pipeline.dedup_window_events,
-        config.pipeline.retry_after_secs,
-        metrics.clone(),
-        schemas.clone(),
-    ));
-    let state = AppState::new(api::AppStateInner {
-        config: config.clone(),
-        store,
-        pipeline: pipeline.clone(),
-        ingestor,
-        metrics,
-        registry,
-        limits,
-        schemas: schemas.clone(),
-        readiness: Arc::default(),
-    });
+    let built = App::build(config).await?;
+    let app = built.router();
+    let App {
+        state,
+        background,
+        devserver,
+    } = built;
+    let config = state.config.clone();
+    let pipeline = state.pipeline.clone();
     spawn_reload_on_hangup(state.clone(), background.clone());
     // Stopped last, so that a scrape during shutdown still sees the final flush.
     let metrics_stop = CancellationToken::new();
@@ -230,7 +292,7 @@ pub async fn serve_with_metrics(
         metrics_stop.clone(),
     ));
     let state_metrics = state.metrics.clone();
-    let app = api::router(state);
+    drop(state);
     tracing::info!(address = %listener.local_addr()?, "The Eye is listening");
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = server::serve(

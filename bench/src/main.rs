@@ -18,7 +18,6 @@
 //!
 //! Human-readable by default; `--json` prints one JSON object for scripts.
 
-mod events;
 mod http;
 mod procfs;
 
@@ -36,6 +35,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::Request;
 use serde::Serialize;
+use the_eye_bench::events;
 
 use crate::http::Target;
 use crate::procfs::{CpuSnapshot, CpuSplit, Watched};
