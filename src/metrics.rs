@@ -276,9 +276,18 @@ impl Metrics {
     /// placeholder), never the raw path; `method` is bounded here.
     pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         let method = method_label(method);
-        let status = status.to_string();
+        // A static string for every code axum can answer: no formatting per request.
+        let code = axum::http::StatusCode::from_u16(status).ok();
+        let owned;
+        let status = match code.as_ref() {
+            Some(code) => code.as_str(),
+            None => {
+                owned = status.to_string();
+                &owned
+            }
+        };
         self.http_requests
-            .with_label_values(&[route, method, &status])
+            .with_label_values(&[route, method, status])
             .inc();
         self.http_duration
             .with_label_values(&[route, method])
