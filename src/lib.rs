@@ -178,6 +178,10 @@ impl App {
         let (store, devserver) = connect(&config).await?;
         if config.clickhouse.migrate_on_start {
             migrate(&store, Duration::from_secs(60)).await?;
+        } else if let Err(error) = store.detect_settings().await {
+            // Migrating asks too; without either, reads run with the server's defaults, which
+            // are correct but may not use the index projection (README, "Tables").
+            tracing::warn!(%error, "cannot ask ClickHouse which settings it knows; reads use its defaults");
         }
         if devserver.is_some() && config.auth.demo_application {
             announce_demo(&config, &store).await?;
