@@ -184,18 +184,22 @@ fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {
 /// treat any refused preflight as a network error whatever its body and headers, so refusing
 /// here would hide the reason from the page and make SDKs retry for ever. No cookies or
 /// other ambient credentials are allowed, so letting the request through exposes nothing.
-pub async fn preflight(request: Request, next: Next) -> Response {
+///
+/// `None` when `request` is not a preflight (an `OPTIONS` with an `Origin` and an
+/// `Access-Control-Request-Method`): it goes on to its route. Called by `api::MarkRoute`,
+/// once the router has matched the path, so that preflights count under their route.
+pub fn preflight(request: &Request) -> Option<Response> {
     let is_preflight = request.method() == Method::OPTIONS
         && request
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let origin = request.headers().get(header::ORIGIN).cloned();
-    let (true, Some(origin)) = (is_preflight, origin) else {
-        return next.run(request).await;
-    };
+    let origin = request.headers().get(header::ORIGIN)?;
+    if !is_preflight {
+        return None;
+    }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
-    allow_origin(headers, origin);
+    allow_origin(headers, origin.clone());
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, POST, OPTIONS"),
@@ -208,7 +212,7 @@ pub async fn preflight(request: Request, next: Next) -> Response {
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("600"),
     );
-    response
+    Some(response)
 }
 
 #[cfg(test)]

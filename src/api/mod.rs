@@ -122,7 +122,7 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
 /// boxed layers per route cost an allocation per layer and request, ~6% of the CPU of a
 /// single-event request (BENCHMARKS.md, "Profile of the single-event path"). Cloning the
 /// router itself is one reference count. Only [`MarkRoute`] stays per route: it tells
-/// [`observe`], outside, which route matched.
+/// [`observe`], outside, which route matched, and answers CORS preflights.
 pub fn router(
     state: AppState,
 ) -> impl tower::Service<
@@ -157,7 +157,6 @@ pub fn router(
             timeout,
         ))
         .layer(axum::Extension(state))
-        .layer(middleware::from_fn(auth::preflight))
         // A bug must still get an answer in the API's shape, and the process must go on.
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send + 'static>| {
@@ -180,9 +179,10 @@ async fn method_not_allowed() -> ApiError {
 #[derive(Clone, Default)]
 struct MatchedRoute(Arc<std::sync::OnceLock<MatchedPath>>);
 
-/// Wraps each route (and the fallbacks): copies the route the router matched into the
-/// request's [`MatchedRoute`]. A plain service rather than `from_fn`, which clones its inner
-/// service on every call.
+/// Wraps each route (and the fallbacks), for the work that must know the route: copies the
+/// route the router matched into the request's [`MatchedRoute`], and answers CORS preflights
+/// ([`auth::preflight`]) before the route's own method routing could refuse them. A plain
+/// service rather than `from_fn`, which clones and boxes its inner service on every call.
 #[derive(Clone)]
 struct MarkRoute<S> {
     inner: S,
@@ -190,11 +190,14 @@ struct MarkRoute<S> {
 
 impl<S> tower::Service<Request> for MarkRoute<S>
 where
-    S: tower::Service<Request>,
+    S: tower::Service<Request, Response = Response>,
 {
-    type Response = S::Response;
+    type Response = Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = futures_util::future::Either<
+        futures_util::future::Ready<Result<Response, S::Error>>,
+        S::Future,
+    >;
 
     fn poll_ready(
         &mut self,
@@ -210,7 +213,12 @@ where
         ) {
             let _ = slot.0.set(path.clone());
         }
-        self.inner.call(request)
+        match auth::preflight(&request) {
+            Some(answer) => {
+                futures_util::future::Either::Left(futures_util::future::ready(Ok(answer)))
+            }
+            None => futures_util::future::Either::Right(self.inner.call(request)),
+        }
     }
 }
 

@@ -704,6 +704,14 @@ async fn browsers_are_served_only_from_registered_origins() {
             .to_owned();
         assert!(allowed.contains("authorization") && allowed.contains("content-type"));
     }
+    // Answered once the router has matched the path, so they count under their route.
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains(
+            "the_eye_http_requests_total{method=\"OPTIONS\",route=\"/api/events\",status=\"204\"} 2"
+        ),
+        "{metrics}"
+    );
 
     let send = |origin: &'static str, key: String| {
         client
