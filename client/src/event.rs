@@ -52,7 +52,7 @@ impl Event {
     /// session ids sort by session start. The Eye keeps events sorted by session id: with
     /// time-ordered ids an hour's or a day's events lie in one range of the table and
     /// time-range reads read that range; random ids cost such reads a granule per session
-    /// active in the range (README.md, "Session ids").
+    /// active in the range (README.md, "Session ids: send time-ordered ones").
     pub fn new_session_id() -> String {
         Uuid::now_v7().hyphenated().to_string()
     }
