@@ -211,3 +211,43 @@ impl Fixture {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every session's id with its first event, in id order.
+    fn first_events(fixture: &Fixture) -> std::collections::BTreeMap<String, u64> {
+        let mut first = std::collections::BTreeMap::new();
+        for i in 0..fixture.events {
+            first.entry(fixture.session_of(i)).or_insert(i);
+        }
+        first
+    }
+
+    /// Time-ordered ids carry their session's first event in their first 48 bits and sort by
+    /// it; scattered ones do not.
+    #[test]
+    fn time_ordered_session_ids_sort_by_session_start() {
+        let fixture = Fixture::of_size(100_000);
+        let first = first_events(&fixture);
+        assert_eq!(first.len() as u64, fixture.sessions);
+        let mut starts = Vec::new();
+        for (id, i) in &first {
+            let uuid: uuid::Uuid = id.parse().unwrap();
+            assert_eq!(uuid.get_version_num(), 7, "{id}");
+            let (seconds, nanos) = uuid.get_timestamp().unwrap().to_unix();
+            let ms = seconds as i64 * 1000 + i64::from(nanos / 1_000_000);
+            assert_eq!(ms, fixture.timestamp(*i).timestamp_millis(), "{id}");
+            starts.push(*i);
+        }
+        // The map iterates in id order: the first events come out in time order.
+        assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+
+        // `session-N` ids: `session-10` sorts before `session-3`, which starts earlier.
+        let scattered = fixture.with_session_ids(SessionIds::Scattered);
+        assert_eq!(scattered.session_of(3), "session-3");
+        let starts: Vec<u64> = first_events(&scattered).into_values().collect();
+        assert!(!starts.windows(2).all(|w| w[0] < w[1]));
+    }
+}
