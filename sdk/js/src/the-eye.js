@@ -149,9 +149,11 @@ export function createTracker(options, env = globalThis) {
       report({ reason: 'invalid', message: problem });
       return null;
     }
+    // The session first: a new session's id then sorts before its first event's id.
+    const sessionId = session(true);
     const event = {
       event_id: uuidV7(),
-      session_id: session(true),
+      session_id: sessionId,
       category,
       name,
       data,

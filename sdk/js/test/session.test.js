@@ -154,4 +154,11 @@ test('session ids are UUIDv7 of their start, sorting in the order sessions start
   });
   assert.equal(new Set(ids).size, 3);
   assert.deepEqual([...ids].sort(), ids, 'string order is start order');
+  await tracker.flush();
+  const sent = env.sent();
+  assert.equal(sent.length, 3);
+  sent.forEach((e, i) => {
+    assert.equal(e.session_id, ids[i]);
+    assert.ok(e.session_id < e.event_id, 'a session id sorts before its first event\'s id');
+  });
 });
