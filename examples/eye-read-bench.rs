@@ -7,7 +7,9 @@
 //! one session's summary — one request at a time, reporting p50/p90/p99/max and the granules
 //! each read takes (the rows ClickHouse reports having read for the API's exact SQL, as
 //! `tests/it/read_speed.rs` measures them). With `--storage` it first reports bytes on disk per
-//! event of `events` (columns, projections, skip indexes).
+//! event of `events` (columns, projections, skip indexes). The fixture's session ids are
+//! time-ordered UUIDv7s, as the SDK makes them; `--session-ids scattered` gives it
+//! `session-N` ids instead, which sort apart from their neighbours in time.
 //!
 //! `--events` takes several sizes, comma-separated: each is loaded into a database of its own
 //! in turn, and a last Markdown table puts the sizes side by side with the ratio of the last
@@ -16,6 +18,7 @@
 //! ```sh
 //! cargo run --release --example eye-read-bench -- --requests 300
 //! cargo run --release --example eye-read-bench -- --requests 300 --events 1000000,10000000
+//! cargo run --release --example eye-read-bench -- --requests 300 --session-ids scattered
 //! cargo run --example eye-read-bench -- --events 10000,20000 --requests 3 --storage  # CI smoke
 //! ```
 //!
@@ -31,7 +34,7 @@ use the_eye::api::read::{parse_error_listing, parse_event_listing};
 use the_eye::api::sessions::session_listing;
 use the_eye::auth::{admin, Principal, Scope};
 use the_eye::devserver::DevServer;
-use the_eye::store::fixture::Fixture;
+use the_eye::store::fixture::{Fixture, SessionIds};
 use the_eye::store::read::event_query;
 use the_eye::store::sessions::session_query;
 use the_eye::store::{ReadQuery, Store};
@@ -62,6 +65,17 @@ struct Args {
     /// indexes), after merging the fixture's parts (`OPTIMIZE TABLE events FINAL`).
     #[arg(long)]
     storage: bool,
+    /// The fixture's session ids: `time-ordered` UUIDv7s, as the SDK makes them, or
+    /// `scattered` (`session-N`), as an application sending its own random ids has them.
+    #[arg(long, value_enum, default_value_t = SessionIdsArg::TimeOrdered)]
+    session_ids: SessionIdsArg,
+}
+
+/// `--session-ids`: [`SessionIds`] as a command-line value.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SessionIdsArg {
+    TimeOrdered,
+    Scattered,
 }
 
 /// What one read measured at one size.
@@ -154,7 +168,10 @@ async fn run_size(
         burst: 0,
     };
 
-    let fixture = Fixture::of_size(events);
+    let fixture = Fixture::of_size(events).with_session_ids(match args.session_ids {
+        SessionIdsArg::TimeOrdered => SessionIds::TimeOrdered,
+        SessionIdsArg::Scattered => SessionIds::Scattered,
+    });
     let started = Instant::now();
     fixture.load(&store).await?;
     eprintln!(

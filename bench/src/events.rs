@@ -95,7 +95,9 @@ impl Rng {
 
 /// One visitor's visit: a session id and where the visitor is.
 struct Session {
-    id: Uuid,
+    /// A UUIDv7 of the session's first event, made with it, as the browser SDK makes them:
+    /// The Eye sorts events by session id, and time-ordered ids are what users send.
+    id: Option<Uuid>,
     host: &'static str,
     page: usize,
     /// Events left before the visitor leaves and a new session takes the slot.
@@ -107,7 +109,7 @@ struct Session {
 impl Session {
     fn new(rng: &mut Rng) -> Self {
         Self {
-            id: Uuid::from_u64_pair(rng.next_u64(), rng.next_u64()),
+            id: None,
             host: rng.pick(&HOSTS),
             page: rng.below(PAGES.len()),
             remaining: 5 + rng.below(36) as u32,
@@ -165,6 +167,15 @@ impl Generator {
         let slot = self.rng.below(self.sessions.len());
         let rng = &mut self.rng;
         let session = &mut self.sessions[slot];
+        let id = *session.id.get_or_insert_with(|| {
+            let random = rng.next_u64().to_le_bytes();
+            let more = rng.next_u64().to_le_bytes();
+            let mut bytes = [0; 10];
+            bytes[..8].copy_from_slice(&random);
+            bytes[8..].copy_from_slice(&more[..2]);
+            uuid::Builder::from_unix_timestamp_millis(at.timestamp_millis().max(0) as u64, &bytes)
+                .into_uuid()
+        });
         // Landing: a pageview. Then mostly pageviews (moving on), some clicks, a few forms.
         let roll = rng.below(100);
         let kind = if session.fresh || roll < 65 {
@@ -187,7 +198,7 @@ impl Generator {
         let _ = write!(
             out,
             r#"{{"session_id":"{}","category":"{category}","name":"{name}","data":{{"host":"{}","path":"{path}""#,
-            session.id.hyphenated(),
+            id.hyphenated(),
             session.host,
         );
         match kind {
@@ -307,7 +318,19 @@ mod tests {
         for event in events {
             check_event(event, now);
             names.insert(event["name"].as_str().unwrap().to_owned());
-            sessions.insert(event["session_id"].as_str().unwrap().to_owned());
+            let session: Uuid = event["session_id"].as_str().unwrap().parse().unwrap();
+            assert_eq!(session.get_version_num(), 7, "{session}");
+            // A session's id carries the time of its first event: never after its events.
+            let (seconds, nanos) = session.get_timestamp().unwrap().to_unix();
+            let started = DateTime::from_timestamp(seconds as i64, nanos).unwrap();
+            let at = chrono::NaiveDateTime::parse_from_str(
+                event["timestamp"].as_str().unwrap(),
+                "%Y-%m-%d %H:%M:%S%.f",
+            )
+            .unwrap()
+            .and_utc();
+            assert!(started <= at, "{session} starts after {at}");
+            sessions.insert(session);
         }
         assert_eq!(names.len(), 3, "{names:?}");
         // Sessions end and new ones begin.

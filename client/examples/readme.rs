@@ -20,7 +20,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .on_rejection(|r| eprintln!("rejected {}: {:?}", r.event.event_id(), r.codes()))
         .build()?;
 
-    let event = Event::builder("session-1", "page interaction", "pageview")
+    // A UUIDv7: time-ordered session ids keep The Eye's time-range reads cheap.
+    let session = Event::new_session_id();
+    let event = Event::builder(&session, "page interaction", "pageview")
         .data(&PageView {
             host: "example.com",
             path: "/",

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
-use the_eye_client::{Client, Event, Outcome, TimeDelta, Utc, Uuid};
+use the_eye_client::{Client, Event, Outcome, TimeDelta, Utc};
 
 #[derive(Serialize)]
 struct PageView<'a> {
@@ -76,7 +76,7 @@ async fn run(base_url: &str, key: &str, count: usize) -> Result<bool, Box<dyn st
         })
         .build()?;
 
-    let session = Uuid::new_v4().to_string();
+    let session = Event::new_session_id();
     for i in 0..count {
         let event = Event::builder(&session, "page interaction", "pageview")
             .data(&PageView {

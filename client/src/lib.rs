@@ -13,8 +13,10 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = Client::builder("http://127.0.0.1:8000", "my-api-key").build()?;
+//! // Time-ordered (UUIDv7): what keeps The Eye's time-range reads cheap.
+//! let session = Event::new_session_id();
 //! client.track(
-//!     Event::builder("session-1", "page interaction", "pageview")
+//!     Event::builder(&session, "page interaction", "pageview")
 //!         .data(&PageView { host: "example.com", path: "/" })
 //!         .build()?,
 //! )?;

@@ -6,7 +6,10 @@
 //! events spread evenly over the span; sessions interleave ten at a time (events `i` with the
 //! same `i / (10 × per_session)` and `i % 10` form one session, a couple of hours long at the
 //! default sizes) and belong to one of three applications, and categories are spread by a
-//! hash of `i`. `errors` gets one rejection per five events, spread evenly over the 30 days before
+//! hash of `i`. Session ids are time-ordered UUIDv7s by default, as the browser SDK makes
+//! them (the first 48 bits are the session's first event in milliseconds, so sorting by id is
+//! sorting by start), or scattered `session-N` ids ([`SessionIds`]), as an application that
+//! sends its own random ids gets. `errors` gets one rejection per five events, spread evenly over the 30 days before
 //! the day the fixture is made (`errors` keeps rows 90 days: older ones would expire on
 //! insert) and across the same three applications, so that listings of errors by time have a
 //! table to prune.
@@ -14,6 +17,18 @@
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 use super::{Store, StoreError};
+
+/// How the fixture's session ids are made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SessionIds {
+    /// UUIDv7s of the session's first event (`xxxxxxxx-xxxx-7000-8000-{session number, 12 hex
+    /// digits}`): they sort by session start, as the SDK's and the Rust client's do.
+    #[default]
+    TimeOrdered,
+    /// `session-N`: they sort lexicographically (`session-3` next to `session-3000`), so the
+    /// sessions active at one time are scattered over the table, as random ids are.
+    Scattered,
+}
 
 /// The shape of the fixture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +45,7 @@ pub struct Fixture {
     /// When the first event happens.
     pub start: DateTime<Utc>,
     pub days: u32,
+    pub session_ids: SessionIds,
 }
 
 impl Default for Fixture {
@@ -47,6 +63,7 @@ impl Default for Fixture {
                 - TimeDelta::days(Self::ERROR_DAYS.into()),
             start: DateTime::from_timestamp(1_735_689_600, 0).expect("2025-01-01"),
             days: 90,
+            session_ids: SessionIds::default(),
         }
     }
 }
@@ -77,10 +94,31 @@ impl Fixture {
         self.start + TimeDelta::microseconds((i * self.step_micros()) as i64)
     }
 
-    /// The session id of event `i`.
+    /// The same shape with session ids made as `session_ids` says.
+    pub fn with_session_ids(self, session_ids: SessionIds) -> Self {
+        Self {
+            session_ids,
+            ..self
+        }
+    }
+
+    /// The session id of event `i`; the same as [`Fixture::load`] writes.
     pub fn session_of(&self, i: u64) -> String {
-        let per_session = self.events / self.sessions;
-        format!("session-{}", (i / (10 * per_session)) * 10 + i % 10)
+        let per_session = (self.events / self.sessions).max(1);
+        let session = (i / (10 * per_session)) * 10 + i % 10;
+        match self.session_ids {
+            SessionIds::Scattered => format!("session-{session}"),
+            SessionIds::TimeOrdered => {
+                // The session's first event: the first of its block of ten interleaved ones.
+                let first = (session / 10) * 10 * per_session + session % 10;
+                let ms = self.timestamp(first).timestamp_millis() as u64;
+                format!(
+                    "{:08x}-{:04x}-7000-8000-{session:012x}",
+                    ms >> 16,
+                    ms & 0xffff
+                )
+            }
+        }
     }
 
     /// The application of event `i`: a session belongs to one application, as sessions do.
@@ -100,20 +138,34 @@ impl Fixture {
     /// Writes the fixture into `events`.
     pub async fn load(&self, store: &Store) -> Result<(), StoreError> {
         let per_session = (self.events / self.sessions).max(1);
+        // The SQL twin of `session_of`: `s` is the session's number, `first` its first event.
+        let session_id = match self.session_ids {
+            SessionIds::Scattered => "concat('session-', toString(s))",
+            SessionIds::TimeOrdered => {
+                "concat(substring(leftPad(lower(hex(intDiv(toUInt64(toUnixTimestamp64Micro( \
+                 {start:DateTime64(6, 'UTC')} + toIntervalMicrosecond(first * {step:UInt64}))), \
+                 1000))), 12, '0') AS ms_hex, 1, 8), '-', substring(ms_hex, 9, 4), \
+                 '-7000-8000-', leftPad(lower(hex(s)), 12, '0'))"
+            }
+        };
         store
             .client()
             .query(
-                "INSERT INTO events (event_id, application, session_id, category, name, data, \
+                &"INSERT INTO events (event_id, application, session_id, category, name, data, \
                  timestamp, client_timestamp, sent_at, received_at) \
                  SELECT generateUUIDv4(number), \
-                 concat('fixture-app-', toString((intDiv(number, 10 * {per_session:UInt64}) * 10 + number % 10) % 3)), \
-                 concat('session-', toString(intDiv(number, 10 * {per_session:UInt64}) * 10 + number % 10)), \
+                 concat('fixture-app-', toString(s % 3)), \
+                 {session_id}, \
                  concat('category-', toString(cityHash64(number, 'category') % {categories:UInt64})), \
                  ['pageview', 'cta click', 'submit', 'scroll', 'hover'][1 + cityHash64(number, 'name') % 5], \
                  concat('{\"host\":\"www.example.com\",\"path\":\"/page/', toString(number % 997), '\"}'), \
                  {start:DateTime64(6, 'UTC')} + toIntervalMicrosecond(number * {step:UInt64}) AS ts, \
                  ts, NULL, ts + toIntervalMillisecond(150) \
-                 FROM numbers({events:UInt64})",
+                 FROM (SELECT number, \
+                 intDiv(number, 10 * {per_session:UInt64}) * 10 + number % 10 AS s, \
+                 intDiv(s, 10) * 10 * {per_session:UInt64} + s % 10 AS first \
+                 FROM numbers({events:UInt64}))"
+                    .replace("{session_id}", session_id),
             )
             .param("per_session", per_session)
             .param("categories", self.categories)
@@ -157,5 +209,45 @@ impl Fixture {
             .execute()
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every session's id with its first event, in id order.
+    fn first_events(fixture: &Fixture) -> std::collections::BTreeMap<String, u64> {
+        let mut first = std::collections::BTreeMap::new();
+        for i in 0..fixture.events {
+            first.entry(fixture.session_of(i)).or_insert(i);
+        }
+        first
+    }
+
+    /// Time-ordered ids carry their session's first event in their first 48 bits and sort by
+    /// it; scattered ones do not.
+    #[test]
+    fn time_ordered_session_ids_sort_by_session_start() {
+        let fixture = Fixture::of_size(100_000);
+        let first = first_events(&fixture);
+        assert_eq!(first.len() as u64, fixture.sessions);
+        let mut starts = Vec::new();
+        for (id, i) in &first {
+            let uuid: uuid::Uuid = id.parse().unwrap();
+            assert_eq!(uuid.get_version_num(), 7, "{id}");
+            let (seconds, nanos) = uuid.get_timestamp().unwrap().to_unix();
+            let ms = seconds as i64 * 1000 + i64::from(nanos / 1_000_000);
+            assert_eq!(ms, fixture.timestamp(*i).timestamp_millis(), "{id}");
+            starts.push(*i);
+        }
+        // The map iterates in id order: the first events come out in time order.
+        assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+
+        // `session-N` ids: `session-10` sorts before `session-3`, which starts earlier.
+        let scattered = fixture.with_session_ids(SessionIds::Scattered);
+        assert_eq!(scattered.session_of(3), "session-3");
+        let starts: Vec<u64> = first_events(&scattered).into_values().collect();
+        assert!(!starts.windows(2).all(|w| w[0] < w[1]));
     }
 }

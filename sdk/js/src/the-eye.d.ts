@@ -86,7 +86,8 @@ export interface Tracker {
   pageview(): string | null;
   /** Sends what is queued now; settles when done, or when the endpoint stays unreachable. */
   flush(): Promise<void>;
-  /** The current session id (starting one if none is live), without extending it. */
+  /** The current session id (starting one if none is live), without extending it: a UUIDv7 of
+   * the session's start, so session ids sort by start. */
   sessionId(): string;
   /** Counters since `init` and the events queued now. */
   stats(): Stats;

@@ -88,10 +88,12 @@ export function createTracker(options, env = globalThis) {
 
   // UUIDv7 (RFC 9562): 48-bit millisecond time, then a 12-bit counter in rand_a (method 1),
   // so ids sort in the order the events were made, even within one millisecond, like the
-  // server's own ids.
+  // server's own ids. Session ids come from the same generator: the server keeps events
+  // sorted by session id, so time-ordered ones keep a day's or an hour's events together and
+  // a time-range read reads that range rather than a granule per session (README.md).
   let lastMs = -1;
   let seq = 0;
-  function eventId() {
+  function uuidV7() {
     const b = random(16);
     const ms = now();
     if (ms > lastMs) {
@@ -111,14 +113,6 @@ export function createTracker(options, env = globalThis) {
     return env.crypto.getRandomValues(new Uint8Array(n));
   }
 
-  // randomUUID exists only in secure contexts; a v4 from getRandomValues is the same thing.
-  function sessionUuid() {
-    if (env.crypto.randomUUID) return env.crypto.randomUUID();
-    const b = random(16);
-    b[6] = 0x40 | (b[6] & 0x0f);
-    return format(b);
-  }
-
   function format(b) {
     b[8] = 0x80 | (b[8] & 0x3f); // RFC 9562 variant
     const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
@@ -134,7 +128,7 @@ export function createTracker(options, env = globalThis) {
     let current;
     try { current = JSON.parse(storage.getItem(SESSION_KEY)) } catch { current = memorySession }
     const fresh = !current || typeof current.id !== 'string' || !(at - current.last <= sessionTimeoutMs);
-    if (fresh) current = { id: sessionUuid(), last: at };
+    if (fresh) current = { id: uuidV7(), last: at };
     if (fresh || touch) {
       current.last = at;
       memorySession = current;
@@ -155,9 +149,11 @@ export function createTracker(options, env = globalThis) {
       report({ reason: 'invalid', message: problem });
       return null;
     }
+    // The session first: a new session's id then sorts before its first event's id.
+    const sessionId = session(true);
     const event = {
-      event_id: eventId(),
-      session_id: session(true),
+      event_id: uuidV7(),
+      session_id: sessionId,
       category,
       name,
       data,
@@ -375,7 +371,7 @@ export function createTracker(options, env = globalThis) {
     track,
     pageview,
     flush,
-    /** The current session id (starting one if none is live), without extending it. */
+    /** The current session id (a UUIDv7 of its start; starting one if none is live), without extending it. */
     sessionId: () => session(false),
     /** Counters since init (accepted, beaconed, rejected, dropped) and events queued now. */
     stats: () => ({ ...counts, queued: queue.length }),

@@ -104,4 +104,7 @@ test('in Chromium: events go by fetch and by beacon, in order, in one session', 
   }
   const ids = events.map((e) => e.event_id);
   assert.deepEqual([...ids].sort(), ids, 'UUIDv7 ids in the order of the events');
+  // The session id is a UUIDv7 made before the first event's id, by the same generator.
+  assert.equal(sessionId[14], '7', sessionId);
+  assert.ok(sessionId < ids[0], `${sessionId} sorts before ${ids[0]}`);
 });

@@ -136,9 +136,29 @@ test('a stored session that is not ours is replaced', async () => {
   assert.match(env.sent()[0].session_id, /^[0-9a-f-]{36}$/);
 });
 
-test('without crypto.randomUUID (insecure contexts) session ids are still UUIDv4', async () => {
+test('session ids are UUIDv7 of their start, sorting in the order sessions start', async () => {
   const env = fakeEnv();
+  // No randomUUID, as in insecure contexts: only getRandomValues is needed.
   env.crypto = { getRandomValues: (a) => globalThis.crypto.getRandomValues(a) };
-  const tracker = start(env);
-  assert.match(tracker.sessionId(), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  const tracker = start(env, { sessionTimeoutMs: 1000 });
+  const started = env.now;
+  const ids = [];
+  for (let i = 0; i < 3; i++) {
+    tracker.track('ui', 'a', { i });
+    ids.push(tracker.sessionId());
+    await env.advance(5000); // past the timeout: the next event starts a new session
+  }
+  ids.forEach((id, i) => {
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.equal(parseInt(id.replace(/-/g, '').slice(0, 12), 16), started + i * 5000, 'its start in ms');
+  });
+  assert.equal(new Set(ids).size, 3);
+  assert.deepEqual([...ids].sort(), ids, 'string order is start order');
+  await tracker.flush();
+  const sent = env.sent();
+  assert.equal(sent.length, 3);
+  sent.forEach((e, i) => {
+    assert.equal(e.session_id, ids[i]);
+    assert.ok(e.session_id < e.event_id, 'a session id sorts before its first event\'s id');
+  });
 });
