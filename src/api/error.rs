@@ -285,23 +285,23 @@ impl IntoResponse for ApiError {
 /// How much of a non-JSON error body is kept as the message of its JSON replacement.
 const MAX_FOREIGN_MESSAGE_BYTES: usize = 2048;
 
-/// Gives every error answer the [`ErrorBody`] shape, whoever produced it.
+/// Whether `response` must be given the [`ErrorBody`] shape by [`into_json_error`]: an error
+/// (4xx, 5xx) whose body is not JSON.
 ///
 /// Our handlers answer through [`ApiError`]; but some answers come from layers and
 /// extractors that know nothing of it: the 408 of the request timeout (an empty body), axum's
 /// own rejections (`text/plain`: an unreadable path or query, a wrong `Content-Type`), and a
-/// body limit's 413. This outermost middleware rewrites any 4xx/5xx that is not JSON into the
-/// one shape, with a code taken from the status and the original text as the message, and
-/// keeps the headers (`Allow`, `Retry-After`, …).
-pub async fn json_errors(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let response = next.run(request).await;
+/// body limit's 413. The API's outermost layer (`api::Edge`) rewrites those.
+pub fn needs_json_shape(response: &Response) -> bool {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
-        return response;
-    }
+    (status.is_client_error() || status.is_server_error()) && !is_json(response)
+}
+
+/// Rewrites an error answer that is not JSON into the one shape, with a code taken from the
+/// status and the original text (at most 2 KiB) as the message, keeping the headers
+/// (`Allow`, `Retry-After`, …).
+pub async fn into_json_error(response: Response) -> Response {
+    let status = response.status();
     let (mut parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, MAX_FOREIGN_MESSAGE_BYTES)
         .await

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod cursor;
 pub mod docs;
+mod edge;
 mod error;
 mod events;
 pub mod health;
@@ -18,11 +19,11 @@ pub mod recover;
 pub mod sessions;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -121,8 +122,8 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
 /// each route on its own: axum clones a route's service for every request, and a stack of
 /// boxed layers per route cost an allocation per layer and request, ~6% of the CPU of a
 /// single-event request (BENCHMARKS.md, "Profile of the single-event path"). Cloning the
-/// router itself is one reference count. Only [`MarkRoute`] stays per route: it tells
-/// [`observe`], outside, which route matched, and answers CORS preflights.
+/// router itself is one reference count. Only [`edge::MarkRoute`] stays per route: it tells
+/// [`edge::Edge`], outside, which route matched, and answers CORS preflights.
 pub fn router(
     state: AppState,
 ) -> impl tower::Service<
@@ -142,12 +143,12 @@ pub fn router(
         .merge(docs::routes(document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(tower::layer::layer_fn(|inner| MarkRoute { inner }))
+        .layer(edge::MarkRoute::layer())
         .with_state(state.clone());
     tower::ServiceBuilder::new()
-        // Outermost, so that nothing inside can answer an error in another shape.
-        .layer(middleware::from_fn(error::json_errors))
-        .layer(middleware::from_fn_with_state(metrics, observe))
+        // Outermost, so that nothing inside can answer an error in another shape, and every
+        // answer is counted.
+        .layer(edge::Edge::layer(metrics))
         // Answers in gzip for clients that accept it: an answer lists every event of a
         // request, so a gzipped request of 1,000 bad events would otherwise get an answer tens
         // of times its size.
@@ -172,75 +173,4 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// The route a request matched, for [`observe`], which runs before routing: it puts an empty
-/// one in the request, and [`MarkRoute`] fills it in once the router has chosen a route.
-#[derive(Clone, Default)]
-struct MatchedRoute(Arc<std::sync::OnceLock<MatchedPath>>);
-
-/// Wraps each route (and the fallbacks), for the work that must know the route: copies the
-/// route the router matched into the request's [`MatchedRoute`], and answers CORS preflights
-/// ([`auth::preflight`]) before the route's own method routing could refuse them. A plain
-/// service rather than `from_fn`, which clones and boxes its inner service on every call.
-#[derive(Clone)]
-struct MarkRoute<S> {
-    inner: S,
-}
-
-impl<S> tower::Service<Request> for MarkRoute<S>
-where
-    S: tower::Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = futures_util::future::Either<
-        futures_util::future::Ready<Result<Response, S::Error>>,
-        S::Future,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        if let (Some(slot), Some(path)) = (
-            request.extensions().get::<MatchedRoute>(),
-            request.extensions().get::<MatchedPath>(),
-        ) {
-            let _ = slot.0.set(path.clone());
-        }
-        match auth::preflight(&request) {
-            Some(answer) => {
-                futures_util::future::Either::Left(futures_util::future::ready(Ok(answer)))
-            }
-            None => futures_util::future::Either::Right(self.inner.call(request)),
-        }
-    }
-}
-
-/// Counts and times every request by its matched route, never its raw path, so the number
-/// of series stays bounded whatever paths clients ask for. A request that matched no route,
-/// or that timed out before routing, counts as `unmatched`.
-async fn observe(
-    State(metrics): State<Arc<Metrics>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let matched = MatchedRoute::default();
-    request.extensions_mut().insert(matched.clone());
-    let method = request.method().clone();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let route = matched.0.get();
-    metrics.observe_request(
-        route.map_or("unmatched", |path| path.as_str()),
-        method.as_str(),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
 }
