@@ -19,7 +19,7 @@
 //! - a negative answer is remembered per prefix until the next refresh, so a repeated made-up
 //!   key costs nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -38,18 +38,10 @@ use crate::store::{Store, StoreError};
 struct Snapshot {
     keys: HashMap<String, KeyRow>,
     applications: HashMap<String, ApplicationRow>,
-    /// Every origin any application allows: a CORS preflight carries no key, so it can only
-    /// be answered by whether some application allows the origin.
-    origins: HashSet<String>,
 }
 
 impl Snapshot {
     fn build(applications: Vec<ApplicationRow>, keys: Vec<KeyRow>) -> Self {
-        let origins = applications
-            .iter()
-            .filter(|app| app.enabled)
-            .flat_map(|app| app.allowed_origins.iter().cloned())
-            .collect();
         Self {
             keys: keys
                 .into_iter()
@@ -59,7 +51,6 @@ impl Snapshot {
                 .into_iter()
                 .map(|app| (app.application_id.clone(), app))
                 .collect(),
-            origins,
         }
     }
 }
@@ -232,11 +223,6 @@ impl Registry {
             .read()
             .unwrap_or_else(|poison| poison.into_inner())
             .clone()
-    }
-
-    /// Whether any enabled application allows `origin` (for CORS preflights).
-    pub fn origin_known(&self, origin: &str) -> bool {
-        self.current().origins.contains(origin)
     }
 
     /// Checks `key` and says who it belongs to.
