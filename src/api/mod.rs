@@ -146,13 +146,16 @@ pub fn router(
         .layer(edge::MarkRoute::layer())
         .with_state(state.clone());
     tower::ServiceBuilder::new()
-        // Outermost, so that nothing inside can answer an error in another shape, and every
-        // answer is counted.
-        .layer(edge::Edge::layer(metrics))
+        .map_response(|response: axum::http::Response<_>| response.map(axum::body::Body::new))
         // Answers in gzip for clients that accept it: an answer lists every event of a
         // request, so a gzipped request of 1,000 bad events would otherwise get an answer tens
-        // of times its size.
+        // of times its size. Outermost, so that what it compresses is the final answer: inside
+        // it, Edge's rewrite of an error answer into the JSON shape would read (and send) an
+        // already compressed body as plain text under `Content-Encoding: gzip`.
         .layer(CompressionLayer::new().gzip(true))
+        // So that nothing inside can answer an error in another shape, and every answer is
+        // counted.
+        .layer(edge::Edge::layer(metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

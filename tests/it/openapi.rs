@@ -517,6 +517,34 @@ async fn every_error_answer_has_the_json_error_shape() {
     )
     .await;
 
+    // An answer that another layer wrote in plain text (an extractor's body limit, 2 MiB),
+    // to a client that accepts gzip (reqwest asks for it and decodes it): rewritten into the
+    // JSON shape first, then compressed, so that it still reads.
+    let response = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .unwrap()
+        .post(app.endpoint("/api/admin/applications"))
+        .header("authorization", format!("Bearer {}", app.org_key))
+        .header("accept-encoding", "gzip")
+        .header("content-type", "application/json")
+        .body(vec![b' '; 3 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let compressed = response.bytes().await.unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut text,
+    )
+    .expect("a gzip body");
+    let body: the_eye_types::ErrorBody = serde_json::from_str(&text).expect("ErrorBody");
+    assert_eq!(body.code, "body_too_large");
+    assert!(body.message.contains("length limit"), "{}", body.message);
+
     // The timeout layer: a body that never finishes arriving.
     let addr = app.url.trim_start_matches("http://");
     let request = format!(
