@@ -296,7 +296,7 @@ async fn run_size(
             let mut read = 0;
             for (query, rows_per_granule) in queries_of(i) {
                 read += query
-                    .rows_read(&store.client())
+                    .rows_read(&store.read_client())
                     .await?
                     .div_ceil(rows_per_granule);
             }

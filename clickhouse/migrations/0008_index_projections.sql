@@ -7,10 +7,11 @@
 -- * `time_index`: an index projection. It stores only `timestamp` and `_part_offset` (each
 --   row's position in its part, which survives merges), sorted by time: about 9.5 bytes per
 --   event. A read with a condition on `timestamp` looks up the matching offsets in it and then
---   reads only the granules of the table that hold them. The Eye's queries set
---   `min_table_rows_to_use_projection_index = 0` where the server has it (ClickHouse 25.11+;
---   `store::PROJECTION_INDEX_THRESHOLD`): by default those versions use a projection index
---   only when they estimate at least 1,000,000 rows to read from the table.
+--   reads only the granules of the table that hold them (ClickHouse 25.11 and later; before,
+--   an index projection only skipped whole parts). The Eye's reads set the thresholds of
+--   `store::PROJECTION_INDEX_SETTINGS` where the server has them: by default those versions
+--   use a projection index only when they estimate at least 1,000,000 rows to read from the
+--   table, and at most 1,000,000 rows from the projection.
 --   Reads of one category in a time range use it too (the category filters the rows read);
 --   a second index sorted by (category, time) would cost another 10 bytes per event, over
 --   the budget of 1.5 times the table, for reads that already touch < 2% of the granules.
@@ -35,8 +36,13 @@ ALTER TABLE events ADD INDEX IF NOT EXISTS event_id_bloom event_id TYPE bloom_fi
 
 ALTER TABLE events MATERIALIZE INDEX event_id_bloom SETTINGS mutations_sync = 1;
 
+-- The old projections go only where the new one can replace them (25.11 and later, which
+-- know the projection index settings); an older server keeps them (README, "ClickHouse
+-- tables").
+-- only if: SELECT count() FROM system.settings WHERE name = 'min_table_rows_to_use_projection_index'
 ALTER TABLE events DROP PROJECTION IF EXISTS by_time;
 
+-- only if: SELECT count() FROM system.settings WHERE name = 'min_table_rows_to_use_projection_index'
 ALTER TABLE events DROP PROJECTION IF EXISTS by_category;
 
 ALTER TABLE errors ADD INDEX IF NOT EXISTS received_at_minmax received_at TYPE minmax GRANULARITY 1;

@@ -90,18 +90,25 @@ struct Inner {
     database: String,
     /// `clickhouse.cluster`: `None` for one server.
     cluster: Option<String>,
-    /// Whether the server knows [`PROJECTION_INDEX_THRESHOLD`] (ClickHouse 25.11 and later),
-    /// found by [`Store::detect_settings`]; every query then sets it.
-    projection_index_threshold: AtomicBool,
+    /// Whether the server knows [`PROJECTION_INDEX_SETTINGS`] (ClickHouse 25.11 and later),
+    /// found by [`Store::detect_settings`]; reads ([`Store::read_client`]) then set them.
+    projection_index_settings: AtomicBool,
 }
 
-/// The setting that lets ClickHouse use an index projection (`events.time_index`, migration 8)
-/// whatever the table's size, and its value. ClickHouse 25.11 and later use one only when they
-/// expect to read at least 1,000,000 rows of the table (so a month's partition of a smaller
-/// table is read whole); earlier versions have no such threshold, and refuse the setting as
-/// unknown, so it is set only where the server has it.
-pub const PROJECTION_INDEX_THRESHOLD: (&str, &str) =
-    ("min_table_rows_to_use_projection_index", "0");
+/// The settings that let ClickHouse use an index projection (`events.time_index`, migration 8)
+/// whatever the table's size and the range's, and their values. ClickHouse 25.11 and later use
+/// one only when they expect to read at least 1,000,000 rows of the table (so a month's
+/// partition of a smaller table is read whole), and only when the projection yields at most
+/// 1,000,000 rows (so a range of more rows, a busy day of a large tenant, is read whole).
+/// Earlier versions have neither threshold and refuse the settings as unknown, so they are set
+/// only where the server has them, and only on reads: an insert must never fail on them.
+pub const PROJECTION_INDEX_SETTINGS: [(&str, &str); 2] = [
+    ("min_table_rows_to_use_projection_index", "0"),
+    (
+        "max_projection_rows_to_use_projection_index",
+        "1000000000000",
+    ),
+];
 
 impl Store {
     /// A store on `url` (the configured server, or the devserver's), not yet contacted.
@@ -120,44 +127,53 @@ impl Store {
                 client,
                 database: config.database.clone(),
                 cluster: Some(config.cluster.clone()).filter(|name| !name.is_empty()),
-                projection_index_threshold: AtomicBool::new(false),
+                projection_index_settings: AtomicBool::new(false),
             }),
         }
     }
 
-    /// The client bound to The Eye's database, with [`PROJECTION_INDEX_THRESHOLD`] once
-    /// [`Store::detect_settings`] found the server to know it.
+    /// The client bound to The Eye's database: for writes, migrations and look-ups.
     pub fn client(&self) -> Client {
-        let client = self
-            .inner
+        self.inner
             .client
             .clone()
-            .with_database(&self.inner.database);
-        if self
-            .inner
-            .projection_index_threshold
-            .load(Ordering::Relaxed)
-        {
-            let (name, value) = PROJECTION_INDEX_THRESHOLD;
-            client.with_setting(name, value)
+            .with_database(&self.inner.database)
+    }
+
+    /// The client for reads of `events` and what is derived from it: [`Store::client`] with
+    /// [`PROJECTION_INDEX_SETTINGS`] once [`Store::detect_settings`] found the server to know
+    /// them.
+    pub fn read_client(&self) -> Client {
+        let client = self.client();
+        if self.inner.projection_index_settings.load(Ordering::Relaxed) {
+            PROJECTION_INDEX_SETTINGS
+                .iter()
+                .fold(client, |client, (name, value)| {
+                    client.with_setting(*name, *value)
+                })
         } else {
             client
         }
     }
 
-    /// Asks the server which of the settings The Eye's reads depend on it knows
-    /// ([`PROJECTION_INDEX_THRESHOLD`]); [`Store::migrate`] does it at every start.
+    /// Asks the server whether it knows [`PROJECTION_INDEX_SETTINGS`] (all of them, or they
+    /// are not used); done at every start, by [`Store::migrate`] or on its own.
     pub async fn detect_settings(&self) -> Result<(), StoreError> {
+        let names: Vec<&str> = PROJECTION_INDEX_SETTINGS
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
         let known = self
             .inner
             .client
-            .query("SELECT count() FROM system.settings WHERE name = {name:String}")
-            .param("name", PROJECTION_INDEX_THRESHOLD.0)
+            .query("SELECT count() FROM system.settings WHERE has({names:Array(String)}, name)")
+            .param("names", names)
             .fetch_one::<u64>()
             .await?;
-        self.inner
-            .projection_index_threshold
-            .store(known > 0, Ordering::Relaxed);
+        self.inner.projection_index_settings.store(
+            known == PROJECTION_INDEX_SETTINGS.len() as u64,
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 

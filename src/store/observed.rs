@@ -132,7 +132,7 @@ impl Store {
         mut each: impl FnMut(&str),
     ) -> Result<u64, StoreError> {
         let mut cursor = sample_query(spec)
-            .query(&self.client())
+            .query(&self.read_client())
             .fetch::<DataRow>()?;
         let mut rows = 0;
         while let Some(row) = cursor.next().await? {
@@ -145,7 +145,7 @@ impl Store {
     /// Stored events of the sampled type ([`matching_query`]).
     pub async fn count_matching(&self, spec: &SampleSpec) -> Result<u64, StoreError> {
         Ok(matching_query(spec)
-            .query(&self.client())
+            .query(&self.read_client())
             .fetch_one::<u64>()
             .await?)
     }
@@ -158,7 +158,7 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<Vec<TypeOutcomes>, StoreError> {
         Ok(outcomes_query(application, from, to)
-            .query(&self.client())
+            .query(&self.read_client())
             .fetch_all::<TypeOutcomes>()
             .await?)
     }

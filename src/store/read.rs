@@ -438,12 +438,18 @@ pub struct ErrorSummaryRow {
 impl Store {
     /// One page of rejections to replay ([`replay_query`]).
     pub async fn fetch_replay(&self, query: &ReadQuery) -> Result<Vec<ReplayRow>, StoreError> {
-        Ok(query.query(&self.client()).fetch_all::<ReplayRow>().await?)
+        Ok(query
+            .query(&self.read_client())
+            .fetch_all::<ReplayRow>()
+            .await?)
     }
 
     /// The events of a listing query ([`events_query`]).
     pub async fn fetch_events(&self, query: &ReadQuery) -> Result<Vec<EventRow>, StoreError> {
-        Ok(query.query(&self.client()).fetch_all::<EventRow>().await?)
+        Ok(query
+            .query(&self.read_client())
+            .fetch_all::<EventRow>()
+            .await?)
     }
 
     /// The event with this id (of `application` when given), if stored.
@@ -453,7 +459,7 @@ impl Store {
         application: Option<&str>,
     ) -> Result<Option<EventRow>, StoreError> {
         Ok(event_query(event_id, application)
-            .query(&self.client())
+            .query(&self.read_client())
             .fetch_optional::<EventRow>()
             .await?)
     }
@@ -464,7 +470,7 @@ impl Store {
         query: &ReadQuery,
     ) -> Result<Vec<ErrorSummaryRow>, StoreError> {
         Ok(query
-            .query(&self.client())
+            .query(&self.read_client())
             .fetch_all::<ErrorSummaryRow>()
             .await?)
     }
@@ -476,7 +482,7 @@ impl Store {
         application: Option<&str>,
     ) -> Result<Option<ErrorRow>, StoreError> {
         Ok(error_query(error_id, application)
-            .query(&self.client())
+            .query(&self.read_client())
             .fetch_optional::<ErrorRow>()
             .await?)
     }

@@ -225,7 +225,7 @@ impl Store {
     /// The sessions of a listing query ([`sessions_query`]).
     pub async fn fetch_sessions(&self, query: &ReadQuery) -> Result<Vec<SessionRow>, StoreError> {
         Ok(query
-            .query(&self.client())
+            .query(&self.read_client())
             .fetch_all::<SessionRow>()
             .await?)
     }
@@ -237,7 +237,7 @@ impl Store {
         application: Option<&str>,
     ) -> Result<Option<SessionRow>, StoreError> {
         Ok(session_query(session_id, application)
-            .query(&self.client())
+            .query(&self.read_client())
             .fetch_optional::<SessionRow>()
             .await?)
     }
@@ -263,7 +263,7 @@ impl Store {
             days.bind(" AND timestamp < {}", "to", Param::Time(to));
         }
         days.push(" GROUP BY day ORDER BY day");
-        let days = days.query(&self.client()).fetch_all::<Day>().await?;
+        let days = days.query(&self.read_client()).fetch_all::<Day>().await?;
         let mut folded = 0;
         for Day { day, events } in days {
             let start =
@@ -275,7 +275,7 @@ impl Store {
             let chunk_from = from.map_or(start, |from| from.max(start));
             let chunk_to = to.map_or(end, |to| to.min(end));
             backfill_query(chunk_from, chunk_to)
-                .query(&self.client())
+                .query(&self.read_client())
                 .execute()
                 .await?;
             folded += events;

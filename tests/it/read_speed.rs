@@ -93,7 +93,10 @@ fn store_on(db: &TestDb) -> Store {
 }
 
 async fn explain(store: &Store, query: &ReadQuery) -> Plan {
-    let lines = query.explain(&store.client()).await.expect("EXPLAIN runs");
+    let lines = query
+        .explain(&store.read_client())
+        .await
+        .expect("EXPLAIN runs");
     plan(&lines)
 }
 
@@ -101,7 +104,7 @@ async fn explain(store: &Store, query: &ReadQuery) -> Plan {
 /// granules (it reads whole granules).
 async fn granules_read(store: &Store, query: &ReadQuery) -> u64 {
     let rows = query
-        .rows_read(&store.client())
+        .rows_read(&store.read_client())
         .await
         .expect("the query runs");
     rows.div_ceil(GRANULE_ROWS)
@@ -406,7 +409,7 @@ async fn sessions_read_a_small_fraction(app: &TestApp, store: &Store, fixture: &
     // table (scattered ids put each in a granule of its own: see BENCHMARKS.md).
     let page_read = listing
         .query()
-        .rows_read(&store.client())
+        .rows_read(&store.read_client())
         .await
         .unwrap()
         .div_ceil(SESSION_GRANULE_ROWS);
