@@ -2,9 +2,9 @@
 //! 10,000 sessions, 20 categories, 90 days, and 200,000 rejections; `the_eye::store::fixture`)
 //! into a fresh database, starts The Eye in-process on a loopback port, creates an organisation
 //! read key as `the-eye keys create --org --scope read` does (the fixture spans three
-//! applications), and times seven reads over HTTP with that key — one session's events, one
-//! category over a day, one hour, a day's errors, one event by id, a day's page of sessions,
-//! one session's summary — one request at a time, reporting p50/p90/p99/max and the granules
+//! applications), and times eight reads over HTTP with that key — one session's events, one
+//! category over a day, one hour, the newest events with no filter, a day's errors, one event
+//! by id, a day's page of sessions, one session's summary — one request at a time, reporting p50/p90/p99/max and the granules
 //! each read takes (the rows ClickHouse reports having read for the API's exact SQL, as
 //! `tests/it/read_speed.rs` measures them). With `--storage` it first reports bytes on disk per
 //! event of `events` (columns, projections, skip indexes). The fixture's session ids are
@@ -248,6 +248,13 @@ async fn run_size(
             "`/api/events?from=…&to=…`",
             Box::new(|i| format!("/api/events?{}", hour_range(i))),
             Box::new(|i| vec![(event_listing(None, Some(&hour_range(i))), EVENTS)]),
+            totals[0],
+        ),
+        (
+            "the newest events (no filter)",
+            "`/api/events`",
+            Box::new(|_| "/api/events".to_owned()),
+            Box::new(|_| vec![(event_listing(None, None), EVENTS)]),
             totals[0],
         ),
         (
