@@ -336,7 +336,10 @@ async fn list(
     state: &AppState,
     request: ListingRequest<EventFilter>,
 ) -> Result<Json<EventPage>, ApiError> {
-    let rows = state.store.fetch_events(&request.query()).await?;
+    let rows = state
+        .store
+        .list_events(&request.filter, &request.fetch_spec())
+        .await?;
     let (rows, next_cursor) = request.page(rows, |row| After {
         at: row.timestamp,
         id: row.event_id,

@@ -27,7 +27,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -435,6 +435,9 @@ pub struct ErrorSummaryRow {
     pub problem_message: Vec<String>,
 }
 
+/// The windows, in days, that [`Store::list_events`] tries before the whole listing.
+pub const LISTING_WINDOWS_DAYS: [i64; 3] = [1, 7, 31];
+
 impl Store {
     /// One page of rejections to replay ([`replay_query`]).
     pub async fn fetch_replay(&self, query: &ReadQuery) -> Result<Vec<ReplayRow>, StoreError> {
@@ -450,6 +453,87 @@ impl Store {
             .query(&self.read_client())
             .fetch_all::<EventRow>()
             .await?)
+    }
+
+    /// One page of an event listing ([`events_query`] of `filter` and `page`), reading a
+    /// bounded window of time first when the listing is not one session's.
+    ///
+    /// `events` is sorted by session, so only the index projection `time_index` narrows a read
+    /// by time, and only as far as the listing's own bounds: with none on the side it reads
+    /// towards (no `to` ascending, no `from` descending), the first page read every granule of
+    /// the table (BENCHMARKS.md, "A listing with no filter grows with the table"). So the page
+    /// is first asked of the [`LISTING_WINDOWS_DAYS`] after (or before) where it starts — the
+    /// cursor, the listing's own bound, or the table's first (last) event, found in one granule
+    /// of the projection — and the window widened while the page is not full. A full page from
+    /// a window is exactly the listing's page: every row outside the window sorts after every
+    /// row in it. (Each `event_id` is still served once: its first copy in the listing's order
+    /// is in the window whenever any copy is.)
+    pub async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: &PageSpec,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        if filter.session_id.is_none() {
+            if let Some(start) = self.listing_start(filter, page).await? {
+                for days in LISTING_WINDOWS_DAYS {
+                    let mut window = filter.clone();
+                    let span = TimeDelta::days(days);
+                    match page.order {
+                        Order::Asc => {
+                            let bound = start + span;
+                            if filter.to.is_some_and(|to| to <= bound) {
+                                break;
+                            }
+                            window.to = Some(bound);
+                        }
+                        Order::Desc => {
+                            let bound = start - span;
+                            if filter.from.is_some_and(|from| from >= bound) {
+                                break;
+                            }
+                            window.from = Some(bound);
+                        }
+                    }
+                    let rows = self.fetch_events(&events_query(&window, page)).await?;
+                    if rows.len() >= page.limit as usize {
+                        return Ok(rows);
+                    }
+                }
+            }
+        }
+        self.fetch_events(&events_query(filter, page)).await
+    }
+
+    /// Where a listing's page starts in time: its cursor, its own bound on that side, or else
+    /// the first (last) `timestamp` of the table; `None` for an empty table.
+    async fn listing_start(
+        &self,
+        filter: &EventFilter,
+        page: &PageSpec,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let own = match page.order {
+            Order::Asc => filter.from,
+            Order::Desc => filter.to,
+        };
+        if let Some(start) = page.after.map(|after| after.at).or(own) {
+            return Ok(Some(start));
+        }
+        // Read in order from the projection (one granule per part), not from the table.
+        let sql = match page.order {
+            Order::Asc => "SELECT timestamp FROM events ORDER BY timestamp ASC LIMIT 1",
+            Order::Desc => "SELECT timestamp FROM events ORDER BY timestamp DESC LIMIT 1",
+        };
+        #[derive(Row, Deserialize)]
+        struct Edge {
+            #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+            timestamp: DateTime<Utc>,
+        }
+        Ok(self
+            .read_client()
+            .query(sql)
+            .fetch_optional::<Edge>()
+            .await?
+            .map(|edge| edge.timestamp))
     }
 
     /// The event with this id (of `application` when given), if stored.

@@ -660,3 +660,65 @@ async fn the_index_migration_runs_on_rows_and_again_after_an_interruption() {
     assert_eq!(state().await, expected);
     assert!(store.migrate().await.unwrap().is_empty());
 }
+
+/// A listing read through bounded windows of time first (`Store::list_events`) gives exactly
+/// the pages of the whole listing: both orders, with no filter, a category, one-sided bounds
+/// and a cursor, over a fixture of 90 days (wider than every window), page after page.
+#[tokio::test]
+async fn windowed_listings_give_the_whole_listings_pages() {
+    use the_eye::store::read::events_query;
+    use the_eye::store::{After, EventFilter, Order, PageSpec};
+
+    let db = TestDb::new().await;
+    let store = store_on(&db);
+    store.migrate().await.unwrap();
+    let fixture = Fixture::of_size(20_000);
+    fixture.load(&store).await.unwrap();
+    let middle = fixture.start + chrono::TimeDelta::days(45);
+    let filters = [
+        EventFilter::default(),
+        EventFilter {
+            category: Some(fixture.category(3)),
+            ..Default::default()
+        },
+        EventFilter {
+            from: Some(middle),
+            ..Default::default()
+        },
+        EventFilter {
+            to: Some(middle),
+            ..Default::default()
+        },
+    ];
+    for filter in &filters {
+        for order in [Order::Asc, Order::Desc] {
+            let mut after = None;
+            for page_number in 0..4 {
+                let page = PageSpec {
+                    order,
+                    after,
+                    limit: 101,
+                };
+                let windowed = store.list_events(filter, &page).await.unwrap();
+                let whole = store
+                    .fetch_events(&events_query(filter, &page))
+                    .await
+                    .unwrap();
+                let ids = |rows: &[the_eye::store::EventRow]| {
+                    rows.iter().map(|row| row.event_id).collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    ids(&windowed),
+                    ids(&whole),
+                    "{filter:?} {order:?} page {page_number}"
+                );
+                assert_eq!(whole.len(), 101, "{filter:?} {order:?} page {page_number}");
+                let last = &whole[99];
+                after = Some(After {
+                    at: last.timestamp,
+                    id: last.event_id,
+                });
+            }
+        }
+    }
+}
