@@ -18,6 +18,7 @@ mod plan;
 mod read;
 mod read_speed;
 mod recover;
+mod refusals;
 mod scale;
 mod schemas;
 mod sessions;
