@@ -156,3 +156,101 @@ async fn over_the_cap_new_connections_are_refused_and_open_ones_served() {
         .any(|line| line
             .starts_with("the_eye_requests_rejected_total{code=\"too_many_connections\"}")));
 }
+
+/// Sends `head` and `body` on a fresh connection, closes the sending side (so a body shorter
+/// than announced ends there), and reads the whole answer. (hyper closes a connection whose
+/// client closes its side after a whole request without answering it, so those are sent
+/// by hand.)
+async fn answer_to_raw(
+    app: &TestApp,
+    head: &str,
+    body: &[u8],
+) -> (String, the_eye_types::ErrorBody) {
+    let mut stream = connect(app).await;
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 30 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (status, body) = answer.split_once("\r\n\r\n").expect("a complete answer");
+    let body = serde_json::from_str(body).unwrap_or_else(|_| panic!("JSON: {answer}"));
+    (status.lines().next().unwrap().to_owned(), body)
+}
+
+/// A body whose framing breaks, or that ends before its length, is a 400 of its own: not the
+/// `413 body_too_large` that would make a client split it and send it again.
+#[tokio::test]
+async fn broken_framing_and_short_bodies_are_400_not_413() {
+    let app = TestApp::start().await;
+    let event = br#"{"session_id": "s", "category": "c", "name": "n", "data": {"a": 1}, "timestamp": "2024-05-01T10:00:00Z"}"#;
+    let head = |framing: &str| {
+        format!(
+            "POST /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n{framing}\r\n",
+            app.key
+        )
+    };
+
+    // A chunk-size line that is not hexadecimal.
+    let (status, body) = answer_to_raw(
+        &app,
+        &head("Transfer-Encoding: chunked\r\n"),
+        b"zz\r\n{}\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (status.as_str(), body.code.as_str()),
+        ("HTTP/1.1 400 Bad Request", "malformed_framing")
+    );
+    // A good chunk, then a broken one.
+    let mut chunked = format!("{:x}\r\n", event.len()).into_bytes();
+    chunked.extend_from_slice(event);
+    chunked.extend_from_slice(b"\r\n5\r\nabcdeXX\r\n0\r\n\r\n");
+    let (status, body) =
+        answer_to_raw(&app, &head("Transfer-Encoding: chunked\r\n"), &chunked).await;
+    assert_eq!(
+        (status.as_str(), body.code.as_str()),
+        ("HTTP/1.1 400 Bad Request", "malformed_framing")
+    );
+
+    // Fewer bytes than `Content-Length`, then the client's side closes.
+    let length = format!("Content-Length: {}\r\n", event.len() + 100);
+    let (status, body) = answer_to_raw(&app, &head(&length), event).await;
+    assert_eq!(
+        (status.as_str(), body.code.as_str()),
+        ("HTTP/1.1 400 Bad Request", "body_incomplete")
+    );
+    // A chunked body that stops before its last chunk.
+    let (status, body) = answer_to_raw(
+        &app,
+        &head("Transfer-Encoding: chunked\r\n"),
+        &chunked[..40],
+    )
+    .await;
+    assert_eq!(
+        (status.as_str(), body.code.as_str()),
+        ("HTTP/1.1 400 Bad Request", "body_incomplete")
+    );
+
+    // The same event, framed right, is accepted (a body over the limit is still a 413:
+    // `tests/it/ingest.rs`).
+    let length = format!("Content-Length: {}\r\n", event.len());
+    let mut stream = connect(&app).await;
+    stream.write_all(head(&length).as_bytes()).await.unwrap();
+    stream.write_all(event).await.unwrap();
+    let answer = read_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    for code in ["malformed_framing", "body_incomplete"] {
+        let series = format!("the_eye_requests_rejected_total{{code=\"{code}\"}}");
+        assert!(
+            app.metrics_text()
+                .await
+                .lines()
+                .any(|line| line.starts_with(&series)),
+            "{series}"
+        );
+    }
+}
