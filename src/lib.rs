@@ -293,6 +293,7 @@ pub async fn serve_with_metrics(
     let metrics_server = tokio::spawn(api::health::serve_metrics(
         metrics_listener,
         state.metrics.clone(),
+        server::ConnectionLimits::metrics(&config),
         metrics_stop.clone(),
     ));
     let state_metrics = state.metrics.clone();
@@ -302,7 +303,7 @@ pub async fn serve_with_metrics(
     let server = server::serve(
         listener,
         app,
-        server::ConnectionLimits::from(&config.server),
+        server::ConnectionLimits::api(&config),
         state_metrics,
         async move {
             shutdown.await;
@@ -335,8 +336,14 @@ pub async fn serve_with_metrics(
         tracing::info!("every accepted event is in ClickHouse");
     }
     metrics_stop.cancel();
-    if let Ok(Err(error)) = metrics_server.await {
-        tracing::warn!(%error, "the metrics server failed");
+    // Bounded as the API's connections are: a scraper that does not read its answer must not
+    // keep the process from exiting.
+    match tokio::time::timeout(grace, metrics_server).await {
+        Ok(Err(error)) => tracing::warn!(%error, "the metrics server failed"),
+        Ok(Ok(())) => {}
+        Err(_) => {
+            tracing::warn!("metrics connections still open after the grace period; closing them")
+        }
     }
     drop(devserver);
     Ok(())
