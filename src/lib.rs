@@ -310,10 +310,13 @@ pub async fn serve_with_metrics(
             let _ = stopping.send(());
         },
     );
-    // In-flight requests get as long as any request may take; a client that keeps a
-    // connection open past that (say, one that never finishes sending its headers) must not
-    // hold back the final flush.
-    let grace = Duration::from_millis(config.server.request_timeout_ms) + Duration::from_secs(1);
+    // In-flight requests get as long as any request may take, after the idle grace in which a
+    // request may still arrive (and be answered 503); a client that keeps a connection open
+    // past that (say, one that never finishes sending its headers) must not hold back the
+    // final flush.
+    let grace = server::SHUTDOWN_IDLE_GRACE
+        + Duration::from_millis(config.server.request_timeout_ms)
+        + Duration::from_secs(1);
     tokio::select! {
         () = server => {}
         () = async {
