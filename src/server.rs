@@ -283,15 +283,23 @@ fn refuse(stream: &TcpStream, metrics: &Metrics, answer: &[u8], code: &str) {
 
 /// The answer to a request whose head was read after shutdown began: `503 shutting_down`,
 /// once its body is read (at most [`ConnectionLimits::max_body_bytes`], for at most the
-/// request timeout). An unread body would make the close after the answer a reset, and a
-/// reset can destroy the answer before the client reads it.
+/// request timeout; not asked for when the client waits for `100 Continue`). An unread body
+/// would make the close after the answer a reset, and a reset can destroy the answer before
+/// the client reads it.
 async fn refuse_while_closing(
     request: Request<Incoming>,
     limits: ConnectionLimits,
     metrics: &Metrics,
 ) -> axum::response::Response {
-    let body = http_body_util::Limited::new(request.into_body(), limits.max_body_bytes);
-    let _ = tokio::time::timeout(limits.request_timeout, body.collect()).await;
+    // A client that waits for `100 Continue` has sent no body, and is not asked for it.
+    let waits_to_send = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|expect| expect.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits_to_send {
+        let body = http_body_util::Limited::new(request.into_body(), limits.max_body_bytes);
+        let _ = tokio::time::timeout(limits.request_timeout, body.collect()).await;
+    }
     metrics
         .requests_rejected
         .with_label_values(&["shutting_down"])
