@@ -591,6 +591,15 @@ mod tests {
     }
 
     #[test]
+    fn wide_integers_are_found_by_their_place_among_numbers() {
+        // Digits inside strings (escaped quotes included) are not numbers; fractions and
+        // exponents make a number a float whatever its digits.
+        let text = r#"{"s": "a\"b 123456789012345678901 \\", "n": [18446744073709551616, 1.0e1, -9223372036854775808, -9223372036854775809, 18446744073709551615, 99999999999999999999.5, 0, -0]}"#;
+        assert_eq!(wide_integer_ordinals(text), [0, 3]);
+        assert_eq!(wide_integer_ordinals("[]"), Vec::<usize>::new());
+    }
+
+    #[test]
     fn the_edges_of_64_bits_and_large_floats_are_kept() {
         let text = r#"{"data": {"max": 18446744073709551615, "min": -9223372036854775808, "f": 18446744073709551616.0, "e": 1e20, "s": "18446744073709551617", "neg": -1.8446744073709552e19}}"#;
         let item = single(text.as_bytes());
