@@ -9,7 +9,9 @@
 //!   ClickHouse;
 //! - [`store`]: ClickHouse rows, migrations, inserts and queries;
 //! - [`plan`]: the tracking plan drawn from stored events (schema inference, drift);
-//! - [`server`]: the listener (connection cap, header-read and keep-alive timeouts);
+//! - [`server`]: the listener of the API and of the metrics address (connection caps, overall
+//!   and per peer address; first-byte, header-read and keep-alive timeouts; a shutdown that
+//!   answers every request it has read);
 //! - [`metrics`], [`config`], and [`devserver`] (the embedded ClickHouse for development).
 //!
 //! [`serve`] builds the whole service from a [`Config`], a bound listener and a shutdown
