@@ -63,6 +63,22 @@ pub struct ServerConfig {
     /// process's `ulimit -n`, leaving room for ClickHouse connections and the spool. Default
     /// 4,096.
     pub max_connections: usize,
+    /// Most connections open at once from one IP address, so that one address cannot take
+    /// every slot of `max_connections`; over it, a new connection from that address is
+    /// answered `503 too_many_peer_connections` and closed at once. **Behind a load balancer
+    /// or proxy every client shares the proxy's address**: set it to 0 (no cap) or to
+    /// `max_connections` there, and cap per client at the proxy. Default 1,024 (a quarter of
+    /// the default `max_connections`).
+    pub max_connections_per_peer: usize,
+    /// Most connections open at once on the metrics address (`metrics_listen_addr`), which is
+    /// served with the API's timeouts and its own cap, so that connections to it cannot
+    /// exhaust the process's file descriptors. A few scrapers need a few. Default 64.
+    pub metrics_max_connections: usize,
+    /// How long a new connection may take to send the first byte of its first request, in
+    /// milliseconds; a connection that sends nothing is closed after it. Clients send their
+    /// request at once; browsers may open a connection ahead of need (preconnect) and leave
+    /// it unused for a few seconds, which is why this is not shorter. Default 10,000.
+    pub first_byte_timeout_ms: u64,
     /// Once the first byte of a request has arrived, how long its head (request line and
     /// headers) may take to arrive whole, in milliseconds. Real clients send a head in one
     /// packet; this only cuts off clients that trickle it (slowloris). Default 10,000.
@@ -92,6 +108,9 @@ impl Default for ServerConfig {
             shutdown_timeout_ms: 30_000,
             request_timeout_ms: 10_000,
             max_connections: 4_096,
+            max_connections_per_peer: 1_024,
+            metrics_max_connections: 64,
+            first_byte_timeout_ms: 10_000,
             header_read_timeout_ms: 10_000,
             keep_alive_timeout_ms: 75_000,
             baseline_route: false,
@@ -494,6 +513,14 @@ impl Config {
             self.clickhouse.maintenance_timeout_ms,
         )?;
         positive("server.max_connections", self.server.max_connections as u64)?;
+        positive(
+            "server.metrics_max_connections",
+            self.server.metrics_max_connections as u64,
+        )?;
+        positive(
+            "server.first_byte_timeout_ms",
+            self.server.first_byte_timeout_ms,
+        )?;
         positive(
             "server.header_read_timeout_ms",
             self.server.header_read_timeout_ms,
