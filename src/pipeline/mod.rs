@@ -8,7 +8,8 @@
 //! ClickHouse has them. When the memory queue is full, or at start while the spool is
 //! replayed, a lane switches to *disk mode*: its feeder reads the rows back from the spool
 //! in order until it has caught up, then hands back to memory. So a request is refused (503)
-//! only when the spool's disk budget is spent.
+//! only when the spool's disk budget is spent (`queue_full`) or the disk itself is full
+//! (`spool_unavailable`); both pass once ClickHouse confirms rows and their segments go.
 //!
 //! One [`batcher`] task per table owns its batch and flushes it at `batch_max_rows` rows or
 //! `flush_interval_ms` after its first row. Before inserting, it seals the batch in the spool
@@ -684,7 +685,7 @@ impl Feeder {
                     Ok(Ok(chunk)) => chunk,
                     Ok(Err(error))
                         if error.kind() == std::io::ErrorKind::NotFound
-                            && cursor.segment < published.segment =>
+                            && cursor.segment < self.spool.published().segment =>
                     {
                         // Deleted: every row in it was confirmed.
                         cursor = Cursor {
@@ -719,8 +720,13 @@ impl Feeder {
                     let rows: Vec<T> = match postcard::from_bytes(spool::rows_body(&payload)) {
                         Ok(rows) => rows,
                         Err(error) => {
-                            tracing::error!(segment = at.segment, offset = at.offset, %error, "spool record does not decode; skipped");
+                            let lost = first + u64::from(count) - first.max(delivered);
+                            tracing::error!(segment = at.segment, offset = at.offset, %error, rows = lost, "spool record does not decode; skipped");
                             self.metrics.spool_corrupt_records.inc();
+                            self.metrics
+                                .spool_corrupt_rows
+                                .with_label_values(&[lane.id.table()])
+                                .inc_by(lost);
                             continue;
                         }
                     };
