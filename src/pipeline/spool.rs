@@ -890,6 +890,8 @@ impl Spool {
                 .collect(),
             active: None,
             next_segment: first_segment,
+            ballast: Ballast::new(&dir, settings.reserve_bytes() / 4),
+            failing: false,
             next_positions,
             confirmed: [0; 2],
             marks: Default::default(),
@@ -899,6 +901,7 @@ impl Spool {
             closed: false,
             _lock: lock,
         };
+        writer.ballast.restore(&writer.shared);
         if let Err(error) = writer.open_active() {
             // A full disk: serve anyway. The replay of what the segments hold frees space as
             // ClickHouse confirms it; appends are answered 503 until a segment can be made.
@@ -1053,6 +1056,10 @@ struct Writer {
     active: Option<File>,
     /// The number the next segment gets.
     next_segment: u64,
+    /// Space held for seal and confirm records on a full disk.
+    ballast: Ballast,
+    /// Whether the last group failed: its error was logged.
+    failing: bool,
     next_positions: [u64; 2],
     /// Per lane: every position below this is confirmed.
     confirmed: [u64; 2],
@@ -1117,6 +1124,8 @@ impl Writer {
     /// no segment claims rows it does not hold.
     fn process(&mut self, group: Vec<Command>) -> bool {
         let mut buffer: Vec<u8> = Vec::new();
+        // The group's seal and confirm records again, on their own (see `write_controls_alone`).
+        let mut controls: Vec<u8> = Vec::new();
         let mut pending: Vec<(Deliver, Vec<Placed>, Done)> = Vec::new();
         let mut acks = Vec::new();
         let mut must_sync = false;
@@ -1179,6 +1188,7 @@ impl Writer {
                             Err(error) => failure = Some(error),
                         }
                     }
+                    controls.extend_from_slice(&frame);
                     // A confirmation holds in memory even when its record could not be
                     // written: ClickHouse has the rows, so their segments may go (which is
                     // what frees a full disk). Lost, the record costs only a replay that
@@ -1214,18 +1224,32 @@ impl Writer {
                 failure = Some(error);
             }
         }
+        // Seals and confirms, once the appends failed: see below.
+        let mut control_failure = None;
         if let Some(error) = &failure {
-            tracing::error!(%error, "spool write failed; the requests are answered 503");
+            // Once per spell of failures: a full disk fails every request until it has room.
+            if !self.failing {
+                tracing::error!(%error, "spool write failed; requests are answered 503 until a write succeeds");
+            } else {
+                tracing::debug!(%error, "spool write failed");
+            }
+            self.failing = true;
             self.shared.pressure.store(true, Ordering::Relaxed);
             if !rolled {
                 self.undo(undo);
+                if !controls.is_empty() {
+                    control_failure = self.write_controls_alone(error, &controls).err();
+                }
             }
         } else {
+            if std::mem::take(&mut self.failing) {
+                tracing::warn!("spool writes succeed again");
+            }
             // Readers may now read everything written; deliveries run after this, so a
             // reader that catches up never misses a record (see `super::Feeder`).
             self.publish();
         }
-        let result = || match &failure {
+        let answer = |failure: &Option<io::Error>| match failure {
             None => Ok(()),
             Some(error) => Err(SpoolError::Io {
                 path: self.shared.dir.clone(),
@@ -1236,10 +1260,15 @@ impl Writer {
             if failure.is_none() {
                 deliver(&placed);
             }
-            let _ = done.send(result());
+            let _ = done.send(answer(&failure));
         }
+        let control_failure = if failure.is_none() || !rolled && !controls.is_empty() {
+            control_failure
+        } else {
+            failure
+        };
         for done in acks {
-            let _ = done.send(result());
+            let _ = done.send(answer(&control_failure));
         }
         self.delete_confirmed(finish.is_some());
         self.publish_gauges();
@@ -1251,6 +1280,22 @@ impl Writer {
             return true;
         }
         false
+    }
+
+    /// After a group failed with nothing of it on disk: writes its seal and confirm records
+    /// alone. On a full disk they are what lets the spool drain: a batch is inserted only
+    /// once sealed, and its rows' space is freed only once confirmed. So when the disk is
+    /// full, the ballast file (see [`Ballast`]) is given up for them first.
+    fn write_controls_alone(&mut self, failed: &io::Error, controls: &[u8]) -> io::Result<()> {
+        if is_out_of_space_io(failed) {
+            self.ballast.release(&self.shared);
+        }
+        let mut rolled = false;
+        self.prepare(&mut Vec::new(), &mut rolled)?;
+        self.write(controls)?;
+        self.sync()?;
+        self.publish();
+        Ok(())
     }
 
     /// What [`Writer::undo`] restores: the positions and what the active segment claims.
@@ -1311,20 +1356,34 @@ impl Writer {
 
     /// Makes sure the next record has an active segment to go to: creates one if there is
     /// none, or closes a full one (writing and syncing `buffer` into it first) and starts the
-    /// next. `rolled` is set once part of the group is on disk.
+    /// next. The next segment is created before `buffer` is written, so that a full disk
+    /// fails the group with nothing of it on disk; `rolled` is set once part of it is.
     fn prepare(&mut self, buffer: &mut Vec<u8>, rolled: &mut bool) -> io::Result<()> {
         if self.active.is_none() {
-            return self.open_active().map_err(into_io);
+            let (file, segment) = self.create_segment().map_err(into_io)?;
+            self.activate(file, segment);
+            return Ok(());
         }
         let active = self.segments.back().expect("an active segment");
         if active.bytes + (buffer.len() as u64) < self.settings.segment_bytes {
             return Ok(());
         }
-        self.write(buffer)?;
+        let (file, segment) = self.create_segment().map_err(into_io)?;
+        let written = self.write(buffer).and_then(|()| self.sync());
+        if let Err(error) = written {
+            drop(file);
+            if fs::remove_file(&segment.path).is_err() {
+                self.next_segment += 1;
+            }
+            self.shared
+                .used_bytes
+                .fetch_sub(HEADER_BYTES, Ordering::Relaxed);
+            return Err(error);
+        }
         buffer.clear();
         *rolled = true;
-        self.sync()?;
-        self.open_active().map_err(into_io)
+        self.activate(file, segment);
+        Ok(())
     }
 
     fn write(&mut self, buffer: &[u8]) -> io::Result<()> {
@@ -1379,6 +1438,14 @@ impl Writer {
     /// makes it the active one. On failure nothing is left behind and the active segment (if
     /// any) stays as it was.
     fn open_active(&mut self) -> Result<(), SpoolError> {
+        let (file, segment) = self.create_segment()?;
+        self.activate(file, segment);
+        Ok(())
+    }
+
+    /// Creates segment `next_segment` with its header, synced with its directory entry, and
+    /// counts its bytes; on failure nothing is left behind.
+    fn create_segment(&mut self) -> Result<(File, Segment), SpoolError> {
         let segment = self.next_segment;
         let path = segment_path(&self.settings.dir, segment);
         let header = Header {
@@ -1425,15 +1492,22 @@ impl Writer {
         self.shared
             .used_bytes
             .fetch_add(HEADER_BYTES, Ordering::Relaxed);
-        self.segments.push_back(Segment {
-            segment,
-            path,
-            bytes: HEADER_BYTES,
-            ends: Some([0; 2]),
-        });
+        Ok((
+            file,
+            Segment {
+                segment,
+                path,
+                bytes: HEADER_BYTES,
+                ends: Some([0; 2]),
+            },
+        ))
+    }
+
+    /// Makes a segment from [`Writer::create_segment`] the active one.
+    fn activate(&mut self, file: File, segment: Segment) {
+        self.segments.push_back(segment);
         self.active = Some(file);
         self.publish();
-        Ok(())
     }
 
     /// Publishes the end of the active segment; with none, the start of the next one (which
@@ -1509,6 +1583,7 @@ impl Writer {
                         .fetch_sub(oldest.bytes, Ordering::Relaxed);
                     tracing::debug!(segment = %oldest.path.display(), active = is_active, "spool segment confirmed; deleted");
                     self.segments.pop_front();
+                    self.ballast.restore(&self.shared);
                     if is_active {
                         self.metrics.spool_reclaims.inc();
                         self.shared.pressure.store(false, Ordering::Relaxed);
@@ -1582,8 +1657,87 @@ fn into_io(error: SpoolError) -> io::Error {
 
 /// Whether `error` says the disk (or the user's quota on it) is full.
 pub fn is_out_of_space(error: &SpoolError) -> bool {
-    matches!(error, SpoolError::Io { source, .. }
-        if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    matches!(error, SpoolError::Io { source, .. } if is_out_of_space_io(source))
+}
+
+fn is_out_of_space_io(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// `spool.reserve`, a file of zeros that holds disk space for seal and confirm records:
+/// when the disk is full (another process filled it, or the budget is larger than the
+/// disk), a batch can still be sealed and confirmed, so the spool drains and frees its
+/// segments instead of waiting for an operator. Deleted when a control record meets a full
+/// disk; made again whenever a segment is deleted. Its bytes count against the budget, and
+/// are a quarter of [`Settings::reserve_bytes`].
+struct Ballast {
+    path: PathBuf,
+    bytes: u64,
+    /// Whether the file is there, its bytes counted in `used_bytes`.
+    held: bool,
+}
+
+impl Ballast {
+    fn new(dir: &Path, bytes: u64) -> Self {
+        Self {
+            path: dir.join("spool.reserve"),
+            bytes,
+            held: false,
+        }
+    }
+
+    /// Makes the file if it is not there; on a full disk, tries again later.
+    fn restore(&mut self, shared: &Shared) {
+        if self.held || self.bytes == 0 {
+            return;
+        }
+        if fs::metadata(&self.path).is_ok_and(|meta| meta.len() == self.bytes) {
+            // Left by an earlier run: keep it rather than free and take its space again.
+            self.held = true;
+            shared.used_bytes.fetch_add(self.bytes, Ordering::Relaxed);
+            return;
+        }
+        let made = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(&self.path)
+            .and_then(|mut file| {
+                file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+                // Written, not just sized: a sparse file would hold no space.
+                file.write_all(&vec![0; self.bytes as usize])?;
+                file.sync_data()
+            });
+        match made {
+            Ok(()) => {
+                self.held = true;
+                shared.used_bytes.fetch_add(self.bytes, Ordering::Relaxed);
+            }
+            Err(error) => {
+                let _ = fs::remove_file(&self.path);
+                tracing::debug!(%error, "spool ballast not made; trying again later");
+            }
+        }
+    }
+
+    /// Deletes the file, giving its space to control records.
+    fn release(&mut self, shared: &Shared) {
+        if !self.held {
+            return;
+        }
+        match fs::remove_file(&self.path) {
+            Ok(()) => {
+                self.held = false;
+                shared.used_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+                tracing::warn!("the spool's disk is full; its ballast is released for seal and confirm records");
+            }
+            Err(error) => tracing::error!(%error, "cannot delete the spool ballast"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1897,11 +2051,16 @@ mod tests {
         assert_eq!(placed.first, 210, "positions go on across the reclaim");
         let published = spool.published();
         assert_eq!(published.segment, placed.cursor.segment);
-        // What is on disk is what the spool counts.
-        let on_disk: u64 = segment_files(dir.path())
-            .iter()
-            .map(|segment| fs::metadata(spool.segment_path(*segment)).unwrap().len())
-            .sum();
+        // What is on disk is what the spool counts: segments and the ballast.
+        let ballast = fs::metadata(dir.path().join("spool.reserve"))
+            .unwrap()
+            .len();
+        assert_eq!(ballast, 16 * 1024);
+        let on_disk: u64 = ballast
+            + segment_files(dir.path())
+                .iter()
+                .map(|segment| fs::metadata(spool.segment_path(*segment)).unwrap().len())
+                .sum::<u64>();
         assert_eq!(
             spool.shared.used_bytes.load(Ordering::Relaxed),
             on_disk,
@@ -1967,6 +2126,7 @@ mod tests {
         for segment in files {
             assert_eq!(mode(&spool.segment_path(segment)), 0o600);
         }
+        assert_eq!(mode(&dir.join("spool.reserve")), 0o600);
         spool.close().await;
         spool.finish().await;
     }
