@@ -560,8 +560,25 @@ impl Settings {
     /// refused for the budget or failed on a full disk) any fully confirmed active segment
     /// is reclaimed, whatever its size.
     pub fn reclaim_bytes(&self) -> u64 {
-        (self.segment_bytes / 4).max(HEADER_BYTES + 1)
+        reclaim_bytes(self.segment_bytes)
     }
+}
+
+fn reclaim_bytes(segment_bytes: u64) -> u64 {
+    (segment_bytes / 4).max(HEADER_BYTES + 1)
+}
+
+/// The smallest segment size a full disk shrinks segments to (see [`shrunk_segment_bytes`]).
+const MIN_SHRUNK_SEGMENT_BYTES: u64 = 64 * 1024;
+
+/// The segment size after a write met a full disk with `on_disk` bytes of the spool there:
+/// a quarter of them (at least [`MIN_SHRUNK_SEGMENT_BYTES`]), never more than `segment_bytes`.
+/// The disk holds less than the budget promised, and a segment that cannot reach its size
+/// before the disk is full is deleted only when all of it is confirmed, which under steady
+/// traffic may never happen; smaller segments are closed and deleted as ClickHouse confirms
+/// them, so the spool settles below what the disk holds.
+pub fn shrunk_segment_bytes(segment_bytes: u64, on_disk: u64) -> u64 {
+    segment_bytes.min((on_disk / 4).max(MIN_SHRUNK_SEGMENT_BYTES))
 }
 
 /// A segment written before this start, to be scanned by [`recover`].
@@ -892,6 +909,7 @@ impl Spool {
             next_segment: first_segment,
             ballast: Ballast::new(&dir, settings.reserve_bytes() / 4),
             failing: false,
+            segment_bytes: settings.segment_bytes,
             next_positions,
             confirmed: [0; 2],
             marks: Default::default(),
@@ -1060,6 +1078,9 @@ struct Writer {
     ballast: Ballast,
     /// Whether the last group failed: its error was logged.
     failing: bool,
+    /// The size at which the active segment is closed: `pipeline.spool_segment_bytes`, or
+    /// less once the disk filled before the budget was spent ([`shrunk_segment_bytes`]).
+    segment_bytes: u64,
     next_positions: [u64; 2],
     /// Per lane: every position below this is confirmed.
     confirmed: [u64; 2],
@@ -1235,6 +1256,9 @@ impl Writer {
             }
             self.failing = true;
             self.shared.pressure.store(true, Ordering::Relaxed);
+            if is_out_of_space_io(error) {
+                self.shrink_segments();
+            }
             if !rolled {
                 self.undo(undo);
                 if !controls.is_empty() {
@@ -1280,6 +1304,21 @@ impl Writer {
             return true;
         }
         false
+    }
+
+    /// See [`shrunk_segment_bytes`].
+    fn shrink_segments(&mut self) {
+        let on_disk: u64 = self.segments.iter().map(|segment| segment.bytes).sum();
+        let shrunk = shrunk_segment_bytes(self.segment_bytes, on_disk);
+        if shrunk < self.segment_bytes {
+            tracing::warn!(
+                from = self.segment_bytes,
+                to = shrunk,
+                spool_bytes = on_disk,
+                "the disk filled before the spool's budget was spent; segments are closed at the smaller size until restart"
+            );
+            self.segment_bytes = shrunk;
+        }
     }
 
     /// After a group failed with nothing of it on disk: writes its seal and confirm records
@@ -1365,7 +1404,7 @@ impl Writer {
             return Ok(());
         }
         let active = self.segments.back().expect("an active segment");
-        if active.bytes + (buffer.len() as u64) < self.settings.segment_bytes {
+        if active.bytes + (buffer.len() as u64) < self.segment_bytes {
             return Ok(());
         }
         let (file, segment) = self.create_segment().map_err(into_io)?;
@@ -1602,7 +1641,7 @@ impl Writer {
     /// `segment_bytes`: see [`Settings::reclaim_bytes`].
     fn should_reclaim(&self, active: &Segment) -> bool {
         active.bytes > HEADER_BYTES
-            && (active.bytes >= self.settings.reclaim_bytes()
+            && (active.bytes >= reclaim_bytes(self.segment_bytes)
                 || self.shared.pressure.load(Ordering::Relaxed))
     }
 
@@ -1971,6 +2010,11 @@ mod tests {
         assert_eq!(small.reclaim_bytes(), 16 * 1024);
         // A tiny segment still reclaims only once it holds a record.
         assert_eq!(settings(1 << 20, 100).reclaim_bytes(), HEADER_BYTES + 1);
+        // A disk that filled with 6 MiB of spool on it: segments of 1.5 MiB from then on,
+        // never below 64 KiB, never above the configured size.
+        assert_eq!(shrunk_segment_bytes(32 << 20, 6 << 20), 1536 * 1024);
+        assert_eq!(shrunk_segment_bytes(32 << 20, 100 * 1024), 64 * 1024);
+        assert_eq!(shrunk_segment_bytes(1 << 20, 1 << 30), 1 << 20);
     }
 
     fn test_spool(dir: &Path, max_bytes: u64, segment_bytes: u64) -> (Spool, Arc<Metrics>) {

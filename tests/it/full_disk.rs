@@ -1,10 +1,13 @@
 //! The spool on a real, small filesystem (an 8 MiB tmpfs mounted for the test; CI runs as
-//! root): filled by another file under load, The Eye answers `503 spool_unavailable` with
-//! `Retry-After` and loses nothing it answered 202; once the file is deleted it answers 202
-//! again by itself, and keeps doing so; SIGTERM on a full disk still drains; a start on a
-//! full disk serves and replays; the spool never takes more than its budget; its directory
-//! and files are the owner's alone, whatever the umask; and every event answered 202 is in
-//! ClickHouse exactly once at the end.
+//! root, and the test fails if it cannot mount one): with the default 32 MiB segments and
+//! 1 GiB budget, filled by another file under load, The Eye answers `503 spool_unavailable`
+//! with `Retry-After` and loses nothing it answered 202; once the file is deleted it answers
+//! 202 again by itself, and keeps doing so while twice the disk's size goes through the
+//! spool (before, the active segment was reclaimed only at 32 MiB, and 503s came back for
+//! good). With a 6 MiB budget: the spool never takes more than its budget; SIGTERM on a full
+//! disk still drains; a start on a full disk serves and replays, and answers 503 until it
+//! can append. Its directory and files are the owner's alone, whatever the umask; and every
+//! event answered 202 is in ClickHouse exactly once at the end.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -258,6 +261,9 @@ async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
     let tmpfs = Tmpfs::mount("8m");
     let spool = tmpfs.path().join("spool");
     let budget = BUDGET_BYTES.to_string();
+    // The report's configuration first: 32 MiB segments and a 1 GiB budget (the defaults),
+    // on a disk of 8 MiB.
+    let defaults = [("THE_EYE_SERVER_LOG_FILTER", "error")];
     let env = [
         ("THE_EYE_PIPELINE_SPOOL_MAX_BYTES", budget.as_str()),
         ("THE_EYE_PIPELINE_SPOOL_SEGMENT_BYTES", "1048576"),
@@ -278,7 +284,7 @@ async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
     let mut accepted: Vec<String> = Vec::new();
 
     // Under a umask that would leave everything open to all.
-    let mut child = Child::start_under(&db, &spool, &key, &env, Some("000")).await;
+    let mut child = Child::start_under(&db, &spool, &key, &defaults, Some("000")).await;
     let load = Load::start(&child, "a");
     assert!(
         load.until(Duration::from_secs(60), |seen| seen.accepted.len() >= 2_000)
@@ -319,10 +325,11 @@ async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
         "202 again once the disk has room"
     );
     load.phase();
+    // 4,000 requests of about 3.5 KB: twice what the disk holds goes through the spool.
     assert!(
-        load.until(Duration::from_secs(120), |seen| seen.answers.len() >= 1_000)
+        load.until(Duration::from_secs(180), |seen| seen.answers.len() >= 4_000)
             .await,
-        "1,000 more requests answered"
+        "4,000 more requests answered"
     );
     let after = load.phase();
     assert_eq!(
@@ -339,28 +346,50 @@ async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
     assert!(refused > 0);
     accepted.extend(seen.accepted);
 
-    // SIGTERM on a full disk drains: rows that no flush has written yet (the interval is
-    // long) are sealed, inserted and confirmed although the disk has no byte left.
     child.signal("-TERM").await;
     assert!(child.wait().await.success());
+
+    // From here on a budget of 6 MiB, below the disk's 8 MiB, in segments of 1 MiB. Rows
+    // that no flush writes (the interval is long) fill the budget: 503 `queue_full`, and the
+    // spool never takes more than its budget on disk.
+    most.store(0, Ordering::Relaxed);
     let slow = [
         env[0],
         env[1],
         env[2],
         ("THE_EYE_PIPELINE_FLUSH_INTERVAL_MS", "600000"),
-        ("THE_EYE_PIPELINE_BATCH_MAX_ROWS", "100000"),
+        ("THE_EYE_PIPELINE_BATCH_MAX_ROWS", "1000000"),
     ];
     let mut child = Child::start(&db, &spool, &key, &slow).await;
     let http = child.http.clone();
     let url = format!("{}/api/events", child.url);
-    for round in 0..50 {
+    let mut spooled = 0;
+    let mut spent = None;
+    for round in 0..5_000 {
         let batch: Vec<Value> = (0..20)
             .map(|i| event("b", &format!("e{round}-{i}")))
             .collect();
         let (status, code, ids) = post(&http, &url, &Value::from(batch)).await;
-        assert_eq!(status, 202, "{code}");
+        if status != 202 {
+            spent = Some((status, code));
+            break;
+        }
+        spooled += ids.len() as u64;
         accepted.extend(ids);
     }
+    assert_eq!(
+        spent,
+        Some((503, "queue_full".to_owned())),
+        "the budget is spent after {spooled} events"
+    );
+    let used = disk_use(&spool);
+    assert!(
+        used > BUDGET_BYTES * 9 / 10 && used <= BUDGET_BYTES,
+        "the spool filled its budget and no more: {used} bytes"
+    );
+
+    // SIGTERM on a full disk drains: the spooled rows are sealed, inserted and confirmed
+    // although the disk has no byte left.
     let brim = tmpfs.fill("brim", 0);
     assert!(tmpfs.free_bytes() < 4096, "the disk is full");
     child.signal("-TERM").await;
@@ -371,7 +400,7 @@ async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
     assert_eq!(
         db.count("SELECT count() FROM events WHERE session_id = 'b'")
             .await,
-        1_000,
+        spooled,
         "what was spooled before the disk filled is in ClickHouse"
     );
     std::fs::remove_file(&brim).unwrap();
