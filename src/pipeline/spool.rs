@@ -2187,6 +2187,47 @@ mod tests {
         spool.finish().await;
     }
 
+    /// Not an assertion on speed: what reclaiming the active segment costs (BENCHMARKS.md,
+    /// "Spool: reclaiming the active segment"). The same traffic — requests of `ROWS` rows
+    /// of 100 bytes, a batch of 16 requests sealed and confirmed at a time, as a batcher does
+    /// — through a spool whose segments are 1 GiB (never closed or reclaimed here) and one
+    /// whose segments are 1 MiB (a fully confirmed active segment is reclaimed from 256 KiB),
+    /// alternating twice, so that drift on a shared machine hits both alike.
+    /// Run with `cargo test --release --lib reclaim_cost -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement, printed; run by hand"]
+    async fn reclaim_cost() {
+        const ROWS: u32 = 40;
+        const REQUESTS: u64 = 4_000;
+        for segment_bytes in [1u64 << 30, 1 << 20, 1 << 30, 1 << 20] {
+            let dir = tempfile::tempdir().unwrap();
+            let (spool, metrics) = test_spool(dir.path(), 2 << 30, segment_bytes);
+            let started = std::time::Instant::now();
+            let mut next = 0u64;
+            for request in 0..REQUESTS {
+                append(&spool, ROWS, 100).await.unwrap();
+                next += u64::from(ROWS);
+                if request % 16 == 15 {
+                    let first = next - 16 * u64::from(ROWS);
+                    spool.seal(Lane::Events, first, next - 1).await.unwrap();
+                    spool.confirm(Lane::Events, first, next - 1);
+                }
+            }
+            spool.seal(Lane::Events, next, next).await.unwrap();
+            let elapsed = started.elapsed();
+            println!(
+                "segments of {segment_bytes} bytes: {REQUESTS} requests of {ROWS} rows ({} MiB) in {:.2} s, {:.0} requests/s, {} syncs, {} reclaims",
+                (REQUESTS * u64::from(ROWS) * 100) >> 20,
+                elapsed.as_secs_f64(),
+                REQUESTS as f64 / elapsed.as_secs_f64(),
+                metrics.spool_syncs.get(),
+                metrics.spool_reclaims.get(),
+            );
+            spool.close().await;
+            spool.finish().await;
+        }
+    }
+
     #[test]
     fn a_budget_stops_reading_at_a_record_boundary() {
         let dir = tempfile::tempdir().unwrap();
