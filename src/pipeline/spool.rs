@@ -1350,13 +1350,15 @@ impl Writer {
         }
     }
 
-    /// Gives back the positions of appends that were not written.
+    /// Gives back the positions of appends that were not written (nothing of the group is
+    /// on disk: a segment it created holds no row).
     fn undo(&mut self, undo: Undo) {
         self.next_positions = undo.next_positions;
-        if let (Some((segment, ends)), Some(active)) = (undo.active, self.segments.back_mut()) {
-            if active.segment == segment {
-                active.ends = ends;
-            }
+        if let (true, Some(active)) = (self.active.is_some(), self.segments.back_mut()) {
+            active.ends = match undo.active {
+                Some((segment, ends)) if segment == active.segment => ends,
+                _ => Some([0; 2]),
+            };
         }
         for lane in Lane::ALL {
             self.marks[lane.index()].truncate(undo.marks[lane.index()]);
