@@ -7,6 +7,19 @@
 //! records, lanes and positions, not rows: [`super`] encodes rows, decides what travels
 //! through memory, and feeds the batchers.
 //!
+//! # Disk use
+//!
+//! `pipeline.spool_max_bytes` bounds every byte the spool puts on disk, the active segment
+//! and the ballast included ([`Settings::append_limit_bytes`] keeps room for the seal and
+//! confirm records that let a full spool drain). The active segment is deleted as soon as all
+//! of it is confirmed and it holds a quarter segment, or at any size under pressure (a spent
+//! budget, a full disk): confirmed bytes do not wait for a rotation. A full disk (`ENOSPC`)
+//! fails the appends of a group whole, with nothing of them on disk and their positions given
+//! back; the ballast (`spool.reserve`) is then given up for control records, segments shrink
+//! ([`shrunk_segment_bytes`]), and appends resume by themselves once there is room. A start
+//! on a full disk opens without an active segment: it replays, and appends wait for room.
+//! The directory is `0700` and its files `0600`, whatever the umask.
+//!
 //! # Format (version 2; version 1 `errors` rows had no `recoverable`)
 //!
 //! A spool directory holds numbered segment files `00000000000000000001.seg`, … and a lock
@@ -310,7 +323,7 @@ pub struct Chunk {
 }
 
 /// The rows a corrupt or torn rows record says it held: its magic, a plausible length and the
-/// first [`ROWS_PREFIX_BYTES`] of its payload (kind, lane, first position, count) were
+/// first 14 bytes of its payload (kind, lane, first position, count) were
 /// readable, but the checksum failed or the record was cut short. The count is the record's
 /// own word, which the checksum no longer vouches for; it is taken only when it is at least
 /// one and at most the bytes left for rows (a row never takes less than a byte).
@@ -541,7 +554,7 @@ pub struct Settings {
 
 impl Settings {
     /// Bytes of the budget kept back from appends for control records and segment headers:
-    /// [`CONTROL_RESERVE_BYTES`], or a sixteenth of a smaller budget.
+    /// 64 KiB, or a sixteenth of a smaller budget.
     pub fn reserve_bytes(&self) -> u64 {
         CONTROL_RESERVE_BYTES.min(self.max_bytes / 16)
     }
@@ -572,7 +585,7 @@ fn reclaim_bytes(segment_bytes: u64) -> u64 {
 const MIN_SHRUNK_SEGMENT_BYTES: u64 = 64 * 1024;
 
 /// The segment size after a write met a full disk with `on_disk` bytes of the spool there:
-/// a quarter of them (at least [`MIN_SHRUNK_SEGMENT_BYTES`]), never more than `segment_bytes`.
+/// a quarter of them (at least 64 KiB), never more than `segment_bytes`.
 /// The disk holds less than the budget promised, and a segment that cannot reach its size
 /// before the disk is full is deleted only when all of it is confirmed, which under steady
 /// traffic may never happen; smaller segments are closed and deleted as ClickHouse confirms
@@ -973,7 +986,9 @@ impl Spool {
     }
 
     /// Appends `frames` and waits until they are durable (per the sync mode) and `deliver`
-    /// has run. Refused with `Ok(false)`, writing nothing, when they do not fit the budget.
+    /// has run. Refused with `Ok(false)`, writing nothing, when they do not fit the budget
+    /// ([`Settings::append_limit_bytes`]); an `Err` whose source is `StorageFull` when the disk
+    /// is full (nothing of them is written then either).
     pub async fn append(
         &self,
         frames: Vec<RowsFrame>,
