@@ -1154,10 +1154,12 @@ impl Writer {
 
     /// Writes a group of commands; returns whether the writer should stop.
     ///
-    /// A group either reaches the disk whole or fails whole: on a failure (a full disk, no
-    /// segment could be created) nothing more of it is written, its appends and seals are
-    /// answered with the error, and the positions its appends took are given back, so that
-    /// no segment claims rows it does not hold.
+    /// A group's appends either reach the disk together or fail together: on a failure (a
+    /// full disk, no segment could be created) nothing more of it is written and its appends
+    /// and seals are answered with the error. When nothing of it is in a segment file (a
+    /// failed write is cut off again), the positions its appends took are given back, so that
+    /// no segment claims rows it does not hold; once some of it is, never, so that no
+    /// position names two different rows.
     fn process(&mut self, group: Vec<Command>) -> bool {
         let mut buffer: Vec<u8> = Vec::new();
         // The group's seal and confirm records again, on their own (see `write_controls_alone`).
@@ -1172,8 +1174,9 @@ impl Writer {
         // Appends' bytes were counted when admitted; they are uncounted once written below.
         let mut admitted = 0u64;
         let undo = self.undo_point();
-        // Whether part of this group reached the disk before a failure (a segment rolled).
-        let mut rolled = false;
+        // Whether part of this group is in a segment file (written, synced or not): then a
+        // failure cannot give its positions back.
+        let mut in_file = false;
         for command in group {
             match command {
                 Command::Append {
@@ -1191,7 +1194,7 @@ impl Writer {
                         if failure.is_some() {
                             break;
                         }
-                        if let Err(error) = self.prepare(&mut buffer, &mut rolled) {
+                        if let Err(error) = self.prepare(&mut buffer, &mut in_file) {
                             failure = Some(error);
                             break;
                         }
@@ -1219,7 +1222,7 @@ impl Writer {
                     done,
                 } => {
                     if failure.is_none() {
-                        match self.prepare(&mut buffer, &mut rolled) {
+                        match self.prepare(&mut buffer, &mut in_file) {
                             Ok(()) => buffer.extend_from_slice(&frame),
                             Err(error) => failure = Some(error),
                         }
@@ -1247,8 +1250,11 @@ impl Writer {
             }
         }
         if failure.is_none() {
-            if let Err(error) = self.write(&buffer) {
-                failure = Some(error);
+            match self.write(&buffer) {
+                // Written, the records stay in the segment even if the sync below fails:
+                // their positions are taken for good, never given back to other rows.
+                Ok(()) => in_file |= !buffer.is_empty(),
+                Err(error) => failure = Some(error),
             }
         }
         self.shared
@@ -1274,7 +1280,7 @@ impl Writer {
             if is_out_of_space_io(error) {
                 self.shrink_segments();
             }
-            if !rolled {
+            if !in_file {
                 self.undo(undo);
                 if !controls.is_empty() {
                     control_failure = self.write_controls_alone(error, &controls).err();
@@ -1301,7 +1307,7 @@ impl Writer {
             }
             let _ = done.send(answer(&failure));
         }
-        let control_failure = if failure.is_none() || !rolled && !controls.is_empty() {
+        let control_failure = if failure.is_none() || !in_file && !controls.is_empty() {
             control_failure
         } else {
             failure
@@ -1344,8 +1350,8 @@ impl Writer {
         if is_out_of_space_io(failed) {
             self.ballast.release(&self.shared);
         }
-        let mut rolled = false;
-        self.prepare(&mut Vec::new(), &mut rolled)?;
+        let mut in_file = false;
+        self.prepare(&mut Vec::new(), &mut in_file)?;
         self.write(controls)?;
         self.sync()?;
         self.publish();
@@ -1413,8 +1419,9 @@ impl Writer {
     /// Makes sure the next record has an active segment to go to: creates one if there is
     /// none, or closes a full one (writing and syncing `buffer` into it first) and starts the
     /// next. The next segment is created before `buffer` is written, so that a full disk
-    /// fails the group with nothing of it on disk; `rolled` is set once part of it is.
-    fn prepare(&mut self, buffer: &mut Vec<u8>, rolled: &mut bool) -> io::Result<()> {
+    /// fails the group with nothing of it on disk; `in_file` is set once part of it is in the
+    /// file (written, whether or not the sync then succeeds).
+    fn prepare(&mut self, buffer: &mut Vec<u8>, in_file: &mut bool) -> io::Result<()> {
         if self.active.is_none() {
             let (file, segment) = self.create_segment().map_err(into_io)?;
             self.activate(file, segment);
@@ -1425,8 +1432,10 @@ impl Writer {
             return Ok(());
         }
         let (file, segment) = self.create_segment().map_err(into_io)?;
-        let written = self.write(buffer).and_then(|()| self.sync());
-        if let Err(error) = written {
+        let written = self.write(buffer);
+        // A failed write was cut off again; a written buffer stays, synced or not.
+        *in_file |= written.is_ok() && !buffer.is_empty();
+        if let Err(error) = written.and_then(|()| self.sync()) {
             drop(file);
             if fs::remove_file(&segment.path).is_err() {
                 self.next_segment += 1;
@@ -1437,7 +1446,6 @@ impl Writer {
             return Err(error);
         }
         buffer.clear();
-        *rolled = true;
         self.activate(file, segment);
         Ok(())
     }
