@@ -623,14 +623,18 @@ impl Pipeline {
     }
 }
 
-/// Encodes `rows` as one spool record.
+/// Encodes `rows` as one spool record. A failure is logged here: the spool never sees it.
 fn encode<T: Serialize>(lane: LaneId, rows: &[T]) -> Result<RowsFrame, PipelineError> {
-    let count = u32::try_from(rows.len())
-        .map_err(|_| PipelineError::SpoolFailed("too many rows in one request".to_owned()))?;
+    let failed = |detail: String| {
+        tracing::error!(%detail, table = lane.table(), "rows cannot be encoded for the spool");
+        PipelineError::SpoolFailed(detail)
+    };
+    let count =
+        u32::try_from(rows.len()).map_err(|_| failed("too many rows in one request".to_owned()))?;
     let mut frame = RowsFrame::new(lane, count);
     let body = std::mem::take(frame.body());
     let body = postcard::to_extend(rows, body)
-        .map_err(|error| PipelineError::SpoolFailed(format!("encoding rows: {error}")))?;
+        .map_err(|error| failed(format!("encoding rows: {error}")))?;
     *frame.body() = body;
     Ok(frame)
 }
