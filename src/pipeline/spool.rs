@@ -2071,11 +2071,15 @@ mod tests {
         appended.then_some(found).flatten()
     }
 
-    /// Seals and confirms `first..=last` and waits until the writer has handled the confirm.
+    /// Seals and confirms `first..=last` and waits until the writer has handled the confirm
+    /// and the deletions it allows.
     async fn land(spool: &Spool, first: u64, last: u64) {
         spool.seal(Lane::Events, first, last).await.unwrap();
         spool.confirm(Lane::Events, first, last);
-        // A seal is answered after the commands before it: this one after the confirm.
+        // A seal is answered once its group is written, before that group's deletions: the
+        // first may share the confirm's group; the second, sent after the first's answer,
+        // is in a later group, taken only once that one was done with.
+        spool.seal(Lane::Events, last + 1, last + 1).await.unwrap();
         spool.seal(Lane::Events, last + 1, last + 1).await.unwrap();
     }
 
@@ -2208,6 +2212,113 @@ mod tests {
         let (spool, metrics) = test_spool(dir.path(), 1 << 20, 64 * 1024);
         assert_eq!(metrics.spool_corrupt_records.get(), 0);
         assert_eq!(segment_files(dir.path()), vec![1]);
+        spool.close().await;
+        spool.finish().await;
+    }
+
+    /// A tmpfs of `size` on a new directory, unmounted when dropped. Root only (CI is): the
+    /// test fails, with the reason, where it cannot mount one.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let output = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .output()
+                .expect("mount runs");
+            assert!(
+                output.status.success(),
+                "cannot mount a tmpfs (this test needs root, as CI has): {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            Self(dir)
+        }
+
+        /// Writes `name` until the filesystem is full.
+        fn fill(&self, name: &str) -> PathBuf {
+            let path = self.0.path().join(name);
+            let mut file = File::create(&path).unwrap();
+            let chunk = vec![1u8; 4096];
+            while file.write_all(&chunk).is_ok() {}
+            let _ = file.sync_all();
+            path
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    /// Appends `count` rows of 100 bytes, expecting the writer to refuse them.
+    async fn append_failing(spool: &Spool, count: u32) -> Option<SpoolError> {
+        let mut frame = RowsFrame::new(Lane::Events, count);
+        frame
+            .body()
+            .extend(std::iter::repeat_n(7u8, count as usize * 100));
+        let delivered = Arc::new(AtomicBool::new(false));
+        let flag = delivered.clone();
+        let deliver: Deliver = Box::new(move |_| flag.store(true, Ordering::Relaxed));
+        let result = spool.append(vec![frame], deliver).await;
+        match result {
+            Ok(appended) => {
+                assert!(appended, "the budget is not spent");
+                None
+            }
+            Err(error) => {
+                assert!(
+                    !delivered.load(Ordering::Relaxed),
+                    "a failed append is not delivered"
+                );
+                Some(error)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_fails_appends_whole_still_seals_and_recovers_by_itself() {
+        let tmpfs = Tmpfs::mount("512k");
+        let dir = tmpfs.0.path().join("spool");
+        // A budget far above the disk: the disk is what fills.
+        let (spool, metrics) = test_spool(&dir, 64 << 20, 1 << 20);
+        assert_eq!(append(&spool, 10, 100).await.unwrap().first, 0);
+        let filler = tmpfs.fill("filler");
+        // Appends fit the segment's last page for a while, then fail.
+        let mut next = 10u64;
+        let mut failed = None;
+        for _ in 0..100 {
+            failed = append_failing(&spool, 10).await;
+            if failed.is_some() {
+                break;
+            }
+            next += 10;
+        }
+        let error = failed.expect("the disk filled");
+        assert!(is_out_of_space(&error), "{error}");
+        // Another one fails too, and leaves nothing in the segment.
+        let bytes = fs::metadata(spool.segment_path(1)).unwrap().len();
+        assert!(append_failing(&spool, 10).await.is_some());
+        assert_eq!(fs::metadata(spool.segment_path(1)).unwrap().len(), bytes);
+        // Seals and confirms are still written on the full disk (the ballast gives way), so
+        // the batch lands and its segment is reclaimed under pressure, whatever its size.
+        land(&spool, 0, next - 1).await;
+        assert_eq!(metrics.spool_reclaims.get(), 1, "reclaimed under pressure");
+        assert!(!spool.segment_path(1).exists());
+        // Once there is room, appends resume by themselves; the positions of the failed
+        // ones were given back, so the next rows follow the last ones written.
+        fs::remove_file(&filler).unwrap();
+        let placed = append(&spool, 10, 100).await.expect("room again");
+        assert_eq!(placed.first, next);
+        assert!(
+            dir.join("spool.reserve").exists(),
+            "the ballast is made again"
+        );
         spool.close().await;
         spool.finish().await;
     }
