@@ -804,7 +804,11 @@ impl Spool {
             .mode(DIR_MODE)
             .create(&dir)
             .map_err(io_at(&dir))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(DIR_MODE)).map_err(io_at(&dir))?;
+        if let Err(error) = fs::set_permissions(&dir, fs::Permissions::from_mode(DIR_MODE)) {
+            // A directory of another owner (a volume mounted as it was made): not a reason to
+            // refuse events; the segments themselves are still the service's alone.
+            tracing::warn!(dir = %dir.display(), %error, "cannot make the spool directory 0700");
+        }
         let lock_path = dir.join("spool.lock");
         let lock = OpenOptions::new()
             .create(true)
