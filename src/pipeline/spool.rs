@@ -724,11 +724,16 @@ pub fn recover(old: &[OldSegment], metrics: &Metrics) -> Recovery {
     }
     for lane in Lane::ALL {
         let confirmed = recovery.confirmed[lane.index()];
-        recovery.sealed[lane.index()] = sealed[lane.index()]
+        let mut pending: Vec<(u64, u64)> = sealed[lane.index()]
             .iter()
             .copied()
             .filter(|(_, last)| *last >= confirmed)
             .collect();
+        // A seal written but answered with an error (its group failed after it reached the
+        // file) is written again by the batcher, right after: one batch, not two. Read as two,
+        // the second would be rebuilt empty and confirmed while the first is still in flight.
+        pending.dedup();
+        recovery.sealed[lane.index()] = pending;
     }
     for (path, found) in corrupt_rows {
         // Rows ClickHouse already confirmed were not lost with their record.
@@ -2018,6 +2023,28 @@ mod tests {
                 .get(),
             3
         );
+    }
+
+    #[test]
+    fn a_seal_written_twice_is_one_batch_to_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = vec![
+            rows(Lane::Events, 0, 10, &[1; 50]),
+            control_frame(KIND_SEAL, Lane::Events, 0, 9),
+            control_frame(KIND_SEAL, Lane::Events, 0, 9),
+            rows(Lane::Events, 10, 5, &[2; 50]),
+            control_frame(KIND_SEAL, Lane::Events, 10, 14),
+        ];
+        let path = write_segment(dir.path(), &records);
+        let old = OldSegment {
+            segment: 1,
+            bytes: fs::metadata(&path).unwrap().len(),
+            path,
+            created: SystemTime::now(),
+        };
+        let recovery = recover(&[old], &Metrics::new(10));
+        assert_eq!(recovery.sealed[0], vec![(0, 9), (10, 14)]);
+        assert_eq!(recovery.unconfirmed_rows[0], 15);
     }
 
     #[test]
