@@ -281,11 +281,15 @@ pub struct PipelineConfig {
     /// The write-ahead spool's directory; one per instance (a second process on the same
     /// directory refuses to start). Default `data/spool`.
     pub spool_dir: PathBuf,
-    /// Disk the spool may use, in bytes; when it is spent, ingest requests are answered 503
-    /// with `Retry-After`. Default 1 GiB.
+    /// Disk the spool may use, in bytes: every segment, the active one included. Appends may
+    /// fill it up to 64 KiB (or a sixteenth, if less) short of it, kept for the seal and
+    /// confirm records of what is spooled; beyond that, ingest requests are answered 503
+    /// `queue_full` with `Retry-After`. Must be at least `spool_segment_bytes`. Default 1 GiB.
     pub spool_max_bytes: u64,
     /// Size at which a spool segment is closed and a new one started, in bytes; a segment is
-    /// deleted once ClickHouse confirmed every row in it. Default 32 MiB.
+    /// deleted once ClickHouse confirmed every row in it, and the active one as soon as that
+    /// is so and it holds a quarter of this (any size when the budget is spent or the disk
+    /// full). At most `spool_max_bytes`. Default 32 MiB.
     pub spool_segment_bytes: u64,
     /// When appends are synced before the 202: `always` (default: `fdatasync`, shared by
     /// concurrent requests), an interval such as `100ms` (a power loss may take the last
@@ -491,12 +495,24 @@ impl Config {
             "pipeline.spool_segment_bytes",
             self.pipeline.spool_segment_bytes,
         )?;
-        if self.pipeline.spool_max_bytes < self.pipeline.spool_segment_bytes
-            || self.pipeline.spool_max_bytes < 2 * self.ingest.max_body_bytes as u64
-        {
+        // The budget bounds every byte on disk, the active segment's included, so a segment
+        // larger than the budget could never be closed by size.
+        if self.pipeline.spool_max_bytes < self.pipeline.spool_segment_bytes {
             return Err(ConfigError::Invalid {
                 setting: "pipeline.spool_max_bytes",
-                message: "must hold at least one segment (pipeline.spool_segment_bytes) and two of the largest requests (ingest.max_body_bytes)".to_owned(),
+                message: format!(
+                    "{} is smaller than pipeline.spool_segment_bytes ({}): the budget bounds every byte on disk, the active segment included; raise pipeline.spool_max_bytes or lower pipeline.spool_segment_bytes",
+                    self.pipeline.spool_max_bytes, self.pipeline.spool_segment_bytes
+                ),
+            });
+        }
+        if self.pipeline.spool_max_bytes < 2 * self.ingest.max_body_bytes as u64 {
+            return Err(ConfigError::Invalid {
+                setting: "pipeline.spool_max_bytes",
+                message: format!(
+                    "{} cannot hold two of the largest requests (ingest.max_body_bytes = {})",
+                    self.pipeline.spool_max_bytes, self.ingest.max_body_bytes
+                ),
             });
         }
         positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
@@ -713,6 +729,17 @@ mod tests {
             jail.set_env("THE_EYE_PIPELINE_SPOOL_MAX_BYTES", "1024");
             let error = Config::load(None).unwrap_err().to_string();
             assert!(error.contains("pipeline.spool_max_bytes"), "{error}");
+            // A segment larger than the budget: refused, naming both settings.
+            jail.set_env("THE_EYE_PIPELINE_SPOOL_MAX_BYTES", "4194304");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(
+                error.contains("pipeline.spool_max_bytes")
+                    && error.contains("pipeline.spool_segment_bytes"),
+                "{error}"
+            );
+            jail.set_env("THE_EYE_PIPELINE_SPOOL_SEGMENT_BYTES", "1048576");
+            let config = Config::load(None).expect("a segment within the budget");
+            assert_eq!(config.pipeline.spool_max_bytes, 4 << 20);
             Ok(())
         });
     }
