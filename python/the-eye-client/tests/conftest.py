@@ -1,0 +1,48 @@
+"""Fixtures: one development ClickHouse and one The Eye for the whole run, and an
+application of its own for each test (its events are told apart by ``application``)."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+from typing import Iterator, Tuple
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from service import ClickHouse, Eye, the_eye_binary  # noqa: E402
+
+DATABASE = "python_client"
+_apps = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def binary() -> Path:
+    return the_eye_binary()
+
+
+@pytest.fixture(scope="session")
+def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouse]:
+    server = ClickHouse(tmp_path_factory.mktemp("clickhouse") / "data")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def eye(binary: Path, clickhouse: ClickHouse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Eye]:
+    """The Eye shared by the tests that do not stop it, with merges of ``events`` stopped so
+    that every stored copy of an event stays countable."""
+    service = Eye(binary, clickhouse, DATABASE, tmp_path_factory.mktemp("eye"), {})
+    service.cli("migrate")
+    clickhouse.query(f"SYSTEM STOP MERGES {DATABASE}.events")
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def app(eye: Eye) -> Tuple[str, str]:
+    """An application of this test's own on the shared The Eye: ``(id, ingest key)``."""
+    return eye.create_app(f"python-client-{next(_apps)}")

@@ -1,0 +1,175 @@
+"""Events reach The Eye with their ids and contents; what the server refuses is reported,
+never dropped in silence. Against the real service (``conftest.py``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import List, Tuple
+
+import pytest
+from conftest import DATABASE
+from service import ClickHouse, Eye, stored, wait_stored
+
+from the_eye_client import (
+    EventError,
+    Failure,
+    Rejection,
+    TheEye,
+    Undelivered,
+    new_session_id,
+)
+
+
+def test_events_land_with_their_ids_and_contents(eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]) -> None:
+    application, key = app
+    session = new_session_id()
+    at = datetime(2026, 12, 1, 9, 15, 27, 243860, tzinfo=timezone(timedelta(hours=2)))
+    mine = "0190a6f2-3b4c-7d5e-8f60-7182a3b4c5d6"
+    with TheEye(eye.url, key, flush_interval=0.05) as client:
+        ids = [
+            client.track("python client", "signup", {"form": {"first_name": "Zoë"}, "n": i}, session_id=session)
+            for i in range(20)
+        ]
+        ids.append(
+            client.track("page interaction", "pageview", {"host": "shop.example", "path": "/"}, session_id=session,
+                         timestamp=at, event_id=mine)
+        )
+        client.flush()
+        stats = client.stats()
+    assert ids[-1] == mine
+    assert len(set(ids)) == 21 and all(len(i) == 36 and i[14] == "7" for i in ids[:-1])
+    assert (stats.tracked, stats.accepted, stats.failed, stats.rejected, stats.queued) == (21, 21, 0, 0, 0)
+
+    assert wait_stored(clickhouse, DATABASE, application, 21) == {i: 1 for i in ids}
+    rows = clickhouse.rows(
+        "SELECT toString(event_id) AS id, session_id, category, name, data,"
+        " formatDateTime(client_timestamp, '%Y-%m-%dT%H:%i:%S.%fZ') AS at"
+        " FROM {db:Identifier}.events WHERE application = {app:String}",
+        db=DATABASE,
+        app=application,
+    )
+    by_id = {row["id"]: row for row in rows}
+    assert by_id[mine]["at"] == "2026-12-01T07:15:27.243860Z"
+    assert (by_id[mine]["category"], by_id[mine]["name"]) == ("page interaction", "pageview")
+    assert json.loads(by_id[ids[3]]["data"]) == {"form": {"first_name": "Zoë"}, "n": 3}
+    assert {row["session_id"] for row in rows} == {session}
+
+
+def test_a_rejected_event_is_reported_with_the_servers_codes(eye: Eye, app: Tuple[str, str]) -> None:
+    _, key = app
+    rejections: List[Rejection] = []
+    client = TheEye(eye.url, key, on_rejection=rejections.append)
+    future = datetime.now(timezone.utc) + timedelta(hours=1)
+    good = client.track("test", "ok", {"a": 1}, session_id=new_session_id())
+    bad = client.track("test", "late", {"a": 1}, session_id=new_session_id(), timestamp=future)
+    client.shutdown()  # a rejection is not a delivery failure: no exception
+    assert [(r.event.event_id, r.codes) for r in rejections] == [(bad, ["timestamp_in_future"])]
+    assert rejections[0].problems[0].field == "timestamp"
+    stats = client.stats()
+    assert (stats.accepted, stats.rejected, stats.failed) == (1, 1, 0)
+    assert good != bad
+
+
+def test_a_wrong_key_is_reported_to_the_callback_and_raised_by_flush(eye: Eye) -> None:
+    failures: List[Failure] = []
+    client = TheEye(eye.url, "eye_this_key_does_not_exist", on_failure=failures.append)
+    ids = [client.track("test", "lost", {"i": i}, session_id=new_session_id()) for i in range(3)]
+    with pytest.raises(Undelivered) as raised:
+        client.flush()
+    error = raised.value.error
+    assert raised.value.failed == 3
+    assert (error.status, error.code, error.is_permanent) == (401, "invalid_api_key", True)
+    assert [event.event_id for failure in failures for event in failure.events] == ids
+    assert failures[0].attempts == 1, "a permanent refusal is not retried"
+    assert client.stats().retries == 0
+    client.flush()  # reported once: the next flush has nothing new to say
+    client.shutdown()
+
+
+def test_without_a_callback_a_failure_is_logged_at_error(eye: Eye, caplog: pytest.LogCaptureFixture) -> None:
+    client = TheEye(eye.url, "eye_this_key_does_not_exist")
+    client.track("test", "lost", {"i": 1}, session_id=new_session_id())
+    with caplog.at_level(logging.ERROR, logger="the_eye_client"), pytest.raises(Undelivered):
+        client.shutdown()
+    assert any("invalid_api_key" in record.getMessage() for record in caplog.records), caplog.text
+
+
+def test_a_request_the_server_finds_too_large_is_split(eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]) -> None:
+    application, key = app
+    # The client allows 4 MiB per request; the server takes 1 MiB, so it answers 413 and the
+    # client halves the request until it fits.
+    client = TheEye(eye.url, key, batch_size=1000, max_request_bytes=4 * 1024 * 1024, flush_interval=60)
+    session = new_session_id()
+    ids = [client.track("test", "big", {"pad": "x" * 3000, "i": i}, session_id=session) for i in range(1000)]
+    client.shutdown()
+    stats = client.stats()
+    assert (stats.accepted, stats.failed) == (1000, 0)
+    assert stats.requests >= 4, stats  # 1 refused whole, then halves until ≤ 1 MiB
+    assert wait_stored(clickhouse, DATABASE, application, 1000) == {i: 1 for i in ids}
+
+
+def test_user_id_is_sent_when_given(eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]) -> None:
+    # `user_id` is the envelope field of issue 29. A server that knows it stores it; one that
+    # does not rejects the event with `unknown_field` at `user_id`, which proves it was sent.
+    application, key = app
+    rejections: List[Rejection] = []
+    client = TheEye(eye.url, key, on_rejection=rejections.append)
+    event_id = client.track("test", "signup", {"plan": "pro"}, session_id=new_session_id(), user_id="account-42")
+    client.shutdown()
+    if rejections:
+        assert [(p.field, p.code) for p in rejections[0].problems] == [("user_id", "unknown_field")]
+    else:
+        assert wait_stored(clickhouse, DATABASE, application, 1) == {event_id: 1}
+        rows = clickhouse.rows(
+            "SELECT user_id FROM {db:Identifier}.events WHERE application = {app:String}", db=DATABASE, app=application
+        )
+        assert rows == [{"user_id": "account-42"}]
+
+
+def test_bad_arguments_fail_at_once(eye: Eye) -> None:
+    client = TheEye(eye.url, "eye_unused")
+    session = new_session_id()
+    for args, kwargs in [
+        (("", "n", {"a": 1}), {"session_id": session}),
+        (("c", "n", {}), {"session_id": session}),
+        (("c", "n", {"a": object()}), {"session_id": session}),
+        (("c", "n", {"a": float("nan")}), {"session_id": session}),
+        (("c", "n", {"a": 1}), {"session_id": ""}),
+        (("c", "n", {"a": 1}), {"session_id": session, "timestamp": datetime(2026, 1, 1)}),
+        (("c", "n", {"a": 1}), {"session_id": session, "event_id": "not-a-uuid"}),
+        (("c", "n", {"a": 1}), {"session_id": session, "event_id": "00000000-0000-0000-0000-000000000000"}),
+    ]:
+        with pytest.raises(EventError):
+            client.track(*args, **kwargs)  # type: ignore[arg-type]
+    assert client.stats().tracked == 0
+    with pytest.raises(ValueError):
+        TheEye("ftp://example", "key")
+    with pytest.raises(ValueError):
+        TheEye(eye.url, "key", batch_size=1001)
+    client.shutdown()
+
+
+def test_a_full_queue_refuses_or_drops_and_says_so(eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]) -> None:
+    from the_eye_client import QueueFull
+
+    application, key = app
+    session = new_session_id()
+    refusing = TheEye(eye.url, key, queue_capacity=3, batch_size=1000, flush_interval=60)
+    kept = [refusing.track("test", "q", {"i": i}, session_id=session) for i in range(3)]
+    with pytest.raises(QueueFull) as full:
+        refusing.track("test", "q", {"i": 3}, session_id=session)
+    refusing.shutdown()
+    assert refusing.stats().dropped == 1 and full.value.event.data == {"i": 3}
+
+    failures: List[Failure] = []
+    dropping = TheEye(eye.url, key, queue_capacity=3, batch_size=1000, flush_interval=60, overflow="drop_oldest",
+                      on_failure=failures.append)
+    ids = [dropping.track("test", "q", {"i": i}, session_id=session) for i in range(5)]
+    with pytest.raises(Undelivered) as undelivered:
+        dropping.shutdown()
+    assert undelivered.value.failed == 2 and undelivered.value.error.kind == "dropped"
+    assert [event.event_id for failure in failures for event in failure.events] == ids[:2]
+    assert wait_stored(clickhouse, DATABASE, application, 6) == {i: 1 for i in kept + ids[2:]}
+    assert stored(clickhouse, DATABASE, application).keys().isdisjoint(ids[:2])
