@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from service import ClickHouse, Eye, the_eye_binary  # noqa: E402
+from service import ClickHouse, Eye, the_eye_binary
 
 DATABASE = "python_client"
 _apps = itertools.count()

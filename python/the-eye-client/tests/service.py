@@ -73,8 +73,10 @@ class ClickHouse:
         data.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(REPO / "clickhouse/devserver/run.sh"), "--host", "127.0.0.1", "--port", str(self.port)]
-                + ["--data", str(data)],
+                [
+                    str(REPO / "clickhouse/devserver/run.sh"),
+                    *("--host", "127.0.0.1", "--port", str(self.port), "--data", str(data)),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -22,19 +22,29 @@ from the_eye_client import (
 )
 
 
-def test_events_land_with_their_ids_and_contents(eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]) -> None:
+def test_events_land_with_their_ids_and_contents(
+    eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]
+) -> None:
     application, key = app
     session = new_session_id()
     at = datetime(2026, 12, 1, 9, 15, 27, 243860, tzinfo=timezone(timedelta(hours=2)))
     mine = "0190a6f2-3b4c-7d5e-8f60-7182a3b4c5d6"
     with TheEye(eye.url, key, flush_interval=0.05) as client:
         ids = [
-            client.track("python client", "signup", {"form": {"first_name": "Zoë"}, "n": i}, session_id=session)
+            client.track(
+                "python client", "signup", {"form": {"first_name": "Zoë"}, "n": i}, session_id=session
+            )
             for i in range(20)
         ]
         ids.append(
-            client.track("page interaction", "pageview", {"host": "shop.example", "path": "/"}, session_id=session,
-                         timestamp=at, event_id=mine)
+            client.track(
+                "page interaction",
+                "pageview",
+                {"host": "shop.example", "path": "/"},
+                session_id=session,
+                timestamp=at,
+                event_id=mine,
+            )
         )
         client.flush()
         stats = client.stats()
@@ -96,7 +106,9 @@ def test_without_a_callback_a_failure_is_logged_at_error(eye: Eye, caplog: pytes
     assert any("invalid_api_key" in record.getMessage() for record in caplog.records), caplog.text
 
 
-def test_a_request_the_server_finds_too_large_is_split(eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]) -> None:
+def test_a_request_the_server_finds_too_large_is_split(
+    eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]
+) -> None:
     application, key = app
     # The client allows 4 MiB per request; the server takes 1 MiB, so it answers 413 and the
     # client halves the request until it fits.
@@ -116,14 +128,18 @@ def test_user_id_is_sent_when_given(eye: Eye, clickhouse: ClickHouse, app: Tuple
     application, key = app
     rejections: List[Rejection] = []
     client = TheEye(eye.url, key, on_rejection=rejections.append)
-    event_id = client.track("test", "signup", {"plan": "pro"}, session_id=new_session_id(), user_id="account-42")
+    event_id = client.track(
+        "test", "signup", {"plan": "pro"}, session_id=new_session_id(), user_id="account-42"
+    )
     client.shutdown()
     if rejections:
         assert [(p.field, p.code) for p in rejections[0].problems] == [("user_id", "unknown_field")]
     else:
         assert wait_stored(clickhouse, DATABASE, application, 1) == {event_id: 1}
         rows = clickhouse.rows(
-            "SELECT user_id FROM {db:Identifier}.events WHERE application = {app:String}", db=DATABASE, app=application
+            "SELECT user_id FROM {db:Identifier}.events WHERE application = {app:String}",
+            db=DATABASE,
+            app=application,
         )
         assert rows == [{"user_id": "account-42"}]
 
@@ -151,7 +167,9 @@ def test_bad_arguments_fail_at_once(eye: Eye) -> None:
     client.shutdown()
 
 
-def test_a_full_queue_refuses_or_drops_and_says_so(eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]) -> None:
+def test_a_full_queue_refuses_or_drops_and_says_so(
+    eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]
+) -> None:
     from the_eye_client import QueueFull
 
     application, key = app
@@ -164,8 +182,15 @@ def test_a_full_queue_refuses_or_drops_and_says_so(eye: Eye, clickhouse: ClickHo
     assert refusing.stats().dropped == 1 and full.value.event.data == {"i": 3}
 
     failures: List[Failure] = []
-    dropping = TheEye(eye.url, key, queue_capacity=3, batch_size=1000, flush_interval=60, overflow="drop_oldest",
-                      on_failure=failures.append)
+    dropping = TheEye(
+        eye.url,
+        key,
+        queue_capacity=3,
+        batch_size=1000,
+        flush_interval=60,
+        overflow="drop_oldest",
+        on_failure=failures.append,
+    )
     ids = [dropping.track("test", "q", {"i": i}, session_id=session) for i in range(5)]
     with pytest.raises(Undelivered) as undelivered:
         dropping.shutdown()
