@@ -12,9 +12,10 @@ problem with a stable code (see ``Rejection``).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Tuple, Union
 
 from ._ids import uuid7
 
@@ -31,8 +32,24 @@ class EventError(ValueError):
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds and ``Z``, as the Rust client writes times:
     ``2021-01-01T09:15:27.243860Z``. ``moment`` must be timezone-aware."""
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}Z"
+    # isoformat is implemented in C: a fifth of strftime's cost, on every tracked event.
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+#: The second last formatted by `now_text` and its text up to the fraction, so that formatting
+#: the current time costs a division and a short format (a tuple: replaced atomically).
+_second: Tuple[int, str] = (-1, "")
+
+
+def now_text() -> str:
+    """The current time as ``format_time`` writes it, cheaply (once per event tracked)."""
+    global _second
+    micros = time.time_ns() // 1000
+    second, fraction = divmod(micros, 1_000_000)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)))
+    return f"{cached[1]}{fraction:06d}Z"
 
 
 class Event:
@@ -63,9 +80,7 @@ class Event:
             raise EventError(f"user_id must be a non-empty string or None, not {user_id!r}")
         if not isinstance(data, Mapping) or not data:
             raise EventError("data must be a non-empty mapping (a JSON object)")
-        if timestamp is None:
-            timestamp = datetime.now(timezone.utc)
-        elif not isinstance(timestamp, datetime) or timestamp.utcoffset() is None:
+        if timestamp is not None and (not isinstance(timestamp, datetime) or timestamp.utcoffset() is None):
             # A naive datetime is ambiguous (local time? UTC?): a wrong guess would move the
             # event by hours without anyone noticing.
             raise EventError(f"timestamp must be a timezone-aware datetime, not {timestamp!r}")
@@ -91,7 +106,7 @@ class Event:
         #: The payload as it was when tracked (decoded from the JSON that is sent).
         self.data = data
         #: When the event happened, by this machine's clock (``Z``-suffixed RFC 3339).
-        self.timestamp = format_time(timestamp)
+        self.timestamp = now_text() if timestamp is None else format_time(timestamp)
         self.user_id = user_id
         user = "" if user_id is None else ',"user_id":' + _encode(user_id)
         # The wire form without its closing brace, so that `sent_at` can be appended per

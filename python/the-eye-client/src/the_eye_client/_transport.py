@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Deque, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
-from ._event import Event, format_time
+from ._event import Event, now_text
 from ._outcome import CANCELLED, INVALID_RESPONSE, STATUS, TRANSPORT, DeliveryError, Problem
 
 logger = logging.getLogger("the_eye_client")
@@ -265,7 +265,7 @@ class Transport:
 
     def _attempt(self, chunk: List[Event]) -> Verdict:
         """One HTTP attempt, with ``sent_at`` stamped now."""
-        sent_at = (',"sent_at":"' + format_time(datetime.now(timezone.utc)) + '"}').encode()
+        sent_at = (',"sent_at":"' + now_text() + '"}').encode()
         body = b"[" + b",".join([event.wire + sent_at for event in chunk]) + b"]"
         if self._gzip:
             # Fast compression: event JSON compresses well at any level, and this runs on the
