@@ -132,6 +132,8 @@ class Eye:
             "THE_EYE_CLICKHOUSE_URL": clickhouse.url,
             "THE_EYE_CLICKHOUSE_DATABASE": database,
             "THE_EYE_SERVER_LISTEN_ADDR": f"127.0.0.1:{self.port}",
+            # Its own metrics port too: the default (9464) is one per machine.
+            "THE_EYE_SERVER_METRICS_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
             "THE_EYE_SERVER_LOG_FILTER": "warn",
             "THE_EYE_PIPELINE_SPOOL_DIR": str(work / "spool"),
             "THE_EYE_PIPELINE_FLUSH_INTERVAL_MS": "100",
