@@ -155,9 +155,10 @@ class Eye:
             raise RuntimeError(f"the-eye {' '.join(args)}: {done.stderr.decode()}")
         return done.stdout.decode()
 
-    def create_app(self, name: str) -> Tuple[str, str]:
-        """A new application and its ingest key: ``(application id, key)``."""
-        out = self.cli("apps", "create", "--name", name)
+    def create_app(self, name: str, *options: str) -> Tuple[str, str]:
+        """A new application (``options`` of ``apps create``, e.g. ``--rate 100``) and its
+        ingest key: ``(application id, key)``."""
+        out = self.cli("apps", "create", "--name", name, *options)
         app = re.search(r"application `([^`]+)`", out)
         key = re.search(r"shown once[^:]*: (\S+)", out)
         if not app or not key:

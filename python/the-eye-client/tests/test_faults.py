@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator, List
 
@@ -150,3 +151,45 @@ def test_the_eye_killed_and_restarted_mid_stream_loses_and_duplicates_nothing(
         assert stored(clickhouse, database, application).keys() == set(ids)
     finally:
         eye.stop()
+
+
+def test_429_from_the_rate_limit_is_retried_after_retry_after(
+    eye: Eye, clickhouse: ClickHouse, records: _Records
+) -> None:
+    from conftest import DATABASE
+
+    application, key = eye.create_app("python-client-rate", "--rate", "100", "--burst", "100")
+    client = TheEye(eye.url, key, batch_size=50, flush_interval=0.01)
+    session = new_session_id()
+    ids = [client.track("python client", "limited", {"i": i}, session_id=session) for i in range(300)]
+    client.flush(timeout=60)
+    stats = client.stats()
+    assert (stats.accepted, stats.failed) == (300, 0)
+    assert stats.retries > 0
+    assert any("429" in m and "rate_limited" in m for m in records.messages), records.messages
+    assert wait_stored(clickhouse, DATABASE, application, 300) == {i: 1 for i in ids}
+    client.shutdown()
+
+
+def test_backoff_doubles_with_jitter_and_never_undercuts_retry_after() -> None:
+    policy = RetryPolicy(initial_backoff=0.1, max_backoff=1.0)
+    for attempts, nominal in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (40, 1.0)]:
+        delays = [policy.backoff(attempts, None) for _ in range(200)]
+        assert all(nominal / 2 <= d <= nominal for d in delays), (attempts, min(delays), max(delays))
+        assert len(set(delays)) > 100, "delays are jittered"
+    assert policy.backoff(1, 5.0) == 5.0, "a Retry-After beyond the cap is honoured"
+
+
+def test_retry_after_is_read_as_seconds_or_as_a_date() -> None:
+    from email.utils import format_datetime
+
+    from the_eye_client._transport import retry_after_seconds
+
+    assert retry_after_seconds("3") == 3.0
+    assert retry_after_seconds(" 0 ") == 0.0
+    soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    wait = retry_after_seconds(soon)
+    assert wait is not None and 28 <= wait <= 30
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0, "a past date means now"
+    assert retry_after_seconds("soon") is None
+    assert retry_after_seconds(None) is None
