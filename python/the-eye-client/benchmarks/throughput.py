@@ -19,7 +19,13 @@ to D bytes), then ``flush``:
 - delivered/s: N / the wall time from the first ``track`` to ``flush`` returning (every
   event answered by The Eye);
 - client CPU µs/event: the whole process's CPU time (``time.process_time``: both threads,
-  JSON, gzip, HTTP) / N.
+  JSON, gzip, HTTP) / N;
+- client CPU share: that CPU time / the wall time until ``flush`` returned. Near 100% the
+  client (one interpreter, one GIL) is what limits delivery; well below it, the service or
+  the machine's other load is.
+
+The 1-minute load average before and after the runs is printed too: on a shared machine the
+wall-clock figures depend on it, the CPU-time ones much less.
 
 Prints a Markdown table (one row per run, then the median) and checks that every event was
 accepted; exits 1 otherwise.
@@ -28,6 +34,7 @@ accepted; exits 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -43,7 +50,7 @@ from the_eye_client import TheEye, new_session_id  # noqa: E402
 
 def one_run(
     url: str, key: str, events: int, batch_size: int, data_bytes: int
-) -> Tuple[float, float, float, float]:
+) -> Tuple[float, float, float, float, float]:
     client = TheEye(url, key, batch_size=batch_size, queue_capacity=events, flush_timeout=600)
     session = new_session_id()
     pad = "x" * max(0, data_bytes - 40)
@@ -62,7 +69,13 @@ def one_run(
     client.shutdown()
     if stats.accepted != events:
         raise SystemExit(f"only {stats.accepted} of {events} events accepted: {stats}")
-    return events / tracked_wall, thread_cpu / events * 1e6, events / delivered_wall, cpu / events * 1e6
+    return (
+        events / tracked_wall,
+        thread_cpu / events * 1e6,
+        events / delivered_wall,
+        cpu / events * 1e6,
+        cpu / delivered_wall * 100,
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -92,6 +105,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             eye.start()
             stop.insert(0, eye.stop)
             url = eye.url
+        load_before = os.getloadavg()[0]
         try:
             rows = [
                 one_run(url, key, args.events, args.batch_size, args.data_bytes) for _ in range(args.runs)
@@ -100,17 +114,23 @@ def main(argv: Optional[List[str]] = None) -> None:
             for action in stop:
                 action()
 
+        load_after = os.getloadavg()[0]
+
     print(
         f"Python {sys.version.split()[0]}, {args.events:,} events of ~{args.data_bytes} B data per run, "
-        f"batch_size {args.batch_size}, gzip on"
+        f"batch_size {args.batch_size}, gzip on; 1-minute load average {load_before:.2f} before, "
+        f"{load_after:.2f} after"
     )
     print()
-    print("| run | track() calls/s | µs CPU per track() | delivered events/s | client CPU µs/event |")
-    print("|---|---|---|---|---|")
-    for number, (rate, per_call, delivered, cpu) in enumerate(rows, 1):
-        print(f"| {number} | {rate:,.0f} | {per_call:.1f} | {delivered:,.0f} | {cpu:.1f} |")
-    medians = [statistics.median(column) for column in zip(*rows)]
-    print(f"| **median** | {medians[0]:,.0f} | {medians[1]:.1f} | {medians[2]:,.0f} | {medians[3]:.1f} |")
+    print(
+        "| run | track() calls/s | µs CPU per track() | delivered events/s | client CPU µs/event"
+        " | client CPU share |"
+    )
+    print("|---|---|---|---|---|---|")
+    for number, (rate, per_call, delivered, cpu, share) in enumerate(rows, 1):
+        print(f"| {number} | {rate:,.0f} | {per_call:.1f} | {delivered:,.0f} | {cpu:.1f} | {share:.0f}% |")
+    m = [statistics.median(column) for column in zip(*rows)]
+    print(f"| **median** | {m[0]:,.0f} | {m[1]:.1f} | {m[2]:,.0f} | {m[3]:.1f} | {m[4]:.0f}% |")
 
 
 if __name__ == "__main__":

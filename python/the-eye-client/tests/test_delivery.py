@@ -198,3 +198,51 @@ def test_a_full_queue_refuses_or_drops_and_says_so(
     assert [event.event_id for failure in failures for event in failure.events] == ids[:2]
     assert wait_stored(clickhouse, DATABASE, application, 6) == {i: 1 for i in kept + ids[2:]}
     assert stored(clickhouse, DATABASE, application).keys().isdisjoint(ids[:2])
+
+
+def test_track_from_many_threads_delivers_each_event_once(
+    eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]
+) -> None:
+    import threading
+
+    application, key = app
+    client = TheEye(eye.url, key, batch_size=100, flush_interval=0.01)
+    ids: List[str] = []
+    lock = threading.Lock()
+
+    def produce(thread: int) -> None:
+        session = new_session_id()
+        mine = [
+            client.track("python client", "threads", {"t": thread, "i": i}, session_id=session)
+            for i in range(250)
+        ]
+        with lock:
+            ids.extend(mine)
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client.shutdown()
+    assert client.stats().accepted == 2000 and len(set(ids)) == 2000
+    assert wait_stored(clickhouse, DATABASE, application, 2000) == {i: 1 for i in ids}
+
+
+def test_from_asyncio_track_directly_and_flush_in_a_thread(
+    eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]
+) -> None:
+    import asyncio
+
+    application, key = app
+    client = TheEye(eye.url, key)
+
+    async def handler() -> List[str]:
+        session = new_session_id()
+        ids = [client.track("python client", "async", {"i": i}, session_id=session) for i in range(10)]
+        await asyncio.to_thread(client.flush)  # waits without blocking the event loop
+        return ids
+
+    ids = asyncio.run(handler())
+    client.shutdown()
+    assert wait_stored(clickhouse, DATABASE, application, 10) == {i: 1 for i in ids}

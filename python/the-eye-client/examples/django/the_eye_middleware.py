@@ -29,7 +29,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional
 from urllib.parse import quote, unquote
 
 from django.conf import settings
@@ -57,11 +57,11 @@ def client() -> TheEye:
         return _client
 
 
-def session_of(request: HttpRequest, now_ms: int) -> Tuple[str, bool]:
-    """The visit's session id and whether it comes from the request (header or live cookie)."""
+def session_of(request: HttpRequest, now_ms: int) -> str:
+    """The visit's session id: the header's, the cookie's while it is live, or a new one."""
     header = request.META.get(HEADER, "").strip()
     if 0 < len(header) <= 128:
-        return header, True
+        return str(header)
     timeout = int(getattr(settings, "THE_EYE_SESSION_TIMEOUT_MS", 30 * 60 * 1000))
     raw = request.COOKIES.get(COOKIE)
     if raw:
@@ -69,10 +69,10 @@ def session_of(request: HttpRequest, now_ms: int) -> Tuple[str, bool]:
             stored: Any = json.loads(unquote(raw))
             session_id, last = stored["id"], stored["last"]
             if isinstance(session_id, str) and 0 < len(session_id) <= 128 and now_ms - float(last) <= timeout:
-                return session_id, True
+                return session_id
         except (ValueError, KeyError, TypeError):
             pass  # not the SDK's format: a new session, as the SDK would start
-    return new_session_id(), False
+    return new_session_id()
 
 
 class TheEyeMiddleware:
@@ -83,7 +83,7 @@ class TheEyeMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         now_ms = int(time.time() * 1000)
-        session_id, _known = session_of(request, now_ms)
+        session_id = session_of(request, now_ms)
         # Views may track their own events in the same session (sign-ups, purchases).
         request.the_eye_session_id = session_id
         response = self.get_response(request)

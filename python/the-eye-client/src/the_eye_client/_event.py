@@ -103,7 +103,8 @@ class Event:
         self.session_id = session_id
         self.category = category
         self.name = name
-        #: The payload as it was when tracked (decoded from the JSON that is sent).
+        #: The mapping given to ``track`` (what is sent was encoded from it then: see
+        #: ``to_json``).
         self.data = data
         #: When the event happened, by this machine's clock (``Z``-suffixed RFC 3339).
         self.timestamp = now_text() if timestamp is None else format_time(timestamp)
