@@ -246,3 +246,22 @@ def test_from_asyncio_track_directly_and_flush_in_a_thread(
     ids = asyncio.run(handler())
     client.shutdown()
     assert wait_stored(clickhouse, DATABASE, application, 10) == {i: 1 for i in ids}
+
+
+def test_a_shutdown_that_gives_up_reports_what_is_left_in_one_piece_per_request() -> None:
+    from service import free_port
+
+    from the_eye_client import FlushTimeout
+
+    failures: List[Failure] = []
+    # Nobody listens there: every attempt is refused and retried until the deadline.
+    client = TheEye(f"http://127.0.0.1:{free_port()}", "k", batch_size=500, on_failure=failures.append)
+    ids = [client.track("test", "lost", {"i": i}, session_id="s") for i in range(1200)]
+    with pytest.raises(FlushTimeout) as timeout:
+        client.shutdown(timeout=0.5)
+    assert timeout.value.pending == 1200
+    assert [event.event_id for failure in failures for event in failure.events] == ids
+    assert len(failures) <= 2, "the batch in flight, then everything else as one failure"
+    assert {failure.error.kind for failure in failures} == {"cancelled"}
+    stats = client.stats()
+    assert (stats.failed, stats.queued, stats.accepted) == (1200, 0, 0)

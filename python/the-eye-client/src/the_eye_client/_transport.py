@@ -214,6 +214,11 @@ class Transport:
             rest = rest[count:]
         chunks.reverse()  # a stack: the next chunk at the end
         while chunks:
+            if abort.is_set():
+                # One error for everything left, so that it is reported as one failure.
+                cancelled = DeliveryError(CANCELLED, "the client shut down before the events were delivered")
+                settled.extend((event, (cancelled, 0)) for chunk in reversed(chunks) for event in chunk)
+                break
             chunk = chunks.pop()
             halves = self._deliver_request(chunk, abort, settled)
             if halves is not None:
@@ -229,16 +234,8 @@ class Transport:
         attempts = 0
         while True:
             if abort.is_set():
-                settled.extend(
-                    (
-                        event,
-                        (
-                            DeliveryError(CANCELLED, "the client shut down before the events were delivered"),
-                            attempts,
-                        ),
-                    )
-                    for event in chunk
-                )
+                cancelled = DeliveryError(CANCELLED, "the client shut down before the events were delivered")
+                settled.extend((event, (cancelled, attempts)) for event in chunk)
                 return None
             attempts += 1
             verdict = self._attempt(chunk)
