@@ -152,6 +152,8 @@ def test_bad_arguments_fail_at_once(eye: Eye) -> None:
         (("c", "n", {}), {"session_id": session}),
         (("c", "n", {"a": object()}), {"session_id": session}),
         (("c", "n", {"a": float("nan")}), {"session_id": session}),
+        (("c", "n", {"a": "\ud800"}), {"session_id": session}),
+        (("c\udc00", "n", {"a": 1}), {"session_id": session}),
         (("c", "n", {"a": 1}), {"session_id": ""}),
         (("c", "n", {"a": 1}), {"session_id": session, "timestamp": datetime(2026, 1, 1)}),
         (("c", "n", {"a": 1}), {"session_id": session, "event_id": "not-a-uuid"}),

@@ -373,7 +373,7 @@ class TheEye:
 
     def _enqueue(self, event: Event) -> None:
         dropped: Optional[Event] = None
-        error = DeliveryError(DROPPED, "dropped from the client's full queue for a newer event")
+        error: Optional[DeliveryError] = None
         self._adopt_if_forked()
         with self._lock:
             if self._closed:
@@ -398,6 +398,9 @@ class TheEye:
                     self._queued -= 1
                     self._undelivered += 1
                     dropped = oldest.event
+                    error = DeliveryError(DROPPED, "dropped from the client's full queue for a newer event")
+                    if self._first_error is None:
+                        self._first_error = error
                     self._progress.notify_all()
             seq = self._next_seq
             self._next_seq += 1
@@ -409,9 +412,7 @@ class TheEye:
             if length == 1 or length == self._batch_size or self._queued_bytes >= self._max_request_bytes:
                 self._ensure_worker()
                 self._wake.notify()
-            if dropped is not None and self._first_error is None:
-                self._first_error = error
-        if dropped is not None:
+        if dropped is not None and error is not None:
             self._report_failure([dropped], error, 0)
 
     def _lowest_unsettled(self) -> int:
