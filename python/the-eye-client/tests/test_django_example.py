@@ -1,4 +1,4 @@
-"""The Django example (``examples/django/``) against the real service: one server-side event
+"""The Django example (``examples/django_example/``) against the real service: one server-side event
 per request, in the session the browser SDK keeps (its cookie, or the header), and a new one
 written back in the SDK's format when the request brings none."""
 
@@ -15,7 +15,7 @@ import pytest
 from conftest import DATABASE
 from service import ClickHouse, Eye, wait_stored
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "django"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "django_example"
 
 
 def test_each_request_is_an_event_in_the_visits_session(

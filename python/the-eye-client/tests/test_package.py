@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Tuple
 
-from service import Eye
+from conftest import DATABASE
+from service import REPO, ClickHouse, Eye, wait_stored
 
 import the_eye_client
 
@@ -44,3 +45,31 @@ def test_the_benchmark_runs_and_checks_what_it_sent(eye: Eye, app: Tuple[str, st
     )
     assert done.returncode == 0, done.stderr
     assert "| **median** |" in done.stdout, done.stdout
+
+
+def test_the_readme_program_is_the_example_file_and_runs(
+    eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]
+) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Python client\n") :]
+    shown = section.split("```python\n", 1)[1].split("```", 1)[0]
+    program = (HERE.parent / "examples" / "readme.py").read_text()
+    assert shown == "".join(line + "\n" for line in program.splitlines() if not line.startswith("#"))
+
+    application, key = app
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(the_eye_client.__path__[0]).parent),
+        "THE_EYE_URL": eye.url,
+        "THE_EYE_INGEST_KEY": key,
+    }
+    done = subprocess.run(
+        [sys.executable, str(HERE.parent / "examples" / "readme.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "accepted=1" in done.stdout and done.stderr == "", (done.stdout, done.stderr)
+    assert len(wait_stored(clickhouse, DATABASE, application, 1)) == 1

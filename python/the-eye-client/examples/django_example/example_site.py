@@ -5,7 +5,7 @@ the server in the visit's session.
     pip install ./python/the-eye-client django
     . data/demo-keys.env   # THE_EYE_INGEST_KEY of `cargo run -- serve`'s demo application
     THE_EYE_URL=http://127.0.0.1:8000 THE_EYE_BROWSER_KEY=$THE_EYE_INGEST_KEY \\
-        python python/the-eye-client/examples/django/example_site.py runserver 3000
+        python python/the-eye-client/examples/django_example/example_site.py runserver 3000
 
 (The browser's key must allow the page's origin: ``THE_EYE_AUTH_DEMO_ORIGINS=
 '["http://localhost:3000"]'`` before the service's first start, or ``the-eye apps create …
