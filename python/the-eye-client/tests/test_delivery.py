@@ -15,6 +15,7 @@ from service import ClickHouse, Eye, stored, wait_stored
 from the_eye_client import (
     EventError,
     Failure,
+    FlushError,
     Rejection,
     TheEye,
     Undelivered,
@@ -267,3 +268,57 @@ def test_a_shutdown_that_gives_up_reports_what_is_left_in_one_piece_per_request(
     assert {failure.error.kind for failure in failures} == {"cancelled"}
     stats = client.stats()
     assert (stats.failed, stats.queued, stats.accepted) == (1200, 0, 0)
+
+
+def test_a_request_whose_events_are_all_rejected_is_not_a_failure(eye: Eye, app: Tuple[str, str]) -> None:
+    # The Eye answers 400 `all_rejected` with each event's result: rejections, not a refusal
+    # of the request, so nothing is retried and flush has nothing to raise.
+    _, key = app
+    rejections: List[Rejection] = []
+    client = TheEye(eye.url, key, on_rejection=rejections.append)
+    future = datetime.now(timezone.utc) + timedelta(hours=1)
+    ids = [
+        client.track("test", "late", {"i": i}, session_id=new_session_id(), timestamp=future)
+        for i in range(2)
+    ]
+    client.flush()
+    assert [(r.event.event_id, r.codes) for r in rejections] == [(i, ["timestamp_in_future"]) for i in ids]
+    stats = client.stats()
+    assert (stats.rejected, stats.failed, stats.retries, stats.requests) == (2, 0, 0, 1)
+    client.shutdown()
+
+
+def test_overflow_block_waits_for_room_and_gives_up_after_block_timeout(
+    eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]
+) -> None:
+    from service import free_port
+
+    from the_eye_client import QueueFull
+
+    application, key = app
+    # Back-pressure: 300 events through a queue of 10, none refused or dropped.
+    client = TheEye(eye.url, key, queue_capacity=10, batch_size=5, flush_interval=0.01, overflow="block")
+    session = new_session_id()
+    ids = [client.track("python client", "blocked", {"i": i}, session_id=session) for i in range(300)]
+    client.shutdown()
+    assert (client.stats().accepted, client.stats().dropped) == (300, 0)
+    assert wait_stored(clickhouse, DATABASE, application, 300) == {i: 1 for i in ids}
+
+    # Nobody listening: the queue never drains, so the 4th event waits block_timeout and is
+    # refused.
+    stuck = TheEye(
+        f"http://127.0.0.1:{free_port()}",
+        "k",
+        queue_capacity=3,
+        batch_size=1000,
+        flush_interval=60,
+        overflow="block",
+        block_timeout=0.2,
+    )
+    for i in range(3):
+        stuck.track("test", "q", {"i": i}, session_id="s")
+    with pytest.raises(QueueFull):
+        stuck.track("test", "q", {"i": 3}, session_id="s")
+    assert stuck.stats().dropped == 1
+    with pytest.raises(FlushError):
+        stuck.shutdown(timeout=0.2)
