@@ -322,3 +322,19 @@ def test_overflow_block_waits_for_room_and_gives_up_after_block_timeout(
     assert stuck.stats().dropped == 1
     with pytest.raises(FlushError):
         stuck.shutdown(timeout=0.2)
+
+
+def test_flush_from_a_callback_is_refused_not_a_deadlock(eye: Eye) -> None:
+    errors: List[BaseException] = []
+
+    def on_failure(failure: Failure) -> None:
+        try:
+            client.flush()
+        except RuntimeError as error:
+            errors.append(error)
+
+    client = TheEye(eye.url, "eye_this_key_does_not_exist", on_failure=on_failure)
+    client.track("test", "lost", {"i": 1}, session_id=new_session_id())
+    with pytest.raises(Undelivered):
+        client.shutdown()
+    assert len(errors) == 1 and "callback" in str(errors[0])

@@ -121,8 +121,9 @@ class TheEye:
       failures are logged at ERROR. Either way the next ``flush`` or ``shutdown`` raises
       :class:`Undelivered`.
 
-    Callbacks run on the background thread: keep them quick; an exception in one is logged,
-    not raised. ``url`` or an option out of range raises ``ValueError`` here.
+    Callbacks run on the background thread: keep them quick; ``flush`` or ``shutdown`` called
+    from one raises ``RuntimeError`` (it would wait for that very thread); an exception in one
+    is logged, not raised. ``url`` or an option out of range raises ``ValueError`` here.
 
     Safe in servers: ``track`` is thread-safe and never waits for the network (only for a
     short lock, or for room under ``overflow="block"``). After ``os.fork()`` (gunicorn,
@@ -280,6 +281,7 @@ class TheEye:
         """
         deadline = time.monotonic() + (self._flush_timeout if timeout is None else timeout)
         self._adopt_if_forked()
+        self._refuse_from_callback()
         with self._lock:
             target = self._next_seq
             self._flush_before = target
@@ -304,6 +306,7 @@ class TheEye:
         """
         deadline = time.monotonic() + (self._flush_timeout if timeout is None else timeout)
         self._adopt_if_forked()
+        self._refuse_from_callback()
         with self._lock:
             self._closed = True
             if self._queue:
@@ -414,6 +417,13 @@ class TheEye:
                 self._wake.notify()
         if dropped is not None and error is not None:
             self._report_failure([dropped], error, 0)
+
+    def _refuse_from_callback(self) -> None:
+        if self._worker is not None and threading.current_thread() is self._worker:
+            # It would wait for the thread it runs on: for ever.
+            raise RuntimeError(
+                "flush() and shutdown() cannot be called from an on_rejection or on_failure callback"
+            )
 
     def _lowest_unsettled(self) -> int:
         if self._in_flight_from is not None:
