@@ -63,15 +63,20 @@ def the_eye_binary() -> Path:
 
 
 class ClickHouse:
-    """A development ClickHouse with its data in ``data``."""
+    """A development ClickHouse of its own with its data in ``data``, or the server at ``url``
+    (``CLICKHOUSE_URL``: a real one), which tests share and so never pause or stop."""
 
-    def __init__(self, data: Path) -> None:
-        self.data = data
+    def __init__(self, data: Optional[Path], url: Optional[str] = None) -> None:
+        self.process: Optional[subprocess.Popen[bytes]] = None
+        if url is not None:
+            self.url = url.rstrip("/")
+            return
+        assert data is not None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data.parent / f"{data.name}.log"
+        log = data.parent / f"{data.name}.log"
         data.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
+        with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [
                     str(REPO / "clickhouse/devserver/run.sh"),
@@ -81,7 +86,7 @@ class ClickHouse:
                 stderr=subprocess.STDOUT,
             )
         # The first run creates the devserver's virtualenv: minutes, once per machine.
-        wait_until_up(self.url + "/ping", self.process, self.log, "the development ClickHouse", 900)
+        wait_until_up(self.url + "/ping", self.process, log, "the development ClickHouse", 900)
 
     def query(self, sql: str, **params: Any) -> str:
         """Runs ``sql`` with ``{name:Type}`` parameters bound from ``params``; returns the text."""
@@ -98,12 +103,17 @@ class ClickHouse:
 
     def pause(self) -> None:
         """SIGSTOP: the server holds every connection and answers nothing until ``resume``."""
+        assert self.process is not None, "only a development ClickHouse of the test's own is paused"
         self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
+        assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
+        """Stops a development ClickHouse of our own; leaves a shared server alone."""
+        if self.process is None:
+            return
         self.resume()
         self.process.terminate()
         try:

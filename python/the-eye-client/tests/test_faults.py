@@ -9,9 +9,10 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import pytest
+from conftest import DATABASE
 from service import ClickHouse, Eye, stored, wait_stored
 
 from the_eye_client import RetryPolicy, TheEye, new_session_id
@@ -40,9 +41,10 @@ def records() -> Iterator[_Records]:
     logger.setLevel(level)
 
 
-def wait_for(condition: object, what: str, seconds: float = 60) -> None:
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    """Polls ``condition`` until it holds; fails after ``seconds``."""
     deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, f"{what} did not happen in {seconds} s"
         time.sleep(0.02)
 
@@ -103,7 +105,7 @@ def test_503_from_a_spent_disk_budget_then_recovery_delivers_everything_once(
 def test_the_eye_killed_and_restarted_mid_stream_loses_and_duplicates_nothing(
     binary: Path, clickhouse: ClickHouse, tmp_path: Path
 ) -> None:
-    database = "python_client_crash"
+    database = f"{DATABASE}_crash"
     eye = Eye(binary, clickhouse, database, tmp_path / "eye", {})
     try:
         eye.cli("migrate")
@@ -156,8 +158,6 @@ def test_the_eye_killed_and_restarted_mid_stream_loses_and_duplicates_nothing(
 def test_429_from_the_rate_limit_is_retried_after_retry_after(
     eye: Eye, clickhouse: ClickHouse, records: _Records
 ) -> None:
-    from conftest import DATABASE
-
     application, key = eye.create_app("python-client-rate", "--rate", "100", "--burst", "100")
     client = TheEye(eye.url, key, batch_size=50, flush_interval=0.01)
     session = new_session_id()
