@@ -320,8 +320,8 @@ impl Backoff {
 }
 
 /// While a table refuses inserts: `the_eye_insert_blocked_since_seconds{table, code}` holds
-/// the Unix time of the first refusal; the series goes when the insert passes (or this is
-/// dropped, e.g. when the batch turns out to hold refused rows).
+/// the Unix time of the first refusal. Otherwise the table's one series is `{code=""}` at 0
+/// (an empty label is no label to Prometheus), so that the metric is always exported.
 struct Blocked<'a> {
     table: &'static str,
     metrics: &'a Metrics,
@@ -346,15 +346,15 @@ impl<'a> Blocked<'a> {
                 return;
             }
             Some((old, since)) => {
-                let _ = self
-                    .metrics
-                    .insert_blocked_since
-                    .remove_label_values(&[self.table, &old]);
+                self.forget(&old);
                 since
             }
-            None => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |now| now.as_secs_f64()),
+            None => {
+                self.forget("");
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |now| now.as_secs_f64())
+            }
         };
         self.metrics
             .insert_blocked_since
@@ -362,15 +362,23 @@ impl<'a> Blocked<'a> {
             .set(since);
         self.current = Some((label, since));
     }
+
+    fn forget(&self, code: &str) {
+        let _ = self
+            .metrics
+            .insert_blocked_since
+            .remove_label_values(&[self.table, code]);
+    }
 }
 
 impl Drop for Blocked<'_> {
     fn drop(&mut self) {
         if let Some((code, _)) = self.current.take() {
-            let _ = self
-                .metrics
+            self.forget(&code);
+            self.metrics
                 .insert_blocked_since
-                .remove_label_values(&[self.table, &code]);
+                .with_label_values(&[self.table, ""])
+                .set(0.0);
         }
     }
 }
