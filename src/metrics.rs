@@ -371,7 +371,7 @@ mod tests {
         for series in [
             "the_eye_rows_inserted_total{table=\"events\"} 0",
             "the_eye_rows_inserted_total{table=\"errors\"} 0",
-            "the_eye_clickhouse_insert_failures_total{kind=\"permanent\",table=\"events\"} 0",
+            "the_eye_clickhouse_insert_failures_total{kind=\"table\",table=\"events\"} 0",
             "the_eye_clickhouse_insert_retries_total{table=\"errors\"} 0",
             "the_eye_rows_dropped_total{reason=\"queue_full\",table=\"errors\"} 0",
             "the_eye_queue_depth{table=\"events\"} 0",
