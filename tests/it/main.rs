@@ -20,6 +20,7 @@ mod read_speed;
 mod recover;
 mod scale;
 mod schemas;
+mod session_order;
 mod sessions;
 mod skeleton;
 mod spool;
