@@ -5,6 +5,7 @@
 mod alerts;
 mod auth;
 mod client;
+mod cluster_parity;
 mod common;
 mod connections;
 mod dashboards;
