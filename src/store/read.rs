@@ -669,6 +669,8 @@ mod tests {
             after: Some(after),
             limit: 11,
         };
+        // One session's listing pages by the client's time (the sort key's order); its
+        // bounds stay on `timestamp`.
         let query = events_query(&filter, &page);
         let t = TIME;
         assert_eq!(
@@ -678,9 +680,9 @@ mod tests {
                  AND category = {{category:String}} AND name = {{name:String}} \
                  AND application = {{application:String}} AND timestamp >= {{from:{t}}} \
                  AND timestamp < {{to:{t}}} AND received_at >= {{received_from:{t}}} \
-                 AND received_at < {{received_to:{t}}} AND timestamp <= {{after_at:{t}}} \
-                 AND (timestamp < {{after_at:{t}}} OR event_id < {{after_id:UUID}}) \
-                 ORDER BY timestamp DESC, event_id DESC LIMIT 1 BY application, event_id \
+                 AND received_at < {{received_to:{t}}} AND client_timestamp <= {{after_at:{t}}} \
+                 AND (client_timestamp < {{after_at:{t}}} OR event_id < {{after_id:UUID}}) \
+                 ORDER BY client_timestamp DESC, event_id DESC LIMIT 1 BY application, event_id \
                  LIMIT {{limit:UInt32}}"
             )
         );
