@@ -539,3 +539,68 @@ async fn a_session_reads_in_time_order_with_no_sort_step() {
         }
     }
 }
+
+/// Paging deep into a long session prunes by the key: the page's keyset condition is on
+/// `client_timestamp`, the key's column after `session_id`, so a page reads the granules from
+/// its cursor on, not the session's first ones (and, read in order, stops at its limit).
+#[tokio::test]
+async fn a_deep_page_of_a_long_session_reads_from_its_cursor() {
+    let app = TestApp::start().await;
+    let application = &app.application;
+    // 50,000 events of one session, a second apart: about 6 granules of 8,192 rows.
+    app.db
+        .client()
+        .query(
+            "INSERT INTO events (event_id, application, session_id, category, name, data, \
+             timestamp, client_timestamp, sent_at, received_at) \
+             SELECT generateUUIDv7(number), {application:String}, 's-long', 'custom', 'probe', '{}', \
+             toDateTime64('2024-05-01 00:00:00', 6, 'UTC') + number, \
+             toDateTime64('2024-05-01 00:00:00', 6, 'UTC') + number, NULL, now64(6) \
+             FROM numbers(50000)",
+        )
+        .param("application", application)
+        .execute()
+        .await
+        .unwrap();
+    optimize(&app.db).await;
+    let client = app.store.read_client();
+    let filter = EventFilter {
+        session_id: Some("s-long".to_owned()),
+        application: Some(application.clone()),
+        ..EventFilter::default()
+    };
+    // The page after the 40,000th event.
+    let after = the_eye::store::read::After {
+        at: time("2024-05-01T00:00:00Z") + TimeDelta::seconds(40_000),
+        id: Uuid::nil(),
+    };
+    let page = PageSpec {
+        order: Order::Asc,
+        after: Some(after),
+        limit: 101,
+    };
+    let query = events_query(&filter, &page);
+    let rows = app.store.fetch_events(&query).await.unwrap();
+    assert_eq!(rows.len(), 101);
+    assert_eq!(rows[0].client_timestamp, after.at);
+    let read = query.rows_read(&client).await.unwrap();
+    assert!(read <= 2 * 8192, "read {read} rows of the session's 50,000");
+    let plan = query.explain(&client).await.unwrap().join("\n");
+    // `Granules: selected/all` of the primary key's analysis: the cursor's granule and, where
+    // the search cannot exclude it, its neighbour.
+    let primary_key = plan.split("PrimaryKey").nth(1).unwrap_or_default();
+    let granules = primary_key
+        .split("Granules: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|fraction| fraction.split_once('/'))
+        .map(|(selected, all)| {
+            (
+                selected.parse::<u32>().unwrap(),
+                all.parse::<u32>().unwrap(),
+            )
+        });
+    let (selected, all) = granules.unwrap_or_else(|| panic!("{plan}"));
+    assert!(primary_key.contains("client_timestamp in"), "{plan}");
+    assert!(selected <= 2 && all >= 6, "{selected}/{all}: {plan}");
+}
