@@ -148,6 +148,17 @@ pub struct ClickHouseConfig {
     /// How long to wait for the development server to come up, in milliseconds (the first
     /// start creates its Python environment). Default 600,000.
     pub devserver_start_timeout_ms: u64,
+    /// Deadline of one insert of a batch, in milliseconds, from asking for the table's
+    /// columns to ClickHouse's answer. A timed-out insert is retried under the same
+    /// deduplication token. Default 30,000.
+    pub insert_timeout_ms: u64,
+    /// Deadline of every other ClickHouse call (reads, key look-ups, the instance heartbeat),
+    /// in milliseconds: how long a call may wait for the server to send anything. Default
+    /// 30,000.
+    pub query_timeout_ms: u64,
+    /// Deadline of maintenance work that reads or rewrites whole tables (migrations,
+    /// `sessions backfill`, the benchmark fixture), in milliseconds. Default 3,600,000 (1 h).
+    pub maintenance_timeout_ms: u64,
 }
 
 impl Default for ClickHouseConfig {
@@ -163,6 +174,9 @@ impl Default for ClickHouseConfig {
             devserver_data_dir: PathBuf::from("data/clickhouse"),
             devserver_script: crate::devserver::DevServer::default_script(),
             devserver_start_timeout_ms: 600_000,
+            insert_timeout_ms: 30_000,
+            query_timeout_ms: 30_000,
+            maintenance_timeout_ms: 3_600_000,
         }
     }
 }
@@ -467,6 +481,18 @@ impl Config {
             });
         }
         positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
+        positive(
+            "clickhouse.insert_timeout_ms",
+            self.clickhouse.insert_timeout_ms,
+        )?;
+        positive(
+            "clickhouse.query_timeout_ms",
+            self.clickhouse.query_timeout_ms,
+        )?;
+        positive(
+            "clickhouse.maintenance_timeout_ms",
+            self.clickhouse.maintenance_timeout_ms,
+        )?;
         positive("server.max_connections", self.server.max_connections as u64)?;
         positive(
             "server.header_read_timeout_ms",

@@ -98,7 +98,15 @@ pub async fn migrate(store: &Store, patience: Duration) -> Result<Vec<u32>, Erro
     loop {
         match store.migrate().await {
             Ok(applied) => return Ok(applied),
-            Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
+            // A server still starting may also answer 164 (read-only) for a moment.
+            Err(error)
+                if (error.is_transient()
+                    || error.insert_failure()
+                        == store::InsertFailure::Table {
+                            code: Some(store::READONLY),
+                        })
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tracing::warn!(%error, "ClickHouse not ready for migrations; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Answer latency buckets, in seconds: the request path is meant to answer in well under a
@@ -54,7 +54,7 @@ pub const OTHER: &str = "other";
 const TABLES: [&str; 2] = ["events", "errors"];
 
 /// `kind` values of `the_eye_clickhouse_insert_failures_total`.
-const INSERT_FAILURE_KINDS: [&str; 2] = ["transient", "permanent"];
+const INSERT_FAILURE_KINDS: [&str; 3] = ["transient", "table", "rows"];
 
 /// `reason` values of `the_eye_rows_dropped_total` (`refusal_rate` only ever on `errors`).
 const DROP_REASONS: [&str; 4] = [
@@ -131,6 +131,11 @@ pub struct Metrics {
     pub insert_failures: IntCounterVec,
     pub insert_retries: IntCounterVec,
     pub rows_dropped: IntCounterVec,
+    /// Rows ClickHouse refused on their own, kept in `errors` as `insert_refused`.
+    pub rows_refused: IntCounterVec,
+    /// Unix time since which a table refuses inserts, by table and ClickHouse code; the
+    /// series exists only while it does.
+    pub insert_blocked_since: GaugeVec,
     pub rate_limited: IntCounterVec,
     pub unauthenticated: IntCounterVec,
     pub schema_reloads: IntCounterVec,
@@ -223,9 +228,11 @@ impl Metrics {
             batch_rows: histogram(&registry, "the_eye_batch_rows", "Rows per batch written to ClickHouse.", &["table"], &BATCH_BUCKETS),
             flush_duration: histogram(&registry, "the_eye_flush_duration_seconds", "Time to write one batch, retries included.", &["table"], &FLUSH_BUCKETS),
             rows_inserted: counter(&registry, "the_eye_rows_inserted_total", "Rows written to ClickHouse.", &["table"]),
-            insert_failures: counter(&registry, "the_eye_clickhouse_insert_failures_total", "Failed insert attempts, transient (retried) or permanent.", &["table", "kind"]),
+            insert_failures: counter(&registry, "the_eye_clickhouse_insert_failures_total", "Failed insert attempts, by what the failure means: transient (retried), table (the table is not as expected: the batch is held and retried), rows (ClickHouse refuses rows: the batch is split to find them).", &["table", "kind"]),
             insert_retries: counter(&registry, "the_eye_clickhouse_insert_retries_total", "Insert attempts that were retries of a failed one.", &["table"]),
-            rows_dropped: counter(&registry, "the_eye_rows_dropped_total", "Rows given up on: a permanent insert failure, or shutdown timing out.", &["table", "reason"]),
+            rows_dropped: counter(&registry, "the_eye_rows_dropped_total", "Rows given up on: an errors row ClickHouse refuses, error rows past the queue or rate bound, or (without a spool) shutdown timing out.", &["table", "reason"]),
+            rows_refused: counter(&registry, "the_eye_rows_refused_total", "Rows ClickHouse refused on their own, kept in errors with the code insert_refused (recoverable with errors replay).", &["table"]),
+            insert_blocked_since: register(&registry, GaugeVec::new(Opts::new("the_eye_insert_blocked_since_seconds", "Unix time since which ClickHouse refuses inserts into a table (unknown table or column, type mismatch, no access, read-only…), by table and ClickHouse code (schema_mismatch: the client's own check); absent while inserts pass. The batch is held and retried until the table is fixed."), &["table", "code"]).expect("valid metric")),
             rate_limited: counter(&registry, "the_eye_rate_limited_requests_total", "Requests answered 429.", &["application"]),
             unauthenticated: counter(&registry, "the_eye_unauthenticated_requests_total", "Requests answered 401 or 403.", &["reason"]),
             schema_reloads: counter(&registry, "the_eye_schema_reloads_total", "Payload schema reloads, by result.", &["result"]),
@@ -257,6 +264,7 @@ impl Metrics {
             self.flush_duration.with_label_values(&[table]);
             self.rows_inserted.with_label_values(&[table]);
             self.insert_retries.with_label_values(&[table]);
+            self.rows_refused.with_label_values(&[table]);
             self.spool_rows_replayed.with_label_values(&[table]);
             for kind in INSERT_FAILURE_KINDS {
                 self.insert_failures.with_label_values(&[table, kind]);

@@ -12,7 +12,6 @@
 //! This module owns the policy; the HTTP edge (`api::recover`) and the CLI only translate.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,9 +33,6 @@ pub const MAX_REPLAY_ROWS: u32 = 1000;
 /// Replays run one at a time per instance, so that together they take at most one page of
 /// [`MAX_REPLAY_ROWS`] events at a time from the pipeline that live traffic also uses.
 static REPLAYS: Semaphore = Semaphore::const_new(1);
-
-/// How long writing a page's `recoveries` rows may take.
-const RECOVERIES_INSERT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -185,9 +181,7 @@ pub async fn replay(
         token.update(recovery.error_id.as_bytes());
     }
     let token = format!("recoveries-{:x}", token.finalize());
-    store
-        .insert("recoveries", &recoveries, &token, RECOVERIES_INSERT_TIMEOUT)
-        .await?;
+    store.insert("recoveries", &recoveries, &token).await?;
     Ok(outcome)
 }
 

@@ -1,7 +1,8 @@
 //! The task that owns one table's batch: collects parcels, flushes on size or age, seals each
-//! batch in the spool before inserting it under a token derived from its positions, retries
-//! failed inserts with exponential backoff and jitter, confirms what landed, and drains
-//! everything on shutdown.
+//! batch in the spool before inserting it under a token derived from its positions, acts on
+//! each insert failure as [`StoreError::insert_failure`] classes it (retry, hold, or split and
+//! keep the refused rows in `errors`), confirms what landed, and drains everything on
+//! shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::spool::{Lane, Spool};
 use super::{Parcel, PipelineRow};
 use crate::config::PipelineConfig;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{ErrorRow, EventRow, InsertFailure, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -23,7 +24,6 @@ pub struct Settings {
     max_wait: Duration,
     retry_initial: Duration,
     retry_max: Duration,
-    insert_timeout: Duration,
 }
 
 impl From<&PipelineConfig> for Settings {
@@ -33,7 +33,6 @@ impl From<&PipelineConfig> for Settings {
             max_wait: Duration::from_millis(config.flush_interval_ms),
             retry_initial: Duration::from_millis(config.retry_initial_ms),
             retry_max: Duration::from_millis(config.retry_max_ms),
-            insert_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -134,13 +133,15 @@ impl Writer {
         format!("{}-{}-{first}-{last}", self.spool_id, self.table)
     }
 
-    /// Writes the batch, retrying transient failures until they pass, and then frees its
-    /// queue space. When ClickHouse refuses the rows themselves (a failure that retrying
-    /// cannot fix), the batch is split in halves and each half written on its own, down to
-    /// single rows, so that one bad row costs only itself: it is logged and counted in
-    /// `the_eye_rows_dropped_total{reason="insert_refused"}`, and the rest of the batch lands.
-    /// The halves' tokens come from their own positions, so a replay splits the same way and
-    /// ClickHouse drops the halves it already has.
+    /// Writes the batch and then frees its queue space; returns only once every row is in
+    /// ClickHouse or, refused on its own, kept in `errors`. What a failure means is decided by
+    /// [`StoreError::insert_failure`]: a transient one, or a table that is not as expected, is
+    /// retried under the same token for as long as it lasts ([`Writer::write`]); when
+    /// ClickHouse refuses rows of the block, the batch is split in halves and each half
+    /// written on its own, down to single rows, so that a refused row costs only itself
+    /// ([`Writer::keep_refused`]) and the rest of the batch lands. The halves' tokens come
+    /// from their own positions, so a replay splits the same way and ClickHouse drops the
+    /// halves it already has.
     async fn flush<T: PipelineRow>(&self, batch: &mut Batch<T>, sealed: Option<(u64, u64)>) {
         let table = self.table;
         let (Some(&first), Some(&last)) = (batch.positions.first(), batch.positions.last()) else {
@@ -162,7 +163,7 @@ impl Writer {
             } else {
                 self.token(batch.positions[range.start], batch.positions[range.end - 1])
             };
-            match self.write_with_retries(part, &token).await {
+            match self.write(table, part, &token).await {
                 Ok(()) => {
                     fault_point_after_insert(table);
                     self.metrics
@@ -175,18 +176,12 @@ impl Writer {
                         .observe(part.len() as f64);
                 }
                 Err(error) if part.len() > 1 => {
-                    tracing::warn!(table, rows = part.len(), %error, "ClickHouse refused the batch; writing its halves separately to find the rows it refuses");
+                    tracing::warn!(table, rows = part.len(), %error, "ClickHouse refused rows of the batch; writing its halves separately to find them");
                     let middle = range.start + part.len() / 2;
                     pending.push(middle..range.end);
                     pending.push(range.start..middle);
                 }
-                Err(error) => {
-                    self.metrics
-                        .rows_dropped
-                        .with_label_values(&[table, "insert_refused"])
-                        .inc();
-                    tracing::error!(table, %error, "ClickHouse refused a row; it is lost");
-                }
+                Err(error) => self.keep_refused(&part[0], &error, &token).await,
             }
         }
         if let Some(spool) = &self.spool {
@@ -206,64 +201,238 @@ impl Writer {
         batch.held.clear();
     }
 
+    /// A row ClickHouse refused on its own (`token` is its one-row block's). An event is kept
+    /// in `errors` as a rejection with the code `insert_refused`, ClickHouse's message and the
+    /// whole event in `raw`, recoverable: `errors replay` lands it once the cause is fixed.
+    /// The rejection is written before the batch is confirmed, under a token of its own
+    /// derived from the row's, so a crash in between neither loses nor doubles it. Only what
+    /// cannot be kept even there (an `errors` row ClickHouse refuses) is given up on, logged
+    /// and counted in `the_eye_rows_dropped_total{reason="insert_refused"}`.
+    async fn keep_refused<T: PipelineRow>(&self, row: &T, error: &StoreError, token: &str) {
+        let message = error.to_string();
+        if let Some(rejection) = row.refused(&message) {
+            let rejection = [rejection];
+            match self
+                .write("errors", &rejection, &format!("{token}-refused"))
+                .await
+            {
+                Ok(()) => {
+                    self.metrics
+                        .rows_refused
+                        .with_label_values(&[self.table])
+                        .inc();
+                    tracing::warn!(table = self.table, error = %message, "ClickHouse refused a row; it is kept in errors (insert_refused), recoverable with errors replay");
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(table = self.table, %error, "ClickHouse refused a row and its rejection too")
+                }
+            }
+        }
+        self.metrics
+            .rows_dropped
+            .with_label_values(&[self.table, "insert_refused"])
+            .inc();
+        tracing::error!(table = self.table, error = %message, "ClickHouse refused a row; it is lost");
+    }
+
     /// Records the batch's boundaries in the spool before its insert, retrying until the
     /// disk takes it: inserting an unsealed batch could, after a crash, be rebuilt
     /// differently and stored twice.
     async fn seal(&self, first: u64, last: u64) {
         let Some(spool) = &self.spool else { return };
-        let mut delay = self.settings.retry_initial;
+        let mut backoff = Backoff::new(&self.settings);
         while let Err(error) = spool.seal(self.lane, first, last).await {
             tracing::error!(table = self.table, %error, "cannot seal a batch in the spool; retrying");
-            tokio::time::sleep(jittered(delay)).await;
-            delay = (delay * 2).min(self.settings.retry_max);
+            backoff.wait().await;
         }
     }
 
-    /// Inserts `rows` as one block, retrying transient failures with backoff for as long as they
-    /// last; returns the error when ClickHouse refuses the rows themselves.
-    async fn write_with_retries<T: PipelineRow>(
+    /// Inserts `rows` into `table` as one block under `token`, the same for every attempt
+    /// (a retry after an answer lost in transit is recognised by ClickHouse as the same block
+    /// and not stored twice). Transient failures are retried with backoff for as long as
+    /// they last; so is a table that is not as expected — the batch is *held*, never split
+    /// or dropped, `the_eye_insert_blocked_since_seconds` says since when and why, and the
+    /// cached table metadata is dropped before each retry so that a fixed table is seen.
+    /// Returns the error only when ClickHouse refuses rows of the block.
+    async fn write<T: PipelineRow>(
         &self,
+        table: &'static str,
         rows: &[T],
         token: &str,
     ) -> Result<(), StoreError> {
-        let (table, store, settings, metrics) =
-            (self.table, &self.store, &self.settings, &self.metrics);
-        // One token for every attempt: a retry after an answer that was lost in transit is
-        // recognised by ClickHouse as the same block and not stored twice.
-        let mut delay = settings.retry_initial;
+        let metrics = &self.metrics;
+        let mut backoff = Backoff::new(&self.settings);
+        let mut blocked = Blocked::new(table, metrics);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match store
-                .insert(table, rows, token, settings.insert_timeout)
-                .await
-            {
+            let error = match self.store.insert(table, rows, token).await {
                 Ok(()) => {
                     tracing::debug!(table, rows = rows.len(), attempt, "batch written");
                     return Ok(());
                 }
-                Err(error) if error.is_transient() => {
-                    metrics
-                        .insert_failures
-                        .with_label_values(&[table, "transient"])
-                        .inc();
-                    metrics.insert_retries.with_label_values(&[table]).inc();
-                    let pause = jittered(delay);
-                    tracing::warn!(table, rows = rows.len(), attempt, retry_in_ms = pause.as_millis() as u64, %error, "insert failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    delay = (delay * 2).min(settings.retry_max);
+                Err(error) => error,
+            };
+            let failure = error.insert_failure();
+            metrics
+                .insert_failures
+                .with_label_values(&[table, failure.kind()])
+                .inc();
+            match failure {
+                InsertFailure::Rows { .. } => return Err(error),
+                InsertFailure::Transient => {
+                    tracing::warn!(table, rows = rows.len(), attempt, %error, "insert failed; retrying");
                 }
-                Err(error) => {
-                    metrics
-                        .insert_failures
-                        .with_label_values(&[table, "permanent"])
-                        .inc();
-                    return Err(error);
+                InsertFailure::Table { code } => {
+                    blocked.set(code);
+                    tracing::error!(table, rows = rows.len(), attempt, %error, "ClickHouse refuses the table; the batch is held and retried until it is fixed (README, Runbook: ClickHouse refuses the table)");
+                    self.store.forget_table_metadata().await;
                 }
             }
+            metrics.insert_retries.with_label_values(&[table]).inc();
+            backoff.wait().await;
         }
     }
 }
+
+/// Exponential backoff with jitter between `pipeline.retry_initial_ms` and
+/// `pipeline.retry_max_ms`: the one retry schedule of the batchers.
+struct Backoff {
+    delay: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(settings: &Settings) -> Self {
+        Self {
+            delay: settings.retry_initial,
+            max: settings.retry_max,
+        }
+    }
+
+    /// Sleeps between half and all of the current delay (so that instances retrying after
+    /// one outage spread out), then doubles it up to the cap.
+    async fn wait(&mut self) {
+        tokio::time::sleep(jittered(self.delay)).await;
+        self.delay = (self.delay * 2).min(self.max);
+    }
+}
+
+/// While a table refuses inserts: `the_eye_insert_blocked_since_seconds{table, code}` holds
+/// the Unix time of the first refusal; the series goes when the insert passes (or this is
+/// dropped, e.g. when the batch turns out to hold refused rows).
+struct Blocked<'a> {
+    table: &'static str,
+    metrics: &'a Metrics,
+    /// The code label set now, and since when.
+    current: Option<(String, f64)>,
+}
+
+impl<'a> Blocked<'a> {
+    fn new(table: &'static str, metrics: &'a Metrics) -> Self {
+        Self {
+            table,
+            metrics,
+            current: None,
+        }
+    }
+
+    fn set(&mut self, code: Option<u32>) {
+        let label = code.map_or_else(|| "schema_mismatch".to_owned(), |code| code.to_string());
+        let since = match self.current.take() {
+            Some((old, since)) if old == label => {
+                self.current = Some((old, since));
+                return;
+            }
+            Some((old, since)) => {
+                let _ = self
+                    .metrics
+                    .insert_blocked_since
+                    .remove_label_values(&[self.table, &old]);
+                since
+            }
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |now| now.as_secs_f64()),
+        };
+        self.metrics
+            .insert_blocked_since
+            .with_label_values(&[self.table, &label])
+            .set(since);
+        self.current = Some((label, since));
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        if let Some((code, _)) = self.current.take() {
+            let _ = self
+                .metrics
+                .insert_blocked_since
+                .remove_label_values(&[self.table, &code]);
+        }
+    }
+}
+
+/// A row of a table the pipeline writes, as a rejection to keep in `errors` when ClickHouse
+/// refuses it on its own (see [`Writer::keep_refused`]).
+pub(crate) trait Refusable {
+    /// The `errors` row for this row refused with ClickHouse's `message`; `None` for a row of
+    /// `errors` itself, which has nowhere further to go.
+    fn refused(&self, message: &str) -> Option<ErrorRow>;
+}
+
+impl Refusable for ErrorRow {
+    fn refused(&self, _message: &str) -> Option<ErrorRow> {
+        None
+    }
+}
+
+impl Refusable for EventRow {
+    /// `raw` is the event as its client sent it — `timestamp` and `sent_at` as received, so
+    /// that a replay, which keeps the rejection's `received_at`, corrects the clock skew
+    /// exactly as the first arrival did — and keeps its `event_id`, so that a replay stores
+    /// it once.
+    fn refused(&self, message: &str) -> Option<ErrorRow> {
+        let time = |time: &chrono::DateTime<chrono::Utc>| {
+            time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        };
+        let data = serde_json::value::RawValue::from_string(self.data.clone()).ok()?;
+        let mut raw = serde_json::json!({
+            "event_id": self.event_id,
+            "session_id": self.session_id,
+            "category": self.category,
+            "name": self.name,
+            "data": data,
+            "timestamp": time(&self.client_timestamp),
+        });
+        if let Some(sent_at) = &self.sent_at {
+            raw["sent_at"] = time(sent_at).into();
+        }
+        Some(ErrorRow {
+            error_id: Uuid::now_v7(),
+            application: self.application.clone(),
+            received_at: self.received_at,
+            request_id: Uuid::nil(),
+            item_index: None,
+            event_id: Some(self.event_id),
+            session_id: Some(self.session_id.clone()),
+            category: Some(self.category.clone()),
+            name: Some(self.name.clone()),
+            timestamp: Some(self.timestamp),
+            raw: raw.to_string(),
+            raw_truncated: false,
+            recoverable: true,
+            problem_field: vec![String::new()],
+            problem_code: vec![INSERT_REFUSED.to_owned()],
+            problem_message: vec![format!("ClickHouse refused the row: {message}")],
+        })
+    }
+}
+
+/// The problem code of an accepted event that ClickHouse refused to store.
+pub const INSERT_REFUSED: &str = "insert_refused";
 
 /// Test-only fault point (debug builds only): with `THE_EYE_TEST_KILL_AFTER_INSERT=<table>`
 /// set, the process aborts right after ClickHouse accepted a block of that table and before

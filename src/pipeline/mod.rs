@@ -106,6 +106,7 @@ impl Weight for ErrorRow {
 /// What a row type needs to travel through the pipeline.
 pub(crate) trait PipelineRow:
     Weight
+    + batcher::Refusable
     + Serialize
     + DeserializeOwned
     + clickhouse::RowOwned
@@ -118,6 +119,7 @@ pub(crate) trait PipelineRow:
 
 impl<T> PipelineRow for T where
     T: Weight
+        + batcher::Refusable
         + Serialize
         + DeserializeOwned
         + clickhouse::RowOwned

@@ -149,7 +149,7 @@ impl Fixture {
             }
         };
         store
-            .client()
+            .maintenance_client()
             .query(
                 &"INSERT INTO events (event_id, application, session_id, category, name, data, \
                  timestamp, client_timestamp, sent_at, received_at) \
@@ -182,7 +182,7 @@ impl Fixture {
             .execute()
             .await?;
         store
-            .client()
+            .maintenance_client()
             .query(
                 "INSERT INTO errors (error_id, application, received_at, request_id, item_index, \
                  event_id, session_id, category, name, timestamp, raw, raw_truncated, recoverable, \

@@ -250,7 +250,7 @@ impl MigrationLock {
     /// (`now64()`), so the instances' clocks need not agree.
     async fn acquire(store: &Store) -> Result<Self, StoreError> {
         let owner = uuid::Uuid::new_v4().to_string();
-        let client = store.client();
+        let client = store.maintenance_client();
         let mut waited_since = tokio::time::Instant::now();
         loop {
             let create = store.for_mode(CREATE_LOCK, CREATE_CLUSTER_LOCK);
@@ -300,7 +300,7 @@ impl MigrationLock {
 
     async fn renew(store: &Store, owner: &str) -> Result<(), StoreError> {
         store
-            .client()
+            .maintenance_client()
             .query(
                 "INSERT INTO schema_migrations_lock \
                  SELECT {owner:String}, now64(3) + toIntervalMillisecond({lease_ms:UInt64})",
@@ -317,7 +317,7 @@ impl MigrationLock {
     /// table's creation plus [`LEASE`], is in the past.
     async fn expired(store: &Store) -> Result<bool, StoreError> {
         let expired = store
-            .client()
+            .maintenance_client()
             .query(
                 "SELECT toUInt8(ifNull(if((SELECT count() FROM schema_migrations_lock) > 0, \
                     (SELECT max(expires_at) FROM schema_migrations_lock), \
@@ -346,7 +346,7 @@ impl MigrationLock {
     /// expired (then it is theirs to drop).
     async fn release(self) -> Result<(), StoreError> {
         self.renewal.cancel();
-        let client = self.store.client();
+        let client = self.store.maintenance_client();
         let holder = client
             .query("SELECT argMax(owner, expires_at) FROM schema_migrations_lock")
             .fetch_one::<String>()
@@ -405,7 +405,7 @@ impl Store {
             .param("db", &self.inner.database)
             .execute()
             .await?;
-        let client = self.client();
+        let client = self.maintenance_client();
         client
             .query(&self.for_mode(CREATE_LEDGER, CREATE_CLUSTER_LEDGER))
             .execute()
@@ -448,7 +448,7 @@ impl Store {
     /// Applies the pending migrations; the caller holds the migration lock, so the ledger
     /// is read again under it (another instance may have applied them while we waited).
     async fn apply_pending(&self, last: u32) -> Result<Vec<u32>, StoreError> {
-        let client = self.client();
+        let client = self.maintenance_client();
         let mut newly_applied = Vec::new();
         for migration in self.pending(last).await? {
             let embedded = migration.checksum();
@@ -504,7 +504,7 @@ impl Store {
 
     async fn applied_migrations(&self) -> Result<Vec<AppliedMigration>, StoreError> {
         Ok(self
-            .client()
+            .maintenance_client()
             .query("SELECT version, argMax(checksum, applied_at) AS checksum FROM schema_migrations GROUP BY version ORDER BY version")
             .fetch_all::<AppliedMigration>()
             .await?)

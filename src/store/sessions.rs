@@ -278,7 +278,9 @@ impl Store {
             days.bind(" AND timestamp < {}", "to", Param::Time(to));
         }
         days.push(" GROUP BY day ORDER BY day");
-        let days = days.query(&self.read_client()).fetch_all::<Day>().await?;
+        // A backfill reads and folds whole days: maintenance work, with its longer deadline.
+        let client = self.reading(self.maintenance_client());
+        let days = days.query(&client).fetch_all::<Day>().await?;
         let mut folded = 0;
         for Day { day, events } in days {
             let start =
@@ -290,7 +292,7 @@ impl Store {
             let chunk_from = from.map_or(start, |from| from.max(start));
             let chunk_to = to.map_or(end, |to| to.min(end));
             backfill_query(chunk_from, chunk_to)
-                .query(&self.read_client())
+                .query(&client)
                 .execute()
                 .await?;
             folded += events;

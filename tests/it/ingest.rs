@@ -526,9 +526,11 @@ async fn shutdown_under_load_loses_no_accepted_event() {
 }
 
 /// A row ClickHouse refuses costs only itself: the batch is split until the row stands alone,
-/// and every other row lands.
+/// every other row lands, and the refused one is kept in `errors` (`insert_refused`, the whole
+/// event in `raw`, recoverable), from where `errors replay` lands it once the cause is fixed.
+/// The refusal is a real one: a `CHECK` constraint of the real engine (code 469).
 #[tokio::test]
-async fn a_row_clickhouse_refuses_does_not_block_or_sink_its_batch() {
+async fn a_row_clickhouse_refuses_is_kept_in_errors_and_replayed_once_fixed() {
     let app = TestApp::start_with(|config| config.pipeline.flush_interval_ms = 200).await;
     app.db
         .client()
@@ -539,7 +541,13 @@ async fn a_row_clickhouse_refuses_does_not_block_or_sink_its_batch() {
     let mut batch: Vec<Value> = (0..9)
         .map(|i| event("s-poison", &format!("e{i}")))
         .collect();
-    batch.insert(4, event("s-poison", "poison"));
+    let mut poison = event("s-poison", "poison");
+    let at = chrono::Utc::now() - chrono::TimeDelta::seconds(5);
+    poison["timestamp"] = at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        .into();
+    poison["sent_at"] = poison["timestamp"].clone();
+    batch.insert(4, poison.clone());
     assert_eq!(app.post_events(&Value::from(batch)).await.status(), 202);
     assert_eq!(
         app.db.wait_for_count("SELECT count() FROM events", 9).await,
@@ -556,6 +564,18 @@ async fn a_row_clickhouse_refuses_does_not_block_or_sink_its_batch() {
             .await,
         10
     );
+    let kept = "SELECT count() FROM errors WHERE problem_code = ['insert_refused'] \
+                AND recoverable AND name = 'poison' AND session_id = 's-poison' \
+                AND positionCaseInsensitive(problem_message[1], 'constraint') > 0";
+    assert_eq!(app.db.wait_for_count(kept, 1).await, 1);
+    let raw: Vec<Value> = app
+        .db
+        .json_rows("SELECT raw FROM errors WHERE name = 'poison'")
+        .await;
+    let raw: Value = serde_json::from_str(raw[0]["raw"].as_str().unwrap()).unwrap();
+    for field in ["session_id", "category", "name", "data", "sent_at"] {
+        assert_eq!(raw[field], poison[field], "{field} in {raw}");
+    }
     assert_eq!(
         app.db
             .count("SELECT count() FROM events WHERE name = 'poison'")
@@ -563,11 +583,47 @@ async fn a_row_clickhouse_refuses_does_not_block_or_sink_its_batch() {
         0
     );
     let metrics = app.metrics_text().await;
-    assert!(
-        metrics
-            .contains("the_eye_rows_dropped_total{reason=\"insert_refused\",table=\"events\"} 1"),
-        "{metrics}"
+    for line in [
+        "the_eye_rows_dropped_total{reason=\"insert_refused\",table=\"events\"} 0",
+        "the_eye_rows_refused_total{table=\"events\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
+
+    // The cause is fixed; a replay lands the event once, with its own id and times.
+    app.db
+        .client()
+        .query("ALTER TABLE events DROP CONSTRAINT no_poison")
+        .execute()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let response = app
+            .http
+            .post(app.endpoint("/api/admin/errors/replay"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(
+        app.db
+            .wait_for_count("SELECT count() FROM events FINAL WHERE name = 'poison'", 1)
+            .await,
+        1
     );
+    let landed: Vec<Value> = app
+        .db
+        .json_rows(
+            "SELECT toString(event_id) AS id, \
+             toString(toUnixTimestamp64Micro(client_timestamp)) AS at \
+             FROM events FINAL WHERE name = 'poison'",
+        )
+        .await;
+    assert_eq!(landed.len(), 1);
+    assert_eq!(landed[0]["id"], raw["event_id"]);
+    assert_eq!(landed[0]["at"], at.timestamp_micros().to_string());
 }
 
 /// A client that opens a connection and never finishes its request cannot hold back the

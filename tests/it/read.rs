@@ -308,12 +308,7 @@ async fn an_event_stored_twice_is_served_once() {
     // another instance.
     for _ in 0..2 {
         store
-            .insert(
-                "events",
-                &rows,
-                &uuid::Uuid::new_v4().to_string(),
-                Duration::from_secs(10),
-            )
+            .insert("events", &rows, &uuid::Uuid::new_v4().to_string())
             .await
             .unwrap();
     }
@@ -384,12 +379,7 @@ async fn hostile_strings_are_matched_literally() {
         })
         .collect();
     app.store
-        .insert(
-            "events",
-            &rows,
-            &uuid::Uuid::now_v7().to_string(),
-            std::time::Duration::from_secs(30),
-        )
+        .insert("events", &rows, &uuid::Uuid::now_v7().to_string())
         .await
         .unwrap();
     let expected = hostile.len() as u64;

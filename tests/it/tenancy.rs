@@ -179,7 +179,6 @@ async fn one_application_cannot_replace_or_hide_anothers_events() {
                 row(same_block, &a.id, "s-shared", "a"),
             ],
             &Uuid::now_v7().to_string(),
-            Duration::from_secs(30),
         )
         .await
         .unwrap();
@@ -283,12 +282,7 @@ async fn a_retry_through_another_instance_folds_into_one_row() {
     again.received_at = first.received_at + chrono::TimeDelta::seconds(30);
     for rows in [[first], [again]] {
         app.store
-            .insert(
-                "events",
-                &rows,
-                &Uuid::now_v7().to_string(),
-                Duration::from_secs(30),
-            )
+            .insert("events", &rows, &Uuid::now_v7().to_string())
             .await
             .unwrap();
     }
@@ -883,21 +877,11 @@ async fn the_identity_migration_moves_a_populated_table() {
     retry.timestamp += chrono::TimeDelta::seconds(3);
     retry.received_at += chrono::TimeDelta::seconds(5);
     store
-        .insert(
-            "events",
-            &rows,
-            &Uuid::now_v7().to_string(),
-            Duration::from_secs(30),
-        )
+        .insert("events", &rows, &Uuid::now_v7().to_string())
         .await
         .unwrap();
     store
-        .insert(
-            "events",
-            &[retry],
-            &Uuid::now_v7().to_string(),
-            Duration::from_secs(30),
-        )
+        .insert("events", &[retry], &Uuid::now_v7().to_string())
         .await
         .unwrap();
     let columns = "SELECT toString(event_id) AS event_id, application, session_id, data, host, \
@@ -972,12 +956,7 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         .map(|i| row(Uuid::now_v7(), "alpha", &format!("s-{i}"), "early"))
         .collect();
     store
-        .insert(
-            "events",
-            &early,
-            &Uuid::now_v7().to_string(),
-            Duration::from_secs(30),
-        )
+        .insert("events", &early, &Uuid::now_v7().to_string())
         .await
         .unwrap();
     // The migration runs as far as the exchange, then stops (a crash, say)…
@@ -990,12 +969,7 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         .map(|i| row(Uuid::now_v7(), "beta", &format!("s-{i}"), "late"))
         .collect();
     store
-        .insert(
-            "events_0004",
-            &late,
-            &Uuid::now_v7().to_string(),
-            Duration::from_secs(30),
-        )
+        .insert("events_0004", &late, &Uuid::now_v7().to_string())
         .await
         .unwrap();
     assert_eq!(store.migrate_up_to(4).await.unwrap(), [4]);
