@@ -6,7 +6,6 @@
 //! served once; and a session reads off disk in time order with no sort step.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
@@ -42,12 +41,7 @@ fn row(id: Uuid, application: &str, session: &str, owner: &str, client: &str) ->
 
 async fn insert(store: &Store, rows: &[EventRow]) {
     store
-        .insert(
-            "events",
-            rows,
-            &Uuid::now_v7().to_string(),
-            Duration::from_secs(30),
-        )
+        .insert("events", rows, &Uuid::now_v7().to_string())
         .await
         .unwrap();
 }
@@ -359,12 +353,7 @@ async fn the_session_order_migration_catches_up_rows_written_during_the_copy() {
         })
         .collect();
     store
-        .insert(
-            "events_0009",
-            &late,
-            &Uuid::now_v7().to_string(),
-            Duration::from_secs(30),
-        )
+        .insert("events_0009", &late, &Uuid::now_v7().to_string())
         .await
         .unwrap();
     assert_eq!(store.migrate_up_to(9).await.unwrap(), [9]);
