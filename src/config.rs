@@ -63,6 +63,22 @@ pub struct ServerConfig {
     /// process's `ulimit -n`, leaving room for ClickHouse connections and the spool. Default
     /// 4,096.
     pub max_connections: usize,
+    /// Most connections open at once from one IP address, so that one address cannot take
+    /// every slot of `max_connections`; over it, a new connection from that address is
+    /// answered `503 too_many_peer_connections` and closed at once. **Behind a load balancer
+    /// or proxy every client shares the proxy's address**: set it to 0 (no cap) or to
+    /// `max_connections` there, and cap per client at the proxy. Default 1,024 (a quarter of
+    /// the default `max_connections`).
+    pub max_connections_per_peer: usize,
+    /// Most connections open at once on the metrics address (`metrics_listen_addr`), which is
+    /// served with the API's timeouts and its own cap, so that connections to it cannot
+    /// exhaust the process's file descriptors. A few scrapers need a few. Default 64.
+    pub metrics_max_connections: usize,
+    /// How long a new connection may take to send the first byte of its first request, in
+    /// milliseconds; a connection that sends nothing is closed after it. Clients send their
+    /// request at once; browsers may open a connection ahead of need (preconnect) and leave
+    /// it unused for a few seconds, which is why this is not shorter. Default 10,000.
+    pub first_byte_timeout_ms: u64,
     /// Once the first byte of a request has arrived, how long its head (request line and
     /// headers) may take to arrive whole, in milliseconds. Real clients send a head in one
     /// packet; this only cuts off clients that trickle it (slowloris). Default 10,000.
@@ -92,6 +108,9 @@ impl Default for ServerConfig {
             shutdown_timeout_ms: 30_000,
             request_timeout_ms: 10_000,
             max_connections: 4_096,
+            max_connections_per_peer: 1_024,
+            metrics_max_connections: 64,
+            first_byte_timeout_ms: 10_000,
             header_read_timeout_ms: 10_000,
             keep_alive_timeout_ms: 75_000,
             baseline_route: false,
@@ -262,11 +281,15 @@ pub struct PipelineConfig {
     /// The write-ahead spool's directory; one per instance (a second process on the same
     /// directory refuses to start). Default `data/spool`.
     pub spool_dir: PathBuf,
-    /// Disk the spool may use, in bytes; when it is spent, ingest requests are answered 503
-    /// with `Retry-After`. Default 1 GiB.
+    /// Disk the spool may use, in bytes: every segment, the active one included. Appends may
+    /// fill it up to 64 KiB (or a sixteenth, if less) short of it, kept for the seal and
+    /// confirm records of what is spooled; beyond that, ingest requests are answered 503
+    /// `queue_full` with `Retry-After`. Must be at least `spool_segment_bytes`. Default 1 GiB.
     pub spool_max_bytes: u64,
     /// Size at which a spool segment is closed and a new one started, in bytes; a segment is
-    /// deleted once ClickHouse confirmed every row in it. Default 32 MiB.
+    /// deleted once ClickHouse confirmed every row in it, and the active one as soon as that
+    /// is so and it holds a quarter of this (any size when the budget is spent or the disk
+    /// full). At most `spool_max_bytes`. Default 32 MiB.
     pub spool_segment_bytes: u64,
     /// When appends are synced before the 202: `always` (default: `fdatasync`, shared by
     /// concurrent requests), an interval such as `100ms` (a power loss may take the last
@@ -472,12 +495,24 @@ impl Config {
             "pipeline.spool_segment_bytes",
             self.pipeline.spool_segment_bytes,
         )?;
-        if self.pipeline.spool_max_bytes < self.pipeline.spool_segment_bytes
-            || self.pipeline.spool_max_bytes < 2 * self.ingest.max_body_bytes as u64
-        {
+        // The budget bounds every byte on disk, the active segment's included, so a segment
+        // larger than the budget could never be closed by size.
+        if self.pipeline.spool_max_bytes < self.pipeline.spool_segment_bytes {
             return Err(ConfigError::Invalid {
                 setting: "pipeline.spool_max_bytes",
-                message: "must hold at least one segment (pipeline.spool_segment_bytes) and two of the largest requests (ingest.max_body_bytes)".to_owned(),
+                message: format!(
+                    "{} is smaller than pipeline.spool_segment_bytes ({}): the budget bounds every byte on disk, the active segment included; raise pipeline.spool_max_bytes or lower pipeline.spool_segment_bytes",
+                    self.pipeline.spool_max_bytes, self.pipeline.spool_segment_bytes
+                ),
+            });
+        }
+        if self.pipeline.spool_max_bytes < 2 * self.ingest.max_body_bytes as u64 {
+            return Err(ConfigError::Invalid {
+                setting: "pipeline.spool_max_bytes",
+                message: format!(
+                    "{} cannot hold two of the largest requests (ingest.max_body_bytes = {})",
+                    self.pipeline.spool_max_bytes, self.ingest.max_body_bytes
+                ),
             });
         }
         positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
@@ -494,6 +529,14 @@ impl Config {
             self.clickhouse.maintenance_timeout_ms,
         )?;
         positive("server.max_connections", self.server.max_connections as u64)?;
+        positive(
+            "server.metrics_max_connections",
+            self.server.metrics_max_connections as u64,
+        )?;
+        positive(
+            "server.first_byte_timeout_ms",
+            self.server.first_byte_timeout_ms,
+        )?;
         positive(
             "server.header_read_timeout_ms",
             self.server.header_read_timeout_ms,
@@ -686,6 +729,17 @@ mod tests {
             jail.set_env("THE_EYE_PIPELINE_SPOOL_MAX_BYTES", "1024");
             let error = Config::load(None).unwrap_err().to_string();
             assert!(error.contains("pipeline.spool_max_bytes"), "{error}");
+            // A segment larger than the budget: refused, naming both settings.
+            jail.set_env("THE_EYE_PIPELINE_SPOOL_MAX_BYTES", "4194304");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(
+                error.contains("pipeline.spool_max_bytes")
+                    && error.contains("pipeline.spool_segment_bytes"),
+                "{error}"
+            );
+            jail.set_env("THE_EYE_PIPELINE_SPOOL_SEGMENT_BYTES", "1048576");
+            let config = Config::load(None).expect("a segment within the budget");
+            assert_eq!(config.pipeline.spool_max_bytes, 4 << 20);
             Ok(())
         });
     }

@@ -9,7 +9,9 @@
 //!   ClickHouse;
 //! - [`store`]: ClickHouse rows, migrations, inserts and queries;
 //! - [`plan`]: the tracking plan drawn from stored events (schema inference, drift);
-//! - [`server`]: the listener (connection cap, header-read and keep-alive timeouts);
+//! - [`server`]: the listener of the API and of the metrics address (connection caps, overall
+//!   and per peer address; first-byte, header-read and keep-alive timeouts; a shutdown that
+//!   answers every request it has read);
 //! - [`metrics`], [`config`], and [`devserver`] (the embedded ClickHouse for development).
 //!
 //! [`serve`] builds the whole service from a [`Config`], a bound listener and a shutdown
@@ -301,6 +303,7 @@ pub async fn serve_with_metrics(
     let metrics_server = tokio::spawn(api::health::serve_metrics(
         metrics_listener,
         state.metrics.clone(),
+        server::ConnectionLimits::metrics(&config),
         metrics_stop.clone(),
     ));
     let state_metrics = state.metrics.clone();
@@ -310,17 +313,20 @@ pub async fn serve_with_metrics(
     let server = server::serve(
         listener,
         app,
-        server::ConnectionLimits::from(&config.server),
+        server::ConnectionLimits::api(&config),
         state_metrics,
         async move {
             shutdown.await;
             let _ = stopping.send(());
         },
     );
-    // In-flight requests get as long as any request may take; a client that keeps a
-    // connection open past that (say, one that never finishes sending its headers) must not
-    // hold back the final flush.
-    let grace = Duration::from_millis(config.server.request_timeout_ms) + Duration::from_secs(1);
+    // In-flight requests get as long as any request may take, after the idle grace in which a
+    // request may still arrive (and be answered 503); a client that keeps a connection open
+    // past that (say, one that never finishes sending its headers) must not hold back the
+    // final flush.
+    let grace = server::SHUTDOWN_IDLE_GRACE
+        + Duration::from_millis(config.server.request_timeout_ms)
+        + Duration::from_secs(1);
     tokio::select! {
         () = server => {}
         () = async {
@@ -343,8 +349,14 @@ pub async fn serve_with_metrics(
         tracing::info!("every accepted event is in ClickHouse");
     }
     metrics_stop.cancel();
-    if let Ok(Err(error)) = metrics_server.await {
-        tracing::warn!(%error, "the metrics server failed");
+    // Bounded as the API's connections are: a scraper that does not read its answer must not
+    // keep the process from exiting.
+    match tokio::time::timeout(grace, metrics_server).await {
+        Ok(Err(error)) => tracing::warn!(%error, "the metrics server failed"),
+        Ok(Ok(())) => {}
+        Err(_) => {
+            tracing::warn!("metrics connections still open after the grace period; closing them")
+        }
     }
     drop(devserver);
     Ok(())

@@ -149,6 +149,8 @@ pub struct Metrics {
     pub spool_rows_per_sync: Histogram,
     pub spool_rows_replayed: IntCounterVec,
     pub spool_corrupt_records: IntCounter,
+    pub spool_corrupt_rows: IntCounterVec,
+    pub spool_reclaims: IntCounter,
     pub key_lookup_queries: IntCounterVec,
 }
 
@@ -247,6 +249,8 @@ impl Metrics {
             spool_rows_per_sync: register(&registry, Histogram::with_opts(HistogramOpts::new("the_eye_spool_rows_per_sync", "Rows made durable by one spool sync (group commit).").buckets(ROWS_PER_SYNC_BUCKETS.to_vec())).expect("valid metric")),
             spool_rows_replayed: counter(&registry, "the_eye_spool_rows_replayed_total", "Rows read back from segments of an earlier run and written to ClickHouse again.", &["table"]),
             spool_corrupt_records: register(&registry, IntCounter::new("the_eye_spool_corrupt_records_total", "Corrupt or torn spool records skipped (logged with segment and offset).").expect("valid metric")),
+            spool_reclaims: register(&registry, IntCounter::new("the_eye_spool_reclaims_total", "Active spool segments deleted as soon as all their rows were confirmed, before reaching pipeline.spool_segment_bytes (a quarter of it, or any size under disk pressure).").expect("valid metric")),
+            spool_corrupt_rows: counter(&registry, "the_eye_spool_corrupt_rows_total", "Rows (events, or error rows) lost in corrupt or torn spool records and not yet confirmed by ClickHouse, as the record's own frame states (magic, length and the rows record's lane and count must be readable; the checksum failed, so the count is the record's word). A stretch whose frame is unreadable (a tear inside the first 26 bytes of a record, a segment moved aside for a bad header, an unreadable file) counts under the_eye_spool_corrupt_records_total only.", &["table"]),
             registry,
         };
         metrics.initialise_known_series();
@@ -266,6 +270,7 @@ impl Metrics {
             self.insert_retries.with_label_values(&[table]);
             self.rows_refused.with_label_values(&[table]);
             self.spool_rows_replayed.with_label_values(&[table]);
+            self.spool_corrupt_rows.with_label_values(&[table]);
             for kind in INSERT_FAILURE_KINDS {
                 self.insert_failures.with_label_values(&[table, kind]);
             }

@@ -1,63 +1,142 @@
-//! The HTTP/1.1 listener: accepting connections within a cap, closing the ones that stall,
+//! The HTTP/1.1 listener: accepting connections within caps, closing the ones that stall,
 //! and draining on shutdown. What a request means is `api`'s business; this module only
-//! decides how long a connection may hold a slot while the client is not sending or reading.
+//! decides how long a connection may hold a slot while the client is not sending or reading,
+//! and how a connection ends when the service stops. The API and the metrics address are
+//! both served by [`serve`], each with its own [`ConnectionLimits`].
 //!
-//! Three limits, each a [`ServerConfig`] setting:
+//! The limits, each a [`ServerConfig`] setting:
+//! - **first byte** (`first_byte_timeout_ms`): a new connection must send the first byte of
+//!   its first request within this time. A client that connects and says nothing (or a flood
+//!   of them) holds a slot for this long, not for the keep-alive timeout.
 //! - **header read** (`header_read_timeout_ms`): once the first byte of a request has come,
 //!   its whole head (request line and headers) must follow within this time. A client that
 //!   trickles one header line every 30 s is cut off.
-//! - **idle keep-alive** (`keep_alive_timeout_ms`): a connection waiting for the first byte
-//!   of its next request, or for its client to read an answer, is closed after this time.
-//! - **connections** (`max_connections`): over the cap, a new connection gets a `503` with
-//!   the JSON error shape and is closed at once, without waiting for its request; the
-//!   connections already open are served as before.
+//! - **idle keep-alive** (`keep_alive_timeout_ms`): a connection that has been served, waiting
+//!   for the first byte of its next request, or one waiting for its client to read an answer,
+//!   is closed after this time.
+//! - **connections** (`max_connections`, `metrics_max_connections` for the metrics address):
+//!   over the cap, a new connection gets a `503 too_many_connections` with the JSON error
+//!   shape and is closed at once, without waiting for its request; the connections already
+//!   open are served as before.
+//! - **connections per peer** (`max_connections_per_peer`): the same for one IP address, with
+//!   `503 too_many_peer_connections`, so that one address cannot take every slot.
 //!
 //! The body of a request is bounded by `request_timeout_ms`, which the API's timeout layer
 //! enforces while the handler reads it.
 //!
 //! hyper's own header timeout counts from when the connection is ready for a request, not
 //! from its first byte, so it cannot tell an idle keep-alive connection from a slow one;
-//! both deadlines are kept here instead, by [`Watched`], from what the connection reads and
+//! every deadline is kept here instead, by [`Watched`], from what the connection reads and
 //! writes and from where its request is (see [`Phase`]).
+//!
+//! **Shutdown** answers every request it has read. Once `shutdown` completes, no connection
+//! is accepted; a request whose head had been read goes on to its answer (a 202 if its rows
+//! were appended), a request whose head is read later is answered `503 shutting_down` with
+//! `Retry-After` (its body read first, so that closing cannot reset the connection before
+//! the client reads the answer), and every answer from then on carries `Connection: close`,
+//! after which the connection ends. A connection between requests is closed once it has been
+//! idle for [`SHUTDOWN_IDLE_GRACE`] (or its keep-alive deadline, if sooner): a client sending
+//! at the moment of the signal gets a `Connection: close` answer rather than a connection
+//! closed under its request. hyper's own graceful shutdown is not used: it closes a
+//! connection that is between requests at once, even when the bytes of the next request have
+//! already arrived (hyper has read them but not the whole head, or not read them at all) —
+//! which resets it with a request in it.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::{header, HeaderValue, Request};
+use axum::response::IntoResponse;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::config::ServerConfig;
+use crate::api::ApiError;
+use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
 
-/// The connection limits of [`serve`], from [`ServerConfig`].
+/// The connection limits of [`serve`]: the API's ([`ConnectionLimits::api`]) or the metrics
+/// address's ([`ConnectionLimits::metrics`]), from [`ServerConfig`].
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
+    /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections open at once from one IP address; 0 for no limit.
+    pub max_connections_per_peer: usize,
+    /// From accept to the first byte of the first request.
+    pub first_byte_timeout: Duration,
+    /// From a request's first byte to the end of its head.
     pub header_read_timeout: Duration,
+    /// Idle between requests, or waiting for the client to read.
     pub keep_alive_timeout: Duration,
+    /// How much of the body of a request refused during shutdown is read (and dropped)
+    /// before its 503: the largest body the service takes.
+    pub max_body_bytes: usize,
+    /// How long reading that body may take.
+    pub request_timeout: Duration,
 }
 
-impl From<&ServerConfig> for ConnectionLimits {
-    fn from(config: &ServerConfig) -> Self {
+impl ConnectionLimits {
+    /// The API's limits: `server.max_connections`, `server.max_connections_per_peer` and the
+    /// timeouts of `server`.
+    pub fn api(config: &Config) -> Self {
+        Self::with_cap(
+            &config.server,
+            config.server.max_connections,
+            config.server.max_connections_per_peer,
+            config.ingest.max_body_bytes,
+        )
+    }
+
+    /// The metrics address's limits: its own smaller cap (`server.metrics_max_connections`),
+    /// no cap per peer (its few scrapers may share an address; the cap is the bound), and the
+    /// API's timeouts. Scrapes have no body.
+    pub fn metrics(config: &Config) -> Self {
+        Self::with_cap(
+            &config.server,
+            config.server.metrics_max_connections,
+            0,
+            64 * 1024,
+        )
+    }
+
+    fn with_cap(
+        server: &ServerConfig,
+        max_connections: usize,
+        max_connections_per_peer: usize,
+        max_body_bytes: usize,
+    ) -> Self {
         Self {
-            max_connections: config.max_connections,
-            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
-            keep_alive_timeout: Duration::from_millis(config.keep_alive_timeout_ms),
+            max_connections,
+            max_connections_per_peer,
+            first_byte_timeout: Duration::from_millis(server.first_byte_timeout_ms),
+            header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(server.keep_alive_timeout_ms),
+            max_body_bytes,
+            request_timeout: Duration::from_millis(server.request_timeout_ms),
         }
     }
 }
+
+/// How long a connection between requests stays open once shutdown has begun, for a request
+/// its client may already have sent. Long enough for any client that is sending (its request
+/// gets `503 shutting_down` with `Connection: close`); short enough not to hold the final
+/// flush back (the drain waits for every connection, at most `request_timeout_ms` + 1 s).
+pub const SHUTDOWN_IDLE_GRACE: Duration = Duration::from_secs(2);
 
 /// What a connection over the cap is told before it is closed: written in one non-blocking
 /// call to a fresh socket, whose send buffer has room for it.
@@ -69,9 +148,18 @@ content-length: 128\r\n\
 \r\n\
 {\"code\":\"too_many_connections\",\"message\":\"this instance has as many connections open as it allows; retry shortly\",\"problems\":[]}";
 
-/// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets every
-/// open connection finish its request, and returns once all are closed (the caller bounds
-/// how long that may take).
+/// What a connection over the cap of its peer address is told, as [`OVER_CAPACITY`].
+const OVER_PEER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 153\r\n\
+\r\n\
+{\"code\":\"too_many_peer_connections\",\"message\":\"this address has as many connections open as one address may; close some, or retry shortly\",\"problems\":[]}";
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting, answers what
+/// each open connection has sent (see the module docs), and returns once all are closed (the
+/// caller bounds how long that may take).
 pub async fn serve<App>(
     listener: TcpListener,
     app: App,
@@ -90,16 +178,18 @@ pub async fn serve<App>(
         + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let peers = Arc::new(Peers::new(limits.max_connections_per_peer));
+    let closing = Arc::new(Closing::default());
+    let stop = CancellationToken::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     // Our own deadlines replace hyper's (see the module docs); its timer is still given, so
     // that no setting of hyper that needs one can panic for want of it.
     http.timer(TokioTimer::new()).header_read_timeout(None);
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, say: accepting again at once would spin.
                     tracing::warn!(%error, "cannot accept a connection");
@@ -109,48 +199,184 @@ pub async fn serve<App>(
             },
             () = &mut shutdown => break,
         };
+        let Ok(peer_slot) = peers.enter(peer.ip()) else {
+            refuse(
+                &stream,
+                &metrics,
+                OVER_PEER_CAPACITY,
+                "too_many_peer_connections",
+            );
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refuse(&stream, &metrics);
+            refuse(&stream, &metrics, OVER_CAPACITY, "too_many_connections");
             continue;
         };
         // Answers are small and come at once: do not hold them back to fill packets.
         let _ = stream.set_nodelay(true);
         let shared = Arc::new(Mutex::new(Shared {
             phase: Phase::waiting(),
+            served: false,
             reader: None,
         }));
-        let io = TokioIo::new(Watched::new(stream, shared.clone(), limits));
+        let io = TokioIo::new(Watched::new(
+            stream,
+            shared.clone(),
+            closing.clone(),
+            limits,
+        ));
         let app = app.clone();
+        let metrics = metrics.clone();
+        let service_closing = closing.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let guard = Busy::enter(&shared);
             let app = app.clone();
+            let metrics = metrics.clone();
+            let closing = service_closing.clone();
             async move {
-                let response = app
-                    .oneshot(request.map(Body::new))
-                    .await
-                    .unwrap_or_else(|never: Infallible| match never {});
+                // A head read after shutdown began is answered without going in.
+                let mut response = if closing.started() {
+                    refuse_while_closing(request, limits, &metrics).await
+                } else {
+                    app.oneshot(request.map(Body::new))
+                        .await
+                        .unwrap_or_else(|never: Infallible| match never {})
+                };
+                if closing.started() {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 Ok::<_, Infallible>(response.map(|body| Body::new(Tracked { body, guard })))
             }
         });
-        let connection = graceful.watch(http.serve_connection(io, service));
+        let connection = http.serve_connection(io, service);
+        let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                // Polled again at once: its stream now sees shutdown (see `Watched`).
+                () = stop.cancelled() => connection.await,
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, "connection ended with an error");
             }
             drop(slot);
+            drop(peer_slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // In this order: a connection woken by `stop` must find shutdown begun.
+    let _ = closing.since.set(Instant::now());
+    stop.cancel();
+    // Every open connection holds a slot until it ends.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
 }
 
-/// Tells a connection over the cap so, without waiting for anything from it.
-fn refuse(stream: &TcpStream, metrics: &Metrics) {
+/// Tells a connection over a cap so, without waiting for anything from it.
+fn refuse(stream: &TcpStream, metrics: &Metrics, answer: &[u8], code: &str) {
+    metrics.requests_rejected.with_label_values(&[code]).inc();
+    let _ = stream.try_write(answer);
+}
+
+/// The answer to a request whose head was read after shutdown began: `503 shutting_down`,
+/// once its body is read (at most [`ConnectionLimits::max_body_bytes`], for at most the
+/// request timeout; not asked for when the client waits for `100 Continue`). An unread body
+/// would make the close after the answer a reset, and a reset can destroy the answer before
+/// the client reads it.
+async fn refuse_while_closing(
+    request: Request<Incoming>,
+    limits: ConnectionLimits,
+    metrics: &Metrics,
+) -> axum::response::Response {
+    // A client that waits for `100 Continue` has sent no body, and is not asked for it.
+    let waits_to_send = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|expect| expect.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits_to_send {
+        let body = http_body_util::Limited::new(request.into_body(), limits.max_body_bytes);
+        let _ = tokio::time::timeout(limits.request_timeout, body.collect()).await;
+    }
     metrics
         .requests_rejected
-        .with_label_values(&["too_many_connections"])
+        .with_label_values(&["shutting_down"])
         .inc();
-    let _ = stream.try_write(OVER_CAPACITY);
+    ApiError::Unavailable {
+        code: "shutting_down",
+        message: "this instance is shutting down; nothing of this request was stored, retry (another instance will take it)".to_owned(),
+        retry_after_secs: 1,
+    }
+    .into_response()
+}
+
+/// When shutdown began, once it has; shared by every connection of one [`serve`].
+#[derive(Debug, Default)]
+struct Closing {
+    since: OnceLock<Instant>,
+}
+
+impl Closing {
+    fn started(&self) -> bool {
+        self.since.get().is_some()
+    }
+}
+
+/// Connections open per peer address, when they are capped.
+struct Peers {
+    /// 0: no cap, nothing counted.
+    cap: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its peer's count; given back when dropped.
+struct PeerSlot {
+    peers: Arc<Peers>,
+    address: IpAddr,
+}
+
+impl Peers {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for one more connection from `address`; `Err` when it has as many as allowed.
+    fn enter(self: &Arc<Self>, address: IpAddr) -> Result<Option<PeerSlot>, ()> {
+        if self.cap == 0 {
+            return Ok(None);
+        }
+        // An IPv4 client of a dual-stack socket is one peer whichever way it is written.
+        let address = address.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(address).or_insert(0);
+        if *count >= self.cap {
+            return Err(());
+        }
+        *count += 1;
+        Ok(Some(PeerSlot {
+            peers: self.clone(),
+            address,
+        }))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                // The map holds only peers with connections open: its size is bounded by the
+                // connection cap, however many addresses have come and gone.
+                open.remove(&self.address);
+            }
+        }
+    }
 }
 
 /// Where a connection's current request is, which decides which deadline applies.
@@ -179,6 +405,9 @@ impl Phase {
 #[derive(Debug)]
 struct Shared {
     phase: Phase,
+    /// Whether a request has been read: until then, waiting is bounded by the first-byte
+    /// deadline, afterwards by the keep-alive one.
+    served: bool,
     /// The connection's task while its read waits with no deadline (busy): it must look again
     /// once the answer is done and the keep-alive deadline applies.
     reader: Option<std::task::Waker>,
@@ -196,7 +425,10 @@ struct Busy(Arc<Mutex<Shared>>);
 
 impl Busy {
     fn enter(shared: &Arc<Mutex<Shared>>) -> Self {
-        lock(shared).phase = Phase::Busy;
+        let mut locked = lock(shared);
+        locked.phase = Phase::Busy;
+        locked.served = true;
+        drop(locked);
         Self(shared.clone())
     }
 }
@@ -242,11 +474,14 @@ impl http_body::Body for Tracked {
 }
 
 /// A TCP stream that fails with `TimedOut` when its client stalls past the deadline of the
-/// connection's [`Phase`]: the header-read timeout once a request has begun, the keep-alive
-/// timeout while waiting for one or for the client to read what was written.
+/// connection's [`Phase`]: the header-read timeout once a request has begun, the first-byte
+/// or keep-alive timeout while waiting for one, the keep-alive timeout while waiting for the
+/// client to read what was written. Once shutdown has begun, a connection waiting for a
+/// request that has not begun ends (reads end of file) after [`SHUTDOWN_IDLE_GRACE`].
 struct Watched {
     stream: TcpStream,
     shared: Arc<Mutex<Shared>>,
+    closing: Arc<Closing>,
     limits: ConnectionLimits,
     /// When a write last made progress (or the last write began to wait).
     last_write: Instant,
@@ -255,13 +490,19 @@ struct Watched {
 }
 
 impl Watched {
-    fn new(stream: TcpStream, shared: Arc<Mutex<Shared>>, limits: ConnectionLimits) -> Self {
+    fn new(
+        stream: TcpStream,
+        shared: Arc<Mutex<Shared>>,
+        closing: Arc<Closing>,
+        limits: ConnectionLimits,
+    ) -> Self {
         Self {
             stream,
             shared,
+            closing,
             limits,
             last_write: Instant::now(),
-            timer: Box::pin(tokio::time::sleep(limits.keep_alive_timeout)),
+            timer: Box::pin(tokio::time::sleep(limits.first_byte_timeout)),
         }
     }
 
@@ -304,6 +545,7 @@ impl AsyncRead for Watched {
                 Poll::Ready(result)
             }
             Poll::Pending => {
+                let mut ends_quietly = false;
                 let deadline = {
                     let mut shared = lock(&self.shared);
                     match shared.phase {
@@ -312,7 +554,20 @@ impl AsyncRead for Watched {
                             ..
                         } => Some(first_byte + self.limits.header_read_timeout),
                         Phase::Waiting { since, .. } => {
-                            Some(since + self.limits.keep_alive_timeout)
+                            let idle = if shared.served {
+                                self.limits.keep_alive_timeout
+                            } else {
+                                self.limits.first_byte_timeout
+                            };
+                            let mut deadline = since + idle;
+                            if let Some(&closing) = self.closing.since.get() {
+                                let grace = since.max(closing) + SHUTDOWN_IDLE_GRACE;
+                                if grace < deadline {
+                                    deadline = grace;
+                                    ends_quietly = true;
+                                }
+                            }
+                            Some(deadline)
                         }
                         Phase::Busy => {
                             shared.reader = Some(cx.waker().clone());
@@ -320,7 +575,13 @@ impl AsyncRead for Watched {
                         }
                     }
                 };
-                self.expired(cx, deadline).map(Err)
+                match self.expired(cx, deadline) {
+                    // No byte of a request is pending (the read just found none): an end of
+                    // file closes the connection as a client's close would, cleanly.
+                    Poll::Ready(_) if ends_quietly => Poll::Ready(Ok(())),
+                    Poll::Ready(error) => Poll::Ready(Err(error)),
+                    Poll::Pending => Poll::Pending,
+                }
             }
         }
     }
@@ -381,11 +642,20 @@ impl AsyncWrite for Watched {
 
 #[cfg(test)]
 mod tests {
-    use super::OVER_CAPACITY;
+    use super::{OVER_CAPACITY, OVER_PEER_CAPACITY};
 
     #[test]
-    fn the_refusal_is_a_complete_answer_in_the_error_shape() {
-        let text = std::str::from_utf8(OVER_CAPACITY).unwrap();
+    fn the_refusals_are_complete_answers_in_the_error_shape() {
+        for (answer, code) in [
+            (OVER_CAPACITY, "too_many_connections"),
+            (OVER_PEER_CAPACITY, "too_many_peer_connections"),
+        ] {
+            refusal_is_complete(answer, code);
+        }
+    }
+
+    fn refusal_is_complete(answer: &[u8], code: &str) {
+        let text = std::str::from_utf8(answer).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let length: usize = head
             .lines()
@@ -395,6 +665,6 @@ mod tests {
             .unwrap();
         assert_eq!(length, body.len());
         let body: the_eye_types::ErrorBody = serde_json::from_str(body).unwrap();
-        assert_eq!(body.code, "too_many_connections");
+        assert_eq!(body.code, code);
     }
 }

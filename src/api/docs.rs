@@ -116,7 +116,7 @@ pub fn add_common_responses(document: &mut Document) {
             let mut common = vec![
                 ("408", error("`request_timeout`: the request took longer than `server.request_timeout_ms`; retry")),
                 ("500", error("`internal`: the server failed; the detail is in its log")),
-                ("503", error("`too_many_connections` (this instance is at `server.max_connections`), or on routes that take a key `auth_unavailable`; retry")),
+                ("503", error("`too_many_connections` (this instance is at `server.max_connections`), `too_many_peer_connections` (this address is at `server.max_connections_per_peer`), `shutting_down` (the instance is stopping; sent with `Connection: close`), or on routes that take a key `auth_unavailable`; retry")),
             ];
             if takes_key {
                 common.push(("401", error("`missing_api_key` or `invalid_api_key` (unknown, revoked, or its application disabled)")));

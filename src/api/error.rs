@@ -121,7 +121,9 @@ impl ApiError {
                     .to_owned(),
             ),
             PipelineError::SpoolFailed(detail) => {
-                tracing::error!(%detail, "spool write failed");
+                // The spool's writer logs a spell of failures (a full disk) once; one error
+                // line per refused request would flood the log at the request rate.
+                tracing::debug!(%detail, "spool write failed");
                 (
                     "spool_unavailable",
                     "events cannot be stored durably right now; retry later".to_owned(),

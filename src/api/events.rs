@@ -46,7 +46,7 @@ enum Accepts {
     ),
     responses(
         (status = 202, description = "At least one event was accepted; per-event outcomes in `results`", body = IngestSummary),
-        (status = 400, description = "`all_rejected` (with `accepted`, `rejected`, `results`), `malformed_json`, `invalid_body`, `empty_batch` or `malformed_gzip`", body = ErrorBody),
+        (status = 400, description = "`all_rejected` (with `accepted`, `rejected`, `results`), `malformed_json`, `invalid_body`, `empty_batch`, `malformed_gzip`, `malformed_framing` (broken chunked transfer coding) or `body_incomplete` (the body ended before its `Content-Length` or last chunk)", body = ErrorBody),
         (status = 413, description = "`body_too_large` or `too_many_events`", body = ErrorBody),
         (status = 401, description = "`missing_api_key` or `invalid_api_key` (unknown, revoked, or its application disabled)", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"the-eye\"`"))),
@@ -274,8 +274,48 @@ async fn read_body(
 ) -> Result<Bytes, BodyError> {
     let format = content_format(headers, accepts)?;
     let gzip = content_encoding(headers)?;
-    let raw = to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
+    let raw = to_bytes(body, limit)
+        .await
+        .map_err(|error| unreadable_body(&error, limit))?;
     decode_raw(raw, gzip, format, limit)
+}
+
+/// What to answer for a body that could not be read whole: `413 body_too_large` only when it
+/// is over `limit`. A body whose HTTP framing is broken (a chunk-size line that is not
+/// hexadecimal, a chunk without its CRLF) is `400 malformed_framing`, and one that ended
+/// before its `Content-Length` or its last chunk (the client closed its side) is `400
+/// body_incomplete`: neither is helped by sending less, and a 413 would tell a client (the
+/// Rust client does) to split the request and send it again.
+///
+/// hyper reports both as an I/O error in the body error's source chain (RFC 9112 §6.3 and
+/// §7.1): `UnexpectedEof` for an early end, `InvalidInput`/`InvalidData` for bad framing.
+/// Any other failure to read (the connection reset mid-body) is `body_incomplete` too.
+fn unreadable_body(error: &axum::Error, limit: usize) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut kind = None;
+    while let Some(current) = cause {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return too_large(limit);
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            kind = Some(io.kind());
+        }
+        cause = current.source();
+    }
+    match kind {
+        Some(std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData) => {
+            ApiError::bad_request(
+                "malformed_framing",
+                format!("the body's HTTP framing is broken (Transfer-Encoding: chunked): {error}"),
+            )
+        }
+        _ => ApiError::bad_request(
+            "body_incomplete",
+            format!(
+                "the body ended before its Content-Length (or its last chunk) was reached: {error}"
+            ),
+        ),
+    }
 }
 
 /// The JSON of a body already read (at most `limit` bytes), as `POST /api/events` (or, with

@@ -8,7 +8,8 @@
 //! ClickHouse has them. When the memory queue is full, or at start while the spool is
 //! replayed, a lane switches to *disk mode*: its feeder reads the rows back from the spool
 //! in order until it has caught up, then hands back to memory. So a request is refused (503)
-//! only when the spool's disk budget is spent.
+//! only when the spool's disk budget is spent (`queue_full`) or the disk itself is full
+//! (`spool_unavailable`); both pass once ClickHouse confirms rows and their segments go.
 //!
 //! One [`batcher`] task per table owns its batch and flushes it at `batch_max_rows` rows or
 //! `flush_interval_ms` after its first row. Before inserting, it seals the batch in the spool
@@ -624,14 +625,18 @@ impl Pipeline {
     }
 }
 
-/// Encodes `rows` as one spool record.
+/// Encodes `rows` as one spool record. A failure is logged here: the spool never sees it.
 fn encode<T: Serialize>(lane: LaneId, rows: &[T]) -> Result<RowsFrame, PipelineError> {
-    let count = u32::try_from(rows.len())
-        .map_err(|_| PipelineError::SpoolFailed("too many rows in one request".to_owned()))?;
+    let failed = |detail: String| {
+        tracing::error!(%detail, table = lane.table(), "rows cannot be encoded for the spool");
+        PipelineError::SpoolFailed(detail)
+    };
+    let count =
+        u32::try_from(rows.len()).map_err(|_| failed("too many rows in one request".to_owned()))?;
     let mut frame = RowsFrame::new(lane, count);
     let body = std::mem::take(frame.body());
     let body = postcard::to_extend(rows, body)
-        .map_err(|error| PipelineError::SpoolFailed(format!("encoding rows: {error}")))?;
+        .map_err(|error| failed(format!("encoding rows: {error}")))?;
     *frame.body() = body;
     Ok(frame)
 }
@@ -686,7 +691,7 @@ impl Feeder {
                     Ok(Ok(chunk)) => chunk,
                     Ok(Err(error))
                         if error.kind() == std::io::ErrorKind::NotFound
-                            && cursor.segment < published.segment =>
+                            && cursor.segment < self.spool.published().segment =>
                     {
                         // Deleted: every row in it was confirmed.
                         cursor = Cursor {
@@ -721,8 +726,13 @@ impl Feeder {
                     let rows: Vec<T> = match postcard::from_bytes(spool::rows_body(&payload)) {
                         Ok(rows) => rows,
                         Err(error) => {
-                            tracing::error!(segment = at.segment, offset = at.offset, %error, "spool record does not decode; skipped");
+                            let lost = first + u64::from(count) - first.max(delivered);
+                            tracing::error!(segment = at.segment, offset = at.offset, %error, rows = lost, "spool record does not decode; skipped");
                             self.metrics.spool_corrupt_records.inc();
+                            self.metrics
+                                .spool_corrupt_rows
+                                .with_label_values(&[lane.id.table()])
+                                .inc_by(lost);
                             continue;
                         }
                     };

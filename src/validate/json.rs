@@ -8,6 +8,10 @@
 //!   other items of the batch are read as usual. Only a body that is not JSON at all (a syntax
 //!   error, invalid UTF-8) is a whole-request error. The item is rejected rather than stored
 //!   with U+FFFD: a replacement character would silently change what the client sent.
+//! - **An integer beyond 64 bits** (`18446744073709551617`, `-9223372036854775809`) is a
+//!   [`Defect`] `number_out_of_range`, like a number beyond `f64`: `serde_json` would read it
+//!   as the nearest float, silently changing what was sent. The range kept exactly is that
+//!   of `i64` and `u64` together, -9223372036854775808 to 18446744073709551615.
 //! - **Duplicate keys** (`{"qty": 1, "qty": -1}`) are a [`Defect`] `duplicate_key` at the
 //!   repeated key's path. JSON leaves their meaning open (RFC 8259 §4), so two readers of the
 //!   same bytes could disagree about what was sent.
@@ -110,7 +114,19 @@ fn read_item(raw: &RawValue) -> Item<'_> {
     .deserialize(&mut deserializer)
     .and_then(|value| deserializer.end().map(|()| value));
     let notes = notes.into_inner();
+    let wide = if notes.suspects.is_empty() {
+        Vec::new()
+    } else {
+        wide_integers(raw.get(), &notes)
+    };
     match read {
+        // Rejected with its text as sent, as a number beyond f64 is: the value read holds the
+        // rounded float.
+        Ok(_) if !wide.is_empty() => Item {
+            value: None,
+            raw: Some(raw.get()),
+            defects: wide,
+        },
         Ok(value) => Item {
             value: Some(value),
             raw: None,
@@ -159,6 +175,99 @@ struct Notes {
     defects: Vec<Defect>,
     /// Path of the innermost value whose reading failed (set once, by the first to fail).
     failed_at: Option<String>,
+    /// How many numbers the item has held so far: the ordinal of the next one.
+    numbers: usize,
+    /// Numbers read as floats that may have been written as integers beyond 64 bits (the
+    /// parser gives no sign of which): their ordinal among the item's numbers, and path.
+    suspects: Vec<(usize, String)>,
+}
+
+/// Whether a number read as a float may stand for an integer written beyond `i64`/`u64`:
+/// integral and at least about 2^63 in size. Loose on purpose (`serde_json` rounds a long
+/// integer on its own terms): a suspect only costs a look at the item's text.
+fn may_be_wide_integer(value: f64) -> bool {
+    value.abs() >= 9.0e18 && value.fract() == 0.0
+}
+
+/// The `number_out_of_range` defects of an item whose [`Notes::suspects`] are confirmed in
+/// its text `raw`, with the other defects noted while reading it.
+fn wide_integers(raw: &str, notes: &Notes) -> Vec<Defect> {
+    let wide = wide_integer_ordinals(raw);
+    let mut found: Vec<Defect> = notes
+        .suspects
+        .iter()
+        .filter(|(ordinal, _)| wide.contains(ordinal))
+        .map(|(_, field)| {
+            let what = if field.is_empty() {
+                "the event".to_owned()
+            } else {
+                format!("`{}`", super::truncate_chars(field, 200))
+            };
+            Defect {
+                field: field.clone(),
+                code: ProblemCode::NumberOutOfRange,
+                message: format!(
+                    "{what} holds an integer outside -9223372036854775808..=18446744073709551615 (64 bits); it is refused rather than stored rounded to the nearest float: send it as a string"
+                ),
+            }
+        })
+        .collect();
+    if !found.is_empty() {
+        found.extend(notes.defects.iter().cloned());
+    }
+    found
+}
+
+/// The ordinals, among all numbers of the JSON text `text` in order, of those written as
+/// integers (no fraction, no exponent) outside the range of `i64` and `u64` together. `text`
+/// is valid JSON (it was parsed before).
+fn wide_integer_ordinals(text: &str) -> Vec<usize> {
+    const U64_MAX: &[u8] = b"18446744073709551615";
+    const I64_MIN_ABS: &[u8] = b"9223372036854775808";
+    // Digit strings of valid JSON have no leading zeros: the longer is the larger, and of
+    // equal length the byte-wise greater.
+    let beyond = |digits: &[u8], bound: &[u8]| {
+        digits.len() > bound.len() || (digits.len() == bound.len() && digits > bound)
+    };
+    let bytes = text.as_bytes();
+    let mut wide = Vec::new();
+    let mut ordinal = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                at += 1;
+                while at < bytes.len() && bytes[at] != b'"' {
+                    at += if bytes[at] == b'\\' { 2 } else { 1 };
+                }
+                at += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let negative = bytes[at] == b'-';
+                let start = at + usize::from(negative);
+                let mut end = start;
+                while end < bytes.len() && bytes[end].is_ascii_digit() {
+                    end += 1;
+                }
+                let digits = &bytes[start..end];
+                let mut next = end;
+                while next < bytes.len()
+                    && matches!(bytes[next], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    next += 1;
+                }
+                let integer = next == end;
+                let bound = if negative { I64_MIN_ABS } else { U64_MAX };
+                if integer && beyond(digits, bound) {
+                    wide.push(ordinal);
+                }
+                ordinal += 1;
+                at = next;
+            }
+            _ => at += 1,
+        }
+    }
+    wide
 }
 
 /// Where a value sits in its event; a chain of borrows, so building it costs nothing and the
@@ -258,11 +367,19 @@ impl<'de> DeserializeSeed<'de> for ItemSeed {
 }
 
 /// An item read in the one pass, with the defects noted while `read` built it.
-fn whole_item<E>(
+///
+/// A number that may be an integer beyond 64 bits fails the pass, so that the slow path,
+/// which has each item's text, can tell.
+fn whole_item<E: serde::de::Error>(
     read: impl FnOnce(&RefCell<Notes>) -> Result<Value, E>,
 ) -> Result<Item<'static>, E> {
     let notes = RefCell::new(Notes::default());
     let value = read(&notes)?;
+    if !notes.borrow().suspects.is_empty() {
+        return Err(E::custom(
+            "a number may be an integer beyond 64 bits; read item by item",
+        ));
+    }
     Ok(Item {
         value: Some(value),
         raw: None,
@@ -312,12 +429,20 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
         Ok(Value::Bool(value))
     }
     fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        self.notes.borrow_mut().numbers += 1;
         Ok(Value::from(value))
     }
     fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        self.notes.borrow_mut().numbers += 1;
         Ok(Value::from(value))
     }
     fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        let mut notes = self.notes.borrow_mut();
+        if may_be_wide_integer(value) {
+            let ordinal = notes.numbers;
+            notes.suspects.push((ordinal, self.path.to_string()));
+        }
+        notes.numbers += 1;
         // The parser yields finite numbers only; `from` would map anything else to null.
         Ok(Value::from(value))
     }
@@ -434,6 +559,56 @@ mod tests {
         let items = batch(br#"[{"data": {"n": 1e999}}, {"data": {"n": 1}}]"#);
         assert_eq!(codes(&items[0]), [("data.n", "number_out_of_range")]);
         assert!(items[1].value.is_some() && items[1].defects.is_empty());
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_cost_only_their_item() {
+        for wide in [
+            "18446744073709551616",
+            "18446744073709551617",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+        ] {
+            let text = format!(
+                r#"[{{"data": {{"a": [1.5, 1e300, "9", {wide}]}}}}, {{"data": {{"n": 1}}}}]"#
+            );
+            let items = batch(text.as_bytes());
+            assert_eq!(
+                codes(&items[0]),
+                [("data.a[3]", "number_out_of_range")],
+                "{wide}"
+            );
+            assert_eq!(items[0].value, None, "{wide}");
+            assert_eq!(items[0].raw, Some(&text[1..text.find("}}, ").unwrap() + 2]));
+            assert!(items[1].value.is_some() && items[1].defects.is_empty());
+            // One event alone, too.
+            let text = format!(r#"{{"data": {{"n": {wide}}}}}"#);
+            assert_eq!(
+                codes(&single(text.as_bytes())),
+                [("data.n", "number_out_of_range")]
+            );
+        }
+    }
+
+    #[test]
+    fn wide_integers_are_found_by_their_place_among_numbers() {
+        // Digits inside strings (escaped quotes included) are not numbers; fractions and
+        // exponents make a number a float whatever its digits.
+        let text = r#"{"s": "a\"b 123456789012345678901 \\", "n": [18446744073709551616, 1.0e1, -9223372036854775808, -9223372036854775809, 18446744073709551615, 99999999999999999999.5, 0, -0]}"#;
+        assert_eq!(wide_integer_ordinals(text), [0, 3]);
+        assert_eq!(wide_integer_ordinals("[]"), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn the_edges_of_64_bits_and_large_floats_are_kept() {
+        let text = r#"{"data": {"max": 18446744073709551615, "min": -9223372036854775808, "f": 18446744073709551616.0, "e": 1e20, "s": "18446744073709551617", "neg": -1.8446744073709552e19}}"#;
+        let item = single(text.as_bytes());
+        assert!(item.defects.is_empty(), "{:?}", item.defects);
+        let expected: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(item.value.unwrap(), expected);
+        // A wide integer after suspects that are not: the ordinal points at the right one.
+        let item = single(br#"{"data": {"e": 1e20, "x": [2e19, -99999999999999999999]}}"#);
+        assert_eq!(codes(&item), [("data.x[1]", "number_out_of_range")]);
     }
 
     #[test]

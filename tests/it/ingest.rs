@@ -954,4 +954,20 @@ async fn only_a_body_that_is_not_json_is_refused_as_a_whole() {
         answer["results"][0]["problems"][0]["code"],
         "number_out_of_range"
     );
+    // Nor does an integer beyond 64 bits, which would otherwise be stored rounded to a float.
+    for wide in ["18446744073709551617", "-9223372036854775809"] {
+        let body = format!(
+            "[{}, {}]",
+            event_text("wide", &format!(r#"{{"n": {wide}}}"#)),
+            event_text("fine", r#"{"n": 18446744073709551615}"#)
+        );
+        let (status, answer) = post_raw(&app, body).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["results"][0]["problems"][0]["field"], "data.n");
+        assert_eq!(
+            answer["results"][0]["problems"][0]["code"], "number_out_of_range",
+            "{wide}"
+        );
+        assert_eq!(answer["results"][1]["status"], "accepted");
+    }
 }
