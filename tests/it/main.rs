@@ -5,6 +5,7 @@
 mod alerts;
 mod auth;
 mod client;
+mod cluster_parity;
 mod common;
 mod connections;
 mod dashboards;
@@ -22,6 +23,7 @@ mod recover;
 mod refusals;
 mod scale;
 mod schemas;
+mod session_order;
 mod sessions;
 mod skeleton;
 mod spool;
