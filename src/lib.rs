@@ -3,16 +3,19 @@
 //!
 //! The layout follows the data flow:
 //! - [`api`]: the HTTP edge (routes, body decoding, error answers);
+//! - [`auth`]: applications, API keys (hashed), scopes and rate limits;
 //! - [`ingest`]: what to do with a decoded ingest body;
 //! - [`validate`]: pure checks of one event;
 //! - [`pipeline`]: the write-ahead spool, bounded queues and the batchers that write to
 //!   ClickHouse;
 //! - [`store`]: ClickHouse rows, migrations, inserts and queries;
 //! - [`plan`]: the tracking plan drawn from stored events (schema inference, drift);
+//! - [`recover`]: replaying rejected events once their cause is fixed (`errors replay`);
 //! - [`server`]: the listener of the API and of the metrics address (connection caps, overall
 //!   and per peer address; first-byte, header-read and keep-alive timeouts; a shutdown that
 //!   answers every request it has read);
-//! - [`metrics`], [`config`], and [`devserver`] (the embedded ClickHouse for development).
+//! - [`metrics`], [`config`], [`telemetry`] (logging, with keys redacted), and [`devserver`]
+//!   (the embedded ClickHouse for development).
 //!
 //! [`serve`] builds the whole service from a [`Config`], a bound listener and a shutdown
 //! future, so that `main` and the tests start it the same way; [`App::build`] is the same
