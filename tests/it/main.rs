@@ -4,6 +4,7 @@
 
 mod alerts;
 mod auth;
+mod cli;
 mod client;
 mod common;
 mod connections;
