@@ -133,7 +133,7 @@ where
 /// them. The same handler answers rather than a redirect: a 301/302 turns many clients' POST
 /// into a GET, and Django's own `APPEND_SLASH` cannot redirect a POST at all, so clients of
 /// such a system never learnt to follow one. Only under `/api/`, so the documentation pages
-/// (`/docs/`, which needs its slash) keep their paths; the OpenAPI document lists each path
+/// (`/swagger/`, which needs its slash) keep their paths; the OpenAPI document lists each path
 /// once, without the slash. The query string is kept.
 pub fn trim_trailing_slash(mut request: Request) -> Request {
     let path = request.uri().path();

@@ -15,6 +15,7 @@ mod docs;
 mod full_disk;
 mod ingest;
 mod metrics;
+mod old_clients;
 mod openapi;
 mod plan;
 mod read;
