@@ -236,3 +236,81 @@ async fn the_cli_works_beside_a_running_serve_on_the_development_clickhouse() {
     assert!(log.contains("INFO"), "{log}");
     assert!(!log.contains('\u{1b}'), "colour codes in a log file: {log}");
 }
+
+/// Every suite and test that starts `serve` gives it both addresses (`server.listen_addr`
+/// and `server.metrics_listen_addr`), and no fixed port: with the defaults (8000, 9464), two
+/// runs at once, or a run beside a developer's `serve`, would collide (issue 32). Found by
+/// reading the scripts and tests: a line that runs `serve` (`"serve"` as an argument, or
+/// `" serve` after a quoted binary in a shell line).
+#[test]
+fn every_suite_that_starts_serve_gives_it_free_ports_for_both_addresses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in [
+        "scripts",
+        "tests/it",
+        "python/the-eye-client/tests",
+        "bench/src",
+    ] {
+        let mut pending = vec![root.join(dir)];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    let mut starters = Vec::new();
+    for path in files {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let starts_serve = text.lines().any(|line| {
+            let line = line.trim_start();
+            !line.starts_with("//")
+                && !line.starts_with('#')
+                && (line.contains("\"serve\"")
+                    || line.contains("\" serve ")
+                    || line.contains("\" serve\"")
+                    || line.ends_with("\" serve"))
+        });
+        if !starts_serve {
+            continue;
+        }
+        let name = path.strip_prefix(root).unwrap().display().to_string();
+        let lower = text.to_lowercase();
+        assert!(
+            lower.contains("metrics_listen_addr")
+                && lower
+                    .replace("metrics_listen_addr", "")
+                    .contains("listen_addr"),
+            "{name} starts `serve` without setting both server.listen_addr and \
+             server.metrics_listen_addr"
+        );
+        // The fixed defaults, as a value (this file names them only in prose).
+        for port in [8000, 9464] {
+            for host in ["127.0.0.1", "0.0.0.0"] {
+                let fixed = format!("{host}:{port}");
+                assert!(!text.contains(&fixed), "{name} starts `serve` on {fixed}");
+            }
+        }
+        starters.push(name);
+    }
+    for expected in [
+        "scripts/schemathesis",
+        "scripts/e2e-browser",
+        "scripts/smoke-docs",
+        "scripts/bench-ingest",
+        "python/the-eye-client/tests/service.py",
+        "tests/it/spool.rs",
+    ] {
+        assert!(
+            starters.iter().any(|name| name == expected),
+            "{expected} not recognised as starting serve: {starters:?}"
+        );
+    }
+}
