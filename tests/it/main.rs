@@ -28,3 +28,4 @@ mod sessions;
 mod skeleton;
 mod spool;
 mod tenancy;
+mod wire;
