@@ -89,3 +89,28 @@ async fn session_and_event_times_have_six_fractional_digits() {
     );
     assert!(six_digits(&events["items"][0]["received_at"]), "{events}");
 }
+
+/// The OpenAPI document's example rejection is what the service answers to the example's own
+/// input under the schemas it ships: the same field, code and message (issue 32: it showed a
+/// `min_length` that the shipped schema does not have).
+#[tokio::test]
+async fn the_documented_rejection_is_what_the_service_answers_to_its_input() {
+    let app = TestApp::start().await;
+    let example = the_eye_types::examples::rejection();
+    let raw: Value = serde_json::from_str(example["raw"].as_str().unwrap()).unwrap();
+    let response = app.post_events(&json!([raw])).await;
+    let answer: Value = response.json().await.unwrap();
+    let problems: Vec<Value> = answer["results"][0]["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|problem| json!({"field": problem["field"], "code": problem["code"], "message": problem["message"]}))
+        .collect();
+    assert_eq!(json!(problems), example["problems"], "answered {answer}");
+    // The ingest answer's example shows the same problem.
+    let problem = the_eye_types::examples::problem();
+    assert_eq!(
+        json!({"field": problem["field"], "code": problem["code"], "message": problem["message"]}),
+        example["problems"][0]
+    );
+}
