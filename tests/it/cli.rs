@@ -129,6 +129,16 @@ async fn the_cli_works_beside_a_running_serve_on_the_development_clickhouse() {
         ". data/demo-keys.env",
     );
     assert!(seen.trim().starts_with("eye_"), "{seen}");
+    // …and the CLI still runs in that shell: the keys are not read as settings.
+    let mut sourced = Command::new("bash");
+    sourced
+        .args(["-c", ". data/demo-keys.env && \"$0\" apps list"])
+        .arg(env!("CARGO_BIN_EXE_the-eye"))
+        .current_dir(work.path())
+        .env("THE_EYE_CONFIG", &config)
+        .env_remove("THE_EYE_CLICKHOUSE_URL");
+    let listed = succeeds(sourced, ". data/demo-keys.env && the-eye apps list");
+    assert!(listed.contains("demo"), "{listed}");
 
     // The administrative commands, with serve's configuration and nothing else.
     let created = succeeds(
