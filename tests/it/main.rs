@@ -14,6 +14,7 @@ mod devserver;
 mod docs;
 mod full_disk;
 mod ingest;
+mod links;
 mod metrics;
 mod old_clients;
 mod openapi;
