@@ -405,6 +405,36 @@ mod tests {
         assert!(matches!(error, DevServerError::ScriptMissing(_)), "{error}");
     }
 
+    /// A `devserver.json` left by a devserver that was killed (nobody holds the lock), or one
+    /// whose server does not answer, is not taken for a running devserver.
+    #[tokio::test]
+    async fn a_stale_published_address_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            DevServer::running(dir.path()).await,
+            None,
+            "nothing published"
+        );
+        let port = free_port().unwrap();
+        fs::write(
+            dir.path().join(ADDRESS_FILE),
+            serde_json::json!({"url": format!("http://127.0.0.1:{port}"), "port": port})
+                .to_string(),
+        )
+        .unwrap();
+        let lock = fs::File::create(dir.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(DevServer::running(dir.path()).await, None, "lock not held");
+        // Held (as by a devserver), but nothing answers on the port.
+        lock.lock().unwrap();
+        assert_eq!(DevServer::running(dir.path()).await, None, "no answer");
+        // `running` let go of nothing it did not take: the lock is still ours.
+        let other = fs::File::open(dir.path().join(LOCK_FILE)).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+    }
+
     #[tokio::test]
     async fn nothing_listening_is_not_ready() {
         let port = free_port().unwrap();
