@@ -65,12 +65,20 @@ pub enum DevServerError {
     #[error("devserver exited during start-up ({status}); see {}", log.display())]
     Exited { status: ExitStatus, log: PathBuf },
     #[error(
-        "data directory {} is in use by another devserver that has not published its address \
-         in {ADDRESS_FILE} (still starting, or started by an older version); wait and retry, \
-         or set clickhouse.url (THE_EYE_CLICKHOUSE_URL) to its URL",
-        data_dir.display()
+        "data directory {} is in use by another devserver ({}); the CLI's commands use one that \
+         runs, but another `serve` needs a data directory of its own \
+         (clickhouse.devserver_data_dir) or a ClickHouse at clickhouse.url",
+        data_dir.display(),
+        match published {
+            Some(url) => format!("at {url}"),
+            None => "still starting, or of an older version: it has not published its address".to_owned(),
+        }
     )]
-    InUse { data_dir: PathBuf },
+    InUse {
+        data_dir: PathBuf,
+        /// The URL it published, when it did.
+        published: Option<String>,
+    },
     #[error("cannot publish the devserver's address in {}: {source}", path.display())]
     Publish { path: PathBuf, source: io::Error },
     #[error("devserver did not answer /ping within {timeout:?}; see {}", log.display())]
@@ -113,6 +121,7 @@ impl DevServer {
                 {
                     return Err(DevServerError::InUse {
                         data_dir: data_dir.to_path_buf(),
+                        published: Self::running(data_dir).await,
                     });
                 }
                 Err(DevServerError::Exited { status, .. })

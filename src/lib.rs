@@ -78,22 +78,38 @@ pub enum Error {
     Spool(#[from] pipeline::SpoolError),
 }
 
-/// ClickHouse as configured: the server at `clickhouse.url`, or else the development server
-/// that another process (a running `serve`) runs on `clickhouse.devserver_data_dir`, or else
-/// one started here and stopped when the returned guard is dropped.
+/// ClickHouse as configured: the server at `clickhouse.url`, or the development server,
+/// started here and stopped when the returned guard is dropped. For `serve`, which keeps it:
+/// when another process's devserver holds the data directory, this fails
+/// ([`devserver::DevServerError::InUse`]) rather than depend on a server that process may stop.
 pub async fn connect(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
     let clickhouse = &config.clickhouse;
     if !clickhouse.url.is_empty() {
         return Ok((Store::new(&clickhouse.url, clickhouse), None));
     }
-    if let Some(url) = DevServer::running(&clickhouse.devserver_data_dir).await {
-        tracing::info!(
-            %url,
-            data_dir = %clickhouse.devserver_data_dir.display(),
-            "using the development ClickHouse another process (e.g. `the-eye serve`) runs"
-        );
-        return Ok((Store::new(&url, clickhouse), None));
+    start_devserver(config).await
+}
+
+/// [`connect`] for a short command (the CLI's): when no `clickhouse.url` is configured and a
+/// development server already runs on `clickhouse.devserver_data_dir` (a `serve` in another
+/// terminal started it), that one, as it published itself; else as [`connect`].
+pub async fn connect_shared(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
+    let clickhouse = &config.clickhouse;
+    if clickhouse.url.is_empty() {
+        if let Some(url) = DevServer::running(&clickhouse.devserver_data_dir).await {
+            tracing::debug!(
+                %url,
+                data_dir = %clickhouse.devserver_data_dir.display(),
+                "using the development ClickHouse that another process (`the-eye serve`) runs"
+            );
+            return Ok((Store::new(&url, clickhouse), None));
+        }
     }
+    connect(config).await
+}
+
+async fn start_devserver(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
+    let clickhouse = &config.clickhouse;
     std::fs::create_dir_all(&clickhouse.devserver_data_dir)?;
     tracing::info!(
         data_dir = %clickhouse.devserver_data_dir.display(),

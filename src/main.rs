@@ -306,7 +306,7 @@ async fn serve(config: Config) -> Result<(), Error> {
 }
 
 async fn migrate(config: Config) -> Result<(), Error> {
-    let (store, _devserver) = the_eye::connect(&config).await?;
+    let (store, _devserver) = the_eye::connect_shared(&config).await?;
     let applied = the_eye::migrate(&store, Duration::from_secs(60)).await?;
     if applied.is_empty() {
         println!("database `{}` is up to date", store.database());
@@ -330,7 +330,7 @@ fn or_default(value: u32) -> String {
 
 /// ClickHouse with the schema applied, for the administrative commands.
 async fn admin_store(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
-    let (store, devserver) = the_eye::connect(config).await?;
+    let (store, devserver) = the_eye::connect_shared(config).await?;
     the_eye::migrate(&store, Duration::from_secs(60)).await?;
     Ok((store, devserver))
 }

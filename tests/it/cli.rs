@@ -222,6 +222,21 @@ async fn the_cli_works_beside_a_running_serve_on_the_development_clickhouse() {
         "{stderr}"
     );
 
+    // A second `serve` on free addresses but the same data directory does not lean on the
+    // first one's devserver (which goes when that `serve` stops): it says whose it is.
+    let output = the_eye(work.path(), &config, &["serve"])
+        .env("THE_EYE_SERVER_LISTEN_ADDR", "127.0.0.1:0")
+        .env("THE_EYE_SERVER_METRICS_LISTEN_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("in use by another devserver (at http://127.0.0.1:")
+            && stderr.contains("clickhouse.devserver_data_dir"),
+        "{stderr}"
+    );
+
     // `errors replay` where nothing listens says so, and what to check.
     let dead = format!("http://127.0.0.1:{}", free_port());
     let mut replay = the_eye(
