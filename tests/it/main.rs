@@ -4,6 +4,7 @@
 
 mod alerts;
 mod auth;
+mod cli;
 mod client;
 mod cluster_parity;
 mod common;
@@ -14,7 +15,9 @@ mod devserver;
 mod docs;
 mod full_disk;
 mod ingest;
+mod links;
 mod metrics;
+mod old_clients;
 mod openapi;
 mod plan;
 mod read;
@@ -28,3 +31,4 @@ mod sessions;
 mod skeleton;
 mod spool;
 mod tenancy;
+mod wire;
