@@ -134,6 +134,9 @@ async fn run_size(
 ) -> Result<Vec<Measured>, Box<dyn std::error::Error>> {
     let mut config = Config::default();
     config.server.listen_addr = "127.0.0.1:0".parse()?;
+    // A free port for the metrics address too: the default (9464) may be taken by a `serve`
+    // of the developer's or another suite.
+    config.server.metrics_listen_addr = "127.0.0.1:0".parse()?;
     config.clickhouse.url = url.to_owned();
     config.clickhouse.database = format!("eye_read_bench_{}_{events}", std::process::id());
     let (store, _) = the_eye::connect(&config).await?;

@@ -265,8 +265,9 @@ async fn the_cli_works_beside_a_running_serve_on_the_development_clickhouse() {
 /// Every suite and test that starts `serve` gives it both addresses (`server.listen_addr`
 /// and `server.metrics_listen_addr`), and no fixed port: with the defaults (8000, 9464), two
 /// runs at once, or a run beside a developer's `serve`, would collide (issue 32). Found by
-/// reading the scripts and tests: a line that runs `serve` (`"serve"` as an argument, or
-/// `" serve` after a quoted binary in a shell line).
+/// reading the scripts, tests, examples and benchmarks: a line that runs `serve` (`"serve"`
+/// as an argument, or `" serve` after a quoted binary in a shell line), or that starts the
+/// service in-process (`Running::spawn(`, `the_eye::serve(`).
 #[test]
 fn every_suite_that_starts_serve_gives_it_free_ports_for_both_addresses() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -276,6 +277,8 @@ fn every_suite_that_starts_serve_gives_it_free_ports_for_both_addresses() {
         "tests/it",
         "python/the-eye-client/tests",
         "bench/src",
+        "examples",
+        "benches",
     ] {
         let mut pending = vec![root.join(dir)];
         while let Some(dir) = pending.pop() {
@@ -298,7 +301,9 @@ fn every_suite_that_starts_serve_gives_it_free_ports_for_both_addresses() {
             let line = line.trim_start();
             !line.starts_with("//")
                 && !line.starts_with('#')
-                && (line.contains("\"serve\"")
+                && (line.contains("Running::spawn(")
+                    || line.contains("the_eye::serve(")
+                    || line.contains("\"serve\"")
                     || line.contains("\" serve ")
                     || line.contains("\" serve\"")
                     || line.ends_with("\" serve"))
@@ -308,11 +313,14 @@ fn every_suite_that_starts_serve_gives_it_free_ports_for_both_addresses() {
         }
         let name = path.strip_prefix(root).unwrap().display().to_string();
         let lower = text.to_lowercase();
+        // `common::test_config` gives both addresses port 0.
+        let from_test_config = text.contains("test_config(");
         assert!(
-            lower.contains("metrics_listen_addr")
-                && lower
-                    .replace("metrics_listen_addr", "")
-                    .contains("listen_addr"),
+            from_test_config
+                || lower.contains("metrics_listen_addr")
+                    && lower
+                        .replace("metrics_listen_addr", "")
+                        .contains("listen_addr"),
             "{name} starts `serve` without setting both server.listen_addr and \
              server.metrics_listen_addr"
         );
