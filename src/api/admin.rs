@@ -2,7 +2,8 @@
 //! `admin`), applications and their keys (`admin`).
 //!
 //! Tenancy (README, Tenancy and security): what affects every application — reloading the
-//! schema set, registering an application — needs an organisation key (403
+//! schema set, registering an application, an application's rate and burst — needs an
+//! organisation key (403
 //! `organisation_key_required` otherwise). An application's admin key manages only its own
 //! application and keys; another application's id or key prefix answers 404, as if it did
 //! not exist, so that ids cannot be probed.
@@ -544,7 +545,9 @@ pub async fn create_application(
 }
 
 /// `PATCH /api/admin/applications/{application_id}`: changes the name, the rate, the burst or
-/// the allowed origins; the keys stay valid.
+/// the allowed origins; the keys stay valid. The rate and the burst are changed only with an
+/// organisation key (403 `organisation_key_required` for an application's key), since they
+/// are the limit the operator sets on the application.
 #[utoipa::path(
     patch,
     path = "/api/admin/applications/{application_id}",
@@ -555,7 +558,7 @@ pub async fn create_application(
         (status = 200, description = "The application as changed; every instance applies it within `auth.refresh_interval_ms`", body = Application),
         (status = 400, description = "`invalid_body` or `invalid_request` (a bad name or origin, or removing an origin that is not allowed)", body = ErrorBody),
         (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = ErrorBody),
-        (status = 403, description = "`insufficient_scope` (the key lacks `admin`)", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope` (the key lacks `admin`) or `organisation_key_required` (an application's key may not change its own `rate_per_second` or `burst`)", body = ErrorBody),
         (status = 404, description = "No such application, or not the key's (`not_found`)", body = ErrorBody),
         (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
     ),
@@ -571,6 +574,11 @@ pub async fn update_application(
     administered(&state, &principal, &id).await?;
     let patch: ApplicationPatch = json_body(&body)?;
     bounded_rates(patch.rate_per_second, patch.burst)?;
+    // The rate and burst are the operator's protection of capacity every application shares;
+    // an application's own admin key could otherwise lift the limit set on it (issue 28).
+    if patch.rate_per_second.is_some() || patch.burst.is_some() {
+        require_organisation(&principal, "changing an application's rate or burst")?;
+    }
     let update = ApplicationUpdate {
         name: patch.name,
         rate_per_second: patch.rate_per_second,

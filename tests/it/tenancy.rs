@@ -503,7 +503,41 @@ async fn application_admin_keys_manage_only_their_application() {
     assert_eq!(listed["items"].as_array().unwrap().len(), 4, "{listed}");
 
     // Updating: its own, not another's (404, as for an id that does not exist).
-    let change = json!({"name": "Alpha Shop", "rate_per_second": 7, "burst": 70,
+    // The rate and the burst are the operator's limit on the application: its own admin key
+    // cannot lift them, alone or beside other changes (issue 28), and nothing is applied.
+    for lift in [
+        json!({"rate_per_second": 2147483647}),
+        json!({"burst": 2147483647}),
+        json!({"rate_per_second": 0}),
+        json!({"name": "Sneaky", "rate_per_second": 7}),
+    ] {
+        let (status, body) = send(
+            &url,
+            &a.admin,
+            patch.clone(),
+            &format!("/api/admin/applications/{}", a.id),
+            Some(lift.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (403, json!("organisation_key_required")),
+            "{lift}"
+        );
+    }
+    let (status, body) = send(
+        &url,
+        &app.org_http,
+        patch.clone(),
+        &format!("/api/admin/applications/{}", a.id),
+        Some(json!({"rate_per_second": 7, "burst": 70})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rate_per_second"], 7);
+    assert_eq!(body["burst"], 70);
+    assert_ne!(body["name"], "Sneaky");
+    let change = json!({"name": "Alpha Shop",
                         "add_origins": ["https://alpha.example", "https://old.alpha.example"]});
     let (status, body) = send(
         &url,
