@@ -36,6 +36,8 @@ pub mod codes {
     pub const DUPLICATE_PARAMETER: &str = "duplicate_parameter";
     /// A `cursor` this API did not produce for this listing and these filters.
     pub const INVALID_CURSOR: &str = "invalid_cursor";
+    /// A time outside what ClickHouse's `DateTime64` holds (1900-01-01 to 2299-12-31).
+    pub const TIME_OUT_OF_RANGE: &str = "time_out_of_range";
 }
 
 /// Listing order.
@@ -143,10 +145,20 @@ impl Params {
         }
     }
 
-    /// An RFC 3339 timestamp.
+    /// An RFC 3339 timestamp within ClickHouse's `DateTime64` range (1900-01-01 to
+    /// 2299-12-31, [`crate::validate::timestamp::in_range`]); outside it the problem is
+    /// `time_out_of_range`, since ClickHouse could not compare it.
     pub fn time(&mut self, name: &'static str) -> Option<DateTime<Utc>> {
         let value = self.raw(name)?;
         match DateTime::parse_from_rfc3339(&value) {
+            Ok(time) if !crate::validate::timestamp::in_range(&time.to_utc()) => {
+                self.problem(
+                    name,
+                    codes::TIME_OUT_OF_RANGE,
+                    format!("`{name}` must be from 1900-01-01T00:00:00Z to 2299-12-31T23:59:59Z, the times ClickHouse stores"),
+                );
+                None
+            }
             Ok(time) => Some(time.to_utc()),
             Err(error) => {
                 let hint = if value.contains(' ') {
