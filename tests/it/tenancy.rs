@@ -1018,3 +1018,47 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         0
     );
 }
+
+/// Names and origins with control characters are refused over HTTP, and what `apps list`
+/// prints of rows that hold them anyway (written before the check, or straight into
+/// ClickHouse) is escaped: no forged row, no terminal escape reaches the operator (issue 28).
+#[tokio::test]
+async fn control_characters_are_refused_and_never_printed_raw() {
+    let app = TestApp::start().await;
+    let a = tenant(&app, "alpha").await;
+    for change in [
+        json!({"name": "Alpha\nbeta      Beta      true"}),
+        json!({"name": "Alpha\u{1b}[2J"}),
+        json!({"name": "Alpha\u{0}"}),
+        json!({"add_origins": ["https://a.example\nhttps://b.example"]}),
+        json!({"add_origins": ["https://a\u{1b}[31m.example"]}),
+    ] {
+        let (status, body) = send(
+            &app.url,
+            &a.admin,
+            reqwest::Method::PATCH,
+            &format!("/api/admin/applications/{}", a.id),
+            Some(change.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (400, json!("invalid_request")),
+            "{change}: {body}"
+        );
+    }
+    let mut forged = app.store.application(&a.id).await.unwrap().unwrap();
+    forged.name = "Alpha\nforged-app   Forged   true\u{1b}[2J".to_owned();
+    forged.allowed_origins = vec!["https://x.example\u{0}\u{202e}".to_owned()];
+    forged.updated_at = Utc::now();
+    app.store.put_application(&forged).await.unwrap();
+    let (ok, out, err) = app.cli(&["apps", "list"]);
+    assert!(ok, "{out}{err}");
+    assert!(!out.contains(['\u{1b}', '\u{0}', '\u{202e}']), "{out:?}");
+    assert!(
+        !out.lines().any(|line| line.starts_with("forged-app")),
+        "{out}"
+    );
+    assert!(out.contains(r"Alpha\nforged-app"), "{out}");
+    assert!(out.contains(r"\u{1b}[2J"), "{out}");
+}
