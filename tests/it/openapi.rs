@@ -555,3 +555,59 @@ async fn every_error_answer_has_the_json_error_shape() {
     assert!(status.starts_with("HTTP/1.1 408"), "{status}");
     assert_eq!(body["code"], "request_timeout");
 }
+
+/// Issue 28, item 3: the documentation's assets are compressed once and served from memory.
+/// A gzip answer made per request streams out of the compression layer with no length; one
+/// served from memory has its `Content-Length`, the same bytes every time, and decompresses to
+/// the plain answer, which clients that do not accept gzip get.
+#[tokio::test]
+async fn documentation_assets_are_compressed_once_and_served_from_memory() {
+    let app = TestApp::start().await;
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let fetch = |path: &'static str, encoding: &'static str| {
+        let request = raw
+            .get(app.endpoint(path))
+            .header("accept-encoding", encoding);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            let headers = response.headers().clone();
+            (headers, response.bytes().await.unwrap())
+        }
+    };
+    for path in [
+        "/swagger/swagger-ui-bundle.js",
+        "/redoc/redoc.standalone.js",
+        "/api/openapi.json",
+        "/swagger/",
+    ] {
+        let (plain_headers, plain) = fetch(path, "identity").await;
+        assert!(plain_headers.get("content-encoding").is_none(), "{path}");
+        let mut bodies = Vec::new();
+        for _ in 0..3 {
+            let (headers, body) = fetch(path, "gzip, deflate, br").await;
+            assert_eq!(headers["content-encoding"], "gzip", "{path}");
+            assert_eq!(headers["vary"], "accept-encoding", "{path}");
+            assert_eq!(
+                headers["content-length"].to_str().unwrap(),
+                body.len().to_string(),
+                "{path}: served from memory, whole"
+            );
+            assert_eq!(
+                headers.get("content-type"),
+                plain_headers.get("content-type"),
+                "{path}"
+            );
+            bodies.push(body);
+        }
+        assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]), "{path}");
+        let mut decoded = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&bodies[0][..]),
+            &mut decoded,
+        )
+        .unwrap();
+        assert_eq!(decoded, plain, "{path}");
+        assert!(bodies[0].len() < plain.len() / 2, "{path}");
+    }
+}
