@@ -255,6 +255,7 @@ pub struct ApplicationCreate {
     pub burst: Option<u32>,
     /// Browser origins allowed to send events, like `https://shop.example`.
     #[serde(default)]
+    #[schema(value_type = Vec<OriginText>)]
     pub allowed_origins: Vec<String>,
 }
 
@@ -279,13 +280,38 @@ pub struct ApplicationPatch {
     /// Events at once; 0 returns to the configured default.
     #[schema(maximum = 2147483647)]
     pub burst: Option<u32>,
-    /// Origins to allow besides those allowed now.
+    /// Origins to allow besides those allowed now, each `scheme://host[:port]`.
     #[serde(default)]
+    #[schema(value_type = Vec<OriginText>)]
     pub add_origins: Vec<String>,
-    /// Origins to stop allowing; each must be allowed now (`invalid_request` otherwise).
+    /// Origins to stop allowing; each must be allowed now (`invalid_request` otherwise: a
+    /// fact about the stored application, which the document cannot state).
     #[serde(default)]
+    #[schema(value_type = Vec<OriginText>)]
     pub remove_origins: Vec<String>,
 }
+
+/// A browser origin as the admin API takes it: `scheme://host[:port]`, printable ASCII.
+/// Written by hand: utoipa's derive takes no length bounds on a newtype.
+#[allow(dead_code)] // Only describes the strings.
+pub struct OriginText(String);
+
+impl utoipa::PartialSchema for OriginText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(300))
+            .description(Some(
+                "A browser origin, `scheme://host[:port]` in printable ASCII (an international \
+                 host as punycode)",
+            ))
+            .examples([json!("https://shop.example")])
+            .into()
+    }
+}
+
+impl ToSchema for OriginText {}
 
 /// `POST /api/admin/applications/{application_id}/keys`'s body.
 #[derive(Deserialize, ToSchema)]

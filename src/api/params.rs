@@ -343,13 +343,17 @@ pub struct EventFilterParams {
     #[param(min_length = 1)]
     pub application: Option<String>,
     /// Events whose `timestamp` is at or after this RFC 3339 time (inclusive). Write a `+`
-    /// offset as `%2B`, or use `Z`.
+    /// offset as `%2B`, or use `Z`. Every time is from 1900-01-01 to 2299-12-31, what
+    /// ClickHouse stores (`time_out_of_range` otherwise).
     pub from: Option<DateTime<Utc>>,
-    /// Events whose `timestamp` is before this RFC 3339 time (exclusive).
+    /// Events whose `timestamp` is before this RFC 3339 time (exclusive). With `from`, it
+    /// must be later than `from` (`400 invalid_parameters` otherwise: a rule across two
+    /// parameters, which OpenAPI cannot state).
     pub to: Option<DateTime<Utc>>,
     /// Events received at or after this RFC 3339 time (inclusive).
     pub received_from: Option<DateTime<Utc>>,
-    /// Events received before this RFC 3339 time (exclusive).
+    /// Events received before this RFC 3339 time (exclusive); later than `received_from`
+    /// when both are given (`400 invalid_parameters` otherwise).
     pub received_to: Option<DateTime<Utc>>,
 }
 
@@ -402,13 +406,17 @@ pub struct ErrorFilterParams {
     /// problem has both).
     #[param(min_length = 1)]
     pub field: Option<String>,
-    /// Rejections received at or after this RFC 3339 time (inclusive).
+    /// Rejections received at or after this RFC 3339 time (inclusive), from 1900-01-01 to
+    /// 2299-12-31 (`time_out_of_range` otherwise).
     pub from: Option<DateTime<Utc>>,
-    /// Rejections received before this RFC 3339 time (exclusive).
+    /// Rejections received before this RFC 3339 time (exclusive); later than `from` when
+    /// both are given (`400 invalid_parameters` otherwise).
     pub to: Option<DateTime<Utc>>,
     /// Only rejections of this event category (as far as it could be read).
+    #[param(min_length = 1)]
     pub category: Option<String>,
     /// Only rejections of this event name (as far as it could be read).
+    #[param(min_length = 1)]
     pub name: Option<String>,
     /// `true`: only rejections a replay recovered; `false`: only those still outstanding.
     pub recovered: Option<bool>,
@@ -450,9 +458,10 @@ pub struct PageParams {
     #[param(minimum = 1, maximum = 1000, default = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page, with the same filters and order; absent for the
-    /// first page. Opaque: only cursors this API produced are accepted (`invalid_cursor`
-    /// otherwise).
-    #[param(min_length = 1)]
+    /// first page. Opaque — 67 characters of URL-safe base64 without padding, a checksum
+    /// included — and only cursors this API produced for the same listing, filters and order
+    /// are accepted (`invalid_cursor` otherwise: a rule the document cannot state).
+    #[param(min_length = 67, max_length = 67, pattern = "^[A-Za-z0-9_-]{67}$")]
     pub cursor: Option<String>,
     /// `asc` (oldest first) or `desc` (newest first). Events default to `asc`, errors to `desc`.
     #[param(inline)]

@@ -611,3 +611,65 @@ async fn documentation_assets_are_compressed_once_and_served_from_memory() {
         assert!(bodies[0].len() < plain.len() / 2, "{path}");
     }
 }
+
+/// Issue 28, item 13: what the server refuses, the document says — empty text filters
+/// (`minLength`), the cursor's format, an empty origin — and the rules across parameters
+/// are in their descriptions.
+#[tokio::test]
+async fn the_document_states_what_the_server_refuses() {
+    let app = TestApp::start().await;
+    let (_, document) = app.get("/api/openapi.json").await;
+    let parameter = |path: &str, name: &str| -> Value {
+        document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} {name}"))
+            .clone()
+    };
+    for path in ["/api/events", "/api/errors", "/api/sessions"] {
+        let cursor = parameter(path, "cursor");
+        assert_eq!(cursor["schema"]["pattern"], "^[A-Za-z0-9_-]{67}$", "{path}");
+        assert_eq!(cursor["schema"]["minLength"], 67, "{path}");
+    }
+    for name in ["application", "code", "field", "category", "name"] {
+        assert_eq!(
+            parameter("/api/errors", name)["schema"]["minLength"],
+            1,
+            "{name}"
+        );
+    }
+    for (path, to) in [
+        ("/api/events", "to"),
+        ("/api/events", "received_to"),
+        ("/api/errors", "to"),
+    ] {
+        let description = parameter(path, to)["description"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            description.contains("later than"),
+            "{path} {to}: {description}"
+        );
+    }
+    let origin = &document["components"]["schemas"]["OriginText"];
+    assert_eq!(origin["minLength"], 1, "{origin}");
+    for (schema, field) in [
+        ("ApplicationPatch", "add_origins"),
+        ("ApplicationPatch", "remove_origins"),
+        ("ApplicationCreate", "allowed_origins"),
+    ] {
+        assert_eq!(
+            document["components"]["schemas"][schema]["properties"][field]["items"]["$ref"],
+            "#/components/schemas/OriginText",
+            "{schema}.{field}"
+        );
+    }
+    let too_many = &document["paths"]["/api/events"]["post"]["responses"]["413"]["description"];
+    assert!(
+        too_many.as_str().unwrap().contains("too_many_events"),
+        "{too_many}"
+    );
+}
