@@ -97,7 +97,7 @@ impl DevServer {
         if !script.is_file() {
             return Err(DevServerError::ScriptMissing(script.to_path_buf()));
         }
-        fs::create_dir_all(data_dir).map_err(|source| DevServerError::DataDir {
+        private_dir(data_dir).map_err(|source| DevServerError::DataDir {
             path: data_dir.to_path_buf(),
             source,
         })?;
@@ -366,6 +366,15 @@ impl Drop for DevServer {
 }
 
 /// A port that was free a moment ago (bound to port 0, then released).
+/// Creates `dir` (and its parents) and makes it `0700`, also when it existed with a wider
+/// mode: it holds every application's events and keys' hashes, which no other local user
+/// may read (issue 28).
+fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
 fn free_port() -> io::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
@@ -442,6 +451,27 @@ mod tests {
             other.try_lock(),
             Err(fs::TryLockError::WouldBlock)
         ));
+    }
+
+    /// The data directory is 0700 after a start, whatever its mode before (issue 28).
+    #[tokio::test]
+    async fn the_data_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let scratch = tempfile::tempdir().unwrap();
+        let script = scratch.path().join("run.sh");
+        fs::write(&script, "exit 3\n").unwrap();
+        let data = scratch.path().join("data");
+        fs::create_dir(&data).unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        let fresh = scratch.path().join("new/data");
+        for dir in [&data, &fresh] {
+            let error = DevServer::start(&script, dir, Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(matches!(error, DevServerError::Exited { .. }), "{error}");
+            let mode = fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
     }
 
     #[tokio::test]

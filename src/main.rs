@@ -360,14 +360,15 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
                 "id", "name", "enabled", "rate/s", "burst"
             );
             for app in store.applications().await? {
+                // Escaped: rows may predate the checks on names and origins (issue 28).
                 println!(
                     "{:<24} {:<24} {:<8} {:>8} {:>8}  {}",
-                    app.application_id,
-                    app.name,
+                    admin::printable(&app.application_id),
+                    admin::printable(&app.name),
                     app.enabled,
                     or_default(app.rate_per_second),
                     or_default(app.burst),
-                    app.allowed_origins.join(" ")
+                    admin::printable(&app.allowed_origins.join(" "))
                 );
             }
         }
@@ -408,10 +409,10 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
             println!(
                 "updated application `{id}`: name `{}`, rate/s {}, burst {}, origins [{}]; \
                  every instance applies it within {} ms",
-                app.name,
+                admin::printable(&app.name),
                 or_default(app.rate_per_second),
                 or_default(app.burst),
-                app.allowed_origins.join(" "),
+                admin::printable(&app.allowed_origins.join(" ")),
                 config.auth.refresh_interval_ms
             );
         }
@@ -469,9 +470,9 @@ async fn keys(config: Config, command: KeysCommand) -> Result<(), Error> {
                 };
                 println!(
                     "{:<14} {:<24} {:<20} {:<27} {}",
-                    key.prefix,
-                    owner,
-                    key.scopes.join(","),
+                    admin::printable(&key.prefix),
+                    admin::printable(owner),
+                    admin::printable(&key.scopes.join(",")),
                     key.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
                     state
                 );

@@ -24,6 +24,10 @@
 //! The body of a request is bounded by `request_timeout_ms`, which the API's timeout layer
 //! enforces while the handler reads it.
 //!
+//! A request hyper cannot read (a malformed request line or header, a URI or a head over its
+//! limits) is answered by hyper itself, before any service, with an empty body; [`Watched`]
+//! writes the API's JSON error shape in its place ([`hyper_refusal`]).
+//!
 //! hyper's own header timeout counts from when the connection is ready for a request, not
 //! from its first byte, so it cannot tell an idle keep-alive connection from a slow one;
 //! every deadline is kept here instead, by [`Watched`], from what the connection reads and
@@ -487,6 +491,9 @@ struct Watched {
     last_write: Instant,
     /// Set to the deadline in force whenever an operation waits; its waker is the task's.
     timer: Pin<Box<Sleep>>,
+    /// What is still to be written of an answer put in place of one of hyper's own (see
+    /// [`hyper_refusal`]), written before anything else.
+    replacement: Vec<u8>,
 }
 
 impl Watched {
@@ -503,7 +510,36 @@ impl Watched {
             limits,
             last_write: Instant::now(),
             timer: Box::pin(tokio::time::sleep(limits.first_byte_timeout)),
+            replacement: Vec::new(),
         }
+    }
+
+    /// Writes what is left of [`Watched::replacement`]; `Ready` once it is all written.
+    fn drain_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.replacement.is_empty() {
+            let poll = Pin::new(&mut self.stream).poll_write(cx, &self.replacement);
+            match self.written(cx, poll) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.replacement.drain(..n);
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Puts the API's answer in place of `data` if `data` is hyper's own answer to a request
+    /// it could not read; `Some(data.len())` then, as if `data` had been written.
+    fn replace_hyper_answer(&mut self, data: &[u8]) -> Option<usize> {
+        // hyper answers a request it cannot read before any service is called, so the
+        // connection is between requests; an answer of the API is never empty.
+        if !matches!(lock(&self.shared).phase, Phase::Waiting { .. }) {
+            return None;
+        }
+        self.replacement = hyper_refusal(data)?;
+        Some(data.len())
     }
 
     /// Waits on `deadline` (if any); `Ready` with the error to fail with once it has passed.
@@ -614,6 +650,13 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.drain_replacement(cx))?;
+        if let Some(written) = self.replace_hyper_answer(data) {
+            // Written now as far as the socket takes it; the rest before the next write,
+            // the flush or the shutdown.
+            let _ = self.drain_replacement(cx)?;
+            return Poll::Ready(Ok(written));
+        }
         let poll = Pin::new(&mut self.stream).poll_write(cx, data);
         self.written(cx, poll)
     }
@@ -623,6 +666,14 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.drain_replacement(cx))?;
+        // hyper's own answer has no body: one buffer holding the whole head.
+        if let [head] = data {
+            if let Some(written) = self.replace_hyper_answer(head) {
+                let _ = self.drain_replacement(cx)?;
+                return Poll::Ready(Ok(written));
+            }
+        }
         let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, data);
         self.written(cx, poll)
     }
@@ -632,17 +683,90 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain_replacement(cx))?;
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain_replacement(cx))?;
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
+/// The API's answer in place of `head` when `head` is the one hyper writes by itself for a
+/// request it cannot read — `400` (a malformed request line or header), `414` (a URI over
+/// 65,534 bytes) or `431` (a head over its buffer, or over 100 headers), always with
+/// `content-length: 0` — so that those answers too carry the JSON error shape, with a stable
+/// code, and close the connection (issue 28). `None` for anything else.
+fn hyper_refusal(head: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    if !rest.is_empty()
+        || !head
+            .split("\r\n")
+            .any(|line| line.eq_ignore_ascii_case("content-length: 0"))
+    {
+        return None;
+    }
+    let status = head.strip_prefix("HTTP/1.1 ")?.get(..3)?;
+    let (reason, code, message) = match status {
+        "400" => (
+            "Bad Request",
+            "malformed_request",
+            "the request line or a header is not valid HTTP/1.1",
+        ),
+        "414" => (
+            "URI Too Long",
+            "uri_too_long",
+            "the request's URI is longer than 65,534 bytes",
+        ),
+        "431" => (
+            "Request Header Fields Too Large",
+            "headers_too_large",
+            "the request's head is larger than this server reads, or has more than 100 headers",
+        ),
+        _ => return None,
+    };
+    let body = serde_json::json!({"code": code, "message": message, "problems": []}).to_string();
+    Some(
+        format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n\
+             connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{OVER_CAPACITY, OVER_PEER_CAPACITY};
+    use super::{hyper_refusal, OVER_CAPACITY, OVER_PEER_CAPACITY};
+
+    /// hyper's own answers become answers in the error shape; nothing else is touched.
+    #[test]
+    fn hyper_answers_get_the_error_shape() {
+        for (status, code) in [
+            ("400 Bad Request", "malformed_request"),
+            ("414 URI Too Long", "uri_too_long"),
+            ("431 Request Header Fields Too Large", "headers_too_large"),
+        ] {
+            let hyper = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\ndate: Mon, 07 Dec 2026 03:00:00 GMT\r\n\r\n"
+            );
+            let answer = hyper_refusal(hyper.as_bytes()).unwrap();
+            assert!(answer.starts_with(format!("HTTP/1.1 {status}\r\n").as_bytes()));
+            refusal_is_complete(&answer, code);
+        }
+        for other in [
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 52\r\n\r\n",
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n{}",
+            "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        ] {
+            assert!(hyper_refusal(other.as_bytes()).is_none(), "{other}");
+        }
+    }
 
     #[test]
     fn the_refusals_are_complete_answers_in_the_error_shape() {

@@ -2,7 +2,8 @@
 //! `admin`), applications and their keys (`admin`).
 //!
 //! Tenancy (README, Tenancy and security): what affects every application — reloading the
-//! schema set, registering an application — needs an organisation key (403
+//! schema set, registering an application, an application's rate and burst — needs an
+//! organisation key (403
 //! `organisation_key_required` otherwise). An application's admin key manages only its own
 //! application and keys; another application's id or key prefix answers 404, as if it did
 //! not exist, so that ids cannot be probed.
@@ -254,6 +255,7 @@ pub struct ApplicationCreate {
     pub burst: Option<u32>,
     /// Browser origins allowed to send events, like `https://shop.example`.
     #[serde(default)]
+    #[schema(value_type = Vec<OriginText>)]
     pub allowed_origins: Vec<String>,
 }
 
@@ -278,13 +280,38 @@ pub struct ApplicationPatch {
     /// Events at once; 0 returns to the configured default.
     #[schema(maximum = 2147483647)]
     pub burst: Option<u32>,
-    /// Origins to allow besides those allowed now.
+    /// Origins to allow besides those allowed now, each `scheme://host[:port]`.
     #[serde(default)]
+    #[schema(value_type = Vec<OriginText>)]
     pub add_origins: Vec<String>,
-    /// Origins to stop allowing; each must be allowed now (`invalid_request` otherwise).
+    /// Origins to stop allowing; each must be allowed now (`invalid_request` otherwise: a
+    /// fact about the stored application, which the document cannot state).
     #[serde(default)]
+    #[schema(value_type = Vec<OriginText>)]
     pub remove_origins: Vec<String>,
 }
+
+/// A browser origin as the admin API takes it: `scheme://host[:port]`, printable ASCII.
+/// Written by hand: utoipa's derive takes no length bounds on a newtype.
+#[allow(dead_code)] // Only describes the strings.
+pub struct OriginText(String);
+
+impl utoipa::PartialSchema for OriginText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(300))
+            .description(Some(
+                "A browser origin, `scheme://host[:port]` in printable ASCII (an international \
+                 host as punycode)",
+            ))
+            .examples([json!("https://shop.example")])
+            .into()
+    }
+}
+
+impl ToSchema for OriginText {}
 
 /// `POST /api/admin/applications/{application_id}/keys`'s body.
 #[derive(Deserialize, ToSchema)]
@@ -544,7 +571,9 @@ pub async fn create_application(
 }
 
 /// `PATCH /api/admin/applications/{application_id}`: changes the name, the rate, the burst or
-/// the allowed origins; the keys stay valid.
+/// the allowed origins; the keys stay valid. The rate and the burst are changed only with an
+/// organisation key (403 `organisation_key_required` for an application's key), since they
+/// are the limit the operator sets on the application.
 #[utoipa::path(
     patch,
     path = "/api/admin/applications/{application_id}",
@@ -555,7 +584,7 @@ pub async fn create_application(
         (status = 200, description = "The application as changed; every instance applies it within `auth.refresh_interval_ms`", body = Application),
         (status = 400, description = "`invalid_body` or `invalid_request` (a bad name or origin, or removing an origin that is not allowed)", body = ErrorBody),
         (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = ErrorBody),
-        (status = 403, description = "`insufficient_scope` (the key lacks `admin`)", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope` (the key lacks `admin`) or `organisation_key_required` (an application's key may not change its own `rate_per_second` or `burst`)", body = ErrorBody),
         (status = 404, description = "No such application, or not the key's (`not_found`)", body = ErrorBody),
         (status = 500, description = "ClickHouse failed (`internal`)", body = ErrorBody),
     ),
@@ -571,6 +600,11 @@ pub async fn update_application(
     administered(&state, &principal, &id).await?;
     let patch: ApplicationPatch = json_body(&body)?;
     bounded_rates(patch.rate_per_second, patch.burst)?;
+    // The rate and burst are the operator's protection of capacity every application shares;
+    // an application's own admin key could otherwise lift the limit set on it (issue 28).
+    if patch.rate_per_second.is_some() || patch.burst.is_some() {
+        require_organisation(&principal, "changing an application's rate or burst")?;
+    }
     let update = ApplicationUpdate {
         name: patch.name,
         rate_per_second: patch.rate_per_second,

@@ -138,7 +138,12 @@ impl Cursor {
             ));
         }
         let micros = i64::from_be_bytes(payload[3..11].try_into().expect("8 bytes"));
-        let at = DateTime::from_timestamp_micros(micros).ok_or(garbled)?;
+        let at = DateTime::from_timestamp_micros(micros).ok_or(garbled.clone())?;
+        // The checksum is not a secret: a hand-made cursor can carry any time, and one outside
+        // what ClickHouse compares would fail the query (a 500) rather than the cursor.
+        if !crate::validate::timestamp::in_range(&at) {
+            return Err(garbled);
+        }
         let id = Uuid::from_slice(&payload[11..27]).expect("16 bytes");
         Ok(After { at, id })
     }
@@ -171,6 +176,20 @@ mod tests {
             Cursor::decode(&text, Listing::Events, Order::Asc, cursor.fingerprint),
             Ok(cursor.after)
         );
+    }
+
+    /// A cursor forged with a valid checksum and a time ClickHouse cannot compare (issue 28).
+    #[test]
+    fn refuses_forged_times_outside_clickhouse_range() {
+        for micros in [i64::MAX / 2, -2_300_000_000_000_000, 10_413_792_000_000_000] {
+            let mut forged = cursor();
+            forged.after.at = DateTime::from_timestamp_micros(micros).unwrap();
+            let text = forged.encode();
+            assert!(
+                Cursor::decode(&text, Listing::Events, Order::Asc, forged.fingerprint).is_err(),
+                "{micros}"
+            );
+        }
     }
 
     #[test]

@@ -221,7 +221,8 @@ pub enum IngestBody {
     Many(EventBatch),
 }
 
-/// The routes serving the documentation of `document`.
+/// The routes serving the documentation of `document`, each answer compressed once and
+/// served from memory ([`Precompressed`]).
 pub fn routes<S: Clone + Send + Sync + 'static>(document: Document) -> Router<S> {
     let swagger = SwaggerUi::new("/swagger")
         .url(OPENAPI_PATH, document.clone())
@@ -231,6 +232,151 @@ pub fn routes<S: Clone + Send + Sync + 'static>(document: Document) -> Router<S>
         .merge(swagger)
         .merge(Redoc::with_url("/redoc", document).custom_html(REDOC_PAGE))
         .route("/redoc/redoc.standalone.js", get(redoc_js))
+        .layer(axum::middleware::from_fn_with_state(
+            Precompressed::default(),
+            precompressed,
+        ))
+}
+
+/// Largest documentation answer kept in memory; Swagger UI's bundle is ~1.4 MB, Redoc's
+/// ~1 MB. Larger answers (none today) pass through as they are.
+const MAX_ASSET_BYTES: usize = 8 << 20;
+
+/// One documentation answer in both forms.
+struct Asset {
+    /// `Content-Type`, `Cache-Control` and the like, as the route answered.
+    headers: axum::http::HeaderMap,
+    identity: bytes::Bytes,
+    gzip: bytes::Bytes,
+}
+
+/// The documentation's answers (all static for the life of the process: the bundles, the
+/// pages, the OpenAPI document), each gzipped once, at its first fetch, and then served from
+/// memory with `Content-Encoding` negotiated. Without it the API's compression layer gzipped
+/// Swagger UI's bundle afresh for every fetch, ~52 ms of CPU each, so anyone could take the
+/// CPU away from ingest with a few parallel fetches, no key needed (issue 28). Only `200`
+/// answers are kept, so the map holds at most the documentation's own files.
+#[derive(Clone, Default)]
+struct Precompressed {
+    assets:
+        std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<Asset>>>>,
+    /// Held while compressing, so that simultaneous first fetches compress once.
+    compressing: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Whether `Accept-Encoding` admits gzip (`gzip` or `*`, with a non-zero `q`).
+fn accepts_gzip(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let refused = parts.any(|param| {
+                param
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+fn serve_asset(asset: &Asset, gzip: bool, head: bool) -> axum::response::Response {
+    let body = if gzip { &asset.gzip } else { &asset.identity };
+    let mut response = if head {
+        axum::response::Response::new(axum::body::Body::empty())
+    } else {
+        axum::response::Response::new(axum::body::Body::from(body.clone()))
+    };
+    let headers = response.headers_mut();
+    headers.extend(asset.headers.clone());
+    headers.insert(header::VARY, header::ACCEPT_ENCODING.into());
+    headers.insert(header::CONTENT_LENGTH, body.len().into());
+    if gzip {
+        headers.insert(
+            header::CONTENT_ENCODING,
+            axum::http::HeaderValue::from_static("gzip"),
+        );
+    }
+    response
+}
+
+async fn precompressed(
+    axum::extract::State(cache): axum::extract::State<Precompressed>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    let head = request.method() == Method::HEAD;
+    if request.method() != Method::GET && !head {
+        return next.run(request).await;
+    }
+    let path = request.uri().path().to_owned();
+    let gzip = accepts_gzip(request.headers());
+    let cached = cache
+        .assets
+        .read()
+        .expect("not poisoned")
+        .get(&path)
+        .cloned();
+    if let Some(asset) = cached {
+        return serve_asset(&asset, gzip, head);
+    }
+    let response = next.run(request).await;
+    if response.status() != axum::http::StatusCode::OK
+        || response.headers().contains_key(header::CONTENT_ENCODING)
+        || head
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(identity) = axum::body::to_bytes(body, MAX_ASSET_BYTES).await else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let _one_at_a_time = cache.compressing.lock().await;
+    let cached = cache
+        .assets
+        .read()
+        .expect("not poisoned")
+        .get(&path)
+        .cloned();
+    let asset = match cached {
+        Some(asset) => asset,
+        None => {
+            // Once per file and process, at the best ratio (the cost is paid once); off the
+            // async workers.
+            let plain = identity.clone();
+            let compressed = tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                encoder.write_all(&plain)?;
+                encoder.finish()
+            })
+            .await;
+            let Ok(Ok(gzip)) = compressed else {
+                return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            let mut headers = parts.headers;
+            headers.remove(header::CONTENT_LENGTH);
+            headers.remove(header::TRANSFER_ENCODING);
+            let asset = std::sync::Arc::new(Asset {
+                headers,
+                identity,
+                gzip: gzip.into(),
+            });
+            cache
+                .assets
+                .write()
+                .expect("not poisoned")
+                .insert(path, asset.clone());
+            asset
+        }
+    };
+    serve_asset(&asset, gzip, false)
 }
 
 /// Redoc's page: utoipa-redoc replaces `$spec` and `$config`.
@@ -289,6 +435,22 @@ async fn redoc_js() -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_encoding_is_negotiated() {
+        let accepts = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, value.parse().unwrap());
+            accepts_gzip(&headers)
+        };
+        assert!(accepts("gzip"));
+        assert!(accepts("br, GZIP;q=0.5"));
+        assert!(accepts("deflate, *"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("br, deflate"));
+        assert!(!accepts("identity"));
+        assert!(!accepts_gzip(&axum::http::HeaderMap::new()));
+    }
 
     #[test]
     fn the_redoc_bundle_is_whole() {

@@ -40,14 +40,13 @@ enum Accepts {
     request_body(
         content = super::docs::IngestBody,
         content_type = "application/json",
-        description = "One event or an array of up to 1,000; `Content-Encoding: gzip` accepted; at most 1 MiB after decompression",
+        description = "One event or an array of up to 1,000 (more: `413 too_many_events`, refused whole before any item is read); `Content-Encoding: gzip` accepted; at most 1 MiB after decompression (more: `413 body_too_large`)",
         // The README's three example events: "Try it out" sends them as they are.
         example = the_eye_types::examples::ingest_body,
     ),
     responses(
         (status = 202, description = "At least one event was accepted; per-event outcomes in `results`", body = IngestSummary),
         (status = 400, description = "`all_rejected` (with `accepted`, `rejected`, `results`), `malformed_json`, `invalid_body`, `empty_batch`, `malformed_gzip`, `malformed_framing` (broken chunked transfer coding) or `body_incomplete` (the body ended before its `Content-Length` or last chunk)", body = ErrorBody),
-        (status = 413, description = "`body_too_large` or `too_many_events`", body = ErrorBody),
         (status = 401, description = "`missing_api_key` or `invalid_api_key` (unknown, revoked, or its application disabled)", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"the-eye\"`"))),
         (status = 403, description = "`insufficient_scope` (the key lacks `ingest`) or `origin_not_allowed`", body = ErrorBody),

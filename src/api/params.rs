@@ -36,6 +36,8 @@ pub mod codes {
     pub const DUPLICATE_PARAMETER: &str = "duplicate_parameter";
     /// A `cursor` this API did not produce for this listing and these filters.
     pub const INVALID_CURSOR: &str = "invalid_cursor";
+    /// A time outside what ClickHouse's `DateTime64` holds (1900-01-01 to 2299-12-31).
+    pub const TIME_OUT_OF_RANGE: &str = "time_out_of_range";
 }
 
 /// Listing order.
@@ -143,10 +145,20 @@ impl Params {
         }
     }
 
-    /// An RFC 3339 timestamp.
+    /// An RFC 3339 timestamp within ClickHouse's `DateTime64` range (1900-01-01 to
+    /// 2299-12-31, [`crate::validate::timestamp::in_range`]); outside it the problem is
+    /// `time_out_of_range`, since ClickHouse could not compare it.
     pub fn time(&mut self, name: &'static str) -> Option<DateTime<Utc>> {
         let value = self.raw(name)?;
         match DateTime::parse_from_rfc3339(&value) {
+            Ok(time) if !crate::validate::timestamp::in_range(&time.to_utc()) => {
+                self.problem(
+                    name,
+                    codes::TIME_OUT_OF_RANGE,
+                    format!("`{name}` must be from 1900-01-01T00:00:00Z to 2299-12-31T23:59:59Z, the times ClickHouse stores"),
+                );
+                None
+            }
             Ok(time) => Some(time.to_utc()),
             Err(error) => {
                 let hint = if value.contains(' ') {
@@ -331,13 +343,17 @@ pub struct EventFilterParams {
     #[param(min_length = 1)]
     pub application: Option<String>,
     /// Events whose `timestamp` is at or after this RFC 3339 time (inclusive). Write a `+`
-    /// offset as `%2B`, or use `Z`.
+    /// offset as `%2B`, or use `Z`. Every time is from 1900-01-01 to 2299-12-31, what
+    /// ClickHouse stores (`time_out_of_range` otherwise).
     pub from: Option<DateTime<Utc>>,
-    /// Events whose `timestamp` is before this RFC 3339 time (exclusive).
+    /// Events whose `timestamp` is before this RFC 3339 time (exclusive). With `from`, it
+    /// must be later than `from` (`400 invalid_parameters` otherwise: a rule across two
+    /// parameters, which OpenAPI cannot state).
     pub to: Option<DateTime<Utc>>,
     /// Events received at or after this RFC 3339 time (inclusive).
     pub received_from: Option<DateTime<Utc>>,
-    /// Events received before this RFC 3339 time (exclusive).
+    /// Events received before this RFC 3339 time (exclusive); later than `received_from`
+    /// when both are given (`400 invalid_parameters` otherwise).
     pub received_to: Option<DateTime<Utc>>,
 }
 
@@ -390,13 +406,17 @@ pub struct ErrorFilterParams {
     /// problem has both).
     #[param(min_length = 1)]
     pub field: Option<String>,
-    /// Rejections received at or after this RFC 3339 time (inclusive).
+    /// Rejections received at or after this RFC 3339 time (inclusive), from 1900-01-01 to
+    /// 2299-12-31 (`time_out_of_range` otherwise).
     pub from: Option<DateTime<Utc>>,
-    /// Rejections received before this RFC 3339 time (exclusive).
+    /// Rejections received before this RFC 3339 time (exclusive); later than `from` when
+    /// both are given (`400 invalid_parameters` otherwise).
     pub to: Option<DateTime<Utc>>,
     /// Only rejections of this event category (as far as it could be read).
+    #[param(min_length = 1)]
     pub category: Option<String>,
     /// Only rejections of this event name (as far as it could be read).
+    #[param(min_length = 1)]
     pub name: Option<String>,
     /// `true`: only rejections a replay recovered; `false`: only those still outstanding.
     pub recovered: Option<bool>,
@@ -438,9 +458,10 @@ pub struct PageParams {
     #[param(minimum = 1, maximum = 1000, default = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page, with the same filters and order; absent for the
-    /// first page. Opaque: only cursors this API produced are accepted (`invalid_cursor`
-    /// otherwise).
-    #[param(min_length = 1)]
+    /// first page. Opaque — 67 characters of URL-safe base64 without padding, a checksum
+    /// included — and only cursors this API produced for the same listing, filters and order
+    /// are accepted (`invalid_cursor` otherwise: a rule the document cannot state).
+    #[param(min_length = 67, max_length = 67, pattern = "^[A-Za-z0-9_-]{67}$")]
     pub cursor: Option<String>,
     /// `asc` (oldest first) or `desc` (newest first). Events default to `asc`, errors to `desc`.
     #[param(inline)]

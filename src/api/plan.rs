@@ -213,7 +213,9 @@ pub async fn schema_drift(
     params.finish()?;
     let application = readable_application(&principal, application)?;
     let to = to.unwrap_or_else(Utc::now);
-    let from = from.unwrap_or(to - TimeDelta::days(DRIFT_DEFAULT_DAYS));
+    let from = from.unwrap_or_else(|| {
+        crate::validate::timestamp::saturating_add(to, -TimeDelta::days(DRIFT_DEFAULT_DAYS))
+    });
     if from >= to {
         return Err(super::params::invalid_path(
             "from",

@@ -82,6 +82,22 @@ pub async fn replay_errors(
             format!("`limit` must be 1 to {MAX_REPLAY_ROWS}, not {limit}"),
         ));
     }
+    let times = [
+        ("from", body.from),
+        ("to", body.to),
+        (
+            "after.received_at",
+            body.after.as_ref().map(|a| a.received_at),
+        ),
+    ];
+    for (name, time) in times {
+        if time.is_some_and(|time| !crate::validate::timestamp::in_range(&time)) {
+            return Err(ApiError::bad_request(
+                super::params::codes::TIME_OUT_OF_RANGE,
+                format!("`{name}` must be from 1900-01-01T00:00:00Z to 2299-12-31T23:59:59Z, the times ClickHouse stores"),
+            ));
+        }
+    }
     if let (Some(from), Some(to)) = (body.from, body.to) {
         if from >= to {
             return Err(ApiError::bad_request(

@@ -65,9 +65,19 @@ pub fn normalise_origin(origin: &str) -> Result<String, AdminError> {
     }
     let (scheme, rest) = origin.split_once("://").ok_or_else(|| {
         AdminError::Invalid(format!(
-            "origin `{origin}` must look like https://shop.example"
+            "origin `{}` must look like https://shop.example",
+            printable(origin)
         ))
     })?;
+    // Browsers send `Origin` in ASCII (a host with other letters as punycode, `xn--…`), so
+    // anything else — control characters (a newline, ESC, NUL) above all, which could forge
+    // rows or terminal escapes where origins are printed — can never match and is refused.
+    if !origin.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(AdminError::Invalid(format!(
+            "origin `{}` must be printable ASCII with no spaces or control characters (write              an international host name as punycode, xn--…)",
+            printable(origin)
+        )));
+    }
     let valid = matches!(scheme, "http" | "https")
         && !rest.is_empty()
         && !rest.contains(['/', '?', '#', '@', ' ']);
@@ -188,7 +198,40 @@ fn checked_name(name: &str) -> Result<&str, AdminError> {
             "the name must have 1 to 100 characters".to_owned(),
         ));
     }
+    // A name is shown to operators (`apps list`, dashboards): a newline, ESC or NUL in it
+    // could forge rows or terminal escapes there (issue 28).
+    if name.chars().any(unprintable) {
+        return Err(AdminError::Invalid(format!(
+            "the name `{}` has a control character; use letters, digits, spaces and punctuation",
+            printable(name)
+        )));
+    }
     Ok(name)
+}
+
+/// Characters that change how a terminal or a table shows what follows rather than showing
+/// themselves: control characters (`\n`, ESC, NUL, …) and the bidirectional overrides and
+/// isolates (U+202A–U+202E, U+2066–U+2069), which reorder a line.
+fn unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every [`unprintable`] character written as a Rust escape (`\n`, `\u{1b}`):
+/// what the CLI prints of values read from the database, and what refusals quote, so that
+/// a row written before names were checked (or straight into ClickHouse) cannot forge output.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(unprintable) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unprintable(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Applies `update` to the application `id` as one new version of its row; the registry of
@@ -368,5 +411,48 @@ mod tests {
         for bad in ["shop.example", "ftp://x", "https://x/path", "https://"] {
             assert!(normalise_origin(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Control characters in names and origins are refused, and quoted escaped (issue 28).
+    #[test]
+    fn names_and_origins_refuse_control_characters() {
+        for bad in [
+            "https://a.example\nhttps://b.example",
+            "https://a\u{1b}[2J.example",
+            "https://a\0.example",
+            "https://a\u{202e}.example",
+            "https://bücher.example",
+        ] {
+            let error = normalise_origin(bad).unwrap_err().to_string();
+            assert!(
+                !error.contains(['\n', '\u{1b}', '\0', '\u{202e}']),
+                "{error}"
+            );
+        }
+        for bad in [
+            "Shop\nforged-row",
+            "Shop\u{1b}[31m",
+            "Shop\0",
+            "Shop\u{202e}pohs",
+            "a\tb",
+        ] {
+            let error = checked_name(bad).unwrap_err().to_string();
+            assert!(error.contains("control character"), "{error}");
+            assert!(
+                !error.contains(['\n', '\u{1b}', '\0', '\u{202e}', '\t']),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            checked_name(" Web Shop (EU) – Ünïcode ").unwrap(),
+            "Web Shop (EU) – Ünïcode"
+        );
+    }
+
+    #[test]
+    fn printable_escapes_what_would_act_on_a_terminal() {
+        assert_eq!(printable("plain – text"), "plain – text");
+        assert_eq!(printable("a\nb\u{1b}[2J\0"), "a\\nb\\u{1b}[2J\\u{0}");
+        assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
     }
 }

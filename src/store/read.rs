@@ -529,15 +529,17 @@ impl Store {
                     let mut window = filter.clone();
                     let span = TimeDelta::days(days);
                     match page.order {
+                        // Saturating: a start near the edge of `DateTime64` (2299-12-31)
+                        // plus a window must stay a time ClickHouse compares.
                         Order::Asc => {
-                            let bound = start + span;
+                            let bound = crate::validate::timestamp::saturating_add(start, span);
                             if filter.to.is_some_and(|to| to <= bound) {
                                 break;
                             }
                             window.to = Some(bound);
                         }
                         Order::Desc => {
-                            let bound = start - span;
+                            let bound = crate::validate::timestamp::saturating_add(start, -span);
                             if filter.from.is_some_and(|from| from >= bound) {
                                 break;
                             }

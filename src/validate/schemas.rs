@@ -81,10 +81,22 @@ impl SchemaSet {
         let index: Index = read_json(&index_path)?;
         let mut by_type = HashMap::new();
         for entry in index.types {
-            let file = dir.join(&entry.schema);
+            let file = confined(dir, &index_path, &entry.schema)?;
             let document: Value = read_json(&file)?;
             let validator = jsonschema::draft202012::options()
                 .should_validate_formats(true)
+                // `pattern` and `patternProperties` run on the `regex` crate: matching is
+                // linear in the value, so no pattern can make one value cost seconds on an
+                // async worker (issue 28: `^(a*)*\1b$` cost ~53 ms per value on the default
+                // backtracking engine). What needs backtracking — backreferences, look-around
+                // — is refused at load with the reason. The compiled size is bounded so that
+                // the per-byte cost of a match is bounded too; with `ingest.max_body_bytes`
+                // that bounds the validation of one request.
+                .with_pattern_options(
+                    jsonschema::PatternOptions::regex()
+                        .size_limit(MAX_PATTERN_BYTES)
+                        .dfa_size_limit(MAX_PATTERN_BYTES),
+                )
                 .build(&document)
                 .map_err(|error| SchemaError {
                     file: file.display().to_string(),
@@ -143,6 +155,41 @@ impl EventSchema {
             .flat_map(|error| problems_of(&error))
             .collect()
     }
+}
+
+/// The compiled size of one payload schema `pattern` (and the lazy DFA's cache): ample for
+/// patterns of paths, ids and codes (the shipped ones compile to a few KiB), small enough that
+/// matching one value costs microseconds per KiB.
+pub const MAX_PATTERN_BYTES: usize = 1 << 20;
+
+/// `dir/name`, refused unless it stays inside `dir`: `index.json` names files of the schema
+/// directory only — no absolute path, no `..`, no symbolic link leading out — so that an
+/// index cannot load (and `GET /api/schemas` serve) a file from elsewhere on the host.
+fn confined(dir: &Path, index_path: &Path, name: &Path) -> Result<PathBuf, SchemaError> {
+    use std::path::Component;
+    let refuse = |why: &str| {
+        SchemaError {
+        file: index_path.display().to_string(),
+        message: format!(
+            "schema file `{}` {why}; name a file inside the schema directory, such as `pageview.json`",
+            name.display()
+        ),
+    }
+    };
+    if !name
+        .components()
+        .all(|part| matches!(part, Component::Normal(_)))
+    {
+        return Err(refuse("leaves the schema directory"));
+    }
+    let file = dir.join(name);
+    // A symbolic link inside the directory may still lead out of it.
+    if let (Ok(real_dir), Ok(real_file)) = (dir.canonicalize(), file.canonicalize()) {
+        if !real_file.starts_with(&real_dir) {
+            return Err(refuse("is a link that leads out of the schema directory"));
+        }
+    }
+    Ok(file)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SchemaError> {
@@ -397,6 +444,82 @@ mod tests {
             .unwrap()
             .check(&json!({}))
             .is_empty());
+    }
+
+    fn one_type(dir: &Path, schema_name: &str) {
+        std::fs::write(
+            dir.join("index.json"),
+            format!(
+                r#"{{"types": [{{"category": "c", "name": "n", "schema": "{schema_name}"}}]}}"#
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Patterns needing a backtracking engine are refused at load with the reason; patterns
+    /// that are catastrophic for one run in linear time (issue 28, item 10).
+    #[test]
+    fn patterns_run_in_linear_time_or_are_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        one_type(dir.path(), "n.json");
+        for pattern in [r"^(a*)*\\1b$", r"^(?=a)a$", r"^(?<!b)a$"] {
+            std::fs::write(
+                dir.path().join("n.json"),
+                format!(r#"{{"type": "object", "properties": {{"v": {{"type": "string", "pattern": "{pattern}"}}}}}}"#),
+            )
+            .unwrap();
+            let error = SchemaSet::load(dir.path())
+                .err()
+                .unwrap_or_else(|| panic!("{pattern} loaded"));
+            assert!(error.file.ends_with("n.json"), "{error}");
+            assert!(
+                error.message.contains("not a valid draft 2020-12 schema"),
+                "{error}"
+            );
+        }
+        // Exponential on a backtracking engine; linear here, and still a correct match.
+        std::fs::write(
+            dir.path().join("n.json"),
+            r#"{"type": "object", "properties": {"v": {"type": "string", "pattern": "^(a*)*b$"}}}"#,
+        )
+        .unwrap();
+        let set = SchemaSet::load(dir.path()).unwrap();
+        let schema = set.get("c", "n").unwrap();
+        let hostile = "a".repeat(100_000) + "c";
+        assert_eq!(schema.check(&json!({"v": hostile})).len(), 1);
+        assert!(schema.check(&json!({"v": "aaab"})).is_empty());
+    }
+
+    /// `index.json` names files inside the schema directory only (issue 28, item 11).
+    #[test]
+    fn schema_files_are_confined_to_the_schema_directory() {
+        let outer = tempfile::tempdir().unwrap();
+        let dir = outer.path().join("schemas");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(outer.path().join("outside.json"), r#"{"type": "object"}"#).unwrap();
+        std::fs::write(dir.join("inside.json"), r#"{"type": "object"}"#).unwrap();
+        let absolute = outer.path().join("outside.json");
+        for name in [
+            "../outside.json",
+            "sub/../../outside.json",
+            absolute.to_str().unwrap(),
+        ] {
+            one_type(&dir, name);
+            let error = SchemaSet::load(&dir)
+                .err()
+                .unwrap_or_else(|| panic!("{name} loaded"));
+            assert!(
+                error.message.contains("leaves the schema directory"),
+                "{error}"
+            );
+        }
+        std::os::unix::fs::symlink(outer.path().join("outside.json"), dir.join("link.json"))
+            .unwrap();
+        one_type(&dir, "link.json");
+        let error = SchemaSet::load(&dir).err().expect("a link out is refused");
+        assert!(error.message.contains("leads out"), "{error}");
+        one_type(&dir, "inside.json");
+        assert_eq!(SchemaSet::load(&dir).unwrap().len(), 1);
     }
 
     #[test]

@@ -65,14 +65,66 @@ fn naive_fast(text: &str) -> Option<DateTime<Utc>> {
     )
 }
 
-/// Within what `DateTime64(6, 'UTC')` stores.
+/// Within what `DateTime64(6, 'UTC')` stores: 1900-01-01 to 2299-12-31 (ClickHouse's
+/// documented range; outside it ClickHouse stores or compares a wrong time, or refuses the
+/// query). Every time the API takes — events, query parameters, cursors, replay bodies — is
+/// checked with this one function.
 pub fn in_range(time: &DateTime<Utc>) -> bool {
     (1900..=2299).contains(&time.year())
+}
+
+/// The earliest time `DateTime64(6, 'UTC')` holds: 1900-01-01T00:00:00Z.
+pub fn earliest() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(1900, 1, 1)
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .expect("a valid date")
+        .and_utc()
+}
+
+/// The latest time `DateTime64(6, 'UTC')` holds: 2299-12-31T23:59:59.999999Z.
+pub fn latest() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(2299, 12, 31)
+        .and_then(|date| date.and_hms_micro_opt(23, 59, 59, 999_999))
+        .expect("a valid date")
+        .and_utc()
+}
+
+/// `time + delta`, held within [`earliest`]..=[`latest`]: the window arithmetic of listings
+/// (a start near an edge plus or minus some days) never leaves what ClickHouse can compare,
+/// and never overflows chrono's own range.
+pub fn saturating_add(time: DateTime<Utc>, delta: chrono::TimeDelta) -> DateTime<Utc> {
+    let moved = time
+        .checked_add_signed(delta)
+        .unwrap_or(if delta < chrono::TimeDelta::zero() {
+            earliest()
+        } else {
+            latest()
+        });
+    moved.clamp(earliest(), latest())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_arithmetic_saturates_at_clickhouse_edges() {
+        let days = chrono::TimeDelta::days;
+        assert_eq!(saturating_add(latest() - days(1), days(30)), latest());
+        assert_eq!(saturating_add(earliest() + days(1), -days(30)), earliest());
+        assert_eq!(saturating_add(DateTime::<Utc>::MAX_UTC, days(1)), latest());
+        assert_eq!(
+            saturating_add(DateTime::<Utc>::MIN_UTC, -days(1)),
+            earliest()
+        );
+        let inside = parse("2021-01-01T00:00:00Z").unwrap();
+        assert_eq!(saturating_add(inside, days(1)), inside + days(1));
+        assert!(in_range(&earliest()) && in_range(&latest()));
+        assert!(!in_range(
+            &(earliest() - chrono::TimeDelta::microseconds(1))
+        ));
+        assert!(!in_range(&(latest() + chrono::TimeDelta::microseconds(1))));
+    }
 
     #[test]
     fn accepts_both_forms_and_refuses_others() {

@@ -1106,3 +1106,88 @@ fn the_log_writer_redacts_keys() {
         "{logs}"
     );
 }
+
+/// Issue 28, item 8: keys spelled with a JSON escape (`\u0065ye_…`, in a body that is not
+/// JSON) or with a percent-encoded separator (`%5F`) are redacted like plain ones — in the
+/// answer, in `errors.raw` and in `GET /api/errors/{id}` — and in log lines.
+#[tokio::test]
+async fn encoded_keys_are_redacted_everywhere() {
+    let app = TestApp::start().await;
+    let key = the_eye::auth::keys::generate();
+    let secret = &key.key[key.prefix.len() + 1..];
+    let id = &key.prefix[4..];
+    let bearer = format!("Bearer {}", app.key);
+    let spellings = [
+        format!("\\u0065ye_{id}_{secret}"),
+        format!("eye_{id}%5F{secret}"),
+    ];
+    for spelled in &spellings {
+        let response = reqwest::Client::new()
+            .post(app.endpoint("/api/events"))
+            .header("authorization", &bearer)
+            .header("content-type", "application/json")
+            .body(format!("{{\"session_id\": \"{spelled}\", oops"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let text = response.text().await.unwrap();
+        assert!(!text.contains(secret), "{text}");
+    }
+    assert_eq!(
+        app.db.wait_for_count("SELECT count() FROM errors", 2).await,
+        2
+    );
+    let rows: Vec<Value> = app.db.json_rows("SELECT raw FROM errors").await;
+    let stored = serde_json::to_string(&rows).unwrap();
+    assert!(
+        !stored.contains(secret),
+        "a key reached errors.raw: {stored}"
+    );
+    assert_eq!(
+        stored.matches(&format!("{}…", key.prefix)).count(),
+        2,
+        "{stored}"
+    );
+    let listing = app
+        .http
+        .get(app.endpoint("/api/errors"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let listed: Value = serde_json::from_str(&listing).unwrap();
+    for item in listed["items"].as_array().unwrap() {
+        let error_id = item["error_id"].as_str().unwrap();
+        let whole = app
+            .http
+            .get(app.endpoint(&format!("/api/errors/{error_id}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(whole.contains("raw"), "{whole}");
+        assert!(!whole.contains(secret), "{whole}");
+    }
+
+    // Log lines.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(the_eye::telemetry::Redacting(move || writer.clone()))
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::warn!(field = %spellings[0], "refused row {}", spellings[1]);
+    });
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(!logs.contains(secret), "{logs}");
+    assert_eq!(
+        logs.matches(&format!("{}…", key.prefix)).count(),
+        2,
+        "{logs}"
+    );
+}

@@ -653,3 +653,48 @@ async fn sigterm_under_load_answers_every_request_sent() {
         refused
     );
 }
+
+/// Issue 28, item 13: what hyper answers by itself — a request line it cannot read (400), a
+/// URI over 65,534 bytes (414), more than 100 headers (431) — carries the JSON error shape
+/// with a stable code, like every other answer, and the connection is then closed.
+#[tokio::test]
+async fn requests_hyper_cannot_read_get_the_error_shape() {
+    let app = TestApp::start().await;
+    let many_headers: String = (0..150).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+    for (request, status, code) in [
+        (
+            "NOT A REQUEST\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 Bad Request",
+            "malformed_request",
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 Bad Request",
+            "malformed_request",
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)),
+            "HTTP/1.1 414 URI Too Long",
+            "uri_too_long",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n"),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+            "headers_too_large",
+        ),
+    ] {
+        let mut stream = connect(&app).await;
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut stream).await;
+        assert_eq!(
+            refusal(&answer),
+            (status, code.to_owned()),
+            "{}",
+            &request[..40.min(request.len())]
+        );
+    }
+    // The connection after them is served as usual.
+    let mut stream = connect(&app).await;
+    stream.write_all(HEALTH).await.unwrap();
+    assert!(read_answer(&mut stream).await.starts_with("HTTP/1.1 200"));
+}

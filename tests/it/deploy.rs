@@ -237,7 +237,7 @@ fn compose_prometheus_and_grafana_agree_on_names_ports_and_files() {
     assert!(published_ports(&compose, "prometheus")
         .iter()
         .any(|port| port.ends_with(":9090")));
-    assert!(published_ports(&compose, "grafana").contains(&"3000:3000".to_owned()));
+    assert!(published_ports(&compose, "grafana").contains(&"127.0.0.1:3000:3000".to_owned()));
 
     // Grafana's datasources point at the compose services, with The Eye's database.
     let datasources: Value = serde_yaml::from_str(
@@ -305,6 +305,39 @@ fn compose_prometheus_and_grafana_agree_on_names_ports_and_files() {
                         panel["title"]
                     );
                 }
+            }
+        }
+    }
+}
+
+/// Issue 28, item 12: no compose file has a default for a secret — each use is
+/// `${VAR:?message}`, so compose refuses to start without it — and Grafana and ClickHouse
+/// (like everything else) are published on 127.0.0.1 only.
+#[test]
+fn compose_files_have_no_default_secrets_and_publish_on_loopback_only() {
+    for file in ["docker-compose.yml", "docker-compose.cluster.yml"] {
+        let text = std::fs::read_to_string(repository().join(file)).unwrap();
+        for secret in ["CLICKHOUSE_PASSWORD", "GRAFANA_ADMIN_PASSWORD"] {
+            let uses: Vec<&str> = text
+                .match_indices(&format!("${{{secret}"))
+                .map(|(at, _)| &text[at..at + text[at..].find('}').unwrap() + 1])
+                .collect();
+            assert!(!uses.is_empty(), "{file} does not use {secret}");
+            for used in uses {
+                assert!(
+                    used.starts_with(&format!("${{{secret}:?")),
+                    "{file}: {used} must be ${{{secret}:?message}}"
+                );
+            }
+        }
+        let compose: Value = serde_yaml::from_str(&text).unwrap();
+        for (name, service) in compose["services"].as_mapping().unwrap() {
+            for port in service["ports"].as_sequence().into_iter().flatten() {
+                let port = port.as_str().unwrap();
+                assert!(
+                    port.starts_with("127.0.0.1:"),
+                    "{file}: {name:?} publishes {port} beyond the host"
+                );
             }
         }
     }

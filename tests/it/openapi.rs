@@ -572,3 +572,121 @@ async fn the_bearer_scheme_comes_first_in_the_authorize_dialog() {
     let beacon = schemes.find("\"sendbeacon_key\"").expect("sendbeacon_key");
     assert!(bearer < beacon, "{schemes}");
 }
+
+/// Issue 28, item 3: the documentation's assets are compressed once and served from memory.
+/// A gzip answer made per request streams out of the compression layer with no length; one
+/// served from memory has its `Content-Length`, the same bytes every time, and decompresses to
+/// the plain answer, which clients that do not accept gzip get.
+#[tokio::test]
+async fn documentation_assets_are_compressed_once_and_served_from_memory() {
+    let app = TestApp::start().await;
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let fetch = |path: &'static str, encoding: &'static str| {
+        let request = raw
+            .get(app.endpoint(path))
+            .header("accept-encoding", encoding);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            let headers = response.headers().clone();
+            (headers, response.bytes().await.unwrap())
+        }
+    };
+    for path in [
+        "/swagger/swagger-ui-bundle.js",
+        "/redoc/redoc.standalone.js",
+        "/api/openapi.json",
+        "/swagger/",
+    ] {
+        let (plain_headers, plain) = fetch(path, "identity").await;
+        assert!(plain_headers.get("content-encoding").is_none(), "{path}");
+        let mut bodies = Vec::new();
+        for _ in 0..3 {
+            let (headers, body) = fetch(path, "gzip, deflate, br").await;
+            assert_eq!(headers["content-encoding"], "gzip", "{path}");
+            assert_eq!(headers["vary"], "accept-encoding", "{path}");
+            assert_eq!(
+                headers["content-length"].to_str().unwrap(),
+                body.len().to_string(),
+                "{path}: served from memory, whole"
+            );
+            assert_eq!(
+                headers.get("content-type"),
+                plain_headers.get("content-type"),
+                "{path}"
+            );
+            bodies.push(body);
+        }
+        assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]), "{path}");
+        let mut decoded = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&bodies[0][..]),
+            &mut decoded,
+        )
+        .unwrap();
+        assert_eq!(decoded, plain, "{path}");
+        assert!(bodies[0].len() < plain.len() / 2, "{path}");
+    }
+}
+
+/// Issue 28, item 13: what the server refuses, the document says — empty text filters
+/// (`minLength`), the cursor's format, an empty origin — and the rules across parameters
+/// are in their descriptions.
+#[tokio::test]
+async fn the_document_states_what_the_server_refuses() {
+    let app = TestApp::start().await;
+    let (_, document) = app.get("/api/openapi.json").await;
+    let parameter = |path: &str, name: &str| -> Value {
+        document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} {name}"))
+            .clone()
+    };
+    for path in ["/api/events", "/api/errors", "/api/sessions"] {
+        let cursor = parameter(path, "cursor");
+        assert_eq!(cursor["schema"]["pattern"], "^[A-Za-z0-9_-]{67}$", "{path}");
+        assert_eq!(cursor["schema"]["minLength"], 67, "{path}");
+    }
+    for name in ["application", "code", "field", "category", "name"] {
+        assert_eq!(
+            parameter("/api/errors", name)["schema"]["minLength"],
+            1,
+            "{name}"
+        );
+    }
+    for (path, to) in [
+        ("/api/events", "to"),
+        ("/api/events", "received_to"),
+        ("/api/errors", "to"),
+    ] {
+        let description = parameter(path, to)["description"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            description.contains("later than"),
+            "{path} {to}: {description}"
+        );
+    }
+    let origin = &document["components"]["schemas"]["OriginText"];
+    assert_eq!(origin["minLength"], 1, "{origin}");
+    for (schema, field) in [
+        ("ApplicationPatch", "add_origins"),
+        ("ApplicationPatch", "remove_origins"),
+        ("ApplicationCreate", "allowed_origins"),
+    ] {
+        assert_eq!(
+            document["components"]["schemas"][schema]["properties"][field]["items"]["$ref"],
+            "#/components/schemas/OriginText",
+            "{schema}.{field}"
+        );
+    }
+    let too_many = &document["paths"]["/api/events"]["post"]["responses"]["413"]["description"];
+    assert!(
+        too_many.as_str().unwrap().contains("too_many_events"),
+        "{too_many}"
+    );
+}

@@ -708,3 +708,93 @@ async fn thousands_of_unknown_parameters_get_a_short_answer() {
         .unwrap()
         .starts_with("10980 more parameters"));
 }
+
+/// A cursor as a client could forge it: the checksum is not secret, so any time can be put in
+/// one (issue 28). `cursor` is a real one; its time becomes `micros`.
+fn forged_cursor(cursor: &str, micros: i64) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let mut bytes = URL_SAFE_NO_PAD.decode(cursor).unwrap();
+    bytes[3..11].copy_from_slice(&micros.to_be_bytes());
+    let sum = Sha256::new()
+        .chain_update(b"the-eye cursor")
+        .chain_update(&bytes[..35])
+        .finalize();
+    bytes[35..].copy_from_slice(&sum[..15]);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Times ClickHouse's `DateTime64` cannot hold (1900-01-01 to 2299-12-31), in parameters,
+/// cursors and replay bodies, answer 400 `time_out_of_range`, never a 500; times at the edges
+/// are served, the windows around them saturating (issue 28, item 5).
+#[tokio::test]
+async fn times_outside_clickhouse_range_are_refused_and_edges_served() {
+    let app = TestApp::start().await;
+    seed(&app, Utc::now() - TimeDelta::hours(1)).await;
+    for path in [
+        "/api/events?from=9999-12-30T00:00:00Z",
+        "/api/events?to=0000-01-01T00:00:00Z&order=desc",
+        "/api/events?received_to=1899-12-31T23:59:59Z",
+        "/api/errors?from=2300-01-01T00:00:00Z",
+        "/api/sessions?to=9999-12-30T00:00:00Z",
+        "/api/schemas/drift?from=0001-01-01T00:00:00Z",
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["code"], "invalid_parameters", "{path}: {body}");
+        assert_eq!(
+            body["problems"][0]["code"], "time_out_of_range",
+            "{path}: {body}"
+        );
+    }
+    // At the edges: served (empty), the listing windows saturate instead of leaving the range.
+    for path in [
+        "/api/events?from=2299-12-31T00:00:00Z",
+        "/api/events?to=1900-01-01T00:00:01Z&order=desc",
+        "/api/events?from=1900-01-01T00:00:00Z&limit=1",
+        "/api/events?to=2299-12-31T23:59:59Z&order=desc&limit=1",
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+
+    // A forged cursor with a time outside the range: refused as a cursor, not a 500.
+    let (status, page) = app.get("/api/events?limit=1").await;
+    assert_eq!(status, 200, "{page}");
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    for micros in [253_402_128_000_000_000, -62_167_219_200_000_000] {
+        let forged = forged_cursor(&cursor, micros);
+        let (status, body) = app
+            .get(&format!("/api/events?limit=1&cursor={forged}"))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["problems"][0]["code"], "invalid_cursor", "{body}");
+    }
+    // A forged cursor at the edge: served, the window saturating.
+    let edge = forged_cursor(&cursor, 10_413_791_999_000_000);
+    let (status, body) = app.get(&format!("/api/events?limit=1&cursor={edge}")).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A replay body's times.
+    for body in [
+        json!({"after": {"received_at": "+10000-01-01T00:00:00Z", "error_id": uuid::Uuid::nil()}}),
+        json!({"after": {"received_at": "2300-01-01T00:00:00Z", "error_id": uuid::Uuid::nil()}}),
+        json!({"from": "1800-01-01T00:00:00Z", "dry_run": true}),
+    ] {
+        let response = app
+            .org_http
+            .post(app.endpoint("/api/admin/errors/replay"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            ["time_out_of_range", "invalid_body"].contains(&answer["code"].as_str().unwrap()),
+            "{body}: {answer}"
+        );
+    }
+}

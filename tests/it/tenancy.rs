@@ -503,7 +503,41 @@ async fn application_admin_keys_manage_only_their_application() {
     assert_eq!(listed["items"].as_array().unwrap().len(), 4, "{listed}");
 
     // Updating: its own, not another's (404, as for an id that does not exist).
-    let change = json!({"name": "Alpha Shop", "rate_per_second": 7, "burst": 70,
+    // The rate and the burst are the operator's limit on the application: its own admin key
+    // cannot lift them, alone or beside other changes (issue 28), and nothing is applied.
+    for lift in [
+        json!({"rate_per_second": 2147483647}),
+        json!({"burst": 2147483647}),
+        json!({"rate_per_second": 0}),
+        json!({"name": "Sneaky", "rate_per_second": 7}),
+    ] {
+        let (status, body) = send(
+            &url,
+            &a.admin,
+            patch.clone(),
+            &format!("/api/admin/applications/{}", a.id),
+            Some(lift.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (403, json!("organisation_key_required")),
+            "{lift}"
+        );
+    }
+    let (status, body) = send(
+        &url,
+        &app.org_http,
+        patch.clone(),
+        &format!("/api/admin/applications/{}", a.id),
+        Some(json!({"rate_per_second": 7, "burst": 70})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rate_per_second"], 7);
+    assert_eq!(body["burst"], 70);
+    assert_ne!(body["name"], "Sneaky");
+    let change = json!({"name": "Alpha Shop",
                         "add_origins": ["https://alpha.example", "https://old.alpha.example"]});
     let (status, body) = send(
         &url,
@@ -983,4 +1017,48 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         db.count("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events_0004'").await,
         0
     );
+}
+
+/// Names and origins with control characters are refused over HTTP, and what `apps list`
+/// prints of rows that hold them anyway (written before the check, or straight into
+/// ClickHouse) is escaped: no forged row, no terminal escape reaches the operator (issue 28).
+#[tokio::test]
+async fn control_characters_are_refused_and_never_printed_raw() {
+    let app = TestApp::start().await;
+    let a = tenant(&app, "alpha").await;
+    for change in [
+        json!({"name": "Alpha\nbeta      Beta      true"}),
+        json!({"name": "Alpha\u{1b}[2J"}),
+        json!({"name": "Alpha\u{0}"}),
+        json!({"add_origins": ["https://a.example\nhttps://b.example"]}),
+        json!({"add_origins": ["https://a\u{1b}[31m.example"]}),
+    ] {
+        let (status, body) = send(
+            &app.url,
+            &a.admin,
+            reqwest::Method::PATCH,
+            &format!("/api/admin/applications/{}", a.id),
+            Some(change.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (400, json!("invalid_request")),
+            "{change}: {body}"
+        );
+    }
+    let mut forged = app.store.application(&a.id).await.unwrap().unwrap();
+    forged.name = "Alpha\nforged-app   Forged   true\u{1b}[2J".to_owned();
+    forged.allowed_origins = vec!["https://x.example\u{0}\u{202e}".to_owned()];
+    forged.updated_at = Utc::now();
+    app.store.put_application(&forged).await.unwrap();
+    let (ok, out, err) = app.cli(&["apps", "list"]);
+    assert!(ok, "{out}{err}");
+    assert!(!out.contains(['\u{1b}', '\u{0}', '\u{202e}']), "{out:?}");
+    assert!(
+        !out.lines().any(|line| line.starts_with("forged-app")),
+        "{out}"
+    );
+    assert!(out.contains(r"Alpha\nforged-app"), "{out}");
+    assert!(out.contains(r"\u{1b}[2J"), "{out}");
 }
