@@ -459,7 +459,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let scratch = tempfile::tempdir().unwrap();
         let script = scratch.path().join("run.sh");
-        fs::write(&script, "exit 3\n").unwrap();
+        fs::write(&script, "exit 1\n").unwrap();
         let data = scratch.path().join("data");
         fs::create_dir(&data).unwrap();
         fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
