@@ -133,8 +133,8 @@ async fn a_shuffled_multi_batch_session_with_copies_and_the_backfill() {
     assert_eq!(app.db.count("SELECT count() FROM events").await, 27);
 
     let body = summary(&app, "s-shuffled", 24).await;
-    assert_eq!(body["started_at"], "2025-03-01T08:00:00Z");
-    assert_eq!(body["ended_at"], "2025-03-01T08:02:41Z");
+    assert_eq!(body["started_at"], "2025-03-01T08:00:00.000000Z");
+    assert_eq!(body["ended_at"], "2025-03-01T08:02:41.000000Z");
     assert_eq!(body["duration_ms"], 161_000);
     assert_eq!(body["pageviews"], pageviews as u64);
     assert_eq!(body["distinct_paths"], 4);
