@@ -12,7 +12,8 @@ use the_eye_types::{IngestSummary, ItemResult, Problem};
 use uuid::Uuid;
 
 use crate::auth::keys;
-use crate::config::IngestConfig;
+use crate::config::{IngestConfig, LiveConfig};
+use crate::live::{Hub, Tapped};
 use crate::metrics::Metrics;
 use crate::pipeline::{new_event_id, Pipeline, PipelineError, RecentIds};
 use crate::store::{ErrorRow, EventRow};
@@ -59,6 +60,8 @@ pub struct Ingestor {
     schemas: Arc<SchemaRegistry>,
     /// Per application, how many whole-request refusals are written to `errors`.
     refusal_records: governor::DefaultKeyedRateLimiter<String>,
+    /// Where outcomes go for the live stream (README "Watching events arrive").
+    live: Arc<Hub>,
 }
 
 /// Whole-request refusals recorded per application: 10 a second, 20 at once.
@@ -96,7 +99,20 @@ impl Ingestor {
             recent: RecentIds::new(dedup_window_events),
             metrics,
             retry_after_secs,
+            live: Arc::new(Hub::new(&LiveConfig::default())),
         }
+    }
+
+    /// The same, with outcomes handed to `live` (by default a hub of its own, which nobody
+    /// can subscribe to unless given it).
+    pub fn with_live(mut self, live: Arc<Hub>) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// The live stream's hub.
+    pub fn live(&self) -> &Arc<Hub> {
+        &self.live
     }
 
     pub fn config(&self) -> &IngestConfig {
@@ -209,6 +225,7 @@ impl Ingestor {
         };
         let errors = rejections.into_rows(origin, &self.config);
         if accepted == 0 {
+            self.tap(origin, &[], &errors);
             self.pipeline.enqueue_errors_best_effort(errors);
             return Err(IngestError::AllRejected(summary));
         }
@@ -230,11 +247,20 @@ impl Ingestor {
                 !repeated.contains(&(position - 1))
             });
         }
+        // Only what the spool took is shown as accepted: copies are made only while someone
+        // watches (one atomic load otherwise).
+        let tapped = self
+            .live
+            .listening()
+            .then(|| (events.clone(), errors.clone()));
         // The valid events and the rejections' rows are stored together; the 202 promises
         // both.
         if let Err(error) = self.pipeline.enqueue(events, errors).await {
             self.recent.release(claim);
             return Err(self.queue_full(error));
+        }
+        if let Some((events, errors)) = tapped {
+            self.publish(origin, events, errors);
         }
         self.metrics
             .events_accepted
@@ -374,7 +400,27 @@ impl Ingestor {
             0,
             &self.config,
         );
+        self.tap(origin, &[], std::slice::from_ref(&row));
         self.pipeline.enqueue_errors_best_effort(vec![row]);
+    }
+
+    /// Hands a request's outcomes to the live stream, if anybody watches.
+    fn tap(&self, origin: &Origin<'_>, events: &[EventRow], errors: &[ErrorRow]) {
+        if self.live.listening() {
+            self.publish(origin, events.to_vec(), errors.to_vec());
+        }
+    }
+
+    fn publish(&self, origin: &Origin<'_>, events: Vec<EventRow>, errors: Vec<ErrorRow>) {
+        for row in events {
+            self.live.publish(Tapped::Accepted {
+                request_id: origin.request_id,
+                row,
+            });
+        }
+        for row in errors {
+            self.live.publish(Tapped::Rejected(row));
+        }
     }
 }
 

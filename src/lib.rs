@@ -23,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod devserver;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;
@@ -215,14 +216,17 @@ impl App {
             store.clone(),
             metrics.clone(),
         )?);
-        let ingestor = Arc::new(Ingestor::new(
-            config.ingest.clone(),
-            pipeline.clone(),
-            config.pipeline.dedup_window_events,
-            config.pipeline.retry_after_secs,
-            metrics.clone(),
-            schemas.clone(),
-        ));
+        let ingestor = Arc::new(
+            Ingestor::new(
+                config.ingest.clone(),
+                pipeline.clone(),
+                config.pipeline.dedup_window_events,
+                config.pipeline.retry_after_secs,
+                metrics.clone(),
+                schemas.clone(),
+            )
+            .with_live(Arc::new(live::Hub::new(&config.live))),
+        );
         let state = AppState::new(api::AppStateInner {
             config: config.clone(),
             store,
@@ -261,6 +265,7 @@ impl App {
     /// `timeout`; true when everything was written. Stops the development ClickHouse, if it
     /// was started here, afterwards.
     pub async fn shutdown(self, timeout: Duration) -> bool {
+        self.state.ingestor.live().close();
         self.background.cancel();
         let drained = self.state.pipeline.shutdown(timeout).await;
         drop(self.devserver);
@@ -307,6 +312,7 @@ pub async fn serve_with_metrics(
         metrics_stop.clone(),
     ));
     let state_metrics = state.metrics.clone();
+    let live = state.ingestor.live().clone();
     drop(state);
     tracing::info!(address = %listener.local_addr()?, "The Eye is listening");
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -317,6 +323,8 @@ pub async fn serve_with_metrics(
         state_metrics,
         async move {
             shutdown.await;
+            // Live streams never end by themselves; the server waits for every answer.
+            live.close();
             let _ = stopping.send(());
         },
     );
