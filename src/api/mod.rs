@@ -12,6 +12,7 @@ mod edge;
 mod error;
 mod events;
 pub mod health;
+pub mod ledger;
 pub mod live;
 pub mod params;
 pub mod plan;
@@ -94,6 +95,7 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::get_session))
         .routes(routes!(live::live_events))
+        .routes(routes!(ledger::get_ledger))
         .route_layer(middleware::from_fn(auth::require_read));
     let administration = OpenApiRouter::new()
         .routes(routes!(admin::reload_schemas))

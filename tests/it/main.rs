@@ -14,6 +14,7 @@ mod devserver;
 mod docs;
 mod full_disk;
 mod ingest;
+mod ledger;
 mod live;
 mod metrics;
 mod openapi;

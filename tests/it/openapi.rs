@@ -231,6 +231,10 @@ async fn the_document_describes_parameters_bodies_errors_and_keys() {
         query_names("/api/events/live"),
         names(&[the_eye::api::live::LiveParams::NAMES])
     );
+    assert_eq!(
+        query_names("/api/ledger"),
+        names(&[the_eye::api::ledger::LedgerParams::NAMES])
+    );
     let limit = document["paths"]["/api/events"]["get"]["parameters"]
         .as_array()
         .unwrap()
