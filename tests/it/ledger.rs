@@ -187,6 +187,57 @@ async fn the_ledger_minutes_equal_what_the_client_was_answered() {
         .unwrap();
     assert_eq!(response.status(), 400, "more than 7 days");
 
+    // The README's SQL ("Is anything missing?") runs, and its figures are the client's.
+    let readme =
+        std::fs::read_to_string(crate::dashboards::repository().join("README.md")).unwrap();
+    let after = readme
+        .split("In SQL, the events of each minute")
+        .nth(1)
+        .expect("README: the ledger's SQL example");
+    let sql = after
+        .split("```sql\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let sql = sql.replace("'demo'", &format!("'{}'", app.application));
+    let figure = |outcome: &str| -> u64 {
+        told.iter()
+            .filter(|((o, _), _)| o == outcome)
+            .map(|(_, (events, _))| events)
+            .sum()
+    };
+    // Stored once the batches are in (the duplicate is stored once).
+    assert_eq!(
+        app.db
+            .wait_for_count(
+                &format!(
+                    "SELECT count() FROM events WHERE application = '{}'",
+                    app.application
+                ),
+                figure("accepted")
+            )
+            .await,
+        figure("accepted")
+    );
+    let rows: Vec<Value> = app.db.json_rows(&sql).await;
+    let column = |name: &str| -> u64 {
+        rows.iter()
+            .map(|row| {
+                row[name]
+                    .to_string()
+                    .trim_matches('"')
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(column("stored"), figure("accepted"), "{rows:?}");
+    assert_eq!(column("duplicates"), 1);
+    assert_eq!(column("rejected"), figure("rejected"));
+    assert_eq!(column("refused_requests"), 1, "the malformed body");
+
     // The table itself: a few rows per minute and outcome, never one per event.
     let rows = app.db.count("SELECT count() FROM ingest_ledger").await;
     let events: u64 = told
