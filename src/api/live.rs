@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 
 use axum::extract::{RawQuery, State};
+use axum::http::header;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -192,6 +193,28 @@ pub async fn live_events(
         .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
         .into_response())
 }
+
+/// The page `/debugger`: a read key pasted in, the stream shown as rows (rejections with each
+/// problem at its field), filters, pause, and a form that sends a test event with an ingest
+/// key. One self-contained file, no request elsewhere than this server (it works offline); the
+/// key stays in the page and goes only in the `Authorization` header.
+pub async fn debugger_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Its own inline script and style, and requests to this server only.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        DEBUGGER_PAGE,
+    )
+        .into_response()
+}
+
+const DEBUGGER_PAGE: &str = include_str!("debugger.html");
 
 /// The stream's messages: a first comment, then every outcome passing `filter`, until the
 /// service shuts down (or the client goes, which drops the stream and its subscription).

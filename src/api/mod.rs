@@ -145,6 +145,7 @@ pub fn router(
     let metrics = state.metrics.clone();
     let router = router
         .merge(docs::routes(document))
+        .route("/debugger", axum::routing::get(live::debugger_page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(edge::MarkRoute::layer())

@@ -279,3 +279,27 @@ async fn a_subscriber_that_does_not_read_neither_blocks_nor_slows_ingest() {
         seen.extend_from_slice(&buffer[..read]);
     }
 }
+
+/// `/debugger` is served by The Eye itself, needs no key to load (the key is pasted into it),
+/// and names nothing outside this server, so it works offline; its behaviour in Chromium is
+/// tested by `sdk/js/test/e2e/debugger.test.js` (scripts/e2e-browser).
+#[tokio::test]
+async fn the_debugger_page_is_served_whole_and_offline() {
+    let app = TestApp::start().await;
+    let response = reqwest::get(app.endpoint("/debugger")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("connect-src 'self'"), "{policy}");
+    let page = response.text().await.unwrap();
+    assert!(page.contains("/api/events/live"));
+    for outside in ["http://", "https://", "//cdn", "src=\""] {
+        assert!(!page.contains(outside), "the page names {outside}");
+    }
+}
