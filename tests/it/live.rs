@@ -211,6 +211,27 @@ async fn streams_past_the_cap_are_refused_and_bad_filters_named() {
     assert_eq!(body["problems"][0]["field"], "outcome", "{body}");
 }
 
+/// An idle stream gets heartbeats, and outlives `server.request_timeout_ms` (which bounds how
+/// long a handler may take to answer, not how long an answer's body may last).
+#[tokio::test]
+async fn an_idle_stream_gets_heartbeats_and_outlives_the_request_timeout() {
+    let app = TestApp::start_with(|config| {
+        config.live.heartbeat_ms = 100;
+        config.server.request_timeout_ms = 300;
+    })
+    .await;
+    let mut stream = Stream::open(&app, &app.http, "").await;
+    // Ten heartbeats: at least a second, more than three request timeouts.
+    while stream.buffer.matches(": heartbeat\n").count() < 10 {
+        stream.fill().await;
+    }
+    assert_eq!(
+        app.post_events(&event("s-idle", "late")).await.status(),
+        202
+    );
+    assert_eq!(stream.next().await["event"]["name"], "late");
+}
+
 /// A subscriber whose socket is never read: its stream stops at once when the socket's
 /// buffers are full, while ingest goes on answering 202 for every request (the requests are
 /// sent one after the other: one that blocked would hang the test). When the subscriber reads
