@@ -29,11 +29,23 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// API keys and rate limits.
     pub auth: AuthConfig,
+    /// The live stream of ingest outcomes (`GET /api/events/live`).
+    pub live: LiveConfig,
+    /// The completeness ledger (`ingest_ledger`, `GET /api/ledger`).
+    pub ledger: LedgerConfig,
 }
 
 /// Sections that environment variables may address; anything else under `THE_EYE_` (such as
 /// `THE_EYE_CACHE_DIR`, read by the devserver script) is not configuration of the service.
-const SECTIONS: [&str; 5] = ["server", "clickhouse", "ingest", "pipeline", "auth"];
+const SECTIONS: [&str; 7] = [
+    "server",
+    "clickhouse",
+    "ingest",
+    "pipeline",
+    "auth",
+    "live",
+    "ledger",
+];
 
 /// Variables under `THE_EYE_` that clients and examples read, not the service: the demo keys
 /// that `. data/demo-keys.env` exports (`THE_EYE_INGEST_KEY` would otherwise read as the
@@ -443,6 +455,49 @@ impl Default for AuthConfig {
     }
 }
 
+/// The live stream (`GET /api/events/live`, README "Watching events arrive").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Streams open at once, over every key; one more is answered `503 too_many_subscribers`.
+    /// Default 16.
+    pub max_subscribers: usize,
+    /// Outcomes (one per event or refused request) a subscriber may fall behind by before it
+    /// skips ahead and is told how many it skipped; the buffer is shared by every subscriber,
+    /// so memory is bounded by this many events whatever the number of streams. Default 1,024.
+    pub buffer_events: usize,
+    /// How often an idle stream gets a comment line, so that proxies keep it open, in
+    /// milliseconds. Default 15,000.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            max_subscribers: 16,
+            buffer_events: 1024,
+            heartbeat_ms: 15_000,
+        }
+    }
+}
+
+/// The completeness ledger (README "Is anything missing?").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// How often the counted outcomes are written to `ingest_ledger`, in milliseconds; what
+    /// is counted since is written at shutdown too. Default 15,000.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval_ms: 15_000,
+        }
+    }
+}
+
 /// A configuration that could not be read or is out of range.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -588,6 +643,9 @@ impl Config {
                 message: "must hold at least one full request (ingest.max_batch_events)".to_owned(),
             });
         }
+        positive("live.buffer_events", self.live.buffer_events as u64)?;
+        positive("live.heartbeat_ms", self.live.heartbeat_ms)?;
+        positive("ledger.flush_interval_ms", self.ledger.flush_interval_ms)?;
         positive(
             "server.metrics_max_label_values",
             self.server.metrics_max_label_values as u64,

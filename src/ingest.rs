@@ -12,7 +12,9 @@ use the_eye_types::{IngestSummary, ItemResult, Problem};
 use uuid::Uuid;
 
 use crate::auth::keys;
-use crate::config::IngestConfig;
+use crate::config::{IngestConfig, LiveConfig};
+use crate::ledger::{Ledger, Outcome};
+use crate::live::{Hub, Tapped};
 use crate::metrics::Metrics;
 use crate::pipeline::{new_event_id, Pipeline, PipelineError, RecentIds};
 use crate::store::{ErrorRow, EventRow};
@@ -59,6 +61,10 @@ pub struct Ingestor {
     schemas: Arc<SchemaRegistry>,
     /// Per application, how many whole-request refusals are written to `errors`.
     refusal_records: governor::DefaultKeyedRateLimiter<String>,
+    /// Where outcomes go for the live stream (README "Watching events arrive").
+    live: Arc<Hub>,
+    /// Counts of every outcome per application and minute (README "Is anything missing?").
+    ledger: Arc<Ledger>,
 }
 
 /// Whole-request refusals recorded per application: 10 a second, 20 at once.
@@ -96,7 +102,33 @@ impl Ingestor {
             recent: RecentIds::new(dedup_window_events),
             metrics,
             retry_after_secs,
+            live: Arc::new(Hub::new(&LiveConfig::default())),
+            ledger: Arc::default(),
         }
+    }
+
+    /// The same, counting outcomes in `ledger` (by default a ledger of its own, which nobody
+    /// writes unless given it).
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
+        self.ledger = ledger;
+        self
+    }
+
+    /// The completeness ledger's counters.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// The same, with outcomes handed to `live` (by default a hub of its own, which nobody
+    /// can subscribe to unless given it).
+    pub fn with_live(mut self, live: Arc<Hub>) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// The live stream's hub.
+    pub fn live(&self) -> &Arc<Hub> {
+        &self.live
     }
 
     pub fn config(&self) -> &IngestConfig {
@@ -126,7 +158,7 @@ impl Ingestor {
             } else {
                 PipelineError::QueueFull("events")
             };
-            return Err(self.queue_full(full).into());
+            return Err(self.unavailable(origin, 0, full).into());
         }
         let parsed = json::decode_body(body);
         admit(match &parsed {
@@ -192,7 +224,7 @@ impl Ingestor {
         let Assessed {
             results,
             mut events,
-            rejections,
+            mut rejections,
             client_ids,
         } = assess(origin, items, batched, &self.rules, &schemas, &self.config);
         for code in &rejections.first_codes {
@@ -201,6 +233,7 @@ impl Ingestor {
                 .with_label_values(&[application, code])
                 .inc();
         }
+        let first_codes = std::mem::take(&mut rejections.first_codes);
         let accepted = events.len();
         let summary = IngestSummary {
             accepted,
@@ -209,6 +242,8 @@ impl Ingestor {
         };
         let errors = rejections.into_rows(origin, &self.config);
         if accepted == 0 {
+            self.count_rejected(origin, &first_codes);
+            self.tap(origin, &[], &errors);
             self.pipeline.enqueue_errors_best_effort(errors);
             return Err(IngestError::AllRejected(summary));
         }
@@ -230,11 +265,28 @@ impl Ingestor {
                 !repeated.contains(&(position - 1))
             });
         }
+        // Only what the spool took is shown as accepted: copies are made only while someone
+        // watches (one atomic load otherwise).
+        let tapped = self
+            .live
+            .listening()
+            .then(|| (events.clone(), errors.clone()));
         // The valid events and the rejections' rows are stored together; the 202 promises
         // both.
         if let Err(error) = self.pipeline.enqueue(events, errors).await {
             self.recent.release(claim);
-            return Err(self.queue_full(error));
+            return Err(self.unavailable(origin, items.len() as u64, error));
+        }
+        let ledger = |outcome, count| {
+            let at = origin.received_at;
+            self.ledger
+                .count(origin.application, at, outcome, "", count, 0);
+        };
+        ledger(Outcome::Accepted, accepted as u64 - duplicates);
+        ledger(Outcome::Duplicate, duplicates);
+        self.count_rejected(origin, &first_codes);
+        if let Some((events, errors)) = tapped {
+            self.publish(origin, events, errors);
         }
         self.metrics
             .events_accepted
@@ -285,7 +337,10 @@ impl Ingestor {
         if let Err(error) = self.pipeline.enqueue(events, Vec::new()).await {
             return Err(self.queue_full(error));
         }
+        let now = Utc::now();
         for (application, count) in counts {
+            self.ledger
+                .count(&application, now, Outcome::Recovered, "", count, 0);
             self.metrics
                 .events_recovered
                 .with_label_values(&[self.metrics.application(&application)])
@@ -294,13 +349,40 @@ impl Ingestor {
         Ok(())
     }
 
+    /// [`Self::queue_full`] for a client's request holding `events` (0 when not read yet),
+    /// counted in the ledger.
+    fn unavailable(&self, origin: &Origin<'_>, events: u64, error: PipelineError) -> IngestError {
+        let code = unavailable_code(&error);
+        self.ledger.count(
+            origin.application,
+            origin.received_at,
+            Outcome::Unavailable,
+            code,
+            events,
+            1,
+        );
+        self.queue_full(error)
+    }
+
+    /// Counts rejected events in the ledger, by the code of their first problem.
+    fn count_rejected(&self, origin: &Origin<'_>, first_codes: &[String]) {
+        for code in first_codes {
+            let at = origin.received_at;
+            self.ledger
+                .count(origin.application, at, Outcome::Rejected, code, 1, 0);
+        }
+    }
+
+    /// Counts a request refused as a whole for its form (`code`) in the ledger.
+    pub fn count_refused(&self, origin: &Origin<'_>, code: &str, events: u64) {
+        let at = origin.received_at;
+        self.ledger
+            .count(origin.application, at, Outcome::Refused, code, events, 1);
+    }
+
     /// Counts a request refused because its rows could not be stored; the 503 to answer with.
     fn queue_full(&self, error: PipelineError) -> IngestError {
-        let code = match error {
-            PipelineError::ShuttingDown => "shutting_down",
-            PipelineError::SpoolFailed(_) => "spool_unavailable",
-            PipelineError::QueueFull(_) | PipelineError::SpoolFull => "queue_full",
-        };
+        let code = unavailable_code(&error);
         self.metrics
             .requests_rejected
             .with_label_values(&[code])
@@ -340,6 +422,7 @@ impl Ingestor {
         code: &'static str,
         message: &str,
     ) {
+        self.count_refused(origin, code, 0);
         self.metrics
             .requests_rejected
             .with_label_values(&[code])
@@ -374,7 +457,36 @@ impl Ingestor {
             0,
             &self.config,
         );
+        self.tap(origin, &[], std::slice::from_ref(&row));
         self.pipeline.enqueue_errors_best_effort(vec![row]);
+    }
+
+    /// Hands a request's outcomes to the live stream, if anybody watches.
+    fn tap(&self, origin: &Origin<'_>, events: &[EventRow], errors: &[ErrorRow]) {
+        if self.live.listening() {
+            self.publish(origin, events.to_vec(), errors.to_vec());
+        }
+    }
+
+    fn publish(&self, origin: &Origin<'_>, events: Vec<EventRow>, errors: Vec<ErrorRow>) {
+        for row in events {
+            self.live.publish(Tapped::Accepted {
+                request_id: origin.request_id,
+                row,
+            });
+        }
+        for row in errors {
+            self.live.publish(Tapped::Rejected(row));
+        }
+    }
+}
+
+/// The stable code of a 503 for `error`.
+fn unavailable_code(error: &PipelineError) -> &'static str {
+    match error {
+        PipelineError::ShuttingDown => "shutting_down",
+        PipelineError::SpoolFailed(_) => "spool_unavailable",
+        PipelineError::QueueFull(_) | PipelineError::SpoolFull => "queue_full",
     }
 }
 

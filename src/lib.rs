@@ -26,6 +26,8 @@ pub mod auth;
 pub mod config;
 pub mod devserver;
 pub mod ingest;
+pub mod ledger;
+pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;
@@ -272,14 +274,25 @@ impl App {
             store.clone(),
             metrics.clone(),
         )?);
-        let ingestor = Arc::new(Ingestor::new(
-            config.ingest.clone(),
-            pipeline.clone(),
-            config.pipeline.dedup_window_events,
-            config.pipeline.retry_after_secs,
-            metrics.clone(),
-            schemas.clone(),
-        ));
+        let ledger = Arc::new(ledger::Ledger::new());
+        ledger::spawn_writer(
+            ledger.clone(),
+            store.clone(),
+            Duration::from_millis(config.ledger.flush_interval_ms),
+            background.clone(),
+        );
+        let ingestor = Arc::new(
+            Ingestor::new(
+                config.ingest.clone(),
+                pipeline.clone(),
+                config.pipeline.dedup_window_events,
+                config.pipeline.retry_after_secs,
+                metrics.clone(),
+                schemas.clone(),
+            )
+            .with_live(Arc::new(live::Hub::new(&config.live)))
+            .with_ledger(ledger.clone()),
+        );
         let state = AppState::new(api::AppStateInner {
             config: config.clone(),
             store,
@@ -318,8 +331,10 @@ impl App {
     /// `timeout`; true when everything was written. Stops the development ClickHouse, if it
     /// was started here, afterwards.
     pub async fn shutdown(self, timeout: Duration) -> bool {
+        self.state.ingestor.live().close();
         self.background.cancel();
         let drained = self.state.pipeline.shutdown(timeout).await;
+        flush_ledger(self.state.ingestor.ledger(), &self.state.store).await;
         drop(self.devserver);
         drained
     }
@@ -378,6 +393,8 @@ pub async fn serve_with_metrics(
         metrics_stop.clone(),
     ));
     let state_metrics = state.metrics.clone();
+    let live = state.ingestor.live().clone();
+    let (ledger, store) = (state.ingestor.ledger().clone(), state.store.clone());
     drop(state);
     tracing::info!(address = %listener.local_addr()?, "The Eye is listening");
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -388,6 +405,8 @@ pub async fn serve_with_metrics(
         state_metrics,
         async move {
             shutdown.await;
+            // Live streams never end by themselves; the server waits for every answer.
+            live.close();
             let _ = stopping.send(());
         },
     );
@@ -419,6 +438,7 @@ pub async fn serve_with_metrics(
     if drained {
         tracing::info!("every accepted event is in ClickHouse");
     }
+    flush_ledger(&ledger, &store).await;
     metrics_stop.cancel();
     // Bounded as the API's connections are: a scraper that does not read its answer must not
     // keep the process from exiting.
@@ -431,6 +451,14 @@ pub async fn serve_with_metrics(
     }
     drop(devserver);
     Ok(())
+}
+
+/// Writes what the completeness ledger counted since its last flush, once no request can be
+/// answered any more.
+async fn flush_ledger(ledger: &ledger::Ledger, store: &Store) {
+    if let Err(error) = ledger.flush(store).await {
+        tracing::warn!(%error, "could not write the last counts of the ingest ledger");
+    }
 }
 
 /// Reloads the payload schemas on SIGHUP, as `POST /api/admin/schemas/reload` does.

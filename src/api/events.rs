@@ -21,6 +21,7 @@ use super::{auth, ApiError, AppState};
 use crate::auth::limits::Decision;
 use crate::auth::{Principal, Scope};
 use crate::ingest::Origin;
+use crate::ledger::Outcome;
 
 /// Which body formats an entry point takes.
 #[derive(Clone, Copy)]
@@ -167,11 +168,14 @@ async fn ingest(
                         .ingestor
                         .record_refusal(&origin, &partial, code, &error.to_string())
                 }
-                None => state
-                    .metrics
-                    .requests_rejected
-                    .with_label_values(&[code])
-                    .inc(),
+                None => {
+                    state.ingestor.count_refused(&origin, code, 0);
+                    state
+                        .metrics
+                        .requests_rejected
+                        .with_label_values(&[code])
+                        .inc()
+                }
             }
             return Err(error);
         }
@@ -191,6 +195,14 @@ async fn ingest(
                 Ok(())
             }
             Decision::Limited { limit, retry_after } => {
+                state.ingestor.ledger().count(
+                    &principal.application,
+                    origin.received_at,
+                    Outcome::RateLimited,
+                    "rate_limited",
+                    events as u64,
+                    1,
+                );
                 let label = state.metrics.application(&principal.application);
                 state.metrics.rate_limited.with_label_values(&[label]).inc();
                 let retry_after_secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
@@ -203,12 +215,15 @@ async fn ingest(
                     retry_after_secs,
                 })
             }
-            Decision::ExceedsBurst { burst } => Err(ApiError::TooLarge {
+            Decision::ExceedsBurst { burst } => {
+                state.ingestor.count_refused(&origin, "exceeds_burst", events as u64);
+                Err(ApiError::TooLarge {
                 code: "exceeds_burst",
                 message: format!(
                     "this request holds {events} events, more than the {burst} the application may send at once"
                 ),
-            }),
+            })
+            }
         }
     }).await?;
     let mut summary = summary;

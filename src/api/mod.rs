@@ -12,6 +12,8 @@ mod edge;
 mod error;
 mod events;
 pub mod health;
+pub mod ledger;
+pub mod live;
 pub mod params;
 pub mod plan;
 pub mod read;
@@ -92,6 +94,8 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .routes(routes!(plan::schema_drift))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::get_session))
+        .routes(routes!(live::live_events))
+        .routes(routes!(ledger::get_ledger))
         .route_layer(middleware::from_fn(auth::require_read));
     let administration = OpenApiRouter::new()
         .routes(routes!(admin::reload_schemas))
@@ -141,6 +145,7 @@ pub fn router(
     let metrics = state.metrics.clone();
     let router = router
         .merge(docs::routes(document))
+        .route("/debugger", axum::routing::get(live::debugger_page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(edge::MarkRoute::layer())

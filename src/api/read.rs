@@ -200,7 +200,10 @@ pub fn parse_error_listing(
 
 /// Confines an `application` filter to what `principal` may read: its own application for an
 /// application's key (also when the request named none), anything for an organisation key.
-fn confine(principal: &Principal, application: &mut Option<String>) -> Result<(), ApiError> {
+pub(super) fn confine(
+    principal: &Principal,
+    application: &mut Option<String>,
+) -> Result<(), ApiError> {
     let Some(own) = principal.application_scope() else {
         return Ok(());
     };
@@ -251,7 +254,7 @@ fn redacted(mut text: String) -> String {
     text
 }
 
-fn event(row: EventRow) -> Event {
+pub(super) fn event(row: EventRow) -> Event {
     let stored = redacted(row.data);
     let data = serde_json::from_str(&stored).unwrap_or_else(|error| {
         tracing::warn!(event_id = %row.event_id, %error, "stored data is not JSON; serving it as a string");
@@ -301,7 +304,7 @@ fn rejection_summary(row: ErrorSummaryRow) -> RejectionSummary {
     }
 }
 
-fn rejection(row: ErrorRow) -> Rejection {
+pub(super) fn rejection(row: ErrorRow) -> Rejection {
     Rejection {
         summary: RejectionSummary {
             error_id: row.error_id,

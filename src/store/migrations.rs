@@ -65,6 +65,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_recoveries"),
     migration!(8, "0008_index_projections"),
     migration!(9, "0009_events_session_order"),
+    migration!(11, "0011_ingest_ledger"),
 ];
 
 /// The migrations of cluster mode (`clickhouse.cluster`), from `clickhouse/migrations/cluster/`:
@@ -88,6 +89,7 @@ pub const CLUSTER_MIGRATIONS: &[Migration] = &[
     migration!(7, "cluster/", "0007_recoveries"),
     migration!(8, "cluster/", "0008_index_projections"),
     migration!(9, "cluster/", "0009_events_session_order"),
+    migration!(11, "cluster/", "0011_ingest_ledger"),
 ];
 
 /// A cluster statement as it would run on one server, for the test that compares the two

@@ -129,6 +129,7 @@ async fn cluster_migrations_make_the_single_server_schema() {
             "applications",
             "errors",
             "events",
+            "ingest_ledger",
             "instances",
             "recoveries",
             "sessions",

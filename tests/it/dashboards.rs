@@ -308,6 +308,22 @@ async fn seed(app: &TestApp) {
         app.db.wait_for_count("SELECT count() FROM errors", 4).await,
         4
     );
+    // The completeness ledger, written every 100 ms here: 12 accepted, 3 rejected, and the
+    // request refused as malformed JSON.
+    assert_eq!(
+        app.db
+            .wait_for_count(
+                "SELECT sum(if(events > 0, events, requests)) FROM ingest_ledger",
+                16
+            )
+            .await,
+        16
+    );
+}
+
+/// The Eye for the dashboard tests: the completeness ledger written every 100 ms.
+async fn start() -> TestApp {
+    TestApp::start_with(|config| config.ledger.flush_interval_ms = 100).await
 }
 
 /// A query's answer in ClickHouse's `JSON` format: column names and types, and rows.
@@ -440,7 +456,7 @@ fn referenced_columns(panel: &Value) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn every_clickhouse_query_runs_on_seeded_data_and_returns_the_columns_its_panel_uses() {
-    let app = TestApp::start().await;
+    let app = start().await;
     seed(&app).await;
     let now = chrono::Utc::now();
     let range = QueryRange {
@@ -526,7 +542,7 @@ async fn every_clickhouse_query_runs_on_seeded_data_and_returns_the_columns_its_
 /// of three panels.
 #[tokio::test]
 async fn panels_show_the_seeded_numbers() {
-    let app = TestApp::start().await;
+    let app = start().await;
     seed(&app).await;
     let now = chrono::Utc::now();
     let range = QueryRange {
@@ -563,6 +579,36 @@ async fn panels_show_the_seeded_numbers() {
     assert_eq!(pages.rows[0]["path"], "/");
     assert_eq!(pages.rows[0]["events"].to_string().trim_matches('"'), "6");
     assert_eq!(pages.rows[0]["sessions"].to_string().trim_matches('"'), "3");
+
+    // What the client was answered, by outcome: 12 accepted, 3 rejected (by their first
+    // problem's code), one body refused as malformed JSON.
+    let (_, ledger) = run_as_grafana(
+        &app,
+        &find("ingest.json", "Ingest completeness"),
+        &Values::new(),
+        &range,
+    )
+    .await
+    .unwrap();
+    let mut outcomes = BTreeMap::<String, u64>::new();
+    for row in &ledger.rows {
+        let events: u64 = row["events"].to_string().trim_matches('"').parse().unwrap();
+        *outcomes
+            .entry(row["outcome"].as_str().unwrap().to_owned())
+            .or_default() += events;
+    }
+    assert_eq!(outcomes.remove("accepted"), Some(12), "{outcomes:?}");
+    assert_eq!(
+        outcomes.remove("refused: malformed_json"),
+        Some(1),
+        "{outcomes:?}"
+    );
+    let rejected: u64 = outcomes
+        .iter()
+        .filter(|(outcome, _)| outcome.starts_with("rejected: "))
+        .map(|(_, events)| events)
+        .sum();
+    assert_eq!(rejected, 3, "{outcomes:?}");
 
     let session = Values::from([("session".to_owned(), vec!["s-beta".to_owned()])]);
     let (_, events) = run_as_grafana(

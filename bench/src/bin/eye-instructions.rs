@@ -84,6 +84,10 @@ struct Args {
     /// Write the phases and their dumps as JSON to this file.
     #[arg(long)]
     phases_out: Option<std::path::PathBuf>,
+    /// Live-stream subscriptions open during the phases (README "Watching events arrive"),
+    /// each drained by a task of its own: what a watcher costs the ingest path.
+    #[arg(long, default_value_t = 0)]
+    subscribers: usize,
 }
 
 /// Asks the callgrind this process runs under, through `vgdb` (Valgrind's monitor
@@ -207,11 +211,25 @@ async fn run(args: Args) -> Result<(), Error> {
     config.pipeline.flush_interval_ms = 3_600_000;
     config.auth.refresh_interval_ms = 3_600_000;
     config.auth.instance_heartbeat_ms = 3_600_000;
+    // The completeness ledger's writer is a timer too.
+    config.ledger.flush_interval_ms = 3_600_000;
+    config.live.max_subscribers = config.live.max_subscribers.max(args.subscribers);
     config.auth.demo_application = false;
     if config.clickhouse.url.is_empty() {
         config.clickhouse.devserver_data_dir = work.path().join("clickhouse");
     }
     let app = App::build(config).await?;
+    for _ in 0..args.subscribers {
+        let mut subscription = app
+            .state
+            .ingestor
+            .live()
+            .subscribe()
+            .map_err(|full| format!("{} subscriptions at most", full.max))?;
+        tokio::spawn(async move {
+            while !matches!(subscription.next().await, the_eye::live::Received::Closed) {}
+        });
+    }
     let result = measure(&app, &args).await;
     let drained = app.shutdown(Duration::from_secs(60)).await;
     let segments = result?;
