@@ -57,6 +57,8 @@ pub struct Ingestor {
     metrics: Arc<Metrics>,
     retry_after_secs: u64,
     schemas: Arc<SchemaRegistry>,
+    /// Default retention of the rows of recovered events.
+    retention: crate::config::RetentionConfig,
     /// Per application, how many whole-request refusals are written to `errors`.
     refusal_records: governor::DefaultKeyedRateLimiter<String>,
 }
@@ -70,6 +72,32 @@ pub struct Origin<'a> {
     pub application: &'a str,
     pub received_at: DateTime<Utc>,
     pub request_id: Uuid,
+    /// The retention its rows are stored with, in days (0: for ever): the application's, or
+    /// the defaults of `retention` (see [`crate::config::RetentionConfig`]).
+    pub retention: RowRetention,
+}
+
+/// Days the rows of one request are kept (0: for ever), stamped on each row at insert.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowRetention {
+    pub events_days: u16,
+    pub errors_days: u16,
+}
+
+impl RowRetention {
+    /// The application's override (`retention_days`, 0 for none) or the defaults.
+    pub fn resolve(defaults: &crate::config::RetentionConfig, application_days: u16) -> Self {
+        if application_days > 0 {
+            return Self {
+                events_days: application_days,
+                errors_days: application_days,
+            };
+        }
+        Self {
+            events_days: defaults.events_days,
+            errors_days: defaults.errors_days,
+        }
+    }
 }
 
 impl Ingestor {
@@ -80,11 +108,13 @@ impl Ingestor {
         retry_after_secs: u64,
         metrics: Arc<Metrics>,
         schemas: Arc<SchemaRegistry>,
+        retention: crate::config::RetentionConfig,
     ) -> Self {
         let per_second = std::num::NonZeroU32::new(REFUSALS_RECORDED_PER_SECOND)
             .unwrap_or(std::num::NonZeroU32::MIN);
         Self {
             schemas,
+            retention,
             refusal_records: governor::RateLimiter::keyed(
                 governor::Quota::per_second(per_second).allow_burst(per_second.saturating_mul(
                     std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN),
@@ -271,7 +301,10 @@ impl Ingestor {
         let checked = validate::validate_item(&item, None, received_at, &self.rules, &schemas);
         Some(checked.map(|valid| {
             let event_id = valid.event_id.unwrap_or(event_id);
-            event_row(valid, event_id, application, received_at)
+            // The defaults: a recovery runs outside any request of the application (README,
+            // Retention: recovered events take the default retention).
+            let retention = RowRetention::resolve(&self.retention, 0);
+            event_row(valid, event_id, application, received_at, retention)
         }))
     }
 
@@ -427,6 +460,7 @@ pub fn assess(
                     event_id,
                     origin.application,
                     origin.received_at,
+                    origin.retention,
                 ));
             }
             Err(rejection) => {
@@ -484,6 +518,8 @@ fn error_row(
         item_index: index.and_then(|index| u32::try_from(index).ok()),
         event_id: envelope.event_id,
         session_id: text(&envelope.session_id),
+        user_id: text(&envelope.user_id),
+        retention_days: origin.retention.errors_days,
         category: text(&envelope.category),
         name: text(&envelope.name),
         timestamp: envelope.timestamp,
@@ -508,11 +544,14 @@ fn event_row(
     event_id: Uuid,
     application: &str,
     received_at: DateTime<Utc>,
+    retention: RowRetention,
 ) -> EventRow {
     EventRow {
         event_id,
         application: application.to_owned(),
         session_id: valid.session_id,
+        user_id: valid.user_id.unwrap_or_default(),
+        retention_days: retention.events_days,
         category: valid.category,
         name: valid.name,
         data: valid.data,

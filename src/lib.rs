@@ -222,6 +222,7 @@ impl App {
             config.pipeline.retry_after_secs,
             metrics.clone(),
             schemas.clone(),
+            config.retention.clone(),
         ));
         let state = AppState::new(api::AppStateInner {
             config: config.clone(),

@@ -321,6 +321,9 @@ pub struct EventFilterParams {
     /// Only events of this session (exact match).
     #[param(min_length = 1)]
     pub session_id: Option<String>,
+    /// Only events of this user (`user_id`, exact match).
+    #[param(min_length = 1, max_length = 128)]
+    pub user_id: Option<String>,
     /// Only events of this category (exact match).
     #[param(min_length = 1)]
     pub category: Option<String>,
@@ -344,6 +347,7 @@ pub struct EventFilterParams {
 impl EventFilterParams {
     pub const NAMES: &'static [&'static str] = &[
         "session_id",
+        "user_id",
         "category",
         "name",
         "application",
@@ -356,6 +360,7 @@ impl EventFilterParams {
     pub fn take(params: &mut Params) -> Self {
         let filter = Self {
             session_id: params.text("session_id"),
+            user_id: params.text("user_id"),
             category: params.text("category"),
             name: params.text("name"),
             application: params.text("application"),

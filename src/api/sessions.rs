@@ -52,6 +52,8 @@ pub struct Session {
     pub categories: Vec<String>,
     /// When The Eye received its first event.
     pub first_received_at: DateTime<Utc>,
+    /// The last `user_id` seen in the session (by `timestamp`, then `event_id`), if any.
+    pub user_id: Option<String>,
 }
 
 /// One page of sessions.
@@ -101,6 +103,7 @@ fn session(row: SessionRow) -> Session {
         exit_path: non_empty(row.exit_path),
         categories: row.categories,
         first_received_at: row.first_received_at,
+        user_id: non_empty(row.user_id),
     }
 }
 
@@ -126,6 +129,9 @@ pub struct SessionFilterParams {
     /// Sessions whose entry path is exactly this, e.g. `/pricing`.
     #[param(min_length = 1)]
     pub entry_path: Option<String>,
+    /// Sessions whose last `user_id` is exactly this.
+    #[param(min_length = 1, max_length = 128)]
+    pub user_id: Option<String>,
 }
 
 impl SessionFilterParams {
@@ -136,6 +142,7 @@ impl SessionFilterParams {
         "min_events",
         "min_duration_ms",
         "entry_path",
+        "user_id",
     ];
 }
 
@@ -154,7 +161,9 @@ pub fn parse_session_listing(raw_query: Option<&str>) -> (SessionFilter, PagePar
         .optional_whole("min_duration_ms", 0, max)
         .map(|n| n as u32);
     let entry_path = params.text("entry_path");
+    let user_id = params.text("user_id");
     let filter = SessionFilter {
+        user_id,
         application,
         from,
         to,

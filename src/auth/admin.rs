@@ -141,6 +141,7 @@ pub async fn create_application_with_key(
         rate_per_second,
         burst,
         allowed_origins,
+        retention_days: 0,
     };
     store.put_application(&application).await?;
     let (row, key) = create_key(store, &application.application_id, &[Scope::Ingest]).await?;

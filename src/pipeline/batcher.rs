@@ -410,6 +410,9 @@ impl Refusable for EventRow {
         if let Some(sent_at) = &self.sent_at {
             raw["sent_at"] = time(sent_at).into();
         }
+        if !self.user_id.is_empty() {
+            raw["user_id"] = self.user_id.clone().into();
+        }
         Some(ErrorRow {
             error_id: Uuid::now_v7(),
             application: self.application.clone(),
@@ -418,6 +421,8 @@ impl Refusable for EventRow {
             item_index: None,
             event_id: Some(self.event_id),
             session_id: Some(self.session_id.clone()),
+            user_id: (!self.user_id.is_empty()).then(|| self.user_id.clone()),
+            retention_days: self.retention_days,
             category: Some(self.category.clone()),
             name: Some(self.name.clone()),
             timestamp: Some(self.timestamp),

@@ -23,6 +23,9 @@ pub struct ApplicationRow {
     pub burst: u32,
     /// Browser origins (`https://shop.example`) allowed to send with this application's keys.
     pub allowed_origins: Vec<String>,
+    /// Days this application's events and rejections are kept; 0 means the configured
+    /// defaults (`retention.events_days`, `retention.errors_days`). Migration 10.
+    pub retention_days: u16,
 }
 
 /// One API key, identified by its public prefix; only a hash of the secret is kept.
@@ -44,7 +47,7 @@ pub struct KeyRow {
 }
 
 const APPLICATION_COLUMNS: &str =
-    "application_id, name, created_at, updated_at, enabled, rate_per_second, burst, allowed_origins";
+    "application_id, name, created_at, updated_at, enabled, rate_per_second, burst, allowed_origins, retention_days";
 const KEY_COLUMNS: &str =
     "prefix, key_hash, application_id, scopes, created_at, updated_at, revoked_at";
 

@@ -64,6 +64,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_instances"),
     migration!(7, "0007_recoveries"),
     migration!(8, "0008_index_projections"),
+    migration!(10, "0010_erasure_retention"),
 ];
 
 /// The migrations of cluster mode (`clickhouse.cluster`), from `clickhouse/migrations/cluster/`:
@@ -79,6 +80,7 @@ pub const CLUSTER_MIGRATIONS: &[Migration] = &[
     migration!(6, "cluster/", "0006_instances"),
     migration!(7, "cluster/", "0007_recoveries"),
     migration!(8, "cluster/", "0008_index_projections"),
+    migration!(10, "cluster/", "0010_erasure_retention"),
 ];
 
 /// `sql` for the mode: `{cluster}` replaced by the cluster's name.

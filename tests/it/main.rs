@@ -11,6 +11,7 @@ mod dashboards;
 mod deploy;
 mod devserver;
 mod docs;
+mod erasure;
 mod full_disk;
 mod ingest;
 mod metrics;

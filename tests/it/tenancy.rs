@@ -86,6 +86,8 @@ fn row(id: Uuid, application: &str, session: &str, owner: &str) -> EventRow {
         event_id: id,
         application: application.to_owned(),
         session_id: session.to_owned(),
+        user_id: String::new(),
+        retention_days: 0,
         category: "custom".to_owned(),
         name: "probe".to_owned(),
         data: json!({ "owner": owner }).to_string(),
