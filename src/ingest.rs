@@ -57,10 +57,19 @@ pub struct Ingestor {
     metrics: Arc<Metrics>,
     retry_after_secs: u64,
     schemas: Arc<SchemaRegistry>,
+    /// Erased users and sessions whose new events are accepted but not stored.
+    suppressions: Arc<crate::erasure::Suppressions>,
     /// Default retention of the rows of recovered events.
     retention: crate::config::RetentionConfig,
     /// Per application, how many whole-request refusals are written to `errors`.
     refusal_records: governor::DefaultKeyedRateLimiter<String>,
+}
+
+/// What ingest needs to forget on time: the default retention stamped on recovered rows, and
+/// the suppression list of erasures.
+pub struct Privacy {
+    pub retention: crate::config::RetentionConfig,
+    pub suppressions: Arc<crate::erasure::Suppressions>,
 }
 
 /// Whole-request refusals recorded per application: 10 a second, 20 at once.
@@ -108,13 +117,18 @@ impl Ingestor {
         retry_after_secs: u64,
         metrics: Arc<Metrics>,
         schemas: Arc<SchemaRegistry>,
-        retention: crate::config::RetentionConfig,
+        privacy: Privacy,
     ) -> Self {
+        let Privacy {
+            retention,
+            suppressions,
+        } = privacy;
         let per_second = std::num::NonZeroU32::new(REFUSALS_RECORDED_PER_SECOND)
             .unwrap_or(std::num::NonZeroU32::MIN);
         Self {
             schemas,
             retention,
+            suppressions,
             refusal_records: governor::RateLimiter::keyed(
                 governor::Quota::per_second(per_second).allow_burst(per_second.saturating_mul(
                     std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN),
@@ -237,7 +251,7 @@ impl Ingestor {
             rejected: rejections.count,
             results,
         };
-        let errors = rejections.into_rows(origin, &self.config);
+        let mut errors = rejections.into_rows(origin, &self.config);
         if accepted == 0 {
             self.pipeline.enqueue_errors_best_effort(errors);
             return Err(IngestError::AllRejected(summary));
@@ -260,6 +274,35 @@ impl Ingestor {
                 !repeated.contains(&(position - 1))
             });
         }
+        // Events of a suppressed user or session are answered as accepted — the client must not
+        // retry them — and dropped here, before anything is written (README, Suppression).
+        let mut suppressed = 0;
+        if !self.suppressions.is_empty() {
+            let before = events.len();
+            events.retain(|event| {
+                self.suppressions
+                    .refuses(origin.application, &event.session_id, &event.user_id)
+                    .is_none()
+            });
+            suppressed = (before - events.len()) as u64;
+            // A suppressed user's rejected events are not kept either: their raw input is
+            // the data the erasure removed.
+            errors.retain(|row| {
+                self.suppressions
+                    .refuses(
+                        origin.application,
+                        row.session_id.as_deref().unwrap_or(""),
+                        row.user_id.as_deref().unwrap_or(""),
+                    )
+                    .is_none()
+            });
+            if suppressed > 0 {
+                self.metrics
+                    .events_suppressed
+                    .with_label_values(&[application])
+                    .inc_by(suppressed);
+            }
+        }
         // The valid events and the rejections' rows are stored together; the 202 promises
         // both.
         if let Err(error) = self.pipeline.enqueue(events, errors).await {
@@ -269,7 +312,7 @@ impl Ingestor {
         self.metrics
             .events_accepted
             .with_label_values(&[application])
-            .inc_by(accepted as u64 - duplicates);
+            .inc_by(accepted as u64 - duplicates - suppressed);
         if duplicates > 0 {
             self.metrics
                 .events_duplicate

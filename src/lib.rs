@@ -8,6 +8,7 @@
 //! - [`pipeline`]: the write-ahead spool, bounded queues and the batchers that write to
 //!   ClickHouse;
 //! - [`store`]: ClickHouse rows, migrations, inserts and queries;
+//! - [`erasure`]: erasures, their ledger, and the suppression list ingest consults;
 //! - [`plan`]: the tracking plan drawn from stored events (schema inference, drift);
 //! - [`server`]: the listener of the API and of the metrics address (connection caps, overall
 //!   and per peer address; first-byte, header-read and keep-alive timeouts; a shutdown that
@@ -22,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod devserver;
+pub mod erasure;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
@@ -215,6 +217,18 @@ impl App {
             store.clone(),
             metrics.clone(),
         )?);
+        let suppressions = Arc::new(erasure::Suppressions::default());
+        let erasure_wake = Arc::new(tokio::sync::Notify::new());
+        erasure::Worker {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            suppressions: suppressions.clone(),
+            wake: erasure_wake.clone(),
+            poll: Duration::from_millis(config.erasure.poll_interval_ms),
+            settle: Duration::from_millis(config.clickhouse.insert_timeout_ms),
+            instance_id: uuid::Uuid::new_v4().to_string(),
+        }
+        .spawn(background.clone());
         let ingestor = Arc::new(Ingestor::new(
             config.ingest.clone(),
             pipeline.clone(),
@@ -222,7 +236,10 @@ impl App {
             config.pipeline.retry_after_secs,
             metrics.clone(),
             schemas.clone(),
-            config.retention.clone(),
+            ingest::Privacy {
+                retention: config.retention.clone(),
+                suppressions: suppressions.clone(),
+            },
         ));
         let state = AppState::new(api::AppStateInner {
             config: config.clone(),
@@ -234,6 +251,8 @@ impl App {
             limits,
             schemas: schemas.clone(),
             readiness: Arc::default(),
+            suppressions,
+            erasure_wake,
         });
         Ok(Self {
             state,

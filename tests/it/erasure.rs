@@ -143,5 +143,356 @@ async fn one_users_events_are_read_through_the_skip_index() {
     let total: u64 = total.parse().unwrap();
     assert_eq!(total, 200, "{text}");
     assert!(selected <= 2, "{text}");
-    let _ = client_with_key;
+}
+
+/// The Eye with quick erasure polls and a short settle time (the wait before the second pass
+/// is `clickhouse.insert_timeout_ms`).
+async fn start() -> TestApp {
+    TestApp::start_with(|config| {
+        config.erasure.poll_interval_ms = 200;
+        config.clickhouse.insert_timeout_ms = 2_000;
+    })
+    .await
+}
+
+/// POSTs an erasure with `http`; status and body.
+async fn ask(app: &TestApp, http: &reqwest::Client, body: Value) -> (u16, Value) {
+    let response = http
+        .post(app.endpoint("/api/admin/erasures"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls the erasure until it is `done` or `failed`.
+async fn settled(app: &TestApp, id: &str) -> Value {
+    settled_with(app, &app.http, id).await
+}
+
+/// [`settled`], asking with `http`'s key.
+async fn settled_with(app: &TestApp, http: &reqwest::Client, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let response = http
+            .get(app.endpoint(&format!("/api/admin/erasures/{id}")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        if body["status"] == "done" || body["status"] == "failed" {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Rows of `user` left anywhere: events, errors (by user and by raw text), recoveries of
+/// their events or rejections, and session summaries of sessions whose only user they were.
+async fn traces_of(app: &TestApp, user: &str, ids: &[String]) -> u64 {
+    let ids = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut total = 0;
+    for sql in [
+        format!("SELECT count() FROM events WHERE user_id = '{user}'"),
+        format!("SELECT count() FROM events WHERE event_id IN ({ids})"),
+        format!(
+            "SELECT count() FROM errors WHERE user_id = '{user}' OR position(raw, '{user}') > 0"
+        ),
+        format!("SELECT count() FROM recoveries WHERE event_id IN ({ids})"),
+        "SELECT count() FROM sessions WHERE session_id = 's-only-a'".to_owned(),
+    ] {
+        let count = app.db.count(&sql).await;
+        assert_eq!(count, 0, "{sql}: {count}");
+        total += count;
+    }
+    total
+}
+
+/// A user erased across every table: nothing of theirs is left, by SQL over each table;
+/// another user's events (in a session the two shared, too) are untouched, and the shared
+/// session's summary is folded again from what remains. A later delivery for the user is
+/// answered 202 but not stored, and the ledger counts it. An application's admin key cannot
+/// erase another application's data.
+#[tokio::test]
+async fn a_user_is_erased_everywhere_and_stays_erased() {
+    let app = start().await;
+    let start_at = Utc::now() - TimeDelta::hours(2);
+    let a = [
+        event("s-only-a", Some("user-a"), start_at, 0),
+        event("s-only-a", Some("user-a"), start_at, 1),
+        event("s-shared", Some("user-a"), start_at, 2),
+    ];
+    let b = [
+        event("s-shared", Some("user-b"), start_at, 3),
+        event("s-only-b", Some("user-b"), start_at, 4),
+    ];
+    let all: Vec<Value> = a.iter().chain(&b).cloned().collect();
+    assert_eq!(app.post_events(&json!(all)).await.status(), 202);
+    // A rejection of user-a (blank category), kept in `errors` with its raw input.
+    let mut rejected = event("s-only-a", Some("user-a"), start_at, 5);
+    rejected["category"] = json!("");
+    assert_eq!(app.post_events(&rejected).await.status(), 400);
+    app.db.wait_for_count("SELECT count() FROM events", 5).await;
+    app.db
+        .wait_for_count("SELECT count() FROM errors WHERE user_id = 'user-a'", 1)
+        .await;
+    // A recovery that points at one of user-a's events, as `errors replay` writes it.
+    let a_ids: Vec<String> = a
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    app.db
+        .client()
+        .query(
+            "INSERT INTO recoveries SELECT error_id, application, {event:UUID}, received_at, now64(6) \
+             FROM errors WHERE user_id = 'user-a'",
+        )
+        .param("event", &a_ids[0])
+        .execute()
+        .await
+        .unwrap();
+    let (_, shared) = get(&app, "/api/sessions/s-shared").await;
+    assert_eq!(shared["events"], 2, "{shared}");
+
+    // Another application's admin key: it may not name test-app, and erasing "user-a" in its
+    // own application touches nothing of test-app's.
+    let (store, other_key) = {
+        use the_eye::auth::admin::{self, NewApplication};
+        let new = NewApplication {
+            name: "other-app".to_owned(),
+            ..NewApplication::default()
+        };
+        let (other, _) = admin::create_application(&app.store, new).await.unwrap();
+        let (_, key) = admin::create_key(
+            &app.store,
+            &other.application_id,
+            &[the_eye::auth::Scope::Admin],
+        )
+        .await
+        .unwrap();
+        (app.store.clone(), key.key)
+    };
+    let _ = store;
+    let other = client_with_key(&other_key);
+    let (status, body) = ask(
+        &app,
+        &other,
+        json!({"application": app.application, "selector": {"kind": "user", "user_id": "user-a"}}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = ask(
+        &app,
+        &other,
+        json!({"selector": {"kind": "user", "user_id": "user-a"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let other_id = body["erasure_id"].as_str().unwrap().to_owned();
+    let body = settled_with(&app, &other, &other_id).await;
+    assert_eq!(body["status"], "done", "{body}");
+    assert_eq!(body["application"], "other-app", "{body}");
+    // test-app's key does not see other-app's erasure.
+    let (status, _) = get(&app, &format!("/api/admin/erasures/{other_id}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["rows"]["events"], 0, "{body}");
+    assert_eq!(
+        app.db
+            .count("SELECT count() FROM events WHERE user_id = 'user-a'")
+            .await,
+        3
+    );
+    // …and it cannot see test-app's erasures.
+    let (status, _) = ask(
+        &app,
+        &app.http,
+        json!({"selector": {"kind": "user", "user_id": "nobody"}}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let listed = other
+        .get(app.endpoint("/api/admin/erasures"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|item| item["application"] == "other-app"),
+        "{listed}"
+    );
+
+    // The erasure, with suppression.
+    let (status, body) = ask(
+        &app,
+        &app.http,
+        json!({"selector": {"kind": "user", "user_id": "user-a"}, "suppress": true}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "pending", "{body}");
+    assert_eq!(body["requested_by"], app.key[..12], "{body}");
+    let id = body["erasure_id"].as_str().unwrap().to_owned();
+    let body = settled(&app, &id).await;
+    assert_eq!(body["status"], "done", "{body}");
+    assert_eq!(body["verification"], 0, "{body}");
+    assert_eq!(body["rows"]["events"], 3, "{body}");
+    assert_eq!(body["rows"]["errors"], 1, "{body}");
+    assert_eq!(body["rows"]["recoveries"], 1, "{body}");
+    assert!(body["rows"]["sessions"].as_u64().unwrap() >= 2, "{body}");
+    assert!(body["completed_at"].is_string(), "{body}");
+
+    assert_eq!(traces_of(&app, "user-a", &a_ids).await, 0);
+    assert_eq!(
+        app.db
+            .count("SELECT count() FROM events WHERE user_id = 'user-b'")
+            .await,
+        2
+    );
+    let (status, _) = get(&app, "/api/sessions/s-only-a").await;
+    assert_eq!(status, 404);
+    let (_, shared) = get(&app, "/api/sessions/s-shared").await;
+    assert_eq!(shared["events"], 1, "{shared}");
+    assert_eq!(shared["user_id"], "user-b", "{shared}");
+    let (_, only_b) = get(&app, "/api/sessions/s-only-b").await;
+    assert_eq!(only_b["events"], 1, "{only_b}");
+
+    // A later delivery of the user's events: accepted, not stored, counted in the ledger.
+    let late = vec![
+        event("s-late", Some("user-a"), start_at, 6),
+        event("s-late", Some("user-b"), start_at, 7),
+    ];
+    let response = app.post_events(&json!(late)).await;
+    assert_eq!(response.status(), 202);
+    let summary: Value = response.json().await.unwrap();
+    assert_eq!(summary["accepted"], 2, "{summary}");
+    app.db
+        .wait_for_count("SELECT count() FROM events WHERE user_id = 'user-b'", 3)
+        .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, body) = get(&app, &format!("/api/admin/erasures/{id}")).await;
+        if body["suppressed_events"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(traces_of(&app, "user-a", &a_ids).await, 0);
+    assert!(app.metrics_text().await.contains(&format!(
+        "the_eye_events_suppressed_total{{application=\"{}\"}} 1",
+        app.application
+    )));
+}
+
+/// Redacting one property path of one event type in a time range removes that property from
+/// each event's `data` (and from its rejections' raw input) and keeps the rest of each event,
+/// and events outside the range or of another type.
+#[tokio::test]
+async fn a_redaction_removes_one_path_and_keeps_the_rest() {
+    let app = start().await;
+    let start_at = Utc::now() - TimeDelta::hours(3);
+    let mut other_type = event("s-r", Some("u"), start_at, 1);
+    other_type["name"] = json!("draft");
+    let events = vec![
+        event("s-r", Some("u"), start_at, 0),
+        other_type,
+        // Outside the range.
+        event("s-r", Some("u"), start_at, 7200),
+    ];
+    assert_eq!(app.post_events(&json!(events)).await.status(), 202);
+    let mut rejected = event("s-r", Some("u"), start_at, 2);
+    rejected["unknown"] = json!(1);
+    assert_eq!(app.post_events(&rejected).await.status(), 400);
+    app.db.wait_for_count("SELECT count() FROM events", 3).await;
+    app.db.wait_for_count("SELECT count() FROM errors", 1).await;
+    let (status, body) = ask(
+        &app,
+        &app.http,
+        json!({"selector": {"kind": "redact", "from": rfc(start_at), "to": rfc(start_at + TimeDelta::hours(1)),
+               "category": "form interaction", "name": "submit", "property_path": "form.last_name"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let body = settled(&app, body["erasure_id"].as_str().unwrap()).await;
+    assert_eq!(body["status"], "done", "{body}");
+    assert_eq!(body["rows"]["events"], 1, "{body}");
+    assert_eq!(body["rows"]["errors"], 1, "{body}");
+
+    let rows: Vec<Value> = app
+        .db
+        .json_rows(
+            "SELECT toString(event_id) AS id, name, data, path FROM events ORDER BY timestamp",
+        )
+        .await;
+    let parsed =
+        |row: &Value| serde_json::from_str::<Value>(row["data"].as_str().unwrap()).unwrap();
+    let first = parsed(&rows[0]);
+    assert_eq!(
+        first,
+        json!({"host": "shop.example", "path": "/step/0", "form": {"first_name": "Jane", "plan": "pro"}}),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0]["path"], "/step/0");
+    assert_eq!(
+        parsed(&rows[1])["form"]["last_name"],
+        "Doe",
+        "another type: {rows:?}"
+    );
+    assert_eq!(
+        parsed(&rows[2])["form"]["last_name"],
+        "Doe",
+        "out of range: {rows:?}"
+    );
+    let raws: Vec<Value> = app.db.json_rows("SELECT raw FROM errors").await;
+    let raw: Value = serde_json::from_str(raws[0]["raw"].as_str().unwrap()).unwrap();
+    assert!(raw["data"]["form"].get("last_name").is_none(), "{raw}");
+    assert_eq!(raw["data"]["form"]["first_name"], "Jane", "{raw}");
+    assert_eq!(raw["unknown"], 1, "{raw}");
+}
+
+/// Bad erasure requests get 400 with a stable code.
+#[tokio::test]
+async fn bad_erasures_are_refused_with_a_code() {
+    let app = start().await;
+    for body in [
+        json!({"selector": {"kind": "user", "user_id": ""}}),
+        json!({"selector": {"kind": "time_range", "from": "2025-01-02T00:00:00Z", "to": "2025-01-01T00:00:00Z"}}),
+        json!({"selector": {"kind": "time_range", "from": "2025-01-01T00:00:00Z", "to": "2025-01-02T00:00:00Z"}, "suppress": true}),
+    ] {
+        let (status, answer) = ask(&app, &app.http, body.clone()).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (400, Some("invalid_erasure")),
+            "{body} → {answer}"
+        );
+    }
+    let (status, answer) = ask(&app, &app.http, json!({"selector": {"kind": "everything"}})).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{answer}"
+    );
+    let (status, _) = get(&app, "/api/admin/erasures/not-a-uuid").await;
+    assert_eq!(status, 400);
+    let (status, _) = get(
+        &app,
+        &format!("/api/admin/erasures/{}", uuid::Uuid::now_v7()),
+    )
+    .await;
+    assert_eq!(status, 404);
 }
