@@ -112,6 +112,10 @@ enum AppsCommand {
         /// Browser origin allowed to send events, e.g. https://shop.example (repeatable).
         #[arg(long = "origin")]
         origins: Vec<String>,
+        /// Days its events and rejections are kept (default: retention.events_days and
+        /// retention.errors_days).
+        #[arg(long)]
+        retention_days: Option<u16>,
     },
     /// List applications.
     List,
@@ -137,6 +141,11 @@ enum AppsCommand {
         /// Browser origin to stop allowing (repeatable); it must be allowed now.
         #[arg(long = "remove-origin")]
         remove_origins: Vec<String>,
+        /// Days its events and rejections are kept; 0 returns to the configured defaults.
+        /// Applied to its stored rows too (a background mutation; expired rows go at the
+        /// next TTL merge).
+        #[arg(long)]
+        retention_days: Option<u16>,
     },
 }
 
@@ -377,12 +386,14 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
             rate,
             burst,
             origins,
+            retention_days,
         } => {
             let new = NewApplication {
                 name,
                 rate_per_second: rate,
                 burst,
                 allowed_origins: origins,
+                retention_days,
             };
             let (application, key) = admin::create_application(&store, new).await?;
             println!("created application `{}`", application.application_id);
@@ -423,6 +434,7 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
             burst,
             add_origins,
             remove_origins,
+            retention_days,
         } => {
             let update = ApplicationUpdate {
                 name,
@@ -430,15 +442,16 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
                 burst,
                 add_origins,
                 remove_origins,
+                retention_days,
             };
             if update == ApplicationUpdate::default() {
                 return Err(AdminError::Invalid(
-                    "nothing to change: give --name, --rate, --burst, --add-origin or --remove-origin"
+                    "nothing to change: give --name, --rate, --burst, --add-origin, --remove-origin or --retention-days"
                         .to_owned(),
                 )
                 .into());
             }
-            let app = admin::update_application(&store, &id, update).await?;
+            let app = admin::update_application(&store, &id, update, &config.retention).await?;
             println!(
                 "updated application `{id}`: name `{}`, rate/s {}, burst {}, origins [{}]; \
                  every instance applies it within {} ms",

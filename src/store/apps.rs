@@ -131,3 +131,36 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Stamps an application's new retention on its rows stored already (`retention_days`
+    /// 0: the configured defaults, `defaults`), so that the tables' TTLs expire them by it:
+    /// one background mutation per table (`ALTER TABLE … UPDATE`, not waited for), after
+    /// which merges drop the rows past it — within `merge_with_ttl_timeout` (4 hours by
+    /// default) of the mutation, or at once with `OPTIMIZE … FINAL`. Sessions follow their
+    /// events: a summary row keeps the longest retention of the events folded into it.
+    pub async fn apply_retention_days(
+        &self,
+        application: &str,
+        events_days: u16,
+        errors_days: u16,
+    ) -> Result<(), StoreError> {
+        for (table, days) in [
+            ("events", events_days),
+            ("errors", errors_days),
+            ("sessions", events_days),
+        ] {
+            self.maintenance_client()
+                .query(&format!(
+                    "ALTER TABLE {table} UPDATE retention_days = {{days:UInt16}} \
+                     WHERE application = {{application:String}} AND retention_days != {{days:UInt16}}"
+                ))
+                .param("days", days)
+                .param("application", application)
+                .with_setting("mutations_sync", "0")
+                .execute()
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -496,3 +496,100 @@ async fn bad_erasures_are_refused_with_a_code() {
     .await;
     assert_eq!(status, 404);
 }
+
+/// Retention: an event older than `retention.events_days` is gone after a TTL merge
+/// (`OPTIMIZE … FINAL`), a younger one stays; an application's own retention, set later,
+/// applies to its stored rows as well, and its rejections follow it.
+#[tokio::test]
+async fn rows_past_their_retention_are_gone_after_a_ttl_merge() {
+    let app = TestApp::start_with(|config| {
+        config.retention.events_days = 30;
+        config.retention.errors_days = 30;
+    })
+    .await;
+    let now = Utc::now();
+    let events = [
+        event("s-old", Some("u"), now - TimeDelta::days(40), 0),
+        event("s-mid", Some("u"), now - TimeDelta::days(10), 0),
+        event("s-new", Some("u"), now - TimeDelta::hours(1), 0),
+    ];
+    assert_eq!(app.post_events(&json!(events)).await.status(), 202);
+    // The one past its retention already is dropped as its part is written (ClickHouse
+    // applies a DELETE TTL when it writes a part, as when it merges).
+    app.db.wait_for_count("SELECT count() FROM events", 2).await;
+    assert_eq!(
+        app.db
+            .wait_for_count("SELECT count() FROM events WHERE retention_days = 30", 2)
+            .await,
+        2
+    );
+    let optimize = |table: &'static str| {
+        let client = app.db.client();
+        async move {
+            client
+                .query(&format!("OPTIMIZE TABLE {table} FINAL"))
+                .execute()
+                .await
+                .unwrap();
+        }
+    };
+    optimize("events").await;
+    let left: Vec<Value> = app
+        .db
+        .json_rows("SELECT session_id FROM events ORDER BY session_id")
+        .await;
+    assert_eq!(
+        left,
+        [
+            json!({"session_id": "s-mid"}),
+            json!({"session_id": "s-new"})
+        ]
+    );
+
+    // The application keeps 7 days from now on, stored rows included.
+    let response = app
+        .org_http
+        .patch(app.endpoint(&format!("/api/admin/applications/{}", app.application)))
+        .json(&json!({"retention_days": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["retention_days"], 7, "{body}");
+    app.db
+        .wait_for_count(
+            "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND table = 'events' AND is_done",
+            1,
+        )
+        .await;
+    // The mutation stamps 7 on both rows left; the part it writes has its TTL recomputed,
+    // so the 10-day-old row may already be gone when it ends, and is after a TTL merge.
+    app.db
+        .wait_for_count("SELECT count() FROM events WHERE retention_days = 7", 1)
+        .await;
+    optimize("events").await;
+    let left: Vec<Value> = app.db.json_rows("SELECT session_id FROM events").await;
+    assert_eq!(left, [json!({"session_id": "s-new"})]);
+    // New rows of the application carry its retention; its rejections too.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut bad = event("s-bad", Some("u"), now, 0);
+        bad["category"] = json!("");
+        assert_eq!(app.post_events(&bad).await.status(), 400);
+        if app
+            .db
+            .count("SELECT count() FROM errors WHERE retention_days = 7")
+            .await
+            > 0
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the registry never saw the change"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
