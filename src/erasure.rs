@@ -24,6 +24,8 @@
 //!    (found through the events and rejections it points at), then `errors`, `events`, and
 //!    last `sessions`: the summaries of the sessions that had matching events are deleted and
 //!    folded again from the events that remain.
+//!    A ClickHouse failure on the way leaves it `running` with the reason, and the next poll
+//!    runs it again from the start.
 //! 4. It waits `clickhouse.insert_timeout_ms` (an insert that was under way when the deletes
 //!    were submitted has ended by then; a mutation covers only rows inserted before it), runs
 //!    the deletes once more, then counts what still matches in every table: that count is the
@@ -784,6 +786,28 @@ struct SuppressedRow {
     events: u64,
 }
 
+/// What a stored row says about whom it concerns: (application, session id, user id), ''
+/// where it names none.
+pub trait Subject {
+    fn subject(&self) -> (&str, &str, &str);
+}
+
+impl Subject for crate::store::EventRow {
+    fn subject(&self) -> (&str, &str, &str) {
+        (&self.application, &self.session_id, &self.user_id)
+    }
+}
+
+impl Subject for crate::store::ErrorRow {
+    fn subject(&self) -> (&str, &str, &str) {
+        (
+            &self.application,
+            self.session_id.as_deref().unwrap_or(""),
+            self.user_id.as_deref().unwrap_or(""),
+        )
+    }
+}
+
 /// The suppression list in memory, consulted by ingest for every event: which (application,
 /// user) and (application, session) are refused, and by which erasure. An organisation-wide
 /// suppression (application '') applies to every application.
@@ -843,6 +867,24 @@ impl Suppressions {
             *refused.entry(found).or_default() += 1;
         }
         Some(found)
+    }
+
+    /// `rows` without those a suppression refuses (counted like refusals at ingest); `None`
+    /// when it refuses none, so that the common case copies nothing. The batchers ask it
+    /// before every insert, so that rows spooled before an erasure's suppression, or
+    /// retried after it, never land (README, "No resurrection").
+    pub fn keep<T: Subject + Clone>(&self, rows: &[T]) -> Option<Vec<T>> {
+        if self.is_empty() {
+            return None;
+        }
+        let refused = |row: &T| {
+            let (application, session, user) = row.subject();
+            self.refuses(application, session, user).is_some()
+        };
+        if !rows.iter().any(refused) {
+            return None;
+        }
+        Some(rows.iter().filter(|row| !refused(row)).cloned().collect())
     }
 
     /// The refusals counted since the last call.
@@ -951,7 +993,16 @@ pub async fn run(
                 ))
             }
         }
-        Err(error) => Err(format!("ClickHouse failed: {error}")),
+        Err(error) => {
+            // ClickHouse away, a table missing for a while: the erasure stays `running`, with
+            // the reason, and the next poll runs it again from the start (every step is
+            // idempotent). The alert on erasures open for an hour says when that lasts.
+            tracing::warn!(erasure = %row.erasure_id, %error, "erasure interrupted; retried at the next poll");
+            row.reason = format!("retrying after: {error}");
+            row.updated_at = Utc::now();
+            let _ = store.put_erasure(&row).await;
+            return row;
+        }
     };
     finish(store, metrics, row, result).await
 }
@@ -1220,5 +1271,14 @@ mod tests {
         assert_eq!(list.refuses("b", "s", "u"), None);
         assert_eq!(list.refuses("a", "s", ""), None);
         assert_eq!(list.take_refused(), vec![(id, 1)]);
+    }
+}
+
+impl std::fmt::Debug for Suppressions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries = self.entries.read().map(|e| e.len()).unwrap_or(0);
+        f.debug_struct("Suppressions")
+            .field("entries", &entries)
+            .finish()
     }
 }

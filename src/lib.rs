@@ -217,7 +217,7 @@ impl App {
             store.clone(),
             metrics.clone(),
         )?);
-        let suppressions = Arc::new(erasure::Suppressions::default());
+        let suppressions = pipeline.suppressions();
         let erasure_wake = Arc::new(tokio::sync::Notify::new());
         erasure::Worker {
             store: store.clone(),

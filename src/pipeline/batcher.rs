@@ -24,6 +24,8 @@ pub struct Settings {
     max_wait: Duration,
     retry_initial: Duration,
     retry_max: Duration,
+    /// Rows of suppressed users and sessions are dropped before each insert.
+    pub(crate) suppressions: Arc<crate::erasure::Suppressions>,
 }
 
 impl From<&PipelineConfig> for Settings {
@@ -33,6 +35,7 @@ impl From<&PipelineConfig> for Settings {
             max_wait: Duration::from_millis(config.flush_interval_ms),
             retry_initial: Duration::from_millis(config.retry_initial_ms),
             retry_max: Duration::from_millis(config.retry_max_ms),
+            suppressions: Arc::default(),
         }
     }
 }
@@ -163,7 +166,17 @@ impl Writer {
             } else {
                 self.token(batch.positions[range.start], batch.positions[range.end - 1])
             };
-            match self.write(table, part, &token).await {
+            // Rows of an erased and suppressed user or session that were spooled before the
+            // erasure (or whose insert is retried after it) are dropped here, under the same
+            // token: a block ClickHouse took before the erasure is the erasure's to delete.
+            let kept = self.settings.suppressions.keep(part);
+            let part = kept.as_deref().unwrap_or(part);
+            let written = if part.is_empty() {
+                Ok(())
+            } else {
+                self.write(table, part, &token).await
+            };
+            match written {
                 Ok(()) => {
                     fault_point_after_insert(table);
                     self.metrics

@@ -593,3 +593,75 @@ async fn rows_past_their_retention_are_gone_after_a_ttl_merge() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// No resurrection: a user's events accepted (202, in the spool) while ClickHouse refuses the
+/// `events` table are still in this instance's spool when the user is erased with
+/// suppression; once the table is back, the batcher drops them before inserting, the rest of
+/// the batch lands, and the erasure, retried while the table was away, ends `done` with
+/// nothing of the user anywhere.
+#[tokio::test]
+async fn spooled_events_of_an_erased_user_never_land() {
+    let app = start().await;
+    let client = app.db.client();
+    client
+        .query("RENAME TABLE events TO events_away")
+        .execute()
+        .await
+        .unwrap();
+    let start_at = Utc::now() - TimeDelta::hours(1);
+    let events = [
+        event("s-c", Some("user-c"), start_at, 0),
+        event("s-d", Some("user-d"), start_at, 1),
+    ];
+    assert_eq!(app.post_events(&json!(events)).await.status(), 202);
+    let (status, body) = ask(
+        &app,
+        &app.http,
+        json!({"selector": {"kind": "user", "user_id": "user-c"}, "suppress": true}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["erasure_id"].as_str().unwrap().to_owned();
+    // The erasure cannot finish while `events` is away: it stays open, with the reason.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, body) = get(&app, &format!("/api/admin/erasures/{id}")).await;
+        if body["status"] == "running" && body["reason"].as_str().unwrap().starts_with("retrying") {
+            break;
+        }
+        assert_ne!(body["status"], "done", "{body}");
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    client
+        .query("RENAME TABLE events_away TO events")
+        .execute()
+        .await
+        .unwrap();
+    app.db
+        .wait_for_count("SELECT count() FROM events WHERE user_id = 'user-d'", 1)
+        .await;
+    let body = settled(&app, &id).await;
+    assert_eq!(body["status"], "done", "{body}");
+    assert_eq!(body["verification"], 0, "{body}");
+    assert_eq!(
+        app.db
+            .count("SELECT count() FROM events WHERE user_id = 'user-c' OR session_id = 's-c'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count() FROM sessions WHERE session_id = 's-c'")
+            .await,
+        0
+    );
+    assert!(
+        body["suppressed_events"].as_u64().unwrap() >= 1 || {
+            // Counted by the worker at its next poll.
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            let (_, body) = get(&app, &format!("/api/admin/erasures/{id}")).await;
+            body["suppressed_events"].as_u64().unwrap() >= 1
+        }
+    );
+}
