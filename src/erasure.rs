@@ -1138,6 +1138,15 @@ impl Worker {
     }
 }
 
+impl std::fmt::Debug for Suppressions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries = self.entries.read().map(|e| e.len()).unwrap_or(0);
+        f.debug_struct("Suppressions")
+            .field("entries", &entries)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1271,14 +1280,5 @@ mod tests {
         assert_eq!(list.refuses("b", "s", "u"), None);
         assert_eq!(list.refuses("a", "s", ""), None);
         assert_eq!(list.take_refused(), vec![(id, 1)]);
-    }
-}
-
-impl std::fmt::Debug for Suppressions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let entries = self.entries.read().map(|e| e.len()).unwrap_or(0);
-        f.debug_struct("Suppressions")
-            .field("entries", &entries)
-            .finish()
     }
 }
