@@ -215,7 +215,7 @@ const EVENT_COLUMNS: &str = "SELECT event_id, application, session_id, user_id, 
 
 /// The columns of [`ErrorRow`] without `raw` (listings leave the raw input out).
 const ERROR_SUMMARY_COLUMNS: &str = "SELECT error_id, application, received_at, request_id, \
-     item_index, event_id, session_id, user_id, retention_days, category, name, timestamp, \
+     item_index, event_id, session_id, category, name, timestamp, \
      problem_field, problem_code, problem_message FROM errors";
 
 const ERROR_COLUMNS: &str = "SELECT error_id, application, received_at, request_id, \

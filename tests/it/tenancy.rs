@@ -81,6 +81,44 @@ fn time(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()
 }
 
+/// An `events` row as the table was before migration 10 (no `user_id`, no `retention_days`),
+/// for the tests that insert into the tables of earlier migrations.
+#[derive(clickhouse::Row, serde::Serialize)]
+struct LegacyEventRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    application: String,
+    session_id: String,
+    category: String,
+    name: String,
+    data: String,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    timestamp: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    client_timestamp: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]
+    sent_at: Option<DateTime<Utc>>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    received_at: DateTime<Utc>,
+}
+
+fn legacy(rows: &[EventRow]) -> Vec<LegacyEventRow> {
+    rows.iter()
+        .map(|row| LegacyEventRow {
+            event_id: row.event_id,
+            application: row.application.clone(),
+            session_id: row.session_id.clone(),
+            category: row.category.clone(),
+            name: row.name.clone(),
+            data: row.data.clone(),
+            timestamp: row.timestamp,
+            client_timestamp: row.client_timestamp,
+            sent_at: row.sent_at,
+            received_at: row.received_at,
+        })
+        .collect()
+}
+
 fn row(id: Uuid, application: &str, session: &str, owner: &str) -> EventRow {
     EventRow {
         event_id: id,
@@ -879,11 +917,11 @@ async fn the_identity_migration_moves_a_populated_table() {
     retry.timestamp += chrono::TimeDelta::seconds(3);
     retry.received_at += chrono::TimeDelta::seconds(5);
     store
-        .insert("events", &rows, &Uuid::now_v7().to_string())
+        .insert("events", &legacy(&rows), &Uuid::now_v7().to_string())
         .await
         .unwrap();
     store
-        .insert("events", &[retry], &Uuid::now_v7().to_string())
+        .insert("events", &legacy(&[retry]), &Uuid::now_v7().to_string())
         .await
         .unwrap();
     let columns = "SELECT toString(event_id) AS event_id, application, session_id, data, host, \
@@ -958,7 +996,7 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         .map(|i| row(Uuid::now_v7(), "alpha", &format!("s-{i}"), "early"))
         .collect();
     store
-        .insert("events", &early, &Uuid::now_v7().to_string())
+        .insert("events", &legacy(&early), &Uuid::now_v7().to_string())
         .await
         .unwrap();
     // The migration runs as far as the exchange, then stops (a crash, say)…
@@ -971,7 +1009,7 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         .map(|i| row(Uuid::now_v7(), "beta", &format!("s-{i}"), "late"))
         .collect();
     store
-        .insert("events_0004", &late, &Uuid::now_v7().to_string())
+        .insert("events_0004", &legacy(&late), &Uuid::now_v7().to_string())
         .await
         .unwrap();
     assert_eq!(store.migrate_up_to(4).await.unwrap(), [4]);
