@@ -665,3 +665,106 @@ async fn spooled_events_of_an_erased_user_never_land() {
         }
     );
 }
+
+/// An erasure whose instance is killed (SIGKILL) half-way — after its first pass, while it
+/// waits before the second — stays `running` in the ledger, and another instance started
+/// afterwards resumes it to `done`, with nothing of the user left.
+#[tokio::test]
+async fn an_erasure_interrupted_by_sigkill_is_resumed_to_done() {
+    use crate::spool::Child;
+    let db = crate::common::TestDb::new().await;
+    let config = crate::common::test_config(&db);
+    let (_store, application, key) = crate::common::provision(&db, &config, None).await;
+    db.client()
+        .query(
+            "INSERT INTO events (event_id, application, session_id, user_id, category, name, data, \
+             timestamp, client_timestamp, sent_at, received_at) \
+             SELECT generateUUIDv4(number), {app:String}, concat('s-', toString(number % 7)), \
+             if(number % 2 = 0, 'user-k', 'user-l'), 'c', 'n', '{\"k\":1}', now64(6), now64(6), NULL, now64(6) \
+             FROM numbers(100)",
+        )
+        .param("app", &application)
+        .execute()
+        .await
+        .unwrap();
+    let spool_a = tempfile::tempdir().unwrap();
+    // The first instance waits 10 minutes before its second pass: it is killed before.
+    let mut first = Child::start(
+        &db,
+        spool_a.path(),
+        &key,
+        &[
+            ("THE_EYE_CLICKHOUSE_INSERT_TIMEOUT_MS", "600000"),
+            ("THE_EYE_ERASURE_POLL_INTERVAL_MS", "200"),
+        ],
+    )
+    .await;
+    let response = first
+        .http
+        .post(format!("{}/api/admin/erasures", first.url))
+        .json(&json!({"selector": {"kind": "user", "user_id": "user-k"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["erasure_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Its first pass has run: the user's events are gone, the erasure is still running.
+    db.wait_for_count(
+        "SELECT toUInt64(50 - count()) FROM events WHERE user_id = 'user-k'",
+        50,
+    )
+    .await;
+    let status = |db: &crate::common::TestDb| {
+        let sql = format!("SELECT status FROM erasures FINAL WHERE erasure_id = '{id}'");
+        let client = db.client();
+        async move { client.query(&sql).fetch_one::<String>().await.unwrap() }
+    };
+    assert_eq!(status(&db).await, "running");
+    first.signal("-KILL").await;
+    first.wait().await;
+    assert_eq!(status(&db).await, "running");
+
+    let spool_b = tempfile::tempdir().unwrap();
+    let second = Child::start(
+        &db,
+        spool_b.path(),
+        &key,
+        &[
+            ("THE_EYE_CLICKHOUSE_INSERT_TIMEOUT_MS", "2000"),
+            ("THE_EYE_ERASURE_POLL_INTERVAL_MS", "200"),
+        ],
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let body = loop {
+        let body: Value = second
+            .http
+            .get(format!("{}/api/admin/erasures/{id}", second.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["status"] == "done" || body["status"] == "failed" {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(body["status"], "done", "{body}");
+    assert_eq!(body["verification"], 0, "{body}");
+    assert_eq!(
+        db.count("SELECT count() FROM events WHERE user_id = 'user-k'")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count() FROM events WHERE user_id = 'user-l'")
+            .await,
+        50
+    );
+}
