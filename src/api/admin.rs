@@ -387,6 +387,7 @@ fn example_application() -> Value {
         "rate_per_second": 500,
         "burst": 1000,
         "allowed_origins": ["https://shop.example"],
+        "retention_days": 0,
         "created_at": "2026-01-05T09:00:00Z",
         "updated_at": "2026-01-05T09:00:00Z",
     })
