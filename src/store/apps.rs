@@ -145,14 +145,24 @@ impl Store {
         events_days: u16,
         errors_days: u16,
     ) -> Result<(), StoreError> {
-        for (table, days) in [
-            ("events", events_days),
-            ("errors", errors_days),
-            ("sessions", events_days),
-        ] {
+        // In cluster mode the rows are in the sharded tables (a Distributed table refuses
+        // mutations), on every host, and there is no `sessions` table.
+        let tables: &[(&str, u16)] = match self.cluster() {
+            None => &[
+                ("events", events_days),
+                ("errors", errors_days),
+                ("sessions", events_days),
+            ],
+            Some(_) => &[("events_local", events_days), ("errors_local", errors_days)],
+        };
+        let on_cluster = self
+            .cluster()
+            .map(|name| format!(" ON CLUSTER {name}"))
+            .unwrap_or_default();
+        for (table, days) in tables {
             self.maintenance_client()
                 .query(&format!(
-                    "ALTER TABLE {table} UPDATE retention_days = {{days:UInt16}} \
+                    "ALTER TABLE {table}{on_cluster} UPDATE retention_days = {{days:UInt16}} \
                      WHERE application = {{application:String}} AND retention_days != {{days:UInt16}}"
                 ))
                 .param("days", days)
