@@ -161,7 +161,7 @@ pub fn parse_session_listing(raw_query: Option<&str>) -> (SessionFilter, PagePar
         .optional_whole("min_duration_ms", 0, max)
         .map(|n| n as u32);
     let entry_path = params.text("entry_path");
-    let user_id = params.text("user_id");
+    let user_id = params.bounded_text("user_id", 128);
     let filter = SessionFilter {
         user_id,
         application,

@@ -54,6 +54,11 @@ async fn user_id_is_stored_filtered_and_summarised() {
     let items = body["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{body}");
     assert!(items.iter().all(|item| item["user_id"] == "account-7"));
+    for path in ["/api/events", "/api/sessions"] {
+        let (status, body) = get(&app, &format!("{path}?user_id={}", "x".repeat(129))).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["problems"][0]["field"], "user_id", "{body}");
+    }
     let (_, body) = get(&app, "/api/events?session_id=s-1").await;
     assert!(body["items"][0].get("user_id").is_none(), "{body}");
 
