@@ -773,3 +773,54 @@ async fn an_erasure_interrupted_by_sigkill_is_resumed_to_done() {
         50
     );
 }
+
+/// `the-eye erase` records the erasure in the ledger, runs it to `done` and prints the
+/// outcome; a request without a selector is refused with a message.
+#[tokio::test]
+async fn the_cli_erases_a_session() {
+    let app = start().await;
+    let start_at = Utc::now() - TimeDelta::hours(1);
+    let events = [
+        event("s-cli", Some("u1"), start_at, 0),
+        event("s-keep", Some("u1"), start_at, 1),
+    ];
+    assert_eq!(app.post_events(&json!(events)).await.status(), 202);
+    app.db.wait_for_count("SELECT count() FROM events", 2).await;
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
+            .args(args)
+            .env("THE_EYE_CLICKHOUSE_URL", &app.db.url)
+            .env("THE_EYE_CLICKHOUSE_DATABASE", &app.db.name)
+            .env("THE_EYE_CLICKHOUSE_INSERT_TIMEOUT_MS", "1000")
+            .env("THE_EYE_SERVER_LOG_FILTER", "warn")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let (ok, stdout, stderr) = run(&["erase", "--app", &app.application, "--session", "s-cli"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let outcome: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(outcome["status"], "done", "{outcome}");
+    assert_eq!(outcome["rows"]["events"], 1, "{outcome}");
+    assert_eq!(
+        app.db
+            .count("SELECT count() FROM events WHERE session_id = 's-cli'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count() FROM events WHERE session_id = 's-keep'")
+            .await,
+        1
+    );
+    let (_, listed) = get(&app, "/api/admin/erasures").await;
+    assert_eq!(listed["items"][0]["requested_by"], "cli", "{listed}");
+    let (ok, _, stderr) = run(&["erase", "--app", &app.application]);
+    assert!(!ok);
+    assert!(stderr.contains("say what to erase"), "{stderr}");
+}
