@@ -337,6 +337,29 @@ mod tests {
     }
 
     #[test]
+    fn user_id_is_sent_only_when_given() {
+        let anonymous = Event::builder("s", "c", "n")
+            .data(&json!({"k": 1}))
+            .build()
+            .unwrap();
+        assert_eq!(anonymous.user_id(), None);
+        assert!(serde_json::to_value(anonymous.as_wire())
+            .unwrap()
+            .get("user_id")
+            .is_none());
+        let known = Event::builder("s", "c", "n")
+            .user_id("account-1234")
+            .data(&json!({"k": 1}))
+            .build()
+            .unwrap();
+        assert_eq!(known.user_id(), Some("account-1234"));
+        assert_eq!(
+            serde_json::to_value(known.as_wire()).unwrap()["user_id"],
+            "account-1234"
+        );
+    }
+
+    #[test]
     fn ids_are_distinct_and_ordered() {
         let build = || {
             Event::builder("s", "c", "n")
