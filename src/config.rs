@@ -89,6 +89,18 @@ const SECTIONS: [&str; 7] = [
     "erasure",
 ];
 
+/// Variables under `THE_EYE_` that clients and examples read, not the service: the demo keys
+/// that `. data/demo-keys.env` exports (`THE_EYE_INGEST_KEY` would otherwise read as the
+/// setting `ingest.key` and stop the CLI in that same shell), and the CLI's `THE_EYE_URL`
+/// and `THE_EYE_API_KEY`.
+const NOT_SETTINGS: [&str; 5] = [
+    "THE_EYE_INGEST_KEY",
+    "THE_EYE_READ_KEY",
+    "THE_EYE_ADMIN_KEY",
+    "THE_EYE_URL",
+    "THE_EYE_API_KEY",
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -681,7 +693,12 @@ impl Config {
 /// prefix names the section, the rest is the key, so keys keep their underscores.
 fn environment() -> Env {
     Env::prefixed("THE_EYE_")
-        .filter(|key| section_of(key.as_str()).is_some())
+        .filter(|key| {
+            section_of(key.as_str()).is_some()
+                && !NOT_SETTINGS
+                    .iter()
+                    .any(|name| name["THE_EYE_".len()..].eq_ignore_ascii_case(key.as_str()))
+        })
         .map(|key| {
             let key = key.as_str();
             match section_of(key) {
@@ -715,6 +732,10 @@ mod tests {
             jail.set_env("THE_EYE_INGEST_MAX_BODY_BYTES", "2048");
             jail.set_env("THE_EYE_CLICKHOUSE_URL", "http://localhost:8123");
             jail.set_env("THE_EYE_CACHE_DIR", "/tmp/not-a-setting");
+            // The demo keys that `. data/demo-keys.env` exports are not settings.
+            jail.set_env("THE_EYE_INGEST_KEY", "eye_aaaaaaaa_x");
+            jail.set_env("THE_EYE_READ_KEY", "eye_aaaaaaaa_x");
+            jail.set_env("THE_EYE_ADMIN_KEY", "eye_aaaaaaaa_x");
             let config = Config::load(None).expect("valid configuration");
             assert_eq!(config.ingest.max_body_bytes, 2048);
             assert_eq!(config.clickhouse.url, "http://localhost:8123");

@@ -10,6 +10,12 @@
 //! The child's stdout and stderr go to `<data_dir>/devserver.log` (appended), which is the
 //! place to look when it fails to start or a query misbehaves. The child is started with
 //! `--exit-with-parent`, so it also goes away if this process dies without dropping it.
+//!
+//! One devserver owns a data directory (the server takes `<data_dir>/devserver.lock`). So
+//! that a second process (the CLI beside a running `serve`) can use it rather than fail,
+//! the owner publishes its address in `<data_dir>/devserver.json` (mode 0600: it is the
+//! place for credentials too) once it answers, and removes it when it stops;
+//! [`DevServer::running`] finds it again.
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -26,6 +32,12 @@ const EXIT_CANNOT_LISTEN: i32 = 2;
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Pause between two readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// The exit code with which `server.py` says another devserver holds the data directory.
+const EXIT_IN_USE: i32 = 3;
+/// Where the devserver owning a data directory publishes its address, in that directory.
+const ADDRESS_FILE: &str = "devserver.json";
+/// The lock file `server.py` holds (flock) while it owns the data directory.
+const LOCK_FILE: &str = "devserver.lock";
 
 /// A running devserver; stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
 #[derive(Debug)]
@@ -52,6 +64,23 @@ pub enum DevServerError {
     Spawn { script: PathBuf, source: io::Error },
     #[error("devserver exited during start-up ({status}); see {}", log.display())]
     Exited { status: ExitStatus, log: PathBuf },
+    #[error(
+        "data directory {} is in use by another devserver ({}); the CLI's commands use one that \
+         runs, but another `serve` needs a data directory of its own \
+         (clickhouse.devserver_data_dir) or a ClickHouse at clickhouse.url",
+        data_dir.display(),
+        match published {
+            Some(url) => format!("at {url}"),
+            None => "still starting, or of an older version: it has not published its address".to_owned(),
+        }
+    )]
+    InUse {
+        data_dir: PathBuf,
+        /// The URL it published, when it did.
+        published: Option<String>,
+    },
+    #[error("cannot publish the devserver's address in {}: {source}", path.display())]
+    Publish { path: PathBuf, source: io::Error },
     #[error("devserver did not answer /ping within {timeout:?}; see {}", log.display())]
     Timeout { timeout: Duration, log: PathBuf },
 }
@@ -84,7 +113,16 @@ impl DevServer {
             match server.wait_ready(port, deadline, ready_timeout).await {
                 Ok(()) => {
                     tracing::debug!(url = %server.url, log = %log_path.display(), "devserver is up");
+                    server.publish()?;
                     return Ok(server);
+                }
+                Err(DevServerError::Exited { status, .. })
+                    if status.code() == Some(EXIT_IN_USE) =>
+                {
+                    return Err(DevServerError::InUse {
+                        data_dir: data_dir.to_path_buf(),
+                        published: Self::running(data_dir).await,
+                    });
                 }
                 Err(DevServerError::Exited { status, .. })
                     if status.code() == Some(EXIT_CANNOT_LISTEN) && attempts_left > 0 =>
@@ -94,6 +132,29 @@ impl DevServer {
                 Err(error) => return Err(error), // dropping `server` stops what is left of it
             }
         }
+    }
+
+    /// The URL of the devserver that owns `data_dir` and answers `/ping` now, as its owner
+    /// published it in `<data_dir>/devserver.json`; `None` when no devserver runs there (a
+    /// file left by one that was killed is ignored: nobody holds the data directory's lock).
+    pub async fn running(data_dir: &Path) -> Option<String> {
+        let text = fs::read_to_string(data_dir.join(ADDRESS_FILE)).ok()?;
+        let published: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let url = published["url"].as_str()?.to_owned();
+        let port = u16::try_from(published["port"].as_u64()?).ok()?;
+        // flock, as server.py takes it. If we get the lock, its owner is gone: let it go at
+        // once (a devserver starting this very moment then fails to start, as it would have
+        // anyway beside ours).
+        let lock = fs::File::open(data_dir.join(LOCK_FILE)).ok()?;
+        match lock.try_lock() {
+            Ok(()) => {
+                let _ = lock.unlock();
+                return None;
+            }
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(_)) => return None,
+        }
+        ping(port).await.then_some(url)
     }
 
     /// The base URL, `http://127.0.0.1:PORT`.
@@ -127,6 +188,7 @@ impl DevServer {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        self.unpublish();
         if matches!(child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -213,7 +275,53 @@ impl DevServer {
         let restarted = Self::spawn(&self.script, &self.data_dir, self.port, &self.log_path)?;
         self.child = restarted.into_child();
         self.wait_ready(self.port, Instant::now() + ready_timeout, ready_timeout)
-            .await
+            .await?;
+        self.publish()
+    }
+
+    /// Writes `<data_dir>/devserver.json` (`{"url", "port", "pid"}`) with mode 0600, whole
+    /// or not at all (a temporary file renamed into place).
+    fn publish(&self) -> Result<(), DevServerError> {
+        let path = self.data_dir.join(ADDRESS_FILE);
+        let failed = |source| DevServerError::Publish {
+            path: path.clone(),
+            source,
+        };
+        let contents = serde_json::json!({
+            "url": self.url,
+            "port": self.port,
+            "pid": self.pid(),
+        });
+        let temporary = self
+            .data_dir
+            .join(format!(".{ADDRESS_FILE}.{}", std::process::id()));
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let write = || -> io::Result<()> {
+            use std::io::Write;
+            let mut file = options.open(&temporary)?;
+            file.write_all(format!("{contents}\n").as_bytes())?;
+            file.sync_all()?;
+            fs::rename(&temporary, &path)
+        };
+        write().map_err(|error| {
+            let _ = fs::remove_file(&temporary);
+            failed(error)
+        })
+    }
+
+    /// Removes `<data_dir>/devserver.json` if it is still ours.
+    fn unpublish(&self) {
+        let path = self.data_dir.join(ADDRESS_FILE);
+        let ours = fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|published| published["url"] == self.url.as_str());
+        if ours {
+            let _ = fs::remove_file(path);
+        }
     }
 
     fn into_child(mut self) -> Option<Child> {
@@ -304,6 +412,36 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(error, DevServerError::ScriptMissing(_)), "{error}");
+    }
+
+    /// A `devserver.json` left by a devserver that was killed (nobody holds the lock), or one
+    /// whose server does not answer, is not taken for a running devserver.
+    #[tokio::test]
+    async fn a_stale_published_address_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            DevServer::running(dir.path()).await,
+            None,
+            "nothing published"
+        );
+        let port = free_port().unwrap();
+        fs::write(
+            dir.path().join(ADDRESS_FILE),
+            serde_json::json!({"url": format!("http://127.0.0.1:{port}"), "port": port})
+                .to_string(),
+        )
+        .unwrap();
+        let lock = fs::File::create(dir.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(DevServer::running(dir.path()).await, None, "lock not held");
+        // Held (as by a devserver), but nothing answers on the port.
+        lock.lock().unwrap();
+        assert_eq!(DevServer::running(dir.path()).await, None, "no answer");
+        // `running` let go of nothing it did not take: the lock is still ours.
+        let other = fs::File::open(dir.path().join(LOCK_FILE)).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //!
 //! The layout follows the data flow:
 //! - [`api`]: the HTTP edge (routes, body decoding, error answers);
+//! - [`auth`]: applications, API keys (hashed), scopes and rate limits;
 //! - [`ingest`]: what to do with a decoded ingest body;
 //! - [`validate`]: pure checks of one event;
 //! - [`pipeline`]: the write-ahead spool, bounded queues and the batchers that write to
@@ -10,10 +11,12 @@
 //! - [`store`]: ClickHouse rows, migrations, inserts and queries;
 //! - [`erasure`]: erasures, their ledger, and the suppression list ingest consults;
 //! - [`plan`]: the tracking plan drawn from stored events (schema inference, drift);
+//! - [`recover`]: replaying rejected events once their cause is fixed (`errors replay`);
 //! - [`server`]: the listener of the API and of the metrics address (connection caps, overall
 //!   and per peer address; first-byte, header-read and keep-alive timeouts; a shutdown that
 //!   answers every request it has read);
-//! - [`metrics`], [`config`], and [`devserver`] (the embedded ClickHouse for development).
+//! - [`metrics`], [`config`], [`telemetry`] (logging, with keys redacted), and [`devserver`]
+//!   (the embedded ClickHouse for development).
 //!
 //! [`serve`] builds the whole service from a [`Config`], a bound listener and a shutdown
 //! future, so that `main` and the tests start it the same way; [`App::build`] is the same
@@ -66,6 +69,14 @@ pub enum Error {
     Admin(#[from] auth::admin::AdminError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// A listening address could not be bound: names the setting and the address, since
+    /// "Address already in use" alone does not say which of the two listeners collided.
+    #[error("cannot listen on {addr} ({setting}): {source}")]
+    Bind {
+        setting: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("payload schemas: {0}")]
     Schemas(#[from] validate::schemas::SchemaError),
     #[error(transparent)]
@@ -73,12 +84,37 @@ pub enum Error {
 }
 
 /// ClickHouse as configured: the server at `clickhouse.url`, or the development server,
-/// started here and stopped when the returned guard is dropped.
+/// started here and stopped when the returned guard is dropped. For `serve`, which keeps it:
+/// when another process's devserver holds the data directory, this fails
+/// ([`devserver::DevServerError::InUse`]) rather than depend on a server that process may stop.
 pub async fn connect(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
     let clickhouse = &config.clickhouse;
     if !clickhouse.url.is_empty() {
         return Ok((Store::new(&clickhouse.url, clickhouse), None));
     }
+    start_devserver(config).await
+}
+
+/// [`connect`] for a short command (the CLI's): when no `clickhouse.url` is configured and a
+/// development server already runs on `clickhouse.devserver_data_dir` (a `serve` in another
+/// terminal started it), that one, as it published itself; else as [`connect`].
+pub async fn connect_shared(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
+    let clickhouse = &config.clickhouse;
+    if clickhouse.url.is_empty() {
+        if let Some(url) = DevServer::running(&clickhouse.devserver_data_dir).await {
+            tracing::debug!(
+                %url,
+                data_dir = %clickhouse.devserver_data_dir.display(),
+                "using the development ClickHouse that another process (`the-eye serve`) runs"
+            );
+            return Ok((Store::new(&url, clickhouse), None));
+        }
+    }
+    connect(config).await
+}
+
+async fn start_devserver(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
+    let clickhouse = &config.clickhouse;
     std::fs::create_dir_all(&clickhouse.devserver_data_dir)?;
     tracing::info!(
         data_dir = %clickhouse.devserver_data_dir.display(),
@@ -136,7 +172,7 @@ async fn announce_demo(config: &Config, store: &Store) -> Result<(), Error> {
     };
     let contents = format!(
         "# Keys of the demo application, created {}. Shown once; keep them private.\n\
-         THE_EYE_INGEST_KEY={}\nTHE_EYE_READ_KEY={}\nTHE_EYE_ADMIN_KEY={}\n",
+         export THE_EYE_INGEST_KEY={}\nexport THE_EYE_READ_KEY={}\nexport THE_EYE_ADMIN_KEY={}\n",
         chrono::Utc::now().to_rfc3339(),
         demo.ingest.key,
         demo.read.key,
@@ -296,8 +332,22 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let metrics_listener = TcpListener::bind(config.server.metrics_listen_addr).await?;
+    let metrics_listener = bind(
+        "server.metrics_listen_addr",
+        config.server.metrics_listen_addr,
+    )
+    .await?;
     serve_with_metrics(config, listener, metrics_listener, shutdown).await
+}
+
+/// Binds `addr`, the value of the setting `setting` (e.g. `server.listen_addr`); the error
+/// names both.
+pub async fn bind(setting: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        setting,
+        addr,
+        source,
+    })
 }
 
 /// [`serve`], with the metrics on `metrics_listener` (which tests bind on port 0).
@@ -421,7 +471,13 @@ impl Running {
     /// `server.metrics_listen_addr` (bound here, so port 0 works).
     pub fn spawn(config: Config, listener: TcpListener) -> Result<Self, Error> {
         let addr = listener.local_addr()?;
-        let metrics_listener = std::net::TcpListener::bind(config.server.metrics_listen_addr)?;
+        let metrics_addr = config.server.metrics_listen_addr;
+        let metrics_listener =
+            std::net::TcpListener::bind(metrics_addr).map_err(|source| Error::Bind {
+                setting: "server.metrics_listen_addr",
+                addr: metrics_addr,
+                source,
+            })?;
         metrics_listener.set_nonblocking(true)?;
         let metrics_listener = TcpListener::from_std(metrics_listener)?;
         let metrics_addr = metrics_listener.local_addr()?;

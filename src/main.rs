@@ -231,13 +231,15 @@ enum ErrorsCommand {
     /// spool store the events) with an admin key from THE_EYE_API_KEY, page after page, and
     /// prints the summed outcome as JSON.
     Replay {
-        /// The service's base URL.
-        #[arg(long, env = "THE_EYE_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
+        /// The service's base URL [default: http:// and `server.listen_addr`, where `serve`
+        /// listens with the same configuration: http://127.0.0.1:8000 unless configured].
+        #[arg(long, env = "THE_EYE_URL")]
+        url: Option<String>,
         /// Only this application's rejections (an application's key: its own, always).
         #[arg(long = "app")]
         application: Option<String>,
-        /// Only rejections with a problem of this code, e.g. schema_violation.
+        /// Only rejections with a problem of this code, e.g. required (a payload schema's
+        /// `required` keyword) or missing_field.
         #[arg(long)]
         code: Option<String>,
         /// Only rejections with a problem at this field (with --code: the same problem).
@@ -311,6 +313,8 @@ async fn main() -> ExitCode {
                 "category": category, "name": name, "from": from, "to": to,
                 "dry_run": dry_run, "limit": page,
             });
+            let url =
+                url.unwrap_or_else(|| format!("http://{}", loopback(config.server.listen_addr)));
             return match replay_errors(&url, body).await {
                 Ok(total) => {
                     println!("{total:#}");
@@ -336,7 +340,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "the-eye failed");
+            // Once, on stderr, where the logs also go: a log line as well would say it twice.
             eprintln!("the-eye: {error}");
             ExitCode::FAILURE
         }
@@ -344,12 +348,12 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), Error> {
-    let listener = tokio::net::TcpListener::bind(config.server.listen_addr).await?;
+    let listener = the_eye::bind("server.listen_addr", config.server.listen_addr).await?;
     the_eye::serve(config, listener, shutdown_signal()).await
 }
 
 async fn migrate(config: Config) -> Result<(), Error> {
-    let (store, _devserver) = the_eye::connect(&config).await?;
+    let (store, _devserver) = the_eye::connect_shared(&config).await?;
     let applied = the_eye::migrate(&store, Duration::from_secs(60)).await?;
     if applied.is_empty() {
         println!("database `{}` is up to date", store.database());
@@ -373,7 +377,7 @@ fn or_default(value: u32) -> String {
 
 /// ClickHouse with the schema applied, for the administrative commands.
 async fn admin_store(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
-    let (store, devserver) = the_eye::connect(config).await?;
+    let (store, devserver) = the_eye::connect_shared(config).await?;
     the_eye::migrate(&store, Duration::from_secs(60)).await?;
     Ok((store, devserver))
 }
@@ -712,7 +716,19 @@ async fn replay_errors(
             .json(&body)
             .send()
             .await
-            .map_err(|error| format!("{endpoint}: {error}"))?;
+            .map_err(|error| {
+                // reqwest's own text ("error sending request") hides the cause; the
+                // innermost source says it ("Connection refused (os error 111)").
+                let mut cause: &dyn std::error::Error = &error;
+                while let Some(source) = cause.source() {
+                    cause = source;
+                }
+                if error.is_connect() {
+                    format!("{endpoint}: {cause}; is `the-eye serve` running at {url}? (set --url or THE_EYE_URL)")
+                } else {
+                    format!("{endpoint}: {error}: {cause}")
+                }
+            })?;
         let status = response.status();
         if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && waits < 10 {
             waits += 1;
@@ -758,13 +774,7 @@ async fn replay_errors(
 /// every interface) and succeeds on a 200, within 3 seconds.
 fn healthcheck(listen_addr: std::net::SocketAddr, path: &str) -> Result<(), String> {
     use std::io::{Read, Write};
-    let mut address = listen_addr;
-    if address.ip().is_unspecified() {
-        address.set_ip(match address {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
+    let address = loopback(listen_addr);
     let timeout = Duration::from_secs(3);
     let failed = |error: std::io::Error| format!("{address}: {error}");
     let mut stream = std::net::TcpStream::connect_timeout(&address, timeout).map_err(failed)?;
@@ -785,6 +795,19 @@ fn healthcheck(listen_addr: std::net::SocketAddr, path: &str) -> Result<(), Stri
             "GET {path} from {address} answered `{status_line}`"
         )),
     }
+}
+
+/// Where to reach a server listening on `listen_addr` from this machine: the same address,
+/// or loopback when it listens on every interface.
+fn loopback(listen_addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    let mut address = listen_addr;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    address
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -133,8 +133,8 @@ pub struct Metrics {
     pub rows_dropped: IntCounterVec,
     /// Rows ClickHouse refused on their own, kept in `errors` as `insert_refused`.
     pub rows_refused: IntCounterVec,
-    /// Unix time since which a table refuses inserts, by table and ClickHouse code; the
-    /// series exists only while it does.
+    /// Unix time since which a table refuses inserts, by table and ClickHouse code; while it
+    /// does not, the table's one series has an empty `code` and the value 0.
     pub insert_blocked_since: GaugeVec,
     pub rate_limited: IntCounterVec,
     pub unauthenticated: IntCounterVec,
@@ -242,7 +242,7 @@ impl Metrics {
             insert_retries: counter(&registry, "the_eye_clickhouse_insert_retries_total", "Insert attempts that were retries of a failed one.", &["table"]),
             rows_dropped: counter(&registry, "the_eye_rows_dropped_total", "Rows given up on: an errors row ClickHouse refuses, error rows past the queue or rate bound, or (without a spool) shutdown timing out.", &["table", "reason"]),
             rows_refused: counter(&registry, "the_eye_rows_refused_total", "Rows ClickHouse refused on their own, kept in errors with the code insert_refused (recoverable with errors replay).", &["table"]),
-            insert_blocked_since: register(&registry, GaugeVec::new(Opts::new("the_eye_insert_blocked_since_seconds", "Unix time since which ClickHouse refuses inserts into a table (unknown table or column, type mismatch, no access, read-only…), by table and ClickHouse code (schema_mismatch: the client's own check); absent while inserts pass. The batch is held and retried until the table is fixed."), &["table", "code"]).expect("valid metric")),
+            insert_blocked_since: register(&registry, GaugeVec::new(Opts::new("the_eye_insert_blocked_since_seconds", "Unix time since which ClickHouse refuses inserts into a table (unknown table or column, type mismatch, no access, read-only…), by table and ClickHouse code (schema_mismatch: the client's own check); 0, with no code, while inserts pass. The batch is held and retried until the table is fixed."), &["table", "code"]).expect("valid metric")),
             rate_limited: counter(&registry, "the_eye_rate_limited_requests_total", "Requests answered 429.", &["application"]),
             unauthenticated: counter(&registry, "the_eye_unauthenticated_requests_total", "Requests answered 401 or 403.", &["reason"]),
             schema_reloads: counter(&registry, "the_eye_schema_reloads_total", "Payload schema reloads, by result.", &["result"]),
@@ -284,6 +284,7 @@ impl Metrics {
             self.rows_inserted.with_label_values(&[table]);
             self.insert_retries.with_label_values(&[table]);
             self.rows_refused.with_label_values(&[table]);
+            self.insert_blocked_since.with_label_values(&[table, ""]);
             self.spool_rows_replayed.with_label_values(&[table]);
             self.spool_corrupt_rows.with_label_values(&[table]);
             for kind in INSERT_FAILURE_KINDS {
@@ -385,7 +386,7 @@ mod tests {
         for series in [
             "the_eye_rows_inserted_total{table=\"events\"} 0",
             "the_eye_rows_inserted_total{table=\"errors\"} 0",
-            "the_eye_clickhouse_insert_failures_total{kind=\"permanent\",table=\"events\"} 0",
+            "the_eye_clickhouse_insert_failures_total{kind=\"table\",table=\"events\"} 0",
             "the_eye_clickhouse_insert_retries_total{table=\"errors\"} 0",
             "the_eye_rows_dropped_total{reason=\"queue_full\",table=\"errors\"} 0",
             "the_eye_queue_depth{table=\"events\"} 0",

@@ -1,7 +1,7 @@
 //! Logging set-up: `tracing` with a pretty or JSON formatter, filtered by configuration, and
 //! every line passed through the key redaction ([`crate::auth::keys::redact`]) on its way out.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
@@ -14,7 +14,9 @@ pub fn init(config: &ServerConfig) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_filter));
     // Logs go to stderr: stdout is for what commands print (`apps list`, new keys).
+    // Colour codes only on a terminal: in a file or a log collector they are noise.
     let builder = tracing_subscriber::fmt()
+        .with_ansi(io::stderr().is_terminal())
         .with_env_filter(filter)
         .with_writer(Redacting(io::stderr));
     let _ = match config.log_format {

@@ -91,10 +91,18 @@ pub enum FlushError {
     /// The deadline ([`ClientBuilder::flush_timeout`]) passed with events still undelivered
     /// (typically: the server is unreachable and retries go on). After `flush` they stay
     /// queued; after `shutdown` they are reported as failed.
-    #[error("{pending} event{} still undelivered when the deadline passed", were(*.pending))]
+    #[error(
+        "{pending} event{} still undelivered when the deadline passed{}",
+        were(*.pending),
+        last_error.as_ref().map(|error| format!("; the last attempt, being retried, failed: {error}")).unwrap_or_default()
+    )]
     Timeout {
         /// Events not settled at the deadline.
         pending: u64,
+        /// Why the latest attempt failed, when delivery was retrying a transient failure at
+        /// the deadline: e.g. `DeliveryError::Transport` saying "Connection refused" for a
+        /// wrong URL, or a 503.
+        last_error: Option<Arc<DeliveryError>>,
     },
     /// Everything was settled, but some tracked events were not delivered since the previous
     /// `flush` or `shutdown` returned: the server refused their requests as a whole (a wrong
@@ -303,6 +311,7 @@ impl Client {
         } else {
             Err(FlushError::Timeout {
                 pending: self.stats().queued,
+                last_error: self.shared.last_retried(),
             })
         }
     }
@@ -326,10 +335,14 @@ impl Client {
             return self.shared.take_undelivered();
         }
         let pending = self.stats().queued;
+        let last_error = self.shared.last_retried();
         self.shared.abort.send_replace(true);
         // Aborting stops the task at its next await; only callbacks can delay it.
         let _ = tokio::time::timeout(Duration::from_secs(5), finished.wait_for(|done| *done)).await;
-        Err(FlushError::Timeout { pending })
+        Err(FlushError::Timeout {
+            pending,
+            last_error,
+        })
     }
 
     /// A snapshot of the counters.
@@ -360,6 +373,7 @@ impl ClientBuilder {
             batch_size: self.batch_size,
             max_request_bytes: self.max_request_bytes,
             counters: counters.clone(),
+            last_retried: std::sync::Mutex::default(),
         };
         let shared = Arc::new(Shared {
             transport,
@@ -593,6 +607,15 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// The error of the attempt being retried now, if any.
+    fn last_retried(&self) -> Option<Arc<DeliveryError>> {
+        self.transport
+            .last_retried
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     /// The failures since the last call, as `flush` and `shutdown` return them.

@@ -48,6 +48,9 @@ pub(crate) struct Transport {
     pub batch_size: usize,
     pub max_request_bytes: usize,
     pub counters: Arc<Counters>,
+    /// The error of the latest attempt that is being retried, so that a flush that times
+    /// out can say why (a wrong URL: "connection refused"), not only how many are left.
+    pub last_retried: std::sync::Mutex<Option<Arc<DeliveryError>>>,
 }
 
 /// Signals that delivery must stop now (a shutdown's deadline passed).
@@ -118,6 +121,13 @@ impl Transport {
                 _ = aborted(abort) => Verdict::Fail(DeliveryError::Cancelled),
                 verdict = self.attempt(&mut chunk) => verdict,
             };
+            if !matches!(verdict, Verdict::Retry { .. }) {
+                // Settled one way or another: no longer what delivery is waiting on.
+                self.last_retried
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .take();
+            }
             match verdict {
                 Verdict::Answered(summary) => {
                     settle_answered(chunk, summary, settled);
@@ -141,6 +151,10 @@ impl Transport {
                         return None;
                     }
                     tracing::debug!(%error, attempts, ?delay, "delivery failed; retrying");
+                    *self
+                        .last_retried
+                        .lock()
+                        .unwrap_or_else(|poison| poison.into_inner()) = Some(Arc::new(error));
                     Counters::add(&self.counters.retries, 1);
                     tokio::select! {
                         biased;

@@ -302,8 +302,8 @@ pub struct ApplicationPatch {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"scopes": ["read"]}))]
 pub struct KeyCreate {
-    /// Any of `ingest`, `read`, `admin`.
-    #[schema(value_type = Vec<ScopeName>, example = json!(["read"]))]
+    /// Any of `ingest`, `read`, `admin`; at least one (a key with none is refused).
+    #[schema(value_type = Vec<ScopeName>, min_items = 1, example = json!(["read"]))]
     pub scopes: Vec<String>,
 }
 

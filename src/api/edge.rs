@@ -1,7 +1,8 @@
 //! What every request passes through around routing: [`Edge`], the API's outermost layer,
 //! which counts and times each answer by its matched route and gives every error answer the
 //! JSON error shape; and [`MarkRoute`], the one per-route layer, which tells `Edge` the route
-//! and answers CORS preflights.
+//! and answers CORS preflights; and [`trim_trailing_slash`], which serves `/api/…/` as
+//! `/api/…`.
 //!
 //! Both are plain tower services rather than `axum::middleware::from_fn`, which clones its
 //! inner service and boxes it and its future on every request (BENCHMARKS.md, "Profile of the
@@ -125,6 +126,36 @@ where
         );
         Poll::Ready(Ok(response))
     }
+}
+
+/// Serves every API path with one trailing slash too (`/api/events/` as `/api/events`): the
+/// system The Eye replaces answered Django REST Framework style URLs, and its clients call
+/// them. The same handler answers rather than a redirect: a 301/302 turns many clients' POST
+/// into a GET, and Django's own `APPEND_SLASH` cannot redirect a POST at all, so clients of
+/// such a system never learnt to follow one. Only under `/api/`, so the documentation pages
+/// (`/swagger/`, which needs its slash) keep their paths; the OpenAPI document lists each path
+/// once, without the slash. The query string is kept.
+pub fn trim_trailing_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    let Some(trimmed) = path.strip_suffix('/') else {
+        return request;
+    };
+    if !trimmed.starts_with("/api/") {
+        return request;
+    }
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{trimmed}?{query}"),
+        None => trimmed.to_owned(),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    // A path that was a valid URI stays one without its last character.
+    if let Ok(path_and_query) = axum::http::uri::PathAndQuery::try_from(path_and_query) {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }
 
 /// Wraps each route (and the fallbacks), for the work that must know the route: copies the

@@ -103,7 +103,7 @@ pub struct BeaconQuery {
         (status = 429, description = "`rate_limited`", body = ErrorBody),
         (status = 503, description = "`queue_full`, `shutting_down` or `spool_unavailable`", body = ErrorBody),
     ),
-    security(("beacon_key" = [])),
+    security(("sendbeacon_key" = [])),
 )]
 pub async fn post_beacon(
     State(state): State<AppState>,

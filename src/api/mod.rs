@@ -174,6 +174,8 @@ pub fn router(
                 ApiError::Internal("a request handler panicked".to_owned()).into_response()
             },
         ))
+        // `/api/events/` as `/api/events`, before routing.
+        .map_request(edge::trim_trailing_slash)
         .service(router)
 }
 

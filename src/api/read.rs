@@ -342,10 +342,7 @@ async fn list(
         .store
         .list_events(&request.filter, &request.fetch_spec())
         .await?;
-    let (rows, next_cursor) = request.page(rows, |row| After {
-        at: row.timestamp,
-        id: row.event_id,
-    });
+    let (rows, next_cursor) = request.page(rows, |row| request.filter().position(row));
     Ok(Json(EventPage {
         items: rows.into_iter().map(event).collect(),
         next_cursor,
@@ -354,7 +351,8 @@ async fn list(
 
 /// Events matching every given filter, one page at a time.
 ///
-/// Ordered by `timestamp`, ties broken by `event_id`; each `event_id` is served once even when
+/// Ordered by `timestamp`, ties broken by `event_id` — with `session_id`, by the time as the
+/// client sent it (`client_timestamp`), the session's own clock; each `event_id` is served once even when
 /// a retried delivery stored it twice. Follow `next_cursor` (with the same filters) until it is
 /// `null`; pages stay consistent while new events arrive.
 #[utoipa::path(
@@ -380,6 +378,9 @@ pub async fn list_events(
 }
 
 /// One session's events in the order they happened, one page at a time.
+///
+/// Ordered by the time as the client sent it (`client_timestamp`: one device's clock orders its
+/// own events), ties broken by `event_id`; each `event_id` is served once on a page.
 #[utoipa::path(
     get,
     path = "/api/sessions/{session_id}/events",

@@ -26,7 +26,8 @@ use crate::store::{After, ErrorFilter};
 pub struct ReplayBody {
     /// Only this application's rejections; an application's key always means its own.
     pub application: Option<String>,
-    /// Only rejections with a problem of this code, e.g. `schema_violation`.
+    /// Only rejections with a problem of this code, e.g. `required` (a payload schema's
+    /// `required` keyword) or `missing_field`.
     pub code: Option<String>,
     /// Only rejections with a problem at this field (with `code`: the same problem).
     pub field: Option<String>,

@@ -24,15 +24,17 @@ use crate::auth::Principal;
 use crate::store::sessions::{candidates_query, sessions_query, SessionFilter, SessionRow};
 use crate::store::{After, ReadQuery};
 
-/// One session's summary.
+/// One session's summary. Times are RFC 3339 with six fractional digits, as events' are.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(example = example_session)]
 pub struct Session {
     pub session_id: String,
     pub application: String,
     /// `timestamp` of its first event.
+    #[serde(with = "the_eye_types::micros")]
     pub started_at: DateTime<Utc>,
     /// `timestamp` of its last event.
+    #[serde(with = "the_eye_types::micros")]
     pub ended_at: DateTime<Utc>,
     /// From first to last event, in milliseconds (0 for a single event).
     pub duration_ms: u64,
@@ -51,6 +53,7 @@ pub struct Session {
     /// Categories of its events, sorted.
     pub categories: Vec<String>,
     /// When The Eye received its first event.
+    #[serde(with = "the_eye_types::micros")]
     pub first_received_at: DateTime<Utc>,
     /// The last `user_id` seen in the session (by `timestamp`, then `event_id`), if any.
     pub user_id: Option<String>,

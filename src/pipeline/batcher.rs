@@ -18,6 +18,37 @@ use crate::config::PipelineConfig;
 use crate::metrics::Metrics;
 use crate::store::{ErrorRow, EventRow, InsertFailure, Store, StoreError};
 
+/// Where a batcher writes: ClickHouse through [`Store`], or, in unit tests, a scripted fake
+/// that answers as ClickHouse would, so that retrying, holding and splitting are tested in
+/// milliseconds with paused time.
+pub(crate) trait Inserter: Send + Sync + 'static {
+    /// Inserts `rows` into `table` as one block under `token` (see [`Store::insert`]).
+    fn insert<T: PipelineRow>(
+        &self,
+        table: &'static str,
+        rows: &[T],
+        token: &str,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets cached table metadata (see [`Store::forget_table_metadata`]).
+    fn forget_table_metadata(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl Inserter for Store {
+    async fn insert<T: PipelineRow>(
+        &self,
+        table: &'static str,
+        rows: &[T],
+        token: &str,
+    ) -> Result<(), StoreError> {
+        Store::insert(self, table, rows, token).await
+    }
+
+    async fn forget_table_metadata(&self) {
+        Store::forget_table_metadata(self).await;
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     max_rows: usize,
@@ -41,10 +72,10 @@ impl From<&PipelineConfig> for Settings {
 }
 
 /// Runs until the queue is closed (its sender dropped) and empty.
-pub async fn run<T: PipelineRow>(
+pub(crate) async fn run<T: PipelineRow, S: Inserter>(
     lane: Lane,
     mut receiver: mpsc::UnboundedReceiver<Parcel<T>>,
-    store: Store,
+    store: S,
     settings: Settings,
     spool: Option<Spool>,
     spool_id: Uuid,
@@ -119,17 +150,17 @@ impl<T> Default for Batch<T> {
     }
 }
 
-struct Writer {
+struct Writer<S> {
     lane: Lane,
     table: &'static str,
-    store: Store,
+    store: S,
     settings: Settings,
     spool: Option<Spool>,
     spool_id: Uuid,
     metrics: Arc<Metrics>,
 }
 
-impl Writer {
+impl<S: Inserter> Writer<S> {
     /// The deduplication token of the block holding the rows at positions `first..=last`:
     /// the same rows from the same spool always get the same token, in this run or a replay.
     fn token(&self, first: u64, last: u64) -> String {
@@ -333,8 +364,8 @@ impl Backoff {
 }
 
 /// While a table refuses inserts: `the_eye_insert_blocked_since_seconds{table, code}` holds
-/// the Unix time of the first refusal; the series goes when the insert passes (or this is
-/// dropped, e.g. when the batch turns out to hold refused rows).
+/// the Unix time of the first refusal. Otherwise the table's one series is `{code=""}` at 0
+/// (an empty label is no label to Prometheus), so that the metric is always exported.
 struct Blocked<'a> {
     table: &'static str,
     metrics: &'a Metrics,
@@ -359,15 +390,15 @@ impl<'a> Blocked<'a> {
                 return;
             }
             Some((old, since)) => {
-                let _ = self
-                    .metrics
-                    .insert_blocked_since
-                    .remove_label_values(&[self.table, &old]);
+                self.forget(&old);
                 since
             }
-            None => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |now| now.as_secs_f64()),
+            None => {
+                self.forget("");
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |now| now.as_secs_f64())
+            }
         };
         self.metrics
             .insert_blocked_since
@@ -375,15 +406,23 @@ impl<'a> Blocked<'a> {
             .set(since);
         self.current = Some((label, since));
     }
+
+    fn forget(&self, code: &str) {
+        let _ = self
+            .metrics
+            .insert_blocked_since
+            .remove_label_values(&[self.table, code]);
+    }
 }
 
 impl Drop for Blocked<'_> {
     fn drop(&mut self) {
         if let Some((code, _)) = self.current.take() {
-            let _ = self
-                .metrics
+            self.forget(&code);
+            self.metrics
                 .insert_blocked_since
-                .remove_label_values(&[self.table, &code]);
+                .with_label_values(&[self.table, ""])
+                .set(0.0);
         }
     }
 }
@@ -469,4 +508,335 @@ fn fault_point_after_insert(table: &str) {
 fn jittered(delay: Duration) -> Duration {
     let factor = rand::rng().random_range(0.5..=1.0);
     delay.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The batcher's decisions against a scripted ClickHouse: what it retries, what it holds,
+    //! how it splits, what it keeps in `errors` and what it gives up on — in milliseconds,
+    //! with paused time. The real engine's answers are tested in `tests/it/refusals.rs`.
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+
+    /// One insert the fake saw: the table, the rows' names (`name` of events, `raw` of error
+    /// rows), the token.
+    type Call = (&'static str, Vec<String>, String);
+
+    /// Answers each insert with the first scripted answer of its table while there is one
+    /// (ClickHouse's error text, or `None` for a success), else with `refuse` for a block
+    /// holding a row named `poison` (a row refusal, as a `CHECK` constraint gives), else OK.
+    #[derive(Default)]
+    struct Scripted {
+        script: Mutex<VecDeque<(&'static str, Option<&'static str>)>>,
+        refuse_poison_in: Vec<&'static str>,
+        calls: Mutex<Vec<Call>>,
+        forgotten: Mutex<u32>,
+    }
+
+    impl Scripted {
+        fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl Inserter for Arc<Scripted> {
+        async fn insert<T: PipelineRow>(
+            &self,
+            table: &'static str,
+            rows: &[T],
+            token: &str,
+        ) -> Result<(), StoreError> {
+            let names: Vec<String> = rows
+                .iter()
+                .map(|row| {
+                    let row = serde_json::to_value(row).unwrap();
+                    let field = if table == "errors" { "raw" } else { "name" };
+                    row[field].as_str().unwrap_or_default().to_owned()
+                })
+                .collect();
+            self.calls
+                .lock()
+                .unwrap()
+                .push((table, names.clone(), token.to_owned()));
+            let scripted = {
+                let mut script = self.script.lock().unwrap();
+                match script.front() {
+                    Some((for_table, _)) if *for_table == table => script.pop_front(),
+                    _ => None,
+                }
+            };
+            let answer = match scripted {
+                Some((_, answer)) => answer,
+                None if self.refuse_poison_in.contains(&table)
+                    && names.iter().any(|name| name.contains("poison")) =>
+                {
+                    Some("Code: 469. DB::Exception: Constraint `no_poison` is violated")
+                }
+                None => None,
+            };
+            match answer {
+                None => Ok(()),
+                Some(text) => Err(StoreError::ClickHouse(
+                    clickhouse::error::Error::BadResponse(text.to_owned()),
+                )),
+            }
+        }
+
+        async fn forget_table_metadata(&self) {
+            *self.forgotten.lock().unwrap() += 1;
+        }
+    }
+
+    fn event(name: &str) -> EventRow {
+        let at = Utc.with_ymd_and_hms(2026, 5, 1, 10, 0, 0).unwrap();
+        EventRow {
+            event_id: Uuid::now_v7(),
+            application: "app".to_owned(),
+            session_id: "s".to_owned(),
+            user_id: String::new(),
+            retention_days: 0,
+            category: "page interaction".to_owned(),
+            name: name.to_owned(),
+            data: r#"{"path":"/"}"#.to_owned(),
+            timestamp: at,
+            client_timestamp: at,
+            sent_at: None,
+            received_at: at,
+        }
+    }
+
+    fn writer(fake: &Arc<Scripted>, lane: Lane) -> (Writer<Arc<Scripted>>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new(10));
+        let writer = Writer {
+            lane,
+            table: lane.table(),
+            store: fake.clone(),
+            settings: Settings {
+                max_rows: 100,
+                max_wait: Duration::from_millis(100),
+                retry_initial: Duration::from_millis(100),
+                retry_max: Duration::from_secs(5),
+                suppressions: Arc::default(),
+            },
+            spool: None,
+            spool_id: Uuid::nil(),
+            metrics: metrics.clone(),
+        };
+        (writer, metrics)
+    }
+
+    fn batch<T>(rows: Vec<T>) -> Batch<T> {
+        Batch {
+            positions: (0..rows.len() as u64).collect(),
+            rows,
+            held: Vec::new(),
+        }
+    }
+
+    fn names(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("e{i}")).collect()
+    }
+
+    fn counter(metrics: &Metrics, table: &str, kind: &str) -> u64 {
+        metrics
+            .insert_failures
+            .with_label_values(&[table, kind])
+            .get()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_is_retried_under_the_same_token() {
+        let fake = Arc::new(Scripted::default());
+        fake.script.lock().unwrap().extend([
+            (
+                "events",
+                Some("Code: 241. DB::Exception: Memory limit exceeded"),
+            ),
+            ("events", Some("502 Bad Gateway")),
+        ]);
+        let (writer, metrics) = writer(&fake, Lane::Events);
+        let mut rows = batch((0..4).map(|i| event(&format!("e{i}"))).collect());
+        writer.flush(&mut rows, None).await;
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 3);
+        assert!(calls
+            .iter()
+            .all(|(_, names_, token)| *names_ == names(0..4) && token == &calls[0].2));
+        assert_eq!(counter(&metrics, "events", "transient"), 2);
+        assert_eq!(
+            metrics.rows_inserted.with_label_values(&["events"]).get(),
+            4
+        );
+        assert_eq!(*fake.forgotten.lock().unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_table_holds_the_whole_batch_and_says_so_until_it_is_fixed() {
+        let fake = Arc::new(Scripted::default());
+        // Renamed away (60) for a while, then a column missing (16), then fixed.
+        let renamed = "Code: 60. DB::Exception: Table events does not exist. (UNKNOWN_TABLE)";
+        fake.script.lock().unwrap().extend(
+            std::iter::repeat_n(("events", Some(renamed)), 20).chain([(
+                "events",
+                Some("Code: 16. DB::Exception: No such column sent_at"),
+            )]),
+        );
+        let (writer, metrics) = writer(&fake, Lane::Events);
+        let started = tokio::time::Instant::now();
+        let flush = {
+            let mut rows = batch((0..4).map(|i| event(&format!("e{i}"))).collect());
+            async move { writer.flush(&mut rows, None).await }
+        };
+        let watch = async {
+            // While held, the gauge names the table and the code, since the first refusal.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let blocked = metrics
+                .insert_blocked_since
+                .with_label_values(&["events", "60"])
+                .get();
+            assert!(blocked > 0.0);
+            assert_eq!(
+                metrics
+                    .insert_blocked_since
+                    .with_label_values(&["events", ""])
+                    .get(),
+                0.0
+            );
+            let _ = metrics
+                .insert_blocked_since
+                .remove_label_values(&["events", ""]);
+        };
+        tokio::join!(flush, watch);
+        // Never split: every attempt wrote the whole batch, under one token.
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 22);
+        assert!(calls
+            .iter()
+            .all(|(_, names_, token)| *names_ == names(0..4) && token == &calls[0].2));
+        // Capped backoff: 21 waits of at most 5 s each.
+        assert!(started.elapsed() <= Duration::from_secs(21 * 5));
+        assert_eq!(counter(&metrics, "events", "table"), 21);
+        assert_eq!(*fake.forgotten.lock().unwrap(), 21);
+        assert_eq!(
+            metrics.rows_inserted.with_label_values(&["events"]).get(),
+            4
+        );
+        // Unblocked: back to the one series at 0 with no code.
+        let exposition = metrics.render();
+        assert!(
+            exposition
+                .contains("the_eye_insert_blocked_since_seconds{code=\"\",table=\"events\"} 0"),
+            "{exposition}"
+        );
+        assert!(!exposition.contains("code=\"60\""), "{exposition}");
+        assert!(!exposition.contains("code=\"16\""), "{exposition}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_rows_are_isolated_and_kept_in_errors_and_the_rest_lands() {
+        let fake = Arc::new(Scripted {
+            refuse_poison_in: vec!["events"],
+            ..Scripted::default()
+        });
+        let (writer, metrics) = writer(&fake, Lane::Events);
+        let mut rows: Vec<EventRow> = (0..8).map(|i| event(&format!("e{i}"))).collect();
+        rows[5] = event("poison");
+        let mut rows = batch(rows);
+        writer.flush(&mut rows, None).await;
+        let calls = fake.calls();
+        let landed: Vec<String> = calls
+            .iter()
+            .filter(|(table, names_, _)| {
+                *table == "events" && !names_.iter().any(|n| n == "poison")
+            })
+            .flat_map(|(_, names_, _)| names_.clone())
+            .collect();
+        let mut expected: Vec<String> = names(0..8);
+        expected.remove(5);
+        let mut landed_sorted = landed.clone();
+        landed_sorted.sort();
+        assert_eq!(landed_sorted, expected, "every other row lands, once");
+        // The refused row went to errors alone, as a recoverable insert_refused rejection,
+        // under a token derived from its own one-row block's.
+        let kept: Vec<&Call> = calls
+            .iter()
+            .filter(|(table, ..)| *table == "errors")
+            .collect();
+        assert_eq!(kept.len(), 1);
+        let raw: serde_json::Value = serde_json::from_str(&kept[0].1[0]).unwrap();
+        assert_eq!(raw["name"], "poison");
+        assert_eq!(raw["timestamp"], "2026-05-01T10:00:00.000000Z");
+        assert_eq!(kept[0].2, format!("{}-events-5-5-refused", Uuid::nil()));
+        assert_eq!(metrics.rows_refused.with_label_values(&["events"]).get(), 1);
+        assert_eq!(
+            metrics
+                .rows_dropped
+                .with_label_values(&["events", "insert_refused"])
+                .get(),
+            0
+        );
+        assert_eq!(
+            metrics.rows_inserted.with_label_values(&["events"]).get(),
+            7
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_errors_row_refused_too_is_the_only_loss_and_is_counted() {
+        let fake = Arc::new(Scripted {
+            refuse_poison_in: vec!["events", "errors"],
+            ..Scripted::default()
+        });
+        let (writer, metrics) = writer(&fake, Lane::Events);
+        let mut rows = batch(vec![event("e0"), event("poison")]);
+        writer.flush(&mut rows, None).await;
+        assert_eq!(
+            metrics
+                .rows_dropped
+                .with_label_values(&["events", "insert_refused"])
+                .get(),
+            1
+        );
+        assert_eq!(metrics.rows_refused.with_label_values(&["events"]).get(), 0);
+        assert_eq!(
+            metrics.rows_inserted.with_label_values(&["events"]).get(),
+            1
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_of_the_errors_table_holds_the_rejection_and_so_the_event() {
+        // The events row is refused on its own; its rejection finds `errors` renamed away for a
+        // while: it waits (held), and lands once the table is back.
+        let fake = Arc::new(Scripted {
+            refuse_poison_in: vec!["events"],
+            ..Scripted::default()
+        });
+        fake.script.lock().unwrap().extend([
+            (
+                "errors",
+                Some("Code: 60. DB::Exception: Table errors does not exist"),
+            ),
+            (
+                "errors",
+                Some("Code: 60. DB::Exception: Table errors does not exist"),
+            ),
+        ]);
+        let (writer, metrics) = writer(&fake, Lane::Events);
+        let mut rows = batch(vec![event("poison")]);
+        writer.flush(&mut rows, None).await;
+        let to_errors = fake
+            .calls()
+            .iter()
+            .filter(|(table, ..)| *table == "errors")
+            .count();
+        assert_eq!(to_errors, 3);
+        assert_eq!(counter(&metrics, "errors", "table"), 2);
+        assert_eq!(metrics.rows_refused.with_label_values(&["events"]).get(), 1);
+    }
 }

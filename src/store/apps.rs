@@ -146,14 +146,18 @@ impl Store {
         errors_days: u16,
     ) -> Result<(), StoreError> {
         // In cluster mode the rows are in the sharded tables (a Distributed table refuses
-        // mutations), on every host, and there is no `sessions` table.
+        // mutations), on every host.
         let tables: &[(&str, u16)] = match self.cluster() {
             None => &[
                 ("events", events_days),
                 ("errors", errors_days),
                 ("sessions", events_days),
             ],
-            Some(_) => &[("events_local", events_days), ("errors_local", errors_days)],
+            Some(_) => &[
+                ("events_local", events_days),
+                ("errors_local", errors_days),
+                ("sessions_local", events_days),
+            ],
         };
         let on_cluster = self
             .cluster()

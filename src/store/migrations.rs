@@ -64,24 +64,61 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_instances"),
     migration!(7, "0007_recoveries"),
     migration!(8, "0008_index_projections"),
+    migration!(9, "0009_events_session_order"),
     migration!(10, "0010_erasure_retention"),
 ];
 
 /// The migrations of cluster mode (`clickhouse.cluster`), from `clickhouse/migrations/cluster/`:
 /// the same tables, created `ON CLUSTER {cluster}` with replicated engines and `Distributed`
-/// tables over the sharded ones. A cluster starts from the current layout, so migration 1
-/// already has migration 4's sort key and 4 has nothing left to do. Every statement runs
+/// tables over the sharded ones. Every single-server migration has a twin here with its
+/// number, except 4: a cluster started from the layout of that day, so cluster migration 1
+/// already has migration 4's sort key. Cluster migration 5 came after 8 (the runner applies
+/// any missing version, so a cluster migrated before gets it next to 9). Every statement runs
 /// with `{cluster}` replaced by the setting, which the configuration allows only letters,
 /// digits and `_` (an identifier cannot be a query parameter in `ON CLUSTER`).
+///
+/// The two lists describe one schema: `tests/it/cluster_parity.rs` applies both, the cluster
+/// one turned into single-server SQL by [`cluster_on_one_server`], and fails when a table's
+/// columns, types, codecs, keys, TTL, projections, skip indexes or views differ.
 pub const CLUSTER_MIGRATIONS: &[Migration] = &[
     migration!(1, "cluster/", "0001_events"),
     migration!(2, "cluster/", "0002_errors"),
     migration!(3, "cluster/", "0003_applications"),
+    migration!(5, "cluster/", "0005_sessions"),
     migration!(6, "cluster/", "0006_instances"),
     migration!(7, "cluster/", "0007_recoveries"),
     migration!(8, "cluster/", "0008_index_projections"),
+    migration!(9, "cluster/", "0009_events_session_order"),
     migration!(10, "cluster/", "0010_erasure_retention"),
 ];
+
+/// A cluster statement as it would run on one server, for the test that compares the two
+/// schemas: `ON CLUSTER {cluster}` goes, `Replicated…MergeTree('path', 'replica'[, args])`
+/// becomes `…MergeTree([args])`, a sharded table takes the name of the `Distributed` table
+/// over it (`events_local` becomes `events`, `events_local_0009` becomes `events_0009`), and
+/// the `Distributed` tables themselves, which hold nothing, are left out (`None`).
+pub fn cluster_on_one_server(sql: &str) -> Option<String> {
+    if sql.contains("ENGINE = Distributed(") {
+        return None;
+    }
+    let mut sql = sql
+        .replace(" ON CLUSTER {cluster}", "")
+        .replace("_local", "");
+    while let Some(at) = sql.find("ENGINE = Replicated") {
+        let engine = at + "ENGINE = ".len();
+        let open = engine + sql[engine..].find('(')?;
+        // Two quoted arguments, the Keeper path and the replica, then `, ` or `)`.
+        let mut end = open + 1;
+        for _ in 0..2 {
+            let quoted = sql[end..].strip_prefix('\'')?;
+            end += 1 + quoted.find('\'')? + 1;
+            end += sql[end..].len() - sql[end..].trim_start_matches([',', ' ']).len();
+        }
+        sql.replace_range(open + 1..end, "");
+        sql.replace_range(engine..engine + "Replicated".len(), "");
+    }
+    Some(sql)
+}
 
 /// `sql` for the mode: `{cluster}` replaced by the cluster's name.
 pub fn for_cluster(sql: &str, cluster: Option<&str>) -> String {
@@ -521,32 +558,91 @@ mod tests {
             assert!(MIGRATIONS.iter().any(|m| m.version == migration.version));
             for statement in migration.statements() {
                 // A condition runs on the one host The Eye talks to: one about data would see
-                // only that host's shard, one about the server's settings holds for every host
-                // of a cluster that runs one version.
+                // only that host's shard; one about the server's settings holds for every host
+                // of a cluster that runs one version, and one about a table's definition for
+                // every host that ran the `ON CLUSTER` statements before it.
                 assert!(
-                    statement
-                        .only_if
-                        .is_none_or(|condition| condition.contains("FROM system.settings")),
+                    statement.only_if.is_none_or(|condition| {
+                        condition.contains("FROM system.settings")
+                            || condition.contains("FROM system.tables")
+                    }),
                     "{statement:?}"
                 );
+                assert!(!for_cluster(statement.sql, Some("c")).contains("{cluster}"));
+                // Rows move through Distributed tables, which put each on its shard, once.
+                if statement.sql.starts_with("INSERT INTO ") {
+                    assert!(
+                        statement
+                            .sql
+                            .contains("SETTINGS distributed_foreground_insert = 1"),
+                        "{statement:?}"
+                    );
+                    assert!(!statement.sql.contains("_local"), "{statement:?}");
+                    continue;
+                }
                 assert!(
                     statement.sql.contains(" ON CLUSTER {cluster}"),
                     "{statement:?}"
                 );
-                // A table is created replicated or Distributed; an ALTER changes one that was.
+                // A table is created replicated or Distributed; other statements change,
+                // empty, swap or drop one that was.
                 assert!(
-                    statement.sql.starts_with("ALTER TABLE ")
+                    [
+                        "ALTER TABLE ",
+                        "TRUNCATE TABLE ",
+                        "EXCHANGE TABLES ",
+                        "DROP TABLE "
+                    ]
+                    .iter()
+                    .any(|verb| statement.sql.starts_with(verb))
                         || statement.sql.contains("ENGINE = Replicated")
-                        || statement.sql.contains("ENGINE = Distributed({cluster}"),
+                        || statement.sql.contains("ENGINE = Distributed({cluster}")
+                        || statement.sql.starts_with("CREATE MATERIALIZED VIEW "),
                     "{statement:?}"
                 );
-                assert!(!for_cluster(statement.sql, Some("c")).contains("{cluster}"));
             }
         }
+        let single: Vec<u32> = MIGRATIONS
+            .iter()
+            .map(|m| m.version)
+            .filter(|version| *version != 4)
+            .collect();
         assert_eq!(
-            versions.last(),
-            MIGRATIONS.last().map(|m| m.version).as_ref(),
-            "cluster mode reaches the same schema version"
+            versions, single,
+            "every single-server migration but 4 has a cluster twin"
+        );
+    }
+
+    #[test]
+    fn cluster_statements_read_as_single_server_statements() {
+        assert_eq!(
+            cluster_on_one_server(
+                "CREATE TABLE IF NOT EXISTS a_local ON CLUSTER {cluster} (x UInt8) \
+                 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', x) \
+                 ORDER BY x"
+            )
+            .as_deref(),
+            Some("CREATE TABLE IF NOT EXISTS a (x UInt8) ENGINE = ReplacingMergeTree(x) ORDER BY x")
+        );
+        assert_eq!(
+            cluster_on_one_server(
+                "CREATE TABLE b ON CLUSTER {cluster} (x UInt8) \
+                 ENGINE = ReplicatedMergeTree('/p', '{replica}') ORDER BY x"
+            )
+            .as_deref(),
+            Some("CREATE TABLE b (x UInt8) ENGINE = MergeTree() ORDER BY x")
+        );
+        assert_eq!(
+            cluster_on_one_server(
+                "CREATE TABLE a ON CLUSTER {cluster} AS a_local \
+                 ENGINE = Distributed({cluster}, currentDatabase(), a_local, rand())"
+            ),
+            None
+        );
+        assert_eq!(
+            cluster_on_one_server("EXCHANGE TABLES a_local AND a_local_0009 ON CLUSTER {cluster}")
+                .as_deref(),
+            Some("EXCHANGE TABLES a AND a_0009")
         );
     }
 
@@ -567,5 +663,31 @@ mod tests {
             .unwrap()
             .sql
             .starts_with("DROP TABLE IF EXISTS"));
+    }
+
+    #[test]
+    fn the_session_order_migration_guards_everything_but_its_drop() {
+        let migration = MIGRATIONS.iter().find(|m| m.version == 9).unwrap();
+        let statements: Vec<_> = migration.statements().collect();
+        assert!(statements[0]
+            .sql
+            .starts_with("CREATE TABLE IF NOT EXISTS events_0009"));
+        assert!(statements[0]
+            .sql
+            .contains("ORDER BY (session_id, client_timestamp, event_id, application)"));
+        let (last, guarded) = statements.split_last().unwrap();
+        assert!(last.sql.starts_with("DROP TABLE IF EXISTS events_0009"));
+        assert!(last.only_if.is_none());
+        for statement in guarded {
+            assert!(statement.only_if.is_some(), "{statement:?}");
+        }
+        let verbs: Vec<_> = guarded
+            .iter()
+            .map(|s| s.sql.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(
+            verbs,
+            ["CREATE", "ALTER", "ALTER", "TRUNCATE", "INSERT", "EXCHANGE", "INSERT"]
+        );
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! This layer is mechanism only: it writes the rows it is given and runs the queries it is
 //! asked for, binding every value that came from a request as a server-side parameter
-//! (`{name:Type}`), never formatting it into SQL. Deciding what to store is the pipeline's job.
+//! (`{name:Type}`), never formatting it into SQL. Deciding what to store is `ingest`'s job;
+//! what a failed insert means is decided here, by [`StoreError::insert_failure`], and acted on
+//! by the pipeline's batchers.
 
 pub mod apps;
 pub mod fixture;

@@ -7,18 +7,23 @@
 //! so no fragment contains one.) [`ReadQuery`] keeps the SQL and its parameters together so
 //! that tests can `EXPLAIN` exactly what the API runs.
 //!
-//! Pages are keyset pages: ordered by (`timestamp`, `event_id`) for events and by
-//! (`received_at`, `error_id`) for errors, and the next page starts strictly after the last
-//! row's key. The key condition is written as `t >= {t} AND (t > {t} OR id > {id})` rather
+//! Pages are keyset pages: ordered by (`timestamp`, `event_id`) for events — by
+//! (`client_timestamp`, `event_id`) for one session's, the sort key's own order after
+//! `session_id`, so they are read in order instead of sorted ([`EventFilter::order_column`]) —
+//! and by (`received_at`, `error_id`) for errors, and the next page starts strictly after the
+//! last row's key. The key condition is written as `t >= {t} AND (t > {t} OR id > {id})` rather
 //! than a tuple comparison, because ClickHouse's index analysis uses the first form (the
 //! `t >= {t}` half) to skip granules and ignores the second.
 //!
 //! A retried event can be stored twice with the same `event_id` until a merge folds the copies
 //! (README, Deduplication). Event reads end with `LIMIT 1 BY application, event_id` after
 //! ordering by (`timestamp`, `event_id`): an event's identity includes its application, so
-//! two applications' events with one id are both served. Copies with the same timestamp sort
-//! next to each other, so one page never shows both, and the strict keyset condition skips a
-//! copy left over at the start of the next page. `FINAL` would also fold them, but ClickHouse
+//! two applications' events with one id are both served. Copies with the same time sort next
+//! to each other, so one page never shows both, and the strict keyset condition skips a copy
+//! left over at the start of the next page; in one session's order (`client_timestamp`) every
+//! copy of a retried delivery has the same time. An event re-sent with another client time is
+//! two rows that never fold (migration 9), at two places in the order: a page serves it once,
+//! a listing at most twice. `FINAL` would also fold them, but ClickHouse
 //! does not use projections with `FINAL`, so category and time-range reads would scan whole
 //! partitions.
 //!
@@ -76,6 +81,35 @@ pub struct EventFilter {
     /// On `received_at`.
     pub received_from: Option<DateTime<Utc>>,
     pub received_to: Option<DateTime<Utc>>,
+}
+
+impl EventFilter {
+    /// The time a listing with these filters is ordered and paged by, with `event_id` after
+    /// it. One session's events go by `client_timestamp`, the time as the client sent it: one
+    /// device's clock orders its own events (the skew-corrected `timestamp` adds each
+    /// delivery's network time, which differs between batches), and it is the sort key's
+    /// column after `session_id` (migration 9), so the rows come off disk in that order with
+    /// no sort step. Other listings go by `timestamp`, the time on the server's clock.
+    pub fn order_column(&self) -> &'static str {
+        if self.session_id.is_some() {
+            "client_timestamp"
+        } else {
+            "timestamp"
+        }
+    }
+
+    /// Where the page after `row` starts, in this listing's order ([`EventFilter::order_column`]).
+    pub fn position(&self, row: &EventRow) -> After {
+        let at = if self.session_id.is_some() {
+            row.client_timestamp
+        } else {
+            row.timestamp
+        };
+        After {
+            at,
+            id: row.event_id,
+        }
+    }
 }
 
 /// Filters of an error listing. `code` and `field` match one problem of the rejection (both
@@ -172,6 +206,17 @@ impl ReadQuery {
     /// granules of the table are known only then: see [`ReadQuery::rows_read`]).
     pub async fn explain(&self, client: &Client) -> Result<Vec<String>, StoreError> {
         let sql = format!("EXPLAIN projections = 1, indexes = 1 {}", self.sql);
+        Ok(self.bound(client, &sql).fetch_all::<String>().await?)
+    }
+
+    /// `explain` (e.g. `EXPLAIN PIPELINE`, `EXPLAIN PLAN actions = 1`) of exactly this query,
+    /// one line per row: how it runs, for tests that show a read needs no sort step.
+    pub async fn explain_as(
+        &self,
+        client: &Client,
+        explain: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = format!("{explain} {}", self.sql);
         Ok(self.bound(client, &sql).fetch_all::<String>().await?)
     }
 
@@ -316,7 +361,12 @@ pub fn events_query(filter: &EventFilter, page: &PageSpec) -> ReadQuery {
     conditions.and_time("timestamp < {}", "to", &filter.to);
     conditions.and_time("received_at >= {}", "received_from", &filter.received_from);
     conditions.and_time("received_at < {}", "received_to", &filter.received_to);
-    conditions.page("timestamp", "event_id", page, Some("application, event_id"))
+    conditions.page(
+        filter.order_column(),
+        "event_id",
+        page,
+        Some("application, event_id"),
+    )
 }
 
 /// The SQL of one event by id, of `application` when given: the first copy received, should
@@ -623,6 +673,8 @@ mod tests {
             after: Some(after),
             limit: 11,
         };
+        // One session's listing pages by the client's time (the sort key's order); its
+        // bounds stay on `timestamp`.
         let query = events_query(&filter, &page);
         let t = TIME;
         assert_eq!(
@@ -632,9 +684,9 @@ mod tests {
                  AND user_id = {{user_id:String}} AND category = {{category:String}} AND name = {{name:String}} \
                  AND application = {{application:String}} AND timestamp >= {{from:{t}}} \
                  AND timestamp < {{to:{t}}} AND received_at >= {{received_from:{t}}} \
-                 AND received_at < {{received_to:{t}}} AND timestamp <= {{after_at:{t}}} \
-                 AND (timestamp < {{after_at:{t}}} OR event_id < {{after_id:UUID}}) \
-                 ORDER BY timestamp DESC, event_id DESC LIMIT 1 BY application, event_id \
+                 AND received_at < {{received_to:{t}}} AND client_timestamp <= {{after_at:{t}}} \
+                 AND (client_timestamp < {{after_at:{t}}} OR event_id < {{after_id:UUID}}) \
+                 ORDER BY client_timestamp DESC, event_id DESC LIMIT 1 BY application, event_id \
                  LIMIT {{limit:UInt32}}"
             )
         );

@@ -235,10 +235,25 @@ struct Day {
 }
 
 impl Store {
+    /// The client of session reads. In cluster mode `sessions` is a `Distributed` table
+    /// (cluster migration 5), and a listing's `IN (SELECT … FROM sessions)` would be a
+    /// distributed subquery inside a distributed query, which ClickHouse refuses by default
+    /// (`distributed_product_mode = 'deny'`). `local` runs the subquery on each shard's own
+    /// `sessions_local`: right here, since a session's partial rows all lie on one shard
+    /// (sharded by `cityHash64(session_id)`), and cheaper than `global`, which would gather
+    /// every shard's candidates and send them to all.
+    fn sessions_client(&self) -> clickhouse::Client {
+        let client = self.read_client();
+        match self.cluster() {
+            Some(_) => client.with_setting("distributed_product_mode", "local"),
+            None => client,
+        }
+    }
+
     /// The sessions of a listing query ([`sessions_query`]).
     pub async fn fetch_sessions(&self, query: &ReadQuery) -> Result<Vec<SessionRow>, StoreError> {
         Ok(query
-            .query(&self.read_client())
+            .query(&self.sessions_client())
             .fetch_all::<SessionRow>()
             .await?)
     }
@@ -250,7 +265,7 @@ impl Store {
         application: Option<&str>,
     ) -> Result<Option<SessionRow>, StoreError> {
         Ok(session_query(session_id, application)
-            .query(&self.read_client())
+            .query(&self.sessions_client())
             .fetch_optional::<SessionRow>()
             .await?)
     }

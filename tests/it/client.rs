@@ -827,14 +827,14 @@ async fn flush_and_shutdown_give_up_at_their_deadline_and_report_what_is_left() 
     let started = Instant::now();
     assert!(matches!(
         client.flush().await,
-        Err(FlushError::Timeout { pending: 10 })
+        Err(FlushError::Timeout { pending: 10, .. })
     ));
     assert!(started.elapsed() >= Duration::from_millis(1500));
     assert_eq!(client.stats().queued, 10, "after flush they stay queued");
 
     assert!(matches!(
         client.shutdown().await,
-        Err(FlushError::Timeout { pending: 10 })
+        Err(FlushError::Timeout { pending: 10, .. })
     ));
     let stats = client.stats();
     assert_eq!(
@@ -1013,4 +1013,37 @@ async fn build_checks_its_options() {
         outside,
         Err(the_eye_client::BuildError::NoRuntime)
     ));
+}
+
+/// A wrong URL (nothing listens there): the flush that gives up says why the attempts
+/// failed (connection refused), not only how many events are left (issue 32).
+#[tokio::test]
+async fn a_wrong_url_reports_the_connection_error_at_the_deadline() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Client::builder(format!("http://127.0.0.1:{port}"), "eye_aaaaaaaa_key")
+        .flush_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    client.track(page_view("s-wrong-url", "e")).unwrap();
+    let error = client.flush().await.unwrap_err();
+    let FlushError::Timeout {
+        pending: 1,
+        last_error: Some(last_error),
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert!(
+        matches!(&**last_error, DeliveryError::Transport(transport) if transport.is_connect()),
+        "{last_error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.to_lowercase().contains("connection refused"),
+        "{message}"
+    );
 }

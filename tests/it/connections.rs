@@ -552,11 +552,7 @@ async fn sigterm_under_load_answers_every_request_sent() {
     let config = test_config(&db);
     let (_, _, key) = provision(&db, &config, Some(1_000_000)).await;
     // So that a duplicate row stays visible to `count()`.
-    db.client()
-        .query("SYSTEM STOP MERGES events")
-        .execute()
-        .await
-        .expect("stop merges");
+    db.stop_merges().await;
     let mut eye = Eye::start(&db, &[], None).await;
 
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -641,12 +637,7 @@ async fn sigterm_under_load_answers_every_request_sent() {
         "no request came between the signal and the close"
     );
     let accepted: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
-    let stored: HashSet<String> = db
-        .json_rows::<Value>("SELECT toString(event_id) AS id FROM events")
-        .await
-        .into_iter()
-        .map(|row| row["id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored = db.event_ids().await;
     let missing = accepted.iter().filter(|id| !stored.contains(*id)).count();
     assert_eq!(
         missing,
@@ -654,12 +645,7 @@ async fn sigterm_under_load_answers_every_request_sent() {
         "of {} events answered 202 ({requests} requests)",
         accepted.len()
     );
-    let (count, unique) = db
-        .client()
-        .query("SELECT count(), uniqExact(event_id) FROM events")
-        .fetch_one::<(u64, u64)>()
-        .await
-        .unwrap();
+    let (count, unique) = db.event_counts().await;
     assert_eq!(count, unique, "{} duplicate rows", count - unique);
     eprintln!(
         "{requests} requests answered on 64 connections: {} events accepted, {} requests refused shutting_down",

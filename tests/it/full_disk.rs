@@ -253,11 +253,7 @@ async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
     let db = TestDb::new().await;
     let config = test_config(&db);
     let (_, _, key) = provision(&db, &config, Some(1_000_000)).await;
-    db.client()
-        .query("SYSTEM STOP MERGES events")
-        .execute()
-        .await
-        .expect("stop merges");
+    db.stop_merges().await;
     let tmpfs = Tmpfs::mount("8m");
     let spool = tmpfs.path().join("spool");
     let budget = BUDGET_BYTES.to_string();
@@ -468,21 +464,7 @@ async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
             .await,
         accepted.len() as u64
     );
-    let stored: HashSet<String> = db
-        .json_rows::<Value>("SELECT toString(event_id) AS id FROM events")
-        .await
-        .into_iter()
-        .map(|row| row["id"].as_str().unwrap().to_owned())
-        .collect();
-    let missing = accepted.difference(&stored).count();
-    assert_eq!(missing, 0, "of {} accepted", accepted.len());
-    let (rows, unique) = db
-        .client()
-        .query("SELECT count(), uniqExact(event_id) FROM events")
-        .fetch_one::<(u64, u64)>()
-        .await
-        .unwrap();
-    assert_eq!(rows, unique, "{} duplicates", rows - unique);
+    db.assert_stored_once(&accepted).await;
 
     sampling.store(false, Ordering::Relaxed);
     sampler.await.unwrap();

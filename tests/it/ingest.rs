@@ -509,13 +509,7 @@ async fn shutdown_under_load_loses_no_accepted_event() {
     }
     let accepted = accepted.lock().unwrap().clone();
     assert!(accepted.len() >= 100, "only {} accepted", accepted.len());
-    let stored: std::collections::HashSet<String> = app
-        .db
-        .json_rows::<Value>("SELECT toString(event_id) AS id FROM events")
-        .await
-        .into_iter()
-        .map(|row| row["id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored = app.db.event_ids().await;
     let missing = accepted.iter().filter(|id| !stored.contains(*id)).count();
     assert_eq!(
         missing,

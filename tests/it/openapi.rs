@@ -237,7 +237,7 @@ async fn the_document_describes_parameters_bodies_errors_and_keys() {
             // Every other route needs a key: in the Authorization header, or for the beacon
             // path (sendBeacon cannot set headers) in the query string.
             let scheme = if path == "/api/events/beacon" {
-                "beacon_key"
+                "sendbeacon_key"
             } else {
                 "bearer"
             };
@@ -554,4 +554,21 @@ async fn every_error_answer_has_the_json_error_shape() {
     let (status, body) = status_and_json(&raw_exchange(addr, request.as_bytes()).await);
     assert!(status.starts_with("HTTP/1.1 408"), "{status}");
     assert_eq!(body["code"], "request_timeout");
+}
+
+/// Swagger UI's Authorize dialog lists the schemes in the document's order: the bearer key,
+/// which every route but the beacon takes, comes first (issue 32).
+#[tokio::test]
+async fn the_bearer_scheme_comes_first_in_the_authorize_dialog() {
+    let app = TestApp::start().await;
+    let text = reqwest::get(app.endpoint("/api/openapi.json"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let schemes = &text[text.find("\"securitySchemes\"").expect("securitySchemes")..];
+    let bearer = schemes.find("\"bearer\"").expect("bearer");
+    let beacon = schemes.find("\"sendbeacon_key\"").expect("sendbeacon_key");
+    assert!(bearer < beacon, "{schemes}");
 }

@@ -621,7 +621,7 @@ async fn the_index_migration_runs_on_rows_and_again_after_an_interruption() {
     for statement in migration.statements().take(1) {
         db.client().query(statement.sql).execute().await.unwrap();
     }
-    assert_eq!(store.migrate().await.unwrap(), [8]);
+    assert_eq!(store.migrate_up_to(8).await.unwrap(), [8]);
 
     let state = || async {
         (
@@ -657,9 +657,9 @@ async fn the_index_migration_runs_on_rows_and_again_after_an_interruption() {
         .execute()
         .await
         .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), [8]);
+    assert_eq!(store.migrate_up_to(8).await.unwrap(), [8]);
     assert_eq!(state().await, expected);
-    assert!(store.migrate().await.unwrap().is_empty());
+    assert!(store.migrate_up_to(8).await.unwrap().is_empty());
 }
 
 /// A listing read through bounded windows of time first (`Store::list_events`) gives exactly

@@ -47,14 +47,19 @@ async fn assert_migrated_once(db: &TestDb) {
         .unwrap();
     let names: Vec<&str> = tables.iter().map(|(name, _)| name.as_str()).collect();
     assert!(
-        !names.contains(&"events_0004") && !names.contains(&"schema_migrations_lock"),
+        !names.contains(&"events_0004")
+            && !names.contains(&"events_0009")
+            && !names.contains(&"schema_migrations_lock"),
         "{names:?}"
     );
     let events_key = tables
         .iter()
         .find(|(name, _)| name == "events")
         .map(|(_, key)| key.as_str());
-    assert_eq!(events_key, Some("session_id, application, event_id"));
+    assert_eq!(
+        events_key,
+        Some("session_id, client_timestamp, event_id, application")
+    );
     // The tables work: a row goes in and comes out.
     db.client()
         .query("INSERT INTO events (event_id, application, session_id, category, name, data, timestamp, client_timestamp, received_at) VALUES (generateUUIDv4(), 'a', 's', 'c', 'n', '{}', now64(), now64(), now64())")

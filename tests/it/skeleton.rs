@@ -102,8 +102,12 @@ async fn the_schema_sorts_sessions_and_reads_them_without_scanning() {
         .await;
     assert_eq!(rows[0]["name"], "errors");
     assert_eq!(rows[1]["engine"], "ReplacingMergeTree");
-    // The event's identity, so that a session is one range and retries fold (migration 4).
-    assert_eq!(rows[1]["sorting_key"], "session_id, application, event_id");
+    // A session is one range in time order, and the key is the event's identity, so retries
+    // fold (migrations 4 and 9).
+    assert_eq!(
+        rows[1]["sorting_key"],
+        "session_id, client_timestamp, event_id, application"
+    );
     assert_eq!(rows[1]["partition_key"], "toYYYYMM(client_timestamp)");
     let columns: Vec<Value> = app
         .db

@@ -177,11 +177,7 @@ impl Fixture {
         let db = TestDb::new().await;
         let config = test_config(&db);
         let (_, _, key) = provision(&db, &config, Some(1_000_000)).await;
-        db.client()
-            .query("SYSTEM STOP MERGES events")
-            .execute()
-            .await
-            .expect("stop merges");
+        db.stop_merges().await;
         let spool = db.spool.path().to_owned();
         Self { db, key, spool }
     }
@@ -190,23 +186,6 @@ impl Fixture {
     async fn start(&self, env: &[(&str, &str)]) -> Child {
         Child::start(&self.db, &self.spool, &self.key, env).await
     }
-}
-
-/// `count()` and `uniqExact(event_id)` of the events table.
-async fn counts(db: &TestDb) -> (u64, u64) {
-    db.client()
-        .query("SELECT count(), uniqExact(event_id) FROM events")
-        .fetch_one::<(u64, u64)>()
-        .await
-        .unwrap()
-}
-
-async fn stored_ids(db: &TestDb) -> HashSet<String> {
-    db.json_rows::<Value>("SELECT toString(event_id) AS id FROM events")
-        .await
-        .into_iter()
-        .map(|row| row["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn segments(spool: &Path) -> Vec<PathBuf> {
@@ -282,7 +261,7 @@ async fn sigkill_under_load_loses_nothing_and_duplicates_nothing() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut missing = accepted.len();
     while Instant::now() < deadline {
-        let stored = stored_ids(db).await;
+        let stored = db.event_ids().await;
         missing = accepted.iter().filter(|id| !stored.contains(*id)).count();
         if missing == 0 {
             break;
@@ -292,7 +271,7 @@ async fn sigkill_under_load_loses_nothing_and_duplicates_nothing() {
     assert_eq!(missing, 0, "of {} accepted events", accepted.len());
     // A moment more for any block a replay would have written twice.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (count, unique) = counts(db).await;
+    let (count, unique) = db.event_counts().await;
     assert_eq!(count, unique, "{} duplicate rows", count - unique);
 }
 
@@ -315,7 +294,11 @@ async fn a_kill_right_after_an_insert_does_not_duplicate_it() {
         !exit.success(),
         "the fault point aborts the process: {exit:?}"
     );
-    assert_eq!(counts(db).await, (50, 50), "the insert itself landed");
+    assert_eq!(
+        db.event_counts().await,
+        (50, 50),
+        "the insert itself landed"
+    );
 
     let restarted = fixture.start(&[]).await;
     let replayed = wait_metric(
@@ -334,7 +317,7 @@ async fn a_kill_right_after_an_insert_does_not_duplicate_it() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        counts(db).await,
+        db.event_counts().await,
         (50, 50),
         "ClickHouse dropped the replayed block"
     );
@@ -434,7 +417,7 @@ async fn sigterm_drains_and_leaves_an_empty_spool() {
     child.signal("-TERM").await;
     let exit = child.wait().await;
     assert!(exit.success(), "{exit:?}");
-    assert_eq!(counts(db).await, (50, 50));
+    assert_eq!(db.event_counts().await, (50, 50));
     assert_eq!(segments(spool), Vec::<PathBuf>::new());
 }
 
@@ -514,7 +497,7 @@ async fn a_clickhouse_outage_is_bridged_by_the_disk_until_the_budget_is_spent() 
             .await,
         accepted
     );
-    let (count, unique) = counts(&app.db).await;
+    let (count, unique) = app.db.event_counts().await;
     assert_eq!((count, unique), (accepted, accepted));
     // The confirmed segments are deleted, so there is room again.
     let deadline = Instant::now() + Duration::from_secs(30);

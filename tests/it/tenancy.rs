@@ -13,7 +13,7 @@ use the_eye::auth::Scope;
 use the_eye::store::{EventRow, Store};
 use uuid::Uuid;
 
-use crate::common::{client_with_key, test_config, TestApp, TestDb};
+use crate::common::{client_with_key, legacy, test_config, TestApp, TestDb};
 
 /// One application's keys: `ingest` and `read` on one client, `admin` on another.
 struct Tenant {
@@ -79,44 +79,6 @@ fn probe(event_id: Uuid, session: &str, owner: &str) -> Value {
 
 fn time(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()
-}
-
-/// An `events` row as the table was before migration 10 (no `user_id`, no `retention_days`),
-/// for the tests that insert into the tables of earlier migrations.
-#[derive(clickhouse::Row, serde::Serialize)]
-struct LegacyEventRow {
-    #[serde(with = "clickhouse::serde::uuid")]
-    event_id: Uuid,
-    application: String,
-    session_id: String,
-    category: String,
-    name: String,
-    data: String,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
-    timestamp: DateTime<Utc>,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
-    client_timestamp: DateTime<Utc>,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]
-    sent_at: Option<DateTime<Utc>>,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
-    received_at: DateTime<Utc>,
-}
-
-fn legacy(rows: &[EventRow]) -> Vec<LegacyEventRow> {
-    rows.iter()
-        .map(|row| LegacyEventRow {
-            event_id: row.event_id,
-            application: row.application.clone(),
-            session_id: row.session_id.clone(),
-            category: row.category.clone(),
-            name: row.name.clone(),
-            data: row.data.clone(),
-            timestamp: row.timestamp,
-            client_timestamp: row.client_timestamp,
-            sent_at: row.sent_at,
-            received_at: row.received_at,
-        })
-        .collect()
 }
 
 fn row(id: Uuid, application: &str, session: &str, owner: &str) -> EventRow {

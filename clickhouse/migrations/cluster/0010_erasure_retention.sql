@@ -2,8 +2,9 @@
 -- list; see the single-server file for what each change is for). Columns go on the sharded
 -- tables and on the Distributed tables over them; the index and the TTLs on the sharded ones.
 -- The index is materialised in the background (`mutations_sync = 0`), as in migration 8.
--- `sessions` does not exist in cluster mode yet. The ledger and the suppression list are
--- small and kept whole on every host, like `recoveries`.
+-- The view `sessions_mv` is changed in place on every host, reading `events_local` as
+-- before. The ledger and the suppression list are small and kept whole on every host, like
+-- `recoveries`.
 ALTER TABLE events_local ON CLUSTER {cluster} ADD COLUMN IF NOT EXISTS user_id String DEFAULT '';
 
 ALTER TABLE events ON CLUSTER {cluster} ADD COLUMN IF NOT EXISTS user_id String DEFAULT '';
@@ -38,6 +39,40 @@ ALTER TABLE errors_local ON CLUSTER {cluster}
     SETTINGS materialize_ttl_after_modify = 0;
 
 ALTER TABLE applications ON CLUSTER {cluster} ADD COLUMN IF NOT EXISTS retention_days UInt16 DEFAULT 0;
+
+ALTER TABLE sessions_local ON CLUSTER {cluster}
+    ADD COLUMN IF NOT EXISTS user_state AggregateFunction(argMax, String, Tuple(DateTime64(6, 'UTC'), UUID));
+
+ALTER TABLE sessions ON CLUSTER {cluster}
+    ADD COLUMN IF NOT EXISTS user_state AggregateFunction(argMax, String, Tuple(DateTime64(6, 'UTC'), UUID));
+
+ALTER TABLE sessions_local ON CLUSTER {cluster}
+    ADD COLUMN IF NOT EXISTS retention_days SimpleAggregateFunction(max, UInt16);
+
+ALTER TABLE sessions ON CLUSTER {cluster}
+    ADD COLUMN IF NOT EXISTS retention_days SimpleAggregateFunction(max, UInt16);
+
+ALTER TABLE sessions_local ON CLUSTER {cluster}
+    MODIFY TTL toDateTime(last_timestamp) + toIntervalDay(retention_days) DELETE WHERE retention_days > 0
+    SETTINGS materialize_ttl_after_modify = 0;
+
+ALTER TABLE sessions_mv ON CLUSTER {cluster} MODIFY QUERY
+SELECT
+    session_id,
+    application,
+    min(timestamp) AS first_timestamp,
+    max(timestamp) AS last_timestamp,
+    min(received_at) AS first_received_at,
+    uniqExactState(event_id) AS event_ids,
+    uniqExactStateIf(event_id, name = 'pageview') AS pageview_ids,
+    uniqExactStateIf(path, path != '') AS path_set,
+    argMinStateIf(path, (timestamp, event_id), path != '') AS entry_state,
+    argMaxStateIf(path, (timestamp, event_id), path != '') AS exit_state,
+    groupUniqArray(toString(category)) AS category_set,
+    argMaxStateIf(user_id, (timestamp, event_id), user_id != '') AS user_state,
+    max(retention_days) AS retention_days
+FROM events_local
+GROUP BY session_id, application;
 
 CREATE TABLE IF NOT EXISTS erasures ON CLUSTER {cluster}
 (

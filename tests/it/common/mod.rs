@@ -174,6 +174,54 @@ impl TestDb {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// Stops background merges of `events`, so that a row stored twice stays visible to
+    /// `count()` (the table's ReplacingMergeTree would fold it on a merge). Not before a
+    /// mutation (`ALTER … DROP COLUMN`), which would wait for merges for ever.
+    pub async fn stop_merges(&self) {
+        self.client()
+            .query("SYSTEM STOP MERGES events")
+            .execute()
+            .await
+            .expect("stop merges");
+    }
+
+    /// The `event_id`s stored in `events`, as text.
+    pub async fn event_ids(&self) -> std::collections::HashSet<String> {
+        self.json_rows::<serde_json::Value>("SELECT toString(event_id) AS id FROM events")
+            .await
+            .into_iter()
+            .map(|row| row["id"].as_str().expect("an id").to_owned())
+            .collect()
+    }
+
+    /// `count()` and `uniqExact(event_id)` of `events`: equal unless a row is stored twice.
+    pub async fn event_counts(&self) -> (u64, u64) {
+        self.client()
+            .query("SELECT count(), uniqExact(event_id) FROM events")
+            .fetch_one::<(u64, u64)>()
+            .await
+            .expect("counts")
+    }
+
+    /// Waits, at most a minute, until every id of `accepted` is in `events`, then asserts that
+    /// none is missing and that no row is stored twice (with merges stopped, see
+    /// [`TestDb::stop_merges`], or a merge may have folded a duplicate away).
+    pub async fn assert_stored_once(&self, accepted: &std::collections::HashSet<String>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut missing = accepted.len();
+        while tokio::time::Instant::now() < deadline {
+            let stored = self.event_ids().await;
+            missing = accepted.iter().filter(|id| !stored.contains(*id)).count();
+            if missing == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(missing, 0, "of {} accepted events", accepted.len());
+        let (count, unique) = self.event_counts().await;
+        assert_eq!(count, unique, "{} rows stored twice", count - unique);
+    }
 }
 
 impl Drop for TestDb {
@@ -366,4 +414,42 @@ impl TestApp {
             running.shutdown().await.expect("clean shutdown");
         }
     }
+}
+
+/// An `events` row as the table was before migration 10 (no `user_id`, no `retention_days`),
+/// for the tests that insert into the tables of earlier migrations.
+#[derive(clickhouse::Row, serde::Serialize)]
+pub struct LegacyEventRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: uuid::Uuid,
+    application: String,
+    session_id: String,
+    category: String,
+    name: String,
+    data: String,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    timestamp: chrono::DateTime<chrono::Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    client_timestamp: chrono::DateTime<chrono::Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]
+    sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    received_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub fn legacy(rows: &[the_eye::store::EventRow]) -> Vec<LegacyEventRow> {
+    rows.iter()
+        .map(|row| LegacyEventRow {
+            event_id: row.event_id,
+            application: row.application.clone(),
+            session_id: row.session_id.clone(),
+            category: row.category.clone(),
+            name: row.name.clone(),
+            data: row.data.clone(),
+            timestamp: row.timestamp,
+            client_timestamp: row.client_timestamp,
+            sent_at: row.sent_at,
+            received_at: row.received_at,
+        })
+        .collect()
 }
