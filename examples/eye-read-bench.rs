@@ -169,6 +169,7 @@ async fn run_size(
         allowed_origins: Vec::new().into(),
         rate_per_second: 0,
         burst: 0,
+        retention_days: 0,
     };
 
     let fixture = Fixture::of_size(events).with_session_ids(match args.session_ids {

@@ -33,11 +33,57 @@ pub struct Config {
     pub live: LiveConfig,
     /// The completeness ledger (`ingest_ledger`, `GET /api/ledger`).
     pub ledger: LedgerConfig,
+    /// How long stored data is kept.
+    pub retention: RetentionConfig,
+    /// How erasures run.
+    pub erasure: ErasureConfig,
+}
+
+/// Default retention of each table, in days; 0 keeps rows for ever. A session summary is
+/// kept as long as the longest-kept of its events (its rows carry their retention); a
+/// separate, shorter retention of summaries is not offered. An application's own
+/// retention (`apps create/update --retention-days`) overrides the events and errors
+/// defaults for its rows. Each row carries its retention from when it was stored; the tables'
+/// TTLs read it (README, Retention).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days an event is kept after its `timestamp`. Default 0 (for ever), as before.
+    pub events_days: u16,
+    /// Days a rejection (and its recovery) is kept after it was received. Default 90, as
+    /// before.
+    pub errors_days: u16,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            events_days: 0,
+            errors_days: 90,
+        }
+    }
+}
+
+/// How erasures (`POST /api/admin/erasures`) run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErasureConfig {
+    /// How often each instance looks for erasures to run or resume, and reloads the
+    /// suppression list, in milliseconds. Default 2,000.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ErasureConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 2_000,
+        }
+    }
 }
 
 /// Sections that environment variables may address; anything else under `THE_EYE_` (such as
 /// `THE_EYE_CACHE_DIR`, read by the devserver script) is not configuration of the service.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 9] = [
     "server",
     "clickhouse",
     "ingest",
@@ -45,6 +91,8 @@ const SECTIONS: [&str; 7] = [
     "auth",
     "live",
     "ledger",
+    "retention",
+    "erasure",
 ];
 
 /// Variables under `THE_EYE_` that clients and examples read, not the service: the demo keys
@@ -613,6 +661,7 @@ impl Config {
             self.server.keep_alive_timeout_ms,
         )?;
         positive("auth.refresh_interval_ms", self.auth.refresh_interval_ms)?;
+        positive("erasure.poll_interval_ms", self.erasure.poll_interval_ms)?;
         positive(
             "auth.instance_heartbeat_ms",
             self.auth.instance_heartbeat_ms,

@@ -59,12 +59,23 @@ pub struct Ingestor {
     metrics: Arc<Metrics>,
     retry_after_secs: u64,
     schemas: Arc<SchemaRegistry>,
+    /// Erased users and sessions whose new events are accepted but not stored.
+    suppressions: Arc<crate::erasure::Suppressions>,
+    /// Default retention of the rows of recovered events.
+    retention: crate::config::RetentionConfig,
     /// Per application, how many whole-request refusals are written to `errors`.
     refusal_records: governor::DefaultKeyedRateLimiter<String>,
     /// Where outcomes go for the live stream (README "Watching events arrive").
     live: Arc<Hub>,
     /// Counts of every outcome per application and minute (README "Is anything missing?").
     ledger: Arc<Ledger>,
+}
+
+/// What ingest needs to forget on time: the default retention stamped on recovered rows, and
+/// the suppression list of erasures.
+pub struct Privacy {
+    pub retention: crate::config::RetentionConfig,
+    pub suppressions: Arc<crate::erasure::Suppressions>,
 }
 
 /// Whole-request refusals recorded per application: 10 a second, 20 at once.
@@ -76,6 +87,32 @@ pub struct Origin<'a> {
     pub application: &'a str,
     pub received_at: DateTime<Utc>,
     pub request_id: Uuid,
+    /// The retention its rows are stored with, in days (0: for ever): the application's, or
+    /// the defaults of `retention` (see [`crate::config::RetentionConfig`]).
+    pub retention: RowRetention,
+}
+
+/// Days the rows of one request are kept (0: for ever), stamped on each row at insert.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowRetention {
+    pub events_days: u16,
+    pub errors_days: u16,
+}
+
+impl RowRetention {
+    /// The application's override (`retention_days`, 0 for none) or the defaults.
+    pub fn resolve(defaults: &crate::config::RetentionConfig, application_days: u16) -> Self {
+        if application_days > 0 {
+            return Self {
+                events_days: application_days,
+                errors_days: application_days,
+            };
+        }
+        Self {
+            events_days: defaults.events_days,
+            errors_days: defaults.errors_days,
+        }
+    }
 }
 
 impl Ingestor {
@@ -86,11 +123,18 @@ impl Ingestor {
         retry_after_secs: u64,
         metrics: Arc<Metrics>,
         schemas: Arc<SchemaRegistry>,
+        privacy: Privacy,
     ) -> Self {
+        let Privacy {
+            retention,
+            suppressions,
+        } = privacy;
         let per_second = std::num::NonZeroU32::new(REFUSALS_RECORDED_PER_SECOND)
             .unwrap_or(std::num::NonZeroU32::MIN);
         Self {
             schemas,
+            retention,
+            suppressions,
             refusal_records: governor::RateLimiter::keyed(
                 governor::Quota::per_second(per_second).allow_burst(per_second.saturating_mul(
                     std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN),
@@ -240,7 +284,7 @@ impl Ingestor {
             rejected: rejections.count,
             results,
         };
-        let errors = rejections.into_rows(origin, &self.config);
+        let mut errors = rejections.into_rows(origin, &self.config);
         if accepted == 0 {
             self.count_rejected(origin, &first_codes);
             self.tap(origin, &[], &errors);
@@ -264,6 +308,35 @@ impl Ingestor {
                 position += 1;
                 !repeated.contains(&(position - 1))
             });
+        }
+        // Events of a suppressed user or session are answered as accepted — the client must not
+        // retry them — and dropped here, before anything is written (README, Suppression).
+        let mut suppressed = 0;
+        if !self.suppressions.is_empty() {
+            let before = events.len();
+            events.retain(|event| {
+                self.suppressions
+                    .refuses(origin.application, &event.session_id, &event.user_id)
+                    .is_none()
+            });
+            suppressed = (before - events.len()) as u64;
+            // A suppressed user's rejected events are not kept either: their raw input is
+            // the data the erasure removed.
+            errors.retain(|row| {
+                self.suppressions
+                    .refuses(
+                        origin.application,
+                        row.session_id.as_deref().unwrap_or(""),
+                        row.user_id.as_deref().unwrap_or(""),
+                    )
+                    .is_none()
+            });
+            if suppressed > 0 {
+                self.metrics
+                    .events_suppressed
+                    .with_label_values(&[application])
+                    .inc_by(suppressed);
+            }
         }
         // Only what the spool took is shown as accepted: copies are made only while someone
         // watches (one atomic load otherwise).
@@ -291,7 +364,7 @@ impl Ingestor {
         self.metrics
             .events_accepted
             .with_label_values(&[application])
-            .inc_by(accepted as u64 - duplicates);
+            .inc_by(accepted as u64 - duplicates - suppressed);
         if duplicates > 0 {
             self.metrics
                 .events_duplicate
@@ -323,7 +396,10 @@ impl Ingestor {
         let checked = validate::validate_item(&item, None, received_at, &self.rules, &schemas);
         Some(checked.map(|valid| {
             let event_id = valid.event_id.unwrap_or(event_id);
-            event_row(valid, event_id, application, received_at)
+            // The defaults: a recovery runs outside any request of the application (README,
+            // Retention: recovered events take the default retention).
+            let retention = RowRetention::resolve(&self.retention, 0);
+            event_row(valid, event_id, application, received_at, retention)
         }))
     }
 
@@ -539,6 +615,7 @@ pub fn assess(
                     event_id,
                     origin.application,
                     origin.received_at,
+                    origin.retention,
                 ));
             }
             Err(rejection) => {
@@ -596,6 +673,8 @@ fn error_row(
         item_index: index.and_then(|index| u32::try_from(index).ok()),
         event_id: envelope.event_id,
         session_id: text(&envelope.session_id),
+        user_id: text(&envelope.user_id),
+        retention_days: origin.retention.errors_days,
         category: text(&envelope.category),
         name: text(&envelope.name),
         timestamp: envelope.timestamp,
@@ -620,11 +699,14 @@ fn event_row(
     event_id: Uuid,
     application: &str,
     received_at: DateTime<Utc>,
+    retention: RowRetention,
 ) -> EventRow {
     EventRow {
         event_id,
         application: application.to_owned(),
         session_id: valid.session_id,
+        user_id: valid.user_id.unwrap_or_default(),
+        retention_days: retention.events_days,
         category: valid.category,
         name: valid.name,
         data: valid.data,

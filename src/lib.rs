@@ -9,6 +9,7 @@
 //! - [`pipeline`]: the write-ahead spool, bounded queues and the batchers that write to
 //!   ClickHouse;
 //! - [`store`]: ClickHouse rows, migrations, inserts and queries;
+//! - [`erasure`]: erasures, their ledger, and the suppression list ingest consults;
 //! - [`plan`]: the tracking plan drawn from stored events (schema inference, drift);
 //! - [`recover`]: replaying rejected events once their cause is fixed (`errors replay`);
 //! - [`server`]: the listener of the API and of the metrics address (connection caps, overall
@@ -25,6 +26,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod devserver;
+pub mod erasure;
 pub mod ingest;
 pub mod ledger;
 pub mod live;
@@ -281,6 +283,18 @@ impl App {
             Duration::from_millis(config.ledger.flush_interval_ms),
             background.clone(),
         );
+        let suppressions = pipeline.suppressions();
+        let erasure_wake = Arc::new(tokio::sync::Notify::new());
+        erasure::Worker {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            suppressions: suppressions.clone(),
+            wake: erasure_wake.clone(),
+            poll: Duration::from_millis(config.erasure.poll_interval_ms),
+            settle: Duration::from_millis(config.clickhouse.insert_timeout_ms),
+            instance_id: uuid::Uuid::new_v4().to_string(),
+        }
+        .spawn(background.clone());
         let ingestor = Arc::new(
             Ingestor::new(
                 config.ingest.clone(),
@@ -289,6 +303,10 @@ impl App {
                 config.pipeline.retry_after_secs,
                 metrics.clone(),
                 schemas.clone(),
+                ingest::Privacy {
+                    retention: config.retention.clone(),
+                    suppressions: suppressions.clone(),
+                },
             )
             .with_live(Arc::new(live::Hub::new(&config.live)))
             .with_ledger(ledger.clone()),
@@ -303,6 +321,8 @@ impl App {
             limits,
             schemas: schemas.clone(),
             readiness: Arc::default(),
+            suppressions,
+            erasure_wake,
         });
         Ok(Self {
             state,

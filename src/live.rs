@@ -186,6 +186,8 @@ mod tests {
             problem_field: Vec::new(),
             problem_code: Vec::new(),
             problem_message: Vec::new(),
+            user_id: None,
+            retention_days: 0,
         })
     }
 

@@ -50,6 +50,11 @@ enum Command {
     /// Work with rejected events (the `errors` table).
     #[command(subcommand)]
     Errors(ErrorsCommand),
+    /// Erase data from every table that holds event data (README, Erasure): one user's,
+    /// one session's, a time range's (optionally of one event type), or one property path of
+    /// one event type in a time range (`--redact`). Records it in the `erasures` ledger, runs
+    /// it here to `done` or `failed`, and prints the ledger row as JSON.
+    Erase(EraseArgs),
     /// Exit 0 if this instance (at `server.listen_addr`) answers `path` with 200: the
     /// container health check, since the runtime image has no curl.
     Healthcheck {
@@ -57,6 +62,38 @@ enum Command {
         #[arg(long, default_value = "/readyz")]
         path: String,
     },
+}
+
+#[derive(clap::Args)]
+struct EraseArgs {
+    /// The application whose data is erased; leave out to erase from every application.
+    #[arg(long)]
+    app: Option<String>,
+    /// Erase this user's events and rejections (`user_id`).
+    #[arg(long, conflicts_with_all = ["session", "from", "redact"])]
+    user: Option<String>,
+    /// Erase this session's events and rejections.
+    #[arg(long, conflicts_with_all = ["user", "from", "redact"])]
+    session: Option<String>,
+    /// Start of a time range (RFC 3339, inclusive) on the events' `timestamp`.
+    #[arg(long, requires = "to")]
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    /// End of the time range (exclusive).
+    #[arg(long, requires = "from")]
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events of this category (with --name).
+    #[arg(long, requires = "name")]
+    category: Option<String>,
+    /// Only events with this name (with --category).
+    #[arg(long, requires = "category")]
+    name: Option<String>,
+    /// Instead of deleting the range's events of the type, remove this property of their
+    /// `data` (dot-separated, e.g. form.last_name).
+    #[arg(long, requires_all = ["from", "category"])]
+    redact: Option<String>,
+    /// Keep refusing the user's or session's new events at ingest.
+    #[arg(long)]
+    suppress: bool,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +112,10 @@ enum AppsCommand {
         /// Browser origin allowed to send events, e.g. https://shop.example (repeatable).
         #[arg(long = "origin")]
         origins: Vec<String>,
+        /// Days its events and rejections are kept (default: retention.events_days and
+        /// retention.errors_days).
+        #[arg(long)]
+        retention_days: Option<u16>,
     },
     /// List applications.
     List,
@@ -100,6 +141,11 @@ enum AppsCommand {
         /// Browser origin to stop allowing (repeatable); it must be allowed now.
         #[arg(long = "remove-origin")]
         remove_origins: Vec<String>,
+        /// Days its events and rejections are kept; 0 returns to the configured defaults.
+        /// Applied to its stored rows too (a background mutation; expired rows go at the
+        /// next TTL merge).
+        #[arg(long)]
+        retention_days: Option<u16>,
     },
 }
 
@@ -280,6 +326,7 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Command::Erase(args) => erase(config, args).await,
         Command::Healthcheck { path } => {
             return match healthcheck(config.server.listen_addr, &path) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -343,12 +390,14 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
             rate,
             burst,
             origins,
+            retention_days,
         } => {
             let new = NewApplication {
                 name,
                 rate_per_second: rate,
                 burst,
                 allowed_origins: origins,
+                retention_days,
             };
             let (application, key) = admin::create_application(&store, new).await?;
             println!("created application `{}`", application.application_id);
@@ -390,6 +439,7 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
             burst,
             add_origins,
             remove_origins,
+            retention_days,
         } => {
             let update = ApplicationUpdate {
                 name,
@@ -397,15 +447,16 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
                 burst,
                 add_origins,
                 remove_origins,
+                retention_days,
             };
             if update == ApplicationUpdate::default() {
                 return Err(AdminError::Invalid(
-                    "nothing to change: give --name, --rate, --burst, --add-origin or --remove-origin"
+                    "nothing to change: give --name, --rate, --burst, --add-origin, --remove-origin or --retention-days"
                         .to_owned(),
                 )
                 .into());
             }
-            let app = admin::update_application(&store, &id, update).await?;
+            let app = admin::update_application(&store, &id, update, &config.retention).await?;
             println!(
                 "updated application `{id}`: name `{}`, rate/s {}, burst {}, origins [{}]; \
                  every instance applies it within {} ms",
@@ -416,6 +467,86 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
                 config.auth.refresh_interval_ms
             );
         }
+    }
+    Ok(())
+}
+
+async fn erase(config: Config, args: EraseArgs) -> Result<(), Error> {
+    use the_eye::erasure::{self, ErasureRequest, Selector, SubmitError, Suppressions};
+    let selector = match (
+        &args.user,
+        &args.session,
+        args.from.zip(args.to),
+        &args.redact,
+    ) {
+        (Some(user_id), _, _, _) => Selector::User {
+            user_id: user_id.clone(),
+        },
+        (_, Some(session_id), _, _) => Selector::Session {
+            session_id: session_id.clone(),
+        },
+        (_, _, Some((from, to)), Some(path)) => Selector::Redact {
+            from,
+            to,
+            category: args.category.clone().unwrap_or_default(),
+            name: args.name.clone().unwrap_or_default(),
+            property_path: path.clone(),
+        },
+        (_, _, Some((from, to)), None) => Selector::TimeRange {
+            from,
+            to,
+            category: args.category.clone(),
+            name: args.name.clone(),
+        },
+        _ => {
+            return Err(AdminError::Invalid(
+                "say what to erase: --user, --session, or --from and --to".to_owned(),
+            )
+            .into())
+        }
+    };
+    let (store, _devserver) = admin_store(&config).await?;
+    if let Some(app) = &args.app {
+        if store.application(app).await?.is_none() {
+            return Err(AdminError::Invalid(format!("no application `{app}`")).into());
+        }
+    }
+    let request = ErasureRequest {
+        application: args.app.clone(),
+        selector,
+        suppress: args.suppress,
+        requested_by: "cli".to_owned(),
+    };
+    let row = erasure::submit(
+        &store,
+        &Suppressions::default(),
+        &tokio::sync::Notify::new(),
+        &request,
+    )
+    .await
+    .map_err(|error| match error {
+        SubmitError::Invalid(invalid) => Error::from(AdminError::Invalid(invalid.message)),
+        SubmitError::Store(error) => error.into(),
+    })?;
+    eprintln!("erasure {} recorded; running it", row.erasure_id);
+    let metrics = the_eye::metrics::Metrics::new(config.server.metrics_max_label_values);
+    let settle = Duration::from_millis(config.clickhouse.insert_timeout_ms);
+    let done = erasure::run(&store, &metrics, row, settle).await;
+    println!(
+        "{}",
+        serde_json::json!({
+            "erasure_id": done.erasure_id,
+            "status": done.status,
+            "reason": done.reason,
+            "rows": {"events": done.rows_events, "errors": done.rows_errors,
+                     "sessions": done.rows_sessions, "recoveries": done.rows_recoveries},
+            "verification": done.verification,
+        })
+    );
+    if done.status() != erasure::Status::Done {
+        return Err(
+            AdminError::Invalid(format!("the erasure did not complete: {}", done.reason)).into(),
+        );
     }
     Ok(())
 }

@@ -152,6 +152,14 @@ pub struct Metrics {
     pub spool_corrupt_rows: IntCounterVec,
     pub spool_reclaims: IntCounter,
     pub key_lookup_queries: IntCounterVec,
+    /// Erasures in the ledger by status (every instance reports the same; use `max`).
+    pub erasures: IntGaugeVec,
+    /// Rows removed or changed by erasures this instance ran.
+    pub erasure_rows: IntCounter,
+    /// Age of the oldest `pending` or `running` erasure; 0 when none is.
+    pub erasure_oldest_open_seconds: Gauge,
+    /// Events refused at ingest because their user or session is suppressed.
+    pub events_suppressed: IntCounterVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -251,6 +259,10 @@ impl Metrics {
             spool_corrupt_records: register(&registry, IntCounter::new("the_eye_spool_corrupt_records_total", "Corrupt or torn spool records skipped (logged with segment and offset).").expect("valid metric")),
             spool_reclaims: register(&registry, IntCounter::new("the_eye_spool_reclaims_total", "Active spool segments deleted as soon as all their rows were confirmed, before reaching pipeline.spool_segment_bytes (a quarter of it, or any size under disk pressure).").expect("valid metric")),
             spool_corrupt_rows: counter(&registry, "the_eye_spool_corrupt_rows_total", "Rows (events, or error rows) lost in corrupt or torn spool records and not yet confirmed by ClickHouse, as the record's own frame states (magic, length and the rows record's lane and count must be readable; the checksum failed, so the count is the record's word). A stretch whose frame is unreadable (a tear inside the first 26 bytes of a record, a segment moved aside for a bad header, an unreadable file) counts under the_eye_spool_corrupt_records_total only.", &["table"]),
+            erasures: gauge(&registry, "the_eye_erasures", "Erasures in the ledger by status (pending, running, done, failed); every instance reports the whole ledger.", &["status"]),
+            erasure_rows: register(&registry, IntCounter::new("the_eye_erasure_rows_total", "Rows removed or changed by the erasures this instance ran, over every table.").expect("valid metric")),
+            erasure_oldest_open_seconds: register(&registry, Gauge::new("the_eye_erasure_oldest_open_seconds", "Age of the oldest pending or running erasure; 0 when none is.").expect("valid metric")),
+            events_suppressed: counter(&registry, "the_eye_events_suppressed_total", "Events accepted but not stored because an erasure suppresses their user or session.", &["application"]),
             registry,
         };
         metrics.initialise_known_series();
@@ -261,6 +273,9 @@ impl Metrics {
     fn initialise_known_series(&self) {
         for result in ["answered", "failed"] {
             self.key_lookup_queries.with_label_values(&[result]);
+        }
+        for status in crate::erasure::Status::ALL {
+            self.erasures.with_label_values(&[status.as_str()]);
         }
         for table in TABLES {
             self.queue_depth.with_label_values(&[table]);

@@ -87,6 +87,7 @@ fuzz_target!(|input: &[u8]| {
         application: "fuzz",
         received_at: chrono::Utc::now(),
         request_id: uuid::Uuid::nil(),
+        retention: Default::default(),
     };
     let assessed = assess(&origin, &items, batched, rules, schemas, config);
     assert_eq!(assessed.results.len(), items.len());

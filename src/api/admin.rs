@@ -212,6 +212,8 @@ pub struct Application {
     pub burst: u32,
     /// Browser origins allowed to send with the application's keys.
     pub allowed_origins: Vec<String>,
+    /// Days its events and rejections are kept; 0 means the configured defaults.
+    pub retention_days: u16,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -225,6 +227,7 @@ impl From<ApplicationRow> for Application {
             rate_per_second: row.rate_per_second,
             burst: row.burst,
             allowed_origins: row.allowed_origins,
+            retention_days: row.retention_days,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -257,6 +260,9 @@ pub struct ApplicationCreate {
     #[serde(default)]
     #[schema(value_type = Vec<OriginText>)]
     pub allowed_origins: Vec<String>,
+    /// Days its events and rejections are kept; absent or 0: the configured defaults.
+    #[schema(maximum = 65535)]
+    pub retention_days: Option<u16>,
 }
 
 /// A new application and its first key (with the `ingest` scope), shown only in this answer.
@@ -289,6 +295,11 @@ pub struct ApplicationPatch {
     #[serde(default)]
     #[schema(value_type = Vec<OriginText>)]
     pub remove_origins: Vec<String>,
+    /// Days its events and rejections are kept; 0 returns to the configured defaults
+    /// (`retention.events_days`, `retention.errors_days`). Applied to stored rows too, by a
+    /// background mutation; expired rows go at the next TTL merge.
+    #[schema(maximum = 65535)]
+    pub retention_days: Option<u16>,
 }
 
 /// A browser origin as the admin API takes it: `scheme://host[:port]`, printable ASCII.
@@ -403,6 +414,7 @@ fn example_application() -> Value {
         "rate_per_second": 500,
         "burst": 1000,
         "allowed_origins": ["https://shop.example"],
+        "retention_days": 0,
         "created_at": "2026-01-05T09:00:00Z",
         "updated_at": "2026-01-05T09:00:00Z",
     })
@@ -553,6 +565,7 @@ pub async fn create_application(
         rate_per_second: body.rate_per_second,
         burst: body.burst,
         allowed_origins: body.allowed_origins,
+        retention_days: body.retention_days,
     };
     let (application, row, key) =
         operations::create_application_with_key(&state.store, new).await?;
@@ -611,8 +624,10 @@ pub async fn update_application(
         burst: patch.burst,
         add_origins: patch.add_origins,
         remove_origins: patch.remove_origins,
+        retention_days: patch.retention_days,
     };
-    let application = operations::update_application(&state.store, &id, update).await?;
+    let application =
+        operations::update_application(&state.store, &id, update, &state.config.retention).await?;
     tracing::info!(application = %id, by = %principal.key_prefix, "application updated");
     refresh_registry(&state).await;
     Ok(Json(application.into()))

@@ -20,7 +20,7 @@ use super::error::{RATELIMIT_LIMIT, RATELIMIT_REMAINING};
 use super::{auth, ApiError, AppState};
 use crate::auth::limits::Decision;
 use crate::auth::{Principal, Scope};
-use crate::ingest::Origin;
+use crate::ingest::{Origin, RowRetention};
 use crate::ledger::Outcome;
 
 /// Which body formats an entry point takes.
@@ -156,6 +156,7 @@ async fn ingest(
         application: &principal.application,
         received_at: Utc::now(),
         request_id: Uuid::now_v7(),
+        retention: RowRetention::resolve(&state.config.retention, principal.retention_days),
     };
     let limit = state.ingestor.config().max_body_bytes;
     let body = match read_body(headers, body, limit, accepts).await {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cursor;
 pub mod docs;
 mod edge;
+pub mod erasures;
 mod error;
 mod events;
 pub mod health;
@@ -80,6 +81,10 @@ pub struct AppStateInner {
     pub schemas: Arc<SchemaRegistry>,
     /// The last `/readyz` answer, reused briefly.
     pub readiness: Arc<health::Readiness>,
+    /// Users and sessions whose new events are refused (erasures with `suppress`).
+    pub suppressions: Arc<crate::erasure::Suppressions>,
+    /// Wakes this instance's erasure worker for a new erasure.
+    pub erasure_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Every route of the API with its documentation (the documentation routes aside), each
@@ -104,6 +109,8 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::update_application))
         .routes(routes!(admin::list_keys, admin::create_key))
         .routes(routes!(admin::revoke_key))
+        .routes(routes!(erasures::create_erasure, erasures::list_erasures))
+        .routes(routes!(erasures::get_erasure))
         .route_layer(middleware::from_fn(auth::require_admin));
     let mut routes = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))

@@ -128,6 +128,21 @@ impl Params {
         Some(value)
     }
 
+    /// A non-empty text value of at most `max` characters (as the document says).
+    pub fn bounded_text(&mut self, name: &'static str, max: usize) -> Option<String> {
+        let value = self.text(name)?;
+        let chars = value.chars().count();
+        if chars > max {
+            self.problem(
+                name,
+                codes::INVALID_PARAMETER,
+                format!("`{name}` has {chars} characters; at most {max} are allowed"),
+            );
+            return None;
+        }
+        Some(value)
+    }
+
     /// `true` or `false`.
     pub fn boolean(&mut self, name: &'static str) -> Option<bool> {
         let value = self.raw(name)?;
@@ -333,6 +348,9 @@ pub struct EventFilterParams {
     /// Only events of this session (exact match).
     #[param(min_length = 1)]
     pub session_id: Option<String>,
+    /// Only events of this user (`user_id`, exact match).
+    #[param(min_length = 1, max_length = 128)]
+    pub user_id: Option<String>,
     /// Only events of this category (exact match).
     #[param(min_length = 1)]
     pub category: Option<String>,
@@ -360,6 +378,7 @@ pub struct EventFilterParams {
 impl EventFilterParams {
     pub const NAMES: &'static [&'static str] = &[
         "session_id",
+        "user_id",
         "category",
         "name",
         "application",
@@ -372,6 +391,7 @@ impl EventFilterParams {
     pub fn take(params: &mut Params) -> Self {
         let filter = Self {
             session_id: params.text("session_id"),
+            user_id: params.bounded_text("user_id", 128),
             category: params.text("category"),
             name: params.text("name"),
             application: params.text("application"),

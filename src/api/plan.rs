@@ -272,6 +272,7 @@ mod tests {
             allowed_origins: Vec::new().into(),
             rate_per_second: 0,
             burst: 0,
+            retention_days: 0,
         };
         assert_eq!(
             readable_application(&key("a"), None).unwrap().as_deref(),

@@ -156,6 +156,7 @@ pub fn parse_event_listing(
             let given = EventFilterParams::take(&mut params);
             let filter = EventFilter {
                 session_id: given.session_id,
+                user_id: given.user_id,
                 category: given.category,
                 name: given.name,
                 application: given.application,
@@ -264,6 +265,7 @@ pub(super) fn event(row: EventRow) -> Event {
         event_id: row.event_id,
         application: row.application,
         session_id: redacted(row.session_id),
+        user_id: (!row.user_id.is_empty()).then(|| redacted(row.user_id)),
         category: redacted(row.category),
         name: redacted(row.name),
         data,
@@ -560,6 +562,7 @@ mod tests {
             allowed_origins: Vec::new().into(),
             rate_per_second: 0,
             burst: 0,
+            retention_days: 0,
         }
     }
 

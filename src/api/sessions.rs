@@ -55,6 +55,8 @@ pub struct Session {
     /// When The Eye received its first event.
     #[serde(with = "the_eye_types::micros")]
     pub first_received_at: DateTime<Utc>,
+    /// The last `user_id` seen in the session (by `timestamp`, then `event_id`), if any.
+    pub user_id: Option<String>,
 }
 
 /// One page of sessions.
@@ -104,6 +106,7 @@ fn session(row: SessionRow) -> Session {
         exit_path: non_empty(row.exit_path),
         categories: row.categories,
         first_received_at: row.first_received_at,
+        user_id: non_empty(row.user_id),
     }
 }
 
@@ -129,6 +132,9 @@ pub struct SessionFilterParams {
     /// Sessions whose entry path is exactly this, e.g. `/pricing`.
     #[param(min_length = 1)]
     pub entry_path: Option<String>,
+    /// Sessions whose last `user_id` is exactly this.
+    #[param(min_length = 1, max_length = 128)]
+    pub user_id: Option<String>,
 }
 
 impl SessionFilterParams {
@@ -139,6 +145,7 @@ impl SessionFilterParams {
         "min_events",
         "min_duration_ms",
         "entry_path",
+        "user_id",
     ];
 }
 
@@ -157,7 +164,9 @@ pub fn parse_session_listing(raw_query: Option<&str>) -> (SessionFilter, PagePar
         .optional_whole("min_duration_ms", 0, max)
         .map(|n| n as u32);
     let entry_path = params.text("entry_path");
+    let user_id = params.bounded_text("user_id", 128);
     let filter = SessionFilter {
+        user_id,
         application,
         from,
         to,

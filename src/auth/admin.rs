@@ -31,6 +31,8 @@ pub struct NewApplication {
     pub rate_per_second: Option<u32>,
     pub burst: Option<u32>,
     pub allowed_origins: Vec<String>,
+    /// Days its events and rejections are kept; `None` (or 0) uses the configured defaults.
+    pub retention_days: Option<u16>,
 }
 
 /// The application's id: its name in lower case, with runs of anything but letters and digits
@@ -151,6 +153,7 @@ pub async fn create_application_with_key(
         rate_per_second,
         burst,
         allowed_origins,
+        retention_days: new.retention_days.unwrap_or(0),
     };
     store.put_application(&application).await?;
     let (row, key) = create_key(store, &application.application_id, &[Scope::Ingest]).await?;
@@ -189,6 +192,9 @@ pub struct ApplicationUpdate {
     pub add_origins: Vec<String>,
     /// Origins to stop allowing; each must be allowed now.
     pub remove_origins: Vec<String>,
+    /// Days its events and rejections are kept; `Some(0)` returns to the configured
+    /// defaults. Applied to the rows stored already too (see [`update_application`]).
+    pub retention_days: Option<u16>,
 }
 
 fn checked_name(name: &str) -> Result<&str, AdminError> {
@@ -242,6 +248,7 @@ pub async fn update_application(
     store: &Store,
     id: &str,
     update: ApplicationUpdate,
+    defaults: &crate::config::RetentionConfig,
 ) -> Result<ApplicationRow, AdminError> {
     let mut application = existing(store, id).await?;
     if let Some(name) = &update.name {
@@ -272,8 +279,20 @@ pub async fn update_application(
         }
     }
     check_origin_count(&application.allowed_origins)?;
+    let retention_changed = update
+        .retention_days
+        .is_some_and(|days| days != application.retention_days);
+    if let Some(days) = update.retention_days {
+        application.retention_days = days;
+    }
     application.updated_at = Utc::now();
     store.put_application(&application).await?;
+    if retention_changed {
+        let resolved = crate::ingest::RowRetention::resolve(defaults, application.retention_days);
+        store
+            .apply_retention_days(id, resolved.events_days, resolved.errors_days)
+            .await?;
+    }
     Ok(application)
 }
 

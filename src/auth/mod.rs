@@ -66,6 +66,9 @@ pub struct Principal {
     /// Events per second and burst in force for the application.
     pub rate_per_second: u32,
     pub burst: u32,
+    /// The application's retention in days (0: the configured defaults; always 0 for an
+    /// organisation key, which sends no events).
+    pub retention_days: u16,
 }
 
 impl Principal {

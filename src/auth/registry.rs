@@ -272,6 +272,7 @@ impl Registry {
             } else {
                 application.burst
             },
+            retention_days: application.retention_days,
         })
     }
 
@@ -493,5 +494,6 @@ fn organisation_principal(record: &KeyRow) -> Principal {
         allowed_origins: Arc::from(Vec::new()),
         rate_per_second: 0,
         burst: 0,
+        retention_days: 0,
     }
 }

@@ -55,6 +55,8 @@ pub struct Settings {
     max_wait: Duration,
     retry_initial: Duration,
     retry_max: Duration,
+    /// Rows of suppressed users and sessions are dropped before each insert.
+    pub(crate) suppressions: Arc<crate::erasure::Suppressions>,
 }
 
 impl From<&PipelineConfig> for Settings {
@@ -64,6 +66,7 @@ impl From<&PipelineConfig> for Settings {
             max_wait: Duration::from_millis(config.flush_interval_ms),
             retry_initial: Duration::from_millis(config.retry_initial_ms),
             retry_max: Duration::from_millis(config.retry_max_ms),
+            suppressions: Arc::default(),
         }
     }
 }
@@ -194,7 +197,17 @@ impl<S: Inserter> Writer<S> {
             } else {
                 self.token(batch.positions[range.start], batch.positions[range.end - 1])
             };
-            match self.write(table, part, &token).await {
+            // Rows of an erased and suppressed user or session that were spooled before the
+            // erasure (or whose insert is retried after it) are dropped here, under the same
+            // token: a block ClickHouse took before the erasure is the erasure's to delete.
+            let kept = self.settings.suppressions.keep(part);
+            let part = kept.as_deref().unwrap_or(part);
+            let written = if part.is_empty() {
+                Ok(())
+            } else {
+                self.write(table, part, &token).await
+            };
+            match written {
                 Ok(()) => {
                     fault_point_after_insert(table);
                     self.metrics
@@ -449,6 +462,9 @@ impl Refusable for EventRow {
         if let Some(sent_at) = &self.sent_at {
             raw["sent_at"] = time(sent_at).into();
         }
+        if !self.user_id.is_empty() {
+            raw["user_id"] = self.user_id.clone().into();
+        }
         Some(ErrorRow {
             error_id: Uuid::now_v7(),
             application: self.application.clone(),
@@ -457,6 +473,8 @@ impl Refusable for EventRow {
             item_index: None,
             event_id: Some(self.event_id),
             session_id: Some(self.session_id.clone()),
+            user_id: (!self.user_id.is_empty()).then(|| self.user_id.clone()),
+            retention_days: self.retention_days,
             category: Some(self.category.clone()),
             name: Some(self.name.clone()),
             timestamp: Some(self.timestamp),
@@ -580,6 +598,8 @@ mod tests {
             event_id: Uuid::now_v7(),
             application: "app".to_owned(),
             session_id: "s".to_owned(),
+            user_id: String::new(),
+            retention_days: 0,
             category: "page interaction".to_owned(),
             name: name.to_owned(),
             data: r#"{"path":"/"}"#.to_owned(),
@@ -601,6 +621,7 @@ mod tests {
                 max_wait: Duration::from_millis(100),
                 retry_initial: Duration::from_millis(100),
                 retry_max: Duration::from_secs(5),
+                suppressions: Arc::default(),
             },
             spool: None,
             spool_id: Uuid::nil(),

@@ -108,6 +108,8 @@ impl Weight for ErrorRow {
 pub(crate) trait PipelineRow:
     Weight
     + batcher::Refusable
+    + crate::erasure::Subject
+    + Clone
     + Serialize
     + DeserializeOwned
     + clickhouse::RowOwned
@@ -121,6 +123,8 @@ pub(crate) trait PipelineRow:
 impl<T> PipelineRow for T where
     T: Weight
         + batcher::Refusable
+        + crate::erasure::Subject
+        + Clone
         + Serialize
         + DeserializeOwned
         + clickhouse::RowOwned
@@ -302,6 +306,9 @@ pub struct Pipeline {
     feeders: tokio::sync::Mutex<JoinSet<()>>,
     batchers: tokio::sync::Mutex<JoinSet<()>>,
     metrics: Arc<Metrics>,
+    /// The suppression list the batchers apply before every insert; ingest and the erasure
+    /// worker share it ([`Pipeline::suppressions`]).
+    suppressions: Arc<crate::erasure::Suppressions>,
 }
 
 impl Pipeline {
@@ -312,6 +319,7 @@ impl Pipeline {
         store: Store,
         metrics: Arc<Metrics>,
     ) -> Result<Self, SpoolError> {
+        let suppressions = Arc::new(crate::erasure::Suppressions::default());
         let spool_settings = config.spool_settings();
         let (spool, old) = match &spool_settings {
             Some(settings) => {
@@ -354,7 +362,8 @@ impl Pipeline {
                 .with_label_values(&[table])
                 .set(config.queue_capacity as i64);
         }
-        let settings = batcher::Settings::from(config);
+        let mut settings = batcher::Settings::from(config);
+        settings.suppressions = suppressions.clone();
         let mut batchers = JoinSet::new();
         batchers.spawn(batcher::run(
             LaneId::Events,
@@ -435,6 +444,7 @@ impl Pipeline {
             feeders: tokio::sync::Mutex::new(feeders),
             batchers: tokio::sync::Mutex::new(batchers),
             metrics,
+            suppressions,
         })
     }
 
@@ -553,6 +563,11 @@ impl Pipeline {
 
     /// Whether a request holding a valid event would be refused for want of room right now:
     /// the spool's budget is spent (or, without a spool, the events queue is full).
+    /// The suppression list the batchers apply, to share with ingest and the erasure worker.
+    pub fn suppressions(&self) -> Arc<crate::erasure::Suppressions> {
+        self.suppressions.clone()
+    }
+
     pub fn is_full(&self) -> bool {
         match &self.spool {
             Some(spool) => spool.is_full(),
@@ -876,6 +891,8 @@ mod tests {
             event_id: Uuid::now_v7(),
             application: "web-shop".to_owned(),
             session_id: "e2085be5-9137-4e4e-80b5-f1ffddc25423".to_owned(),
+            user_id: String::new(),
+            retention_days: 0,
             category: "page interaction".to_owned(),
             name: "pageview".to_owned(),
             data: r#"{"host":"www.consumeraffairs.com","path":"/"}"#.to_owned(),
@@ -896,6 +913,8 @@ mod tests {
             item_index: Some(3),
             event_id: None,
             session_id: Some("s".to_owned()),
+            user_id: None,
+            retention_days: 0,
             category: None,
             name: Some("n".to_owned()),
             timestamp: None,

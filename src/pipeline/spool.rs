@@ -20,7 +20,7 @@
 //! on a full disk opens without an active segment: it replays, and appends wait for room.
 //! The directory is `0700` and its files `0600`, whatever the umask.
 //!
-//! # Format (version 2; version 1 `errors` rows had no `recoverable`)
+//! # Format (version 3; version 2 rows had no `user_id` and `retention_days`, version 1 `errors` rows no `recoverable`)
 //!
 //! A spool directory holds numbered segment files `00000000000000000001.seg`, … and a lock
 //! file. A segment starts with a 64-byte header — `EYESPOOL`, the format version (u32), a
@@ -50,7 +50,7 @@ use crate::metrics::Metrics;
 
 /// The version written into every segment header; a spool of another version is refused
 /// with a message rather than misread.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const SEGMENT_MAGIC: [u8; 8] = *b"EYESPOOL";
 /// Bytes of a segment header; records start here.
 pub const HEADER_BYTES: u64 = 64;

@@ -23,6 +23,9 @@ pub struct ApplicationRow {
     pub burst: u32,
     /// Browser origins (`https://shop.example`) allowed to send with this application's keys.
     pub allowed_origins: Vec<String>,
+    /// Days this application's events and rejections are kept; 0 means the configured
+    /// defaults (`retention.events_days`, `retention.errors_days`). Migration 10.
+    pub retention_days: u16,
 }
 
 /// One API key, identified by its public prefix; only a hash of the secret is kept.
@@ -44,7 +47,7 @@ pub struct KeyRow {
 }
 
 const APPLICATION_COLUMNS: &str =
-    "application_id, name, created_at, updated_at, enabled, rate_per_second, burst, allowed_origins";
+    "application_id, name, created_at, updated_at, enabled, rate_per_second, burst, allowed_origins, retention_days";
 const KEY_COLUMNS: &str =
     "prefix, key_hash, application_id, scopes, created_at, updated_at, revoked_at";
 
@@ -125,6 +128,53 @@ impl Store {
         let mut insert = self.client().insert::<KeyRow>("api_keys").await?;
         insert.write(row).await?;
         insert.end().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Stamps an application's new retention on its rows stored already (`retention_days`
+    /// 0: the configured defaults, `defaults`), so that the tables' TTLs expire them by it:
+    /// one background mutation per table (`ALTER TABLE … UPDATE`, not waited for), after
+    /// which merges drop the rows past it — within `merge_with_ttl_timeout` (4 hours by
+    /// default) of the mutation, or at once with `OPTIMIZE … FINAL`. Sessions follow their
+    /// events: a summary row keeps the longest retention of the events folded into it.
+    pub async fn apply_retention_days(
+        &self,
+        application: &str,
+        events_days: u16,
+        errors_days: u16,
+    ) -> Result<(), StoreError> {
+        // In cluster mode the rows are in the sharded tables (a Distributed table refuses
+        // mutations), on every host.
+        let tables: &[(&str, u16)] = match self.cluster() {
+            None => &[
+                ("events", events_days),
+                ("errors", errors_days),
+                ("sessions", events_days),
+            ],
+            Some(_) => &[
+                ("events_local", events_days),
+                ("errors_local", errors_days),
+                ("sessions_local", events_days),
+            ],
+        };
+        let on_cluster = self
+            .cluster()
+            .map(|name| format!(" ON CLUSTER {name}"))
+            .unwrap_or_default();
+        for (table, days) in tables {
+            self.maintenance_client()
+                .query(&format!(
+                    "ALTER TABLE {table}{on_cluster} UPDATE retention_days = {{days:UInt16}} \
+                     WHERE application = {{application:String}} AND retention_days != {{days:UInt16}}"
+                ))
+                .param("days", days)
+                .param("application", application)
+                .with_setting("mutations_sync", "0")
+                .execute()
+                .await?;
+        }
         Ok(())
     }
 }

@@ -65,6 +65,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_recoveries"),
     migration!(8, "0008_index_projections"),
     migration!(9, "0009_events_session_order"),
+    migration!(10, "0010_erasure_retention"),
     migration!(11, "0011_ingest_ledger"),
 ];
 
@@ -89,6 +90,7 @@ pub const CLUSTER_MIGRATIONS: &[Migration] = &[
     migration!(7, "cluster/", "0007_recoveries"),
     migration!(8, "cluster/", "0008_index_projections"),
     migration!(9, "cluster/", "0009_events_session_order"),
+    migration!(10, "cluster/", "0010_erasure_retention"),
     migration!(11, "cluster/", "0011_ingest_ledger"),
 ];
 

@@ -70,6 +70,8 @@ pub struct PageSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct EventFilter {
     pub session_id: Option<String>,
+    /// The application's account id of the person (`events.user_id`, bloom-filter indexed).
+    pub user_id: Option<String>,
     pub category: Option<String>,
     pub name: Option<String>,
     pub application: Option<String>,
@@ -253,8 +255,8 @@ pub(super) fn format_time(time: &DateTime<Utc>) -> String {
 }
 
 /// The columns of [`EventRow`], in its order.
-const EVENT_COLUMNS: &str = "SELECT event_id, application, session_id, category, name, data, \
-     timestamp, client_timestamp, sent_at, received_at FROM events";
+const EVENT_COLUMNS: &str = "SELECT event_id, application, session_id, user_id, retention_days, \
+     category, name, data, timestamp, client_timestamp, sent_at, received_at FROM events";
 
 /// The columns of [`ErrorRow`] without `raw` (listings leave the raw input out).
 const ERROR_SUMMARY_COLUMNS: &str = "SELECT error_id, application, received_at, request_id, \
@@ -262,7 +264,7 @@ const ERROR_SUMMARY_COLUMNS: &str = "SELECT error_id, application, received_at, 
      problem_field, problem_code, problem_message FROM errors";
 
 const ERROR_COLUMNS: &str = "SELECT error_id, application, received_at, request_id, \
-     item_index, event_id, session_id, category, name, timestamp, raw, raw_truncated, recoverable, \
+     item_index, event_id, session_id, user_id, retention_days, category, name, timestamp, raw, raw_truncated, recoverable, \
      problem_field, problem_code, problem_message FROM errors";
 
 /// Builds `WHERE a AND b …` from conditions, each added with [`Conditions::and`].
@@ -351,6 +353,7 @@ impl Conditions {
 pub fn events_query(filter: &EventFilter, page: &PageSpec) -> ReadQuery {
     let mut conditions = Conditions::new(EVENT_COLUMNS);
     conditions.and_text("session_id = {}", "session_id", &filter.session_id);
+    conditions.and_text("user_id = {}", "user_id", &filter.user_id);
     conditions.and_text("category = {}", "category", &filter.category);
     conditions.and_text("name = {}", "name", &filter.name);
     conditions.and_text("application = {}", "application", &filter.application);
@@ -654,6 +657,7 @@ mod tests {
     fn every_filter_and_the_keyset_are_placeholders() {
         let filter = EventFilter {
             session_id: Some("s' OR 1 --".into()),
+            user_id: Some("u' OR 1 --".into()),
             category: Some("c".into()),
             name: Some("n".into()),
             application: Some("a".into()),
@@ -679,7 +683,7 @@ mod tests {
             query.sql(),
             format!(
                 "{EVENT_COLUMNS} WHERE session_id = {{session_id:String}} \
-                 AND category = {{category:String}} AND name = {{name:String}} \
+                 AND user_id = {{user_id:String}} AND category = {{category:String}} AND name = {{name:String}} \
                  AND application = {{application:String}} AND timestamp >= {{from:{t}}} \
                  AND timestamp < {{to:{t}}} AND received_at >= {{received_from:{t}}} \
                  AND received_at < {{received_to:{t}}} AND client_timestamp <= {{after_at:{t}}} \
@@ -695,6 +699,7 @@ mod tests {
             names,
             [
                 "session_id",
+                "user_id",
                 "category",
                 "name",
                 "application",

@@ -13,6 +13,12 @@ pub struct EventRow {
     /// The authenticated application; never taken from the request body.
     pub application: String,
     pub session_id: String,
+    /// The application's account id of the person; empty when the event named none (an
+    /// empty `user_id` is refused at ingest, so empty means absent).
+    pub user_id: String,
+    /// Days the row is kept, from its `timestamp` (0: for ever): the application's retention
+    /// or `retention.events_days` when the event was accepted. The table's TTL reads it.
+    pub retention_days: u16,
     pub category: String,
     pub name: String,
     /// The `data` object serialised as JSON.
@@ -45,6 +51,10 @@ pub struct ErrorRow {
     #[serde(with = "clickhouse::serde::uuid::option")]
     pub event_id: Option<Uuid>,
     pub session_id: Option<String>,
+    /// The rejected event's `user_id`, when it could be read.
+    pub user_id: Option<String>,
+    /// Days the row is kept, from `received_at` (0: for ever); see [`EventRow::retention_days`].
+    pub retention_days: u16,
     pub category: Option<String>,
     pub name: Option<String>,
     #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]

@@ -35,6 +35,8 @@ pub struct SessionFilter {
     pub min_duration_ms: Option<u32>,
     /// The first path of the session, exactly.
     pub entry_path: Option<String>,
+    /// Sessions whose last `user_id` is exactly this.
+    pub user_id: Option<String>,
 }
 
 /// A session's summary, merged from its partial rows.
@@ -57,6 +59,8 @@ pub struct SessionRow {
     pub categories: Vec<String>,
     #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
     pub first_received_at: DateTime<Utc>,
+    /// The last `user_id` seen (by timestamp, then event id); empty when none was.
+    pub user_id: String,
 }
 
 /// The merge of partial rows into [`SessionRow`]'s columns, up to `FROM sessions`.
@@ -67,7 +71,7 @@ const SUMMARY: &str = "SELECT session_id, toString(application) AS application, 
      uniqExactMerge(event_ids) AS events, uniqExactMerge(pageview_ids) AS pageviews, \
      uniqExactMerge(path_set) AS distinct_paths, argMinMerge(entry_state) AS entry_path, \
      argMaxMerge(exit_state) AS exit_path, arraySort(groupUniqArrayArray(category_set)) AS categories, \
-     min(first_received_at) AS first_received_at FROM sessions";
+     min(first_received_at) AS first_received_at, argMaxMerge(user_state) AS user_id FROM sessions";
 
 const GROUP: &str = " GROUP BY session_id, application";
 
@@ -168,6 +172,9 @@ pub fn sessions_query(filter: &SessionFilter, page: &PageSpec) -> ReadQuery {
             Param::Text(entry_path.clone()),
         );
     }
+    if let Some(user_id) = &filter.user_id {
+        query.bind(" AND user_id = {}", "user_id", Param::Text(user_id.clone()));
+    }
     query.push(&format!(
         " ORDER BY started_at {direction}, session_key {direction}"
     ));
@@ -197,18 +204,24 @@ pub fn session_query(session_id: &str, application: Option<&str>) -> ReadQuery {
     query
 }
 
+/// The materialized view's SELECT (migration 10) as an insert into `sessions`, up to `FROM
+/// events`: a backfill and an erasure's rebuild fold events exactly as the view does.
+pub const FOLD: &str = "INSERT INTO sessions (session_id, application, first_timestamp, \
+     last_timestamp, first_received_at, event_ids, pageview_ids, path_set, entry_state, \
+     exit_state, category_set, user_state, retention_days) \
+     SELECT session_id, application, min(timestamp), max(timestamp), \
+     min(received_at), uniqExactState(event_id), uniqExactStateIf(event_id, name = 'pageview'), \
+     uniqExactStateIf(path, path != ''), argMinStateIf(path, (timestamp, event_id), path != ''), \
+     argMaxStateIf(path, (timestamp, event_id), path != ''), groupUniqArray(toString(category)), \
+     argMaxStateIf(user_id, (timestamp, event_id), user_id != ''), max(retention_days) \
+     FROM events";
+
 /// The SQL that folds stored events with `timestamp` in [`from`, `to`) into `sessions`, the
 /// same way the materialized view folds each insert. Idempotent: every state is (see the
 /// migration), so running it again, or over events the view already folded, changes no
 /// summary.
 pub fn backfill_query(from: DateTime<Utc>, to: DateTime<Utc>) -> ReadQuery {
-    let mut query = ReadQuery::new(
-        "INSERT INTO sessions SELECT session_id, application, min(timestamp), max(timestamp), \
-         min(received_at), uniqExactState(event_id), uniqExactStateIf(event_id, name = 'pageview'), \
-         uniqExactStateIf(path, path != ''), argMinStateIf(path, (timestamp, event_id), path != ''), \
-         argMaxStateIf(path, (timestamp, event_id), path != ''), groupUniqArray(toString(category)) \
-         FROM events",
-    );
+    let mut query = ReadQuery::new(FOLD);
     query.bind(" WHERE timestamp >= {}", "from", Param::Time(from));
     query.bind(" AND timestamp < {}", "to", Param::Time(to));
     query.push(GROUP);
@@ -317,6 +330,7 @@ mod tests {
             min_events: Some(2),
             min_duration_ms: Some(1000),
             entry_path: Some("/".into()),
+            user_id: Some("u' --".into()),
         };
         let page = PageSpec {
             order: Order::Desc,
@@ -340,11 +354,11 @@ mod tests {
                  AND started_at <= {{after_at:{t}}} AND (started_at < {{after_at:{t}}} \
                  OR session_key < {{after_id:UUID}}) AND events >= {{min_events:UInt32}} \
                  AND duration_ms >= {{min_duration_ms:UInt32}} AND entry_path = {{entry_path:String}} \
-                 ORDER BY started_at DESC, session_key DESC LIMIT {{limit:UInt32}}"
+                 AND user_id = {{user_id:String}} ORDER BY started_at DESC, session_key DESC LIMIT {{limit:UInt32}}"
             )),
             "{sql}"
         );
-        assert!(!sql.contains('?') && !sql.contains("a' --"));
+        assert!(!sql.contains('?') && !sql.contains("a' --") && !sql.contains("u' --"));
         let unfiltered = sessions_query(
             &SessionFilter::default(),
             &PageSpec {

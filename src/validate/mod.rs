@@ -103,6 +103,8 @@ pub struct ValidEvent {
     /// The client's id, if it sent one; the pipeline assigns the others.
     pub event_id: Option<Uuid>,
     pub session_id: String,
+    /// The application's account id of the person, 1–128 characters, when sent.
+    pub user_id: Option<String>,
     pub category: String,
     pub name: String,
     /// `data`, serialised.
@@ -119,6 +121,8 @@ pub struct ValidEvent {
 pub struct Envelope {
     pub event_id: Option<Uuid>,
     pub session_id: Option<String>,
+    /// Kept when it was valid, so that erasing the user finds the rejection too.
+    pub user_id: Option<String>,
     pub category: Option<String>,
     pub name: Option<String>,
     pub timestamp: Option<DateTime<Utc>>,
@@ -134,9 +138,10 @@ pub struct Rejection {
     pub omitted_problems: usize,
 }
 
-const KNOWN_FIELDS: [&str; 7] = [
+const KNOWN_FIELDS: [&str; 8] = [
     "event_id",
     "session_id",
+    "user_id",
     "category",
     "name",
     "data",
@@ -265,6 +270,7 @@ fn validate_value(
         }
     });
     let session_id = bounded_string(object, "session_id", 128, &mut findings);
+    let user_id = optional_bounded_string(object, "user_id", 128, &mut findings);
     let category = bounded_string(object, "category", 100, &mut findings);
     let name = bounded_string(object, "name", 100, &mut findings);
     let client_timestamp = required_time(object, "timestamp", &mut findings);
@@ -357,6 +363,7 @@ fn validate_value(
         ) if findings.problems.is_empty() => Ok(ValidEvent {
             event_id,
             session_id: session_id.to_owned(),
+            user_id: user_id.map(str::to_owned),
             category: category.to_owned(),
             name: name.to_owned(),
             data,
@@ -368,6 +375,7 @@ fn validate_value(
             envelope: Envelope {
                 event_id,
                 session_id: session_id.map(str::to_owned),
+                user_id: user_id.map(str::to_owned),
                 category: category.map(str::to_owned),
                 name: name.map(str::to_owned),
                 timestamp,
@@ -451,6 +459,20 @@ fn bounded_string<'a>(
         return None;
     }
     Some(text)
+}
+
+/// An optional string that, when present (and not `null`), must be 1 to `max_chars`
+/// characters and not blank, like [`bounded_string`].
+fn optional_bounded_string<'a>(
+    object: &'a Map<String, Value>,
+    field: &str,
+    max_chars: usize,
+    findings: &mut Findings,
+) -> Option<&'a str> {
+    if object.get(field).is_none_or(Value::is_null) {
+        return None;
+    }
+    bounded_string(object, field, max_chars, findings)
 }
 
 fn required_time(

@@ -51,6 +51,7 @@ async fn new_app(
         rate_per_second: rate,
         burst,
         allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+        retention_days: None,
     };
     admin::create_application(&app.store, new)
         .await

@@ -127,16 +127,23 @@ async fn cluster_migrations_make_the_single_server_schema() {
         [
             "api_keys",
             "applications",
+            "erasure_suppressed",
+            "erasures",
             "errors",
             "events",
             "ingest_ledger",
             "instances",
             "recoveries",
             "sessions",
-            "sessions_mv"
+            "sessions_mv",
+            "suppressions"
         ]
     );
-    let events = &single[0].1[3];
+    let events = single[0]
+        .1
+        .iter()
+        .find(|table| table["name"] == "events")
+        .unwrap();
     assert_eq!(
         events["sorting_key"],
         "session_id, client_timestamp, event_id, application"

@@ -13,6 +13,7 @@ mod dashboards;
 mod deploy;
 mod devserver;
 mod docs;
+mod erasure;
 mod full_disk;
 mod ingest;
 mod ledger;

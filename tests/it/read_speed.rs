@@ -341,6 +341,7 @@ fn reader() -> the_eye::auth::Principal {
         allowed_origins: Vec::new().into(),
         rate_per_second: 0,
         burst: 0,
+        retention_days: 0,
     }
 }
 

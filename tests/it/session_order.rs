@@ -14,7 +14,7 @@ use the_eye::store::read::{events_query, EventFilter, Order, PageSpec};
 use the_eye::store::{EventRow, Store};
 use uuid::Uuid;
 
-use crate::common::{test_config, TestApp, TestDb};
+use crate::common::{legacy, test_config, TestApp, TestDb};
 
 const NEW_KEY: &str = "session_id, client_timestamp, event_id, application";
 const SORTING_KEY: &str = "SELECT sorting_key FROM system.tables \
@@ -29,6 +29,8 @@ fn row(id: Uuid, application: &str, session: &str, owner: &str, client: &str) ->
         event_id: id,
         application: application.to_owned(),
         session_id: session.to_owned(),
+        user_id: String::new(),
+        retention_days: 0,
         category: "custom".to_owned(),
         name: "probe".to_owned(),
         data: json!({ "owner": owner, "host": format!("{owner}.example") }).to_string(),
@@ -41,7 +43,7 @@ fn row(id: Uuid, application: &str, session: &str, owner: &str, client: &str) ->
 
 async fn insert(store: &Store, rows: &[EventRow]) {
     store
-        .insert("events", rows, &Uuid::now_v7().to_string())
+        .insert("events", &legacy(rows), &Uuid::now_v7().to_string())
         .await
         .unwrap();
 }
@@ -353,7 +355,7 @@ async fn the_session_order_migration_catches_up_rows_written_during_the_copy() {
         })
         .collect();
     store
-        .insert("events_0009", &late, &Uuid::now_v7().to_string())
+        .insert("events_0009", &legacy(&late), &Uuid::now_v7().to_string())
         .await
         .unwrap();
     assert_eq!(store.migrate_up_to(9).await.unwrap(), [9]);

@@ -13,7 +13,7 @@ use the_eye::auth::Scope;
 use the_eye::store::{EventRow, Store};
 use uuid::Uuid;
 
-use crate::common::{client_with_key, test_config, TestApp, TestDb};
+use crate::common::{client_with_key, legacy, test_config, TestApp, TestDb};
 
 /// One application's keys: `ingest` and `read` on one client, `admin` on another.
 struct Tenant {
@@ -86,6 +86,8 @@ fn row(id: Uuid, application: &str, session: &str, owner: &str) -> EventRow {
         event_id: id,
         application: application.to_owned(),
         session_id: session.to_owned(),
+        user_id: String::new(),
+        retention_days: 0,
         category: "custom".to_owned(),
         name: "probe".to_owned(),
         data: json!({ "owner": owner }).to_string(),
@@ -911,11 +913,11 @@ async fn the_identity_migration_moves_a_populated_table() {
     retry.timestamp += chrono::TimeDelta::seconds(3);
     retry.received_at += chrono::TimeDelta::seconds(5);
     store
-        .insert("events", &rows, &Uuid::now_v7().to_string())
+        .insert("events", &legacy(&rows), &Uuid::now_v7().to_string())
         .await
         .unwrap();
     store
-        .insert("events", &[retry], &Uuid::now_v7().to_string())
+        .insert("events", &legacy(&[retry]), &Uuid::now_v7().to_string())
         .await
         .unwrap();
     let columns = "SELECT toString(event_id) AS event_id, application, session_id, data, host, \
@@ -990,7 +992,7 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         .map(|i| row(Uuid::now_v7(), "alpha", &format!("s-{i}"), "early"))
         .collect();
     store
-        .insert("events", &early, &Uuid::now_v7().to_string())
+        .insert("events", &legacy(&early), &Uuid::now_v7().to_string())
         .await
         .unwrap();
     // The migration runs as far as the exchange, then stops (a crash, say)…
@@ -1003,7 +1005,7 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         .map(|i| row(Uuid::now_v7(), "beta", &format!("s-{i}"), "late"))
         .collect();
     store
-        .insert("events_0004", &late, &Uuid::now_v7().to_string())
+        .insert("events_0004", &legacy(&late), &Uuid::now_v7().to_string())
         .await
         .unwrap();
     assert_eq!(store.migrate_up_to(4).await.unwrap(), [4]);

@@ -30,6 +30,13 @@ pub struct EventIn {
     /// The application's own session identifier, 1–128 characters.
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub session_id: String,
+    /// The application's own account id of the person the event is about, 1–128 characters,
+    /// when it knows one (after a login); never an e-mail address, a name or anything else
+    /// that identifies the person outside the application. Erasure by user (`POST
+    /// /api/admin/erasures`) finds the person's events by it; The Eye never invents one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
+    pub user_id: Option<String>,
     /// 1–100 characters, e.g. `page interaction`.
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub category: String,
@@ -194,6 +201,9 @@ pub struct Event {
     /// The application that sent the event.
     pub application: String,
     pub session_id: String,
+    /// The application's account id of the person, if the event carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     pub category: String,
     pub name: String,
     /// The event's `data` object, as it was sent.
@@ -345,6 +355,7 @@ mod tests {
             event_id: Uuid::nil(),
             application: "a".into(),
             session_id: "s".into(),
+            user_id: None,
             category: "c".into(),
             name: "n".into(),
             data: serde_json::json!({"k": 1}),

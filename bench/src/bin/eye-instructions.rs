@@ -250,6 +250,7 @@ async fn measure(app: &App, args: &Args) -> Result<Vec<Segment>, Error> {
             rate_per_second: Some(10_000_000),
             burst: Some(10_000_000),
             allowed_origins: Vec::new(),
+            retention_days: None,
         },
     )
     .await?;

@@ -86,6 +86,12 @@ export interface Tracker {
   pageview(): string | null;
   /** Sends what is queued now; settles when done, or when the endpoint stays unreachable. */
   flush(): Promise<void>;
+  /** Names the person from now on (after a login): the application's own account id, 1–128
+   * characters, sent as `user_id` on every event until `reset()`. Never an e-mail address or a
+   * name. Returns false (and reports `invalid`) for a bad id. */
+  identify(userId: string): boolean;
+  /** Forgets the person and starts a new session (at logout). */
+  reset(): void;
   /** The current session id (starting one if none is live), without extending it: a UUIDv7 of
    * the session's start, so session ids sort by start. */
   sessionId(): string;
@@ -108,5 +114,9 @@ export function track(category: string, name: string, data: EventData): string |
 export function pageview(): string | null;
 /** `flush` on the tracker `init` made. */
 export function flush(): Promise<void>;
+/** `identify` on the tracker `init` made. */
+export function identify(userId: string): boolean;
+/** `reset` on the tracker `init` made. */
+export function reset(): void;
 /** Shuts the tracker `init` made down; returns the final flush's promise. */
 export function shutdown(): Promise<void>;

@@ -23,6 +23,7 @@ const FETCH_BYTES = 32000;
 const BEACON_BYTES = 16000;
 const MAX_EVENTS = 1000; // the server's limit per request
 const SESSION_KEY = 'the-eye.session';
+const USER_KEY = 'the-eye.user';
 const BEACON_TYPE = 'text/plain;charset=UTF-8';
 
 /**
@@ -137,6 +138,38 @@ export function createTracker(options, env = globalThis) {
     return current.id;
   }
 
+  // --- Who the person is ----------------------------------------------------------------
+
+  // The application's own account id of the person (README, "user_id"), kept beside the
+  // session so that it survives navigations; sent as `user_id` on every event until `reset`.
+  let memoryUser = null;
+  function userId() {
+    // Storage has only getItem and setItem: '' stands for "no one".
+    try {
+      const stored = storage.getItem(USER_KEY);
+      return stored === null ? memoryUser : stored || null;
+    } catch { return memoryUser }
+  }
+
+  /** Names the person from now on (after a login): the application's account id, never an e-mail address or a name. */
+  function identify(id) {
+    const length = typeof id === 'string' && id.trim() ? [...id].length : 0;
+    if (length < 1 || length > 128) {
+      report({ reason: 'invalid', message: 'user id must be a string of 1 to 128 characters, not blank' });
+      return false;
+    }
+    memoryUser = id;
+    try { storage.setItem(USER_KEY, id) } catch { /* memory only */ }
+    return true;
+  }
+
+  /** Forgets the person and starts a new session (at logout), so that the next person's events share nothing with theirs. */
+  function reset() {
+    memoryUser = null;
+    memorySession = null;
+    try { storage.setItem(USER_KEY, ''); storage.setItem(SESSION_KEY, 'null') } catch { /* memory only */ }
+  }
+
   // --- Recording -------------------------------------------------------------------------
 
   /** Queues one event; returns its event_id, or null when it was refused (see onError). */
@@ -154,6 +187,7 @@ export function createTracker(options, env = globalThis) {
     const event = {
       event_id: uuidV7(),
       session_id: sessionId,
+      ...(userId() !== null ? { user_id: userId() } : {}),
       category,
       name,
       data,
@@ -371,6 +405,8 @@ export function createTracker(options, env = globalThis) {
     track,
     pageview,
     flush,
+    identify,
+    reset,
     /** The current session id (a UUIDv7 of its start; starting one if none is live), without extending it. */
     sessionId: () => session(false),
     /** Counters since init (accepted, beaconed, rejected, dropped) and events queued now. */
@@ -422,6 +458,8 @@ export function init(options, env) {
 export const track = (category, name, data) => tracker().track(category, name, data);
 export const pageview = () => tracker().pageview();
 export const flush = () => tracker().flush();
+export const identify = (id) => tracker().identify(id);
+export const reset = () => tracker().reset();
 export function shutdown() {
   const stopping = tracker();
   current = null;

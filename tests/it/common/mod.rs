@@ -415,3 +415,41 @@ impl TestApp {
         }
     }
 }
+
+/// An `events` row as the table was before migration 10 (no `user_id`, no `retention_days`),
+/// for the tests that insert into the tables of earlier migrations.
+#[derive(clickhouse::Row, serde::Serialize)]
+pub struct LegacyEventRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: uuid::Uuid,
+    application: String,
+    session_id: String,
+    category: String,
+    name: String,
+    data: String,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    timestamp: chrono::DateTime<chrono::Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    client_timestamp: chrono::DateTime<chrono::Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]
+    sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    received_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub fn legacy(rows: &[the_eye::store::EventRow]) -> Vec<LegacyEventRow> {
+    rows.iter()
+        .map(|row| LegacyEventRow {
+            event_id: row.event_id,
+            application: row.application.clone(),
+            session_id: row.session_id.clone(),
+            category: row.category.clone(),
+            name: row.name.clone(),
+            data: row.data.clone(),
+            timestamp: row.timestamp,
+            client_timestamp: row.client_timestamp,
+            sent_at: row.sent_at,
+            received_at: row.received_at,
+        })
+        .collect()
+}
