@@ -59,7 +59,8 @@ echo "Checking nginx/the-eye.conf (nginx -t)"
 # The upstream servers are compose services, whose names resolve only inside the compose
 # network: each must be a service of docker-compose.cluster.yml, and is given a loopback
 # address for the check (nginx -t resolves upstream names). Nothing else is changed.
-services="$(docker-compose -f docker-compose.cluster.yml config --services)"
+services="$(CLICKHOUSE_PASSWORD=check-only GRAFANA_ADMIN_PASSWORD=check-only \
+    docker-compose -f docker-compose.cluster.yml config --services)"
 upstreams="$(sed -nE 's/^[[:space:]]*server[[:space:]]+([A-Za-z0-9._-]+):[0-9]+.*/\1/p' nginx/the-eye.conf)"
 [ -n "$upstreams" ] || { echo "nginx/the-eye.conf: no upstream server found" >&2; exit 1; }
 for upstream in $upstreams; do
