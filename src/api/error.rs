@@ -370,3 +370,93 @@ fn status_code_name(status: StatusCode) -> (&'static str, &'static str) {
         _ => ("bad_request", "the request cannot be served"),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The read, admin, plan and recover edges (issue 26): their mappings and error codes. Kept in
+// a block of its own, with full paths, so that it merges apart from the ingest mappings above.
+// ---------------------------------------------------------------------------------------------
+
+/// Error codes the read, admin, plan and recover edges answer with (the others are written at
+/// their single use above).
+pub mod codes {
+    /// 403: an application's key asked for another application's data.
+    pub const APPLICATION_NOT_IN_SCOPE: &str = "application_not_in_scope";
+    /// 403: an application's key asked for what affects every application.
+    pub const ORGANISATION_KEY_REQUIRED: &str = "organisation_key_required";
+    /// 422: the schema directory did not load; the set in force stays.
+    pub const SCHEMA_RELOAD_FAILED: &str = "schema_reload_failed";
+    /// The problem code of each file that failed in a schema reload.
+    pub const INVALID_SCHEMA: &str = "invalid_schema";
+    /// 422: an application with that id exists already.
+    pub const APPLICATION_EXISTS: &str = "application_exists";
+    /// 400: an administrative request is not valid (`AdminError::Invalid`).
+    pub const INVALID_REQUEST: &str = "invalid_request";
+}
+
+/// A ClickHouse failure is the server's: 500, the detail logged, never sent.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        ApiError::Internal(error.to_string())
+    }
+}
+
+/// Administrative refusals: 400 invalid, 404 unknown id or key, 422 a duplicate id.
+impl From<crate::auth::admin::AdminError> for ApiError {
+    fn from(error: crate::auth::admin::AdminError) -> Self {
+        use crate::auth::admin::AdminError;
+        match error {
+            AdminError::Invalid(message) => ApiError::bad_request(codes::INVALID_REQUEST, message),
+            AdminError::NoSuchApplication(_) | AdminError::NoSuchKey(_) => {
+                ApiError::NotFound(error.to_string())
+            }
+            AdminError::ApplicationExists(_) => ApiError::Unprocessable {
+                code: codes::APPLICATION_EXISTS,
+                message: error.to_string(),
+                problems: Vec::new(),
+            },
+            AdminError::Store(error) => error.into(),
+        }
+    }
+}
+
+/// A replay fails as its reading (500) or its storing (the ingest answers: 503 and so on).
+impl From<crate::recover::RecoverError> for ApiError {
+    fn from(error: crate::recover::RecoverError) -> Self {
+        match error {
+            crate::recover::RecoverError::Store(error) => ApiError::from(error),
+            crate::recover::RecoverError::Ingest(error) => ApiError::from(error),
+        }
+    }
+}
+
+impl ApiError {
+    /// 403 `application_not_in_scope`: `message` says what the key may do instead.
+    pub fn not_in_scope(message: String) -> Self {
+        Self::Forbidden {
+            code: codes::APPLICATION_NOT_IN_SCOPE,
+            message,
+        }
+    }
+
+    /// 403 `organisation_key_required`: `message` says what needs an organisation key.
+    pub fn organisation_key_required(message: String) -> Self {
+        Self::Forbidden {
+            code: codes::ORGANISATION_KEY_REQUIRED,
+            message,
+        }
+    }
+
+    /// 422 `schema_reload_failed`, with one `invalid_schema` problem naming the file.
+    pub fn schema_reload_failed(error: &crate::validate::schemas::SchemaError) -> Self {
+        Self::Unprocessable {
+            code: codes::SCHEMA_RELOAD_FAILED,
+            message: "the schema set did not load; the previous set stays in force".to_owned(),
+            problems: vec![Problem {
+                index: None,
+                field: error.file.clone(),
+                code: codes::INVALID_SCHEMA.to_owned(),
+                message: error.message.clone(),
+            }],
+        }
+    }
+}

@@ -33,7 +33,7 @@ use crate::auth::keys;
 use crate::auth::Principal;
 use crate::store::read::{errors_query, events_query, ErrorSummaryRow};
 use crate::store::{
-    After, ErrorFilter, ErrorRow, EventFilter, EventRow, Order, PageSpec, ReadQuery, StoreError,
+    After, ErrorFilter, ErrorRow, EventFilter, EventRow, Order, PageSpec, ReadQuery,
 };
 
 /// The read routes, to be merged into the API router (and wrapped by the caller in whatever
@@ -45,12 +45,6 @@ pub fn read_routes() -> OpenApiRouter<super::AppState> {
         .routes(routes!(session_events))
         .routes(routes!(list_errors))
         .routes(routes!(get_error))
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        ApiError::Internal(error.to_string())
-    }
 }
 
 /// A parsed listing request: what to read, and how to cut the page.

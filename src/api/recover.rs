@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::admin::json_body;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
-use crate::recover::{self, RecoverError, ReplayOutcome, ReplayPosition, MAX_REPLAY_ROWS};
+use crate::recover::{self, ReplayOutcome, ReplayPosition, MAX_REPLAY_ROWS};
 use crate::store::{After, ErrorFilter};
 
 /// What to replay. Every filter given must match (as in `GET /api/errors`); times are on the
@@ -136,12 +136,7 @@ pub async fn replay_errors(
             id: position.error_id,
         }),
     };
-    let outcome = recover::replay(&state.store, &state.ingestor, &request)
-        .await
-        .map_err(|error| match error {
-            RecoverError::Store(error) => ApiError::from(error),
-            RecoverError::Ingest(error) => ApiError::from(error),
-        })?;
+    let outcome = recover::replay(&state.store, &state.ingestor, &request).await?;
     tracing::info!(
         by = %principal.key_prefix,
         dry_run = outcome.dry_run,
