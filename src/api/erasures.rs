@@ -152,17 +152,22 @@ pub async fn create_erasure(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Erasure>), ApiError> {
     let body: ErasureCreate = json_body(&body)?;
-    let application = match (principal.application_scope(), body.application) {
-        (Some(own), None) => Some(own.to_owned()),
-        (Some(own), Some(named)) if named == own => Some(named),
-        (None, Some(named)) if state.store.application(&named).await?.is_some() => Some(named),
-        (_, Some(named)) => {
-            return Err(ApiError::NotFound(format!(
-                "no application `{}`",
-                named.chars().take(64).collect::<String>()
-            )))
+    // Another application's id answers as an unknown one does (404), so ids cannot be probed.
+    let no_application = |named: &str| {
+        ApiError::NotFound(format!(
+            "no application `{}`",
+            named.chars().take(64).collect::<String>()
+        ))
+    };
+    let application = match principal.confine(body.application) {
+        Err(refused) => return Err(no_application(&refused.asked)),
+        Ok(Some(named)) if principal.is_organisation() => {
+            if state.store.application(&named).await?.is_none() {
+                return Err(no_application(&named));
+            }
+            Some(named)
         }
-        (None, None) => None,
+        Ok(application) => application,
     };
     let request = ErasureRequest {
         application,

@@ -429,6 +429,13 @@ impl From<crate::recover::RecoverError> for ApiError {
     }
 }
 
+/// Tenancy: 403 `application_not_in_scope` with the read paths' wording.
+impl From<crate::auth::NotInScope> for ApiError {
+    fn from(error: crate::auth::NotInScope) -> Self {
+        ApiError::not_in_scope(error.to_string())
+    }
+}
+
 impl ApiError {
     /// 403 `application_not_in_scope`: `message` says what the key may do instead.
     pub fn not_in_scope(message: String) -> Self {

@@ -10,7 +10,7 @@ use the_eye_types::ErrorBody;
 use utoipa::{IntoParams, ToSchema};
 
 use super::params::{check_range, codes, Params};
-use super::{read, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::ledger;
 
@@ -117,7 +117,7 @@ pub async fn get_ledger(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<LedgerPage>, ApiError> {
     let mut params = Params::parse(raw.as_deref());
-    let mut application = params.text("application");
+    let application = params.text("application");
     let from = params.time("from");
     let to = params.time("to");
     check_range(&mut params, "from", from, "to", to);
@@ -134,7 +134,7 @@ pub async fn get_ledger(
         );
     }
     params.finish()?;
-    read::confine(&principal, &mut application)?;
+    let application = principal.confine(application)?;
     let mut rows =
         ledger::read(&state.store, application.as_deref(), from, to, MAX_ROWS + 1).await?;
     let truncated = rows.len() as u64 > MAX_ROWS;

@@ -178,7 +178,7 @@ pub async fn live_events(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut filter = LiveParams::parse(raw.as_deref())?;
-    read::confine(&principal, &mut filter.application)?;
+    filter.application = principal.confine(filter.application.take())?;
     let hub = state.ingestor.live();
     let subscription = hub.subscribe().map_err(|full| ApiError::Unavailable {
         code: "too_many_subscribers",

@@ -27,28 +27,6 @@ pub const DRIFT_MAX_LIMIT: u64 = 10_000;
 /// Default period of `GET /api/schemas/drift`: the last 7 days.
 pub const DRIFT_DEFAULT_DAYS: i64 = 7;
 
-/// The application `principal` may read, given the one asked for: an application's key is
-/// confined to its own (also when it asked for none); an organisation key (bound to no
-/// application) reads what it asks for.
-pub(super) fn readable_application(
-    principal: &Principal,
-    asked: Option<String>,
-) -> Result<Option<String>, ApiError> {
-    if principal.application.is_empty() {
-        return Ok(asked);
-    }
-    let own = &*principal.application;
-    match asked {
-        Some(asked) if asked != own => Err(ApiError::Forbidden {
-            code: "application_not_in_scope",
-            message: format!(
-                "this key reads only the application `{own}`; an organisation key reads every application"
-            ),
-        }),
-        _ => Ok(Some(own.to_owned())),
-    }
-}
-
 /// Parameters of `GET /api/schemas/observed`.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -156,7 +134,7 @@ pub async fn observed_schema(
     RawQuery(query): RawQuery,
 ) -> Result<Json<InferredSchema>, ApiError> {
     let (mut spec, limits) = parse_observed(query.as_deref())?;
-    spec.application = readable_application(&principal, spec.application)?;
+    spec.application = principal.confine(spec.application)?;
     Ok(Json(plan::infer(&state.store, &spec, limits).await?))
 }
 
@@ -211,7 +189,7 @@ pub async fn schema_drift(
     check_range(&mut params, "from", from, "to", to);
     let limit = params.whole("limit", 1, DRIFT_MAX_LIMIT, DRIFT_DEFAULT_LIMIT);
     params.finish()?;
-    let application = readable_application(&principal, application)?;
+    let application = principal.confine(application)?;
     let to = to.unwrap_or_else(Utc::now);
     let from = from.unwrap_or_else(|| {
         crate::validate::timestamp::saturating_add(to, -TimeDelta::days(DRIFT_DEFAULT_DAYS))
@@ -261,30 +239,5 @@ mod tests {
             problems("category=c&name=n&from=2025-01-02T00:00:00Z&to=2025-01-01T00:00:00Z"),
             [("to".to_owned(), codes::INVALID_PARAMETER.to_owned())]
         );
-    }
-
-    #[test]
-    fn application_keys_read_only_their_application() {
-        let key = |application: &str| Principal {
-            application: application.into(),
-            key_prefix: "eye_test".into(),
-            scopes: vec![crate::auth::Scope::Read],
-            allowed_origins: Vec::new().into(),
-            rate_per_second: 0,
-            burst: 0,
-            retention_days: 0,
-        };
-        assert_eq!(
-            readable_application(&key("a"), None).unwrap().as_deref(),
-            Some("a")
-        );
-        assert!(readable_application(&key("a"), Some("b".into())).is_err());
-        assert_eq!(
-            readable_application(&key(""), Some("b".into()))
-                .unwrap()
-                .as_deref(),
-            Some("b")
-        );
-        assert_eq!(readable_application(&key(""), None).unwrap(), None);
     }
 }

@@ -193,33 +193,10 @@ pub fn parse_error_listing(
     ListingRequest::new(Listing::Errors, filter, page, params, SortOrder::Desc)
 }
 
-/// Confines an `application` filter to what `principal` may read: its own application for an
-/// application's key (also when the request named none), anything for an organisation key.
-pub(super) fn confine(
-    principal: &Principal,
-    application: &mut Option<String>,
-) -> Result<(), ApiError> {
-    let Some(own) = principal.application_scope() else {
-        return Ok(());
-    };
-    match application.as_deref() {
-        Some(asked) if asked != own => Err(ApiError::Forbidden {
-            code: "application_not_in_scope",
-            message: format!(
-                "this key reads only the application `{own}`; an organisation key reads every application"
-            ),
-        }),
-        _ => {
-            *application = Some(own.to_owned());
-            Ok(())
-        }
-    }
-}
-
 impl ListingRequest<EventFilter> {
     /// Confines the listing to what `principal` may read (see the module doc).
     pub fn confine(mut self, principal: &Principal) -> Result<Self, ApiError> {
-        confine(principal, &mut self.filter.application)?;
+        self.filter.application = principal.confine(self.filter.application.take())?;
         Ok(self)
     }
 
@@ -232,7 +209,7 @@ impl ListingRequest<EventFilter> {
 impl ListingRequest<ErrorFilter> {
     /// Confines the listing to what `principal` may read (see the module doc).
     pub fn confine(mut self, principal: &Principal) -> Result<Self, ApiError> {
-        confine(principal, &mut self.filter.application)?;
+        self.filter.application = principal.confine(self.filter.application.take())?;
         Ok(self)
     }
 
@@ -430,9 +407,9 @@ pub async fn get_event(
 ) -> Result<Json<Event>, ApiError> {
     let id = uuid_path("event_id", path)?;
     let mut params = Params::parse(query.as_deref());
-    let mut application = params.text("application");
+    let application = params.text("application");
     params.finish()?;
-    confine(&principal, &mut application)?;
+    let application = principal.confine(application)?;
     match state.store.event(id, application.as_deref()).await? {
         Some(row) => Ok(Json(event(row))),
         None => Err(ApiError::NotFound(format!("no event has the id {id}"))),
@@ -563,21 +540,20 @@ mod tests {
     #[test]
     fn application_keys_are_confined_and_organisation_keys_are_not() {
         let own = principal("shop");
-        let mut none = None;
-        confine(&own, &mut none).unwrap();
+        let none = own.confine(None).unwrap();
         assert_eq!(none.as_deref(), Some("shop"));
-        let mut same = Some("shop".to_owned());
-        confine(&own, &mut same).unwrap();
+        let same = own.confine(Some("shop".to_owned())).unwrap();
         assert_eq!(same.as_deref(), Some("shop"));
-        let mut other = Some("billing".to_owned());
-        match confine(&own, &mut other) {
+        match own
+            .confine(Some("billing".to_owned()))
+            .map_err(ApiError::from)
+        {
             Err(ApiError::Forbidden { code, .. }) => assert_eq!(code, "application_not_in_scope"),
             result => panic!("{result:?}"),
         }
         let organisation = principal("");
         for asked in [None, Some("billing".to_owned())] {
-            let mut filter = asked.clone();
-            confine(&organisation, &mut filter).unwrap();
+            let filter = organisation.confine(asked.clone()).unwrap();
             assert_eq!(filter, asked);
         }
         // The listing's query carries the confinement as a bound parameter.

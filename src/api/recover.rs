@@ -106,18 +106,12 @@ pub async fn replay_errors(
             ));
         }
     }
-    let application = match (principal.application_scope(), body.application) {
-        (Some(own), Some(asked)) if asked != own => {
-            return Err(ApiError::Forbidden {
-                code: "application_not_in_scope",
-                message: format!(
-                    "this key administers only the application `{own}`; an organisation key replays any application"
-                ),
-            })
-        }
-        (Some(own), _) => Some(own.to_owned()),
-        (None, asked) => asked,
-    };
+    let application = principal.confine(body.application).map_err(|refused| {
+        ApiError::not_in_scope(format!(
+            "this key administers only the application `{}`; an organisation key replays any application",
+            refused.own
+        ))
+    })?;
     let request = recover::ReplayRequest {
         filter: ErrorFilter {
             application,

@@ -3,7 +3,7 @@
 //! table (migration 5, `store::sessions`); a session's events stay at
 //! `GET /api/sessions/{session_id}/events`.
 //!
-//! Tenancy as for every read (see `plan::readable_application`): an application's key sees
+//! Tenancy as for every read (see `Principal::confine`): an application's key sees
 //! only its application's sessions; an organisation key sees every application's.
 
 use axum::extract::rejection::PathRejection;
@@ -17,7 +17,6 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::cursor::Listing;
 use super::params::{check_range, invalid_path, PageParams, Params, SortOrder};
-use super::plan::readable_application;
 use super::read::ListingRequest;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
@@ -196,7 +195,7 @@ pub fn session_listing(
     raw_query: Option<&str>,
 ) -> Result<ListingRequest<SessionFilter>, ApiError> {
     let (mut filter, page, params) = parse_session_listing(raw_query);
-    filter.application = readable_application(principal, filter.application)?;
+    filter.application = principal.confine(filter.application)?;
     ListingRequest::new(Listing::Sessions, filter, page, params, SortOrder::Desc)
 }
 
@@ -261,7 +260,7 @@ pub async fn get_session(
         Ok(Path(session_id)) => session_id,
         Err(rejection) => return Err(invalid_path("session_id", rejection.body_text())),
     };
-    let application = readable_application(&principal, None)?;
+    let application = principal.confine(None)?;
     match state
         .store
         .session(&session_id, application.as_deref())

@@ -87,7 +87,33 @@ impl Principal {
         (!self.is_organisation()).then_some(&*self.application)
     }
 
-    /// Whether the key may read or administer `application`.
+    /// The tenancy rule, the one place it is decided (README, Tenancy and security): the
+    /// application a request of this key acts on, given the one it `asked` for.
+    ///
+    /// - An application's key acts on its own application only: asking for none means its
+    ///   own (`Ok(Some(own))`), asking for its own is granted, asking for another is refused
+    ///   with [`NotInScope`] (the API answers 403 `application_not_in_scope`, or 404 where an
+    ///   id must not be probed).
+    /// - An organisation key acts on what it asked for: one application, or every one
+    ///   (`Ok(None)`).
+    ///
+    /// Every tenancy check of the API goes through here (reads, sessions, the plan, the live
+    /// stream, the ledger, replays, erasures); [`Principal::may_act_on`] is its yes-or-no form.
+    pub fn confine(&self, asked: Option<String>) -> Result<Option<String>, NotInScope> {
+        let Some(own) = self.application_scope() else {
+            return Ok(asked);
+        };
+        match asked {
+            Some(asked) if asked != own => Err(NotInScope {
+                own: own.to_owned(),
+                asked,
+            }),
+            _ => Ok(Some(own.to_owned())),
+        }
+    }
+
+    /// Whether the key may read or administer `application`: [`Principal::confine`] as a
+    /// yes or no, without allocating.
     pub fn may_act_on(&self, application: &str) -> bool {
         self.application_scope()
             .is_none_or(|own| own == application)
@@ -96,6 +122,18 @@ impl Principal {
     pub fn allows_origin(&self, origin: &str) -> bool {
         self.allowed_origins.iter().any(|allowed| allowed == origin)
     }
+}
+
+/// An application's key asked for another application ([`Principal::confine`]). The text is
+/// the answer's message on the read paths; an edge that does something other than reading
+/// words its own from `own`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this key reads only the application `{own}`; an organisation key reads every application")]
+pub struct NotInScope {
+    /// The key's own application.
+    pub own: String,
+    /// The application the request named.
+    pub asked: String,
 }
 
 /// Why a key was refused. The variants are told apart in logs and metrics; the client gets
@@ -127,5 +165,30 @@ impl AuthError {
             AuthError::Disabled => "disabled",
             AuthError::Unavailable => "unavailable",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_keys_read_only_their_application() {
+        let key = |application: &str| Principal {
+            application: application.into(),
+            key_prefix: "eye_test".into(),
+            scopes: vec![Scope::Read],
+            allowed_origins: Vec::new().into(),
+            rate_per_second: 0,
+            burst: 0,
+            retention_days: 0,
+        };
+        assert_eq!(key("a").confine(None).unwrap().as_deref(), Some("a"));
+        assert!(key("a").confine(Some("b".into())).is_err());
+        assert_eq!(
+            key("").confine(Some("b".into())).unwrap().as_deref(),
+            Some("b")
+        );
+        assert_eq!(key("").confine(None).unwrap(), None);
     }
 }
