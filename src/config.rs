@@ -13,7 +13,25 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::validate::schemas::UnknownTypes;
+/// What to do with events whose type has no schema (`ingest.unknown_event_types`); applied
+/// by `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownTypes {
+    /// `data` only has to be a non-empty object.
+    Accept,
+    /// Refuse with `unknown_event_type`.
+    Reject,
+}
+
+/// `clickhouse/devserver/run.sh` in this source tree: the default of
+/// `clickhouse.devserver_script` (and of `DevServer::default_script`).
+pub fn default_devserver_script() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clickhouse/devserver/run.sh"
+    ))
+}
 
 /// Everything The Eye can be told; see the README's configuration table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +71,17 @@ pub struct RetentionConfig {
     /// Days a rejection (and its recovery) is kept after it was received. Default 90, as
     /// before.
     pub errors_days: u16,
+}
+
+impl RetentionConfig {
+    /// The days an application's events and rejections are kept, `(events, errors)`: its own
+    /// `retention_days` for both when set (non-zero), these defaults otherwise; 0 is for ever.
+    pub fn days_for(&self, application_days: u16) -> (u16, u16) {
+        if application_days > 0 {
+            return (application_days, application_days);
+        }
+        (self.events_days, self.errors_days)
+    }
 }
 
 impl Default for RetentionConfig {
@@ -263,7 +292,7 @@ impl Default for ClickHouseConfig {
             migrate_on_start: true,
             cluster: String::new(),
             devserver_data_dir: PathBuf::from("data/clickhouse"),
-            devserver_script: crate::devserver::DevServer::default_script(),
+            devserver_script: default_devserver_script(),
             devserver_start_timeout_ms: 600_000,
             insert_timeout_ms: 30_000,
             query_timeout_ms: 30_000,
@@ -417,24 +446,6 @@ impl<'de> Deserialize<'de> for SpoolSync {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl PipelineConfig {
-    /// The spool's settings, or `None` when `spool_sync` is `off`.
-    pub fn spool_settings(&self) -> Option<crate::pipeline::spool::Settings> {
-        use crate::pipeline::spool::{Settings, SyncMode};
-        let sync = match self.spool_sync {
-            SpoolSync::Off => return None,
-            SpoolSync::Always => SyncMode::Always,
-            SpoolSync::IntervalMs(ms) => SyncMode::Interval(std::time::Duration::from_millis(ms)),
-        };
-        Some(Settings {
-            dir: self.spool_dir.clone(),
-            max_bytes: self.spool_max_bytes,
-            segment_bytes: self.spool_segment_bytes,
-            sync,
-        })
     }
 }
 

@@ -175,10 +175,7 @@ impl DevServer {
 
     /// `clickhouse/devserver/run.sh` in this source tree.
     pub fn default_script() -> PathBuf {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/clickhouse/devserver/run.sh"
-        ))
+        crate::config::default_devserver_script()
     }
 
     /// Stops the server: SIGTERM (it finishes in-flight requests and closes the engine so

@@ -1151,6 +1151,15 @@ impl std::fmt::Debug for Suppressions {
 mod tests {
     use super::*;
 
+    /// The metrics module lists the statuses itself (it imports nothing above it).
+    #[test]
+    fn metrics_know_every_status() {
+        assert_eq!(
+            Status::ALL.map(Status::as_str),
+            crate::metrics::ERASURE_STATUSES
+        );
+    }
+
     fn request(selector: Selector, suppress: bool) -> ErasureRequest {
         ErasureRequest {
             application: Some("a".into()),

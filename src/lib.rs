@@ -1,22 +1,32 @@
 //! The Eye: collects user-behaviour events from trusted applications, validates them, answers
 //! at once, and lands them in ClickHouse in batches.
 //!
-//! The layout follows the data flow:
-//! - [`api`]: the HTTP edge (routes, body decoding, error answers);
-//! - [`auth`]: applications, API keys (hashed), scopes and rate limits;
-//! - [`ingest`]: what to do with a decoded ingest body;
+//! The layout follows the data flow (docs/architecture.md draws who imports whom):
+//! - [`api`]: the HTTP edge (routes, body decoding, error answers, every error mapping in one
+//!   file);
+//! - [`auth`]: applications, API keys (hashed), scopes, rate limits, and the tenancy rule
+//!   ([`auth::Principal::confine`]);
+//! - [`ingest`]: what to do with a decoded ingest body, and so what to store;
 //! - [`validate`]: pure checks of one event;
 //! - [`pipeline`]: the write-ahead spool, bounded queues and the batchers that write to
 //!   ClickHouse;
 //! - [`store`]: ClickHouse rows, migrations, inserts and queries;
 //! - [`erasure`]: erasures, their ledger, and the suppression list ingest consults;
+//! - [`live`]: the live stream's fan-out of accepted events and rejections;
+//! - [`ledger`]: the completeness ledger, counters per application and minute;
 //! - [`plan`]: the tracking plan drawn from stored events (schema inference, drift);
 //! - [`recover`]: replaying rejected events once their cause is fixed (`errors replay`);
 //! - [`server`]: the listener of the API and of the metrics address (connection caps, overall
 //!   and per peer address; first-byte, header-read and keep-alive timeouts; a shutdown that
 //!   answers every request it has read);
-//! - [`metrics`], [`config`], [`telemetry`] (logging, with keys redacted), and [`devserver`]
-//!   (the embedded ClickHouse for development).
+//! - [`metrics`]: the Prometheus metrics;
+//! - [`telemetry`]: logging, every line through [`redact`];
+//! - [`redact`]: API keys redacted from text leaving the service (neutral: imports nothing);
+//! - [`config`]: the one typed configuration (a leaf: imports nothing of the crate);
+//! - [`devserver`]: the embedded ClickHouse for development.
+//!
+//! The binary's `src/main.rs` and `src/cli/` (one file per command group) parse the command
+//! line and call into this library.
 //!
 //! [`serve`] builds the whole service from a [`Config`], a bound listener and a shutdown
 //! future, so that `main` and the tests start it the same way; [`App::build`] is the same
@@ -34,6 +44,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod recover;
+pub mod redact;
 pub mod server;
 pub mod store;
 pub mod telemetry;
@@ -406,12 +417,16 @@ pub async fn serve_with_metrics(
     // Stopped last, so that a scrape during shutdown still sees the final flush.
     let metrics_stop = CancellationToken::new();
     tracing::info!(address = %metrics_listener.local_addr()?, "metrics are served at /metrics");
-    let metrics_server = tokio::spawn(api::health::serve_metrics(
-        metrics_listener,
-        state.metrics.clone(),
-        server::ConnectionLimits::metrics(&config),
-        metrics_stop.clone(),
-    ));
+    let metrics_server = tokio::spawn({
+        let stop = metrics_stop.clone();
+        server::serve(
+            metrics_listener,
+            api::health::metrics_router(state.metrics.clone()),
+            server::ConnectionLimits::metrics(&config),
+            state.metrics.clone(),
+            async move { stop.cancelled().await },
+        )
+    });
     let state_metrics = state.metrics.clone();
     let live = state.ingestor.live().clone();
     let (ledger, store) = (state.ingestor.ledger().clone(), state.store.clone());
@@ -561,6 +576,30 @@ impl Running {
             Ok(result) => result,
             Err(join) => Err(Error::Io(std::io::Error::other(join))),
         }
+    }
+}
+
+// The spool's settings drawn from the configuration: a conversion into `pipeline::spool`'s
+// type, kept out of `config` so that `config` imports nothing of the crate (issue 26). Its
+// home is `pipeline::spool`, where it moves once that module's split has landed; it is here,
+// where the service is assembled, in the meantime.
+impl config::PipelineConfig {
+    /// The spool's settings, or `None` when `spool_sync` is `off`.
+    pub fn spool_settings(&self) -> Option<crate::pipeline::spool::Settings> {
+        use crate::pipeline::spool::{Settings, SyncMode};
+        let sync = match self.spool_sync {
+            config::SpoolSync::Off => return None,
+            config::SpoolSync::Always => SyncMode::Always,
+            config::SpoolSync::IntervalMs(ms) => {
+                SyncMode::Interval(std::time::Duration::from_millis(ms))
+            }
+        };
+        Some(Settings {
+            dir: self.spool_dir.clone(),
+            max_bytes: self.spool_max_bytes,
+            segment_bytes: self.spool_segment_bytes,
+            sync,
+        })
     }
 }
 

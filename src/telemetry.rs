@@ -1,13 +1,13 @@
 //! Logging set-up: `tracing` with a pretty or JSON formatter, filtered by configuration, and
-//! every line passed through the key redaction ([`crate::auth::keys::redact`]) on its way out.
+//! every line passed through the key redaction ([`crate::redact::redact`]) on its way out.
 
 use std::io::{self, IsTerminal, Write};
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-use crate::auth::keys;
 use crate::config::{LogFormat, ServerConfig};
+use crate::redact;
 
 /// Installs the global subscriber; `RUST_LOG`, when set, overrides `server.log_filter`.
 pub fn init(config: &ServerConfig) {
@@ -46,7 +46,7 @@ pub struct RedactingWriter<W>(W);
 impl<W: Write> Write for RedactingWriter<W> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let text = String::from_utf8_lossy(bytes);
-        self.0.write_all(keys::redact(&text).as_bytes())?;
+        self.0.write_all(redact::redact(&text).as_bytes())?;
         Ok(bytes.len())
     }
 

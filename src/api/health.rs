@@ -11,12 +11,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
 use super::AppState;
 use crate::metrics::Metrics;
-use crate::server::ConnectionLimits;
 
 /// The process is up and serving HTTP.
 #[utoipa::path(
@@ -102,22 +98,13 @@ pub async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     )
 }
 
-/// Serves `GET /metrics` (and 404 for anything else) on `listener` until `stop`. Kept off the
-/// API's router and address: metrics tell refused keys apart by reason and name every
-/// application, which only operators may see. Served by the same listener as the API
-/// ([`crate::server::serve`]), with `limits` ([`ConnectionLimits::metrics`]: its own cap and
-/// the API's timeouts), so that connections to it cannot starve the API.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    limits: ConnectionLimits,
-    stop: CancellationToken,
-) {
-    let app = Router::new()
+/// The router of the metrics address: `GET /metrics`, and 404 for anything else. Kept off
+/// the API's router and address: metrics tell refused keys apart by reason and name every
+/// application, which only operators may see. The service serves it with the API's listener
+/// (`server::serve`) and its own connection cap (`ConnectionLimits::metrics`), so that
+/// connections to it cannot starve the API.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
         .route("/metrics", get(self::metrics))
-        .with_state(metrics.clone());
-    crate::server::serve(listener, app, limits, metrics, async move {
-        stop.cancelled().await
-    })
-    .await;
+        .with_state(metrics)
 }

@@ -11,18 +11,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
-/// What to do with events whose type has no schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownTypes {
-    /// `data` only has to be a non-empty object.
-    Accept,
-    /// Refuse with `unknown_event_type`.
-    Reject,
-}
+/// What to do with events whose type has no schema: a setting (`ingest.unknown_event_types`),
+/// so its type lives in `config`, which imports nothing of the crate.
+pub use crate::config::UnknownTypes;
 
 /// A schema set that could not be loaded; the message names the file and the problem.
 #[derive(Debug, Clone, thiserror::Error)]
