@@ -3,6 +3,7 @@
 //! live in this one binary so that they share that server and link once.
 
 mod alerts;
+mod architecture;
 mod auth;
 mod cli;
 mod client;
