@@ -21,6 +21,7 @@ mod ledger;
 mod links;
 mod live;
 mod metrics;
+mod migrations;
 mod old_clients;
 mod openapi;
 mod plan;

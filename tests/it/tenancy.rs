@@ -1,19 +1,19 @@
 //! Tenant isolation (README, Tenancy and security): an event's identity on disk includes its
 //! application, so no application can replace or hide another's rows; a retried delivery of
 //! one event folds into one row whatever its `sent_at`; application keys read and administer
-//! only their application, organisation keys everything; and the migration that brought the
-//! new identity moves a populated table.
+//! only their application, organisation keys everything. (The migration that brought the new
+//! identity is tested in `migrations.rs`.)
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::{json, Value};
 use the_eye::auth::admin::{self, NewApplication};
 use the_eye::auth::Scope;
-use the_eye::store::{EventRow, Store};
 use uuid::Uuid;
 
-use crate::common::{client_with_key, legacy, test_config, TestApp, TestDb};
+use crate::common::builders::{probe_row, time};
+use crate::common::{client_with_key, test_config, TestApp};
 
 /// One application's keys: `ingest` and `read` on one client, `admin` on another.
 struct Tenant {
@@ -75,27 +75,6 @@ fn probe(event_id: Uuid, session: &str, owner: &str) -> Value {
         "data": {"owner": owner},
         "timestamp": "2024-05-01T10:00:00Z",
     })
-}
-
-fn time(text: &str) -> DateTime<Utc> {
-    text.parse().unwrap()
-}
-
-fn row(id: Uuid, application: &str, session: &str, owner: &str) -> EventRow {
-    EventRow {
-        event_id: id,
-        application: application.to_owned(),
-        session_id: session.to_owned(),
-        user_id: String::new(),
-        retention_days: 0,
-        category: "custom".to_owned(),
-        name: "probe".to_owned(),
-        data: json!({ "owner": owner }).to_string(),
-        timestamp: time("2024-05-01T10:00:00Z"),
-        client_timestamp: time("2024-05-01T10:00:00Z"),
-        sent_at: None,
-        received_at: Utc::now(),
-    }
 }
 
 /// Each tenant sees exactly its own copy of each probe, by id, in its session and in the
@@ -177,8 +156,8 @@ async fn one_application_cannot_replace_or_hide_anothers_events() {
         .insert(
             "events",
             &[
-                row(same_block, &b.id, "s-shared", "b"),
-                row(same_block, &a.id, "s-shared", "a"),
+                probe_row(same_block, &b.id, "s-shared", "b"),
+                probe_row(same_block, &a.id, "s-shared", "a"),
             ],
             &Uuid::now_v7().to_string(),
         )
@@ -276,7 +255,7 @@ async fn a_retry_through_another_instance_folds_into_one_row() {
     // Corrections either side of a month boundary still meet in one partition: the
     // partition is the month of the client's own `timestamp`, which every delivery repeats.
     let boundary = Uuid::now_v7();
-    let mut first = row(boundary, &app.application, "s-boundary", "a");
+    let mut first = probe_row(boundary, &app.application, "s-boundary", "a");
     first.client_timestamp = time("2024-05-31T23:59:59Z");
     first.timestamp = time("2024-05-31T23:59:59.500Z");
     let mut again = first.clone();
@@ -865,160 +844,6 @@ async fn the_cli_creates_organisation_keys_and_updates_applications() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-#[derive(serde::Deserialize, Debug, PartialEq, PartialOrd, Eq, Ord)]
-struct Stored {
-    event_id: String,
-    application: String,
-    session_id: String,
-    data: String,
-    host: String,
-    timestamp: String,
-    received_at: String,
-}
-
-/// Migration 4 on a database that holds rows written under the old key: every row moves,
-/// the new key is in force, and running it again (as after an interruption) changes nothing.
-#[tokio::test]
-async fn the_identity_migration_moves_a_populated_table() {
-    let db = TestDb::new().await;
-    let config = test_config(&db);
-    let store = Store::new(&db.url, &config.clickhouse);
-    assert_eq!(store.migrate_up_to(3).await.unwrap(), [1, 2, 3]);
-    let old_key = "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = 'events'";
-    let key = |db: &TestDb| {
-        let client = db.client();
-        async move { client.query(old_key).fetch_one::<String>().await.unwrap() }
-    };
-    assert_eq!(key(&db).await, "session_id, timestamp, event_id");
-
-    let mut rows = Vec::new();
-    for i in 0..300u32 {
-        let application = ["alpha", "beta", "gamma"][i as usize % 3];
-        let mut event = row(
-            Uuid::now_v7(),
-            application,
-            &format!("s-{}", i % 7),
-            &i.to_string(),
-        );
-        event.data = json!({"host": format!("h{i}.example"), "n": i}).to_string();
-        event.timestamp = time("2024-04-30T23:00:00Z") + chrono::TimeDelta::minutes(i64::from(i));
-        event.client_timestamp = event.timestamp;
-        rows.push(event);
-    }
-    // A retried delivery stored twice with different corrected timestamps: under the old key
-    // these never folded.
-    let mut retry = rows[0].clone();
-    retry.timestamp += chrono::TimeDelta::seconds(3);
-    retry.received_at += chrono::TimeDelta::seconds(5);
-    store
-        .insert("events", &legacy(&rows), &Uuid::now_v7().to_string())
-        .await
-        .unwrap();
-    store
-        .insert("events", &legacy(&[retry]), &Uuid::now_v7().to_string())
-        .await
-        .unwrap();
-    let columns = "SELECT toString(event_id) AS event_id, application, session_id, data, host, \
-                   toString(timestamp) AS timestamp, toString(received_at) AS received_at \
-                   FROM events ORDER BY event_id, timestamp";
-    let before: Vec<Stored> = db.json_rows(columns).await;
-    assert_eq!(before.len(), 301);
-    db.client()
-        .query("OPTIMIZE TABLE events FINAL")
-        .execute()
-        .await
-        .unwrap();
-    assert_eq!(
-        db.count("SELECT count() FROM events").await,
-        301,
-        "the old key keeps both copies"
-    );
-
-    assert_eq!(store.migrate_up_to(4).await.unwrap(), [4]);
-    assert_eq!(key(&db).await, "session_id, application, event_id");
-    let partition: String = db
-        .client()
-        .query("SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = 'events'")
-        .fetch_one()
-        .await
-        .unwrap();
-    assert_eq!(partition, "toYYYYMM(client_timestamp)");
-    assert_eq!(
-        db.count("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events_0004'").await,
-        0
-    );
-    // Every row moved whole (the materialised `host` too), except that the two copies of the
-    // retried event are one now: the copy's insert already folds them (`optimize_on_insert`).
-    let after: Vec<Stored> = db.json_rows(columns).await;
-    assert_eq!(after.len(), 300);
-    assert!(after.iter().all(|row| before.contains(row)));
-    let ids: std::collections::BTreeSet<&str> =
-        after.iter().map(|row| row.event_id.as_str()).collect();
-    assert_eq!(ids.len(), 300);
-    assert_eq!(
-        db.count("SELECT count() FROM system.projections WHERE database = currentDatabase() AND table = 'events'").await,
-        2
-    );
-    db.client()
-        .query("OPTIMIZE TABLE events FINAL")
-        .execute()
-        .await
-        .unwrap();
-    assert_eq!(db.count("SELECT count() FROM events").await, 300);
-
-    // Interrupted after the exchange and run again: the guards keep the new table in place.
-    db.client()
-        .query("ALTER TABLE schema_migrations DELETE WHERE version = 4 SETTINGS mutations_sync = 2")
-        .execute()
-        .await
-        .unwrap();
-    assert_eq!(store.migrate_up_to(4).await.unwrap(), [4]);
-    assert_eq!(key(&db).await, "session_id, application, event_id");
-    assert_eq!(db.count("SELECT count() FROM events").await, 300);
-    assert!(store.migrate_up_to(4).await.unwrap().is_empty());
-}
-
-/// Rows that an instance still writing to the old table inserts between the copy and the
-/// exchange are caught up when the migration completes.
-#[tokio::test]
-async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
-    let db = TestDb::new().await;
-    let config = test_config(&db);
-    let store = Store::new(&db.url, &config.clickhouse);
-    store.migrate_up_to(3).await.unwrap();
-    let early: Vec<EventRow> = (0..20)
-        .map(|i| row(Uuid::now_v7(), "alpha", &format!("s-{i}"), "early"))
-        .collect();
-    store
-        .insert("events", &legacy(&early), &Uuid::now_v7().to_string())
-        .await
-        .unwrap();
-    // The migration runs as far as the exchange, then stops (a crash, say)…
-    let migration = &the_eye::store::migrations::MIGRATIONS[3];
-    for statement in migration.statements().take(3) {
-        db.client().query(statement.sql).execute().await.unwrap();
-    }
-    // …while a block meant for the old table lands in it (now `events_0004`).
-    let late: Vec<EventRow> = (0..5)
-        .map(|i| row(Uuid::now_v7(), "beta", &format!("s-{i}"), "late"))
-        .collect();
-    store
-        .insert("events_0004", &legacy(&late), &Uuid::now_v7().to_string())
-        .await
-        .unwrap();
-    assert_eq!(store.migrate_up_to(4).await.unwrap(), [4]);
-    assert_eq!(db.count("SELECT count() FROM events").await, 25);
-    assert_eq!(
-        db.count("SELECT count() FROM events WHERE application = 'beta'")
-            .await,
-        5
-    );
-    assert_eq!(
-        db.count("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events_0004'").await,
-        0
-    );
 }
 
 /// Names and origins with control characters are refused over HTTP, and what `apps list`
