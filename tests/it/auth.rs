@@ -8,17 +8,12 @@ use serde_json::{json, Value};
 use the_eye::auth::admin::{self, NewApplication};
 use the_eye::auth::Scope;
 
-use crate::common::{self, TestApp};
+use crate::common::{self, builders, TestApp};
 use crate::metrics::Exposition;
 
+/// [`builders::event`] in this file's session.
 fn event(name: &str) -> Value {
-    json!({
-        "session_id": "s-auth",
-        "category": "page interaction",
-        "name": name,
-        "data": {"host": "example.com", "path": "/"},
-        "timestamp": chrono::Utc::now().to_rfc3339(),
-    })
+    builders::event("s-auth", name)
 }
 
 fn batch(size: usize) -> Value {

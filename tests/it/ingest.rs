@@ -6,6 +6,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};
 
+use crate::common::builders::event;
 use crate::common::TestApp;
 
 /// The README's three example events, as the OpenAPI document shows them.
@@ -14,16 +15,6 @@ fn examples() -> Vec<Value> {
         .as_array()
         .expect("an array")
         .clone()
-}
-
-fn event(session: &str, name: &str) -> Value {
-    json!({
-        "session_id": session,
-        "category": "page interaction",
-        "name": name,
-        "data": {"host": "example.com", "path": "/"},
-        "timestamp": chrono::Utc::now().to_rfc3339(),
-    })
 }
 
 #[tokio::test]

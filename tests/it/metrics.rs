@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::TestApp;
+use crate::common::{builders, TestApp};
 
 /// One sample line of the text exposition format.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,14 +223,9 @@ pub async fn scrape_until(
     }
 }
 
+/// [`builders::event`] in this file's session.
 fn event(name: &str) -> Value {
-    json!({
-        "session_id": "s-metrics",
-        "category": "page interaction",
-        "name": name,
-        "data": {"host": "example.com", "path": "/"},
-        "timestamp": chrono::Utc::now().to_rfc3339(),
-    })
+    builders::event("s-metrics", name)
 }
 
 /// Sends a known mix of traffic and waits until all of it is written:

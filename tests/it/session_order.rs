@@ -7,22 +7,19 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use serde_json::{json, Value};
 use the_eye::store::migrations::MIGRATIONS;
 use the_eye::store::read::{events_query, EventFilter, Order, PageSpec};
 use the_eye::store::{EventRow, Store};
 use uuid::Uuid;
 
+use crate::common::builders::time;
 use crate::common::{legacy, test_config, TestApp, TestDb};
 
 const NEW_KEY: &str = "session_id, client_timestamp, event_id, application";
 const SORTING_KEY: &str = "SELECT sorting_key FROM system.tables \
      WHERE database = currentDatabase() AND name = 'events'";
-
-fn time(text: &str) -> DateTime<Utc> {
-    text.parse().unwrap()
-}
 
 fn row(id: Uuid, application: &str, session: &str, owner: &str, client: &str) -> EventRow {
     EventRow {

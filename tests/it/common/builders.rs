@@ -1,7 +1,7 @@
 //! Builders of test data shared by the test files, so that no file writes its own copy.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde_json::{json, Value};
 use the_eye::store::EventRow;
 use uuid::Uuid;
 
@@ -27,4 +27,16 @@ pub fn probe_row(id: Uuid, application: &str, session: &str, owner: &str) -> Eve
         sent_at: None,
         received_at: Utc::now(),
     }
+}
+
+/// A valid pageview-like event of `session` named `name`, timestamped now: the event most
+/// tests send (category "page interaction", `data` with host and path).
+pub fn event(session: &str, name: &str) -> Value {
+    json!({
+        "session_id": session,
+        "category": "page interaction",
+        "name": name,
+        "data": {"host": "example.com", "path": "/"},
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+    })
 }
