@@ -486,6 +486,9 @@ pub struct AuthConfig {
     pub demo_application: bool,
     /// Browser origins allowed for the demo application. Default none.
     pub demo_origins: Vec<String>,
+    /// Where the demo application's keys are written (0600) at its creation. Default:
+    /// `demo-keys.env` beside `clickhouse.devserver_data_dir`.
+    pub demo_keys_file: Option<PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -499,6 +502,7 @@ impl Default for AuthConfig {
             default_burst: 2_000,
             demo_application: true,
             demo_origins: Vec::new(),
+            demo_keys_file: None,
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod live;
 pub mod metrics;
+pub mod micro;
 pub mod pipeline;
 pub mod plan;
 pub mod recover;
@@ -162,12 +163,14 @@ pub async fn migrate(store: &Store, patience: Duration) -> Result<Vec<u32>, Erro
 /// keys, which are also written to `demo-keys.env` beside the data directory, since they
 /// cannot be shown again.
 async fn announce_demo(config: &Config, store: &Store) -> Result<(), Error> {
-    let keys_file = config
-        .clickhouse
-        .devserver_data_dir
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .join("demo-keys.env");
+    let keys_file = config.auth.demo_keys_file.clone().unwrap_or_else(|| {
+        config
+            .clickhouse
+            .devserver_data_dir
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("demo-keys.env")
+    });
     let Some(demo) = auth::admin::ensure_demo(store, &config.auth.demo_origins).await? else {
         tracing::info!(keys_file = %keys_file.display(), "demo application exists; its keys were written at first start");
         return Ok(());

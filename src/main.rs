@@ -32,6 +32,14 @@ enum Command {
         /// Do not apply migrations at start; /readyz reports a stale schema.
         #[arg(long)]
         no_migrate: bool,
+        /// A throwaway instance for an application's test suite: an empty development
+        /// ClickHouse in a temporary directory removed at exit, no spool, batches flushed
+        /// every 50 ms (README, "Micro mode").
+        #[arg(long)]
+        micro: bool,
+        /// With --micro: where to write the demo application's keys (`export` lines).
+        #[arg(long, requires = "micro")]
+        keys_file: Option<PathBuf>,
     },
     /// Apply pending ClickHouse migrations and exit.
     Migrate,
@@ -283,11 +291,28 @@ async fn main() -> ExitCode {
     };
     the_eye::telemetry::init(&config.server);
     let result = match cli.command {
-        Command::Serve { no_migrate } => {
+        Command::Serve {
+            no_migrate,
+            micro,
+            keys_file,
+        } => {
             if no_migrate {
                 config.clickhouse.migrate_on_start = false;
             }
-            serve(config).await
+            // Kept until `serve` returns (its ClickHouse stopped), then removed.
+            let micro = match micro
+                .then(|| the_eye::micro::MicroMode::prepare(&mut config, keys_file))
+                .transpose()
+            {
+                Ok(micro) => micro,
+                Err(error) => {
+                    eprintln!("the-eye: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let served = serve(config).await;
+            drop(micro);
+            served
         }
         Command::Migrate => migrate(config).await,
         Command::Apps(command) => apps(config, command).await,

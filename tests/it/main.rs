@@ -20,6 +20,7 @@ mod ledger;
 mod links;
 mod live;
 mod metrics;
+mod micro;
 mod old_clients;
 mod openapi;
 mod plan;
