@@ -1,8 +1,12 @@
-//! What happens to an ingest request once its body is read: parse, validate every event,
-//! turn the valid ones into `events` rows and the rest into `errors` rows, and queue them.
+//! Where a 202 is decided: what happens to an ingest request once its body is read. The one
+//! accept path, [`Ingestor::accept`], checks room, the application's rate and burst and the
+//! body's bounds, validates every event, turns the valid ones into `events` rows and the rest
+//! into `errors` rows, drops retries and suppressed events, and appends the rows to the spool;
+//! it returns one outcome, [`Accepted`] or an [`IngestError`] that knows its code.
 //!
 //! HTTP concerns (content types, compression, status codes) stay in `api`; this module only
-//! knows bodies, rows and outcomes, so that other entry points (the beacon path) share it.
+//! knows bodies, rows and outcomes, so that other entry points (the beacon path, recovery)
+//! share it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +16,8 @@ use the_eye_types::{IngestSummary, ItemResult, Problem};
 use uuid::Uuid;
 
 use crate::auth::keys;
+use crate::auth::limits::{Decision, RateLimits};
+use crate::auth::Principal;
 use crate::config::{IngestConfig, LiveConfig};
 use crate::ledger::{Ledger, Outcome};
 use crate::live::{Hub, Tapped};
@@ -21,28 +27,71 @@ use crate::store::{ErrorRow, EventRow};
 use crate::validate::schemas::{SchemaRegistry, SchemaSet};
 use crate::validate::{self, json, Envelope, Rules};
 
-/// Why an ingest request was not accepted; `api` maps each to its HTTP answer.
+/// Why an ingest request was not accepted, in ingest's terms. Each knows its stable code
+/// ([`IngestError::code`]), which its ledger and metric counts carry too; its `Display` is the
+/// message both the answer and the `errors` row of a refusal give. The HTTP answer (status,
+/// headers) is decided in `api::error`, the one place that maps errors to answers.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// The body as a whole is unusable (400): not JSON, not an event or array, empty.
+    /// The body is not an event or an array of events: not JSON (`malformed_json`), another
+    /// JSON value (`invalid_body`), or an empty array (`empty_batch`).
     #[error("{message}")]
-    BadBody {
-        code: &'static str,
-        message: String,
-        problems: Vec<Problem>,
+    BadBody { code: &'static str, message: String },
+    /// The array holds more than `ingest.max_batch_events` events (`too_many_events`); it is
+    /// refused whole before any item is read.
+    #[error("the array holds {events} events; at most {max} are allowed per request")]
+    TooManyEvents { events: usize, max: usize },
+    /// The request alone holds more events than the application may send at once
+    /// (`exceeds_burst`): waiting cannot help, sending less can.
+    #[error(
+        "this request holds {events} events, more than the {burst} the application may send at once"
+    )]
+    ExceedsBurst { events: usize, burst: u32 },
+    /// The application is over its rate of `limit` events per second (`rate_limited`);
+    /// nothing was validated or stored. Retry after `retry_after_secs` (at least 1).
+    #[error(
+        "application `{application}` is over its rate of {limit} events per second; retry after {retry_after_secs} s"
+    )]
+    RateLimited {
+        application: String,
+        limit: u32,
+        retry_after_secs: u64,
     },
-    /// Every event was rejected (400); the summary holds each one's problems.
+    /// Every event was rejected (`all_rejected`); the summary holds each one's problems.
     #[error("no event was accepted")]
     AllRejected(IngestSummary),
-    /// The request holds more than is allowed (413).
-    #[error("{message}")]
-    TooLarge { code: &'static str, message: String },
-    /// Nothing of the request was stored (503, retry after `retry_after_secs`).
+    /// Nothing of the request was stored: the pipeline has no room or is stopping (the code
+    /// is the pipeline's, [`PipelineError::code`]). Retry after `retry_after_secs`.
     #[error("{source}")]
     Unavailable {
         source: PipelineError,
         retry_after_secs: u64,
     },
+}
+
+impl IngestError {
+    /// The stable machine-readable code of this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadBody { code, .. } => code,
+            Self::TooManyEvents { .. } => "too_many_events",
+            Self::ExceedsBurst { .. } => "exceeds_burst",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::AllRejected(_) => "all_rejected",
+            Self::Unavailable { source, .. } => source.code(),
+        }
+    }
+}
+
+/// A request that was accepted (202): at least one of its events is durable in the spool.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Every event's outcome, in order.
+    pub summary: IngestSummary,
+    /// The application's rate in events per second (`RateLimit-Limit`).
+    pub limit: u32,
+    /// Events the application could still send at once (`RateLimit-Remaining`).
+    pub remaining: u32,
 }
 
 /// Problems listed at most in one error answer; the rest are counted in `omitted_problems`.
@@ -69,6 +118,9 @@ pub struct Ingestor {
     live: Arc<Hub>,
     /// Counts of every outcome per application and minute (README "Is anything missing?").
     ledger: Arc<Ledger>,
+    /// Every application's rate limiter, shared with the heartbeat that divides the rates
+    /// among live instances.
+    limits: Arc<RateLimits>,
 }
 
 /// What ingest needs to forget on time: the default retention stamped on recovered rows, and
@@ -140,15 +192,25 @@ impl Ingestor {
                     std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN),
                 )),
             ),
-            rules: Rules::from(&config),
-            config,
             pipeline,
             recent: RecentIds::new(dedup_window_events),
             metrics,
             retry_after_secs,
             live: Arc::new(Hub::new(&LiveConfig::default())),
             ledger: Arc::default(),
+            limits: Arc::new(RateLimits::new(
+                u32::try_from(config.max_batch_events).unwrap_or(u32::MAX),
+            )),
+            rules: Rules::from(&config),
+            config,
         }
+    }
+
+    /// The same, charging requests to `limits` (by default limiters of its own, which no
+    /// heartbeat shares among instances).
+    pub fn with_limits(mut self, limits: Arc<RateLimits>) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The same, counting outcomes in `ledger` (by default a ledger of its own, which nobody
@@ -179,19 +241,33 @@ impl Ingestor {
         &self.config
     }
 
-    /// Handles a decoded body. `Ok` means at least one event was accepted and is durable in
-    /// the spool (202); every outcome, including rejections, is in the summary.
+    /// Who sent a request authenticated as `principal`, arriving now: the origin stamped on
+    /// every row and count the request produces.
+    pub fn origin<'a>(&self, principal: &'a Principal) -> Origin<'a> {
+        Origin {
+            application: &principal.application,
+            received_at: Utc::now(),
+            request_id: Uuid::now_v7(),
+            retention: RowRetention::resolve(&self.retention, principal.retention_days),
+        }
+    }
+
+    /// The one accept path of `POST /api/events` and the beacon path: decides, for a body
+    /// already read and decoded, whether the request is accepted (202) or why not, and counts
+    /// every outcome (metrics, ledger) and records every rejection in `errors` on the way.
     ///
-    /// `admit` is asked, with the number of events the body holds (1 for a body that is not an
-    /// array), whether the request may proceed; it runs before anything is validated or
-    /// recorded, so a rate-limited request leaves no trace but a metric. Its error type is the
-    /// caller's, into which ingest's own errors convert.
-    pub async fn ingest<E: From<IngestError>>(
+    /// In order: no room at all (refused before any parse); the body read as JSON; the
+    /// application's rate and burst, charged per event (1 for a body that is not an array)
+    /// before anything is validated or recorded, so that a rate-limited request leaves no
+    /// trace but its counts; the body's shape and the batch bound; validation
+    /// ([`assess`]); deduplication of retries; the suppression list; and the spool append,
+    /// which makes the accepted events and the rejections' rows durable together.
+    pub async fn accept(
         &self,
+        principal: &Principal,
         origin: &Origin<'_>,
         body: &[u8],
-        admit: impl FnOnce(usize) -> Result<(), E>,
-    ) -> Result<IngestSummary, E> {
+    ) -> Result<Accepted, IngestError> {
         // With no room at all, any request holding a valid event is refused below: refuse it
         // before parsing and validating. Under overload those refused bodies otherwise took
         // the CPU that ClickHouse needed to drain the queue (see BENCHMARKS.md), and the 503
@@ -202,55 +278,94 @@ impl Ingestor {
             } else {
                 PipelineError::QueueFull("events")
             };
-            return Err(self.unavailable(origin, 0, full).into());
+            return Err(self.unavailable(origin, 0, full));
         }
         let parsed = json::decode_body(body);
-        admit(match &parsed {
-            // An oversized batch is refused below; it costs what the largest allowed one does.
-            Ok(json::Body::Batch(items)) => items.len().clamp(1, self.config.max_batch_events),
-            _ => 1,
-        })?;
+        let (limit, remaining) = self.admit(
+            principal,
+            origin,
+            match &parsed {
+                // An oversized batch is refused below; it costs what the largest allowed one
+                // does.
+                Ok(json::Body::Batch(items)) => items.len().clamp(1, self.config.max_batch_events),
+                _ => 1,
+            },
+        )?;
         let (items, batched) = match parsed {
             Ok(json::Body::Batch(items)) => (items, true),
             Ok(json::Body::Single(item)) => (vec![item], false),
             Ok(json::Body::Other(kind)) => {
                 let message =
                     format!("the body must be an event object or an array of events, not {kind}");
-                return Err(self
-                    .refuse_body(origin, body, "invalid_body", message)
-                    .into());
+                return Err(self.refuse_body(origin, body, "invalid_body", message));
             }
             Err(error) => {
                 let message = format!("the body is not valid JSON: {error}");
-                return Err(self
-                    .refuse_body(origin, body, "malformed_json", message)
-                    .into());
+                return Err(self.refuse_body(origin, body, "malformed_json", message));
             }
         };
         if items.is_empty() {
-            return Err(self
-                .refuse_body(
-                    origin,
-                    body,
-                    "empty_batch",
-                    "the array holds no event".to_owned(),
-                )
-                .into());
+            let message = "the array holds no event".to_owned();
+            return Err(self.refuse_body(origin, body, "empty_batch", message));
         }
         if items.len() > self.config.max_batch_events {
-            let message = format!(
-                "the array holds {} events; at most {} are allowed per request",
-                items.len(),
-                self.config.max_batch_events
-            );
-            self.record_refusal(origin, body, "too_many_events", &message);
-            return Err(IngestError::TooLarge {
-                code: "too_many_events",
-                message,
-            }
-            .into());
+            let error = IngestError::TooManyEvents {
+                events: items.len(),
+                max: self.config.max_batch_events,
+            };
+            self.record_refusal(origin, body, error.code(), &error.to_string());
+            return Err(error);
         }
-        Ok(self.ingest_items(origin, &items, batched).await?)
+        let summary = self.ingest_items(origin, &items, batched).await?;
+        Ok(Accepted {
+            summary,
+            limit,
+            remaining,
+        })
+    }
+
+    /// Charges a request of `events` events to its application's rate (`auth::limits`):
+    /// the rate and what may still be sent at once, or the refusal, counted.
+    fn admit(
+        &self,
+        principal: &Principal,
+        origin: &Origin<'_>,
+        events: usize,
+    ) -> Result<(u32, u32), IngestError> {
+        let cost = u32::try_from(events).unwrap_or(u32::MAX);
+        let decision = self.limits.check(
+            &principal.application,
+            principal.rate_per_second,
+            principal.burst,
+            cost,
+        );
+        match decision {
+            Decision::Allowed { limit, remaining } => Ok((limit, remaining)),
+            Decision::Limited { limit, retry_after } => {
+                let at = origin.received_at;
+                let code = "rate_limited";
+                self.ledger.count(
+                    origin.application,
+                    at,
+                    Outcome::RateLimited,
+                    code,
+                    events as u64,
+                    1,
+                );
+                let label = self.metrics.application(origin.application);
+                self.metrics.rate_limited.with_label_values(&[label]).inc();
+                Err(IngestError::RateLimited {
+                    application: origin.application.to_owned(),
+                    limit,
+                    retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+                })
+            }
+            Decision::ExceedsBurst { burst } => {
+                let error = IngestError::ExceedsBurst { events, burst };
+                self.count_refused(origin, error.code(), events as u64);
+                Err(error)
+            }
+        }
     }
 
     async fn ingest_items(
@@ -428,7 +543,7 @@ impl Ingestor {
     /// [`Self::queue_full`] for a client's request holding `events` (0 when not read yet),
     /// counted in the ledger.
     fn unavailable(&self, origin: &Origin<'_>, events: u64, error: PipelineError) -> IngestError {
-        let code = unavailable_code(&error);
+        let code = error.code();
         self.ledger.count(
             origin.application,
             origin.received_at,
@@ -450,7 +565,7 @@ impl Ingestor {
     }
 
     /// Counts a request refused as a whole for its form (`code`) in the ledger.
-    pub fn count_refused(&self, origin: &Origin<'_>, code: &str, events: u64) {
+    fn count_refused(&self, origin: &Origin<'_>, code: &str, events: u64) {
         let at = origin.received_at;
         self.ledger
             .count(origin.application, at, Outcome::Refused, code, events, 1);
@@ -458,7 +573,7 @@ impl Ingestor {
 
     /// Counts a request refused because its rows could not be stored; the 503 to answer with.
     fn queue_full(&self, error: PipelineError) -> IngestError {
-        let code = unavailable_code(&error);
+        let code = error.code();
         self.metrics
             .requests_rejected
             .with_label_values(&[code])
@@ -469,7 +584,7 @@ impl Ingestor {
         }
     }
 
-    /// Records a body that was refused as a whole and returns the 400 to answer with.
+    /// Records a body that was refused as a whole for its form and returns the refusal.
     fn refuse_body(
         &self,
         origin: &Origin<'_>,
@@ -478,26 +593,32 @@ impl Ingestor {
         message: String,
     ) -> IngestError {
         self.record_refusal(origin, body, code, &message);
-        IngestError::BadBody {
-            code,
-            message: message.clone(),
-            problems: vec![Problem {
-                index: None,
-                field: String::new(),
-                code: code.to_owned(),
-                message,
-            }],
+        IngestError::BadBody { code, message }
+    }
+
+    /// Records a request whose body could not be read (`code`, answered by the caller):
+    /// counted, and with what was read of it (`partial`, when worth keeping) in `errors` too.
+    pub fn refuse_unread(
+        &self,
+        origin: &Origin<'_>,
+        partial: Option<&[u8]>,
+        code: &'static str,
+        message: &str,
+    ) {
+        match partial {
+            Some(partial) => self.record_refusal(origin, partial, code, message),
+            None => {
+                self.count_refused(origin, code, 0);
+                self.metrics
+                    .requests_rejected
+                    .with_label_values(&[code])
+                    .inc();
+            }
         }
     }
 
     /// Keeps a request refused as a whole in `errors`, so on-call sees it.
-    pub fn record_refusal(
-        &self,
-        origin: &Origin<'_>,
-        body: &[u8],
-        code: &'static str,
-        message: &str,
-    ) {
+    fn record_refusal(&self, origin: &Origin<'_>, body: &[u8], code: &'static str, message: &str) {
         self.count_refused(origin, code, 0);
         self.metrics
             .requests_rejected
@@ -554,15 +675,6 @@ impl Ingestor {
         for row in errors {
             self.live.publish(Tapped::Rejected(row));
         }
-    }
-}
-
-/// The stable code of a 503 for `error`.
-fn unavailable_code(error: &PipelineError) -> &'static str {
-    match error {
-        PipelineError::ShuttingDown => "shutting_down",
-        PipelineError::SpoolFailed(_) => "spool_unavailable",
-        PipelineError::QueueFull(_) | PipelineError::SpoolFull => "queue_full",
     }
 }
 

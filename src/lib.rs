@@ -309,7 +309,8 @@ impl App {
                 },
             )
             .with_live(Arc::new(live::Hub::new(&config.live)))
-            .with_ledger(ledger.clone()),
+            .with_ledger(ledger.clone())
+            .with_limits(limits.clone()),
         );
         let state = AppState::new(api::AppStateInner {
             config: config.clone(),

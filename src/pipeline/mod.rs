@@ -62,6 +62,17 @@ pub enum PipelineError {
     ShuttingDown,
 }
 
+impl PipelineError {
+    /// The stable code of a request refused for this (a 503), as answered and counted.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::QueueFull(_) | Self::SpoolFull => "queue_full",
+            Self::SpoolFailed(_) => "spool_unavailable",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
 /// Rows of one request (or one spool record) with the queue space they occupy.
 pub(crate) struct Parcel<T> {
     /// The spool position of each row, in order.
