@@ -10,12 +10,15 @@
 //!
 //! Parts: this file holds the decision ([`Ingestor::accept`]) and its outcome types;
 //! [`rows`] what each item becomes (its row, its `errors` row, its entry of the answer; pure,
-//! bounded); [`outcomes`] the counting and recording of what was not accepted; [`replay`]
-//! the re-entry of recovered events. A transformation every stored event must go through
-//! before anything is written (the PII rules) belongs in [`rows`], where each item becomes
-//! its row: the spool, `errors.raw` and the live stream then all see only its result.
+//! bounded; with the event-id policy, [`new_event_id`]); [`recent`] the deduplication
+//! window of client-chosen ids; [`outcomes`] the counting and recording of what was not
+//! accepted; [`replay`] the re-entry of recovered events. A transformation every stored
+//! event must go through before anything is written (the PII rules) belongs in [`rows`],
+//! where each item becomes its row: the spool, `errors.raw` and the live stream then all see
+//! only its result.
 
 mod outcomes;
+mod recent;
 mod replay;
 mod rows;
 
@@ -32,7 +35,7 @@ use crate::config::{IngestConfig, LiveConfig};
 use crate::ledger::{Ledger, Outcome};
 use crate::live::Hub;
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, PipelineError, RecentIds};
+use crate::pipeline::{Pipeline, PipelineError};
 use crate::validate::schemas::SchemaRegistry;
 use crate::validate::{json, Rules};
 
@@ -103,8 +106,11 @@ pub struct Accepted {
     pub remaining: u32,
 }
 
+pub use crate::store::RowRetention;
+pub use recent::RecentIds;
 pub use rows::{
-    assess, Assessed, Rejections, MAX_LISTED_PROBLEMS, PROBLEMS_OMITTED, REJECTIONS_SUMMARISED,
+    assess, new_event_id, Assessed, Rejections, MAX_LISTED_PROBLEMS, PROBLEMS_OMITTED,
+    REJECTIONS_SUMMARISED,
 };
 
 /// Ingest's share of the application state.
@@ -150,29 +156,6 @@ pub struct Origin<'a> {
     /// The retention its rows are stored with, in days (0: for ever): the application's, or
     /// the defaults of `retention` (see [`crate::config::RetentionConfig`]).
     pub retention: RowRetention,
-}
-
-/// Days the rows of one request are kept (0: for ever), stamped on each row at insert.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RowRetention {
-    pub events_days: u16,
-    pub errors_days: u16,
-}
-
-impl RowRetention {
-    /// The application's override (`retention_days`, 0 for none) or the defaults.
-    pub fn resolve(defaults: &crate::config::RetentionConfig, application_days: u16) -> Self {
-        if application_days > 0 {
-            return Self {
-                events_days: application_days,
-                errors_days: application_days,
-            };
-        }
-        Self {
-            events_days: defaults.events_days,
-            errors_days: defaults.errors_days,
-        }
-    }
 }
 
 impl Ingestor {

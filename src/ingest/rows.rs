@@ -10,7 +10,6 @@ use uuid::Uuid;
 use super::{Origin, RowRetention};
 use crate::auth::keys;
 use crate::config::IngestConfig;
-use crate::pipeline::new_event_id;
 use crate::store::{ErrorRow, EventRow};
 use crate::validate::schemas::SchemaSet;
 use crate::validate::{self, json, Envelope, Rules};
@@ -31,6 +30,13 @@ pub struct Assessed {
     /// Ids the client chose, with the position of their event in `events`: only those can be
     /// retries (server-assigned ids are new by construction).
     pub client_ids: Vec<(Uuid, usize)>,
+}
+
+/// A fresh id for an event that names none of its own: UUIDv7, so that server-assigned ids
+/// sort by arrival. An id the client chose is kept as it is: only those can be retries,
+/// which the deduplication window recognises ([`super::RecentIds`]).
+pub fn new_event_id() -> Uuid {
+    Uuid::now_v7()
 }
 
 /// Validates every item read from a body and turns each into its row: pure, so that it can

@@ -25,13 +25,14 @@
 //! Parts: this file holds [`Pipeline`] (start, enqueue, shutdown) and its error; [`lane`] a
 //! table's bounded queue and its memory or disk mode; [`feeder`] the replay and the reading
 //! back of a lane in disk mode; [`rows`] what a row type needs to travel (weight, spool
-//! encoding); [`batcher`] the insert loop; [`recent`] the deduplication window; [`spool`]
-//! the files. What to store is decided upstream, in [`crate::ingest`].
+//! encoding); [`batcher`] the insert loop; [`backoff`] the one retry schedule, which the
+//! start's migrations use too; [`spool`] the files. What to store is decided
+//! upstream, in [`crate::ingest`] (the event-id policy and the deduplication window included).
 
+mod backoff;
 mod batcher;
 mod feeder;
 mod lane;
-mod recent;
 mod rows;
 pub mod spool;
 
@@ -48,8 +49,8 @@ use crate::config::PipelineConfig;
 use crate::metrics::Metrics;
 use crate::store::{ErrorRow, EventRow, Store};
 
+pub use backoff::Backoff;
 use lane::{Lane, Parcel};
-pub use recent::RecentIds;
 pub(crate) use rows::PipelineRow;
 pub use rows::Weight;
 use spool::{Cursor, Lane as LaneId, Placed, Spool};
@@ -392,9 +393,4 @@ impl Pipeline {
         }
         drained
     }
-}
-
-/// A fresh id for a server-assigned event: UUIDv7, so ids sort by arrival.
-pub fn new_event_id() -> Uuid {
-    Uuid::now_v7()
 }
