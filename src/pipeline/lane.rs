@@ -130,18 +130,11 @@ impl<T: PipelineRow> Lane<T> {
     /// Waits for queue space for `rows` (a feeder's), asking for at most what exists.
     pub(super) async fn reserve_waiting(&self, rows: &[T]) -> Option<Permits> {
         let (count, kib) = Self::amounts(rows);
-        let space = self
-            .space
-            .clone()
-            .acquire_many_owned(count.min(self.space_total))
-            .await
-            .ok()?;
-        let kib = self
-            .kib
-            .clone()
-            .acquire_many_owned(kib.min(self.kib_total))
-            .await
-            .ok()?;
+        let take = |semaphore: &Arc<Semaphore>, amount: u32, total: u32| {
+            semaphore.clone().acquire_many_owned(amount.min(total))
+        };
+        let space = take(&self.space, count, self.space_total).await.ok()?;
+        let kib = take(&self.kib, kib, self.kib_total).await.ok()?;
         Some((space, kib))
     }
 

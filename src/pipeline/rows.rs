@@ -41,7 +41,8 @@ impl Weight for ErrorRow {
     }
 }
 
-/// What a row type needs to travel through the pipeline.
+/// What a row type needs to travel through the pipeline: implemented by the rows of the two
+/// tables it writes.
 pub(crate) trait PipelineRow:
     Weight
     + batcher::Refusable
@@ -57,20 +58,9 @@ pub(crate) trait PipelineRow:
 {
 }
 
-impl<T> PipelineRow for T where
-    T: Weight
-        + batcher::Refusable
-        + crate::erasure::Subject
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + clickhouse::RowOwned
-        + clickhouse::RowWrite
-        + Send
-        + Sync
-        + 'static
-{
-}
+// The two tables' rows; the compiler checks each against the bounds above.
+impl PipelineRow for EventRow {}
+impl PipelineRow for ErrorRow {}
 
 /// Encodes `rows` as one spool record. A failure is logged here: the spool never sees it.
 pub(super) fn encode<T: Serialize>(lane: LaneId, rows: &[T]) -> Result<RowsFrame, PipelineError> {
