@@ -33,7 +33,7 @@ use crate::auth::limits::{Decision, RateLimits};
 use crate::auth::Principal;
 use crate::config::{IngestConfig, LiveConfig};
 use crate::ledger::{Ledger, Outcome};
-use crate::live::Hub;
+use crate::live::{Hub, SuppressedEvent, Tapped};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::validate::schemas::SchemaRegistry;
@@ -420,10 +420,23 @@ impl Ingestor {
         let mut suppressed = 0;
         if !self.suppressions.is_empty() {
             let before = events.len();
+            let listening = self.live.listening();
             events.retain(|event| {
-                self.suppressions
-                    .refuses(origin.application, &event.session_id, &event.user_id)
-                    .is_none()
+                let Some(erasure_id) = self.suppressions.refuses(
+                    origin.application,
+                    &event.session_id,
+                    &event.user_id,
+                ) else {
+                    return true;
+                };
+                if listening {
+                    self.live.publish(Tapped::Suppressed {
+                        request_id: origin.request_id,
+                        erasure_id,
+                        row: SuppressedEvent::of(event),
+                    });
+                }
+                false
             });
             suppressed = (before - events.len()) as u64;
             // A suppressed user's rejected events are not kept either: their raw input is
@@ -461,8 +474,9 @@ impl Ingestor {
             self.ledger
                 .count(origin.application, at, outcome, "", count, 0);
         };
-        ledger(Outcome::Accepted, accepted as u64 - duplicates);
+        ledger(Outcome::Accepted, accepted as u64 - duplicates - suppressed);
         ledger(Outcome::Duplicate, duplicates);
+        ledger(Outcome::Suppressed, suppressed);
         self.count_rejected(origin, &first_codes);
         if let Some((events, errors)) = tapped {
             self.publish(origin, events, errors);
