@@ -11,18 +11,19 @@
 //! Parts: this file holds the decision ([`Ingestor::accept`]) and its outcome types;
 //! [`rows`] what each item becomes (its row, its `errors` row, its entry of the answer; pure,
 //! bounded; with the event-id policy, [`new_event_id`]); [`recent`] the deduplication
-//! window of client-chosen ids; [`outcomes`] the counting and recording of what was not
+//! window of client-chosen ids; [`dropped`] what is accepted but not stored (retries,
+//! suppressed events); [`outcomes`] the counting and recording of what was not
 //! accepted; [`replay`] the re-entry of recovered events. A transformation every stored
 //! event must go through before anything is written (the PII rules) belongs in [`rows`],
 //! where each item becomes its row: the spool, `errors.raw` and the live stream then all see
 //! only its result.
 
+mod dropped;
 mod outcomes;
 mod recent;
 mod replay;
 mod rows;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -33,7 +34,7 @@ use crate::auth::limits::{Decision, RateLimits};
 use crate::auth::Principal;
 use crate::config::{IngestConfig, LiveConfig};
 use crate::ledger::{Ledger, Outcome};
-use crate::live::{Hub, SuppressedEvent, Tapped};
+use crate::live::Hub;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::validate::schemas::SchemaRegistry;
@@ -397,66 +398,8 @@ impl Ingestor {
             self.pipeline.enqueue_errors_best_effort(errors);
             return Err(IngestError::AllRejected(summary));
         }
-        // Retries of recently accepted events (and repeats within this request) are
-        // acknowledged like the original but not stored again.
-        let ids: Vec<Uuid> = client_ids.iter().map(|(id, _)| *id).collect();
-        let (claim, fresh) = self.recent.claim(origin.application, &ids);
-        let repeated: HashSet<usize> = client_ids
-            .iter()
-            .zip(&fresh)
-            .filter(|(_, fresh)| !**fresh)
-            .map(|((_, position), _)| *position)
-            .collect();
-        let duplicates = repeated.len() as u64;
-        if !repeated.is_empty() {
-            let mut position = 0;
-            events.retain(|_| {
-                position += 1;
-                !repeated.contains(&(position - 1))
-            });
-        }
-        // Events of a suppressed user or session are answered as accepted — the client must not
-        // retry them — and dropped here, before anything is written (README, Suppression).
-        let mut suppressed = 0;
-        if !self.suppressions.is_empty() {
-            let before = events.len();
-            let listening = self.live.listening();
-            events.retain(|event| {
-                let Some(erasure_id) = self.suppressions.refuses(
-                    origin.application,
-                    &event.session_id,
-                    &event.user_id,
-                ) else {
-                    return true;
-                };
-                if listening {
-                    self.live.publish(Tapped::Suppressed {
-                        request_id: origin.request_id,
-                        erasure_id,
-                        row: SuppressedEvent::of(event),
-                    });
-                }
-                false
-            });
-            suppressed = (before - events.len()) as u64;
-            // A suppressed user's rejected events are not kept either: their raw input is
-            // the data the erasure removed.
-            errors.retain(|row| {
-                self.suppressions
-                    .refuses(
-                        origin.application,
-                        row.session_id.as_deref().unwrap_or(""),
-                        row.user_id.as_deref().unwrap_or(""),
-                    )
-                    .is_none()
-            });
-            if suppressed > 0 {
-                self.metrics
-                    .events_suppressed
-                    .with_label_values(&[application])
-                    .inc_by(suppressed);
-            }
-        }
+        let (claim, duplicates) = self.drop_retries(origin, &client_ids, &mut events);
+        let suppressed = self.drop_suppressed(origin, &mut events, &mut errors);
         // Only what the spool took is shown as accepted: copies are made only while someone
         // watches (one atomic load otherwise).
         let tapped = self
