@@ -45,7 +45,7 @@ pub struct Placed {
 }
 
 /// Runs on the writer thread once the append is written (and synced, with
-/// [`SyncMode::Always`]), in append order, before the appending request is answered.
+/// [`super::SyncMode::Always`]), in append order, before the appending request is answered.
 pub type Deliver = Box<dyn FnOnce(&[Placed]) + Send>;
 
 /// A handle on the spool: appends, seals and confirmations go to its writer thread.
@@ -73,7 +73,7 @@ pub(super) struct Shared {
 
 impl Spool {
     /// Opens (or creates) the spool in `settings.dir` and starts its writer on a new
-    /// segment. Returns the segments of earlier runs, for [`recover`] to scan in the
+    /// segment. Returns the segments of earlier runs, for [`super::recover`] to scan in the
     /// background; until [`Spool::adopt`] hands back what it found, they are kept.
     pub fn open(
         settings: &Settings,
