@@ -4,7 +4,8 @@
 //! The layout follows the data flow:
 //! - [`api`]: the HTTP edge (routes, body decoding, error answers);
 //! - [`auth`]: applications, API keys (hashed), scopes and rate limits;
-//! - [`ingest`]: what to do with a decoded ingest body;
+//! - [`ingest`]: where a 202 is decided, for a decoded ingest body (rate, bounds,
+//!   validation, rows, deduplication, the spool append);
 //! - [`validate`]: pure checks of one event;
 //! - [`pipeline`]: the write-ahead spool, bounded queues and the batchers that write to
 //!   ClickHouse;
@@ -137,7 +138,7 @@ async fn start_devserver(config: &Config) -> Result<(Store, Option<DevServer>), 
 /// to The Eye may take a while), for at most `patience`.
 pub async fn migrate(store: &Store, patience: Duration) -> Result<Vec<u32>, Error> {
     let deadline = tokio::time::Instant::now() + patience;
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = pipeline::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match store.migrate().await {
             Ok(applied) => return Ok(applied),
@@ -151,8 +152,7 @@ pub async fn migrate(store: &Store, patience: Duration) -> Result<Vec<u32>, Erro
                     && tokio::time::Instant::now() < deadline =>
             {
                 tracing::warn!(%error, "ClickHouse not ready for migrations; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
             }
             Err(error) => return Err(error.into()),
         }
@@ -312,7 +312,8 @@ impl App {
                 },
             )
             .with_live(Arc::new(live::Hub::new(&config.live)))
-            .with_ledger(ledger.clone()),
+            .with_ledger(ledger.clone())
+            .with_limits(limits.clone()),
         );
         let state = AppState::new(api::AppStateInner {
             config: config.clone(),

@@ -23,7 +23,7 @@ use clickhouse::{Client, Compression};
 
 pub use read::{After, ErrorFilter, EventFilter, Order, PageSpec, ReadQuery};
 pub use rows::RecoveryRow;
-pub use rows::{ErrorRow, EventRow};
+pub use rows::{ErrorRow, EventRow, RowRetention};
 
 use crate::config::ClickHouseConfig;
 
