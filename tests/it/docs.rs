@@ -84,7 +84,7 @@ fn the_settings_table_lists_every_setting_and_only_those() {
 }
 
 /// Every Rust file under `dir`, with its text.
-fn sources(dir: &Path) -> Vec<(String, String)> {
+pub fn sources(dir: &Path) -> Vec<(String, String)> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

@@ -34,4 +34,5 @@ mod sessions;
 mod skeleton;
 mod spool;
 mod tenancy;
+mod timestamps;
 mod wire;
