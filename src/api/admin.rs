@@ -214,7 +214,9 @@ pub struct Application {
     pub allowed_origins: Vec<String>,
     /// Days its events and rejections are kept; 0 means the configured defaults.
     pub retention_days: u16,
+    #[serde(with = "the_eye_types::micros")]
     pub created_at: DateTime<Utc>,
+    #[serde(with = "the_eye_types::micros")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -380,8 +382,10 @@ pub struct KeyInfo {
     /// `null` for an organisation key.
     pub application_id: Option<String>,
     pub scopes: Vec<String>,
+    #[serde(with = "the_eye_types::micros")]
     pub created_at: DateTime<Utc>,
     /// When it was revoked; `null` while it works.
+    #[serde(with = "the_eye_types::micros::option")]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -415,8 +419,8 @@ fn example_application() -> Value {
         "burst": 1000,
         "allowed_origins": ["https://shop.example"],
         "retention_days": 0,
-        "created_at": "2026-01-05T09:00:00Z",
-        "updated_at": "2026-01-05T09:00:00Z",
+        "created_at": "2026-01-05T09:00:00.000000Z",
+        "updated_at": "2026-01-05T09:00:00.000000Z",
     })
 }
 
@@ -426,7 +430,7 @@ fn example_key_info() -> Value {
         "prefix": "eye_k3m9x2ab",
         "application_id": "web-shop",
         "scopes": ["ingest"],
-        "created_at": "2026-01-05T09:00:00Z",
+        "created_at": "2026-01-05T09:00:00.000000Z",
         "revoked_at": null,
     })
 }

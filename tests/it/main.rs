@@ -35,4 +35,5 @@ mod sessions;
 mod skeleton;
 mod spool;
 mod tenancy;
+mod timestamps;
 mod wire;
