@@ -9,6 +9,10 @@ use chrono::{SecondsFormat, TimeDelta, Utc};
 use serde_json::{json, Value};
 use the_eye::auth::admin::{self, NewApplication};
 use the_eye::auth::Scope;
+use the_eye::store::backtest::{
+    errors_count_query, errors_query, events_count_query, events_query, BacktestSpec,
+};
+use the_eye::store::fixture::Fixture;
 use uuid::Uuid;
 
 use crate::common::{client_with_key, TestApp};
@@ -343,4 +347,81 @@ async fn events_marked_with_consent_pass_and_a_schema_without_it_would_reject_th
     let mut expected = marked.clone();
     expected.sort();
     assert_eq!(samples, expected);
+}
+
+/// The reads of a backtest are bounded by its window, not by the table: on a fixture of
+/// 100,000 events over 90 days, one application's events of one type in one day are read
+/// through the `time_index` projection, and its rejections through the `errors` sort key
+/// (`application`, `received_at`): a few granules each, with the count queries.
+#[tokio::test]
+async fn a_backtest_reads_its_window_not_the_table() {
+    let app = TestApp::start().await;
+    let fixture = Fixture {
+        categories: 1,
+        ..Fixture::of_size(100_000)
+    };
+    fixture.load(&app.store).await.unwrap();
+    let client = app.store.read_client();
+    let day = |from: chrono::DateTime<Utc>| BacktestSpec {
+        category: fixture.category(0),
+        name: "pageview".to_owned(),
+        application: Some(fixture.application_of(0)),
+        from,
+        to: from + TimeDelta::days(1),
+        limit: 10_001,
+    };
+    let events = day(fixture.start + TimeDelta::days(30));
+    let errors = day(fixture.errors_start + TimeDelta::days(10));
+    let granule = 8192;
+    for (what, query, table) in [
+        ("events", events_query(&events), fixture.events),
+        ("events count", events_count_query(&events), fixture.events),
+        ("errors", errors_query(&errors), fixture.errors),
+        ("errors count", errors_count_query(&errors), fixture.errors),
+    ] {
+        let read = query.rows_read(&client).await.unwrap();
+        assert!(
+            read > 0 && read <= 3 * granule && read < table,
+            "{what}: {read} rows of {table} read"
+        );
+    }
+    let (matching, rejected) = app.store.backtest_counts(&events).await.unwrap();
+    assert!(matching > 0 && rejected == 0, "{matching} {rejected}");
+}
+
+/// Timing of a backtest through the API on a fixture of 500,000 events (one category; a fifth
+/// are pageviews): the newest 10,000 and then all ~34,000 pageviews of 31 days, every one
+/// failing the candidate. Prints the figures for BENCHMARKS.md ("Schema backtest"); asserts
+/// only the counts. `cargo test --test it backtest_speed -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement: run it on purpose"]
+async fn backtest_speed() {
+    let app = TestApp::start().await;
+    let fixture = Fixture {
+        categories: 1,
+        ..Fixture::of_size(500_000)
+    };
+    fixture.load(&app.store).await.unwrap();
+    let from = fixture.start + TimeDelta::days(30);
+    for limit in [10_000, 100_000] {
+        let request = json!({
+            "category": fixture.category(0), "name": "pageview",
+            "schema": pageview_schema(true), "limit": limit,
+            "from": from, "to": from + TimeDelta::days(31),
+        });
+        let started = std::time::Instant::now();
+        let (status, answer) = backtest(&app.org_http, &app, &request).await;
+        let elapsed = started.elapsed();
+        assert_eq!(status, 200, "{answer}");
+        let accepted = &answer["accepted"];
+        assert_eq!(accepted["would_reject"], accepted["read"], "{answer}");
+        println!(
+            "limit {limit}: read {} of {} events, would reject {}, in {:.0} ms ({:.1} µs per event)",
+            accepted["read"],
+            accepted["matching"],
+            accepted["would_reject"],
+            elapsed.as_secs_f64() * 1e3,
+            elapsed.as_secs_f64() * 1e6 / accepted["read"].as_f64().unwrap().max(1.0),
+        );
+    }
 }
