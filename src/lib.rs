@@ -13,6 +13,7 @@
 //! - [`erasure`]: erasures, their ledger, and the suppression list ingest consults;
 //! - [`plan`]: the tracking plan drawn from stored events (schema inference, drift);
 //! - [`recover`]: replaying rejected events once their cause is fixed (`errors replay`);
+//! - [`backtest`]: what a candidate schema would reject and recover, before it is in force;
 //! - [`server`]: the listener of the API and of the metrics address (connection caps, overall
 //!   and per peer address; first-byte, header-read and keep-alive timeouts; a shutdown that
 //!   answers every request it has read);
@@ -25,6 +26,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backtest;
 pub mod config;
 pub mod devserver;
 pub mod erasure;

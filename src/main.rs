@@ -188,6 +188,10 @@ enum SchemasCommand {
         #[arg(long)]
         into: Option<PathBuf>,
     },
+    /// What a candidate schema for one event type would have done to a window of traffic:
+    /// the accepted events it would reject, the rejections it would accept (and a replay
+    /// recover). Asks the running service with an admin key from THE_EYE_API_KEY.
+    Backtest(the_eye::backtest::cli::BacktestArgs),
 }
 
 #[derive(Subcommand)]
@@ -317,6 +321,20 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate(config).await,
         Command::Apps(command) => apps(config, command).await,
         Command::Keys(command) => keys(config, command).await,
+        Command::Schemas(SchemasCommand::Backtest(args)) => {
+            let url = format!("http://{}", loopback(config.server.listen_addr));
+            return match the_eye::backtest::cli::run(args, &url).await {
+                Ok(answer) => {
+                    println!("{answer:#}");
+                    eprintln!("{}", the_eye::backtest::cli::summary(&answer));
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("schemas backtest: {message}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Schemas(command) => schemas(config, command).await,
         Command::Sessions(SessionsCommand::Backfill { since, until }) => {
             backfill_sessions(config, since, until).await
@@ -655,7 +673,11 @@ async fn schemas(config: Config, command: SchemasCommand) -> Result<(), Error> {
         limit,
         required_share,
         into,
-    } = command;
+    } = command
+    else {
+        // `main` runs `schemas backtest` itself.
+        return Err(AdminError::Invalid("`schemas backtest` is run by main".to_owned()).into());
+    };
     if !(required_share > 0.0 && required_share <= 1.0) {
         return Err(AdminError::Invalid(format!(
             "--required-share must be greater than 0 and at most 1, not {required_share}"

@@ -7,6 +7,7 @@
 //! by the pipeline's batchers.
 
 pub mod apps;
+pub mod backtest;
 pub mod fixture;
 pub mod instances;
 pub mod migrations;

@@ -410,7 +410,9 @@ pub fn replay_query(filter: &ErrorFilter, page: &PageSpec) -> ReadQuery {
     error_conditions(&select, filter).page("received_at", "error_id", page, None)
 }
 
-fn error_conditions(select: &str, filter: &ErrorFilter) -> Conditions {
+/// `select` with the conditions of `filter` (also the window of a schema backtest,
+/// `store::backtest`).
+pub(super) fn error_conditions(select: &str, filter: &ErrorFilter) -> Conditions {
     let mut conditions = Conditions::new(select);
     conditions.and_text("application = {}", "application", &filter.application);
     // `has` on `problem_code` lets the bloom filter index skip granules; `arrayExists`

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod auth;
+mod backtest;
 mod cli;
 mod client;
 mod cluster_parity;
