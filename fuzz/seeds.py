@@ -32,6 +32,7 @@ QUERIES = [
     "category=page%20interaction&from=2021-01-01T00:00:00Z&to=2021-01-02T00:00:00Z&limit=2",
     "session_id=e2085be5-9137-4e4e-80b5-f1ffddc25423&order=desc",
     "name=pageview&received_from=2021-01-01T00:00:00Z&received_to=2021-01-01%2010:00:00",
+    "session_id=s-1&client_from=2021-01-01T09:00:00Z&client_to=2021-01-01T08:00:00Z",
     "code=invalid_timestamp&field=timestamp&application=demo",
     "limit=0&limit=5&order=sideways&bogus=1&cursor=AQEA",
     "category=",

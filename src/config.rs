@@ -73,17 +73,6 @@ pub struct RetentionConfig {
     pub errors_days: u16,
 }
 
-impl RetentionConfig {
-    /// The days an application's events and rejections are kept, `(events, errors)`: its own
-    /// `retention_days` for both when set (non-zero), these defaults otherwise; 0 is for ever.
-    pub fn days_for(&self, application_days: u16) -> (u16, u16) {
-        if application_days > 0 {
-            return (application_days, application_days);
-        }
-        (self.events_days, self.errors_days)
-    }
-}
-
 impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
@@ -497,6 +486,9 @@ pub struct AuthConfig {
     pub demo_application: bool,
     /// Browser origins allowed for the demo application. Default none.
     pub demo_origins: Vec<String>,
+    /// Where the demo application's keys are written (0600) at its creation. Default:
+    /// `demo-keys.env` beside `clickhouse.devserver_data_dir`.
+    pub demo_keys_file: Option<PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -510,6 +502,7 @@ impl Default for AuthConfig {
             default_burst: 2_000,
             demo_application: true,
             demo_origins: Vec::new(),
+            demo_keys_file: None,
         }
     }
 }

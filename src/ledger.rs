@@ -47,6 +47,9 @@ pub enum Outcome {
     Unavailable,
     /// Rejected events stored later by `errors replay` (`events`), in the minute of the replay.
     Recovered,
+    /// Events of an erased and suppressed user or session: answered as accepted (the client
+    /// must not retry them) but not stored (`events`).
+    Suppressed,
 }
 
 impl Outcome {
@@ -59,6 +62,7 @@ impl Outcome {
             Outcome::RateLimited => "rate_limited",
             Outcome::Unavailable => "unavailable",
             Outcome::Recovered => "recovered",
+            Outcome::Suppressed => "suppressed",
         }
     }
 }

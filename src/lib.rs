@@ -6,7 +6,8 @@
 //!   file);
 //! - [`auth`]: applications, API keys (hashed), scopes, rate limits, and the tenancy rule
 //!   ([`auth::Principal::confine`]);
-//! - [`ingest`]: what to do with a decoded ingest body, and so what to store;
+//! - [`ingest`]: where a 202 is decided, for a decoded ingest body (rate, bounds,
+//!   validation, rows, deduplication, the spool append), and so what to store;
 //! - [`validate`]: pure checks of one event;
 //! - [`pipeline`]: the write-ahead spool, bounded queues and the batchers that write to
 //!   ClickHouse;
@@ -16,6 +17,8 @@
 //! - [`ledger`]: the completeness ledger, counters per application and minute;
 //! - [`plan`]: the tracking plan drawn from stored events (schema inference, drift);
 //! - [`recover`]: replaying rejected events once their cause is fixed (`errors replay`);
+//! - [`backtest`]: what a candidate schema would reject and recover, before it is in force;
+//! - [`micro`]: `serve --micro`, a throwaway instance for applications' test suites;
 //! - [`server`]: the listener of the API and of the metrics address (connection caps, overall
 //!   and per peer address; first-byte, header-read and keep-alive timeouts; a shutdown that
 //!   answers every request it has read);
@@ -34,6 +37,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backtest;
 pub mod config;
 pub mod devserver;
 pub mod erasure;
@@ -41,6 +45,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod live;
 pub mod metrics;
+pub mod micro;
 pub mod pipeline;
 pub mod plan;
 pub mod recover;
@@ -147,7 +152,7 @@ async fn start_devserver(config: &Config) -> Result<(Store, Option<DevServer>), 
 /// to The Eye may take a while), for at most `patience`.
 pub async fn migrate(store: &Store, patience: Duration) -> Result<Vec<u32>, Error> {
     let deadline = tokio::time::Instant::now() + patience;
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = pipeline::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match store.migrate().await {
             Ok(applied) => return Ok(applied),
@@ -161,8 +166,7 @@ pub async fn migrate(store: &Store, patience: Duration) -> Result<Vec<u32>, Erro
                     && tokio::time::Instant::now() < deadline =>
             {
                 tracing::warn!(%error, "ClickHouse not ready for migrations; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
             }
             Err(error) => return Err(error.into()),
         }
@@ -173,12 +177,14 @@ pub async fn migrate(store: &Store, patience: Duration) -> Result<Vec<u32>, Erro
 /// keys, which are also written to `demo-keys.env` beside the data directory, since they
 /// cannot be shown again.
 async fn announce_demo(config: &Config, store: &Store) -> Result<(), Error> {
-    let keys_file = config
-        .clickhouse
-        .devserver_data_dir
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .join("demo-keys.env");
+    let keys_file = config.auth.demo_keys_file.clone().unwrap_or_else(|| {
+        config
+            .clickhouse
+            .devserver_data_dir
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("demo-keys.env")
+    });
     let Some(demo) = auth::admin::ensure_demo(store, &config.auth.demo_origins).await? else {
         tracing::info!(keys_file = %keys_file.display(), "demo application exists; its keys were written at first start");
         return Ok(());
@@ -320,7 +326,8 @@ impl App {
                 },
             )
             .with_live(Arc::new(live::Hub::new(&config.live)))
-            .with_ledger(ledger.clone()),
+            .with_ledger(ledger.clone())
+            .with_limits(limits.clone()),
         );
         let state = AppState::new(api::AppStateInner {
             config: config.clone(),

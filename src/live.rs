@@ -1,5 +1,5 @@
 //! The live view of ingestion: every outcome the ingest path decides (an event accepted, an
-//! event or a whole request rejected), handed to whoever watches `GET /api/events/live`
+//! event or a whole request rejected, an erased user's event suppressed), handed to whoever watches `GET /api/events/live`
 //! before it goes anywhere near ClickHouse.
 //!
 //! This module owns the fan-out and its bounds; the HTTP side (keys, filters, Server-Sent
@@ -35,6 +35,46 @@ pub enum Tapped {
     Accepted { request_id: Uuid, row: EventRow },
     /// A rejected event, or a request refused as a whole: its `errors` row (problems in it).
     Rejected(ErrorRow),
+    /// An event of an erased and suppressed user or session: answered as accepted, never
+    /// stored. Only what identifies it is kept (its `data` is what the erasure removed).
+    Suppressed {
+        request_id: Uuid,
+        erasure_id: Uuid,
+        row: SuppressedEvent,
+    },
+}
+
+/// What the live stream shows of a suppressed event: its identity and type, not its payload.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "event_id": "0193b9a4-35c8-7cc2-a5d4-7f3c2f1b9e10",
+    "application": "web-shop",
+    "session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423",
+    "user_id": "account-1234",
+    "category": "page interaction",
+    "name": "pageview",
+}))]
+pub struct SuppressedEvent {
+    pub event_id: Uuid,
+    pub application: String,
+    pub session_id: String,
+    pub user_id: String,
+    pub category: String,
+    pub name: String,
+}
+
+impl SuppressedEvent {
+    /// The identity and type of `row`, without its payload and times.
+    pub fn of(row: &EventRow) -> Self {
+        Self {
+            event_id: row.event_id,
+            application: row.application.clone(),
+            session_id: row.session_id.clone(),
+            user_id: row.user_id.clone(),
+            category: row.category.clone(),
+            name: row.name.clone(),
+        }
+    }
 }
 
 impl Tapped {
@@ -43,6 +83,7 @@ impl Tapped {
         match self {
             Tapped::Accepted { row, .. } => &row.application,
             Tapped::Rejected(row) => &row.application,
+            Tapped::Suppressed { row, .. } => &row.application,
         }
     }
 }

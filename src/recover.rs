@@ -61,6 +61,7 @@ pub struct ReplayRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"received_at": "2026-11-29T10:15:00.123456Z", "error_id": "0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d"}))]
 pub struct ReplayPosition {
+    #[serde(with = "the_eye_types::micros")]
     pub received_at: DateTime<Utc>,
     pub error_id: Uuid,
 }

@@ -1,6 +1,6 @@
-// The README's example of the Rust client, as it is shown there (tests/it/docs.rs checks that
-// the README's ```rust block is this file without these comment lines; scripts/smoke-docs runs
-// it against The Eye).
+// The example of the Rust client in docs/applications.md, as it is shown there
+// (tests/it/docs.rs checks that that document's ```rust block is this file without these
+// comment lines; scripts/smoke-docs runs it against The Eye).
 use std::time::Duration;
 use the_eye_client::{Client, Event};
 

@@ -54,13 +54,16 @@ pub struct Erasure {
     pub suppress: bool,
     /// The public prefix of the key that asked (`cli` for the command line).
     pub requested_by: String,
+    #[serde(with = "the_eye_types::micros")]
     pub requested_at: DateTime<Utc>,
     pub status: Status,
     /// Why it failed; empty otherwise.
     pub reason: String,
     /// Rows removed (or, for a redaction, changed) per table.
     pub rows: ErasedRows,
+    #[serde(with = "the_eye_types::micros::option")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(with = "the_eye_types::micros::option")]
     pub completed_at: Option<DateTime<Utc>>,
     /// Rows still matching in every table, counted after completion; 0 for `done`.
     pub verification: Option<u64>,
@@ -94,12 +97,12 @@ fn example_erasure() -> serde_json::Value {
         "selector": {"kind": "user", "user_id": "account-1234"},
         "suppress": true,
         "requested_by": "eye_k3m9x2ab",
-        "requested_at": "2026-12-07T03:00:00Z",
+        "requested_at": "2026-12-07T03:00:00.000000Z",
         "status": "done",
         "reason": "",
         "rows": {"events": 412, "errors": 3, "sessions": 17, "recoveries": 1},
-        "started_at": "2026-12-07T03:00:01Z",
-        "completed_at": "2026-12-07T03:00:40Z",
+        "started_at": "2026-12-07T03:00:01.000000Z",
+        "completed_at": "2026-12-07T03:00:40.000000Z",
         "verification": 0,
         "suppressed_events": 2,
     })

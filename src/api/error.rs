@@ -75,20 +75,36 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// An ingest refusal's answer: 400 for a body or events that cannot be used, 413 for a
+/// request larger than allowed, 429 over the rate, 503 when nothing could be stored.
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
+        let code = error.code();
+        let message = error.to_string();
         match error {
-            IngestError::BadBody {
+            IngestError::BadBody { .. } => Self::BadRequest {
                 code,
+                problems: vec![Problem {
+                    index: None,
+                    field: String::new(),
+                    code: code.to_owned(),
+                    message: message.clone(),
+                }],
                 message,
-                problems,
-            } => Self::BadRequest {
-                code,
-                message,
-                problems,
             },
             IngestError::AllRejected(summary) => Self::AllRejected(summary),
-            IngestError::TooLarge { code, message } => Self::TooLarge { code, message },
+            IngestError::TooManyEvents { .. } | IngestError::ExceedsBurst { .. } => {
+                Self::TooLarge { code, message }
+            }
+            IngestError::RateLimited {
+                limit,
+                retry_after_secs,
+                ..
+            } => Self::RateLimited {
+                message,
+                limit,
+                retry_after_secs,
+            },
             IngestError::Unavailable {
                 source,
                 retry_after_secs,
@@ -108,32 +124,25 @@ impl ApiError {
 
     /// The 503 for rows the pipeline could not store: nothing of the request was stored.
     pub fn from_pipeline(error: PipelineError, retry_after_secs: u64) -> Self {
-        let (code, message) = match error {
-            PipelineError::QueueFull(table) => (
-                "queue_full",
-                format!(
-                    "the {table} queue is full; nothing of this request was stored, retry later"
-                ),
+        let code = error.code();
+        let message = match error {
+            PipelineError::QueueFull(table) => format!(
+                "the {table} queue is full; nothing of this request was stored, retry later"
             ),
-            PipelineError::SpoolFull => (
-                "queue_full",
+            PipelineError::SpoolFull => {
                 "the spool's disk budget is spent; nothing of this request was stored, retry later"
-                    .to_owned(),
-            ),
+                    .to_owned()
+            }
             PipelineError::SpoolFailed(detail) => {
                 // The spool's writer logs a spell of failures (a full disk) once; one error
                 // line per refused request would flood the log at the request rate.
                 tracing::debug!(%detail, "spool write failed");
-                (
-                    "spool_unavailable",
-                    "events cannot be stored durably right now; retry later".to_owned(),
-                )
+                "events cannot be stored durably right now; retry later".to_owned()
             }
-            PipelineError::ShuttingDown => (
-                "shutting_down",
+            PipelineError::ShuttingDown => {
                 "this instance is shutting down; nothing of this request was stored, retry"
-                    .to_owned(),
-            ),
+                    .to_owned()
+            }
         };
         Self::Unavailable {
             code,

@@ -1,8 +1,8 @@
 //! `POST /api/events` and the beacon path: reading the body (content type, gzip, size
-//! bounds), rate limiting, and answering.
+//! bounds) and answering. Whether a request is accepted is decided in one place,
+//! [`crate::ingest::Ingestor::accept`].
 
 use std::io::Read;
-use std::sync::Mutex;
 
 use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -10,18 +10,14 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use chrono::Utc;
 use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
 use the_eye_types::{ErrorBody, IngestSummary};
-use uuid::Uuid;
 
 use super::error::{RATELIMIT_LIMIT, RATELIMIT_REMAINING};
 use super::{auth, ApiError, AppState};
-use crate::auth::limits::Decision;
 use crate::auth::{Principal, Scope};
-use crate::ingest::{Origin, RowRetention};
-use crate::ledger::Outcome;
+use crate::ingest::Accepted;
 
 /// Which body formats an entry point takes.
 #[derive(Clone, Copy)]
@@ -145,6 +141,8 @@ pub async fn post_beacon(
     Ok(response)
 }
 
+/// Reads the body, hands it to the one accept path ([`crate::ingest::Ingestor::accept`]),
+/// and answers: 202 with the summary and the `RateLimit-*` headers, or the refusal's error.
 async fn ingest(
     state: &AppState,
     principal: &Principal,
@@ -152,89 +150,28 @@ async fn ingest(
     body: Body,
     accepts: Accepts,
 ) -> Result<Response, ApiError> {
-    let origin = Origin {
-        application: &principal.application,
-        received_at: Utc::now(),
-        request_id: Uuid::now_v7(),
-        retention: RowRetention::resolve(&state.config.retention, principal.retention_days),
-    };
+    let origin = state.ingestor.origin(principal);
     let limit = state.ingestor.config().max_body_bytes;
     let body = match read_body(headers, body, limit, accepts).await {
         Ok(body) => body,
         Err(BodyError { error, partial }) => {
-            let code = error.code();
-            match partial {
-                Some(partial) => {
-                    state
-                        .ingestor
-                        .record_refusal(&origin, &partial, code, &error.to_string())
-                }
-                None => {
-                    state.ingestor.count_refused(&origin, code, 0);
-                    state
-                        .metrics
-                        .requests_rejected
-                        .with_label_values(&[code])
-                        .inc()
-                }
-            }
+            let message = error.to_string();
+            state
+                .ingestor
+                .refuse_unread(&origin, partial.as_deref(), error.code(), &message);
             return Err(error);
         }
     };
-    let allowance = Mutex::new(None);
-    let summary = state.ingestor.ingest(&origin, &body, |events| {
-        let cost = u32::try_from(events).unwrap_or(u32::MAX);
-        let decision = state.limits.check(
-            &principal.application,
-            principal.rate_per_second,
-            principal.burst,
-            cost,
-        );
-        match decision {
-            Decision::Allowed { limit, remaining } => {
-                *allowance.lock().unwrap_or_else(|p| p.into_inner()) = Some((limit, remaining));
-                Ok(())
-            }
-            Decision::Limited { limit, retry_after } => {
-                state.ingestor.ledger().count(
-                    &principal.application,
-                    origin.received_at,
-                    Outcome::RateLimited,
-                    "rate_limited",
-                    events as u64,
-                    1,
-                );
-                let label = state.metrics.application(&principal.application);
-                state.metrics.rate_limited.with_label_values(&[label]).inc();
-                let retry_after_secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                Err(ApiError::RateLimited {
-                    message: format!(
-                        "application `{}` is over its rate of {limit} events per second; retry after {retry_after_secs} s",
-                        principal.application
-                    ),
-                    limit,
-                    retry_after_secs,
-                })
-            }
-            Decision::ExceedsBurst { burst } => {
-                state.ingestor.count_refused(&origin, "exceeds_burst", events as u64);
-                Err(ApiError::TooLarge {
-                code: "exceeds_burst",
-                message: format!(
-                    "this request holds {events} events, more than the {burst} the application may send at once"
-                ),
-            })
-            }
-        }
-    }).await?;
-    let mut summary = summary;
+    let Accepted {
+        mut summary,
+        limit,
+        remaining,
+    } = state.ingestor.accept(principal, &origin, &body).await?;
     super::error::redact_summary(&mut summary);
     let mut response = (StatusCode::ACCEPTED, Json(summary)).into_response();
-    if let Some((limit, remaining)) = *allowance.lock().unwrap_or_else(|p| p.into_inner()) {
-        let headers = response.headers_mut();
-        headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
-        headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
-    }
+    let headers = response.headers_mut();
+    headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
+    headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
     Ok(response)
 }
 

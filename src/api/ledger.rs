@@ -45,11 +45,11 @@ pub struct LedgerEntry {
     #[serde(with = "the_eye_types::micros")]
     pub minute: DateTime<Utc>,
     pub application: String,
-    /// `accepted`, `duplicate`, `rejected`, `refused`, `rate_limited`, `unavailable` or
-    /// `recovered` (README "Is anything missing?").
+    /// `accepted`, `duplicate`, `rejected`, `refused`, `rate_limited`, `unavailable`,
+    /// `recovered` or `suppressed` (README "Is anything missing?").
     pub outcome: String,
     /// The refusal's code, or a rejected event's first problem code; empty for `accepted`,
-    /// `duplicate` and `recovered`.
+    /// `duplicate`, `recovered` and `suppressed`.
     pub code: String,
     /// Events with this outcome (for refused and rate-limited requests, the events they held,
     /// when known).

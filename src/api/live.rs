@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::params::{codes, Params};
 use super::{read, ApiError, AppState};
 use crate::auth::Principal;
-use crate::live::{Received, Subscription, Tapped};
+use crate::live::{Received, Subscription, SuppressedEvent, Tapped};
 
 /// One message of the live stream, tagged by `outcome`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -42,6 +42,15 @@ pub enum LiveMessage {
     /// An event that was rejected, or a request refused as a whole (`item_index` null, the
     /// body in `raw`): its `errors` row, with every problem at its field.
     Rejected { rejection: Rejection },
+    /// An event of a user or session erased with `suppress`: answered 202 like an accepted
+    /// one (the client must not retry it) and never stored. Its payload is not shown: it is
+    /// what the erasure removed.
+    Suppressed {
+        request_id: Uuid,
+        /// The erasure whose suppression refused it (`GET /api/erasures/{id}`).
+        erasure_id: Uuid,
+        event: SuppressedEvent,
+    },
     /// The stream fell further behind than `live.buffer_events` (the client read too slowly):
     /// this many outcomes were skipped; the stream goes on with the next ones.
     Skipped { skipped: u64 },
@@ -62,10 +71,12 @@ fn live_message_example() -> serde_json::Value {
 pub enum LiveOutcome {
     Accepted,
     Rejected,
+    Suppressed,
 }
 
 /// Filters of `GET /api/events/live`; every one given must match (exact match). A rejection
-/// matches `category`, `name` or `session_id` only if its event had that field readable.
+/// matches `category`, `name`, `session_id` or `user_id` only if its event had that field
+/// readable.
 #[derive(Debug, Default, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LiveParams {
@@ -82,14 +93,23 @@ pub struct LiveParams {
     /// Only events of this session.
     #[param(min_length = 1)]
     pub session_id: Option<String>,
-    /// Only accepted, or only rejected, outcomes.
+    /// Only events about this user (`user_id`).
+    #[param(min_length = 1)]
+    pub user_id: Option<String>,
+    /// Only accepted, only rejected, or only suppressed outcomes.
     #[param(inline)]
     pub outcome: Option<LiveOutcome>,
 }
 
 impl LiveParams {
-    pub const NAMES: &'static [&'static str] =
-        &["application", "category", "name", "session_id", "outcome"];
+    pub const NAMES: &'static [&'static str] = &[
+        "application",
+        "category",
+        "name",
+        "session_id",
+        "user_id",
+        "outcome",
+    ];
 
     fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let mut params = Params::parse(raw);
@@ -98,17 +118,19 @@ impl LiveParams {
             category: params.text("category"),
             name: params.text("name"),
             session_id: params.text("session_id"),
+            user_id: params.text("user_id"),
             outcome: None,
         };
         live.outcome = match params.text("outcome").as_deref() {
             None => None,
             Some("accepted") => Some(LiveOutcome::Accepted),
             Some("rejected") => Some(LiveOutcome::Rejected),
+            Some("suppressed") => Some(LiveOutcome::Suppressed),
             Some(_) => {
                 params.problem(
                     "outcome",
                     codes::INVALID_PARAMETER,
-                    "`outcome` must be `accepted` or `rejected`",
+                    "`outcome` must be `accepted`, `rejected` or `suppressed`",
                 );
                 None
             }
@@ -132,20 +154,38 @@ impl LiveParams {
         {
             return false;
         }
-        match tapped {
-            Tapped::Accepted { row, .. } => {
-                self.outcome != Some(LiveOutcome::Rejected)
-                    && field(&self.category, Some(&row.category))
-                    && field(&self.name, Some(&row.name))
-                    && field(&self.session_id, Some(&row.session_id))
-            }
-            Tapped::Rejected(row) => {
-                self.outcome != Some(LiveOutcome::Accepted)
-                    && field(&self.category, row.category.as_deref())
-                    && field(&self.name, row.name.as_deref())
-                    && field(&self.session_id, row.session_id.as_deref())
-            }
+        // An empty `user_id` in a row means the event named none.
+        fn user(user_id: &str) -> Option<&str> {
+            Some(user_id).filter(|user_id| !user_id.is_empty())
         }
+        let (outcome, category, name, session_id, user_id) = match tapped {
+            Tapped::Accepted { row, .. } => (
+                LiveOutcome::Accepted,
+                Some(row.category.as_str()),
+                Some(row.name.as_str()),
+                Some(row.session_id.as_str()),
+                user(&row.user_id),
+            ),
+            Tapped::Rejected(row) => (
+                LiveOutcome::Rejected,
+                row.category.as_deref(),
+                row.name.as_deref(),
+                row.session_id.as_deref(),
+                row.user_id.as_deref(),
+            ),
+            Tapped::Suppressed { row, .. } => (
+                LiveOutcome::Suppressed,
+                Some(row.category.as_str()),
+                Some(row.name.as_str()),
+                Some(row.session_id.as_str()),
+                user(&row.user_id),
+            ),
+        };
+        self.outcome.is_none_or(|wanted| wanted == outcome)
+            && field(&self.category, category)
+            && field(&self.name, name)
+            && field(&self.session_id, session_id)
+            && field(&self.user_id, user_id)
     }
 }
 
@@ -251,6 +291,15 @@ fn message(tapped: &Tapped) -> LiveMessage {
         },
         Tapped::Rejected(row) => LiveMessage::Rejected {
             rejection: read::rejection(row.clone()),
+        },
+        Tapped::Suppressed {
+            request_id,
+            erasure_id,
+            row,
+        } => LiveMessage::Suppressed {
+            request_id: *request_id,
+            erasure_id: *erasure_id,
+            event: row.clone(),
         },
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backtest;
 pub mod cursor;
 pub mod docs;
 mod edge;
@@ -105,6 +106,7 @@ pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
     let administration = OpenApiRouter::new()
         .routes(routes!(admin::reload_schemas))
         .routes(routes!(recover::replay_errors))
+        .routes(routes!(backtest::backtest_schema))
         .routes(routes!(admin::list_applications, admin::create_application))
         .routes(routes!(admin::update_application))
         .routes(routes!(admin::list_keys, admin::create_key))

@@ -373,6 +373,15 @@ pub struct EventFilterParams {
     /// Events received before this RFC 3339 time (exclusive); later than `received_from`
     /// when both are given (`400 invalid_parameters` otherwise).
     pub received_to: Option<DateTime<Utc>>,
+    /// Events whose `client_timestamp` (the time exactly as the client sent it, before any
+    /// clock-skew correction) is at or after this RFC 3339 time (inclusive). With
+    /// `session_id`, the bound to use for a stretch of one session: the table is sorted by
+    /// session and then by this time, so only that stretch is read (`from`/`to` filter the
+    /// corrected `timestamp`, which is not in the sort key).
+    pub client_from: Option<DateTime<Utc>>,
+    /// Events whose `client_timestamp` is before this RFC 3339 time (exclusive); later than
+    /// `client_from` when both are given (`400 invalid_parameters` otherwise).
+    pub client_to: Option<DateTime<Utc>>,
 }
 
 impl EventFilterParams {
@@ -386,6 +395,8 @@ impl EventFilterParams {
         "to",
         "received_from",
         "received_to",
+        "client_from",
+        "client_to",
     ];
 
     pub fn take(params: &mut Params) -> Self {
@@ -399,8 +410,17 @@ impl EventFilterParams {
             to: params.time("to"),
             received_from: params.time("received_from"),
             received_to: params.time("received_to"),
+            client_from: params.time("client_from"),
+            client_to: params.time("client_to"),
         };
         check_range(params, "from", filter.from, "to", filter.to);
+        check_range(
+            params,
+            "client_from",
+            filter.client_from,
+            "client_to",
+            filter.client_to,
+        );
         check_range(
             params,
             "received_from",

@@ -158,6 +158,8 @@ pub fn parse_event_listing(
                 to: given.to,
                 received_from: given.received_from,
                 received_to: given.received_to,
+                client_from: given.client_from,
+                client_to: given.client_to,
             };
             (Listing::Events, filter)
         }

@@ -288,9 +288,10 @@ pub async fn update_application(
     application.updated_at = Utc::now();
     store.put_application(&application).await?;
     if retention_changed {
-        let (events_days, errors_days) = defaults.days_for(application.retention_days);
+        let resolved =
+            crate::store::rows::RowRetention::resolve(defaults, application.retention_days);
         store
-            .apply_retention_days(id, events_days, errors_days)
+            .apply_retention_days(id, resolved.events_days, resolved.errors_days)
             .await?;
     }
     Ok(application)

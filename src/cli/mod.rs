@@ -42,6 +42,14 @@ enum Command {
         /// Do not apply migrations at start; /readyz reports a stale schema.
         #[arg(long)]
         no_migrate: bool,
+        /// A throwaway instance for an application's test suite: an empty development
+        /// ClickHouse in a temporary directory removed at exit, no spool, batches flushed
+        /// every 50 ms (README, "Micro mode").
+        #[arg(long)]
+        micro: bool,
+        /// With --micro: where to write the demo application's keys (`export` lines).
+        #[arg(long, requires = "micro")]
+        keys_file: Option<PathBuf>,
     },
     /// Apply pending ClickHouse migrations and exit.
     Migrate,
@@ -87,15 +95,46 @@ pub async fn run() -> ExitCode {
     };
     the_eye::telemetry::init(&config.server);
     let result = match cli.command {
-        Command::Serve { no_migrate } => {
+        Command::Serve {
+            no_migrate,
+            micro,
+            keys_file,
+        } => {
             if no_migrate {
                 config.clickhouse.migrate_on_start = false;
             }
-            serve::serve(config).await
+            // Kept until `serve` returns (its ClickHouse stopped), then removed.
+            let micro = match micro
+                .then(|| the_eye::micro::MicroMode::prepare(&mut config, keys_file))
+                .transpose()
+            {
+                Ok(micro) => micro,
+                Err(error) => {
+                    eprintln!("the-eye: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let served = serve::serve(config).await;
+            drop(micro);
+            served
         }
         Command::Migrate => serve::migrate(config).await,
         Command::Apps(command) => apps::run(config, command).await,
         Command::Keys(command) => keys::run(config, command).await,
+        Command::Schemas(schemas::SchemasCommand::Backtest(args)) => {
+            let url = format!("http://{}", loopback(config.server.listen_addr));
+            return match the_eye::backtest::cli::run(args, &url).await {
+                Ok(answer) => {
+                    println!("{answer:#}");
+                    eprintln!("{}", the_eye::backtest::cli::summary(&answer));
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("schemas backtest: {message}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Schemas(command) => schemas::run(config, command).await,
         Command::Sessions(command) => sessions::run(config, command).await,
         Command::Errors(command) => return errors::run(&config, command).await,

@@ -39,6 +39,10 @@ pub(super) enum SchemasCommand {
         #[arg(long)]
         into: Option<PathBuf>,
     },
+    /// What a candidate schema for one event type would have done to a window of traffic:
+    /// the accepted events it would reject, the rejections it would accept (and a replay
+    /// recover). Asks the running service with an admin key from THE_EYE_API_KEY.
+    Backtest(the_eye::backtest::cli::BacktestArgs),
 }
 
 pub(super) async fn run(config: Config, command: SchemasCommand) -> Result<(), Error> {
@@ -51,7 +55,11 @@ pub(super) async fn run(config: Config, command: SchemasCommand) -> Result<(), E
         limit,
         required_share,
         into,
-    } = command;
+    } = command
+    else {
+        // `cli::run` runs `schemas backtest` itself.
+        return Err(AdminError::Invalid("`schemas backtest` is run by main".to_owned()).into());
+    };
     if !(required_share > 0.0 && required_share <= 1.0) {
         return Err(AdminError::Invalid(format!(
             "--required-share must be greater than 0 and at most 1, not {required_share}"

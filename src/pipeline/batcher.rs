@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use uuid::Uuid;
 
+use super::backoff::Backoff;
 use super::spool::{Lane, Spool};
 use super::{Parcel, PipelineRow};
 use crate::config::PipelineConfig;
@@ -285,7 +285,7 @@ impl<S: Inserter> Writer<S> {
     /// differently and stored twice.
     async fn seal(&self, first: u64, last: u64) {
         let Some(spool) = &self.spool else { return };
-        let mut backoff = Backoff::new(&self.settings);
+        let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
         while let Err(error) = spool.seal(self.lane, first, last).await {
             tracing::error!(table = self.table, %error, "cannot seal a batch in the spool; retrying");
             backoff.wait().await;
@@ -306,7 +306,7 @@ impl<S: Inserter> Writer<S> {
         token: &str,
     ) -> Result<(), StoreError> {
         let metrics = &self.metrics;
-        let mut backoff = Backoff::new(&self.settings);
+        let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
         let mut blocked = Blocked::new(table, metrics);
         let mut attempt = 0u32;
         loop {
@@ -337,29 +337,6 @@ impl<S: Inserter> Writer<S> {
             metrics.insert_retries.with_label_values(&[table]).inc();
             backoff.wait().await;
         }
-    }
-}
-
-/// Exponential backoff with jitter between `pipeline.retry_initial_ms` and
-/// `pipeline.retry_max_ms`: the one retry schedule of the batchers.
-struct Backoff {
-    delay: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(settings: &Settings) -> Self {
-        Self {
-            delay: settings.retry_initial,
-            max: settings.retry_max,
-        }
-    }
-
-    /// Sleeps between half and all of the current delay (so that instances retrying after
-    /// one outage spread out), then doubles it up to the cap.
-    async fn wait(&mut self) {
-        tokio::time::sleep(jittered(self.delay)).await;
-        self.delay = (self.delay * 2).min(self.max);
     }
 }
 
@@ -502,12 +479,6 @@ fn fault_point_after_insert(table: &str) {
     }
     #[cfg(not(debug_assertions))]
     let _ = table;
-}
-
-/// Between half and all of `delay`, so that instances retrying after one outage spread out.
-fn jittered(delay: Duration) -> Duration {
-    let factor = rand::rng().random_range(0.5..=1.0);
-    delay.mul_f64(factor)
 }
 
 #[cfg(test)]

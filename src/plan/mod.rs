@@ -404,8 +404,10 @@ pub struct InferredSchema {
     /// Only events of this application, if one was named (or the key is bound to one).
     pub application: Option<String>,
     /// Events whose `timestamp` is at or after this time, if given.
+    #[serde(with = "the_eye_types::micros::option")]
     pub from: Option<DateTime<Utc>>,
     /// Events whose `timestamp` is before this time, if given.
+    #[serde(with = "the_eye_types::micros::option")]
     pub to: Option<DateTime<Utc>>,
     /// Events the schema was drawn from: the newest of `events_matching`, at most `limit`.
     pub events_sampled: u64,
@@ -583,12 +585,14 @@ pub async fn infer(
 
 /// Drift of the event types that have a schema, over a period.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-#[schema(example = json!({"application": "web-shop", "from": "2026-11-23T00:00:00Z", "to": "2026-11-30T00:00:00Z", "types": [example_type_drift()]}))]
+#[schema(example = json!({"application": "web-shop", "from": "2026-11-23T00:00:00.000000Z", "to": "2026-11-30T00:00:00.000000Z", "types": [example_type_drift()]}))]
 pub struct DriftReport {
     pub application: Option<String>,
     /// Start of the period (inclusive).
+    #[serde(with = "the_eye_types::micros")]
     pub from: DateTime<Utc>,
     /// End of the period (exclusive).
+    #[serde(with = "the_eye_types::micros")]
     pub to: DateTime<Utc>,
     /// Every event type with a schema in force, sorted by category and name.
     pub types: Vec<TypeDrift>,

@@ -7,6 +7,7 @@
 //! by the pipeline's batchers.
 
 pub mod apps;
+pub mod backtest;
 pub mod fixture;
 pub mod instances;
 pub mod migrations;
@@ -23,7 +24,7 @@ use clickhouse::{Client, Compression};
 
 pub use read::{After, ErrorFilter, EventFilter, Order, PageSpec, ReadQuery};
 pub use rows::RecoveryRow;
-pub use rows::{ErrorRow, EventRow};
+pub use rows::{ErrorRow, EventRow, RowRetention};
 
 use crate::config::ClickHouseConfig;
 

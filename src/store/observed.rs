@@ -26,7 +26,9 @@ pub struct SampleSpec {
     pub limit: u32,
 }
 
-fn sample_conditions(select: &str, spec: &SampleSpec) -> Conditions {
+/// `select` with the conditions of `spec`'s type, application and `timestamp` range (also the
+/// window of a schema backtest, `store::backtest`).
+pub(super) fn sample_conditions(select: &str, spec: &SampleSpec) -> Conditions {
     let mut conditions = Conditions::new(select);
     conditions.and(
         "category = {}",

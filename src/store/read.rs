@@ -81,6 +81,12 @@ pub struct EventFilter {
     /// On `received_at`.
     pub received_from: Option<DateTime<Utc>>,
     pub received_to: Option<DateTime<Utc>>,
+    /// On `client_timestamp`, the time exactly as the client sent it: with `session_id`, the
+    /// sort key's second column, so a time-bounded read of one session reads only the
+    /// granules of that stretch of it (`timestamp`, corrected for each delivery's skew, is
+    /// not in the key and cannot prune).
+    pub client_from: Option<DateTime<Utc>>,
+    pub client_to: Option<DateTime<Utc>>,
 }
 
 impl EventFilter {
@@ -361,6 +367,8 @@ pub fn events_query(filter: &EventFilter, page: &PageSpec) -> ReadQuery {
     conditions.and_time("timestamp < {}", "to", &filter.to);
     conditions.and_time("received_at >= {}", "received_from", &filter.received_from);
     conditions.and_time("received_at < {}", "received_to", &filter.received_to);
+    conditions.and_time("client_timestamp >= {}", "client_from", &filter.client_from);
+    conditions.and_time("client_timestamp < {}", "client_to", &filter.client_to);
     conditions.page(
         filter.order_column(),
         "event_id",
@@ -402,7 +410,9 @@ pub fn replay_query(filter: &ErrorFilter, page: &PageSpec) -> ReadQuery {
     error_conditions(&select, filter).page("received_at", "error_id", page, None)
 }
 
-fn error_conditions(select: &str, filter: &ErrorFilter) -> Conditions {
+/// `select` with the conditions of `filter` (also the window of a schema backtest,
+/// `store::backtest`).
+pub(super) fn error_conditions(select: &str, filter: &ErrorFilter) -> Conditions {
     let mut conditions = Conditions::new(select);
     conditions.and_text("application = {}", "application", &filter.application);
     // `has` on `problem_code` lets the bloom filter index skip granules; `arrayExists`
@@ -665,6 +675,8 @@ mod tests {
             to: Some(time("2025-01-02T00:00:00Z")),
             received_from: Some(time("2025-01-01T00:00:00Z")),
             received_to: Some(time("2025-01-03T00:00:00Z")),
+            client_from: Some(time("2025-01-01T00:00:00Z")),
+            client_to: Some(time("2025-01-02T00:00:00Z")),
         };
         let after = After {
             at: time("2025-01-01T12:00:00.000001Z"),
@@ -686,7 +698,8 @@ mod tests {
                  AND user_id = {{user_id:String}} AND category = {{category:String}} AND name = {{name:String}} \
                  AND application = {{application:String}} AND timestamp >= {{from:{t}}} \
                  AND timestamp < {{to:{t}}} AND received_at >= {{received_from:{t}}} \
-                 AND received_at < {{received_to:{t}}} AND client_timestamp <= {{after_at:{t}}} \
+                 AND received_at < {{received_to:{t}}} AND client_timestamp >= {{client_from:{t}}} \
+                 AND client_timestamp < {{client_to:{t}}} AND client_timestamp <= {{after_at:{t}}} \
                  AND (client_timestamp < {{after_at:{t}}} OR event_id < {{after_id:UUID}}) \
                  ORDER BY client_timestamp DESC, event_id DESC LIMIT 1 BY application, event_id \
                  LIMIT {{limit:UInt32}}"
@@ -707,6 +720,8 @@ mod tests {
                 "to",
                 "received_from",
                 "received_to",
+                "client_from",
+                "client_to",
                 "after_at",
                 "after_id",
                 "limit"

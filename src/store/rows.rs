@@ -88,3 +88,28 @@ pub struct RecoveryRow {
     #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
     pub recovered_at: DateTime<Utc>,
 }
+
+/// Days the rows of one request are kept (0: for ever), stamped on each row at insert
+/// (`retention_days`) and applied again to an application's stored rows when its retention
+/// changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowRetention {
+    pub events_days: u16,
+    pub errors_days: u16,
+}
+
+impl RowRetention {
+    /// The application's override (`retention_days`, 0 for none) or the defaults.
+    pub fn resolve(defaults: &crate::config::RetentionConfig, application_days: u16) -> Self {
+        if application_days > 0 {
+            return Self {
+                events_days: application_days,
+                errors_days: application_days,
+            };
+        }
+        Self {
+            events_days: defaults.events_days,
+            errors_days: defaults.errors_days,
+        }
+    }
+}

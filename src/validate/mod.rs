@@ -501,6 +501,29 @@ fn parse_time(field: &str, text: &str, findings: &mut Findings) -> Option<DateTi
     }
 }
 
+/// The problems [`validate_event`] finds in the `data` of an event of type (`category`,
+/// `name`) — its size and depth, then its type's schema in `schemas` — by the very checks it
+/// runs, in the same order and with the same codes and paths. For asking what another schema
+/// would make of an event already accepted (`crate::backtest`): its envelope passed, and only
+/// its `data` meets the schema. At most [`MAX_PROBLEMS_PER_EVENT`] are kept.
+pub fn data_problems(
+    category: &str,
+    name: &str,
+    data: &Value,
+    rules: &Rules,
+    schemas: &SchemaSet,
+) -> Vec<Problem> {
+    let mut findings = Findings {
+        index: None,
+        problems: Vec::new(),
+        omitted: 0,
+    };
+    if check_data(Some(data), rules, &mut findings).is_some() {
+        check_payload(category, name, data, rules, schemas, &mut findings);
+    }
+    findings.problems
+}
+
 /// Checks `data` against its type's schema, or applies the policy for types without one.
 fn check_payload(
     category: &str,

@@ -77,25 +77,10 @@ impl SchemaSet {
         for entry in index.types {
             let file = confined(dir, &index_path, &entry.schema)?;
             let document: Value = read_json(&file)?;
-            let validator = jsonschema::draft202012::options()
-                .should_validate_formats(true)
-                // `pattern` and `patternProperties` run on the `regex` crate: matching is
-                // linear in the value, so no pattern can make one value cost seconds on an
-                // async worker (issue 28: `^(a*)*\1b$` cost ~53 ms per value on the default
-                // backtracking engine). What needs backtracking — backreferences, look-around
-                // — is refused at load with the reason. The compiled size is bounded so that
-                // the per-byte cost of a match is bounded too; with `ingest.max_body_bytes`
-                // that bounds the validation of one request.
-                .with_pattern_options(
-                    jsonschema::PatternOptions::regex()
-                        .size_limit(MAX_PATTERN_BYTES)
-                        .dfa_size_limit(MAX_PATTERN_BYTES),
-                )
-                .build(&document)
-                .map_err(|error| SchemaError {
-                    file: file.display().to_string(),
-                    message: format!("not a valid draft 2020-12 schema: {error}"),
-                })?;
+            let validator = compile(&document).map_err(|message| SchemaError {
+                file: file.display().to_string(),
+                message,
+            })?;
             let key = (entry.category.clone(), entry.name.clone());
             if by_type.contains_key(&key) {
                 return Err(SchemaError {
@@ -138,6 +123,48 @@ impl SchemaSet {
 
     pub fn is_empty(&self) -> bool {
         self.by_type.is_empty()
+    }
+}
+
+/// Compiles one payload schema document exactly as [`SchemaSet::load`] does; the error says
+/// why it is not a valid draft 2020-12 schema (or uses a pattern this service refuses).
+fn compile(document: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        // `pattern` and `patternProperties` run on the `regex` crate: matching is
+        // linear in the value, so no pattern can make one value cost seconds on an
+        // async worker (issue 28: `^(a*)*\1b$` cost ~53 ms per value on the default
+        // backtracking engine). What needs backtracking — backreferences, look-around
+        // — is refused at load with the reason. The compiled size is bounded so that
+        // the per-byte cost of a match is bounded too; with `ingest.max_body_bytes`
+        // that bounds the validation of one request.
+        .with_pattern_options(
+            jsonschema::PatternOptions::regex()
+                .size_limit(MAX_PATTERN_BYTES)
+                .dfa_size_limit(MAX_PATTERN_BYTES),
+        )
+        .build(document)
+        .map_err(|error| format!("not a valid draft 2020-12 schema: {error}"))
+}
+
+impl SchemaSet {
+    /// A set of one event type whose schema is `document`, compiled as [`SchemaSet::load`]
+    /// compiles a file: for trying a candidate schema on stored events (`crate::backtest`)
+    /// with the very validator ingest would run. The error's `file` is `candidate`.
+    pub fn single(category: &str, name: &str, document: Value) -> Result<Self, SchemaError> {
+        let validator = compile(&document).map_err(|message| SchemaError {
+            file: "candidate".to_owned(),
+            message,
+        })?;
+        let schema = EventSchema {
+            category: category.to_owned(),
+            name: name.to_owned(),
+            document,
+            validator,
+        };
+        let mut by_type = HashMap::new();
+        by_type.insert((category.to_owned(), name.to_owned()), schema);
+        Ok(Self { by_type })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The alert rules in `prometheus/alerts.yml`, beyond what `promtool` checks
 //! (`prometheus/check.sh` runs `promtool check rules` and the unit tests):
 //! - every alert the issue asks for exists, with a summary, a description and a runbook link
-//!   to its own section of the README's Runbook;
+//!   to its own section of the Runbook (`docs/on-call.md`);
 //! - `prometheus/alerts.test.yml` has, for every alert, a case where it fires and one where it
 //!   must not;
 //! - every expression names only metrics that The Eye's `/metrics` exports after traffic.
@@ -10,6 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::TestApp;
 use crate::dashboards::{assert_exported, promql, repository};
+
+/// The document holding the Runbook, relative to the repository, as every alert's
+/// `runbook_url` names it.
+const RUNBOOK: &str = "docs/on-call.md";
 
 fn yaml(path: &str) -> serde_yaml::Value {
     let text = std::fs::read_to_string(repository().join(path)).unwrap();
@@ -51,11 +55,11 @@ fn every_alert_has_annotations_and_a_runbook_section() {
             "{required} is missing from alerts.yml"
         );
     }
-    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
-    let runbook = readme
+    let on_call = std::fs::read_to_string(repository().join(RUNBOOK)).unwrap();
+    let runbook = on_call
         .split("\n## Runbook\n")
         .nth(1)
-        .expect("README.md has a `## Runbook` section");
+        .unwrap_or_else(|| panic!("{RUNBOOK} has a `## Runbook` section"));
     let runbook = runbook.split("\n## ").next().unwrap();
     let sections: BTreeSet<&str> = runbook
         .lines()
@@ -79,12 +83,12 @@ fn every_alert_has_annotations_and_a_runbook_section() {
         );
         assert_eq!(
             annotations["runbook_url"].as_str().unwrap(),
-            format!("README.md#{}", alert.to_lowercase()),
-            "{alert}: the runbook link must point at its README section"
+            format!("{RUNBOOK}#{}", alert.to_lowercase()),
+            "{alert}: the runbook link must point at its section of {RUNBOOK}"
         );
         assert!(
             sections.contains(alert.as_str()),
-            "README's Runbook has no `### {alert}`"
+            "{RUNBOOK}'s Runbook has no `### {alert}`"
         );
         let section = runbook.split(&format!("### {alert}\n")).nth(1).unwrap();
         let section = section.split("\n### ").next().unwrap();

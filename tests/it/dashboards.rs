@@ -3,7 +3,10 @@
 //! - every dashboard parses and every target names a datasource provisioned in
 //!   `grafana/provisioning/datasources/` by its fixed uid; ClickHouse targets are raw SQL
 //!   (`editorType: "sql"`) for plugin 4.x with a format that matches their query type;
-//! - every ClickHouse query (panels and variables), with the dashboard variables substituted
+//! - the Events and Sessions dashboards annotate the minutes with refused or rejected events,
+//!   from the completeness ledger (`ingest_ledger`, issue 31), and every annotation query is
+//!   checked as a panel's target is;
+//! - every ClickHouse query (panels, variables and annotations), with the dashboard variables substituted
 //!   as Grafana's frontend does ([`variables`]) and the plugin's macros expanded as its
 //!   backend does ([`macros`]), runs on a database that The Eye's own ingest pipeline seeded
 //!   over HTTP, returns rows, and returns the columns its panel refers to;
@@ -73,6 +76,44 @@ pub fn variables(dashboard: &Value) -> Vec<&Value> {
         .as_array()
         .map(|list| list.iter().collect())
         .unwrap_or_default()
+}
+
+/// The dashboard's annotation queries, without Grafana's built-in one (`builtIn: 1`).
+pub fn annotations(dashboard: &Value) -> Vec<&Value> {
+    dashboard["annotations"]["list"]
+        .as_array()
+        .map(|list| list.iter().filter(|item| item["builtIn"] != 1).collect())
+        .unwrap_or_default()
+}
+
+/// What every ClickHouse query of a dashboard must be: raw SQL for plugin 4.x, a format that
+/// matches its query type, a `SELECT`.
+fn check_clickhouse_target(context: &str, target: &Value) {
+    assert_eq!(target["editorType"], "sql", "{context}");
+    let version = target["pluginVersion"].as_str().unwrap_or("");
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<u32>().ok());
+    assert_eq!(
+        major,
+        Some(4),
+        "{context}: pluginVersion `{version}` is not 4.x"
+    );
+    assert_eq!(version.split('.').count(), 3, "{context}: {version}");
+    let (query_type, format) = (target["queryType"].as_str(), target["format"].as_u64());
+    assert!(
+        matches!(
+            (query_type, format),
+            (Some("timeseries"), Some(0)) | (Some("table"), Some(1))
+        ),
+        "{context}: queryType {query_type:?} with format {format:?}"
+    );
+    let sql = target["rawSql"].as_str().unwrap_or("");
+    assert!(
+        sql.trim_start().to_uppercase().starts_with("SELECT"),
+        "{context}"
+    );
 }
 
 /// Provisioned datasources: type → uids.
@@ -185,32 +226,7 @@ fn dashboards_parse_and_target_the_provisioned_datasources() {
                 match target["datasource"]["type"].as_str() {
                     Some(CLICKHOUSE) => {
                         clickhouse_targets += 1;
-                        assert_eq!(target["editorType"], "sql", "{context}");
-                        let version = target["pluginVersion"].as_str().unwrap_or("");
-                        let major = version
-                            .split('.')
-                            .next()
-                            .and_then(|major| major.parse::<u32>().ok());
-                        assert_eq!(
-                            major,
-                            Some(4),
-                            "{context}: pluginVersion `{version}` is not 4.x"
-                        );
-                        assert_eq!(version.split('.').count(), 3, "{context}: {version}");
-                        let (query_type, format) =
-                            (target["queryType"].as_str(), target["format"].as_u64());
-                        assert!(
-                            matches!(
-                                (query_type, format),
-                                (Some("timeseries"), Some(0)) | (Some("table"), Some(1))
-                            ),
-                            "{context}: queryType {query_type:?} with format {format:?}"
-                        );
-                        let sql = target["rawSql"].as_str().unwrap_or("");
-                        assert!(
-                            sql.trim_start().to_uppercase().starts_with("SELECT"),
-                            "{context}"
-                        );
+                        check_clickhouse_target(&context, target);
                     }
                     Some(PROMETHEUS) => {
                         prometheus_targets += 1;
@@ -222,6 +238,39 @@ fn dashboards_parse_and_target_the_provisioned_datasources() {
                     other => panic!("{context}: datasource type {other:?}"),
                 }
             }
+        }
+        let mut ledger_annotations = 0;
+        for annotation in annotations(dashboard) {
+            let name = &annotation["name"];
+            let context = format!("{file}: annotation {name}");
+            assert!(
+                name.as_str().is_some_and(|name| !name.is_empty()),
+                "{context}: no name"
+            );
+            assert_eq!(annotation["enable"], true, "{context}: not enabled");
+            let target = &annotation["target"];
+            assert_eq!(
+                annotation["datasource"], target["datasource"],
+                "{context}: the annotation and its query name different datasources"
+            );
+            assert_eq!(
+                target["datasource"]["type"], CLICKHOUSE,
+                "{context}: only ClickHouse annotations are tested"
+            );
+            check_clickhouse_target(&context, target);
+            if target["rawSql"]
+                .as_str()
+                .is_some_and(|sql| sql.contains("FROM ingest_ledger"))
+            {
+                ledger_annotations += 1;
+            }
+            datasources.push((format!("annotation {name}"), &annotation["datasource"]));
+        }
+        if matches!(file.as_str(), "events.json" | "sessions.json") {
+            assert_eq!(
+                ledger_annotations, 1,
+                "{file}: one annotation of the minutes with refusals, from ingest_ledger"
+            );
         }
         for (what, datasource) in datasources {
             let kind = datasource["type"]
@@ -430,6 +479,37 @@ fn check_columns(context: &str, panel: &Value, target: &Value, answer: &Answer) 
     }
 }
 
+/// A panel and one of its targets.
+type PanelTarget<'a> = (&'a Value, &'a Value);
+
+/// Checks that an annotation query's `answer` has what Grafana places and shows: a `time` and
+/// a `text` column; one from the ledger (`ingest_ledger`) names the seeded refusals, the
+/// malformed request and the rejected events by their first problem's code.
+fn check_annotation(context: &str, sql: &str, answer: &Answer) {
+    for (column, kind) in [("time", "DateTime"), ("text", "String")] {
+        assert!(
+            answer.columns.iter().any(|(name, found)| name == column
+                && found
+                    .trim_start_matches("LowCardinality(")
+                    .starts_with(kind)),
+            "{context}: an annotation needs a {kind} column `{column}`: {:?}",
+            answer.columns
+        );
+    }
+    if sql.contains("FROM ingest_ledger") {
+        let texts: Vec<&str> = answer
+            .rows
+            .iter()
+            .filter_map(|row| row["text"].as_str())
+            .collect();
+        let texts = texts.join(", ");
+        assert!(
+            texts.contains("refused malformed_json: 1 request") && texts.contains("rejected "),
+            "{context}: the seeded refusals are not in the annotations: {texts}"
+        );
+    }
+}
+
 /// Columns a panel names in its field overrides (`byName`) and its `organize` transformation.
 fn referenced_columns(panel: &Value) -> BTreeSet<String> {
     let mut columns = BTreeSet::new();
@@ -465,6 +545,7 @@ async fn every_clickhouse_query_runs_on_seeded_data_and_returns_the_columns_its_
         interval: Duration::from_secs(60),
     };
     let mut queries_run = 0;
+    let mut annotations_run = 0;
     for (file, dashboard) in dashboards() {
         // Variables first, in order, as Grafana resolves them: each starts at All when it
         // offers All, else at its first value; a concrete selection is tried as well.
@@ -503,31 +584,47 @@ async fn every_clickhouse_query_runs_on_seeded_data_and_returns_the_columns_its_
             );
             concrete.insert(name, vec![first]);
         }
+        // Every ClickHouse query: a panel's target (`Some`) or an annotation's (`None`).
+        let mut queries: Vec<(String, &str, Option<PanelTarget>)> = Vec::new();
         for panel in panels(&dashboard) {
             for target in panel["targets"].as_array().into_iter().flatten() {
-                if target["datasource"]["type"] != CLICKHOUSE {
-                    continue;
+                if target["datasource"]["type"] == CLICKHOUSE {
+                    let sql = target["rawSql"].as_str().unwrap();
+                    queries.push((panel["title"].to_string(), sql, Some((panel, target))));
                 }
-                let sql = target["rawSql"].as_str().unwrap();
-                let mut selections = vec![("default selection", &all)];
-                if concrete != all {
-                    selections.push(("one value per variable", &concrete));
-                }
-                for (selection, values) in selections {
-                    let context = format!("{file}: {} ({selection})", panel["title"]);
-                    let (expanded, answer) = run_as_grafana(&app, sql, values, &range)
-                        .await
-                        .unwrap_or_else(|error| panic!("{context}: {error}"));
-                    queries_run += 1;
-                    assert!(
-                        !expanded.contains("$__"),
-                        "{context}: unexpanded macro in\n{expanded}"
-                    );
-                    assert!(
-                        !answer.rows.is_empty(),
-                        "{context}: no row on the seeded data from\n{expanded}"
-                    );
-                    check_columns(&context, panel, target, &answer);
+            }
+        }
+        for annotation in annotations(&dashboard) {
+            let sql = annotation["target"]["rawSql"].as_str().unwrap_or("");
+            queries.push((format!("annotation {}", annotation["name"]), sql, None));
+        }
+        for (what, sql, panel_target) in queries {
+            let mut selections = vec![("default selection", &all)];
+            if concrete != all {
+                selections.push(("one value per variable", &concrete));
+            }
+            for (selection, values) in selections {
+                let context = format!("{file}: {what} ({selection})");
+                let (expanded, answer) = run_as_grafana(&app, sql, values, &range)
+                    .await
+                    .unwrap_or_else(|error| panic!("{context}: {error}"));
+                assert!(
+                    !expanded.contains("$__"),
+                    "{context}: unexpanded macro in\n{expanded}"
+                );
+                assert!(
+                    !answer.rows.is_empty(),
+                    "{context}: no row on the seeded data from\n{expanded}"
+                );
+                match panel_target {
+                    Some((panel, target)) => {
+                        queries_run += 1;
+                        check_columns(&context, panel, target, &answer);
+                    }
+                    None => {
+                        annotations_run += 1;
+                        check_annotation(&context, sql, &answer);
+                    }
                 }
             }
         }
@@ -535,6 +632,10 @@ async fn every_clickhouse_query_runs_on_seeded_data_and_returns_the_columns_its_
     assert!(
         queries_run >= 20,
         "only {queries_run} ClickHouse queries found"
+    );
+    assert!(
+        annotations_run >= 2,
+        "only {annotations_run} annotation queries found"
     );
 }
 

@@ -1,4 +1,5 @@
-//! The README against the code it describes, for the tables that drift when code changes:
+//! The documents against the code they describe, for the tables that drift when code changes
+//! (the README's reference parts live in `docs/`, by reader):
 //! - the settings table holds every field of `Config` (and nothing else);
 //! - the metrics table lists every `reason` the service emits on
 //!   `the_eye_rows_dropped_total` and `the_eye_unauthenticated_requests_total`, found by
@@ -12,17 +13,27 @@ use the_eye::Config;
 
 use crate::dashboards::repository;
 
-fn readme() -> String {
-    std::fs::read_to_string(repository().join("README.md")).unwrap()
+/// Where the settings table is (`## Configuration`).
+const OPERATORS: &str = "docs/operators.md";
+/// Where the metrics table is (`### Metrics`).
+const ON_CALL: &str = "docs/on-call.md";
+/// Where the Rust client's example is (`## Rust client`).
+const APPLICATIONS: &str = "docs/applications.md";
+
+/// The text of `path`, a document of the repository.
+fn document(path: &str) -> String {
+    std::fs::read_to_string(repository().join(path))
+        .unwrap_or_else(|error| panic!("{path}: {error}"))
 }
 
-/// The README's section starting at `heading` (a `## ` or `### ` line), up to the next
-/// heading of any level.
-fn section(readme: &str, heading: &str) -> String {
-    let start = readme
+/// The section of the document `path` starting at `heading` (a `## ` or `### ` line), up to
+/// the next heading of any level.
+fn section(path: &str, heading: &str) -> String {
+    let text = document(path);
+    let start = text
         .find(&format!("\n{heading}\n"))
-        .unwrap_or_else(|| panic!("README.md has no `{heading}`"));
-    let body = &readme[start + heading.len() + 2..];
+        .unwrap_or_else(|| panic!("{path} has no `{heading}`"));
+    let body = &text[start + heading.len() + 2..];
     let end = body.find("\n#").unwrap_or(body.len());
     body[..end].to_owned()
 }
@@ -44,7 +55,7 @@ fn settings() -> BTreeSet<String> {
 
 #[test]
 fn the_settings_table_lists_every_setting_and_only_those() {
-    let table = section(&readme(), "## Configuration");
+    let table = section(OPERATORS, "## Configuration");
     // Names in backquotes in the first column; a row may name two (`a` / `b`).
     let documented: BTreeSet<String> = table
         .lines()
@@ -64,16 +75,16 @@ fn the_settings_table_lists_every_setting_and_only_those() {
     let unknown: Vec<_> = documented.difference(&settings).collect();
     assert!(
         missing.is_empty(),
-        "settings missing from README.md's settings table: {missing:?}"
+        "settings missing from {OPERATORS}'s settings table: {missing:?}"
     );
     assert!(
         unknown.is_empty(),
-        "README.md's settings table names settings that do not exist: {unknown:?}"
+        "{OPERATORS}'s settings table names settings that do not exist: {unknown:?}"
     );
 }
 
 /// Every Rust file under `dir`, with its text.
-fn sources(dir: &Path) -> Vec<(String, String)> {
+pub fn sources(dir: &Path) -> Vec<(String, String)> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -118,14 +129,13 @@ fn label_values(text: &str, field: &str) -> Vec<Vec<Result<String, String>>> {
     calls
 }
 
-/// The README metrics table's row of `metric`.
+/// The metrics table's row of `metric`.
 fn metrics_row(metric: &str) -> String {
-    let readme = readme();
-    let table = section(&readme, "### Metrics");
+    let table = section(ON_CALL, "### Metrics");
     table
         .lines()
         .find(|line| line.starts_with(&format!("| `{metric}`")))
-        .unwrap_or_else(|| panic!("README.md's metrics table has no row for {metric}"))
+        .unwrap_or_else(|| panic!("{ON_CALL}'s metrics table has no row for {metric}"))
         .to_owned()
 }
 
@@ -168,7 +178,7 @@ fn the_metrics_table_lists_every_reason_the_service_emits() {
     for reason in &dropped {
         assert!(
             row.contains(&format!("`{reason}`")),
-            "README.md's row of the_eye_rows_dropped_total does not list `{reason}`: {row}"
+            "{ON_CALL}'s row of the_eye_rows_dropped_total does not list `{reason}`: {row}"
         );
         assert!(
             at_zero.contains(&format!("\"{reason}\"")),
@@ -205,19 +215,20 @@ fn the_metrics_table_lists_every_reason_the_service_emits() {
     for reason in &unauthenticated {
         assert!(
             row.contains(&format!("`{reason}`")),
-            "README.md's row of the_eye_unauthenticated_requests_total does not list `{reason}`: {row}"
+            "{ON_CALL}'s row of the_eye_unauthenticated_requests_total does not list `{reason}`: {row}"
         );
     }
 }
 
 #[test]
-fn the_readme_rust_example_is_the_one_ci_builds_and_runs() {
-    let readme = readme();
-    let shown = readme
-        .split("```rust\n")
+fn the_documented_rust_example_is_the_one_ci_builds_and_runs() {
+    let text = document(APPLICATIONS);
+    let shown = text
+        .split("\n## Rust client\n")
         .nth(1)
+        .and_then(|section| section.split("```rust\n").nth(1))
         .and_then(|rest| rest.split("```").next())
-        .expect("README.md shows a Rust example");
+        .unwrap_or_else(|| panic!("{APPLICATIONS} shows no Rust example"));
     let file = std::fs::read_to_string(repository().join("client/examples/readme.rs")).unwrap();
     let program: String = file
         .lines()
@@ -226,6 +237,6 @@ fn the_readme_rust_example_is_the_one_ci_builds_and_runs() {
         .collect();
     assert_eq!(
         shown, program,
-        "README.md's Rust example and client/examples/readme.rs differ"
+        "{APPLICATIONS}'s Rust example and client/examples/readme.rs differ"
     );
 }

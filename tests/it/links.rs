@@ -1,6 +1,7 @@
 //! Every relative link of the tracked Markdown files resolves: the file or directory it names
 //! exists, and its `#anchor`, if any, is a heading of the target (GitHub's slugs) or an
 //! explicit `id`/`name` there. Links to other sites are not fetched (tests run offline).
+//! The README is the front door: every document in `docs/` is linked from it.
 //! Also: no document or source gives an example code that the service never answers
 //! (issue 32: `schema_violation`).
 
@@ -176,6 +177,10 @@ fn every_relative_link_and_anchor_of_the_markdown_files_resolves() {
         files.iter().any(|file| file == Path::new("README.md")),
         "{files:?}"
     );
+    assert!(
+        files.iter().filter(|file| file.starts_with("docs")).count() >= 5,
+        "the documents of docs/ are not among the files checked: {files:?}"
+    );
     let mut broken = Vec::new();
     let mut checked = 0;
     for file in &files {
@@ -277,4 +282,30 @@ fn no_example_names_a_code_that_does_not_exist() {
         }
     }
     assert!(found.is_empty(), "`schema_violation` in {found:?}");
+}
+
+/// Every document in `docs/` is linked from the README, so that a reader who starts there can
+/// reach it (issue 32: the README is the index of the documentation).
+#[test]
+fn the_readme_links_every_document_of_docs() {
+    let root = repository();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let linked: BTreeSet<PathBuf> = prose(&readme)
+        .iter()
+        .flat_map(|(_, line)| link_targets(line))
+        .map(|target| PathBuf::from(target.split('#').next().unwrap_or("")))
+        .collect();
+    let documents: Vec<PathBuf> = tracked(".md")
+        .into_iter()
+        .filter(|file| file.parent() == Some(Path::new("docs")))
+        .collect();
+    assert!(!documents.is_empty(), "no document in docs/");
+    let unlinked: Vec<_> = documents
+        .iter()
+        .filter(|document| !linked.contains(*document))
+        .collect();
+    assert!(
+        unlinked.is_empty(),
+        "documents of docs/ that README.md does not link: {unlinked:?}"
+    );
 }

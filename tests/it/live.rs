@@ -1,7 +1,7 @@
 //! The live stream (`GET /api/events/live`, README "Watching events arrive") on a running
 //! service: what a subscriber sees of accepted and rejected events, who sees what, the cap on
 //! subscribers, and a subscriber that does not read, which must neither block nor slow ingest
-//! (its stream skips ahead and says so).
+//! (its stream skips ahead and says so); an erased user's events shown as suppressed.
 
 use std::time::Duration;
 
@@ -209,6 +209,80 @@ async fn streams_past_the_cap_are_refused_and_bad_filters_named() {
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["problems"][0]["field"], "outcome", "{body}");
+}
+
+/// An erased user's later events (an erasure with `suppress`): answered 202, shown on the
+/// stream as `suppressed` with the erasure's id and without their payload (also through the
+/// `user_id` and `outcome` filters), counted as `suppressed` in the ledger, not as accepted.
+#[tokio::test]
+async fn an_erased_users_events_are_shown_suppressed_and_counted_apart() {
+    let app = TestApp::start_with(|config| config.ledger.flush_interval_ms = 100).await;
+    let response = app
+        .http
+        .post(app.endpoint("/api/admin/erasures"))
+        .json(&json!({"selector": {"kind": "user", "user_id": "gone"}, "suppress": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let erasure: Value = response.json().await.unwrap();
+    let erasure_id = erasure["erasure_id"].as_str().unwrap().to_owned();
+
+    let mut gone = Stream::open(&app, &app.http, "?user_id=gone").await;
+    let mut suppressed = Stream::open(&app, &app.http, "?outcome=suppressed").await;
+    let mut staying = Stream::open(&app, &app.http, "?user_id=stays").await;
+    let mut erased = event("s-erased", "clicked");
+    erased["user_id"] = json!("gone");
+    erased["data"] = json!({"path": "/private"});
+    let mut kept = event("s-kept", "clicked");
+    kept["user_id"] = json!("stays");
+    let response = app.post_events(&json!([erased, kept])).await;
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    let erased_id = answer["results"][0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    for stream in [&mut gone, &mut suppressed] {
+        let message = stream.next().await;
+        assert_eq!(message["outcome"], "suppressed", "{message}");
+        assert_eq!(message["erasure_id"], erasure_id.as_str(), "{message}");
+        assert_eq!(
+            message["event"]["event_id"],
+            erased_id.as_str(),
+            "{message}"
+        );
+        assert_eq!(message["event"]["user_id"], "gone", "{message}");
+        assert_eq!(message["event"]["session_id"], "s-erased", "{message}");
+        assert!(message["event"].get("data").is_none(), "{message}");
+        assert!(!message.to_string().contains("/private"), "{message}");
+    }
+    let message = staying.next().await;
+    assert_eq!(message["outcome"], "accepted", "{message}");
+    assert_eq!(message["event"]["user_id"], "stays", "{message}");
+
+    // The ledger: one accepted, one suppressed, in the minute of the request.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, page) = app.get("/api/ledger").await;
+        let events = |outcome: &str| -> u64 {
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|item| item["outcome"] == outcome)
+                .map(|item| item["events"].as_u64().unwrap())
+                .sum()
+        };
+        if events("suppressed") == 1 {
+            assert_eq!(events("accepted"), 1, "{page}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// An idle stream gets heartbeats, and outlives `server.request_timeout_ms` (which bounds how

@@ -106,6 +106,7 @@ async fn the_document_lists_exactly_the_routes_served() {
         ("get", "/api/errors/{error_id}"),
         ("get", "/api/schemas/observed"),
         ("get", "/api/schemas/drift"),
+        ("post", "/api/schemas/backtest"),
         ("get", "/api/sessions"),
         ("get", "/api/sessions/{session_id}"),
         ("get", "/healthz"),

@@ -12,7 +12,7 @@ use crate::common::TestApp;
 use crate::schemas::copy_dir;
 
 /// Writes the pageview schema, with an extra `blob` property, requiring `title` or not.
-fn write_pageview_schema(dir: &Path, require_title: bool) {
+pub(crate) fn write_pageview_schema(dir: &Path, require_title: bool) {
     let file = dir.join("page-interaction/pageview.json");
     let mut schema: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     schema["properties"]["blob"] = json!({"type": "string"});
@@ -26,7 +26,7 @@ fn write_pageview_schema(dir: &Path, require_title: bool) {
 
 /// The Eye with a copy of the shipped schemas in which pageviews need a `title`: the schema
 /// "broken" by a tracker change (the copy's directory, kept while the test runs).
-async fn start_with_title_required() -> (tempfile::TempDir, TestApp) {
+pub(crate) async fn start_with_title_required() -> (tempfile::TempDir, TestApp) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas"),
@@ -44,7 +44,7 @@ async fn get_json(app: &TestApp, path: &str) -> Value {
     response.json().await.unwrap()
 }
 
-async fn reload(app: &TestApp) {
+pub(crate) async fn reload(app: &TestApp) {
     let response = app
         .org_http
         .post(app.endpoint("/api/admin/schemas/reload"))
@@ -54,7 +54,7 @@ async fn reload(app: &TestApp) {
     assert_eq!(response.status(), 200);
 }
 
-async fn replay(client: &reqwest::Client, app: &TestApp, body: Value) -> Value {
+pub(crate) async fn replay(client: &reqwest::Client, app: &TestApp, body: Value) -> Value {
     let response = client
         .post(app.endpoint("/api/admin/errors/replay"))
         .json(&body)
@@ -67,7 +67,7 @@ async fn replay(client: &reqwest::Client, app: &TestApp, body: Value) -> Value {
     answer
 }
 
-fn pageview(data: Value) -> Value {
+pub(crate) fn pageview(data: Value) -> Value {
     let at = Utc::now() - chrono::TimeDelta::hours(1);
     json!({
         "session_id": "s-recover",

@@ -7,10 +7,10 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use the_eye::store::migrations::MIGRATIONS;
-use the_eye::store::read::{events_query, EventFilter, Order, PageSpec};
+use the_eye::store::read::{events_query, EventFilter, Order, PageSpec, ReadQuery};
 use the_eye::store::{EventRow, Store};
 use uuid::Uuid;
 
@@ -531,11 +531,10 @@ async fn a_session_reads_in_time_order_with_no_sort_step() {
 /// Paging deep into a long session prunes by the key: the page's keyset condition is on
 /// `client_timestamp`, the key's column after `session_id`, so a page reads the granules from
 /// its cursor on, not the session's first ones (and, read in order, stops at its limit).
-#[tokio::test]
-async fn a_deep_page_of_a_long_session_reads_from_its_cursor() {
-    let app = TestApp::start().await;
-    let application = &app.application;
-    // 50,000 events of one session, a second apart: about 6 granules of 8,192 rows.
+/// 50,000 events of one session `s-long` of the test application, a second apart from
+/// 2024-05-01 00:00:00 (client time = time): about 6 granules of 8,192 rows, merged into one
+/// part.
+async fn long_session(app: &TestApp) {
     app.db
         .client()
         .query(
@@ -546,15 +545,41 @@ async fn a_deep_page_of_a_long_session_reads_from_its_cursor() {
              toDateTime64('2024-05-01 00:00:00', 6, 'UTC') + number, NULL, now64(6) \
              FROM numbers(50000)",
         )
-        .param("application", application)
+        .param("application", &app.application)
         .execute()
         .await
         .unwrap();
     optimize(&app.db).await;
+}
+
+/// `Granules: selected/all` of the primary key's analysis in `query`'s `EXPLAIN indexes = 1`,
+/// and the plan's text; asserts that the key's condition is on `client_timestamp`.
+async fn primary_key_granules(client: &clickhouse::Client, query: &ReadQuery) -> (u32, u32) {
+    let plan = query.explain(client).await.unwrap().join("\n");
+    let primary_key = plan.split("PrimaryKey").nth(1).unwrap_or_default();
+    assert!(primary_key.contains("client_timestamp in"), "{plan}");
+    primary_key
+        .split("Granules: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|fraction| fraction.split_once('/'))
+        .map(|(selected, all)| {
+            (
+                selected.parse::<u32>().unwrap(),
+                all.parse::<u32>().unwrap(),
+            )
+        })
+        .unwrap_or_else(|| panic!("{plan}"))
+}
+
+#[tokio::test]
+async fn a_deep_page_of_a_long_session_reads_from_its_cursor() {
+    let app = TestApp::start().await;
+    long_session(&app).await;
     let client = app.store.read_client();
     let filter = EventFilter {
         session_id: Some("s-long".to_owned()),
-        application: Some(application.clone()),
+        application: Some(app.application.clone()),
         ..EventFilter::default()
     };
     // The page after the 40,000th event.
@@ -573,22 +598,60 @@ async fn a_deep_page_of_a_long_session_reads_from_its_cursor() {
     assert_eq!(rows[0].client_timestamp, after.at);
     let read = query.rows_read(&client).await.unwrap();
     assert!(read <= 2 * 8192, "read {read} rows of the session's 50,000");
-    let plan = query.explain(&client).await.unwrap().join("\n");
-    // `Granules: selected/all` of the primary key's analysis: the cursor's granule and, where
-    // the search cannot exclude it, its neighbour.
-    let primary_key = plan.split("PrimaryKey").nth(1).unwrap_or_default();
-    let granules = primary_key
-        .split("Granules: ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|fraction| fraction.split_once('/'))
-        .map(|(selected, all)| {
-            (
-                selected.parse::<u32>().unwrap(),
-                all.parse::<u32>().unwrap(),
-            )
-        });
-    let (selected, all) = granules.unwrap_or_else(|| panic!("{plan}"));
-    assert!(primary_key.contains("client_timestamp in"), "{plan}");
-    assert!(selected <= 2 && all >= 6, "{selected}/{all}: {plan}");
+    // The cursor's granule and, where the search cannot exclude it, its neighbour.
+    let (selected, all) = primary_key_granules(&client, &query).await;
+    assert!(selected <= 2 && all >= 6, "{selected}/{all}");
+}
+
+/// A stretch of one session by the client's time (`client_from`/`client_to`): exactly the
+/// events in it, through the API, reading only that stretch's granules.
+#[tokio::test]
+async fn a_stretch_of_a_long_session_reads_only_its_granules() {
+    let app = TestApp::start().await;
+    long_session(&app).await;
+    let start = time("2024-05-01T00:00:00Z");
+    // Ten minutes from the 30,000th second: 600 events.
+    let (from, to) = (
+        start + TimeDelta::seconds(30_000),
+        start + TimeDelta::seconds(30_600),
+    );
+    let stretch = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        format!(
+            "/api/events?session_id=s-long&client_from={}&client_to={}&limit=1000",
+            from.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            to.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        )
+    };
+    let (status, page) = app.get(&stretch(from, to)).await;
+    assert_eq!(status, 200, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 600, "{page}");
+    assert_eq!(
+        items[0]["client_timestamp"], "2024-05-01T08:20:00.000000Z",
+        "{page}"
+    );
+    assert_eq!(
+        items[599]["client_timestamp"], "2024-05-01T08:29:59.000000Z",
+        "{page}"
+    );
+    // What that read costs: the stretch's granule(s) of the session's six or more.
+    let filter = EventFilter {
+        session_id: Some("s-long".to_owned()),
+        application: Some(app.application.clone()),
+        client_from: Some(from),
+        client_to: Some(to),
+        ..EventFilter::default()
+    };
+    let page = PageSpec {
+        order: Order::Asc,
+        after: None,
+        limit: 1001,
+    };
+    let client = app.store.read_client();
+    let (selected, all) = primary_key_granules(&client, &events_query(&filter, &page)).await;
+    assert!(selected <= 2 && all >= 6, "{selected}/{all}");
+    // A reversed stretch is named, not read as empty.
+    let (status, body) = app.get(&stretch(to, from)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["problems"][0]["field"], "client_to", "{body}");
 }

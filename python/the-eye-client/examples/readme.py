@@ -1,4 +1,4 @@
-# The program of README.md's "Python client" section, character for character (a test keeps
+# The program of docs/applications.md's "Python client" section, character for character (a test keeps
 # the two identical and runs this against The Eye). THE_EYE_INGEST_KEY: data/demo-keys.env.
 import os
 

@@ -50,7 +50,7 @@ def test_the_benchmark_runs_and_checks_what_it_sent(eye: Eye, app: Tuple[str, st
 def test_the_readme_program_is_the_example_file_and_runs(
     eye: Eye, clickhouse: ClickHouse, app: Tuple[str, str]
 ) -> None:
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "applications.md").read_text()
     section = readme[readme.index("## Python client\n") :]
     shown = section.split("```python\n", 1)[1].split("```", 1)[0]
     program = (HERE.parent / "examples" / "readme.py").read_text()

@@ -37,7 +37,19 @@ export interface Problem {
 export interface SessionStorageLike {
   getItem(key: string): string | null;
   setItem(key: string, value: string): void;
+  /** Used by `setConsent('denied')` when present; otherwise the SDK's keys are set to ''. */
+  removeItem?(key: string): void;
 }
+
+/**
+ * The person's consent to tracking, as the page's consent banner knows it:
+ * - `pending`: events wait in memory only (bounded by `maxQueue`); nothing is stored or sent,
+ *   and a page reload or close forgets them;
+ * - `granted`: what waited is sent, and the session is stored;
+ * - `denied`: what waited is dropped, what the SDK stored is removed, and `track` records
+ *   nothing (returns `null`).
+ */
+export type Consent = 'pending' | 'granted' | 'denied';
 
 /** The options of `init` and `createTracker`; an unknown one is warned about once. */
 export interface Options {
@@ -65,6 +77,11 @@ export interface Options {
   storage?: SessionStorageLike | null;
   /** Called with what went wrong. Default: `console.warn`. */
   onError?: (error: TheEyeError) => void;
+  /** The consent state at start (see `Consent`). Absent: the page does not manage consent
+   * through the SDK; events are sent as always and carry no `data.consent`. When given, every
+   * event carries `data.consent`: the state when it was recorded (`pending` or `granted`).
+   * Another value throws. */
+  consent?: Consent;
 }
 
 /** Counters since `init`, and the events queued now. */
@@ -92,6 +109,11 @@ export interface Tracker {
   identify(userId: string): boolean;
   /** Forgets the person and starts a new session (at logout). */
   reset(): void;
+  /** Records the person's choice (see `Consent`); returns false (and reports `invalid`) for
+   * another value. */
+  setConsent(state: Consent): boolean;
+  /** The consent state, or `undefined` when the page does not manage consent. */
+  consent(): Consent | undefined;
   /** The current session id (starting one if none is live), without extending it: a UUIDv7 of
    * the session's start, so session ids sort by start. */
   sessionId(): string;
@@ -118,5 +140,7 @@ export function flush(): Promise<void>;
 export function identify(userId: string): boolean;
 /** `reset` on the tracker `init` made. */
 export function reset(): void;
+/** `setConsent` on the tracker `init` made. */
+export function setConsent(state: Consent): boolean;
 /** Shuts the tracker `init` made down; returns the final flush's promise. */
 export function shutdown(): Promise<void>;

@@ -8,6 +8,11 @@
  * Every event carries a client-chosen UUIDv7 `event_id`, so a retried or re-beaconed event
  * is stored once: delivery is at-least-once, storage is exactly-once.
  *
+ * Consent (README, "Consent"): with `consent: 'pending'` events wait in memory only — nothing
+ * is written to storage and nothing is sent — until `setConsent('granted')` sends them, or
+ * `setConsent('denied')` drops them and clears what the SDK had stored. Events then carry
+ * `data.consent`, the state when they were recorded (`pending` or `granted`).
+ *
  * Everything the SDK touches in the browser (fetch, sendBeacon, Blob, sessionStorage, timers,
  * the clock, crypto, location, history, document, window events) is read from one `env`
  * object, `globalThis` by default, so tests run it in Node against fakes with no test-only
@@ -33,7 +38,8 @@ const BEACON_TYPE = 'text/plain;charset=UTF-8';
  */
 // The options `createTracker` reads; any other is most likely a misspelling.
 const OPTIONS = ['endpoint', 'key', 'autoPageviews', 'flushIntervalMs', 'maxBatch', 'maxQueue',
-  'maxRetries', 'retryBaseMs', 'retryMaxMs', 'sessionTimeoutMs', 'storage', 'onError'];
+  'maxRetries', 'retryBaseMs', 'retryMaxMs', 'sessionTimeoutMs', 'storage', 'onError', 'consent'];
+const CONSENT = ['pending', 'granted', 'denied'];
 const warned = new Set();
 
 export function createTracker(options, env = globalThis) {
@@ -59,6 +65,13 @@ export function createTracker(options, env = globalThis) {
     onError = (error) => env.console?.warn('[the-eye]', error.message, error),
   } = options || {};
   if (!endpoint || !key) throw new TypeError('the-eye: init() needs an endpoint and a key');
+  // Undefined: the page does not manage consent through the SDK (events go as they always
+  // did, without `data.consent`). Anything else but the three states is a mistake that must
+  // not send events nobody agreed to.
+  let consent = options.consent;
+  if (consent !== undefined && !CONSENT.includes(consent)) {
+    throw new TypeError(`the-eye: consent must be one of ${CONSENT.join(', ')}`);
+  }
   // Reading `sessionStorage` itself throws where storage is blocked (sandboxed frames).
   let storage = options.storage;
   if (storage === undefined) try { storage = env.sessionStorage } catch { storage = null }
@@ -126,16 +139,28 @@ export function createTracker(options, env = globalThis) {
   // `sessionTimeoutMs` passes without an event; `touch` marks activity.
   function session(touch) {
     const at = now();
-    let current;
-    try { current = JSON.parse(storage.getItem(SESSION_KEY)) } catch { current = memorySession }
+    let current = memorySession;
+    if (sending()) try { current = JSON.parse(storage.getItem(SESSION_KEY)) } catch { /* memory */ }
     const fresh = !current || typeof current.id !== 'string' || !(at - current.last <= sessionTimeoutMs);
     if (fresh) current = { id: uuidV7(), last: at };
     if (fresh || touch) {
       current.last = at;
       memorySession = current;
-      try { storage.setItem(SESSION_KEY, JSON.stringify(current)) } catch { /* memory only */ }
+      remember(SESSION_KEY, JSON.stringify(current));
     }
     return current.id;
+  }
+
+  // Writes to storage only once consent is granted (or not managed): until then the session
+  // and the person live in memory, and a page reload forgets them.
+  function remember(name, value) {
+    if (!sending()) return;
+    try { storage.setItem(name, value) } catch { /* memory only */ }
+  }
+
+  // Whether events may leave the page and the SDK may store anything.
+  function sending() {
+    return consent === undefined || consent === 'granted';
   }
 
   // --- Who the person is ----------------------------------------------------------------
@@ -145,6 +170,7 @@ export function createTracker(options, env = globalThis) {
   let memoryUser = null;
   function userId() {
     // Storage has only getItem and setItem: '' stands for "no one".
+    if (!sending()) return memoryUser;
     try {
       const stored = storage.getItem(USER_KEY);
       return stored === null ? memoryUser : stored || null;
@@ -159,7 +185,7 @@ export function createTracker(options, env = globalThis) {
       return false;
     }
     memoryUser = id;
-    try { storage.setItem(USER_KEY, id) } catch { /* memory only */ }
+    remember(USER_KEY, id);
     return true;
   }
 
@@ -167,14 +193,48 @@ export function createTracker(options, env = globalThis) {
   function reset() {
     memoryUser = null;
     memorySession = null;
-    try { storage.setItem(USER_KEY, ''); storage.setItem(SESSION_KEY, 'null') } catch { /* memory only */ }
+    remember(USER_KEY, '');
+    remember(SESSION_KEY, 'null');
+  }
+
+  // --- Consent ---------------------------------------------------------------------------
+
+  /**
+   * Records the person's choice: `granted` stores the session and sends what waited;
+   * `denied` drops what waited and removes what the SDK stored; `pending` holds events in
+   * memory again. Returns false (and reports `invalid`) for another value.
+   */
+  function setConsent(state) {
+    if (!CONSENT.includes(state)) {
+      report({ reason: 'invalid', message: `consent must be one of ${CONSENT.join(', ')}` });
+      return false;
+    }
+    consent = state;
+    if (state === 'granted') {
+      if (memorySession) remember(SESSION_KEY, JSON.stringify(memorySession));
+      if (memoryUser !== null) remember(USER_KEY, memoryUser);
+      if (queue.length) flush();
+    } else if (state === 'denied') {
+      env.clearTimeout(flushTimer);
+      flushTimer = null;
+      queue = [];
+      memorySession = null;
+      memoryUser = null;
+      for (const name of [SESSION_KEY, USER_KEY]) {
+        try {
+          if (storage.removeItem) storage.removeItem(name);
+          else storage.setItem(name, '');
+        } catch { /* nothing stored */ }
+      }
+    }
+    return true;
   }
 
   // --- Recording -------------------------------------------------------------------------
 
   /** Queues one event; returns its event_id, or null when it was refused (see onError). */
   function track(category, name, data) {
-    if (stopped) return null;
+    if (stopped || consent === 'denied') return null;
     const problem = checkText('category', category) || checkText('name', name) ||
       (data && typeof data === 'object' && !Array.isArray(data) && Object.keys(data).length
         ? '' : 'data must be a non-empty object');
@@ -190,7 +250,9 @@ export function createTracker(options, env = globalThis) {
       ...(userId() !== null ? { user_id: userId() } : {}),
       category,
       name,
-      data,
+      // The state when it was recorded, for analysts to filter on: `pending` events waited
+      // for the grant in memory.
+      data: consent === undefined ? data : { ...data, consent },
       timestamp: new Date(now()).toISOString(),
     };
     let json;
@@ -202,6 +264,7 @@ export function createTracker(options, env = globalThis) {
       return null;
     }
     enqueue([{ id: event.event_id, json, bytes: encoder.encode(json).length }]);
+    if (!sending()) return event.event_id;
     if (queue.length >= maxBatch) flush();
     else if (!flushTimer) flushTimer = env.setTimeout(flush, flushIntervalMs);
     return event.event_id;
@@ -228,6 +291,7 @@ export function createTracker(options, env = globalThis) {
 
   // Drops the oldest events when the queue is over its bound, and says so.
   function enqueue(entries, atFront) {
+    if (consent === 'denied') return; // a batch that failed after the denial goes no further
     queue = atFront ? entries.concat(queue) : queue.concat(entries);
     const excess = queue.length - maxQueue;
     if (excess > 0) {
@@ -243,13 +307,14 @@ export function createTracker(options, env = globalThis) {
   function flush() {
     env.clearTimeout(flushTimer);
     flushTimer = null;
+    if (!sending()) return draining;
     return (draining = draining.then(drain));
   }
 
   // One batch at a time, so batches arrive in order and keepalive bytes in flight stay
   // under the browser's limit.
   async function drain() {
-    while (queue.length) {
+    while (queue.length && sending()) {
       if (!(await deliver(take(queue, maxBatch, FETCH_BYTES)))) return;
     }
   }
@@ -257,6 +322,11 @@ export function createTracker(options, env = globalThis) {
   // Returns false when the batch went back to the queue to be tried at the next flush.
   async function deliver(batch) {
     for (let attempt = 0; ; attempt++) {
+      // Consent withdrawn between attempts: the batch waits again (pending) or goes (denied).
+      if (!sending()) {
+        enqueue(batch, true);
+        return false;
+      }
       const body = serialise(batch);
       let response = null;
       let failure = null;
@@ -347,6 +417,7 @@ export function createTracker(options, env = globalThis) {
   // The page is going away or to the background: hand everything not yet in flight to
   // sendBeacon, which the browser delivers even after the page is gone.
   function hide() {
+    if (!sending()) return; // waiting events stay in memory, and go with the page
     env.clearTimeout(flushTimer);
     flushTimer = null;
     const pending = (retrying || []).concat(queue);
@@ -407,6 +478,9 @@ export function createTracker(options, env = globalThis) {
     flush,
     identify,
     reset,
+    setConsent,
+    /** The consent state: 'pending', 'granted', 'denied', or undefined when not managed. */
+    consent: () => consent,
     /** The current session id (a UUIDv7 of its start; starting one if none is live), without extending it. */
     sessionId: () => session(false),
     /** Counters since init (accepted, beaconed, rejected, dropped) and events queued now. */
@@ -460,6 +534,7 @@ export const pageview = () => tracker().pageview();
 export const flush = () => tracker().flush();
 export const identify = (id) => tracker().identify(id);
 export const reset = () => tracker().reset();
+export const setConsent = (state) => tracker().setConsent(state);
 export function shutdown() {
   const stopping = tracker();
   current = null;

@@ -2,54 +2,10 @@
 // (so CORS preflights, keepalive fetches and beacons are the browser's real ones).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { launch, servePages, visit, expectedEvents } from './e2e/scenario.js';
+import { fakeReceiver, until } from './receiver.js';
 
 const KEY = 'ik_test/key+1';
-
-// Answers like The Eye: CORS for any origin, 202 with per-event results; records requests.
-async function fakeReceiver() {
-  const requests = [];
-  const server = http.createServer((req, res) => {
-    const cors = { 'Access-Control-Allow-Origin': req.headers.origin || '*', Vary: 'Origin' };
-    if (req.method === 'OPTIONS') {
-      requests.push({ method: 'OPTIONS', path: req.url, headers: req.headers });
-      res.writeHead(204, {
-        ...cors,
-        'Access-Control-Allow-Methods': 'POST',
-        'Access-Control-Allow-Headers': 'authorization, content-type',
-      });
-      return res.end();
-    }
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const url = new URL(req.url, 'http://receiver');
-      const events = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-      requests.push({ method: req.method, path: url.pathname, query: url.searchParams, headers: req.headers, events });
-      res.writeHead(202, { ...cors, 'Content-Type': 'application/json' });
-      res.end(JSON.stringify({
-        accepted: events.length,
-        rejected: 0,
-        results: events.map((e, index) => ({ status: 'accepted', index, event_id: e.event_id })),
-      }));
-    });
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    requests,
-    close: () => new Promise((resolve) => server.close(resolve)),
-  };
-}
-
-async function until(condition, ms, what) {
-  const end = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error('timed out waiting for ' + what);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 test('in Chromium: events go by fetch and by beacon, in order, in one session', async (t) => {
   const receiver = await fakeReceiver();

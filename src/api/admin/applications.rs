@@ -37,7 +37,9 @@ pub struct Application {
     pub allowed_origins: Vec<String>,
     /// Days its events and rejections are kept; 0 means the configured defaults.
     pub retention_days: u16,
+    #[serde(with = "the_eye_types::micros")]
     pub created_at: DateTime<Utc>,
+    #[serde(with = "the_eye_types::micros")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -172,8 +174,8 @@ fn example_application() -> Value {
         "burst": 1000,
         "allowed_origins": ["https://shop.example"],
         "retention_days": 0,
-        "created_at": "2026-01-05T09:00:00Z",
-        "updated_at": "2026-01-05T09:00:00Z",
+        "created_at": "2026-01-05T09:00:00.000000Z",
+        "updated_at": "2026-01-05T09:00:00.000000Z",
     })
 }
 

@@ -60,8 +60,10 @@ pub struct KeyInfo {
     /// `null` for an organisation key.
     pub application_id: Option<String>,
     pub scopes: Vec<String>,
+    #[serde(with = "the_eye_types::micros")]
     pub created_at: DateTime<Utc>,
     /// When it was revoked; `null` while it works.
+    #[serde(with = "the_eye_types::micros::option")]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -91,7 +93,7 @@ fn example_key_info() -> Value {
         "prefix": "eye_k3m9x2ab",
         "application_id": "web-shop",
         "scopes": ["ingest"],
-        "created_at": "2026-01-05T09:00:00Z",
+        "created_at": "2026-01-05T09:00:00.000000Z",
         "revoked_at": null,
     })
 }

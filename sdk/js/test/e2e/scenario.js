@@ -21,10 +21,11 @@ export function launch() {
 
 /**
  * Serves the test pages on 127.0.0.1 (an ephemeral port unless `port` is given), with the
- * SDK configured for `endpoint` and `key`. Resolves to {origin, close}.
+ * SDK configured for `endpoint` and `key` (and any other `options`, e.g. `consent`). Resolves
+ * to {origin, close}.
  */
-export async function servePages({ endpoint, key, port = 0 }) {
-  const config = JSON.stringify({ endpoint, key, maxBatch: 3, flushIntervalMs: 10 * 60 * 1000 });
+export async function servePages({ endpoint, key, port = 0, options = {} }) {
+  const config = JSON.stringify({ endpoint, key, maxBatch: 3, flushIntervalMs: 10 * 60 * 1000, ...options });
   const setup = `window.errors = []; const options = { ...${config}, onError: (e) => errors.push(e) };`;
   const home = `<!doctype html><meta charset="utf-8"><title>Home</title>
 <script src="/the-eye.min.js"></script>
