@@ -612,4 +612,6 @@ pub fn truncate_chars(text: &str, max: usize) -> &str {
 }
 
 #[cfg(test)]
+mod differential;
+#[cfg(test)]
 mod tests;
