@@ -30,6 +30,9 @@ use super::json::{decode_body, Body};
 use super::schemas::{SchemaSet, UnknownTypes};
 use super::{validate_event, validate_item, Rejection, Rules, ValidEvent};
 
+/// Named values of one field (`None`: the field is left out).
+type Values = Vec<(String, Option<Value>)>;
+
 const RECORDED: &str = "src/validate/testdata/envelope-outcomes.txt";
 
 fn received_at() -> DateTime<Utc> {
@@ -75,8 +78,8 @@ fn nested(depth: usize) -> Value {
 }
 
 /// Values that probe the rules of every string field of the envelope.
-fn string_values() -> Vec<(String, Option<Value>)> {
-    let mut values: Vec<(String, Option<Value>)> = vec![
+fn string_values() -> Values {
+    let mut values: Values = vec![
         ("absent".into(), None),
         ("null".into(), Some(Value::Null)),
         ("true".into(), Some(json!(true))),
@@ -100,7 +103,7 @@ fn string_values() -> Vec<(String, Option<Value>)> {
     values
 }
 
-fn event_id_values() -> Vec<(String, Option<Value>)> {
+fn event_id_values() -> Values {
     let mut values = string_values();
     for (name, text) in [
         ("uuid-v7", "0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d"),
@@ -118,7 +121,7 @@ fn event_id_values() -> Vec<(String, Option<Value>)> {
     values
 }
 
-fn time_values() -> Vec<(String, Option<Value>)> {
+fn time_values() -> Values {
     let mut values = string_values();
     for (name, text) in [
         ("space-form", "2026-11-27 11:59:00.000001"),
@@ -149,8 +152,8 @@ fn time_values() -> Vec<(String, Option<Value>)> {
     values
 }
 
-fn data_values() -> Vec<(String, Option<Value>)> {
-    let mut values: Vec<(String, Option<Value>)> = vec![
+fn data_values() -> Values {
+    let mut values: Values = vec![
         ("absent".into(), None),
         ("null".into(), Some(Value::Null)),
         ("true".into(), Some(json!(true))),
@@ -187,7 +190,7 @@ fn data_values() -> Vec<(String, Option<Value>)> {
 }
 
 /// Each field with the values that probe it.
-fn fields() -> Vec<(&'static str, Vec<(String, Option<Value>)>)> {
+fn fields() -> Vec<(&'static str, Values)> {
     vec![
         ("event_id", event_id_values()),
         ("session_id", string_values()),
