@@ -22,7 +22,7 @@
 //! cargo run --example eye-read-bench -- --events 10000,20000 --requests 3 --storage  # CI smoke
 //! ```
 //!
-//! ClickHouse is `--clickhouse-url` (or `CLICKHOUSE_URL`) when given, otherwise the
+//! ClickHouse is `--clickhouse-url` (or `CLICKHOUSE_URL`, with `CLICKHOUSE_PASSWORD`) when given, otherwise the
 //! development server, started here in a temporary directory. The benchmark's databases are
 //! dropped at the end. See BENCHMARKS.md for results.
 
@@ -61,6 +61,14 @@ struct Args {
     /// A ClickHouse HTTP URL; default: start the development server.
     #[arg(long, env = "CLICKHOUSE_URL")]
     clickhouse_url: Option<String>,
+    /// The password of its user `default` (the development server's is its own).
+    #[arg(
+        long,
+        env = "CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    clickhouse_password: String,
     /// Also report bytes on disk per event of `events` (its columns, each projection, its skip
     /// indexes), after merging the fixture's parts (`OPTIMIZE TABLE events FINAL`).
     #[arg(long)]
@@ -95,8 +103,9 @@ struct Measured {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let scratch = std::env::temp_dir().join(format!("eye-read-bench-{}", std::process::id()));
-    let (url, devserver) = match args.clickhouse_url.clone().filter(|url| !url.is_empty()) {
-        Some(url) => (url, None),
+    let (url, password, devserver) = match args.clickhouse_url.clone().filter(|url| !url.is_empty())
+    {
+        Some(url) => (url, args.clickhouse_password.clone(), None),
         None => {
             std::fs::create_dir_all(&scratch)?;
             eprintln!(
@@ -109,12 +118,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Duration::from_secs(900),
             )
             .await?;
-            (server.url().to_owned(), Some(server))
+            let password = server.password().to_owned();
+            (server.url().to_owned(), password, Some(server))
         }
     };
     let mut sizes = Vec::new();
     for &events in &args.events {
-        let measured = run_size(&args, &url, events).await?;
+        let measured = run_size(&args, &url, &password, events).await?;
         sizes.push((events, measured));
     }
     if sizes.len() > 1 {
@@ -130,6 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn run_size(
     args: &Args,
     url: &str,
+    password: &str,
     events: u64,
 ) -> Result<Vec<Measured>, Box<dyn std::error::Error>> {
     let mut config = Config::default();
@@ -138,6 +149,7 @@ async fn run_size(
     // of the developer's or another suite.
     config.server.metrics_listen_addr = "127.0.0.1:0".parse()?;
     config.clickhouse.url = url.to_owned();
+    config.clickhouse.password = the_eye::config::Secret(password.to_owned());
     config.clickhouse.database = format!("eye_read_bench_{}_{events}", std::process::id());
     let (store, _) = the_eye::connect(&config).await?;
     // The settings the service's reads run with (it finds them when it migrates, at start).

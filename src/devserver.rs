@@ -13,9 +13,13 @@
 //!
 //! One devserver owns a data directory (the server takes `<data_dir>/devserver.lock`). So
 //! that a second process (the CLI beside a running `serve`) can use it rather than fail,
-//! the owner publishes its address in `<data_dir>/devserver.json` (mode 0600: it is the
-//! place for credentials too) once it answers, and removes it when it stops;
-//! [`DevServer::running`] finds it again.
+//! the owner publishes its address and password in `<data_dir>/devserver.json` (mode 0600)
+//! once it answers, and removes it when it stops; [`DevServer::running`] finds it again.
+//!
+//! The server requires a password for every query (user `default`): it generates one into
+//! `<data_dir>/password` (0600) at its first start and keeps it, so that no other local
+//! user can read or write the development data, e.g. insert an organisation admin key's
+//! row (issue 28). [`DevServer::password`] has it; `/ping` needs none.
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -38,6 +42,10 @@ const EXIT_IN_USE: i32 = 3;
 const ADDRESS_FILE: &str = "devserver.json";
 /// The lock file `server.py` holds (flock) while it owns the data directory.
 const LOCK_FILE: &str = "devserver.lock";
+/// The file `server.py` generates the password of the user `default` into, 0600.
+const PASSWORD_FILE: &str = "password";
+/// The only user the devserver has.
+pub const USER: &str = "default";
 
 /// A running devserver; stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
 #[derive(Debug)]
@@ -49,6 +57,17 @@ pub struct DevServer {
     script: PathBuf,
     data_dir: PathBuf,
     port: u16,
+    /// The password of the user `default`, read from `<data_dir>/password` once it answers.
+    password: crate::config::Secret,
+}
+
+/// A running devserver as its owner published it in `<data_dir>/devserver.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The password of the user `default` ([`USER`]).
+    pub password: crate::config::Secret,
 }
 
 /// Why the devserver could not be started.
@@ -81,6 +100,8 @@ pub enum DevServerError {
     },
     #[error("cannot publish the devserver's address in {}: {source}", path.display())]
     Publish { path: PathBuf, source: io::Error },
+    #[error("cannot read the devserver's password from {}: {source}", path.display())]
+    Password { path: PathBuf, source: io::Error },
     #[error("devserver did not answer /ping within {timeout:?}; see {}", log.display())]
     Timeout { timeout: Duration, log: PathBuf },
 }
@@ -113,6 +134,7 @@ impl DevServer {
             match server.wait_ready(port, deadline, ready_timeout).await {
                 Ok(()) => {
                     tracing::debug!(url = %server.url, log = %log_path.display(), "devserver is up");
+                    server.read_password()?;
                     server.publish()?;
                     return Ok(server);
                 }
@@ -121,7 +143,7 @@ impl DevServer {
                 {
                     return Err(DevServerError::InUse {
                         data_dir: data_dir.to_path_buf(),
-                        published: Self::running(data_dir).await,
+                        published: Self::running(data_dir).await.map(|found| found.url),
                     });
                 }
                 Err(DevServerError::Exited { status, .. })
@@ -134,13 +156,17 @@ impl DevServer {
         }
     }
 
-    /// The URL of the devserver that owns `data_dir` and answers `/ping` now, as its owner
-    /// published it in `<data_dir>/devserver.json`; `None` when no devserver runs there (a
-    /// file left by one that was killed is ignored: nobody holds the data directory's lock).
-    pub async fn running(data_dir: &Path) -> Option<String> {
+    /// The URL and password of the devserver that owns `data_dir` and answers `/ping` now,
+    /// as its owner published them in `<data_dir>/devserver.json`; `None` when no devserver
+    /// runs there (a file left by one that was killed is ignored: nobody holds the data
+    /// directory's lock).
+    pub async fn running(data_dir: &Path) -> Option<Published> {
         let text = fs::read_to_string(data_dir.join(ADDRESS_FILE)).ok()?;
         let published: serde_json::Value = serde_json::from_str(&text).ok()?;
         let url = published["url"].as_str()?.to_owned();
+        // One of an older version published no password: the server then had none either.
+        let password =
+            crate::config::Secret(published["password"].as_str().unwrap_or("").to_owned());
         let port = u16::try_from(published["port"].as_u64()?).ok()?;
         // flock, as server.py takes it. If we get the lock, its owner is gone: let it go at
         // once (a devserver starting this very moment then fails to start, as it would have
@@ -154,12 +180,18 @@ impl DevServer {
             Err(fs::TryLockError::WouldBlock) => {}
             Err(fs::TryLockError::Error(_)) => return None,
         }
-        ping(port).await.then_some(url)
+        ping(port).await.then_some(Published { url, password })
     }
 
     /// The base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The password of the user `default` ([`USER`]), which every query needs: what the
+    /// server generated into `<data_dir>/password` at its first start.
+    pub fn password(&self) -> &str {
+        &self.password.0
     }
 
     /// The server process's id while it runs (its start script execs it), for tests that
@@ -262,7 +294,20 @@ impl DevServer {
             script: script.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
             port,
+            password: crate::config::Secret::default(),
         })
+    }
+
+    /// Reads the password the server keeps in `<data_dir>/password` (it writes the file
+    /// before it listens, so it is there once `/ping` answers).
+    fn read_password(&mut self) -> Result<(), DevServerError> {
+        let path = self.data_dir.join(PASSWORD_FILE);
+        let text = fs::read_to_string(&path).map_err(|source| DevServerError::Password {
+            path: path.clone(),
+            source,
+        })?;
+        self.password = crate::config::Secret(text.trim().to_owned());
+        Ok(())
     }
 
     /// Starts the server again on the same port and data directory (stopping it first if it
@@ -273,10 +318,11 @@ impl DevServer {
         self.child = restarted.into_child();
         self.wait_ready(self.port, Instant::now() + ready_timeout, ready_timeout)
             .await?;
+        self.read_password()?;
         self.publish()
     }
 
-    /// Writes `<data_dir>/devserver.json` (`{"url", "port", "pid"}`) with mode 0600, whole
+    /// Writes `<data_dir>/devserver.json` (`{"url", "port", "pid", "password"}`) with mode 0600, whole
     /// or not at all (a temporary file renamed into place).
     fn publish(&self) -> Result<(), DevServerError> {
         let path = self.data_dir.join(ADDRESS_FILE);
@@ -288,6 +334,7 @@ impl DevServer {
             "url": self.url,
             "port": self.port,
             "pid": self.pid(),
+            "password": self.password.0,
         });
         let temporary = self
             .data_dir
@@ -299,6 +346,9 @@ impl DevServer {
         let write = || -> io::Result<()> {
             use std::io::Write;
             let mut file = options.open(&temporary)?;
+            // The mode given to `open` does not apply to a file left by a crash.
+            #[cfg(unix)]
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             file.write_all(format!("{contents}\n").as_bytes())?;
             file.sync_all()?;
             fs::rename(&temporary, &path)

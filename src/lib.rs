@@ -119,13 +119,17 @@ pub async fn connect(config: &Config) -> Result<(Store, Option<DevServer>), Erro
 pub async fn connect_shared(config: &Config) -> Result<(Store, Option<DevServer>), Error> {
     let clickhouse = &config.clickhouse;
     if clickhouse.url.is_empty() {
-        if let Some(url) = DevServer::running(&clickhouse.devserver_data_dir).await {
+        if let Some(running) = DevServer::running(&clickhouse.devserver_data_dir).await {
             tracing::debug!(
-                %url,
+                url = %running.url,
                 data_dir = %clickhouse.devserver_data_dir.display(),
                 "using the development ClickHouse that another process (`the-eye serve`) runs"
             );
-            return Ok((Store::new(&url, clickhouse), None));
+            let store = Store::new(
+                &running.url,
+                &devserver_credentials(clickhouse, &running.password.0),
+            );
+            return Ok((store, None));
         }
     }
     connect(config).await
@@ -145,7 +149,25 @@ async fn start_devserver(config: &Config) -> Result<(Store, Option<DevServer>), 
     )
     .await?;
     tracing::info!(url = devserver.url(), "development ClickHouse is up");
-    Ok((Store::new(devserver.url(), clickhouse), Some(devserver)))
+    let store = Store::new(
+        devserver.url(),
+        &devserver_credentials(clickhouse, devserver.password()),
+    );
+    Ok((store, Some(devserver)))
+}
+
+/// `clickhouse` with the development server's credentials (its user `default` and the
+/// password it generated) in place of the configured `user` and `password`, which are for
+/// the server at `clickhouse.url`.
+fn devserver_credentials(
+    clickhouse: &config::ClickHouseConfig,
+    password: &str,
+) -> config::ClickHouseConfig {
+    config::ClickHouseConfig {
+        user: devserver::USER.to_owned(),
+        password: config::Secret(password.to_owned()),
+        ..clickhouse.clone()
+    }
 }
 
 /// Applies migrations, retrying while ClickHouse is not reachable yet (a server started next

@@ -22,6 +22,11 @@ speaks the part of ClickHouse's HTTP interface that the official Rust client
 * Responses: `compress=1` for ClickHouse's compressed-block format (LZ4, with checksums);
   `Accept-Encoding` lz4 (LZ4 frame, what the crate asks for), gzip or deflate when
   `enable_http_compression` is on (the default since ClickHouse 25.10).
+* Authentication as on a server whose `default` user has a password: every query needs
+  the user `default` and the password the server generated into DIR/password (mode 0600)
+  at its first start, sent as `X-ClickHouse-User`/`X-ClickHouse-Key` (what the crate
+  sends), HTTP Basic or the `user`/`password` URL parameters; anything else gets
+  ClickHouse's `516 AUTHENTICATION_FAILED` (HTTP 403). `/ping` needs none, as on a server.
 * Errors as ClickHouse sends them: ClickHouse's HTTP status for the code,
   `X-ClickHouse-Exception-Code`, body `Code: N. DB::Exception: ... (NAME) (version ...)`.
   That includes every failure of an insert: the data of `INSERT ... FORMAT X` is spooled to
@@ -36,19 +41,22 @@ the request, and the current database is switched only when it changes.
 
 Usage: server.py --host H --port P --data DIR [--exit-with-parent [--parent-pid PID]]
 
-DIR holds the engine's data (DIR/chdb, persists across restarts) and spooled INSERT
-data (DIR/tmp). SIGTERM/SIGINT stop accepting connections, let in-flight requests
+DIR (made 0700) holds the engine's data (DIR/chdb, persists across restarts), spooled
+INSERT data (DIR/tmp) and the password (DIR/password, 0600, kept across restarts). SIGTERM/SIGINT stop accepting connections, let in-flight requests
 finish, close the engine so everything is on disk, and exit 0.
 """
 
 import argparse
+import base64
 import bz2
 import fcntl
+import hmac
 import json
 import logging
 import lzma
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -901,6 +909,76 @@ def content_type_for(fmt):
     return "text/plain; charset=UTF-8"
 
 
+# --------------------------------------------------------------------------- authentication
+
+# The file in the data directory that holds the password of the user `default`.
+PASSWORD_FILE = "password"
+# The only user there is, as on a fresh server.
+USER = "default"
+
+
+def ensure_password(data_dir):
+    """The password in DIR/password, generated (random, URL-safe) at the first start.
+
+    Any local user could otherwise write to the development ClickHouse, e.g. insert an
+    organisation admin key's row (issue 28). The file is made 0600 whatever its mode was;
+    one that is empty is replaced. Written to a temporary file and renamed, so a reader
+    never sees half of it.
+    """
+    path = os.path.join(data_dir, PASSWORD_FILE)
+    try:
+        with open(path, encoding="ascii") as existing:
+            password = existing.read().strip()
+        os.chmod(path, 0o600)
+        if password:
+            return password
+    except FileNotFoundError:
+        pass
+    password = secrets.token_urlsafe(24)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file left by a crash
+        os.write(fd, (password + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temporary, path)
+    return password
+
+
+def credentials(headers, params):
+    """(user, password) as ClickHouse's HTTP handler reads them: `X-ClickHouse-User` and
+    `X-ClickHouse-Key`, else HTTP Basic, else the `user` and `password` URL parameters;
+    the user defaults to `default` and the password to empty."""
+    user = headers.get("X-ClickHouse-User")
+    key = headers.get("X-ClickHouse-Key")
+    if user is not None or key is not None:
+        return user or USER, key or ""
+    authorization = headers.get("Authorization", "")
+    if authorization[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            decoded = ""
+        user, _, password = decoded.partition(":")
+        return user or USER, password
+    return params.get("user") or USER, params.get("password", "")
+
+
+def authenticate(expected, headers, params):
+    """Raises ClickHouse's AUTHENTICATION_FAILED unless the request carries the user
+    `default` and the expected password (compared in constant time)."""
+    user, password = credentials(headers, params)
+    if user == USER and hmac.compare_digest(password.encode("utf-8"), expected.encode("utf-8")):
+        return
+    raise ClickHouseError(
+        516,
+        "AUTHENTICATION_FAILED",
+        f"{user}: Authentication failed: password is incorrect, or there is no user with such name",
+    )
+
+
 NO_HANDLER_TEXT = (
     "There is no handle {path}\n\nUse / or /ping for health checks.\n"
     "Or /replicas_status for more sophisticated health checks.\n\n"
@@ -1049,6 +1127,9 @@ class Handler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(raw_query_string, keep_blank_values=True))
         query_id = params.get("query_id") or str(uuid.uuid4())
         try:
+            # `GET /` without a query is ClickHouse's static "Ok." handler: no credentials.
+            if params.get("query") or self.command not in ("GET", "HEAD") or not body.empty:
+                authenticate(self.server.password, self.headers, params)
             self.run_query(params, body, query_id)
         except ClickHouseError as err:
             log.info("query %s failed: %s", query_id, err.message.splitlines()[0][:300])
@@ -1201,9 +1282,10 @@ class DevServer(ThreadingMixIn, HTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, engine, tmp_dir):
+    def __init__(self, address, engine, tmp_dir, password):
         self.engine = engine
         self.tmp_dir = tmp_dir
+        self.password = password
         self.stopping = False
         self._handlers = set()
         self._handlers_lock = threading.Lock()
@@ -1262,6 +1344,8 @@ def main():
 
     data_dir = os.path.abspath(args.data)
     os.makedirs(data_dir, exist_ok=True)
+    # Every application's events and the keys' hashes are in there: the owner's only.
+    os.chmod(data_dir, 0o700)
     # One server per data directory: two engines on the same files would corrupt them.
     lock_file = open(os.path.join(data_dir, "devserver.lock"), "w")
     try:
@@ -1269,6 +1353,7 @@ def main():
     except BlockingIOError:
         log.error("data directory %s is in use by another devserver", data_dir)
         return 3
+    password = ensure_password(data_dir)
     tmp_dir = os.path.join(data_dir, "tmp")
     shutil.rmtree(tmp_dir, ignore_errors=True)  # spools left by a killed server
     os.makedirs(tmp_dir)
@@ -1285,7 +1370,7 @@ def main():
     started = time.monotonic()
     engine = Engine(os.path.join(data_dir, "chdb"))
     try:
-        server = DevServer((args.host, args.port), engine, tmp_dir)
+        server = DevServer((args.host, args.port), engine, tmp_dir, password)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         engine.close()

@@ -4,7 +4,10 @@
 //! lengths, timestamps, size and depth of `data`) and reports every problem it finds, not only
 //! the first, each with the field's path and a stable [`ProblemCode`]. What could be read of a
 //! rejected event is kept in an [`Envelope`] so that the `errors` row says as much as possible.
+//! The envelope's rules are declared with `validator`'s derive in `envelope.rs`; what it
+//! cannot express stays here, each with the reason.
 
+mod envelope;
 pub mod json;
 pub mod schemas;
 pub mod timestamp;
@@ -255,28 +258,50 @@ fn validate_value(
         });
     };
 
-    let event_id = optional_string(object, "event_id", &mut findings).and_then(|text| {
-        match Uuid::try_parse(text) {
-            Ok(id) if !id.is_nil() => Some(id),
-            _ => {
-                findings.add(
-                    "event_id",
-                    ProblemCode::InvalidEventId,
-                    "event_id must be a non-nil UUID such as 0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d"
-                        .to_owned(),
-                );
-                None
-            }
+    // Reading: each envelope field's presence and JSON type, by hand (see `envelope`); one
+    // slot per field of `envelope::FIELDS`, so problems keep the fields' order.
+    let mut slots: [envelope::Slot; 8] = Default::default();
+    let [event_id_slot, session_id_slot, user_id_slot, category_slot, name_slot, timestamp_slot, sent_at_slot, data_slot] =
+        &mut slots;
+    let fields = envelope::EnvelopeFields {
+        event_id: optional_string(object, "event_id", event_id_slot),
+        session_id: required_string(object, "session_id", session_id_slot),
+        user_id: optional_string(object, "user_id", user_id_slot),
+        category: required_string(object, "category", category_slot),
+        name: required_string(object, "name", name_slot),
+        timestamp: required_string(object, "timestamp", timestamp_slot),
+        sent_at: optional_string(object, "sent_at", sent_at_slot),
+        data: data_object(object.get("data"), data_slot),
+    };
+    // The rules, declared on `EnvelopeFields` with `validator`'s derive.
+    envelope::merge(&mut slots, fields.problems(rules));
+    // Hand-written: `data`'s size in bytes is known only once it is serialised, which the
+    // event needs anyway; as a `validator` rule it would be serialised twice per event.
+    let data = match fields.data {
+        Some(object) if slots[7].is_none() => serialised_within(object, rules, &mut slots[7]),
+        _ => None,
+    };
+    let ok: [bool; 8] = slots.each_ref().map(Option::is_none);
+    for (field, slot) in envelope::FIELDS.iter().zip(&mut slots) {
+        if let Some((code, message)) = slot.take() {
+            findings.add(field, code, message);
         }
-    });
-    let session_id = bounded_string(object, "session_id", 128, &mut findings);
-    let user_id = optional_bounded_string(object, "user_id", 128, &mut findings);
-    let category = bounded_string(object, "category", 100, &mut findings);
-    let name = bounded_string(object, "name", 100, &mut findings);
-    let client_timestamp = required_time(object, "timestamp", &mut findings);
-    let sent_at = optional_string(object, "sent_at", &mut findings)
-        .and_then(|text| parse_time("sent_at", text, &mut findings));
-    let data = check_data(object.get("data"), rules, &mut findings);
+    }
+    // What the rules accepted. The UUID and the times are parsed once more here: the rules
+    // only say whether they parse (1–3% of validation's time: BENCHMARKS.md, "Envelope rules with validator").
+    let event_id = fields
+        .event_id
+        .filter(|_| ok[0])
+        .and_then(|text| Uuid::try_parse(text).ok());
+    let session_id = fields.session_id.filter(|_| ok[1]);
+    let user_id = fields.user_id.filter(|_| ok[2]);
+    let category = fields.category.filter(|_| ok[3]);
+    let name = fields.name.filter(|_| ok[4]);
+    let client_timestamp = fields
+        .timestamp
+        .filter(|_| ok[5])
+        .and_then(timestamp::parse);
+    let sent_at = fields.sent_at.filter(|_| ok[6]).and_then(timestamp::parse);
     if let (Some(category), Some(name), Some(_)) = (category, name, &data) {
         check_payload(
             category,
@@ -397,113 +422,63 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
+/// `field` when it is a string; `None` when absent or `null`, or (with an `invalid_type`
+/// problem in `slot`) of another JSON type.
 fn optional_string<'a>(
     object: &'a Map<String, Value>,
     field: &str,
-    findings: &mut Findings,
+    slot: &mut envelope::Slot,
 ) -> Option<&'a str> {
     match object.get(field)? {
         Value::String(text) => Some(text),
         Value::Null => None,
         other => {
-            findings.add(
-                field,
+            *slot = Some((
                 ProblemCode::InvalidType,
                 format!("{field} must be a string, not {}", json_type(other)),
-            );
+            ));
             None
         }
     }
 }
 
+/// As [`optional_string`], with a `missing_field` problem when absent or `null`.
 fn required_string<'a>(
     object: &'a Map<String, Value>,
     field: &str,
-    findings: &mut Findings,
-) -> Option<&'a str> {
-    if !object.contains_key(field) || object[field].is_null() {
-        findings.add(
-            field,
-            ProblemCode::MissingField,
-            format!("{field} is required"),
-        );
-        return None;
-    }
-    optional_string(object, field, findings)
-}
-
-/// A required string of 1 to `max_chars` characters (characters, not bytes, so that
-/// non-Latin text gets the same allowance).
-fn bounded_string<'a>(
-    object: &'a Map<String, Value>,
-    field: &str,
-    max_chars: usize,
-    findings: &mut Findings,
-) -> Option<&'a str> {
-    let text = required_string(object, field, findings)?;
-    if text.trim().is_empty() {
-        findings.add(
-            field,
-            ProblemCode::TooShort,
-            format!("{field} must not be empty or blank"),
-        );
-        return None;
-    }
-    let chars = text.chars().count();
-    if chars > max_chars {
-        findings.add(
-            field,
-            ProblemCode::TooLong,
-            format!("{field} has {chars} characters; at most {max_chars} are allowed"),
-        );
-        return None;
-    }
-    Some(text)
-}
-
-/// An optional string that, when present (and not `null`), must be 1 to `max_chars`
-/// characters and not blank, like [`bounded_string`].
-fn optional_bounded_string<'a>(
-    object: &'a Map<String, Value>,
-    field: &str,
-    max_chars: usize,
-    findings: &mut Findings,
+    slot: &mut envelope::Slot,
 ) -> Option<&'a str> {
     if object.get(field).is_none_or(Value::is_null) {
+        *slot = Some((ProblemCode::MissingField, format!("{field} is required")));
         return None;
     }
-    bounded_string(object, field, max_chars, findings)
+    optional_string(object, field, slot)
 }
 
-fn required_time(
-    object: &Map<String, Value>,
-    field: &str,
-    findings: &mut Findings,
-) -> Option<DateTime<Utc>> {
-    let text = required_string(object, field, findings)?;
-    parse_time(field, text, findings)
-}
-
-fn parse_time(field: &str, text: &str, findings: &mut Findings) -> Option<DateTime<Utc>> {
-    match timestamp::parse(text) {
-        Some(time) => Some(time),
-        None => {
-            findings.add(
-                field,
-                ProblemCode::InvalidTimestamp,
-                format!(
-                    "{field} `{}` is neither RFC 3339 with an offset (2021-01-01T09:15:27.243860Z) nor YYYY-MM-DD HH:MM:SS[.ffffff] in UTC, between the years 1900 and 2299",
-                    truncate_chars(text, 64)
-                ),
-            );
+/// `data` when it is a JSON object; else `None`, with its problem in `slot`.
+fn data_object<'a>(
+    data: Option<&'a Value>,
+    slot: &mut envelope::Slot,
+) -> Option<&'a Map<String, Value>> {
+    match data {
+        None | Some(Value::Null) => {
+            *slot = Some((ProblemCode::MissingField, "data is required".to_owned()));
+            None
+        }
+        Some(Value::Object(object)) => Some(object),
+        Some(other) => {
+            *slot = Some((
+                ProblemCode::InvalidType,
+                format!("data must be a JSON object, not {}", json_type(other)),
+            ));
             None
         }
     }
 }
 
 /// The problems [`validate_event`] finds in the `data` of an event of type (`category`,
-/// `name`) — its size and depth, then its type's schema in `schemas` — by the very checks it
-/// runs, in the same order and with the same codes and paths. For asking what another schema
+/// `name`) — its form, size and depth, then its type's schema in `schemas` — by the very checks
+/// it runs, in the same order and with the same codes and paths. For asking what another schema
 /// would make of an event already accepted (`crate::backtest`): its envelope passed, and only
 /// its `data` meets the schema. At most [`MAX_PROBLEMS_PER_EVENT`] are kept.
 pub fn data_problems(
@@ -518,10 +493,55 @@ pub fn data_problems(
         problems: Vec::new(),
         omitted: 0,
     };
-    if check_data(Some(data), rules, &mut findings).is_some() {
+    let mut slot: envelope::Slot = None;
+    let object = data_object(Some(data), &mut slot);
+    // Only `data` is set: the other fields' rules skip what is absent.
+    let fields = envelope::EnvelopeFields {
+        event_id: None,
+        session_id: None,
+        user_id: None,
+        category: None,
+        name: None,
+        timestamp: None,
+        sent_at: None,
+        data: object,
+    };
+    if let Some((_, code, message)) = fields.problems(rules).into_iter().next() {
+        slot = Some((code, message));
+    }
+    let within = match object {
+        Some(object) if slot.is_none() => serialised_within(object, rules, &mut slot),
+        _ => None,
+    };
+    if let Some((code, message)) = slot {
+        findings.add("data", code, message);
+    }
+    if within.is_some() {
         check_payload(category, name, data, rules, schemas, &mut findings);
     }
     findings.problems
+}
+
+/// `data` serialised, or `None` with a `data_too_large` problem in `slot` when that is over
+/// `ingest.max_data_bytes`.
+fn serialised_within(
+    object: &Map<String, Value>,
+    rules: &Rules,
+    slot: &mut envelope::Slot,
+) -> Option<String> {
+    let serialised = serde_json::to_string(object).ok()?;
+    if serialised.len() > rules.max_data_bytes {
+        *slot = Some((
+            ProblemCode::DataTooLarge,
+            format!(
+                "data is {} bytes serialised; at most {} are allowed",
+                serialised.len(),
+                rules.max_data_bytes
+            ),
+        ));
+        return None;
+    }
+    Some(serialised)
 }
 
 /// Checks `data` against its type's schema, or applies the policy for types without one.
@@ -552,68 +572,12 @@ fn check_payload(
     }
 }
 
-/// Checks `data` and returns it serialised.
-fn check_data(data: Option<&Value>, rules: &Rules, findings: &mut Findings) -> Option<String> {
-    let object = match data {
-        None | Some(Value::Null) => {
-            findings.add(
-                "data",
-                ProblemCode::MissingField,
-                "data is required".to_owned(),
-            );
-            return None;
-        }
-        Some(Value::Object(object)) => object,
-        Some(other) => {
-            findings.add(
-                "data",
-                ProblemCode::InvalidType,
-                format!("data must be a JSON object, not {}", json_type(other)),
-            );
-            return None;
-        }
-    };
-    if object.is_empty() {
-        findings.add(
-            "data",
-            ProblemCode::EmptyData,
-            "data must not be an empty object".to_owned(),
-        );
-        return None;
-    }
-    let depth = depth_of(data?);
-    if depth > rules.max_data_depth {
-        findings.add(
-            "data",
-            ProblemCode::DataTooDeep,
-            format!(
-                "data is nested {depth} levels deep; at most {} are allowed",
-                rules.max_data_depth
-            ),
-        );
-        return None;
-    }
-    let serialised = serde_json::to_string(object).ok()?;
-    if serialised.len() > rules.max_data_bytes {
-        findings.add(
-            "data",
-            ProblemCode::DataTooLarge,
-            format!(
-                "data is {} bytes serialised; at most {} are allowed",
-                serialised.len(),
-                rules.max_data_bytes
-            ),
-        );
-        return None;
-    }
-    Some(serialised)
-}
-
-/// Nesting depth of containers; scalars are 0, `{}` is 1. Iterative, so a hostile document
-/// cannot exhaust the stack here (serde_json's parser already refuses depth over 128).
-fn depth_of(value: &Value) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(value, 1usize)];
+/// Nesting depth of an object's containers: `{}` is 1, `{"a": {}}` 2. Iterative, so a
+/// hostile document cannot exhaust the stack here (serde_json's parser already refuses depth
+/// over 128).
+fn depth_of_object(object: &Map<String, Value>) -> usize {
+    let mut deepest = 1;
+    let mut stack: Vec<(&Value, usize)> = object.values().map(|child| (child, 2)).collect();
     while let Some((value, depth)) = stack.pop() {
         let children: Box<dyn Iterator<Item = &Value>> = match value {
             Value::Object(object) => Box::new(object.values()),
@@ -634,5 +598,7 @@ pub fn truncate_chars(text: &str, max: usize) -> &str {
     }
 }
 
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 mod tests;

@@ -254,7 +254,7 @@ async fn app_on_own_devserver(
     adjust: impl FnOnce(&mut the_eye::Config),
 ) -> (TestApp, the_eye::devserver::DevServer, tempfile::TempDir) {
     let (devserver, data) = common::own_devserver().await;
-    let db = common::TestDb::on(devserver.url().to_owned()).await;
+    let db = common::TestDb::on_devserver(&devserver).await;
     let app = TestApp::start_on(db, |config| {
         config.auth.refresh_interval_ms = 60_000;
         adjust(config);

@@ -389,8 +389,7 @@ impl Eye {
         };
         let process = tokio::process::Command::new("sh")
             .args(["-c", &script, env!("CARGO_BIN_EXE_the-eye")])
-            .env("THE_EYE_CLICKHOUSE_URL", &db.url)
-            .env("THE_EYE_CLICKHOUSE_DATABASE", &db.name)
+            .envs(db.env())
             .env("THE_EYE_CLICKHOUSE_MIGRATE_ON_START", "false")
             .env("THE_EYE_SERVER_LISTEN_ADDR", address.to_string())
             .env(

@@ -427,6 +427,8 @@ async fn too_many_partitions_fail_a_plain_http_insert() {
     let http = reqwest::Client::new();
     let post = |settings: &'static [(&'static str, &'static str)]| {
         http.post(&db.url)
+            // HTTP Basic here, where the crate sends X-ClickHouse-User/Key: both count.
+            .basic_auth("default", Some(&db.password))
             .query(&[
                 ("database", db.name.as_str()),
                 ("query", "INSERT INTO monthly FORMAT JSONEachRow"),
@@ -522,7 +524,10 @@ async fn devserver_data_survives_a_restart() {
     let expected = rows(0, 500);
 
     let mut server = start().await.expect("devserver starts");
-    let client = Client::default().with_url(server.url());
+    let password = server.password().to_owned();
+    let client = Client::default()
+        .with_url(server.url())
+        .with_password(&password);
     client
         .query("CREATE DATABASE persisted")
         .execute()
@@ -534,8 +539,135 @@ async fn devserver_data_survives_a_restart() {
     server.stop();
 
     let server = start().await.expect("devserver starts again");
+    assert_eq!(server.password(), password, "the password is kept");
     let client = Client::default()
         .with_url(server.url())
+        .with_password(&password)
         .with_database("persisted");
     assert_eq!(fetch_sorted(&client).await, expected);
+}
+
+/// The devserver requires the password it generated at its first start (issue 28): a query
+/// without it, with a wrong one or for another user gets ClickHouse's own refusal (516
+/// AUTHENTICATION_FAILED, HTTP 403); the password may come as the crate sends it
+/// (`X-ClickHouse-User`/`X-ClickHouse-Key`), as HTTP Basic or as URL parameters; `/ping` needs
+/// none. The password file and the published `devserver.json` are 0600 and the data
+/// directory 0700, also after a restart that found the password file world-readable.
+#[tokio::test]
+async fn devserver_requires_its_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut server, data) = crate::common::own_devserver().await;
+    let password = server.password().to_owned();
+    assert!(password.len() >= 24, "a generated password: {password:?}");
+    let http = reqwest::Client::new();
+    let select = || http.get(server.url()).query(&[("query", "SELECT 1")]);
+
+    let refused = [
+        ("no credentials", select()),
+        (
+            "wrong password (headers)",
+            select()
+                .header("X-ClickHouse-User", "default")
+                .header("X-ClickHouse-Key", "wrong"),
+        ),
+        (
+            "wrong password (Basic)",
+            select().basic_auth("default", Some("wrong")),
+        ),
+        (
+            "wrong password (URL)",
+            select().query(&[("user", "default"), ("password", "wrong")]),
+        ),
+        (
+            "another user",
+            select().basic_auth("admin", Some(password.as_str())),
+        ),
+        (
+            "a POSTed query without credentials",
+            http.post(server.url()).body("SELECT 1"),
+        ),
+    ];
+    for (case, request) in refused {
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN, "{case}");
+        let code = response
+            .headers()
+            .get("X-ClickHouse-Exception-Code")
+            .map(|value| value.to_str().unwrap().to_owned());
+        assert_eq!(code.as_deref(), Some("516"), "{case}");
+        let text = response.text().await.expect("error body");
+        assert!(
+            text.starts_with("Code: 516. DB::Exception: ")
+                && text.contains("Authentication failed")
+                && text.contains("(AUTHENTICATION_FAILED)"),
+            "{case}: {text}"
+        );
+    }
+    let accepted = [
+        (
+            "headers",
+            select()
+                .header("X-ClickHouse-User", "default")
+                .header("X-ClickHouse-Key", &password),
+        ),
+        ("Basic", select().basic_auth("default", Some(&password))),
+        (
+            "URL",
+            select().query(&[("user", "default"), ("password", password.as_str())]),
+        ),
+        (
+            "/ping without credentials",
+            http.get(format!("{}/ping", server.url())),
+        ),
+    ];
+    for (case, request) in accepted {
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "{case}");
+    }
+    // The crate without the password is refused with the code The Eye's store classifies.
+    let error = Client::default()
+        .with_url(server.url())
+        .query("SELECT 1")
+        .fetch_one::<u8>()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("Code: 516"), "{error}");
+    let one = Client::default()
+        .with_url(server.url())
+        .with_password(&password)
+        .query("SELECT 1")
+        .fetch_one::<u8>()
+        .await
+        .expect("with the password");
+    assert_eq!(one, 1);
+
+    let mode = |name: &str| {
+        let path = data.path().join(name);
+        fs_mode(&path)
+    };
+    fn fs_mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+    assert_eq!(mode("password"), 0o600);
+    assert_eq!(mode("devserver.json"), 0o600);
+    assert_eq!(fs_mode(data.path()), 0o700);
+    let published: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.path().join("devserver.json")).unwrap())
+            .unwrap();
+    assert_eq!(published["password"], password.as_str());
+    let found = DevServer::running(data.path()).await.expect("published");
+    assert_eq!(found.password.0, password);
+
+    // A password file someone made world-readable is made private again, and kept.
+    std::fs::set_permissions(
+        data.path().join("password"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    server
+        .restart(Duration::from_secs(900))
+        .await
+        .expect("restarts");
+    assert_eq!(server.password(), password);
+    assert_eq!(mode("password"), 0o600);
 }

@@ -790,8 +790,7 @@ async fn the_cli_erases_a_session() {
     let run = |args: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
             .args(args)
-            .env("THE_EYE_CLICKHOUSE_URL", &app.db.url)
-            .env("THE_EYE_CLICKHOUSE_DATABASE", &app.db.name)
+            .envs(app.db.env())
             .env("THE_EYE_CLICKHOUSE_INSERT_TIMEOUT_MS", "1000")
             .env("THE_EYE_SERVER_LOG_FILTER", "warn")
             .output()

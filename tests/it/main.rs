@@ -1,5 +1,5 @@
 //! Integration tests against the real ClickHouse engine: a server at `CLICKHOUSE_URL` when
-//! it is set, otherwise the development server, started once for the whole run. All tests
+//! it is set (its user `default`'s password in `CLICKHOUSE_PASSWORD`), otherwise the development server, started once for the whole run. All tests
 //! live in this one binary so that they share that server and link once.
 
 mod alerts;

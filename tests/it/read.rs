@@ -51,11 +51,7 @@ impl TestApp {
     }
 
     fn store(&self) -> Store {
-        let config = the_eye::config::ClickHouseConfig {
-            database: self.db.name.clone(),
-            ..Default::default()
-        };
-        Store::new(&self.db.url, &config)
+        Store::new(&self.db.url, &self.db.clickhouse_config())
     }
 }
 

@@ -85,11 +85,7 @@ fn plan(lines: &[String]) -> Plan {
 
 /// A store on `db`'s database, with the default settings.
 fn store_on(db: &TestDb) -> Store {
-    let config = the_eye::config::ClickHouseConfig {
-        database: db.name.clone(),
-        ..Default::default()
-    };
-    Store::new(&db.url, &config)
+    Store::new(&db.url, &db.clickhouse_config())
 }
 
 async fn explain(store: &Store, query: &ReadQuery) -> Plan {

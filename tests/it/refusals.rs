@@ -275,7 +275,7 @@ async fn a_dropped_column_holds_its_batches_until_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_server_times_inserts_out_and_nothing_is_lost_or_doubled() {
     let (server, _data) = own_devserver().await;
-    let db = TestDb::on(server.url().to_owned()).await;
+    let db = TestDb::on_devserver(&server).await;
     let key = prepared(&db, true).await;
     let child = Child::start(
         &db,

@@ -19,8 +19,7 @@ use crate::spool::{wait_metric, Child};
 fn migrate_process(db: &TestDb) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
         .arg("migrate")
-        .env("THE_EYE_CLICKHOUSE_URL", &db.url)
-        .env("THE_EYE_CLICKHOUSE_DATABASE", &db.name)
+        .envs(db.env())
         .env("THE_EYE_SERVER_LOG_FILTER", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -316,7 +315,7 @@ async fn three_instances_share_one_rate_limit() {
     const RATE: f64 = 1_000.0;
     const HEARTBEAT_MS: u64 = 300;
     let (server, _data) = own_devserver().await;
-    let db = TestDb::on(server.url().to_owned()).await;
+    let db = TestDb::on_devserver(&server).await;
     let config = test_config(&db);
     let (_, _, key) = provision(&db, &config, Some(RATE as u32)).await;
     let spools: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();

@@ -158,11 +158,7 @@ async fn a_shuffled_multi_batch_session_with_copies_and_the_backfill() {
         .unwrap();
     let (status, _) = app.get("/api/sessions/s-shuffled").await;
     assert_eq!(status, 404);
-    let config = the_eye::config::ClickHouseConfig {
-        database: app.db.name.clone(),
-        ..Default::default()
-    };
-    let store = the_eye::store::Store::new(&app.db.url, &config);
+    let store = the_eye::store::Store::new(&app.db.url, &app.db.clickhouse_config());
     for run in 0..2 {
         let mut days = Vec::new();
         let folded = store

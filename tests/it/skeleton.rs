@@ -173,8 +173,7 @@ async fn the_binary_shuts_down_cleanly_on_sigterm() {
         .env("THE_EYE_SERVER_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         // Any free port: the default one may be taken by another instance on this machine.
         .env("THE_EYE_SERVER_METRICS_LISTEN_ADDR", "127.0.0.1:0")
-        .env("THE_EYE_CLICKHOUSE_URL", &app.db.url)
-        .env("THE_EYE_CLICKHOUSE_DATABASE", &app.db.name)
+        .envs(app.db.env())
         .env("THE_EYE_PIPELINE_FLUSH_INTERVAL_MS", "60000")
         .env("THE_EYE_SERVER_LOG_FORMAT", "json")
         .stdout(std::process::Stdio::null())

@@ -82,8 +82,7 @@ impl Child {
             }
         };
         let process = command
-            .env("THE_EYE_CLICKHOUSE_URL", &db.url)
-            .env("THE_EYE_CLICKHOUSE_DATABASE", &db.name)
+            .envs(db.env())
             .env("THE_EYE_CLICKHOUSE_MIGRATE_ON_START", "false")
             .env("THE_EYE_SERVER_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env(
@@ -435,7 +434,7 @@ async fn a_clickhouse_outage_is_bridged_by_the_disk_until_the_budget_is_spent() 
     )
     .await
     .expect("a devserver of this test's own");
-    let db = TestDb::on(server.url().to_owned()).await;
+    let db = TestDb::on_devserver(&server).await;
     let app = TestApp::start_on(db, |config| {
         config.ingest.max_body_bytes = 64 * 1024;
         config.ingest.max_batch_events = 20;

@@ -64,12 +64,14 @@ def the_eye_binary() -> Path:
 
 class ClickHouse:
     """A development ClickHouse of its own with its data in ``data``, or the server at ``url``
-    (``CLICKHOUSE_URL``: a real one), which tests share and so never pause or stop."""
+    (``CLICKHOUSE_URL``: a real one, whose user ``default`` has ``CLICKHOUSE_PASSWORD``),
+    which tests share and so never pause or stop."""
 
     def __init__(self, data: Optional[Path], url: Optional[str] = None) -> None:
         self.process: Optional[subprocess.Popen[bytes]] = None
         if url is not None:
             self.url = url.rstrip("/")
+            self.password = os.environ.get("CLICKHOUSE_PASSWORD", "")
             return
         assert data is not None
         self.port = free_port()
@@ -87,12 +89,16 @@ class ClickHouse:
             )
         # The first run creates the devserver's virtualenv: minutes, once per machine.
         wait_until_up(self.url + "/ping", self.process, log, "the development ClickHouse", 900)
+        # The devserver generates its password into its data directory before it listens.
+        self.password = (data / "password").read_text().strip()
 
     def query(self, sql: str, **params: Any) -> str:
         """Runs ``sql`` with ``{name:Type}`` parameters bound from ``params``; returns the text."""
         query = {"query": sql, **{f"param_{name}": str(value) for name, value in params.items()}}
         url = self.url + "/?" + urllib.parse.urlencode(query)
-        with urllib.request.urlopen(urllib.request.Request(url, data=b""), timeout=60) as answer:
+        headers = {"X-ClickHouse-User": "default", "X-ClickHouse-Key": self.password}
+        request = urllib.request.Request(url, data=b"", headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as answer:
             text: str = answer.read().decode()
             return text
 
@@ -140,6 +146,7 @@ class Eye:
         self.env = {
             **os.environ,
             "THE_EYE_CLICKHOUSE_URL": clickhouse.url,
+            "THE_EYE_CLICKHOUSE_PASSWORD": clickhouse.password,
             "THE_EYE_CLICKHOUSE_DATABASE": database,
             "THE_EYE_SERVER_LISTEN_ADDR": f"127.0.0.1:{self.port}",
             # Its own metrics port too: the default (9464) is one per machine.

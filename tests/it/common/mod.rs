@@ -18,11 +18,15 @@ use tokio::sync::OnceCell;
 
 static DEVSERVER: OnceCell<(DevServer, tempfile::TempDir)> = OnceCell::const_new();
 
-/// `CLICKHOUSE_URL`, or the URL of the development server this process started.
-pub async fn clickhouse_url() -> String {
+/// `CLICKHOUSE_URL` and `CLICKHOUSE_PASSWORD` (of the user `default`; empty when unset), or
+/// the URL and password of the development server this process started.
+pub async fn clickhouse() -> (String, String) {
     if let Ok(url) = std::env::var("CLICKHOUSE_URL") {
         if !url.is_empty() {
-            return url;
+            return (
+                url,
+                std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
+            );
         }
     }
     let (server, _) = DEVSERVER
@@ -31,7 +35,7 @@ pub async fn clickhouse_url() -> String {
             start_devserver("the-eye-test-clickhouse-").await
         })
         .await;
-    server.url().to_owned()
+    (server.url().to_owned(), server.password().to_owned())
 }
 
 /// The static server's data directory outlives the process (statics are not dropped), so
@@ -101,6 +105,9 @@ pub fn signal(pid: u32, signal: &str) {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// The password of the user `default` on the server at `url` (the devserver requires
+    /// one; see `DevServer::password`).
+    pub password: String,
     /// A spool directory of its own for The Eye started on this database, so that parallel
     /// tests never share one.
     pub spool: tempfile::TempDir,
@@ -108,11 +115,17 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
-        Self::on(clickhouse_url().await).await
+        let (url, password) = clickhouse().await;
+        Self::on(url, password).await
     }
 
-    /// A fresh database on the ClickHouse at `url` (a test's own server).
-    pub async fn on(url: String) -> Self {
+    /// A fresh database on a test's own development server.
+    pub async fn on_devserver(server: &DevServer) -> Self {
+        Self::on(server.url().to_owned(), server.password().to_owned()).await
+    }
+
+    /// A fresh database on the ClickHouse at `url`, whose user `default` has `password`.
+    pub async fn on(url: String, password: String) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "test_{}_{}_{}",
@@ -122,6 +135,7 @@ impl TestDb {
         );
         clickhouse::Client::default()
             .with_url(&url)
+            .with_password(&password)
             .query("CREATE DATABASE {db:Identifier}")
             .param("db", &name)
             .execute()
@@ -131,13 +145,37 @@ impl TestDb {
             .prefix("the-eye-test-spool-")
             .tempdir()
             .expect("temporary directory");
-        Self { name, url, spool }
+        Self {
+            name,
+            url,
+            password,
+            spool,
+        }
     }
 
     pub fn client(&self) -> clickhouse::Client {
         clickhouse::Client::default()
             .with_url(&self.url)
+            .with_password(&self.password)
             .with_database(&self.name)
+    }
+
+    /// The store settings for this database and server, the others at their defaults.
+    pub fn clickhouse_config(&self) -> the_eye::config::ClickHouseConfig {
+        the_eye::config::ClickHouseConfig {
+            database: self.name.clone(),
+            password: the_eye::config::Secret(self.password.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// The environment that points a `the-eye` process at this database and server.
+    pub fn env(&self) -> [(&'static str, &str); 3] {
+        [
+            ("THE_EYE_CLICKHOUSE_URL", &self.url),
+            ("THE_EYE_CLICKHOUSE_PASSWORD", &self.password),
+            ("THE_EYE_CLICKHOUSE_DATABASE", &self.name),
+        ]
     }
 
     /// Rows of `sql` as JSON objects (`FORMAT JSONEachRow`), for assertions on any columns.
@@ -228,7 +266,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let client = clickhouse::Client::default().with_url(&self.url);
+        let client = clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_password(&self.password);
         let name = self.name.clone();
         // Drop runs outside async context; a short-lived runtime on its own thread does it.
         let _ = std::thread::spawn(move || {
@@ -253,6 +293,7 @@ pub fn test_config(db: &TestDb) -> Config {
     config.server.listen_addr = "127.0.0.1:0".parse().unwrap();
     config.server.metrics_listen_addr = "127.0.0.1:0".parse().unwrap();
     config.clickhouse.url = db.url.clone();
+    config.clickhouse.password = the_eye::config::Secret(db.password.clone());
     config.clickhouse.database = db.name.clone();
     config.pipeline.flush_interval_ms = 50;
     config.pipeline.spool_dir = db.spool.path().to_owned();
@@ -400,8 +441,7 @@ impl TestApp {
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_the-eye"))
             .args(args)
-            .env("THE_EYE_CLICKHOUSE_URL", &self.db.url)
-            .env("THE_EYE_CLICKHOUSE_DATABASE", &self.db.name)
+            .envs(self.db.env())
             .env("THE_EYE_SERVER_LOG_FILTER", "warn")
             .output()
             .unwrap();

@@ -1,0 +1,255 @@
+//! The envelope's rules, declared with `validator`'s derive (issue 35), and their mapping to
+//! The Eye's stable problem codes, field paths and messages.
+//!
+//! Validation reads an event as arbitrary JSON, so that it can say everything that is wrong
+//! with it at once: [`super::validate_event`] first reads each envelope field's presence and
+//! JSON type by hand (a typed struct could not hold a number where a string belongs, and
+//! serde would stop at the first such field), then puts what it read into [`EnvelopeFields`],
+//! whose `#[validate(...)]` attributes are the rules: lengths in characters, not blank, the
+//! UUID form of `event_id`, the timestamp forms and range, and the shape of `data`.
+//! [`EnvelopeFields::problems`] turns `validator`'s errors into [`Problem`]s in the fixed
+//! order of the fields, with the codes and messages the API has always answered (the
+//! differential test in `differential.rs` holds them to the recorded outcomes).
+//!
+//! Kept hand-written, each with the reason next to it in [`super::validate_value`]:
+//! - `data`'s size in bytes: measuring it means serialising `data`, which the event needs
+//!   anyway; a `validator` rule would serialise it a second time on every event.
+//! - The time window (`timestamp_in_future`, `timestamp_too_old`): it applies to the time
+//!   after clock-skew correction, which depends on `sent_at` and the receive time, not to a
+//!   field as sent, and it is reported after the payload's problems.
+//! - Unknown fields: they are keys of the JSON object, which no struct field can declare.
+//!
+//! `validator`'s `range` has no rule to express here: no envelope field is a number.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+use validator::{Validate, ValidateArgs, ValidationError, ValidationErrorsKind};
+
+use super::{timestamp, truncate_chars, ProblemCode, Rules};
+
+/// The envelope fields as read from the JSON object: `None` when absent, `null` or of the
+/// wrong JSON type (a problem the reading already reported), so that a rule never reports a
+/// second problem for one field.
+#[derive(Debug, Validate)]
+#[validate(context = Rules)]
+pub(super) struct EnvelopeFields<'a> {
+    /// A UUID other than the nil UUID, in any form `uuid` parses.
+    #[validate(custom(function = "event_id_form", code = "invalid_event_id"))]
+    pub event_id: Option<&'a str>,
+    /// The application's session id, 1–128 characters, not blank.
+    #[validate(
+        length(min = 1, max = 128),
+        custom(function = "not_blank", code = "too_short")
+    )]
+    pub session_id: Option<&'a str>,
+    /// The application's account id of the person, 1–128 characters, not blank, when sent.
+    #[validate(
+        length(min = 1, max = 128),
+        custom(function = "not_blank", code = "too_short")
+    )]
+    pub user_id: Option<&'a str>,
+    /// 1–100 characters, not blank.
+    #[validate(
+        length(min = 1, max = 100),
+        custom(function = "not_blank", code = "too_short")
+    )]
+    pub category: Option<&'a str>,
+    /// 1–100 characters, not blank.
+    #[validate(
+        length(min = 1, max = 100),
+        custom(function = "not_blank", code = "too_short")
+    )]
+    pub name: Option<&'a str>,
+    /// One of the two timestamp forms, years 1900–2299 ([`timestamp::parse`]).
+    #[validate(custom(function = "timestamp_form", code = "invalid_timestamp"))]
+    pub timestamp: Option<&'a str>,
+    /// As `timestamp`.
+    #[validate(custom(function = "timestamp_form", code = "invalid_timestamp"))]
+    pub sent_at: Option<&'a str>,
+    /// A JSON object with at least one member, nested at most `ingest.max_data_depth` levels.
+    #[validate(
+        custom(function = "non_empty", code = "empty_data"),
+        custom(function = "within_depth", use_context, code = "data_too_deep")
+    )]
+    pub data: Option<&'a Map<String, Value>>,
+}
+
+/// The fields in the order their problems are reported.
+pub(super) const FIELDS: [&str; 8] = [
+    "event_id",
+    "session_id",
+    "user_id",
+    "category",
+    "name",
+    "timestamp",
+    "sent_at",
+    "data",
+];
+
+impl<'a> EnvelopeFields<'a> {
+    /// The text of the string field `field` of [`FIELDS`] (`None` for `data`).
+    fn text(&self, field: &str) -> Option<&'a str> {
+        match field {
+            "event_id" => self.event_id,
+            "session_id" => self.session_id,
+            "user_id" => self.user_id,
+            "category" => self.category,
+            "name" => self.name,
+            "timestamp" => self.timestamp,
+            "sent_at" => self.sent_at,
+            _ => None,
+        }
+    }
+
+    /// Runs the rules; for each field of [`FIELDS`] that broke one, the problem to report
+    /// (one per field: the first in the rule order below), as `(index in FIELDS, code,
+    /// message)`. Empty when every rule holds — the common case, which allocates nothing.
+    pub fn problems(&self, rules: &Rules) -> Vec<(usize, ProblemCode, String)> {
+        let Err(errors) = self.validate_with_args(rules) else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        for (index, field) in FIELDS.iter().enumerate() {
+            let Some(ValidationErrorsKind::Field(broken)) = errors.errors().get(*field) else {
+                continue;
+            };
+            if let Some((code, message)) = self.problem(field, broken, rules) {
+                problems.push((index, code, message));
+            }
+        }
+        problems
+    }
+
+    /// The one problem reported for `field`: the rules' errors are collected in `validator`'s
+    /// own order (`length` before `custom`), but the answers always named a blank value
+    /// `too_short` before any length, and an empty `data` before its depth.
+    fn problem(
+        &self,
+        field: &str,
+        broken: &[ValidationError],
+        rules: &Rules,
+    ) -> Option<(ProblemCode, String)> {
+        let has = |code: &str| broken.iter().any(|error| error.code == code);
+        if field == "data" {
+            if has("empty_data") {
+                return Some((
+                    ProblemCode::EmptyData,
+                    "data must not be an empty object".to_owned(),
+                ));
+            }
+            let depth = self.data.map_or(0, super::depth_of_object);
+            return has("data_too_deep").then(|| {
+                (
+                    ProblemCode::DataTooDeep,
+                    format!(
+                        "data is nested {depth} levels deep; at most {} are allowed",
+                        rules.max_data_depth
+                    ),
+                )
+            });
+        }
+        let text = self.text(field).unwrap_or_default();
+        if has("invalid_event_id") {
+            return Some((
+                ProblemCode::InvalidEventId,
+                "event_id must be a non-nil UUID such as 0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d"
+                    .to_owned(),
+            ));
+        }
+        if has("invalid_timestamp") {
+            return Some((
+                ProblemCode::InvalidTimestamp,
+                timestamp_message(field, text),
+            ));
+        }
+        // `length`'s error covers both ends; blank (which includes empty) is told first.
+        if has("too_short") || text.is_empty() {
+            return Some((
+                ProblemCode::TooShort,
+                format!("{field} must not be empty or blank"),
+            ));
+        }
+        if let Some(error) = broken.iter().find(|error| error.code == "length") {
+            let max = error.params.get("max").and_then(Value::as_u64).unwrap_or(0);
+            let chars = text.chars().count();
+            return Some((
+                ProblemCode::TooLong,
+                format!("{field} has {chars} characters; at most {max} are allowed"),
+            ));
+        }
+        None
+    }
+}
+
+/// The message of `invalid_timestamp`, quoting at most 64 characters of what was sent.
+pub(super) fn timestamp_message(field: &str, text: &str) -> String {
+    format!(
+        "{field} `{}` is neither RFC 3339 with an offset (2021-01-01T09:15:27.243860Z) nor YYYY-MM-DD HH:MM:SS[.ffffff] in UTC, between the years 1900 and 2299",
+        truncate_chars(text, 64)
+    )
+}
+
+fn rule_broken(code: &'static str) -> ValidationError {
+    ValidationError {
+        code: Cow::Borrowed(code),
+        message: None,
+        params: Default::default(),
+    }
+}
+
+/// `event_id`: a UUID other than the nil one, whose all-zero value would make every
+/// client's "no id" the same id.
+fn event_id_form(text: &&str) -> Result<(), ValidationError> {
+    match Uuid::try_parse(text) {
+        Ok(id) if !id.is_nil() => Ok(()),
+        _ => Err(rule_broken("invalid_event_id")),
+    }
+}
+
+/// Not empty and not only whitespace: a blank id or name groups nothing.
+fn not_blank(text: &&str) -> Result<(), ValidationError> {
+    if text.trim().is_empty() {
+        Err(rule_broken("too_short"))
+    } else {
+        Ok(())
+    }
+}
+
+/// One of the two timestamp forms, within ClickHouse's `DateTime64` range.
+fn timestamp_form(text: &&str) -> Result<(), ValidationError> {
+    match timestamp::parse(text) {
+        Some(_) => Ok(()),
+        None => Err(rule_broken("invalid_timestamp")),
+    }
+}
+
+/// `data` has at least one member: an empty object says nothing about the event.
+fn non_empty(data: &&Map<String, Value>) -> Result<(), ValidationError> {
+    if data.is_empty() {
+        Err(rule_broken("empty_data"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `data` is nested at most `ingest.max_data_depth` levels (the object itself is level 1).
+fn within_depth(data: &&Map<String, Value>, rules: &Rules) -> Result<(), ValidationError> {
+    if super::depth_of_object(data) > rules.max_data_depth {
+        Err(rule_broken("data_too_deep"))
+    } else {
+        Ok(())
+    }
+}
+
+/// What [`super::validate_event`] reports for one field of [`FIELDS`]: its reading problem,
+/// else its rule problem, else nothing.
+pub(super) type Slot = Option<(ProblemCode, String)>;
+
+/// Puts the problems of [`EnvelopeFields::problems`] into `slots` where reading found none.
+pub(super) fn merge(slots: &mut [Slot; 8], rule_problems: Vec<(usize, ProblemCode, String)>) {
+    for (index, code, message) in rule_problems {
+        slots[index].get_or_insert((code, message));
+    }
+}
