@@ -1,4 +1,4 @@
-//! The completeness ledger (README "Is anything missing?") on a running service: after a run
+//! The completeness ledger (docs/analysts.md, "Is anything missing?") on a running service: after a run
 //! of accepted, duplicate, rejected, refused and rate-limited requests, `ingest_ledger` (read
 //! through `GET /api/ledger`) holds exactly what the client was answered; and what was counted
 //! since the last flush is written at shutdown.
@@ -187,13 +187,14 @@ async fn the_ledger_minutes_equal_what_the_client_was_answered() {
         .unwrap();
     assert_eq!(response.status(), 400, "more than 7 days");
 
-    // The README's SQL ("Is anything missing?") runs, and its figures are the client's.
-    let readme =
-        std::fs::read_to_string(crate::dashboards::repository().join("README.md")).unwrap();
-    let after = readme
+    // The documented SQL (docs/analysts.md, "Is anything missing?") runs, and its figures are
+    // the client's.
+    let document =
+        std::fs::read_to_string(crate::dashboards::repository().join("docs/analysts.md")).unwrap();
+    let after = document
         .split("In SQL, the events of each minute")
         .nth(1)
-        .expect("README: the ledger's SQL example");
+        .expect("docs/analysts.md: the ledger's SQL example");
     let sql = after
         .split("```sql\n")
         .nth(1)
