@@ -37,6 +37,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// How erasures run.
     pub erasure: ErasureConfig,
+    /// Personal-data rules: the hash key, URL-valued properties (docs/personal-data.md).
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 /// Default retention of each table, in days; 0 keeps rows for ever. A session summary is
@@ -83,7 +85,8 @@ impl Default for ErasureConfig {
 
 /// Sections that environment variables may address; anything else under `THE_EYE_` (such as
 /// `THE_EYE_CACHE_DIR`, read by the devserver script) is not configuration of the service.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
+    "privacy",
     "server",
     "clickhouse",
     "ingest",

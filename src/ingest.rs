@@ -69,6 +69,9 @@ pub struct Ingestor {
     live: Arc<Hub>,
     /// Counts of every outcome per application and minute (README "Is anything missing?").
     ledger: Arc<Ledger>,
+    /// Personal-data rules (issue 30), applied before anything reads an event; `None` (an
+    /// ingestor built without [`Ingestor::with_privacy`]) applies none.
+    privacy: Option<Arc<crate::privacy::Privacy>>,
 }
 
 /// What ingest needs to forget on time: the default retention stamped on recovered rows, and
@@ -90,6 +93,8 @@ pub struct Origin<'a> {
     /// The retention its rows are stored with, in days (0: for ever): the application's, or
     /// the defaults of `retention` (see [`crate::config::RetentionConfig`]).
     pub retention: RowRetention,
+    /// The application's personal-data settings (URL allowlist, detector policy; issue 30).
+    pub privacy: crate::privacy::AppSettings,
 }
 
 /// Days the rows of one request are kept (0: for ever), stamped on each row at insert.
@@ -148,7 +153,14 @@ impl Ingestor {
             retry_after_secs,
             live: Arc::new(Hub::new(&LiveConfig::default())),
             ledger: Arc::default(),
+            privacy: None,
         }
+    }
+
+    /// The same, applying the personal-data rules of `privacy` (issue 30).
+    pub fn with_privacy(mut self, privacy: Arc<crate::privacy::Privacy>) -> Self {
+        self.privacy = Some(privacy);
+        self
     }
 
     /// The same, counting outcomes in `ledger` (by default a ledger of its own, which nobody
@@ -210,7 +222,7 @@ impl Ingestor {
             Ok(json::Body::Batch(items)) => items.len().clamp(1, self.config.max_batch_events),
             _ => 1,
         })?;
-        let (items, batched) = match parsed {
+        let (mut items, batched) = match parsed {
             Ok(json::Body::Batch(items)) => (items, true),
             Ok(json::Body::Single(item)) => (vec![item], false),
             Ok(json::Body::Other(kind)) => {
@@ -250,6 +262,13 @@ impl Ingestor {
             }
             .into());
         }
+        // --- privacy hook (issue 30): personal-data rules rewrite every item before validation,
+        // the spool, `errors.raw`, logs, metrics and the live stream see it (src/privacy/).
+        if let Some(privacy) = &self.privacy {
+            let schemas = self.schemas.current();
+            privacy.apply_items(origin.application, &origin.privacy, &mut items, &schemas);
+        }
+        // --- end of privacy hook
         Ok(self.ingest_items(origin, &items, batched).await?)
     }
 
@@ -524,6 +543,16 @@ impl Ingestor {
             message: message.to_owned(),
         };
         let raw = String::from_utf8_lossy(body);
+        // --- privacy hook (issue 30): a refused body's text is withheld if it names a marked
+        // property, since no rule could be applied to it (src/privacy/mod.rs, `screen_text`).
+        let raw = match &self.privacy {
+            Some(privacy) => match privacy.screen_text(&raw, &self.schemas.current()) {
+                std::borrow::Cow::Owned(withheld) => std::borrow::Cow::Owned(withheld),
+                std::borrow::Cow::Borrowed(_) => raw,
+            },
+            None => raw,
+        };
+        // --- end of privacy hook
         let row = error_row(
             origin,
             None,

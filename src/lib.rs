@@ -33,6 +33,7 @@ pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;
+pub mod privacy;
 pub mod recover;
 pub mod server;
 pub mod store;
@@ -83,6 +84,8 @@ pub enum Error {
     Schemas(#[from] validate::schemas::SchemaError),
     #[error(transparent)]
     Spool(#[from] pipeline::SpoolError),
+    #[error("personal-data rules: {0}")]
+    Privacy(#[from] privacy::KeyError),
 }
 
 /// ClickHouse as configured: the server at `clickhouse.url`, or the development server,
@@ -193,11 +196,36 @@ async fn announce_demo(config: &Config, store: &Store) -> Result<(), Error> {
     Ok(())
 }
 
+/// The personal-data rules of this instance (issue 30, docs/personal-data.md): the hash key
+/// from `privacy.hash_secret`, or else from `<pipeline.spool_dir>/hash-secret`, created there
+/// when missing, with a warning when a schema hashes (that key is this instance's alone).
+fn privacy_rules(
+    config: &Config,
+    schemas: &SchemaRegistry,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<privacy::Privacy>, Error> {
+    let (key, from_file) =
+        privacy::HashKey::resolve(&config.privacy.hash_secret, &config.pipeline.spool_dir)?;
+    if from_file && privacy::Privacy::uses_hash(&schemas.current()) {
+        tracing::warn!(
+            file = %config.pipeline.spool_dir.join("hash-secret").display(),
+            "a payload schema hashes personal data (x-pii: hash) and privacy.hash_secret is not set: \
+             using this instance's own generated key; set privacy.hash_secret to the same value on \
+             every instance, or equal values hash differently on each (docs/personal-data.md)"
+        );
+    }
+    Ok(Arc::new(privacy::Privacy::new(
+        key,
+        config.privacy.clone(),
+        metrics.clone(),
+    )))
+}
+
 /// Writes `contents` to `path` readable by its owner only (`0600`), whatever was at `path`
 /// before: a new file is written beside it with that mode and renamed over it, so that a
 /// file that existed with a wider mode (say `0644`, holding an organisation admin key) does
 /// not keep it, and a reader never sees half a file (issue 28).
-fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     let name = path
         .file_name()
@@ -309,7 +337,8 @@ impl App {
                 },
             )
             .with_live(Arc::new(live::Hub::new(&config.live)))
-            .with_ledger(ledger.clone()),
+            .with_ledger(ledger.clone())
+            .with_privacy(privacy_rules(&config, &schemas, &metrics)?),
         );
         let state = AppState::new(api::AppStateInner {
             config: config.clone(),

@@ -116,6 +116,9 @@ enum AppsCommand {
         /// retention.errors_days).
         #[arg(long)]
         retention_days: Option<u16>,
+        /// Personal-data settings (issue 30).
+        #[command(flatten)]
+        privacy: the_eye::privacy::SettingsArgs,
     },
     /// List applications.
     List,
@@ -146,6 +149,9 @@ enum AppsCommand {
         /// next TTL merge).
         #[arg(long)]
         retention_days: Option<u16>,
+        /// Personal-data settings (issue 30).
+        #[command(flatten)]
+        privacy: the_eye::privacy::SettingsArgs,
     },
 }
 
@@ -391,6 +397,7 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
             burst,
             origins,
             retention_days,
+            privacy,
         } => {
             let new = NewApplication {
                 name,
@@ -398,6 +405,7 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
                 burst,
                 allowed_origins: origins,
                 retention_days,
+                privacy: privacy.into(),
             };
             let (application, key) = admin::create_application(&store, new).await?;
             println!("created application `{}`", application.application_id);
@@ -440,6 +448,7 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
             add_origins,
             remove_origins,
             retention_days,
+            privacy,
         } => {
             let update = ApplicationUpdate {
                 name,
@@ -448,10 +457,11 @@ async fn apps(config: Config, command: AppsCommand) -> Result<(), Error> {
                 add_origins,
                 remove_origins,
                 retention_days,
+                privacy: privacy.into(),
             };
             if update == ApplicationUpdate::default() {
                 return Err(AdminError::Invalid(
-                    "nothing to change: give --name, --rate, --burst, --add-origin, --remove-origin or --retention-days"
+                    "nothing to change: give --name, --rate, --burst, --add-origin, --remove-origin, --retention-days, --url-query-allow or --pii-detector"
                         .to_owned(),
                 )
                 .into());

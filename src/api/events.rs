@@ -157,6 +157,7 @@ async fn ingest(
         received_at: Utc::now(),
         request_id: Uuid::now_v7(),
         retention: RowRetention::resolve(&state.config.retention, principal.retention_days),
+        privacy: principal.privacy.clone(),
     };
     let limit = state.ingestor.config().max_body_bytes;
     let body = match read_body(headers, body, limit, accepts).await {

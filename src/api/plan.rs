@@ -273,6 +273,7 @@ mod tests {
             rate_per_second: 0,
             burst: 0,
             retention_days: 0,
+            privacy: crate::privacy::AppSettings::default(),
         };
         assert_eq!(
             readable_application(&key("a"), None).unwrap().as_deref(),

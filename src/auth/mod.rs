@@ -69,6 +69,8 @@ pub struct Principal {
     /// The application's retention in days (0: the configured defaults; always 0 for an
     /// organisation key, which sends no events).
     pub retention_days: u16,
+    /// The application's personal-data settings (issue 30; defaults for an organisation key).
+    pub privacy: crate::privacy::AppSettings,
 }
 
 impl Principal {

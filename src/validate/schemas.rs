@@ -55,6 +55,8 @@ pub struct EventSchema {
     /// The schema document as written, for `GET /api/schemas`.
     pub document: Value,
     validator: jsonschema::Validator,
+    /// Its `x-pii` rules (issue 30; src/privacy/rules.rs), applied before validation.
+    pub pii: crate::privacy::rules::PiiRules,
 }
 
 /// One payload problem: where, which keyword failed, and why.
@@ -102,6 +104,13 @@ impl SchemaSet {
                     file: file.display().to_string(),
                     message: format!("not a valid draft 2020-12 schema: {error}"),
                 })?;
+            // Personal-data rules (issue 30): a bad `x-pii` refuses the set like a bad schema.
+            let pii = crate::privacy::rules::PiiRules::parse(&document).map_err(|message| {
+                SchemaError {
+                    file: file.display().to_string(),
+                    message,
+                }
+            })?;
             let key = (entry.category.clone(), entry.name.clone());
             if by_type.contains_key(&key) {
                 return Err(SchemaError {
@@ -119,6 +128,7 @@ impl SchemaSet {
                     name: entry.name,
                     document,
                     validator,
+                    pii,
                 },
             );
         }

@@ -52,6 +52,7 @@ async fn new_app(
         burst,
         allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
         retention_days: None,
+        privacy: Default::default(),
     };
     admin::create_application(&app.store, new)
         .await
