@@ -144,6 +144,7 @@ impl HashKey {
 /// An application's detector policy (`applications.pii_detector`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(example = "flag")]
 pub enum DetectorPolicy {
     /// Nothing is scanned.
     Off,

@@ -44,6 +44,9 @@ impl PiiAction {
     }
 }
 
+/// Characters of a stored hash (hex of 32 bytes).
+pub const HASH_CHARS: u64 = 64;
+
 /// The keyword's name in a schema.
 pub const KEYWORD: &str = "x-pii";
 
@@ -156,6 +159,15 @@ fn walk(
                 action.as_str()
             ));
         }
+        let bound = |name: &str| object.get(name).and_then(Value::as_u64);
+        if action == PiiAction::Hash
+            && (bound("maxLength").is_some_and(|max| max < HASH_CHARS)
+                || bound("minLength").is_some_and(|min| min > HASH_CHARS))
+        {
+            return Err(format!(
+                "`{KEYWORD}: hash` at {at} stores {HASH_CHARS} hex characters, which its `minLength` or `maxLength` refuses"
+            ));
+        }
         rules.uses_hash |= action == PiiAction::Hash;
         node.action = Some(action);
     }
@@ -263,21 +275,34 @@ fn apply_property(object: &mut Map<String, Value>, name: &str, child: &Node, key
 
 fn transform(node: &Node, value: &mut Value, key: &HashKey) {
     match node.action {
-        Some(PiiAction::Hash) if !value.is_null() => {
-            *value = Value::String(key.hash(&text_of(value)))
-        }
-        Some(PiiAction::Mask) if !value.is_null() => *value = Value::String(mask(value)),
-        // `null` says "nothing was given": it holds nothing personal and is kept.
-        Some(_) => {}
+        Some(action) => transform_value(action, value, key),
         None => apply_node(node, value, key),
     }
 }
 
-/// What is hashed: a string's own text, any other value's compact JSON.
-fn text_of(value: &Value) -> String {
+/// Hashes or masks a string or a number (which becomes a string). A value of another kind
+/// is one the schema will refuse (a marked property must allow strings, see
+/// [`PiiRules::parse`]): an array's elements and an object's values are transformed
+/// one by one, so that it is still refused for its kind, with nothing personal left in the
+/// rejection; `true`, `false` and `null` hold nothing to hide and are kept.
+fn transform_value(action: PiiAction, value: &mut Value, key: &HashKey) {
     match value {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
+        Value::String(text) if action == PiiAction::Hash => *text = key.hash(text),
+        Value::Number(number) if action == PiiAction::Hash => {
+            *value = Value::String(key.hash(&number.to_string()))
+        }
+        Value::String(_) | Value::Number(_) => *value = Value::String(mask(value)),
+        Value::Array(elements) => {
+            for element in elements {
+                transform_value(action, element, key);
+            }
+        }
+        Value::Object(members) => {
+            for member in members.values_mut() {
+                transform_value(action, member, key);
+            }
+        }
+        Value::Bool(_) | Value::Null => {}
     }
 }
 
@@ -287,7 +312,9 @@ fn text_of(value: &Value) -> String {
 /// - a string or a number holding at least 6 digits (a phone, card or account number): every
 ///   digit but the last four becomes `*`, everything else is kept
 ///   (`+44 20 7946 0958` → `+** ** **** 0958`, `4111111111111111` → `************1111`);
-/// - anything else (a name, a short code, a boolean, an object, an array): `***`, nothing kept.
+/// - any other string or number (a name, a short code): `***`, nothing kept;
+/// - anything else (not a string or a number): `***` (see [`transform_value`] for what the
+///   rules do with such values).
 pub fn mask(value: &Value) -> String {
     let text = match value {
         Value::String(text) => text.as_str(),
@@ -385,10 +412,15 @@ mod tests {
             &HashKey::new(b"another key of sixteen bytes+".to_vec()),
         );
         assert_ne!(other["form"]["first_name"], hashed);
-        // A null stays null.
-        let mut empty = json!({"form": {"email": null}});
-        rules.apply(&mut empty, &key());
-        assert_eq!(empty["form"]["email"], Value::Null);
+        // A null stays null; a value of the wrong kind stays of its kind, its strings hashed,
+        // so that validation still refuses it and the rejection holds nothing personal.
+        let mut odd = json!({"form": {"email": null, "first_name": ["John", {"n": "Doe"}, true]}});
+        rules.apply(&mut odd, &key());
+        assert_eq!(odd["form"]["email"], Value::Null);
+        assert_eq!(
+            odd["form"]["first_name"],
+            json!([key().hash("John"), {"n": key().hash("Doe")}, true])
+        );
     }
 
     #[test]
@@ -419,6 +451,10 @@ mod tests {
                 "does not allow",
             ),
             (json!({"x-pii": "drop"}), "root"),
+            (
+                json!({"properties": {"a": {"maxLength": 10, "x-pii": "hash"}}}),
+                "maxLength",
+            ),
         ] {
             let error = PiiRules::parse(&schema).unwrap_err();
             assert!(error.contains(expected), "{error} lacks {expected}");

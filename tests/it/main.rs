@@ -23,6 +23,7 @@ mod metrics;
 mod old_clients;
 mod openapi;
 mod plan;
+mod privacy;
 mod read;
 mod read_speed;
 mod recover;
