@@ -86,3 +86,46 @@ fn parse_batch(bencher: divan::Bencher, reader: &str) {
         _ => bencher.bench_local(|| decode_body(divan::black_box(bytes)).unwrap()),
     }
 }
+
+/// The personal-data rules of issue 30 (`src/privacy/`), per event, on an already-parsed
+/// event as the request path runs them before validation: the schema's `x-pii` rules, the
+/// URL allowlist and the detector under each policy. `submit` hashes two names (two
+/// HMAC-SHA-256); `leaky` is a type without a schema whose `data` holds an e-mail address and
+/// a card number (what the detector is for). Each iteration rewrites a fresh clone; `clone_only`
+/// is that clone alone, to subtract.
+#[divan::bench(
+    args = ["clone_only", "submit_off", "submit_flag", "pageview_flag", "leaky_off", "leaky_flag", "leaky_mask"]
+)]
+fn privacy_rules(bencher: divan::Bencher, case: &str) {
+    use std::sync::Arc;
+    use the_eye::privacy::{AppSettings, DetectorPolicy, HashKey, Privacy, PrivacyConfig};
+    let (_, schemas) = setup();
+    let metrics = Arc::new(the_eye::metrics::Metrics::new(100));
+    let privacy = Privacy::new(
+        HashKey::new(b"0123456789abcdef0123456789abcdef".to_vec()),
+        PrivacyConfig::default(),
+        metrics,
+    );
+    let leaky = r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "support", "name": "note", "data": {"host": "www.consumeraffairs.com", "path": "/help?utm_source=mail&token=abc", "text": "write to jane.doe@example.com", "card": "4111 1111 1111 1111", "ticket": "e2085be5-9137-4e4e-80b5-f1ffddc25423"}, "timestamp": "2021-01-01 09:15:27.243860"}"#;
+    let (text, policy) = match case {
+        "submit_off" => (EXAMPLES[2].1, Some(DetectorPolicy::Off)),
+        "submit_flag" => (EXAMPLES[2].1, Some(DetectorPolicy::Flag)),
+        "pageview_flag" => (EXAMPLES[0].1, Some(DetectorPolicy::Flag)),
+        "leaky_off" => (leaky, Some(DetectorPolicy::Off)),
+        "leaky_flag" => (leaky, Some(DetectorPolicy::Flag)),
+        "leaky_mask" => (leaky, Some(DetectorPolicy::Mask)),
+        _ => (EXAMPLES[2].1, None),
+    };
+    let event: Value = serde_json::from_str(text).unwrap();
+    let settings = AppSettings {
+        detector: policy.unwrap_or_default(),
+        ..AppSettings::default()
+    };
+    bencher.bench_local(|| {
+        let mut event = divan::black_box(&event).clone();
+        if policy.is_some() {
+            privacy.apply_event("bench", &settings, &mut event, &schemas);
+        }
+        event
+    });
+}

@@ -182,6 +182,7 @@ async fn run_size(
         rate_per_second: 0,
         burst: 0,
         retention_days: 0,
+        privacy: Default::default(),
     };
 
     let fixture = Fixture::of_size(events).with_session_ids(match args.session_ids {

@@ -55,6 +55,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// How erasures run.
     pub erasure: ErasureConfig,
+    /// Personal-data rules: the hash key, URL-valued properties (docs/personal-data.md).
+    pub privacy: PrivacyConfig,
 }
 
 /// Default retention of each table, in days; 0 keeps rows for ever. A session summary is
@@ -101,7 +103,8 @@ impl Default for ErasureConfig {
 
 /// Sections that environment variables may address; anything else under `THE_EYE_` (such as
 /// `THE_EYE_CACHE_DIR`, read by the devserver script) is not configuration of the service.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
+    "privacy",
     "server",
     "clickhouse",
     "ingest",
@@ -774,6 +777,34 @@ fn section_of(key: &str) -> Option<&'static str> {
         key.strip_prefix(section)
             .is_some_and(|rest| rest.starts_with('_') && rest.len() > 1)
     })
+}
+
+/// The `privacy` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// The key of `x-pii: hash` (HMAC-SHA-256), at least 32 characters; the same on every
+    /// instance, or equal values hash differently on different instances. Never logged.
+    /// Empty (the default): a random key is read from, or created in,
+    /// `<pipeline.spool_dir>/hash-secret` (mode 0600) — for one instance in development only;
+    /// a warning says so at start when a schema hashes. Env `THE_EYE_PRIVACY_HASH_SECRET`.
+    pub hash_secret: Secret,
+    /// Properties of `data` (top level) holding a URL or path whose query parameters the
+    /// application's allowlist filters. Default `path`, `url`, `referrer`.
+    pub url_properties: Vec<String>,
+    /// Properties of `data` (top level) holding a bare query string (`a=1&b=2`, as the browser
+    /// SDK's `query`), filtered the same way; removed when nothing is left. Default `query`.
+    pub query_properties: Vec<String>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            hash_secret: Secret::default(),
+            url_properties: vec!["path".into(), "url".into(), "referrer".into()],
+            query_properties: vec!["query".into()],
+        }
+    }
 }
 
 #[cfg(test)]

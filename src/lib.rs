@@ -41,6 +41,7 @@ pub mod backtest;
 pub mod config;
 pub mod devserver;
 pub mod erasure;
+pub mod files;
 pub mod ingest;
 pub mod ledger;
 pub mod live;
@@ -48,6 +49,7 @@ pub mod metrics;
 pub mod micro;
 pub mod pipeline;
 pub mod plan;
+pub mod privacy;
 pub mod recover;
 pub mod redact;
 pub mod server;
@@ -99,6 +101,8 @@ pub enum Error {
     Schemas(#[from] validate::schemas::SchemaError),
     #[error(transparent)]
     Spool(#[from] pipeline::SpoolError),
+    #[error("personal-data rules: {0}")]
+    Privacy(#[from] privacy::KeyError),
 }
 
 /// ClickHouse as configured: the server at `clickhouse.url`, or the development server,
@@ -219,7 +223,7 @@ async fn announce_demo(config: &Config, store: &Store) -> Result<(), Error> {
         demo.read.key,
         demo.admin.key
     );
-    write_private(&keys_file, &contents)?;
+    files::write_private(&keys_file, &contents)?;
     // Printed, not logged: keys never go through the log pipeline.
     println!(
         "\nCreated application `{}` for trying The Eye out. Its keys (also in {}):\n  ingest: {}\n  read:   {}\n  admin (organisation): {}\n",
@@ -232,34 +236,29 @@ async fn announce_demo(config: &Config, store: &Store) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes `contents` to `path` readable by its owner only (`0600`), whatever was at `path`
-/// before: a new file is written beside it with that mode and renamed over it, so that a
-/// file that existed with a wider mode (say `0644`, holding an organisation admin key) does
-/// not keep it, and a reader never sees half a file (issue 28).
-fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let name = path
-        .file_name()
-        .and_then(|name| name.to_str())
-        .unwrap_or("file");
-    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = (|| {
-        let mut file = options.open(&temporary)?;
-        // `mode` applies only when the file is created; a stale temporary one is narrowed too.
-        #[cfg(unix)]
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        file.write_all(contents.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temporary);
+/// The personal-data rules of this instance (issue 30, docs/personal-data.md): the hash key
+/// from `privacy.hash_secret`, or else from `<pipeline.spool_dir>/hash-secret`, created there
+/// when missing, with a warning when a schema hashes (that key is this instance's alone).
+fn privacy_rules(
+    config: &Config,
+    schemas: &SchemaRegistry,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<privacy::Privacy>, Error> {
+    let (key, from_file) =
+        privacy::HashKey::resolve(&config.privacy.hash_secret, &config.pipeline.spool_dir)?;
+    if from_file && privacy::Privacy::uses_hash(&schemas.current()) {
+        tracing::warn!(
+            file = %config.pipeline.spool_dir.join("hash-secret").display(),
+            "a payload schema hashes personal data (x-pii: hash) and privacy.hash_secret is not set: \
+             using this instance's own generated key; set privacy.hash_secret to the same value on \
+             every instance, or equal values hash differently on each (docs/personal-data.md)"
+        );
     }
-    written
+    Ok(Arc::new(privacy::Privacy::new(
+        key,
+        config.privacy.clone(),
+        metrics.clone(),
+    )))
 }
 
 /// The whole service built from a [`Config`] as [`serve`] builds it, not yet listening: the
@@ -349,7 +348,8 @@ impl App {
             )
             .with_live(Arc::new(live::Hub::new(&config.live)))
             .with_ledger(ledger.clone())
-            .with_limits(limits.clone()),
+            .with_limits(limits.clone())
+            .with_privacy(privacy_rules(&config, &schemas, &metrics)?),
         );
         let state = AppState::new(api::AppStateInner {
             config: config.clone(),
@@ -629,33 +629,5 @@ impl config::PipelineConfig {
             segment_bytes: self.spool_segment_bytes,
             sync,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A keys file that existed with a wide mode is replaced by one readable by its owner
-    /// only (issue 28).
-    #[test]
-    fn private_files_are_0600_whatever_was_there() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("demo-keys.env");
-        std::fs::write(&path, "OLD=1\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_private(&path, "NEW=2\n").unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "NEW=2\n");
-        let fresh = dir.path().join("fresh.env");
-        write_private(&fresh, "X=1\n").unwrap();
-        assert_eq!(
-            std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        // Nothing left beside it.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }

@@ -135,6 +135,9 @@ pub struct Metrics {
     pub insert_failures: IntCounterVec,
     pub insert_retries: IntCounterVec,
     pub rows_dropped: IntCounterVec,
+    /// Strings the personal-data detector found, by application, kind and property (issue
+    /// 30; labels bounded in `privacy`).
+    pub pii_detected: IntCounterVec,
     /// Rows ClickHouse refused on their own, kept in `errors` as `insert_refused`.
     pub rows_refused: IntCounterVec,
     /// Unix time since which a table refuses inserts, by table and ClickHouse code; while it
@@ -244,6 +247,7 @@ impl Metrics {
             rows_inserted: counter(&registry, "the_eye_rows_inserted_total", "Rows written to ClickHouse.", &["table"]),
             insert_failures: counter(&registry, "the_eye_clickhouse_insert_failures_total", "Failed insert attempts, by what the failure means: transient (retried), table (the table is not as expected: the batch is held and retried), rows (ClickHouse refuses rows: the batch is split to find them).", &["table", "kind"]),
             insert_retries: counter(&registry, "the_eye_clickhouse_insert_retries_total", "Insert attempts that were retries of a failed one.", &["table"]),
+            pii_detected: counter(&registry, "the_eye_pii_detected_total", "Strings in events that look like personal data nobody declared (detector policy flag or mask), by kind (email, card, phone) and property path.", &["application", "type", "property"]),
             rows_dropped: counter(&registry, "the_eye_rows_dropped_total", "Rows given up on: an errors row ClickHouse refuses, error rows past the queue or rate bound, or (without a spool) shutdown timing out.", &["table", "reason"]),
             rows_refused: counter(&registry, "the_eye_rows_refused_total", "Rows ClickHouse refused on their own, kept in errors with the code insert_refused (recoverable with errors replay).", &["table"]),
             insert_blocked_since: register(&registry, GaugeVec::new(Opts::new("the_eye_insert_blocked_since_seconds", "Unix time since which ClickHouse refuses inserts into a table (unknown table or column, type mismatch, no access, read-only…), by table and ClickHouse code (schema_mismatch: the client's own check); 0, with no code, while inserts pass. The batch is held and retried until the table is fixed."), &["table", "code"]).expect("valid metric")),

@@ -9,6 +9,8 @@
 //!   demo keys), removed when the process stops: each run starts empty;
 //! - no spool (`pipeline.spool_sync = off`): a 202 means "in memory", which is all a test
 //!   suite needs, and nothing is written for the events on the way to ClickHouse;
+//! - a hash key for `x-pii: hash` of its own, in memory (unless `privacy.hash_secret` is
+//!   set), so equal values join within a run;
 //! - batches are flushed every 50 ms instead of 500, so an event can be read back about
 //!   50 ms after its 202 (a test polls `GET /api/events` briefly; README "Micro mode").
 //!
@@ -17,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError, SpoolSync};
+use crate::config::{Config, ConfigError, Secret, SpoolSync};
 
 /// How often a micro instance flushes its batches to ClickHouse, in milliseconds.
 pub const FLUSH_INTERVAL_MS: u64 = 50;
@@ -54,6 +56,13 @@ impl MicroMode {
         config.pipeline.spool_dir = dir.path().join("spool");
         config.pipeline.flush_interval_ms = FLUSH_INTERVAL_MS;
         config.auth.demo_application = true;
+        // A key of this run's own for `x-pii: hash`, kept in memory: without one the service
+        // would write a key file into the spool directory, which micro mode does not use.
+        if config.privacy.hash_secret.0.is_empty() {
+            let bytes: [u8; 32] = rand::random();
+            config.privacy.hash_secret =
+                Secret(bytes.iter().map(|byte| format!("{byte:02x}")).collect());
+        }
         config.auth.demo_keys_file =
             Some(keys_file.unwrap_or_else(|| dir.path().join("demo-keys.env")));
         tracing::info!(

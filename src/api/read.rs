@@ -536,6 +536,7 @@ mod tests {
             rate_per_second: 0,
             burst: 0,
             retention_days: 0,
+            privacy: crate::privacy::AppSettings::default(),
         }
     }
 

@@ -33,6 +33,8 @@ pub struct NewApplication {
     pub allowed_origins: Vec<String>,
     /// Days its events and rejections are kept; `None` (or 0) uses the configured defaults.
     pub retention_days: Option<u16>,
+    /// Personal-data settings (issue 30, docs/personal-data.md); `None` keeps the defaults.
+    pub privacy: crate::privacy::SettingsUpdate,
 }
 
 /// The application's id: its name in lower case, with runs of anything but letters and digits
@@ -154,7 +156,18 @@ pub async fn create_application_with_key(
         burst,
         allowed_origins,
         retention_days: new.retention_days.unwrap_or(0),
+        url_query_allowlist: crate::privacy::url::DEFAULT_ALLOWLIST
+            .iter()
+            .map(|entry| (*entry).to_owned())
+            .collect(),
+        pii_detector: crate::privacy::DetectorPolicy::default()
+            .as_str()
+            .to_owned(),
     };
+    let mut application = application;
+    new.privacy
+        .apply_to(&mut application)
+        .map_err(AdminError::Invalid)?;
     store.put_application(&application).await?;
     let (row, key) = create_key(store, &application.application_id, &[Scope::Ingest]).await?;
     Ok((application, row, key))
@@ -195,6 +208,9 @@ pub struct ApplicationUpdate {
     /// Days its events and rejections are kept; `Some(0)` returns to the configured
     /// defaults. Applied to the rows stored already too (see [`update_application`]).
     pub retention_days: Option<u16>,
+    /// Personal-data settings (issue 30); `None` fields leave a setting as it is. Applies to
+    /// events that arrive after the change only.
+    pub privacy: crate::privacy::SettingsUpdate,
 }
 
 fn checked_name(name: &str) -> Result<&str, AdminError> {
@@ -285,6 +301,10 @@ pub async fn update_application(
     if let Some(days) = update.retention_days {
         application.retention_days = days;
     }
+    update
+        .privacy
+        .apply_to(&mut application)
+        .map_err(AdminError::Invalid)?;
     application.updated_at = Utc::now();
     store.put_application(&application).await?;
     if retention_changed {

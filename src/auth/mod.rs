@@ -69,6 +69,8 @@ pub struct Principal {
     /// The application's retention in days (0: the configured defaults; always 0 for an
     /// organisation key, which sends no events).
     pub retention_days: u16,
+    /// The application's personal-data settings (issue 30; defaults for an organisation key).
+    pub privacy: crate::privacy::AppSettings,
 }
 
 impl Principal {
@@ -182,6 +184,7 @@ mod tests {
             rate_per_second: 0,
             burst: 0,
             retention_days: 0,
+            privacy: crate::privacy::AppSettings::default(),
         };
         assert_eq!(key("a").confine(None).unwrap().as_deref(), Some("a"));
         assert!(key("a").confine(Some("b".into())).is_err());

@@ -273,6 +273,10 @@ impl Registry {
                 application.burst
             },
             retention_days: application.retention_days,
+            privacy: crate::privacy::AppSettings::from_columns(
+                &application.url_query_allowlist,
+                &application.pii_detector,
+            ),
         })
     }
 
@@ -495,5 +499,6 @@ fn organisation_principal(record: &KeyRow) -> Principal {
         rate_per_second: 0,
         burst: 0,
         retention_days: 0,
+        privacy: crate::privacy::AppSettings::default(),
     }
 }

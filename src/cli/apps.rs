@@ -26,6 +26,9 @@ pub(super) enum AppsCommand {
         /// retention.errors_days).
         #[arg(long)]
         retention_days: Option<u16>,
+        /// Personal-data settings (issue 30).
+        #[command(flatten)]
+        privacy: the_eye::privacy::SettingsArgs,
     },
     /// List applications.
     List,
@@ -56,6 +59,9 @@ pub(super) enum AppsCommand {
         /// next TTL merge).
         #[arg(long)]
         retention_days: Option<u16>,
+        /// Personal-data settings (issue 30).
+        #[command(flatten)]
+        privacy: the_eye::privacy::SettingsArgs,
     },
 }
 
@@ -68,6 +74,7 @@ pub(super) async fn run(config: Config, command: AppsCommand) -> Result<(), Erro
             burst,
             origins,
             retention_days,
+            privacy,
         } => {
             let new = NewApplication {
                 name,
@@ -75,6 +82,7 @@ pub(super) async fn run(config: Config, command: AppsCommand) -> Result<(), Erro
                 burst,
                 allowed_origins: origins,
                 retention_days,
+                privacy: privacy.into(),
             };
             let (application, key) = admin::create_application(&store, new).await?;
             println!("created application `{}`", application.application_id);
@@ -117,6 +125,7 @@ pub(super) async fn run(config: Config, command: AppsCommand) -> Result<(), Erro
             add_origins,
             remove_origins,
             retention_days,
+            privacy,
         } => {
             let update = ApplicationUpdate {
                 name,
@@ -125,10 +134,11 @@ pub(super) async fn run(config: Config, command: AppsCommand) -> Result<(), Erro
                 add_origins,
                 remove_origins,
                 retention_days,
+                privacy: privacy.into(),
             };
             if update == ApplicationUpdate::default() {
                 return Err(AdminError::Invalid(
-                    "nothing to change: give --name, --rate, --burst, --add-origin, --remove-origin or --retention-days"
+                    "nothing to change: give --name, --rate, --burst, --add-origin, --remove-origin, --retention-days, --url-query-allow or --pii-detector"
                         .to_owned(),
                 )
                 .into());

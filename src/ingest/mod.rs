@@ -133,6 +133,9 @@ pub struct Ingestor {
     live: Arc<Hub>,
     /// Counts of every outcome per application and minute (README "Is anything missing?").
     ledger: Arc<Ledger>,
+    /// Personal-data rules (issue 30), applied before anything reads an event; `None` (an
+    /// ingestor built without [`Ingestor::with_privacy`]) applies none.
+    privacy: Option<Arc<crate::privacy::Privacy>>,
     /// Every application's rate limiter, shared with the heartbeat that divides the rates
     /// among live instances.
     limits: Arc<RateLimits>,
@@ -157,6 +160,8 @@ pub struct Origin<'a> {
     /// The retention its rows are stored with, in days (0: for ever): the application's, or
     /// the defaults of `retention` (see [`crate::config::RetentionConfig`]).
     pub retention: RowRetention,
+    /// The application's personal-data settings (URL allowlist, detector policy; issue 30).
+    pub privacy: crate::privacy::AppSettings,
 }
 
 impl Ingestor {
@@ -190,6 +195,7 @@ impl Ingestor {
             retry_after_secs,
             live: Arc::new(Hub::new(&LiveConfig::default())),
             ledger: Arc::default(),
+            privacy: None,
             limits: Arc::new(RateLimits::new(
                 u32::try_from(config.max_batch_events).unwrap_or(u32::MAX),
             )),
@@ -202,6 +208,12 @@ impl Ingestor {
     /// heartbeat shares among instances).
     pub fn with_limits(mut self, limits: Arc<RateLimits>) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// The same, applying the personal-data rules of `privacy` (issue 30).
+    pub fn with_privacy(mut self, privacy: Arc<crate::privacy::Privacy>) -> Self {
+        self.privacy = Some(privacy);
         self
     }
 
@@ -241,6 +253,7 @@ impl Ingestor {
             received_at: Utc::now(),
             request_id: Uuid::now_v7(),
             retention: RowRetention::resolve(&self.retention, principal.retention_days),
+            privacy: principal.privacy.clone(),
         }
     }
 
@@ -283,7 +296,7 @@ impl Ingestor {
                 _ => 1,
             },
         )?;
-        let (items, batched) = match parsed {
+        let (mut items, batched) = match parsed {
             Ok(json::Body::Batch(items)) => (items, true),
             Ok(json::Body::Single(item)) => (vec![item], false),
             Ok(json::Body::Other(kind)) => {
@@ -307,6 +320,13 @@ impl Ingestor {
             };
             self.record_refusal(origin, body, error.code(), &error.to_string());
             return Err(error);
+        }
+        // Personal-data rules rewrite every item before validation, so that the spool,
+        // `errors.raw`, problem messages, logs, metrics and the live stream see only the
+        // rewritten event (src/privacy/, docs/personal-data.md).
+        if let Some(privacy) = &self.privacy {
+            let schemas = self.schemas.current();
+            privacy.apply_items(origin.application, &origin.privacy, &mut items, &schemas);
         }
         let summary = self.ingest_items(origin, &items, batched).await?;
         Ok(Accepted {

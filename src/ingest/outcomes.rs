@@ -130,6 +130,15 @@ impl Ingestor {
             message: message.to_owned(),
         };
         let raw = String::from_utf8_lossy(body);
+        // A refused body's text is withheld if it names a marked property, since no rule
+        // could be applied to it (src/privacy/mod.rs, `screen_text`).
+        let raw = match &self.privacy {
+            Some(privacy) => match privacy.screen_text(&raw, &self.schemas.current()) {
+                std::borrow::Cow::Owned(withheld) => std::borrow::Cow::Owned(withheld),
+                std::borrow::Cow::Borrowed(_) => raw,
+            },
+            None => raw,
+        };
         let row = error_row(
             origin,
             None,

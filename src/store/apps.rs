@@ -26,6 +26,12 @@ pub struct ApplicationRow {
     /// Days this application's events and rejections are kept; 0 means the configured
     /// defaults (`retention.events_days`, `retention.errors_days`). Migration 10.
     pub retention_days: u16,
+    /// Query parameters kept on URL-valued properties (`utm_*`, `q`, `*` for all); the others
+    /// are removed before storage. Migration 12; docs/personal-data.md.
+    pub url_query_allowlist: Vec<String>,
+    /// The detector's policy for undeclared personal data: `off`, `flag` or `mask`.
+    /// Migration 12.
+    pub pii_detector: String,
 }
 
 /// One API key, identified by its public prefix; only a hash of the secret is kept.
@@ -47,7 +53,7 @@ pub struct KeyRow {
 }
 
 const APPLICATION_COLUMNS: &str =
-    "application_id, name, created_at, updated_at, enabled, rate_per_second, burst, allowed_origins, retention_days";
+    "application_id, name, created_at, updated_at, enabled, rate_per_second, burst, allowed_origins, retention_days, url_query_allowlist, pii_detector";
 const KEY_COLUMNS: &str =
     "prefix, key_hash, application_id, scopes, created_at, updated_at, revoked_at";
 

@@ -67,6 +67,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_events_session_order"),
     migration!(10, "0010_erasure_retention"),
     migration!(11, "0011_ingest_ledger"),
+    migration!(12, "0012_application_privacy"),
 ];
 
 /// The migrations of cluster mode (`clickhouse.cluster`), from `clickhouse/migrations/cluster/`:
@@ -92,6 +93,7 @@ pub const CLUSTER_MIGRATIONS: &[Migration] = &[
     migration!(9, "cluster/", "0009_events_session_order"),
     migration!(10, "cluster/", "0010_erasure_retention"),
     migration!(11, "cluster/", "0011_ingest_ledger"),
+    migration!(12, "cluster/", "0012_application_privacy"),
 ];
 
 /// A cluster statement as it would run on one server, for the test that compares the two

@@ -9,6 +9,7 @@
 
 mod envelope;
 pub mod json;
+pub mod pii;
 pub mod schemas;
 pub mod timestamp;
 

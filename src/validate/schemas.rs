@@ -49,6 +49,8 @@ pub struct EventSchema {
     /// The schema document as written, for `GET /api/schemas`.
     pub document: Value,
     validator: jsonschema::Validator,
+    /// Its `x-pii` rules (issue 30; src/privacy/rules.rs), applied before validation.
+    pub pii: super::pii::PiiRules,
 }
 
 /// One payload problem: where, which keyword failed, and why.
@@ -77,7 +79,7 @@ impl SchemaSet {
         for entry in index.types {
             let file = confined(dir, &index_path, &entry.schema)?;
             let document: Value = read_json(&file)?;
-            let validator = compile(&document).map_err(|message| SchemaError {
+            let (validator, pii) = compile(&document).map_err(|message| SchemaError {
                 file: file.display().to_string(),
                 message,
             })?;
@@ -98,6 +100,7 @@ impl SchemaSet {
                     name: entry.name,
                     document,
                     validator,
+                    pii,
                 },
             );
         }
@@ -126,10 +129,12 @@ impl SchemaSet {
     }
 }
 
-/// Compiles one payload schema document exactly as [`SchemaSet::load`] does; the error says
-/// why it is not a valid draft 2020-12 schema (or uses a pattern this service refuses).
-fn compile(document: &Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::draft202012::options()
+/// Compiles one payload schema document exactly as [`SchemaSet::load`] does, with its
+/// personal-data rules; the error says why it is not a valid draft 2020-12 schema (or uses a
+/// pattern this service refuses), or why its `x-pii` keywords are refused — a bad `x-pii`
+/// refuses the set like a bad schema.
+fn compile(document: &Value) -> Result<(jsonschema::Validator, super::pii::PiiRules), String> {
+    let validator = jsonschema::draft202012::options()
         .should_validate_formats(true)
         // `pattern` and `patternProperties` run on the `regex` crate: matching is
         // linear in the value, so no pattern can make one value cost seconds on an
@@ -144,7 +149,9 @@ fn compile(document: &Value) -> Result<jsonschema::Validator, String> {
                 .dfa_size_limit(MAX_PATTERN_BYTES),
         )
         .build(document)
-        .map_err(|error| format!("not a valid draft 2020-12 schema: {error}"))
+        .map_err(|error| format!("not a valid draft 2020-12 schema: {error}"))?;
+    let pii = super::pii::PiiRules::parse(document)?;
+    Ok((validator, pii))
 }
 
 impl SchemaSet {
@@ -152,7 +159,7 @@ impl SchemaSet {
     /// compiles a file: for trying a candidate schema on stored events (`crate::backtest`)
     /// with the very validator ingest would run. The error's `file` is `candidate`.
     pub fn single(category: &str, name: &str, document: Value) -> Result<Self, SchemaError> {
-        let validator = compile(&document).map_err(|message| SchemaError {
+        let (validator, pii) = compile(&document).map_err(|message| SchemaError {
             file: "candidate".to_owned(),
             message,
         })?;
@@ -161,6 +168,7 @@ impl SchemaSet {
             name: name.to_owned(),
             document,
             validator,
+            pii,
         };
         let mut by_type = HashMap::new();
         by_type.insert((category.to_owned(), name.to_owned()), schema);

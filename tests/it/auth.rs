@@ -47,6 +47,7 @@ async fn new_app(
         burst,
         allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
         retention_days: None,
+        privacy: Default::default(),
     };
     admin::create_application(&app.store, new)
         .await
@@ -906,9 +907,24 @@ async fn the_cli_manages_applications_and_keys() {
     assert!(ok && out.contains("disabled"), "{out}");
 }
 
-/// A `tracing` writer that keeps everything in memory.
+/// A `tracing` writer that keeps everything in memory (also used by `privacy`).
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Captures every log line at `trace` (through the service's redacting writer) while the
+    /// guard lives. The tests' runtime is single-threaded, so the in-process server logs
+    /// through this too.
+    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("trace")
+            .with_writer(the_eye::telemetry::Redacting(move || writer.clone()))
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+}
 
 impl std::io::Write for Captured {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -922,14 +938,7 @@ impl std::io::Write for Captured {
 
 #[tokio::test]
 async fn keys_hashes_and_authorization_headers_never_reach_the_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .with_writer(the_eye::telemetry::Redacting(move || writer.clone()))
-        .finish();
-    // The test's runtime is single-threaded, so the in-process server logs through this too.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install();
     let app = TestApp::start_with(|config| config.auth.refresh_interval_ms = 100).await;
     let (row, key) = admin::create_key(&app.store, &app.application, &Scope::ALL)
         .await

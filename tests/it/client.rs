@@ -352,7 +352,7 @@ async fn tracked_events_arrive_with_every_field_intact() {
         assert_eq!(row["category"], event.category());
         assert_eq!(row["name"], event.name());
         let data: Value = serde_json::from_str(row["data"].as_str().unwrap()).unwrap();
-        assert_eq!(&data, event.data());
+        assert_eq!(data, crate::privacy::as_stored(&app, event.data()));
         assert_eq!(row["host"], event.data()["host"]);
         assert_eq!(row["path"], event.data()["path"]);
         assert_eq!(number(&row["sent_recently"]), 1, "{row}");
@@ -374,7 +374,10 @@ async fn tracked_events_arrive_with_every_field_intact() {
     .unwrap();
     assert_eq!(
         form["form"],
-        json!({"first_name": "John", "last_name": "Doe"})
+        crate::privacy::as_stored(
+            &app,
+            &json!({"form": {"first_name": "John", "last_name": "Doe"}})
+        )["form"]
     );
     client.shutdown().await.unwrap();
 }

@@ -240,9 +240,11 @@ fn event(name: &str) -> Value {
 pub async fn drive_traffic(app: &TestApp) -> (String, Exposition) {
     let mut bad_time = event("broken");
     bad_time["timestamp"] = json!("not a time");
-    let response = app
-        .post_events(&json!([event("one"), bad_time, event("two")]))
-        .await;
+    // An e-mail address nobody declared: the detector (policy `flag` by default) counts it in
+    // the_eye_pii_detected_total and stores the event unchanged (issue 30).
+    let mut two = event("two");
+    two["data"]["title"] = json!("Write to jane.doe@example.com");
+    let response = app.post_events(&json!([event("one"), bad_time, two])).await;
     assert_eq!(response.status(), 202);
 
     let mut anonymous = event("anonymous");

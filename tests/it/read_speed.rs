@@ -338,6 +338,7 @@ fn reader() -> the_eye::auth::Principal {
         rate_per_second: 0,
         burst: 0,
         retention_days: 0,
+        privacy: Default::default(),
     }
 }
 

@@ -129,9 +129,11 @@ async fn each_shipped_schema_accepts_valid_and_explains_invalid_payloads() {
             event(
                 "form interaction",
                 "submit",
-                json!({"host": "h", "path": "/", "form": {"last_name": "x".repeat(201)}}),
+                // The name fields are hashed before validation (x-pii, issue 30), so their
+                // `maxLength` bounds the 64-character hash: an empty form shows a bound instead.
+                json!({"host": "h", "path": "/", "form": {}}),
             ),
-            vec![("data.form.last_name", "max_length")],
+            vec![("data.form", "min_properties")],
         ),
     ];
     for (body, expected) in &cases {

@@ -53,7 +53,7 @@ pub fn event_in() -> Value {
 pub fn problem() -> Value {
     json!({
         "index": 2,
-        "field": "data.form.first_name",
+        "field": "data.host",
         "code": "type",
         "message": "7 is not of type \"string\""
     })
@@ -121,7 +121,7 @@ pub fn rejection_summary() -> Value {
         "name": "submit",
         "timestamp": TIMESTAMP_RFC3339,
         "problems": [{
-            "field": "data.form.first_name",
+            "field": "data.host",
             "code": "type",
             "message": "7 is not of type \"string\""
         }]
@@ -132,7 +132,7 @@ pub fn rejection_summary() -> Value {
 pub fn rejection() -> Value {
     let mut rejection = rejection_summary();
     rejection["raw"] = json!(
-        r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "form interaction", "name": "submit", "data": {"host": "www.consumeraffairs.com", "path": "/", "form": {"first_name": 7, "last_name": "Doe"}}, "timestamp": "2021-01-01 09:15:27.243860"}"#
+        r#"{"session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423", "category": "form interaction", "name": "submit", "data": {"host": 7, "path": "/", "form": {"newsletter": true}}, "timestamp": "2021-01-01 09:15:27.243860"}"#
     );
     rejection["raw_truncated"] = json!(false);
     rejection

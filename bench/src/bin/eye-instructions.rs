@@ -251,6 +251,7 @@ async fn measure(app: &App, args: &Args) -> Result<Vec<Segment>, Error> {
             burst: Some(10_000_000),
             allowed_origins: Vec::new(),
             retention_days: None,
+            privacy: Default::default(),
         },
     )
     .await?;

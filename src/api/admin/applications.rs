@@ -37,6 +37,11 @@ pub struct Application {
     pub allowed_origins: Vec<String>,
     /// Days its events and rejections are kept; 0 means the configured defaults.
     pub retention_days: u16,
+    /// Query parameters kept on URL-valued properties of `data`; the others are removed
+    /// before storage (docs/personal-data.md).
+    pub url_query_allowlist: Vec<String>,
+    /// The personal-data detector's policy: `off`, `flag` or `mask`.
+    pub pii_detector: String,
     #[serde(with = "the_eye_types::micros")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "the_eye_types::micros")]
@@ -53,6 +58,8 @@ impl From<ApplicationRow> for Application {
             burst: row.burst,
             allowed_origins: row.allowed_origins,
             retention_days: row.retention_days,
+            url_query_allowlist: row.url_query_allowlist,
+            pii_detector: row.pii_detector,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -88,6 +95,12 @@ pub struct ApplicationCreate {
     /// Days its events and rejections are kept; absent or 0: the configured defaults.
     #[schema(maximum = 65535)]
     pub retention_days: Option<u16>,
+    /// Query parameters kept on URL-valued properties of `data` (`path`, `url`, `referrer`,
+    /// `query`), replacing the list in force: names, prefixes ending in `*`, or `*` for all.
+    /// Default `["utm_*"]` (docs/personal-data.md).
+    pub url_query_allowlist: Option<Vec<String>>,
+    /// The personal-data detector's policy: `off`, `flag` (default) or `mask`.
+    pub pii_detector: Option<crate::privacy::DetectorPolicy>,
 }
 
 /// A new application and its first key (with the `ingest` scope), shown only in this answer.
@@ -125,6 +138,12 @@ pub struct ApplicationPatch {
     /// background mutation; expired rows go at the next TTL merge.
     #[schema(maximum = 65535)]
     pub retention_days: Option<u16>,
+    /// Query parameters kept on URL-valued properties of `data` (`path`, `url`, `referrer`,
+    /// `query`), replacing the list in force: names, prefixes ending in `*`, or `*` for all.
+    /// Default `["utm_*"]` (docs/personal-data.md).
+    pub url_query_allowlist: Option<Vec<String>>,
+    /// The personal-data detector's policy: `off`, `flag` (default) or `mask`.
+    pub pii_detector: Option<crate::privacy::DetectorPolicy>,
 }
 
 /// A browser origin as the admin API takes it: `scheme://host[:port]`, printable ASCII.
@@ -174,6 +193,8 @@ fn example_application() -> Value {
         "burst": 1000,
         "allowed_origins": ["https://shop.example"],
         "retention_days": 0,
+        "url_query_allowlist": ["utm_*"],
+        "pii_detector": "flag",
         "created_at": "2026-01-05T09:00:00.000000Z",
         "updated_at": "2026-01-05T09:00:00.000000Z",
     })
@@ -236,6 +257,10 @@ pub async fn create_application(
         burst: body.burst,
         allowed_origins: body.allowed_origins,
         retention_days: body.retention_days,
+        privacy: crate::privacy::SettingsUpdate {
+            url_query_allowlist: body.url_query_allowlist,
+            pii_detector: body.pii_detector,
+        },
     };
     let (application, row, key) =
         operations::create_application_with_key(&state.store, new).await?;
@@ -295,6 +320,10 @@ pub async fn update_application(
         add_origins: patch.add_origins,
         remove_origins: patch.remove_origins,
         retention_days: patch.retention_days,
+        privacy: crate::privacy::SettingsUpdate {
+            url_query_allowlist: patch.url_query_allowlist,
+            pii_detector: patch.pii_detector,
+        },
     };
     let application =
         operations::update_application(&state.store, &id, update, &state.config.retention).await?;

@@ -32,7 +32,7 @@ export async function servePages({ endpoint, key, port = 0, options = {} }) {
 <script>${setup} window.tracker = TheEye.init(options);</script>
 <button id="buy" onclick="TheEye.track('ui', 'click', { button: 'buy' })">Buy</button>
 <a id="spa" href="/spa/cart" onclick="event.preventDefault(); history.pushState({}, '', this.href)">Cart</a>
-<a id="next" href="/page2.html?from=home">Page 2</a>`;
+<a id="next" href="/page2.html?utm_source=home">Page 2</a>`;
   const page2 = `<!doctype html><meta charset="utf-8"><title>Page 2</title>
 <script type="module">
   import { init, track } from '/the-eye.min.mjs';
@@ -87,7 +87,7 @@ export async function visit(browser, origin) {
   await page.waitForURL(origin + '/');
   await step();
   await page.click('#next');
-  await page.waitForURL(origin + '/page2.html?from=home');
+  await page.waitForURL(origin + '/page2.html?utm_source=home');
   await page.waitForFunction(() => window.tracker);
   await step();
   await page.click('#checkout');
@@ -105,7 +105,7 @@ export function expectedEvents(origin) {
     ['ui', 'click', { button: 'buy' }],
     ['page interaction', 'pageview', { host, path: '/spa/cart', title: 'Home', referrer: origin + '/' }],
     ['page interaction', 'pageview', { host, path: '/', title: 'Home', referrer: origin + '/spa/cart' }],
-    ['page interaction', 'pageview', { host, path: '/page2.html', title: 'Page 2', referrer: origin + '/', query: 'from=home' }],
+    ['page interaction', 'pageview', { host, path: '/page2.html', title: 'Page 2', referrer: origin + '/', query: 'utm_source=home' }],
     ['ui', 'click', { button: 'checkout' }],
   ];
 }
