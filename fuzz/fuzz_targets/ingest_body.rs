@@ -88,6 +88,7 @@ fuzz_target!(|input: &[u8]| {
         received_at: chrono::Utc::now(),
         request_id: uuid::Uuid::nil(),
         retention: Default::default(),
+        privacy: Default::default(),
     };
     let assessed = assess(&origin, &items, batched, rules, schemas, config);
     assert_eq!(assessed.results.len(), items.len());
