@@ -322,6 +322,14 @@ pub struct IngestConfig {
     /// code), so that a request of many bad events writes a bounded number of rows. Default
     /// 100.
     pub max_error_rows_per_request: usize,
+    /// Wall-clock time the validation of one request may take, in milliseconds from the start
+    /// of its parse: past it the request is refused whole with `413
+    /// validation_budget_exceeded` (nothing of it stored; the clients split a 413 and send
+    /// again). Validation is linear in the body (bounded by `max_body_bytes`; payload patterns
+    /// run on a linear-time engine), so this bounds a schema whose patterns are slow on some
+    /// values, not ordinary traffic: the largest body under the shipped schemas validates in
+    /// a few milliseconds. A single event is always validated whole. Default 500.
+    pub validation_budget_ms: u64,
     /// Directory of payload schemas (`index.json` and the schema files it names). Default: the
     /// `schemas/` of this source tree.
     pub schemas_dir: PathBuf,
@@ -342,6 +350,7 @@ impl Default for IngestConfig {
             skew_correction_threshold_ms: 1_000,
             max_raw_error_bytes: 16 * 1024,
             max_error_rows_per_request: 100,
+            validation_budget_ms: 500,
             schemas_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas")),
             unknown_event_types: UnknownTypes::Accept,
         }
@@ -599,6 +608,10 @@ impl Config {
         positive(
             "ingest.max_error_rows_per_request",
             self.ingest.max_error_rows_per_request as u64,
+        )?;
+        positive(
+            "ingest.validation_budget_ms",
+            self.ingest.validation_budget_ms,
         )?;
         positive(
             "pipeline.queue_capacity",

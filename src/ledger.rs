@@ -36,7 +36,8 @@ pub enum Outcome {
     /// Events rejected, by the code of their first problem (`events`).
     Rejected,
     /// Requests refused as a whole for their form, by code: `malformed_json`, `invalid_body`,
-    /// `empty_batch`, `too_many_events`, `body_too_large`, `exceeds_burst`, … (`requests`;
+    /// `empty_batch`, `too_many_events`, `body_too_large`, `exceeds_burst`,
+    /// `validation_budget_exceeded`, … (`requests`;
     /// `events` when the count was known).
     Refused,
     /// Requests answered 429 (`requests`, and the events they held in `events`).

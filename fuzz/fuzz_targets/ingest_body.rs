@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use axum::http::{header, HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use the_eye::config::IngestConfig;
-use the_eye::ingest::{assess, Origin};
+use the_eye::ingest::{assess, Budget, Origin};
 use the_eye::validate::json::{decode_body, Body};
 use the_eye::validate::schemas::SchemaSet;
 use the_eye::validate::Rules;
@@ -90,7 +90,17 @@ fuzz_target!(|input: &[u8]| {
         retention: Default::default(),
         privacy: Default::default(),
     };
-    let assessed = assess(&origin, &items, batched, rules, schemas, config);
+    let Ok(assessed) = assess(
+        &origin,
+        &items,
+        batched,
+        rules,
+        schemas,
+        config,
+        Budget::unlimited(),
+    ) else {
+        unreachable!("an unlimited budget is never spent");
+    };
     assert_eq!(assessed.results.len(), items.len());
     let rejections = &assessed.rejections;
     assert_eq!(assessed.events.len() + rejections.count, items.len());

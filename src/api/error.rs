@@ -93,9 +93,9 @@ impl From<IngestError> for ApiError {
                 message,
             },
             IngestError::AllRejected(summary) => Self::AllRejected(summary),
-            IngestError::TooManyEvents { .. } | IngestError::ExceedsBurst { .. } => {
-                Self::TooLarge { code, message }
-            }
+            IngestError::TooManyEvents { .. }
+            | IngestError::ExceedsBurst { .. }
+            | IngestError::OverBudget { .. } => Self::TooLarge { code, message },
             IngestError::RateLimited {
                 limit,
                 retry_after_secs,

@@ -47,7 +47,7 @@ enum Accepts {
         (status = 401, description = "`missing_api_key` or `invalid_api_key` (unknown, revoked, or its application disabled)", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"the-eye\"`"))),
         (status = 403, description = "`insufficient_scope` (the key lacks `ingest`) or `origin_not_allowed`", body = ErrorBody),
-        (status = 413, description = "`body_too_large`, `too_many_events` or `exceeds_burst` (more events than the application may send at once)", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `too_many_events`, `exceeds_burst` (more events than the application may send at once) or `validation_budget_exceeded` (validating the batch took longer than the service allows: send fewer events per request)", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type` or `unsupported_encoding`", body = ErrorBody),
         (status = 429, description = "`rate_limited`: the application is over its rate; nothing was stored", body = ErrorBody,
             headers(
@@ -94,7 +94,7 @@ pub struct BeaconQuery {
         (status = 400, description = "As for `POST /api/events`", body = ErrorBody),
         (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`, `origin_required` (no `Origin` header) or `origin_not_allowed`", body = ErrorBody),
-        (status = 413, description = "`body_too_large`, `too_many_events` or `exceeds_burst`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `too_many_events`, `exceeds_burst` or `validation_budget_exceeded`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody),
         (status = 503, description = "`queue_full`, `shutting_down` or `spool_unavailable`", body = ErrorBody),

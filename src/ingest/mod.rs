@@ -25,6 +25,7 @@ mod replay;
 mod rows;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use the_eye_types::IngestSummary;
@@ -60,6 +61,17 @@ pub enum IngestError {
         "this request holds {events} events, more than the {burst} the application may send at once"
     )]
     ExceedsBurst { events: usize, burst: u32 },
+    /// Validating the request took longer than `ingest.validation_budget_ms`
+    /// (`validation_budget_exceeded`): nothing of it is stored; the same events in smaller
+    /// requests fit.
+    #[error(
+        "validating this request took longer than the {budget_ms} ms allowed (ingest.validation_budget_ms), after {validated} of its {events} events; nothing of it was stored: send fewer events per request"
+    )]
+    OverBudget {
+        validated: usize,
+        events: usize,
+        budget_ms: u64,
+    },
     /// The application is over its rate of `limit` events per second (`rate_limited`);
     /// nothing was validated or stored. Retry after `retry_after_secs` (at least 1).
     #[error(
@@ -89,6 +101,7 @@ impl IngestError {
             Self::BadBody { code, .. } => code,
             Self::TooManyEvents { .. } => "too_many_events",
             Self::ExceedsBurst { .. } => "exceeds_burst",
+            Self::OverBudget { .. } => "validation_budget_exceeded",
             Self::RateLimited { .. } => "rate_limited",
             Self::AllRejected(_) => "all_rejected",
             Self::Unavailable { source, .. } => source.code(),
@@ -110,8 +123,8 @@ pub struct Accepted {
 pub use crate::store::RowRetention;
 pub use recent::RecentIds;
 pub use rows::{
-    assess, new_event_id, Assessed, Rejections, MAX_LISTED_PROBLEMS, PROBLEMS_OMITTED,
-    REJECTIONS_SUMMARISED,
+    assess, new_event_id, Assessed, Budget, OverBudget, Rejections, MAX_LISTED_PROBLEMS,
+    PROBLEMS_OMITTED, REJECTIONS_SUMMARISED,
 };
 
 /// Ingest's share of the application state.
@@ -265,14 +278,18 @@ impl Ingestor {
     /// application's rate and burst, charged per event (1 for a body that is not an array)
     /// before anything is validated or recorded, so that a rate-limited request leaves no
     /// trace but its counts; the body's shape and the batch bound; validation
-    /// ([`assess`]); deduplication of retries; the suppression list; and the spool append,
-    /// which makes the accepted events and the rejections' rows durable together.
+    /// ([`assess`], within `ingest.validation_budget_ms` of the parse's start, and for a large
+    /// body off the async workers: [`off_the_workers`]); deduplication of retries; the
+    /// suppression list; and the spool append, which makes the accepted events and the
+    /// rejections' rows durable together.
     pub async fn accept(
         &self,
         principal: &Principal,
         origin: &Origin<'_>,
         body: &[u8],
     ) -> Result<Accepted, IngestError> {
+        let budget =
+            Budget::until(Instant::now() + Duration::from_millis(self.config.validation_budget_ms));
         // With no room at all, any request holding a valid event is refused below: refuse it
         // before parsing and validating. Under overload those refused bodies otherwise took
         // the CPU that ClickHouse needed to drain the queue (see BENCHMARKS.md), and the 503
@@ -321,14 +338,43 @@ impl Ingestor {
             self.record_refusal(origin, body, error.code(), &error.to_string());
             return Err(error);
         }
-        // Personal-data rules rewrite every item before validation, so that the spool,
-        // `errors.raw`, problem messages, logs, metrics and the live stream see only the
-        // rewritten event (src/privacy/, docs/personal-data.md).
-        if let Some(privacy) = &self.privacy {
-            let schemas = self.schemas.current();
-            privacy.apply_items(origin.application, &origin.privacy, &mut items, &schemas);
-        }
-        let summary = self.ingest_items(origin, &items, batched).await?;
+        let received = items.len();
+        let schemas = self.schemas.current();
+        let assessed = off_the_workers(body.len() >= OFF_THE_WORKERS_BYTES, || {
+            // Personal-data rules rewrite every item before validation, so that the spool,
+            // `errors.raw`, problem messages, logs, metrics and the live stream see only the
+            // rewritten event (src/privacy/, docs/personal-data.md).
+            if let Some(privacy) = &self.privacy {
+                privacy.apply_items(origin.application, &origin.privacy, &mut items, &schemas);
+            }
+            assess(
+                origin,
+                &items,
+                batched,
+                &self.rules,
+                &schemas,
+                &self.config,
+                budget,
+            )
+        });
+        let assessed = match assessed {
+            Ok(assessed) => assessed,
+            Err(OverBudget { validated }) => {
+                let error = IngestError::OverBudget {
+                    validated,
+                    events: received,
+                    budget_ms: self.config.validation_budget_ms,
+                };
+                self.record_refusal(origin, body, error.code(), &error.to_string());
+                return Err(error);
+            }
+        };
+        let label = self.metrics.application(origin.application);
+        self.metrics
+            .events_received
+            .with_label_values(&[label])
+            .inc_by(received as u64);
+        let summary = self.store_assessed(origin, received, assessed).await?;
         Ok(Accepted {
             summary,
             limit,
@@ -380,24 +426,21 @@ impl Ingestor {
         }
     }
 
-    async fn ingest_items(
+    /// What follows validation: counts, the rejections' rows, deduplication, suppression and
+    /// the spool append of a request of `received` events.
+    async fn store_assessed(
         &self,
         origin: &Origin<'_>,
-        items: &[json::Item<'_>],
-        batched: bool,
+        received: usize,
+        assessed: Assessed,
     ) -> Result<IngestSummary, IngestError> {
         let application = self.metrics.application(origin.application);
-        self.metrics
-            .events_received
-            .with_label_values(&[application])
-            .inc_by(items.len() as u64);
-        let schemas = self.schemas.current();
         let Assessed {
             results,
             mut events,
             mut rejections,
             client_ids,
-        } = assess(origin, items, batched, &self.rules, &schemas, &self.config);
+        } = assessed;
         for code in &rejections.first_codes {
             self.metrics
                 .events_rejected
@@ -430,7 +473,7 @@ impl Ingestor {
         // both.
         if let Err(error) = self.pipeline.enqueue(events, errors).await {
             self.recent.release(claim);
-            return Err(self.unavailable(origin, items.len() as u64, error));
+            return Err(self.unavailable(origin, received as u64, error));
         }
         let ledger = |outcome, count| {
             let at = origin.received_at;
@@ -455,5 +498,76 @@ impl Ingestor {
                 .inc_by(duplicates);
         }
         Ok(summary)
+    }
+}
+
+/// Bodies from this size on are validated off the async workers ([`off_the_workers`]).
+/// Handing a worker's queue over costs a thread wake-up, tens of microseconds: about what
+/// validating 20 KiB of events costs, so smaller bodies stay where they are. A body of this size
+/// validates in well under a millisecond with the shipped schemas; a larger one, or a schema
+/// whose patterns are slow on some values, could otherwise hold a worker for up to
+/// `ingest.validation_budget_ms`.
+pub const OFF_THE_WORKERS_BYTES: usize = 64 * 1024;
+
+/// Runs CPU-bound work (`heavy`: a large body's validation) under
+/// [`tokio::task::block_in_place`], so that the async worker thread it runs on first hands its
+/// other tasks to the rest of the runtime: `/healthz`, other connections and other
+/// applications' requests go on while it works (issue 28: 180 slow events once stalled
+/// `/healthz` for 8.9 s). Only on the multi-threaded runtime the service runs on; on a
+/// current-thread runtime (some tests) the work runs in place, as it does when not `heavy`.
+pub fn off_the_workers<R>(heavy: bool, work: impl FnOnce() -> R) -> R {
+    let multi_threaded = heavy
+        && tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+            runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
+    if multi_threaded {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::off_the_workers;
+
+    /// With one worker thread, work that blocks until another task runs finishes only if
+    /// the worker was handed over: a long validation does not hold up the rest. Without the
+    /// hand-over this waits out its 30 s and fails.
+    #[test]
+    fn heavy_work_leaves_the_async_workers_free() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (sender, receiver) = mpsc::channel();
+            let (started, on_its_way) = tokio::sync::oneshot::channel();
+            let heavy = tokio::spawn(async move {
+                started.send(()).unwrap();
+                off_the_workers(true, || receiver.recv_timeout(Duration::from_secs(30)))
+            });
+            // Spawned once the heavy task holds the one worker, so it can run only if that
+            // worker was handed over.
+            on_its_way.await.unwrap();
+            tokio::spawn(async move { sender.send(()) })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(heavy.await.unwrap(), Ok(()));
+        });
+    }
+
+    /// Light work, or work on a current-thread runtime, runs in place (`block_in_place`
+    /// would panic there).
+    #[tokio::test]
+    async fn work_runs_in_place_on_a_current_thread_runtime() {
+        let here = std::thread::current().id();
+        assert_eq!(off_the_workers(true, || std::thread::current().id()), here);
+        assert_eq!(off_the_workers(false, || std::thread::current().id()), here);
     }
 }

@@ -3,6 +3,8 @@
 //! request, summed up past the bound) and each item's entry of the answer. Pure: no
 //! pipeline, no counts, so that it can be fuzzed and tested alone.
 
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 use the_eye_types::{ItemResult, Problem};
 use uuid::Uuid;
@@ -39,10 +41,46 @@ pub fn new_event_id() -> Uuid {
     Uuid::now_v7()
 }
 
+/// When the validation of one request must end (`ingest.validation_budget_ms` after its
+/// parse began), or never.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    /// No deadline: every item is validated (fuzzing, benches).
+    pub fn unlimited() -> Self {
+        Self { deadline: None }
+    }
+
+    /// Validation stops at `deadline`.
+    pub fn until(deadline: Instant) -> Self {
+        Self {
+            deadline: Some(deadline),
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+}
+
+/// Validation ran past its [`Budget`]: `validated` of the request's items were done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverBudget {
+    pub validated: usize,
+}
+
 /// Validates every item read from a body and turns each into its row: pure, so that it can
 /// be fuzzed and tested without a pipeline. `batched` says whether the body was an array
 /// (problems then carry the item's index). What the answer lists and the `errors` rows are
 /// bounded by [`MAX_LISTED_PROBLEMS`] and `ingest.max_error_rows_per_request`.
+///
+/// The budget is checked before each item but the first, so a single event is always
+/// validated whole and a batch stops at most one item past its deadline: [`OverBudget`] then,
+/// and the request is refused whole (nothing of it is stored yet).
 pub fn assess(
     origin: &Origin<'_>,
     items: &[json::Item<'_>],
@@ -50,12 +88,18 @@ pub fn assess(
     rules: &Rules,
     schemas: &SchemaSet,
     config: &IngestConfig,
-) -> Assessed {
+    budget: Budget,
+) -> Result<Assessed, OverBudget> {
     let mut results = Vec::with_capacity(items.len());
     let mut events = Vec::with_capacity(items.len());
     let mut client_ids = Vec::new();
     let mut rejections = Rejections::new(config.max_error_rows_per_request);
     for (position, item) in items.iter().enumerate() {
+        if position > 0 && budget.spent() {
+            return Err(OverBudget {
+                validated: position,
+            });
+        }
         let index = batched.then_some(position);
         match validate::validate_item(item, index, origin.received_at, rules, schemas) {
             Ok(valid) => {
@@ -83,12 +127,12 @@ pub fn assess(
             }
         }
     }
-    Assessed {
+    Ok(Assessed {
         results,
         events,
         rejections,
         client_ids,
-    }
+    })
 }
 
 /// The `errors` row of one rejected event (`index` in its batch) or of a refused request

@@ -361,6 +361,47 @@ async fn oversized_and_unreadable_bodies_are_refused_and_recorded() {
     assert_eq!(raw[0]["raw"], "{\"session_id\": ");
 }
 
+/// A batch whose parse and validation run past `ingest.validation_budget_ms` is refused
+/// whole (413 `validation_budget_exceeded`, which the clients answer by splitting, recorded
+/// in `errors`), and nothing of it is stored; a single event is always validated whole,
+/// however small the budget.
+#[tokio::test]
+async fn a_batch_over_the_validation_budget_is_refused_whole() {
+    let app = TestApp::start_with(|config| config.ingest.validation_budget_ms = 1).await;
+    // About 800 KB of events: their parse alone takes far longer than a millisecond.
+    let batch: Vec<Value> = (0..1000)
+        .map(|i| {
+            let mut event = event("s-budget", "pageview");
+            event["data"]["path"] = json!(format!("/{i}/{}", "x".repeat(600)));
+            event
+        })
+        .collect();
+    let response = app.post_events(&json!(batch)).await;
+    assert_eq!(response.status(), 413);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["code"], "validation_budget_exceeded", "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("ingest.validation_budget_ms") && message.contains("of its 1000 events"),
+        "{message}"
+    );
+
+    let response = app.post_events(&event("s-budget", "single")).await;
+    assert_eq!(response.status(), 202);
+    let sql = "SELECT count() FROM errors WHERE has(problem_code, 'validation_budget_exceeded')";
+    assert_eq!(app.db.wait_for_count(sql, 1).await, 1);
+    assert_eq!(
+        app.db.wait_for_count("SELECT count() FROM events", 1).await,
+        1
+    );
+    let names: Vec<Value> = app.db.json_rows("SELECT name FROM events").await;
+    assert_eq!(
+        names,
+        vec![json!({"name": "single"})],
+        "nothing of the batch is stored"
+    );
+}
+
 #[tokio::test]
 async fn sent_at_corrects_clock_skew_and_keeps_the_original() {
     let app = TestApp::start().await;
