@@ -502,11 +502,11 @@ impl Ingestor {
 }
 
 /// Bodies from this size on are validated off the async workers ([`off_the_workers`]).
-/// Handing a worker's queue over costs a thread wake-up, tens of microseconds: about what
-/// validating 20 KiB of events costs, so smaller bodies stay where they are. A body of this size
-/// validates in well under a millisecond with the shipped schemas; a larger one, or a schema
-/// whose patterns are slow on some values, could otherwise hold a worker for up to
-/// `ingest.validation_budget_ms`.
+/// Handing a worker over costs about 8 µs (a thread wake-up; BENCHMARKS.md "Validation off the
+/// async workers"), about what parsing and validating 1 KiB of events costs: at 64 KiB that
+/// is about 2% of the validation, and a typical batch of 100 events (20–30 KiB) pays nothing.
+/// Below it a request holds a worker for well under a millisecond; above it a slow schema
+/// could hold one for up to `ingest.validation_budget_ms`.
 pub const OFF_THE_WORKERS_BYTES: usize = 64 * 1024;
 
 /// Runs CPU-bound work (`heavy`: a large body's validation) under
