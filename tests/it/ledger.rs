@@ -97,6 +97,13 @@ async fn wait_for(app: &TestApp, http: &reqwest::Client, query: &str, expected: 
     }
 }
 
+/// The ledger's minutes equal what the client was answered: accepted, rejected, refused,
+/// duplicates and rate-limited events are counted per application and outcome, read back with
+/// tenancy (an application's key sees only its own), the documented analysts' SQL gives the
+/// client's figures, and the table holds a few rows per minute, never one per event.
+///
+/// One test: the traffic is sent once and every check compares the same ledger with the same
+/// answers; split, each part would resend the traffic and wait for the ledger's flush.
 #[tokio::test]
 async fn the_ledger_minutes_equal_what_the_client_was_answered() {
     let app = TestApp::start_with(|config| config.ledger.flush_interval_ms = 100).await;
