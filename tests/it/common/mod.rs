@@ -1,5 +1,9 @@
 //! The test harness: a ClickHouse for the whole run, a fresh database per test, and The Eye
 //! started in-process on an ephemeral port against it.
+//!
+//! [`TestApp`] also carries the requests every test file shares (a GET with the
+//! application's key, walks over keyset pages, posts of events, the metrics, the CLI);
+//! builders of test data are in [`builders`].
 
 #![allow(dead_code)]
 
