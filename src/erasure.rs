@@ -100,18 +100,27 @@ pub struct ErasureRequest {
     pub requested_by: String,
 }
 
+/// Stable codes of [`InvalidErasure`].
+pub mod codes {
+    /// The request is not valid (a blank id, an empty range, half an event type, a bad path,
+    /// `suppress` with a time range).
+    pub const INVALID_ERASURE: &str = "invalid_erasure";
+    /// Erasure does not run in cluster mode yet.
+    pub const ERASURE_UNSUPPORTED: &str = "erasure_unsupported";
+}
+
 /// Why an erasure request cannot be accepted; each has a stable code.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{message}")]
 pub struct InvalidErasure {
-    /// `invalid_erasure`.
+    /// One of [`codes`].
     pub code: &'static str,
     pub message: String,
 }
 
 fn invalid(message: impl Into<String>) -> InvalidErasure {
     InvalidErasure {
-        code: "invalid_erasure",
+        code: codes::INVALID_ERASURE,
         message: message.into(),
     }
 }
@@ -907,7 +916,7 @@ pub async fn submit(
     request.validate()?;
     if store.cluster().is_some() {
         return Err(SubmitError::Invalid(InvalidErasure {
-            code: "erasure_unsupported",
+            code: codes::ERASURE_UNSUPPORTED,
             message: "erasure does not run in cluster mode yet (README, Erasure)".to_owned(),
         }));
     }

@@ -607,27 +607,3 @@ impl Running {
         }
     }
 }
-
-// The spool's settings drawn from the configuration: a conversion into `pipeline::spool`'s
-// type, kept out of `config` so that `config` imports nothing of the crate (issue 26). Its
-// home is `pipeline::spool`, where it moves once that module's split has landed; it is here,
-// where the service is assembled, in the meantime.
-impl config::PipelineConfig {
-    /// The spool's settings, or `None` when `spool_sync` is `off`.
-    pub fn spool_settings(&self) -> Option<crate::pipeline::spool::Settings> {
-        use crate::pipeline::spool::{Settings, SyncMode};
-        let sync = match self.spool_sync {
-            config::SpoolSync::Off => return None,
-            config::SpoolSync::Always => SyncMode::Always,
-            config::SpoolSync::IntervalMs(ms) => {
-                SyncMode::Interval(std::time::Duration::from_millis(ms))
-            }
-        };
-        Some(Settings {
-            dir: self.spool_dir.clone(),
-            max_bytes: self.spool_max_bytes,
-            segment_bytes: self.spool_segment_bytes,
-            sync,
-        })
-    }
-}

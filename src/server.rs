@@ -69,7 +69,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::api::ApiError;
+use crate::api::{codes, ApiError};
 use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
 
@@ -306,10 +306,10 @@ async fn refuse_while_closing(
     }
     metrics
         .requests_rejected
-        .with_label_values(&["shutting_down"])
+        .with_label_values(&[codes::SHUTTING_DOWN])
         .inc();
     ApiError::Unavailable {
-        code: "shutting_down",
+        code: codes::SHUTTING_DOWN,
         message: "this instance is shutting down; nothing of this request was stored, retry (another instance will take it)".to_owned(),
         retry_after_secs: 1,
     }

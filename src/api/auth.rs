@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use super::{ApiError, AppState};
+use super::{codes, ApiError, AppState};
 use crate::auth::{AuthError, Principal, Scope};
 
 /// The key of a request's `Authorization` header, if it has one.
@@ -43,16 +43,16 @@ pub async fn authenticate(
         tracing::debug!(reason = error.reason(), "request not authenticated");
         if error == AuthError::Unavailable {
             return ApiError::Unavailable {
-                code: "auth_unavailable",
+                code: codes::AUTH_UNAVAILABLE,
                 message: "keys cannot be checked right now; retry".to_owned(),
                 retry_after_secs: 1,
             };
         }
         ApiError::Unauthorized {
             code: if error == AuthError::Missing {
-                "missing_api_key"
+                codes::MISSING_API_KEY
             } else {
-                "invalid_api_key"
+                codes::INVALID_API_KEY
             },
             message: if error == AuthError::Missing {
                 "send an API key as `Authorization: Bearer <key>`".to_owned()
@@ -65,10 +65,10 @@ pub async fn authenticate(
         state
             .metrics
             .unauthenticated
-            .with_label_values(&["insufficient_scope"])
+            .with_label_values(&[codes::INSUFFICIENT_SCOPE])
             .inc();
         return Err(ApiError::Forbidden {
-            code: "insufficient_scope",
+            code: codes::INSUFFICIENT_SCOPE,
             message: format!("this key lacks the `{scope}` scope"),
         });
     }
@@ -96,10 +96,10 @@ pub fn check_origin(
     state
         .metrics
         .unauthenticated
-        .with_label_values(&["origin_not_allowed"])
+        .with_label_values(&[codes::ORIGIN_NOT_ALLOWED])
         .inc();
     Err(ApiError::Forbidden {
-        code: "origin_not_allowed",
+        code: codes::ORIGIN_NOT_ALLOWED,
         message: "this origin is not registered for the key's application".to_owned(),
     })
 }

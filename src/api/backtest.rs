@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use super::admin::json_body;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
-use crate::backtest::{self, codes, BacktestError, BacktestReport, BacktestRequest};
+use crate::backtest::{self, BacktestReport, BacktestRequest};
 use crate::validate::Rules;
 
 /// A candidate schema and the window to try it on.
@@ -93,20 +93,7 @@ pub async fn backtest_schema(
         limit: body.limit.unwrap_or(backtest::DEFAULT_LIMIT),
     };
     let rules = Rules::from(&state.config.ingest);
-    let report = backtest::backtest(&state.store, &rules, &request)
-        .await
-        .map_err(|error| match error {
-            BacktestError::Invalid { code, message } => match code {
-                codes::SCHEMA_TOO_LARGE => ApiError::TooLarge { code, message },
-                codes::INVALID_SCHEMA => ApiError::Unprocessable {
-                    code,
-                    message,
-                    problems: Vec::new(),
-                },
-                _ => ApiError::bad_request(code, message),
-            },
-            BacktestError::Store(error) => ApiError::from(error),
-        })?;
+    let report = backtest::backtest(&state.store, &rules, &request).await?;
     tracing::info!(
         by = %principal.key_prefix,
         accepted_read = report.accepted.read,

@@ -23,7 +23,7 @@ use super::admin::json_body;
 use super::params::invalid_path;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
-use crate::erasure::{self, ErasureRequest, ErasureRow, Selector, Status, SubmitError};
+use crate::erasure::{self, ErasureRequest, ErasureRow, Selector, Status};
 
 /// An erasure to run.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -184,18 +184,7 @@ pub async fn create_erasure(
         &state.erasure_wake,
         &request,
     )
-    .await
-    .map_err(|error| match error {
-        SubmitError::Invalid(invalid) if invalid.code == "erasure_unsupported" => {
-            ApiError::Unprocessable {
-                code: invalid.code,
-                message: invalid.message,
-                problems: Vec::new(),
-            }
-        }
-        SubmitError::Invalid(invalid) => ApiError::bad_request(invalid.code, invalid.message),
-        SubmitError::Store(error) => error.into(),
-    })?;
+    .await?;
     tracing::info!(erasure = %row.erasure_id, kind = %row.kind, by = %principal.key_prefix, "erasure requested");
     Ok((StatusCode::ACCEPTED, Json(erasure(row, 0))))
 }

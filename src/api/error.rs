@@ -1,8 +1,9 @@
 //! The API's error type and the one place that turns failures into HTTP answers.
 //!
-//! Every error answer has the [`ErrorBody`] shape with a stable `code`. Server-side failures
-//! are logged here with their detail and answered with a generic message: internals never
-//! reach the client.
+//! Every error answer has the [`ErrorBody`] shape with a stable `code`, named once in
+//! [`codes`]; every `From<…> for ApiError` is in this file. Server-side failures are logged
+//! here with their detail and answered with a generic message: internals never reach the
+//! client.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -381,17 +382,68 @@ fn status_code_name(status: StatusCode) -> (&'static str, &'static str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The read, admin, plan and recover edges (issue 26): their mappings and error codes. Kept in
-// a block of its own, with full paths, so that it merges apart from the ingest mappings above.
+// The error codes, and the mappings of the read, admin, plan, recover, backtest and erasure
+// edges (issue 26). Kept in a block of its own, with full paths, so that it merges apart from
+// the ingest mappings above.
 // ---------------------------------------------------------------------------------------------
 
-/// Error codes the read, admin, plan and recover edges answer with (the others are written at
-/// their single use above).
+/// The stable codes of error answers and of their problems, each named once: a handler names
+/// its refusal's code from here, never as a literal. The codes of [`ApiError`]'s variants that
+/// carry no code of their own are in [`ApiError::code`], those of answers from other layers in
+/// `status_code_name`; a lower layer's refusal carries its layer's code (the pipeline's, the
+/// ingest's, a backtest's, an erasure's).
 pub mod codes {
+    // Keys, scopes and origins (`api::auth`, the beacon path).
+    /// 401: no API key was sent.
+    pub const MISSING_API_KEY: &str = "missing_api_key";
+    /// 401: the key is unknown, revoked, or its application is disabled.
+    pub const INVALID_API_KEY: &str = "invalid_api_key";
+    /// 503: keys cannot be checked right now.
+    pub const AUTH_UNAVAILABLE: &str = "auth_unavailable";
+    /// 403: the key lacks the scope the route needs.
+    pub const INSUFFICIENT_SCOPE: &str = "insufficient_scope";
+    /// 403: a browser's `Origin` is not registered for the key's application.
+    pub const ORIGIN_NOT_ALLOWED: &str = "origin_not_allowed";
+    /// 403: a key with more than the `ingest` scope on the beacon path (keys in URLs leak).
+    pub const BEACON_KEY_TOO_POWERFUL: &str = "beacon_key_too_powerful";
+    /// 403: the beacon path without an `Origin` header.
+    pub const ORIGIN_REQUIRED: &str = "origin_required";
     /// 403: an application's key asked for another application's data.
     pub const APPLICATION_NOT_IN_SCOPE: &str = "application_not_in_scope";
     /// 403: an application's key asked for what affects every application.
     pub const ORGANISATION_KEY_REQUIRED: &str = "organisation_key_required";
+
+    // Request bodies (`api::events`, the admin and recover bodies).
+    /// 400: a body that is not the expected JSON object or form.
+    pub const INVALID_BODY: &str = "invalid_body";
+    /// 400: the body's HTTP framing (chunked transfer) is broken.
+    pub const MALFORMED_FRAMING: &str = "malformed_framing";
+    /// 400: the body ended before its announced length.
+    pub const BODY_INCOMPLETE: &str = "body_incomplete";
+    /// 400: a gzip body that does not decompress.
+    pub const MALFORMED_GZIP: &str = "malformed_gzip";
+    /// 413: the body is larger than allowed, after decompression.
+    pub const BODY_TOO_LARGE: &str = "body_too_large";
+    /// 415: a `Content-Type` the route does not take.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+    /// 415: a `Content-Encoding` other than gzip or none.
+    pub const UNSUPPORTED_ENCODING: &str = "unsupported_encoding";
+
+    // Query and path parameters (`api::params`).
+    /// 400: the top-level code of an answer about query or path parameters.
+    pub const INVALID_PARAMETERS: &str = "invalid_parameters";
+    /// Problem: a value that cannot be used (unparseable, out of range, empty).
+    pub const INVALID_PARAMETER: &str = "invalid_parameter";
+    /// Problem: a parameter this route does not know.
+    pub const UNKNOWN_PARAMETER: &str = "unknown_parameter";
+    /// Problem: a parameter given more than once.
+    pub const DUPLICATE_PARAMETER: &str = "duplicate_parameter";
+    /// Problem: a `cursor` this API did not produce for this listing and these filters.
+    pub const INVALID_CURSOR: &str = "invalid_cursor";
+    /// A time outside what ClickHouse's `DateTime64` holds (1900-01-01 to 2299-12-31).
+    pub const TIME_OUT_OF_RANGE: &str = "time_out_of_range";
+
+    // Administration (`api::admin`).
     /// 422: the schema directory did not load; the set in force stays.
     pub const SCHEMA_RELOAD_FAILED: &str = "schema_reload_failed";
     /// The problem code of each file that failed in a schema reload.
@@ -400,6 +452,13 @@ pub mod codes {
     pub const APPLICATION_EXISTS: &str = "application_exists";
     /// 400: an administrative request is not valid (`AdminError::Invalid`).
     pub const INVALID_REQUEST: &str = "invalid_request";
+
+    // Capacity.
+    /// 503: as many live streams are open as `live.max_subscribers` allows.
+    pub const TOO_MANY_SUBSCRIBERS: &str = "too_many_subscribers";
+    /// 503: the instance is shutting down (answered by `server` to requests after the drain
+    /// began).
+    pub const SHUTTING_DOWN: &str = "shutting_down";
 }
 
 /// A ClickHouse failure is the server's: 500, the detail logged, never sent.
@@ -424,6 +483,45 @@ impl From<crate::auth::admin::AdminError> for ApiError {
                 problems: Vec::new(),
             },
             AdminError::Store(error) => error.into(),
+        }
+    }
+}
+
+/// A backtest's refusals: 413 a candidate schema too large, 422 one that does not compile, 400
+/// the rest (parameters, window); a ClickHouse failure is a 500.
+impl From<crate::backtest::BacktestError> for ApiError {
+    fn from(error: crate::backtest::BacktestError) -> Self {
+        use crate::backtest::{codes as backtest, BacktestError};
+        match error {
+            BacktestError::Invalid { code, message } => match code {
+                backtest::SCHEMA_TOO_LARGE => ApiError::TooLarge { code, message },
+                backtest::INVALID_SCHEMA => ApiError::Unprocessable {
+                    code,
+                    message,
+                    problems: Vec::new(),
+                },
+                _ => ApiError::bad_request(code, message),
+            },
+            BacktestError::Store(error) => ApiError::from(error),
+        }
+    }
+}
+
+/// An erasure's refusals: 422 where it cannot run (cluster mode), 400 an invalid request; a
+/// ClickHouse failure is a 500.
+impl From<crate::erasure::SubmitError> for ApiError {
+    fn from(error: crate::erasure::SubmitError) -> Self {
+        use crate::erasure::{codes as erasure, SubmitError};
+        match error {
+            SubmitError::Invalid(invalid) if invalid.code == erasure::ERASURE_UNSUPPORTED => {
+                ApiError::Unprocessable {
+                    code: invalid.code,
+                    message: invalid.message,
+                    problems: Vec::new(),
+                }
+            }
+            SubmitError::Invalid(invalid) => ApiError::bad_request(invalid.code, invalid.message),
+            SubmitError::Store(error) => error.into(),
         }
     }
 }
@@ -474,5 +572,42 @@ impl ApiError {
                 message: error.message.clone(),
             }],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each code in [`super::codes`] is snake_case and its constant is its own name in capitals,
+    /// so that no two constants share a code and no constant's name says another code than the
+    /// one answered. Read from the source: a constant added later is checked without a list.
+    #[test]
+    fn every_code_is_snake_case_and_named_after_itself() {
+        let source = include_str!("error.rs");
+        let start = source.find("pub mod codes {").expect("the codes module");
+        let end = start
+            + source[start..]
+                .find("\n}\n")
+                .expect("the end of the codes module");
+        let mut seen = Vec::new();
+        for line in source[start..end].lines().map(str::trim) {
+            let Some(constant) = line.strip_prefix("pub const ") else {
+                continue;
+            };
+            let (name, value) = constant.split_once(": &str = ").expect(line);
+            let value = value
+                .strip_prefix('"')
+                .and_then(|value| value.strip_suffix("\";"))
+                .expect(line);
+            assert!(
+                !value.is_empty()
+                    && value.split('_').all(|word| !word.is_empty()
+                        && word.bytes().all(|byte| byte.is_ascii_lowercase())),
+                "{value} is not snake_case"
+            );
+            assert_eq!(name, value.to_ascii_uppercase(), "{line}");
+            seen.push(value);
+        }
+        assert!(seen.contains(&super::codes::INVALID_BODY), "{seen:?}");
+        assert!(seen.len() > 20, "{seen:?}");
     }
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use the_eye_types::{ErrorBody, IngestSummary};
 
 use super::error::{RATELIMIT_LIMIT, RATELIMIT_REMAINING};
-use super::{auth, ApiError, AppState};
+use super::{auth, codes, ApiError, AppState};
 use crate::auth::{Principal, Scope};
 use crate::ingest::Accepted;
 
@@ -109,7 +109,7 @@ pub async fn post_beacon(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| {
         ApiError::bad_request(
-            "invalid_parameters",
+            codes::INVALID_PARAMETERS,
             format!("the query string cannot be read: {rejection}"),
         )
     })?;
@@ -118,13 +118,13 @@ pub async fn post_beacon(
     // events may travel that way.
     if principal.scopes.iter().any(|scope| *scope != Scope::Ingest) {
         return Err(ApiError::Forbidden {
-            code: "beacon_key_too_powerful",
+            code: codes::BEACON_KEY_TOO_POWERFUL,
             message: "the beacon path takes only keys whose sole scope is `ingest`".to_owned(),
         });
     }
     if !headers.contains_key(header::ORIGIN) {
         return Err(ApiError::Forbidden {
-            code: "origin_required",
+            code: codes::ORIGIN_REQUIRED,
             message: "the beacon path is for browsers and needs an Origin header".to_owned(),
         });
     }
@@ -257,12 +257,12 @@ fn unreadable_body(error: &axum::Error, limit: usize) -> ApiError {
     match kind {
         Some(std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData) => {
             ApiError::bad_request(
-                "malformed_framing",
+                codes::MALFORMED_FRAMING,
                 format!("the body's HTTP framing is broken (Transfer-Encoding: chunked): {error}"),
             )
         }
         _ => ApiError::bad_request(
-            "body_incomplete",
+            codes::BODY_INCOMPLETE,
             format!(
                 "the body ended before its Content-Length (or its last chunk) was reached: {error}"
             ),
@@ -300,7 +300,7 @@ fn content_encoding(headers: &HeaderMap) -> Result<bool, ApiError> {
         None | Some("" | "identity") => Ok(false),
         Some("gzip" | "x-gzip") => Ok(true),
         Some(other) => Err(ApiError::UnsupportedMediaType {
-            code: "unsupported_encoding",
+            code: codes::UNSUPPORTED_ENCODING,
             message: format!("Content-Encoding `{other}` is not supported; use gzip or none"),
         }),
     }
@@ -308,7 +308,7 @@ fn content_encoding(headers: &HeaderMap) -> Result<bool, ApiError> {
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::TooLarge {
-        code: "body_too_large",
+        code: codes::BODY_TOO_LARGE,
         message: format!("the body exceeds {limit} bytes (after decompression)"),
     }
 }
@@ -320,7 +320,7 @@ fn decode_raw(raw: Bytes, gzip: bool, format: Format, limit: usize) -> Result<By
         let mut reader = MultiGzDecoder::new(&raw[..]).take(limit as u64 + 1);
         if let Err(error) = reader.read_to_end(&mut decoded) {
             return Err(ApiError::bad_request(
-                "malformed_gzip",
+                codes::MALFORMED_GZIP,
                 format!("the body is not valid gzip: {error}"),
             )
             .into());
@@ -349,7 +349,7 @@ fn decode_raw(raw: Bytes, gzip: bool, format: Format, limit: usize) -> Result<By
 fn form_events(body: &[u8]) -> Result<Bytes, ApiError> {
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|error| {
         ApiError::bad_request(
-            "invalid_body",
+            codes::INVALID_BODY,
             format!("the form body cannot be read: {error}"),
         )
     })?;
@@ -359,7 +359,7 @@ fn form_events(body: &[u8]) -> Result<Bytes, ApiError> {
         .map(|(_, json)| Bytes::from(json))
         .ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_body",
+                codes::INVALID_BODY,
                 "the form body has no `events` field holding the JSON",
             )
         })
@@ -387,7 +387,7 @@ fn content_format(headers: &HeaderMap, accepts: Accepts) -> Result<Format, ApiEr
         Accepts::Beacon => "text/plain, application/json or application/x-www-form-urlencoded",
     };
     Err(ApiError::UnsupportedMediaType {
-        code: "unsupported_media_type",
+        code: codes::UNSUPPORTED_MEDIA_TYPE,
         message: if value.is_empty() {
             format!("Content-Type is missing; send {expected}")
         } else {

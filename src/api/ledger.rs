@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use the_eye_types::ErrorBody;
 use utoipa::{IntoParams, ToSchema};
 
-use super::params::{check_range, codes, Params};
+use super::codes;
+use super::params::{check_range, Params};
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::ledger;

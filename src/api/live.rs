@@ -22,7 +22,8 @@ use the_eye_types::{ErrorBody, Event, Rejection};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::params::{codes, Params};
+use super::codes;
+use super::params::Params;
 use super::{read, ApiError, AppState};
 use crate::auth::Principal;
 use crate::live::{Received, Subscription, SuppressedEvent, Tapped};
@@ -221,7 +222,7 @@ pub async fn live_events(
     filter.application = principal.confine(filter.application.take())?;
     let hub = state.ingestor.live();
     let subscription = hub.subscribe().map_err(|full| ApiError::Unavailable {
-        code: "too_many_subscribers",
+        code: codes::TOO_MANY_SUBSCRIBERS,
         message: format!(
             "{} live streams are open, as many as allowed (live.max_subscribers); close one or retry later",
             full.max

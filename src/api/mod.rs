@@ -38,7 +38,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use crate::ingest::MAX_LISTED_PROBLEMS;
-pub use error::ApiError;
+pub use error::{codes, ApiError};
 pub use events::decode_request_body;
 
 use crate::auth::limits::RateLimits;

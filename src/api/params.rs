@@ -12,6 +12,7 @@ use serde::Deserialize;
 use the_eye_types::Problem;
 use utoipa::{IntoParams, ToSchema};
 
+use super::codes;
 use super::ApiError;
 use crate::store::Order;
 
@@ -23,22 +24,6 @@ pub const MAX_LIMIT: u32 = 1000;
 /// Unknown parameters named one by one in a 400; the rest are counted in one more problem, so
 /// that a query string of thousands of made-up parameters gets an answer of a few KiB.
 pub const MAX_NAMED_UNKNOWN: usize = 20;
-
-/// Stable codes of query problems.
-pub mod codes {
-    /// The top-level code of a 400 about query or path parameters.
-    pub const INVALID_PARAMETERS: &str = "invalid_parameters";
-    /// A value that cannot be used (unparseable, out of range, empty).
-    pub const INVALID_PARAMETER: &str = "invalid_parameter";
-    /// A parameter this route does not know.
-    pub const UNKNOWN_PARAMETER: &str = "unknown_parameter";
-    /// A parameter given more than once.
-    pub const DUPLICATE_PARAMETER: &str = "duplicate_parameter";
-    /// A `cursor` this API did not produce for this listing and these filters.
-    pub const INVALID_CURSOR: &str = "invalid_cursor";
-    /// A time outside what ClickHouse's `DateTime64` holds (1900-01-01 to 2299-12-31).
-    pub const TIME_OUT_OF_RANGE: &str = "time_out_of_range";
-}
 
 /// Listing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]

@@ -12,7 +12,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use the_eye_types::ErrorBody;
 use utoipa::IntoParams;
 
-use super::params::{check_range, codes, Params};
+use super::codes;
+use super::params::{check_range, Params};
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::plan::{self, DriftReport, InferredSchema, Limits};

@@ -24,9 +24,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::codes;
 use super::cursor::{fingerprint, Cursor, CursorError, Listing};
 use super::params::{
-    codes, invalid_path, ErrorFilterParams, EventFilterParams, PageParams, Params, SortOrder,
+    invalid_path, ErrorFilterParams, EventFilterParams, PageParams, Params, SortOrder,
 };
 use super::{ApiError, AppState};
 use crate::auth::keys;

@@ -13,7 +13,7 @@ use the_eye_types::ErrorBody;
 use utoipa::ToSchema;
 
 use super::admin::json_body;
-use super::{ApiError, AppState};
+use super::{codes, ApiError, AppState};
 use crate::auth::Principal;
 use crate::recover::{self, ReplayOutcome, ReplayPosition, MAX_REPLAY_ROWS};
 use crate::store::{After, ErrorFilter};
@@ -78,7 +78,7 @@ pub async fn replay_errors(
     let limit = body.limit.unwrap_or(MAX_REPLAY_ROWS);
     if !(1..=MAX_REPLAY_ROWS).contains(&limit) {
         return Err(ApiError::bad_request(
-            "invalid_parameters",
+            codes::INVALID_PARAMETERS,
             format!("`limit` must be 1 to {MAX_REPLAY_ROWS}, not {limit}"),
         ));
     }
@@ -93,7 +93,7 @@ pub async fn replay_errors(
     for (name, time) in times {
         if time.is_some_and(|time| !crate::validate::timestamp::in_range(&time)) {
             return Err(ApiError::bad_request(
-                super::params::codes::TIME_OUT_OF_RANGE,
+                codes::TIME_OUT_OF_RANGE,
                 format!("`{name}` must be from 1900-01-01T00:00:00Z to 2299-12-31T23:59:59Z, the times ClickHouse stores"),
             ));
         }
@@ -101,7 +101,7 @@ pub async fn replay_errors(
     if let (Some(from), Some(to)) = (body.from, body.to) {
         if from >= to {
             return Err(ApiError::bad_request(
-                "invalid_parameters",
+                codes::INVALID_PARAMETERS,
                 "`from` must be before `to`".to_owned(),
             ));
         }

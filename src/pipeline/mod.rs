@@ -112,7 +112,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
     ) -> Result<Self, SpoolError> {
         let suppressions = Arc::new(crate::erasure::Suppressions::default());
-        let spool_settings = config.spool_settings();
+        let spool_settings = spool::Settings::from_config(config);
         let (spool, old) = match &spool_settings {
             Some(settings) => {
                 let (spool, old) = Spool::open(settings, metrics.clone())?;

@@ -556,6 +556,15 @@ async fn a_key_created_during_a_flood_of_made_up_keys_is_served() {
     );
 }
 
+/// A flooding application is held to its rate: its burst passes, the next batch is answered
+/// 429 with `Retry-After` and the `RateLimit-*` fields, more than the burst is 413, and over two
+/// seconds of flood a quiet application sharing the instance has every request served; nothing
+/// of a 429'd request is stored, nothing lands in `errors`, and the metric counts every
+/// limited request.
+///
+/// One test: the rate limiter's buckets are the state under test, and each step depends on what
+/// the previous ones spent or refilled (the 429 follows the spent burst, the flood's count the
+/// refill).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_application_is_limited_while_another_keeps_its_rate() {
     let app = TestApp::start().await;

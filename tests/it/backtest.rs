@@ -53,6 +53,13 @@ fn with_id(mut event: Value, id: Uuid) -> Value {
     event
 }
 
+/// A backtest of a stricter pageview schema counts exactly the stored events it would
+/// reject (two untitled of five), names the problem with samples, finds nothing against the
+/// schema in force, says when a window holds more rows than its limit, and respects tenancy
+/// (an application's admin sees its own event only; the organisation sees both applications).
+///
+/// One test: every step reads the same seeded events of two applications, whose counts the
+/// assertions are written against; seeding them again per check would only repeat the setup.
 #[tokio::test]
 async fn a_stricter_schema_counts_exactly_the_accepted_events_it_would_reject() {
     let app = TestApp::start().await;

@@ -62,6 +62,14 @@ impl Drop for Serving {
     }
 }
 
+/// The CLI beside a running `serve` on the development ClickHouse: the published devserver
+/// address is private, the demo keys source into a shell without being read as settings, the
+/// administrative commands work with serve's configuration alone, `errors replay` finds serve
+/// without `--url`, a second `serve` names the address it cannot have (once) and does not lean
+/// on the first one's devserver, and a replay where nothing listens says what to check.
+///
+/// One test: it starts one `serve` process (and its devserver) and drives the binary beside it;
+/// each step needs that process running, and starting it per check would make the suite slow.
 #[tokio::test]
 async fn the_cli_works_beside_a_running_serve_on_the_development_clickhouse() {
     let work = tempfile::Builder::new()

@@ -169,6 +169,12 @@ pub fn dashboard_prometheus_metric_names() -> BTreeMap<String, String> {
     names
 }
 
+/// Every dashboard parses; every panel, target, variable and annotation names a datasource
+/// Grafana is provisioned with; every panel has a target, every annotation is enabled, and
+/// each dashboard has the targets it is expected to have.
+///
+/// One test: it walks all dashboards once, collecting every (what, its datasource) pair; no
+/// process is started, and the length is the walk over panels, targets and variables.
 #[test]
 fn dashboards_parse_and_target_the_provisioned_datasources() {
     let provisioned = provisioned_datasources();
@@ -534,6 +540,12 @@ fn referenced_columns(panel: &Value) -> BTreeSet<String> {
     columns
 }
 
+/// Every ClickHouse query of every dashboard (targets and annotations) runs on seeded data
+/// after its variables are resolved as Grafana resolves them (All first, then a concrete value),
+/// and returns the columns its panel uses.
+///
+/// One test: one seeded instance serves every query; the loop over dashboards is the test, and
+/// a test per query would seed the data again for each.
 #[tokio::test]
 async fn every_clickhouse_query_runs_on_seeded_data_and_returns_the_columns_its_panel_uses() {
     let app = start().await;
@@ -640,7 +652,10 @@ async fn every_clickhouse_query_runs_on_seeded_data_and_returns_the_columns_its_
 }
 
 /// The seeded data must come out right, not merely as some rows: spot checks of the values
-/// of three panels.
+/// of the panels of each dashboard.
+///
+/// One seeded instance for all of them, checked dashboard by dashboard in the helpers below
+/// (seeding is the expensive part); the recovery one goes last because it adds a row.
 #[tokio::test]
 async fn panels_show_the_seeded_numbers() {
     let app = start().await;
@@ -651,46 +666,93 @@ async fn panels_show_the_seeded_numbers() {
         to: now + chrono::TimeDelta::minutes(1),
         interval: Duration::from_secs(60),
     };
-    let find = |file: &str, title: &str| -> String {
-        let dashboard = dashboards()
-            .into_iter()
-            .find(|(name, _)| name == file)
-            .unwrap()
-            .1;
-        let panel = panels(&dashboard)
-            .into_iter()
-            .find(|panel| panel["title"] == title)
-            .cloned();
-        panel.unwrap_or_else(|| panic!("{file}: no panel {title}"))["targets"][0]["rawSql"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let all = Values::from([("application".to_owned(), vec!["$__all".to_owned()])]);
+    events_panels_show_pages_and_a_sessions_events(&app, &range).await;
+    ingest_completeness_counts_what_the_client_was_answered(&app, &range).await;
+    error_panels_show_fields_shares_and_the_latest_rejection(&app, &range).await;
+    session_panels_show_three_sessions_of_four_events(&app, &range).await;
+    recovered_rejections_are_told_apart_from_outstanding_ones(&app, &range).await;
+}
 
-    let (_, pages) = run_as_grafana(
-        &app,
-        &find("events.json", "Top pages"),
-        &Values::new(),
-        &range,
-    )
-    .await
-    .unwrap();
+/// The SQL of the first target of the panel titled `title` in the dashboard `file`.
+fn panel_sql(file: &str, title: &str) -> String {
+    let dashboard = dashboards()
+        .into_iter()
+        .find(|(name, _)| name == file)
+        .unwrap()
+        .1;
+    let panel = panels(&dashboard)
+        .into_iter()
+        .find(|panel| panel["title"] == title)
+        .cloned();
+    panel.unwrap_or_else(|| panic!("{file}: no panel {title}"))["targets"][0]["rawSql"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The answer of the panel titled `title` in the dashboard `file`, run as Grafana runs it.
+async fn panel_answer(
+    app: &TestApp,
+    file: &str,
+    title: &str,
+    values: &Values,
+    range: &QueryRange,
+) -> Answer {
+    run_as_grafana(app, &panel_sql(file, title), values, range)
+        .await
+        .unwrap()
+        .1
+}
+
+/// The `application` variable set to every application.
+fn all_applications() -> Values {
+    Values::from([("application".to_owned(), vec!["$__all".to_owned()])])
+}
+
+/// `events.json`: the top page, and one session's events in timestamp order.
+async fn events_panels_show_pages_and_a_sessions_events(app: &TestApp, range: &QueryRange) {
+    let pages = panel_answer(app, "events.json", "Top pages", &Values::new(), range).await;
     assert_eq!(pages.rows[0]["host"], "www.example.com");
     assert_eq!(pages.rows[0]["path"], "/");
     assert_eq!(pages.rows[0]["events"].to_string().trim_matches('"'), "6");
     assert_eq!(pages.rows[0]["sessions"].to_string().trim_matches('"'), "3");
 
+    let session = Values::from([("session".to_owned(), vec!["s-beta".to_owned()])]);
+    let events = panel_answer(
+        app,
+        "events.json",
+        "Events of session $session",
+        &session,
+        range,
+    )
+    .await;
+    let names: Vec<&str> = events
+        .rows
+        .iter()
+        .map(|row| row["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["pageview", "cta click", "pageview", "submit"],
+        "in timestamp order"
+    );
+}
+
+/// `ingest.json`: what the client was answered, by outcome.
+async fn ingest_completeness_counts_what_the_client_was_answered(
+    app: &TestApp,
+    range: &QueryRange,
+) {
     // What the client was answered, by outcome: 12 accepted, 3 rejected (by their first
     // problem's code), one body refused as malformed JSON.
-    let (_, ledger) = run_as_grafana(
-        &app,
-        &find("ingest.json", "Ingest completeness"),
+    let ledger = panel_answer(
+        app,
+        "ingest.json",
+        "Ingest completeness",
         &Values::new(),
-        &range,
+        range,
     )
-    .await
-    .unwrap();
+    .await;
     let mut outcomes = BTreeMap::<String, u64>::new();
     for row in &ledger.rows {
         let events: u64 = row["events"].to_string().trim_matches('"').parse().unwrap();
@@ -710,35 +772,16 @@ async fn panels_show_the_seeded_numbers() {
         .map(|(_, events)| events)
         .sum();
     assert_eq!(rejected, 3, "{outcomes:?}");
+}
 
-    let session = Values::from([("session".to_owned(), vec!["s-beta".to_owned()])]);
-    let (_, events) = run_as_grafana(
-        &app,
-        &find("events.json", "Events of session $session"),
-        &session,
-        &range,
-    )
-    .await
-    .unwrap();
-    let names: Vec<&str> = events
-        .rows
-        .iter()
-        .map(|row| row["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        ["pageview", "cta click", "pageview", "submit"],
-        "in timestamp order"
-    );
-
-    let (_, fields) = run_as_grafana(
-        &app,
-        &find("errors.json", "Top failing fields"),
-        &all,
-        &range,
-    )
-    .await
-    .unwrap();
+/// `errors.json`: the failing fields, the rejected shares by type and code, and the latest
+/// rejection shown whole.
+async fn error_panels_show_fields_shares_and_the_latest_rejection(
+    app: &TestApp,
+    range: &QueryRange,
+) {
+    let all = all_applications();
+    let fields = panel_answer(app, "errors.json", "Top failing fields", &all, range).await;
     let pairs: BTreeSet<(String, String)> = fields
         .rows
         .iter()
@@ -762,14 +805,14 @@ async fn panels_show_the_seeded_numbers() {
         );
     }
 
-    let (_, shares) = run_as_grafana(
-        &app,
-        &find("errors.json", "Rejected share by event type and code"),
+    let shares = panel_answer(
+        app,
+        "errors.json",
+        "Rejected share by event type and code",
         &all,
-        &range,
+        range,
     )
-    .await
-    .unwrap();
+    .await;
     // Six pageviews accepted, two rejected: one without session_id, one with a bad
     // timestamp and an unknown field, and neither with the `host` the schema requires. An
     // event with several codes counts under each.
@@ -806,13 +849,29 @@ async fn panels_show_the_seeded_numbers() {
         "rejections of no type are left out: {shares:?}"
     );
 
+    let latest = panel_answer(app, "errors.json", "Latest rejections", &all, range).await;
+    let broken = latest
+        .rows
+        .iter()
+        .find(|row| row["raw"] == "{\"session_id\": \"s-broken\", ")
+        .expect("the malformed body");
+    assert!(
+        broken["problems"]
+            .as_str()
+            .unwrap()
+            .starts_with("(whole): malformed_json ("),
+        "{broken}"
+    );
+}
+
+/// `sessions.json`: counts, bounces, durations and paths of the three seeded sessions.
+async fn session_panels_show_three_sessions_of_four_events(app: &TestApp, range: &QueryRange) {
+    let all = all_applications();
     // Three sessions of four events over 15 minutes: two pageviews each (no bounce), entering
     // on `/` and leaving on `/checkout`.
-    let sessions = |title: &str| {
-        let sql = find("sessions.json", title);
+    let sessions = |title: &'static str| {
         let all = all.clone();
-        let app = &app;
-        async move { run_as_grafana(app, &sql, &all, &range).await.unwrap().1 }
+        async move { panel_answer(app, "sessions.json", title, &all, range).await }
     };
     let value = |answer: &Answer, column: &str| {
         answer.rows[0][column]
@@ -837,28 +896,14 @@ async fn panels_show_the_seeded_numbers() {
         (value(&exit, "path"), value(&exit, "sessions")),
         ("/checkout".to_owned(), "3".to_owned())
     );
+}
 
-    let (_, latest) = run_as_grafana(
-        &app,
-        &find("errors.json", "Latest rejections"),
-        &all,
-        &range,
-    )
-    .await
-    .unwrap();
-    let broken = latest
-        .rows
-        .iter()
-        .find(|row| row["raw"] == "{\"session_id\": \"s-broken\", ")
-        .expect("the malformed body");
-    assert!(
-        broken["problems"]
-            .as_str()
-            .unwrap()
-            .starts_with("(whole): malformed_json ("),
-        "{broken}"
-    );
-
+/// `errors.json`'s split of outstanding and recovered rejections, after one is recovered.
+async fn recovered_rejections_are_told_apart_from_outstanding_ones(
+    app: &TestApp,
+    range: &QueryRange,
+) {
+    let all = all_applications();
     // One of the four rejections recovered (as `errors replay` records it).
     app.db
         .client()
@@ -869,14 +914,14 @@ async fn panels_show_the_seeded_numbers() {
         .execute()
         .await
         .unwrap();
-    let (_, split) = run_as_grafana(
-        &app,
-        &find("errors.json", "Outstanding vs recovered rejections"),
+    let split = panel_answer(
+        app,
+        "errors.json",
+        "Outstanding vs recovered rejections",
         &all,
-        &range,
+        range,
     )
-    .await
-    .unwrap();
+    .await;
     let count = |column: &str| {
         split.rows[0][column]
             .to_string()

@@ -174,8 +174,10 @@ async fn the_compose_environment_is_configuration_the_eye_accepts() {
     );
 }
 
+/// `docker-compose.yml`'s services have a health check, restart unless stopped, pin their
+/// image versions, and mount only files and directories that exist in the repository.
 #[test]
-fn compose_prometheus_and_grafana_agree_on_names_ports_and_files() {
+fn compose_services_are_pinned_healthy_restarting_and_mount_existing_files() {
     let compose = compose();
     let services = compose["services"].as_mapping().unwrap();
     for service in ["clickhouse", "the-eye", "prometheus", "grafana"] {
@@ -205,8 +207,13 @@ fn compose_prometheus_and_grafana_agree_on_names_ports_and_files() {
             }
         }
     }
+}
 
-    // Prometheus scrapes The Eye and ClickHouse where compose runs them.
+/// Prometheus scrapes The Eye and ClickHouse where compose runs them, ClickHouse exports on
+/// the port scraped, and compose publishes ClickHouse's, Prometheus's and Grafana's ports.
+#[test]
+fn prometheus_scrapes_the_eye_and_clickhouse_where_compose_runs_them() {
+    let compose = compose();
     let prometheus: Value = serde_yaml::from_str(
         &std::fs::read_to_string(repository().join("prometheus/prometheus.yml")).unwrap(),
     )
@@ -238,8 +245,12 @@ fn compose_prometheus_and_grafana_agree_on_names_ports_and_files() {
         .iter()
         .any(|port| port.ends_with(":9090")));
     assert!(published_ports(&compose, "grafana").contains(&"127.0.0.1:3000:3000".to_owned()));
+}
 
-    // Grafana's datasources point at the compose services, with The Eye's database.
+/// Grafana's datasources point at the compose services, with The Eye's database and user.
+#[test]
+fn grafana_datasources_point_at_the_compose_services_and_the_eyes_database() {
+    let compose = compose();
     let datasources: Value = serde_yaml::from_str(
         &std::fs::read_to_string(
             repository().join("grafana/provisioning/datasources/datasources.yml"),
@@ -267,8 +278,12 @@ fn compose_prometheus_and_grafana_agree_on_names_ports_and_files() {
             other => panic!("unexpected datasource type {other}"),
         }
     }
+}
 
-    // The dashboards provider reads the directory compose mounts the dashboards into.
+/// Grafana's dashboards provider reads the directory compose mounts the dashboards into.
+#[test]
+fn the_dashboards_provider_reads_the_directory_compose_mounts() {
+    let compose = compose();
     let provider: Value = serde_yaml::from_str(
         &std::fs::read_to_string(repository().join("grafana/provisioning/dashboards/the-eye.yml"))
             .unwrap(),
@@ -289,8 +304,12 @@ fn compose_prometheus_and_grafana_agree_on_names_ports_and_files() {
             .any(|volume| volume.starts_with(&format!("./grafana/dashboards:{path}"))),
         "{grafana_volumes:?} does not mount grafana/dashboards at {path}"
     );
+}
 
-    // The plugin installed is the version the dashboards' targets name.
+/// The ClickHouse plugin Grafana installs is the version the dashboards' targets name.
+#[test]
+fn the_installed_clickhouse_plugin_is_the_version_the_dashboards_name() {
+    let compose = compose();
     let grafana_env = service_environment(&compose, "grafana");
     let installed = grafana_env["GF_PLUGINS_PREINSTALL_SYNC"]
         .strip_prefix("grafana-clickhouse-datasource@")

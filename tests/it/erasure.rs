@@ -28,13 +28,6 @@ fn event(session: &str, user: Option<&str>, start: DateTime<Utc>, seconds: i64) 
     event
 }
 
-/// `GET` with the application's key: status and JSON body.
-async fn get(app: &TestApp, path: &str) -> (u16, Value) {
-    let response = app.http.get(app.endpoint(path)).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// `user_id` is stored, filtered on in event and session reads, and named as the session's
 /// last user; a blank or too long one is refused with a stable code.
 #[tokio::test]
@@ -49,23 +42,25 @@ async fn user_id_is_stored_filtered_and_summarised() {
     ];
     assert_eq!(app.post_events(&json!(events)).await.status(), 202);
     app.db.wait_for_count("SELECT count() FROM events", 4).await;
-    let (status, body) = get(&app, "/api/events?user_id=account-7").await;
+    let (status, body) = app.get("/api/events?user_id=account-7").await;
     assert_eq!(status, 200, "{body}");
     let items = body["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{body}");
     assert!(items.iter().all(|item| item["user_id"] == "account-7"));
     for path in ["/api/events", "/api/sessions"] {
-        let (status, body) = get(&app, &format!("{path}?user_id={}", "x".repeat(129))).await;
+        let (status, body) = app
+            .get(&format!("{path}?user_id={}", "x".repeat(129)))
+            .await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["problems"][0]["field"], "user_id", "{body}");
     }
-    let (_, body) = get(&app, "/api/events?session_id=s-1").await;
+    let (_, body) = app.get("/api/events?session_id=s-1").await;
     assert!(body["items"][0].get("user_id").is_none(), "{body}");
 
-    let (status, body) = get(&app, "/api/sessions/s-1").await;
+    let (status, body) = app.get("/api/sessions/s-1").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user_id"], "account-8");
-    let (_, body) = get(&app, "/api/sessions?user_id=account-7").await;
+    let (_, body) = app.get("/api/sessions?user_id=account-7").await;
     let sessions: Vec<&str> = body["items"]
         .as_array()
         .unwrap()
@@ -265,7 +260,7 @@ async fn a_user_is_erased_everywhere_and_stays_erased() {
         .execute()
         .await
         .unwrap();
-    let (_, shared) = get(&app, "/api/sessions/s-shared").await;
+    let (_, shared) = app.get("/api/sessions/s-shared").await;
     assert_eq!(shared["events"], 2, "{shared}");
 
     // Another application's admin key: it may not name test-app, and erasing "user-a" in its
@@ -307,7 +302,7 @@ async fn a_user_is_erased_everywhere_and_stays_erased() {
     assert_eq!(body["status"], "done", "{body}");
     assert_eq!(body["application"], "other-app", "{body}");
     // test-app's key does not see other-app's erasure.
-    let (status, _) = get(&app, &format!("/api/admin/erasures/{other_id}")).await;
+    let (status, _) = app.get(&format!("/api/admin/erasures/{other_id}")).await;
     assert_eq!(status, 404);
     assert_eq!(body["rows"]["events"], 0, "{body}");
     assert_eq!(
@@ -368,12 +363,12 @@ async fn a_user_is_erased_everywhere_and_stays_erased() {
             .await,
         2
     );
-    let (status, _) = get(&app, "/api/sessions/s-only-a").await;
+    let (status, _) = app.get("/api/sessions/s-only-a").await;
     assert_eq!(status, 404);
-    let (_, shared) = get(&app, "/api/sessions/s-shared").await;
+    let (_, shared) = app.get("/api/sessions/s-shared").await;
     assert_eq!(shared["events"], 1, "{shared}");
     assert_eq!(shared["user_id"], "user-b", "{shared}");
-    let (_, only_b) = get(&app, "/api/sessions/s-only-b").await;
+    let (_, only_b) = app.get("/api/sessions/s-only-b").await;
     assert_eq!(only_b["events"], 1, "{only_b}");
 
     // A later delivery of the user's events: accepted, not stored, counted in the ledger.
@@ -390,7 +385,7 @@ async fn a_user_is_erased_everywhere_and_stays_erased() {
         .await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let (_, body) = get(&app, &format!("/api/admin/erasures/{id}")).await;
+        let (_, body) = app.get(&format!("/api/admin/erasures/{id}")).await;
         if body["suppressed_events"] == 1 {
             break;
         }
@@ -501,13 +496,11 @@ async fn bad_erasures_are_refused_with_a_code() {
         (400, Some("invalid_body")),
         "{answer}"
     );
-    let (status, _) = get(&app, "/api/admin/erasures/not-a-uuid").await;
+    let (status, _) = app.get("/api/admin/erasures/not-a-uuid").await;
     assert_eq!(status, 400);
-    let (status, _) = get(
-        &app,
-        &format!("/api/admin/erasures/{}", uuid::Uuid::now_v7()),
-    )
-    .await;
+    let (status, _) = app
+        .get(&format!("/api/admin/erasures/{}", uuid::Uuid::now_v7()))
+        .await;
     assert_eq!(status, 404);
 }
 
@@ -639,7 +632,7 @@ async fn spooled_events_of_an_erased_user_never_land() {
     // The erasure cannot finish while `events` is away: it stays open, with the reason.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let (_, body) = get(&app, &format!("/api/admin/erasures/{id}")).await;
+        let (_, body) = app.get(&format!("/api/admin/erasures/{id}")).await;
         if body["status"] == "running" && body["reason"].as_str().unwrap().starts_with("retrying") {
             break;
         }
@@ -679,7 +672,7 @@ async fn spooled_events_of_an_erased_user_never_land() {
     while body["suppressed_events"].as_u64().unwrap() < 1 {
         assert!(tokio::time::Instant::now() < deadline, "{body}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        body = get(&app, &format!("/api/admin/erasures/{id}")).await.1;
+        body = app.get(&format!("/api/admin/erasures/{id}")).await.1;
     }
 }
 
@@ -829,7 +822,7 @@ async fn the_cli_erases_a_session() {
             .await,
         1
     );
-    let (_, listed) = get(&app, "/api/admin/erasures").await;
+    let (_, listed) = app.get("/api/admin/erasures").await;
     assert_eq!(listed["items"][0]["requested_by"], "cli", "{listed}");
     let (ok, _, stderr) = run(&["erase", "--app", &app.application]);
     assert!(!ok);

@@ -248,6 +248,17 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// A full disk under load: the spool runs out of disk and requests are answered 503 with
+/// `Retry-After`; once space is freed 202s come back without a restart; with a budget below
+/// the disk the spool never takes more than its budget (503 `queue_full`), under concurrent
+/// senders too; SIGTERM on a full disk drains; a start on a full disk replays what the last
+/// run left, answers 503, then 202 once there is room; and every event answered 202 is in
+/// ClickHouse exactly once. Files stay private under an open umask.
+///
+/// One test: the phases share one small filesystem, one spool directory and one database,
+/// and each starts from what the previous one left (the drain and the start on a full disk
+/// replay the rows of the run before); the accepted events checked at the end span them all.
+/// Split, every part would rebuild that state, the slowest setup in the suite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
     let db = TestDb::new().await;

@@ -200,14 +200,8 @@ async fn streams_past_the_cap_are_refused_and_bad_filters_named() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "too_many_subscribers", "{body}");
 
-    let response = app
-        .http
-        .get(app.endpoint("/api/events/live?outcome=dropped"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = app.get("/api/events/live?outcome=dropped").await;
+    assert_eq!(status, 400);
     assert_eq!(body["problems"][0]["field"], "outcome", "{body}");
 }
 

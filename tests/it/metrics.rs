@@ -319,6 +319,12 @@ pub async fn drive_traffic(app: &TestApp) -> (String, Exposition) {
     .await
 }
 
+/// After real traffic (accepted, rejected, duplicate and refused requests, unknown paths and
+/// odd methods), `/metrics` passes `promtool check metrics` and its counters say exactly what
+/// happened, with bounded labels.
+///
+/// One test: the counters are cumulative over the instance's life, so each assertion is about
+/// the traffic sent before it on the same instance.
 #[tokio::test]
 async fn metrics_after_real_traffic_pass_promtool_and_count_what_happened() {
     let app = TestApp::start_with(|config| config.pipeline.queue_capacity = 5_000).await;

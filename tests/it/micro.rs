@@ -55,6 +55,13 @@ fn micro_dir(log: &str) -> PathBuf {
     PathBuf::from(dir)
 }
 
+/// A micro instance (the binary's `micro` command) works in a directory under the temporary
+/// one, writes its keys as private `export` lines, validates events as the real service does
+/// (one accepted, one rejected with its code), serves them back, writes no spool, exits
+/// cleanly and leaves nothing of its directory behind.
+///
+/// One test: it starts one `micro` process and follows it from start to stop; the last checks
+/// are about what that process left.
 #[tokio::test]
 async fn a_micro_instance_takes_events_serves_them_back_and_leaves_nothing() {
     let work = tempfile::Builder::new()

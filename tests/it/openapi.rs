@@ -178,6 +178,13 @@ async fn the_document_lists_exactly_the_routes_served() {
     }
 }
 
+/// The OpenAPI document describes every route's parameters, bodies, error answers (objects
+/// in the `ErrorBody` shape, with the answers of the layers in front of the handlers: the
+/// request timeout and the key's checks) and how its key is sent; empty filters are refused
+/// by the service as the document says.
+///
+/// One test: it walks the one document served by one instance, route by route; the length is
+/// that walk.
 #[tokio::test]
 async fn the_document_describes_parameters_bodies_errors_and_keys() {
     let app = TestApp::start().await;

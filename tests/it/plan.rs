@@ -32,6 +32,11 @@ fn enc(text: &str) -> String {
     text.replace(' ', "%20")
 }
 
+/// Schemas inferred from stored events validate those events, load with the existing reload
+/// and are in force, and show a new property as drift; bad and foreign parameters are refused.
+///
+/// One test: each step uses what the last produced (the drawn set is written, reloaded, then
+/// drifted from), on one instance whose schema directory it changes.
 #[tokio::test]
 async fn inferred_schemas_validate_their_events_load_and_show_drift() {
     let schemas = tempfile::tempdir().unwrap();

@@ -98,6 +98,12 @@ fn signup(data: Value) -> Value {
            "timestamp": chrono::Utc::now().to_rfc3339()})
 }
 
+/// Properties marked to be hashed or dropped never reach the spool's files, ClickHouse, the
+/// logs or the metrics, whichever way the events go (accepted, rejected, unreadable, not JSON).
+///
+/// One test: the places searched (captured logs, spool files kept until shutdown, tables,
+/// metrics) all hold the traces of the same requests, and the spool is read only after the
+/// instance shuts down.
 #[tokio::test]
 async fn hashed_and_dropped_properties_never_reach_disk_logs_or_metrics() {
     let (captured, _guard) = Captured::install();
@@ -211,6 +217,12 @@ async fn hashed_and_dropped_properties_never_reach_disk_logs_or_metrics() {
     }
 }
 
+/// URLs keep only the query parameters their application allows (campaign parameters by
+/// default), and the PII detector in `flag` mode stores values unchanged and counts them, in
+/// `mask` mode masks them, and leaves a UUID alone.
+///
+/// One test: the application's settings are changed step by step on one instance, and each
+/// step's events are read back against the settings then in force.
 #[tokio::test]
 async fn urls_keep_only_allowed_parameters_and_the_detector_flags_then_masks() {
     let app = TestApp::start().await;

@@ -10,51 +10,6 @@ use the_eye::store::{EventRow, Store};
 
 use crate::common::TestApp;
 
-impl TestApp {
-    /// GETs `path_and_query`; the status and the JSON body.
-    pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(self.endpoint(path_and_query))
-            .send()
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
-        (status, body)
-    }
-
-    /// Follows `next_cursor` from `path` (which has a `?`) until the last page; every item.
-    pub async fn all_pages(&self, path: &str) -> (Vec<Value>, usize) {
-        self.pages_from(path, None).await
-    }
-
-    /// The same, starting at `cursor`.
-    pub async fn pages_from(&self, path: &str, mut cursor: Option<String>) -> (Vec<Value>, usize) {
-        let mut items = Vec::new();
-        let mut pages = 0;
-        loop {
-            let url = match &cursor {
-                Some(cursor) => format!("{path}&cursor={cursor}"),
-                None => path.to_owned(),
-            };
-            let (status, body) = self.get(&url).await;
-            assert_eq!(status, 200, "{url}: {body}");
-            pages += 1;
-            items.extend(body["items"].as_array().unwrap().iter().cloned());
-            match body["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => return (items, pages),
-            }
-            assert!(pages < 1000, "runaway pagination");
-        }
-    }
-
-    fn store(&self) -> Store {
-        Store::new(&self.db.url, &self.db.clickhouse_config())
-    }
-}
-
 fn ids(items: &[Value]) -> Vec<String> {
     items
         .iter()
@@ -275,7 +230,7 @@ async fn pages_cover_everything_once_while_events_keep_arriving() {
 #[tokio::test]
 async fn an_event_stored_twice_is_served_once() {
     let app = TestApp::start().await;
-    let store = app.store();
+    let store = Store::new(&app.db.url, &app.db.clickhouse_config());
     app.db
         .client()
         .query("SYSTEM STOP MERGES events")
@@ -436,6 +391,11 @@ async fn hostile_strings_are_matched_literally() {
     }
 }
 
+/// Rejections are listed newest first, filtered by field, code and time (a field and a code
+/// of two different problems do not match together), and each is shown whole by its id.
+///
+/// One test: all checks read the same set of rejected events, whose ids and order the
+/// assertions name.
 #[tokio::test]
 async fn rejections_are_listed_and_shown_whole() {
     let app = TestApp::start().await;
@@ -545,6 +505,11 @@ async fn rejections_are_listed_and_shown_whole() {
     assert_eq!(asc[0]["problems"][0]["code"], "invalid_timestamp");
 }
 
+/// Bad parameters of every read route get one problem each in one 400, and a real cursor
+/// edited by one character or reused with other filters is refused.
+///
+/// One test: a table of bad queries run against one instance; the cursor cases need pages
+/// stored first.
 #[tokio::test]
 async fn bad_parameters_get_one_problem_each() {
     let app = TestApp::start().await;

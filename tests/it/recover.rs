@@ -90,6 +90,15 @@ async fn error_ids(app: &TestApp, condition: &str) -> Vec<Uuid> {
         .collect()
 }
 
+/// After a schema is fixed, replaying the rejections lands exactly the rejected events,
+/// once: a dry run says what would happen, a replay stores them with their ids and client
+/// times, events still wrong stay rejected, redacted or cut bodies are not recoverable, another
+/// application's key may not replay, the CLI pages through and sums the outcomes, the errors
+/// API tells outstanding from recovered rejections, and replaying again (or twice at once)
+/// stores nothing more.
+///
+/// One test: a replay changes the state the next step reads (what is recovered is not replayed
+/// again), so the steps are one sequence on one instance.
 #[tokio::test]
 async fn a_fixed_schema_lets_replay_land_exactly_the_rejected_events_once() {
     let (dir, app) = start_with_title_required().await;

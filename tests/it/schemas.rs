@@ -46,6 +46,11 @@ fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
 }
 
+/// Each shipped schema accepts its valid example and explains each invalid payload with
+/// the field and code, and on-call can see per field which values were unexpected.
+///
+/// One test: a table over the shipped schemas, run against one instance; the final check reads
+/// the rejections all of them produced.
 #[tokio::test]
 async fn each_shipped_schema_accepts_valid_and_explains_invalid_payloads() {
     let app = TestApp::start().await;
@@ -237,6 +242,11 @@ async fn reload(app: &TestApp) -> reqwest::Response {
         .unwrap()
 }
 
+/// Schemas reload without a restart (by the API and by SIGHUP), a broken set is refused as
+/// a whole with its reason while the set in force stays, and reloading needs the admin scope.
+///
+/// One test: the schema directory of one running process is edited step by step, and each step
+/// checks the set the previous one left in force.
 #[tokio::test]
 async fn schemas_reload_without_restart_and_a_broken_set_leaves_the_old_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -182,6 +182,12 @@ async fn a_shuffled_multi_batch_session_with_copies_and_the_backfill() {
     assert_eq!(summary(&app, "s-shuffled", 24).await, body);
 }
 
+/// Sessions are listed by their filters in keyset pages: ranges by start, event counts,
+/// durations and entry paths, a late event that moves a session's start, bad parameters
+/// reported together, and a cursor that continues only its own listing.
+///
+/// One test: all checks read the same seeded sessions (session k starts k hours after a base
+/// and has k + 1 events), against which every expected page is written.
 #[tokio::test]
 async fn sessions_are_listed_by_filters_in_keyset_pages() {
     let app = TestApp::start().await;

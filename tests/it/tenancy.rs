@@ -383,16 +383,27 @@ async fn read_keys_see_only_their_application() {
 
 /// What affects every application needs an organisation key; an application's admin key
 /// manages its own application and keys, and nothing of another's.
+///
+/// One instance and two tenants serve the four resources in turn, each checked by a helper
+/// below; they run in this order because each builds on the last (the listing counts the
+/// application registered before it, the key listing the keys made so far, and the last step
+/// revokes the admin key the others use).
 #[tokio::test]
 async fn application_admin_keys_manage_only_their_application() {
     let app = TestApp::start_with(|config| config.auth.refresh_interval_ms = 200).await;
     let a = tenant(&app, "alpha").await;
     let b = tenant(&app, "beta").await;
+    schemas_and_registering_need_an_organisation_key(&app, &a).await;
+    listings_show_only_the_keys_application(&app, &a).await;
+    updates_reach_only_the_keys_application(&app, &a, &b).await;
+    keys_are_made_and_revoked_only_in_the_keys_application(&app, &a, &b).await;
+}
+
+/// Everyone's: the schema set and registering applications (an application `gamma`, whose
+/// ingest key then sends events).
+async fn schemas_and_registering_need_an_organisation_key(app: &TestApp, a: &Tenant) {
     let url = app.url.clone();
     let post = reqwest::Method::POST;
-    let patch = reqwest::Method::PATCH;
-
-    // Everyone's: the schema set and registering applications.
     let (status, body) = send(
         &url,
         &a.admin,
@@ -456,8 +467,12 @@ async fn application_admin_keys_manage_only_their_application() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
+}
 
-    // Listing: its own application only.
+/// Listing: its own application only; the organisation sees all four (`test-app`, alpha,
+/// beta and gamma).
+async fn listings_show_only_the_keys_application(app: &TestApp, a: &Tenant) {
+    let url = app.url.clone();
     let (_, listed) = send(
         &url,
         &a.admin,
@@ -482,8 +497,14 @@ async fn application_admin_keys_manage_only_their_application() {
     )
     .await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 4, "{listed}");
+}
 
-    // Updating: its own, not another's (404, as for an id that does not exist).
+/// Updating: its own, not another's (404, as for an id that does not exist); the rate and the
+/// burst stay the operator's; client input is bounded; the organisation updates anyone's.
+async fn updates_reach_only_the_keys_application(app: &TestApp, a: &Tenant, b: &Tenant) {
+    let url = app.url.clone();
+    let post = reqwest::Method::POST;
+    let patch = reqwest::Method::PATCH;
     // The rate and the burst are the operator's limit on the application: its own admin key
     // cannot lift them, alone or beside other changes (issue 28), and nothing is applied.
     for lift in [
@@ -654,8 +675,17 @@ async fn application_admin_keys_manage_only_their_application() {
         app.store.application(&b.id).await.unwrap().unwrap().burst,
         9
     );
+}
 
-    // Keys: its own application's, created and revoked; never another's.
+/// Keys: its own application's, created and revoked; never another's. Ends by revoking
+/// `a`'s admin key itself.
+async fn keys_are_made_and_revoked_only_in_the_keys_application(
+    app: &TestApp,
+    a: &Tenant,
+    b: &Tenant,
+) {
+    let url = app.url.clone();
+    let post = reqwest::Method::POST;
     let (status, key) = send(
         &url,
         &a.admin,
@@ -667,7 +697,7 @@ async fn application_admin_keys_manage_only_their_application() {
     assert_eq!(status, 201, "{key}");
     assert_eq!(key["application_id"], a.id.as_str());
     let new_key = key["key"].as_str().unwrap().to_owned();
-    let (status, _) = get(&app, &client_with_key(&new_key), "/api/events").await;
+    let (status, _) = get(app, &client_with_key(&new_key), "/api/events").await;
     assert_eq!(status, 200);
     let (_, listed) = send(
         &url,
@@ -713,7 +743,7 @@ async fn application_admin_keys_manage_only_their_application() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["revoked_at"].is_string());
-    let (status, _) = get(&app, &client_with_key(&new_key), "/api/events").await;
+    let (status, _) = get(app, &client_with_key(&new_key), "/api/events").await;
     assert_eq!(
         status, 401,
         "revoked at once on the instance that revoked it"

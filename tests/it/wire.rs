@@ -32,14 +32,7 @@ async fn session_and_event_times_have_six_fractional_digits() {
     assert_eq!(response.status(), 202);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let session = loop {
-        let response = app
-            .http
-            .get(app.endpoint("/api/sessions/s-six"))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let answer: Value = response.json().await.unwrap();
+        let (status, answer) = app.get("/api/sessions/s-six").await;
         if status == 200 && answer["events"] == 2 {
             break answer;
         }

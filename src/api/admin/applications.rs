@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use the_eye_types::ErrorBody;
 use utoipa::ToSchema;
 
-use crate::api::{ApiError, AppState};
+use crate::api::{codes, ApiError, AppState};
 use crate::auth::admin::{self as operations, ApplicationUpdate, NewApplication};
 use crate::auth::Principal;
 use crate::store::apps::ApplicationRow;
@@ -175,7 +175,7 @@ fn bounded_rates(rate: Option<u32>, burst: Option<u32>) -> Result<(), ApiError> 
     for (name, value) in [("rate_per_second", rate), ("burst", burst)] {
         if value.is_some_and(|value| value > i32::MAX as u32) {
             return Err(ApiError::bad_request(
-                "invalid_body",
+                codes::INVALID_BODY,
                 format!("`{name}` must be at most {}", i32::MAX),
             ));
         }

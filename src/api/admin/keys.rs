@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use the_eye_types::ErrorBody;
 use utoipa::ToSchema;
 
-use crate::api::{ApiError, AppState};
+use crate::api::{codes, ApiError, AppState};
 use crate::auth::admin as operations;
 use crate::auth::{Principal, Scope};
 use crate::store::apps::KeyRow;
@@ -111,7 +111,7 @@ fn parse_scopes(names: &[String]) -> Result<Vec<Scope>, ApiError> {
         .map(|name| {
             Scope::parse(name).ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_request",
+                    codes::INVALID_REQUEST,
                     "unknown scope; use ingest, read or admin",
                 )
             })

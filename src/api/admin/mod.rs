@@ -24,7 +24,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
 
 use crate::api::params::invalid_path;
-use crate::api::{ApiError, AppState};
+use crate::api::{codes, ApiError, AppState};
 use crate::auth::Principal;
 
 /// Refuses an application's key for an operation that affects every application.
@@ -52,7 +52,7 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
         if message.chars().count() == MAX_BODY_MESSAGE_CHARS {
             message.push('…');
         }
-        ApiError::bad_request("invalid_body", message)
+        ApiError::bad_request(codes::INVALID_BODY, message)
     })
 }
 

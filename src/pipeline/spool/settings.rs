@@ -1,11 +1,15 @@
-//! What a spool is configured with, and the disk budget drawn from it: the bytes kept back
-//! for control records, what appends may fill, when a confirmed active segment is reclaimed,
-//! and how far segments shrink on a full disk (see the module doc of [`super`], Disk use).
+//! What a spool is configured with, and the disk budget drawn from it: the settings drawn
+//! from `pipeline.*` ([`Settings::from_config`]; `config` imports nothing of the crate, so
+//! the conversion lives here), the bytes kept back for control records, what appends may
+//! fill, when a confirmed active segment is reclaimed, and how far segments shrink on a full
+//! disk (see the module doc of [`super`], Disk use).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::format::HEADER_BYTES;
 use super::SyncMode;
+use crate::config::{PipelineConfig, SpoolSync};
 
 /// The most of the budget kept back from appends, for the seal and confirm records of the
 /// rows already spooled and the headers of new segments: none of those is refused, or a full
@@ -27,6 +31,22 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The spool's settings from the pipeline's configuration, or `None` when `spool_sync` is
+    /// `off`.
+    pub fn from_config(config: &PipelineConfig) -> Option<Self> {
+        let sync = match config.spool_sync {
+            SpoolSync::Off => return None,
+            SpoolSync::Always => SyncMode::Always,
+            SpoolSync::IntervalMs(ms) => SyncMode::Interval(Duration::from_millis(ms)),
+        };
+        Some(Self {
+            dir: config.spool_dir.clone(),
+            max_bytes: config.spool_max_bytes,
+            segment_bytes: config.spool_segment_bytes,
+            sync,
+        })
+    }
+
     /// Bytes of the budget kept back from appends for control records and segment headers:
     /// 64 KiB, or a sixteenth of a smaller budget.
     pub fn reserve_bytes(&self) -> u64 {
@@ -73,6 +93,32 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+
+    #[test]
+    fn settings_come_from_the_pipeline_configuration_unless_spool_sync_is_off() {
+        let mut config = PipelineConfig {
+            spool_dir: PathBuf::from("/var/lib/the-eye/spool"),
+            spool_max_bytes: 1 << 30,
+            spool_segment_bytes: 32 << 20,
+            ..PipelineConfig::default()
+        };
+        for (spool_sync, sync) in [
+            (SpoolSync::Always, SyncMode::Always),
+            (
+                SpoolSync::IntervalMs(100),
+                SyncMode::Interval(Duration::from_millis(100)),
+            ),
+        ] {
+            config.spool_sync = spool_sync;
+            let settings = Settings::from_config(&config).expect("a spool");
+            assert_eq!(settings.dir, config.spool_dir);
+            assert_eq!(settings.max_bytes, 1 << 30);
+            assert_eq!(settings.segment_bytes, 32 << 20);
+            assert_eq!(settings.sync, sync);
+        }
+        config.spool_sync = SpoolSync::Off;
+        assert!(Settings::from_config(&config).is_none());
+    }
 
     #[test]
     fn the_budget_keeps_room_for_control_records_and_reclaims_a_quarter_segment() {

@@ -1,5 +1,9 @@
 //! The test harness: a ClickHouse for the whole run, a fresh database per test, and The Eye
 //! started in-process on an ephemeral port against it.
+//!
+//! [`TestApp`] also carries the requests every test file shares (a GET with the
+//! application's key, walks over keyset pages, posts of events, the metrics, the CLI);
+//! builders of test data are in [`builders`].
 
 #![allow(dead_code)]
 
@@ -9,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use the_eye::auth::admin::{self, NewApplication};
 use the_eye::auth::Scope;
 use the_eye::devserver::DevServer;
@@ -415,6 +420,45 @@ impl TestApp {
 
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{}", self.url, path)
+    }
+
+    /// GETs `path_and_query`; the status and the JSON body.
+    pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.endpoint(path_and_query))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Follows `next_cursor` from `path` (which has a `?`) until the last page; every item.
+    pub async fn all_pages(&self, path: &str) -> (Vec<Value>, usize) {
+        self.pages_from(path, None).await
+    }
+
+    /// The same, starting at `cursor`.
+    pub async fn pages_from(&self, path: &str, mut cursor: Option<String>) -> (Vec<Value>, usize) {
+        let mut items = Vec::new();
+        let mut pages = 0;
+        loop {
+            let url = match &cursor {
+                Some(cursor) => format!("{path}&cursor={cursor}"),
+                None => path.to_owned(),
+            };
+            let (status, body) = self.get(&url).await;
+            assert_eq!(status, 200, "{url}: {body}");
+            pages += 1;
+            items.extend(body["items"].as_array().unwrap().iter().cloned());
+            match body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return (items, pages),
+            }
+            assert!(pages < 1000, "runaway pagination");
+        }
     }
 
     /// The Prometheus exposition of `/metrics`, as a scraper sees it.
