@@ -121,12 +121,26 @@ fn label_values(text: &str, field: &str) -> Vec<Vec<Result<String, String>>> {
                     arg.strip_prefix('"')
                         .and_then(|arg| arg.strip_suffix('"'))
                         .map(str::to_owned)
+                        .or_else(|| api_code(arg))
                         .ok_or_else(|| arg.to_owned())
                 })
                 .collect(),
         );
     }
     calls
+}
+
+/// The value of `codes::NAME` (or `api::codes::NAME`), a constant of `src/api/error.rs`'s
+/// codes module, as label values name the API's error codes.
+fn api_code(expression: &str) -> Option<String> {
+    static CODES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let name = expression.rsplit_once("codes::")?.1;
+    let source = CODES
+        .get_or_init(|| std::fs::read_to_string(repository().join("src/api/error.rs")).unwrap());
+    let declared = source
+        .split(&format!("pub const {name}: &str = \""))
+        .nth(1)?;
+    Some(declared[..declared.find('"')?].to_owned())
 }
 
 /// The metrics table's row of `metric`.
