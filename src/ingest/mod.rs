@@ -110,8 +110,8 @@ pub struct Accepted {
 pub use crate::store::RowRetention;
 pub use recent::RecentIds;
 pub use rows::{
-    assess, new_event_id, Assessed, Rejections, MAX_LISTED_PROBLEMS, PROBLEMS_OMITTED,
-    REJECTIONS_SUMMARISED,
+    assess, listed_results, new_event_id, Assessed, Rejections, Return, MAX_LISTED_PROBLEMS,
+    PROBLEMS_OMITTED, REJECTIONS_SUMMARISED,
 };
 
 /// Ingest's share of the application state.
@@ -266,12 +266,14 @@ impl Ingestor {
     /// before anything is validated or recorded, so that a rate-limited request leaves no
     /// trace but its counts; the body's shape and the batch bound; validation
     /// ([`assess`]); deduplication of retries; the suppression list; and the spool append,
-    /// which makes the accepted events and the rejections' rows durable together.
+    /// which makes the accepted events and the rejections' rows durable together. `wanted`
+    /// says which outcomes the summary lists ([`Return`]); its counts are the same either way.
     pub async fn accept(
         &self,
         principal: &Principal,
         origin: &Origin<'_>,
         body: &[u8],
+        wanted: Return,
     ) -> Result<Accepted, IngestError> {
         // With no room at all, any request holding a valid event is refused below: refuse it
         // before parsing and validating. Under overload those refused bodies otherwise took
@@ -328,7 +330,7 @@ impl Ingestor {
             let schemas = self.schemas.current();
             privacy.apply_items(origin.application, &origin.privacy, &mut items, &schemas);
         }
-        let summary = self.ingest_items(origin, &items, batched).await?;
+        let summary = self.ingest_items(origin, &items, batched, wanted).await?;
         Ok(Accepted {
             summary,
             limit,
@@ -385,6 +387,7 @@ impl Ingestor {
         origin: &Origin<'_>,
         items: &[json::Item<'_>],
         batched: bool,
+        wanted: Return,
     ) -> Result<IngestSummary, IngestError> {
         let application = self.metrics.application(origin.application);
         self.metrics
@@ -406,10 +409,11 @@ impl Ingestor {
         }
         let first_codes = std::mem::take(&mut rejections.first_codes);
         let accepted = events.len();
+        // Every rejected event is listed either way, so an all-rejected answer is the same.
         let summary = IngestSummary {
             accepted,
             rejected: rejections.count,
-            results,
+            results: listed_results(results, &client_ids, wanted),
         };
         let mut errors = rejections.into_rows(origin, &self.config);
         if accepted == 0 {
