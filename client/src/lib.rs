@@ -40,6 +40,10 @@
 //!   [`on_rejection`](ClientBuilder::on_rejection) with the server's problems. Events that
 //!   cannot be delivered go to [`on_failure`](ClientBuilder::on_failure). [`Client::stats`]
 //!   counts everything.
+//! - Requests ask for `Prefer: return=minimal`: the server then lists only the rejected
+//!   events, matched to the events by `index`, and the rest were accepted under their own
+//!   `event_id`s, so a batch of 100 is answered in tens of bytes instead of kilobytes. A
+//!   server that does not apply the preference answers in full, which is read as before.
 //! - [`Client::flush`] and [`Client::shutdown`] deliver what is queued, within
 //!   [`flush_timeout`](ClientBuilder::flush_timeout), and return
 //!   [`FlushError::Undelivered`] when tracked events failed since the previous call (a wrong

@@ -15,7 +15,9 @@ use chrono::Utc;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use rand::Rng;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE,
+};
 use reqwest::{StatusCode, Url};
 use the_eye_types::{ErrorBody, IngestSummary, ItemResult, Problem};
 use tokio::sync::watch;
@@ -26,6 +28,13 @@ use crate::event::{format_time, SENT_AT_LEN};
 use crate::outcome::{DeliveryError, TransportError};
 use crate::stats::Counters;
 use crate::Event;
+
+/// The request header asking for a shorter answer (RFC 7240).
+const PREFER: HeaderName = HeaderName::from_static("prefer");
+/// The answer's header saying which preferences were honoured (RFC 7240 §3).
+const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
+/// What the client prefers: an answer listing only what it cannot know (the rejected events).
+const RETURN_MINIMAL: HeaderValue = HeaderValue::from_static("return=minimal");
 
 /// What became of one event.
 #[derive(Debug)]
@@ -129,8 +138,8 @@ impl Transport {
                     .take();
             }
             match verdict {
-                Verdict::Answered(summary) => {
-                    settle_answered(chunk, summary, settled);
+                Verdict::Answered { summary, minimal } => {
+                    settle_answered(chunk, summary, minimal, settled);
                     return None;
                 }
                 Verdict::TooLarge(_) if chunk.len() > 1 => {
@@ -178,7 +187,9 @@ impl Transport {
             .http
             .post(self.endpoint.clone())
             .header(CONTENT_TYPE, "application/json")
-            .header(AUTHORIZATION, self.authorization.clone());
+            .header(AUTHORIZATION, self.authorization.clone())
+            // Every event carries its own `event_id`: a fully accepted batch needs no list.
+            .header(PREFER, RETURN_MINIMAL);
         request = if self.gzip {
             request.header(CONTENT_ENCODING, "gzip").body(gzip(&json))
         } else {
@@ -192,10 +203,11 @@ impl Transport {
         };
         let status = response.status();
         let retry_after = retry_after(response.headers());
+        let minimal = minimal_applied(response.headers());
         // A broken body is a lost answer like any other: the server may have stored the
         // events, and retrying them under the same ids is safe.
         match response.bytes().await {
-            Ok(body) => classify(status, retry_after, &body),
+            Ok(body) => classify(status, retry_after, minimal, &body),
             Err(error) => Verdict::transport(error),
         }
     }
@@ -257,8 +269,12 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// What an attempt's answer means for its events.
 #[derive(Debug)]
 pub(crate) enum Verdict {
-    /// Each event has its result: 202, or 400 `all_rejected`.
-    Answered(IngestSummary),
+    /// Each event has its result: 202, or 400 `all_rejected`. With `minimal` (the server
+    /// applied `Prefer: return=minimal`), an event the summary does not list was accepted.
+    Answered {
+        summary: IngestSummary,
+        minimal: bool,
+    },
     /// 413: split the request if it holds more than one event, else fail it.
     TooLarge(DeliveryError),
     /// May succeed later.
@@ -279,10 +295,17 @@ impl Verdict {
     }
 }
 
-pub(crate) fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Verdict {
+/// What an answer means, from its status, `Retry-After`, whether it says
+/// `Preference-Applied: return=minimal` ([`minimal_applied`]), and its body.
+pub(crate) fn classify(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    minimal: bool,
+    body: &[u8],
+) -> Verdict {
     if status.is_success() {
         return match serde_json::from_slice::<IngestSummary>(body) {
-            Ok(summary) => Verdict::Answered(summary),
+            Ok(summary) => Verdict::Answered { summary, minimal },
             Err(error) => Verdict::Fail(DeliveryError::InvalidResponse {
                 status: status.as_u16(),
                 message: format!("not an ingest summary: {error}"),
@@ -298,7 +321,10 @@ pub(crate) fn classify(status: StatusCode, retry_after: Option<Duration>, body: 
         }) = &error_body
         {
             if code == "all_rejected" {
-                return Verdict::Answered(summary.clone());
+                return Verdict::Answered {
+                    summary: summary.clone(),
+                    minimal,
+                };
             }
         }
     }
@@ -316,9 +342,36 @@ pub(crate) fn classify(status: StatusCode, retry_after: Option<Duration>, body: 
     }
 }
 
+/// Whether the answer's `Preference-Applied` holds `return=minimal` (RFC 7240 §3): its
+/// `results` then list only the rejected events and the ids the server assigned.
+pub(crate) fn minimal_applied(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(PREFERENCE_APPLIED)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|preference| {
+            let (token, value) = preference.split_once('=').unwrap_or((preference, ""));
+            token.trim().eq_ignore_ascii_case("return")
+                && value
+                    .trim()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("minimal")
+        })
+}
+
 /// Matches the server's per-event results to the events by index. An event without a result
-/// (which a correct server never causes) fails rather than being assumed delivered.
-fn settle_answered(chunk: Vec<Event>, summary: IngestSummary, settled: &mut Vec<(Event, Fate)>) {
+/// is accepted when the server applied `return=minimal` (`minimal`) and its counts cover
+/// the whole request (every event the server did not list was then accepted under the id it
+/// carries); otherwise, which a correct server never causes, it fails rather than being
+/// assumed delivered.
+fn settle_answered(
+    chunk: Vec<Event>,
+    summary: IngestSummary,
+    minimal: bool,
+    settled: &mut Vec<(Event, Fate)>,
+) {
+    let unlisted_accepted = minimal && summary.accepted + summary.rejected == chunk.len();
     let mut fates: Vec<Option<Fate>> = (0..chunk.len()).map(|_| None).collect();
     for result in summary.results {
         let (index, fate) = match result {
@@ -332,12 +385,17 @@ fn settle_answered(chunk: Vec<Event>, summary: IngestSummary, settled: &mut Vec<
         }
     }
     for (index, (event, fate)) in chunk.into_iter().zip(fates).enumerate() {
-        let fate = fate.unwrap_or_else(|| Fate::Failed {
-            error: Arc::new(DeliveryError::InvalidResponse {
-                status: 202,
-                message: format!("no result for the event at index {index}"),
-            }),
-            attempts: 1,
+        let fate = fate.unwrap_or_else(|| {
+            if unlisted_accepted {
+                return Fate::Accepted;
+            }
+            Fate::Failed {
+                error: Arc::new(DeliveryError::InvalidResponse {
+                    status: 202,
+                    message: format!("no result for the event at index {index}"),
+                }),
+                attempts: 1,
+            }
         });
         settled.push((event, fate));
     }
@@ -404,11 +462,11 @@ mod tests {
         let ok = summary_json(json!([{"status": "accepted", "index": 0,
             "event_id": "0192d4e8-5f3c-7b4e-9a61-2f0c3e4b5a6d"}]));
         assert!(matches!(
-            classify(StatusCode::ACCEPTED, None, &ok),
-            Verdict::Answered(s) if s.accepted == 1
+            classify(StatusCode::ACCEPTED, None, false, &ok),
+            Verdict::Answered { summary: s, minimal: false } if s.accepted == 1
         ));
         assert!(matches!(
-            classify(StatusCode::ACCEPTED, None, b"<html>"),
+            classify(StatusCode::ACCEPTED, None, false, b"<html>"),
             Verdict::Fail(DeliveryError::InvalidResponse { status: 202, .. })
         ));
 
@@ -417,8 +475,8 @@ mod tests {
             "problems": [{"field": "timestamp", "code": "timestamp_in_future", "message": "m"}]}]});
         let body = serde_json::to_vec(&all_rejected).unwrap();
         assert!(matches!(
-            classify(StatusCode::BAD_REQUEST, None, &body),
-            Verdict::Answered(s) if s.rejected == 1
+            classify(StatusCode::BAD_REQUEST, None, false, &body),
+            Verdict::Answered { summary: s, .. } if s.rejected == 1
         ));
 
         let error = |code: &str| {
@@ -427,6 +485,7 @@ mod tests {
         let fails = |status: u16, body: &[u8]| match classify(
             StatusCode::from_u16(status).unwrap(),
             None,
+            false,
             body,
         ) {
             Verdict::Fail(error) => error,
@@ -447,6 +506,7 @@ mod tests {
             classify(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 None,
+                false,
                 &error("body_too_large")
             ),
             Verdict::TooLarge(_)
@@ -456,6 +516,7 @@ mod tests {
             let verdict = classify(
                 StatusCode::from_u16(status).unwrap(),
                 Some(Duration::from_secs(2)),
+                false,
                 &error("queue_full"),
             );
             assert!(
@@ -570,7 +631,7 @@ mod tests {
         ]}))
         .unwrap();
         let mut settled = Vec::new();
-        settle_answered(chunk.clone(), summary, &mut settled);
+        settle_answered(chunk.clone(), summary, false, &mut settled);
         assert_eq!(settled.len(), 3);
         assert!(matches!(settled[0].1, Fate::Accepted));
         assert!(matches!(&settled[1].1, Fate::Rejected(p) if p[0].code == "timestamp_in_future"));
@@ -578,5 +639,49 @@ mod tests {
         for (index, (event, _)) in settled.iter().enumerate() {
             assert_eq!(event.event_id(), chunk[index].event_id());
         }
+    }
+
+    #[test]
+    fn a_minimal_answer_lists_rejections_only_and_the_rest_were_accepted() {
+        let chunk = vec![event(1), event(1), event(1)];
+        let minimal = json!({"accepted": 2, "rejected": 1, "results": [
+            {"status": "rejected", "index": 1, "problems": [
+                {"index": 1, "field": "timestamp", "code": "timestamp_in_future", "message": "m"}]},
+        ]});
+        let mut settled = Vec::new();
+        let summary = serde_json::from_value(minimal.clone()).unwrap();
+        settle_answered(chunk.clone(), summary, true, &mut settled);
+        assert!(matches!(settled[0].1, Fate::Accepted));
+        assert!(matches!(&settled[1].1, Fate::Rejected(p) if p[0].code == "timestamp_in_future"));
+        assert!(matches!(settled[2].1, Fate::Accepted));
+
+        // Counts that do not cover the request, or no `Preference-Applied`: the unlisted
+        // events are not assumed delivered.
+        let mut short = minimal.clone();
+        short["accepted"] = json!(1);
+        for (summary, applied) in [(short, true), (minimal, false)] {
+            let mut settled = Vec::new();
+            let summary = serde_json::from_value(summary).unwrap();
+            settle_answered(chunk.clone(), summary, applied, &mut settled);
+            assert!(matches!(settled[0].1, Fate::Failed { .. }));
+            assert!(matches!(settled[1].1, Fate::Rejected(_)));
+        }
+    }
+
+    #[test]
+    fn reads_preference_applied() {
+        let applied = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(PREFERENCE_APPLIED, HeaderValue::from_str(value).unwrap());
+            }
+            minimal_applied(&headers)
+        };
+        assert!(applied(&["return=minimal"]));
+        assert!(applied(&["respond-async, Return = \"minimal\""]));
+        assert!(applied(&["wait=1", "return=minimal"]));
+        assert!(!applied(&[]));
+        assert!(!applied(&["return=representation"]));
+        assert!(!applied(&["respond-async"]));
     }
 }

@@ -173,7 +173,7 @@ fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(
-            "retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset",
+            "retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset, preference-applied",
         ),
     );
 }
@@ -206,7 +206,7 @@ pub fn preflight(request: &Request) -> Option<Response> {
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, content-type, content-encoding"),
+        HeaderValue::from_static("authorization, content-type, content-encoding, prefer"),
     );
     headers.insert(
         header::ACCESS_CONTROL_MAX_AGE,

@@ -15,9 +15,9 @@ use serde::Deserialize;
 use the_eye_types::{ErrorBody, IngestSummary};
 
 use super::error::{RATELIMIT_LIMIT, RATELIMIT_REMAINING};
-use super::{auth, codes, ApiError, AppState};
+use super::{auth, codes, prefer, ApiError, AppState};
 use crate::auth::{Principal, Scope};
-use crate::ingest::Accepted;
+use crate::ingest::{Accepted, Return};
 
 /// Which body formats an entry point takes.
 #[derive(Clone, Copy)]
@@ -34,6 +34,9 @@ enum Accepts {
     post,
     path = "/api/events",
     tag = "ingest",
+    params(
+        ("Prefer" = Option<String>, Header, description = "RFC 7240 preferences. `return=minimal` shortens the 202's `results` to what the client cannot know: every rejected event, and the accepted events whose `event_id` The Eye assigned (the client sent none); an accepted event that named its own `event_id` is left out, so a fully accepted batch under client ids is answered with its counts alone. Other preferences, and `return=representation`, leave the answer whole", example = "return=minimal"),
+    ),
     request_body(
         content = super::docs::IngestBody,
         content_type = "application/json",
@@ -42,7 +45,8 @@ enum Accepts {
         example = the_eye_types::examples::ingest_body,
     ),
     responses(
-        (status = 202, description = "At least one event was accepted; per-event outcomes in `results`", body = IngestSummary),
+        (status = 202, description = "At least one event was accepted; per-event outcomes in `results` (all of them, or with `Prefer: return=minimal` only the rejected events and the ids The Eye assigned)", body = IngestSummary,
+            headers(("Preference-Applied" = String, description = "`return=minimal` when `results` was shortened as `Prefer` asked; absent otherwise"))),
         (status = 400, description = "`all_rejected` (with `accepted`, `rejected`, `results`), `malformed_json`, `invalid_body`, `empty_batch`, `malformed_gzip`, `malformed_framing` (broken chunked transfer coding) or `body_incomplete` (the body ended before its `Content-Length` or last chunk)", body = ErrorBody),
         (status = 401, description = "`missing_api_key` or `invalid_api_key` (unknown, revoked, or its application disabled)", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"the-eye\"`"))),
@@ -83,14 +87,18 @@ pub struct BeaconQuery {
     post,
     path = "/api/events/beacon",
     tag = "ingest",
-    params(BeaconQuery),
+    params(
+        BeaconQuery,
+        ("Prefer" = Option<String>, Header, description = "As for `POST /api/events` (`sendBeacon` cannot send it; `fetch` can)"),
+    ),
     request_body(
         content = super::docs::IngestBody,
         content_type = "text/plain",
         description = "The same JSON as `POST /api/events`, sent as `text/plain` (a CORS-simple type: no preflight while a page unloads), `application/json`, or form-encoded with the JSON in a field `events`",
     ),
     responses(
-        (status = 202, description = "At least one event was accepted", body = IngestSummary),
+        (status = 202, description = "At least one event was accepted", body = IngestSummary,
+            headers(("Preference-Applied" = String, description = "As for `POST /api/events`"))),
         (status = 400, description = "As for `POST /api/events`", body = ErrorBody),
         (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`, `origin_required` (no `Origin` header) or `origin_not_allowed`", body = ErrorBody),
@@ -143,6 +151,8 @@ pub async fn post_beacon(
 
 /// Reads the body, hands it to the one accept path ([`crate::ingest::Ingestor::accept`]),
 /// and answers: 202 with the summary and the `RateLimit-*` headers, or the refusal's error.
+/// The summary lists what the request's `Prefer: return=…` asks for ([`prefer`]); a
+/// shortened one is marked `Preference-Applied: return=minimal`.
 async fn ingest(
     state: &AppState,
     principal: &Principal,
@@ -151,6 +161,7 @@ async fn ingest(
     accepts: Accepts,
 ) -> Result<Response, ApiError> {
     let origin = state.ingestor.origin(principal);
+    let wanted = prefer::wanted_return(headers);
     let limit = state.ingestor.config().max_body_bytes;
     let body = match read_body(headers, body, limit, accepts).await {
         Ok(body) => body,
@@ -166,12 +177,18 @@ async fn ingest(
         mut summary,
         limit,
         remaining,
-    } = state.ingestor.accept(principal, &origin, &body).await?;
+    } = state
+        .ingestor
+        .accept(principal, &origin, &body, wanted)
+        .await?;
     super::error::redact_summary(&mut summary);
     let mut response = (StatusCode::ACCEPTED, Json(summary)).into_response();
     let headers = response.headers_mut();
     headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
     headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
+    if wanted == Return::Minimal {
+        headers.insert(prefer::PREFERENCE_APPLIED.clone(), prefer::RETURN_MINIMAL);
+    }
     Ok(response)
 }
 

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod live;
 pub mod params;
 pub mod plan;
+mod prefer;
 pub mod read;
 pub mod recover;
 pub mod sessions;

@@ -123,8 +123,8 @@ pub struct Accepted {
 pub use crate::store::RowRetention;
 pub use recent::RecentIds;
 pub use rows::{
-    assess, new_event_id, Assessed, Budget, OverBudget, Rejections, MAX_LISTED_PROBLEMS,
-    PROBLEMS_OMITTED, REJECTIONS_SUMMARISED,
+    assess, listed_results, new_event_id, Assessed, Budget, OverBudget, Rejections, Return,
+    MAX_LISTED_PROBLEMS, PROBLEMS_OMITTED, REJECTIONS_SUMMARISED,
 };
 
 /// Ingest's share of the application state.
@@ -282,11 +282,14 @@ impl Ingestor {
     /// body off the async workers: [`off_the_workers`]); deduplication of retries; the
     /// suppression list; and the spool append, which makes the accepted events and the
     /// rejections' rows durable together.
+    /// `wanted` says which outcomes the summary lists ([`Return`]); its counts are the same
+    /// either way.
     pub async fn accept(
         &self,
         principal: &Principal,
         origin: &Origin<'_>,
         body: &[u8],
+        wanted: Return,
     ) -> Result<Accepted, IngestError> {
         let budget =
             Budget::until(Instant::now() + Duration::from_millis(self.config.validation_budget_ms));
@@ -374,7 +377,9 @@ impl Ingestor {
             .events_received
             .with_label_values(&[label])
             .inc_by(received as u64);
-        let summary = self.store_assessed(origin, received, assessed).await?;
+        let summary = self
+            .store_assessed(origin, received, assessed, wanted)
+            .await?;
         Ok(Accepted {
             summary,
             limit,
@@ -433,6 +438,7 @@ impl Ingestor {
         origin: &Origin<'_>,
         received: usize,
         assessed: Assessed,
+        wanted: Return,
     ) -> Result<IngestSummary, IngestError> {
         let application = self.metrics.application(origin.application);
         let Assessed {
@@ -449,10 +455,11 @@ impl Ingestor {
         }
         let first_codes = std::mem::take(&mut rejections.first_codes);
         let accepted = events.len();
+        // Every rejected event is listed either way, so an all-rejected answer is the same.
         let summary = IngestSummary {
             accepted,
             rejected: rejections.count,
-            results,
+            results: listed_results(results, &client_ids, wanted),
         };
         let mut errors = rejections.into_rows(origin, &self.config);
         if accepted == 0 {

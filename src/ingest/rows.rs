@@ -73,6 +73,46 @@ pub struct OverBudget {
     pub validated: usize,
 }
 
+/// How much of a request's per-event outcomes its answer lists: what the client asked for
+/// with `Prefer: return=…` (RFC 7240; read by `api::prefer`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Return {
+    /// Every event's outcome, in request order: the default.
+    #[default]
+    Representation,
+    /// Only what the client cannot know: every rejected event, and the accepted events whose
+    /// `event_id` The Eye chose. An accepted event that named its own id is left out, so a
+    /// batch fully accepted under client ids is answered with its counts alone.
+    Minimal,
+}
+
+/// The entries of `results` that `return` lists (see [`Return`]). `client_ids` is
+/// [`Assessed::client_ids`]: the positions among the accepted events of those whose id the
+/// client sent, in order. The index in each entry stays the event's position in the request.
+pub fn listed_results(
+    results: Vec<ItemResult>,
+    client_ids: &[(Uuid, usize)],
+    wanted: Return,
+) -> Vec<ItemResult> {
+    if wanted == Return::Representation {
+        return results;
+    }
+    let mut client_positions = client_ids.iter().map(|(_, position)| *position).peekable();
+    let mut accepted = 0;
+    results
+        .into_iter()
+        .filter(|result| {
+            if !matches!(result, ItemResult::Accepted { .. }) {
+                return true;
+            }
+            let position = accepted;
+            accepted += 1;
+            let named_by_client = client_positions.next_if_eq(&position).is_some();
+            !named_by_client
+        })
+        .collect()
+}
+
 /// Validates every item read from a body and turns each into its row: pure, so that it can
 /// be fuzzed and tested without a pipeline. `batched` says whether the body was an array
 /// (problems then carry the item's index). What the answer lists and the `errors` rows are
@@ -402,12 +442,48 @@ fn truncate_bytes(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate_bytes;
+    use super::{listed_results, truncate_bytes, ItemResult, Return, Uuid};
 
     #[test]
     fn truncates_on_character_boundaries() {
         assert_eq!(truncate_bytes("héllo", 2), "h");
         assert_eq!(truncate_bytes("héllo", 3), "hé");
         assert_eq!(truncate_bytes("abc", 10), "abc");
+    }
+
+    #[test]
+    fn a_minimal_listing_keeps_rejections_and_ids_the_client_does_not_know() {
+        let id = |n: u128| Uuid::from_u128(n);
+        let accepted = |index, n| ItemResult::Accepted {
+            index,
+            event_id: id(n),
+        };
+        let rejected = |index| ItemResult::Rejected {
+            index,
+            problems: Vec::new(),
+            omitted_problems: 0,
+        };
+        // Request positions 0..5: client id, rejected, generated id, client id, rejected,
+        // generated id. Among the accepted events, positions 0 and 2 named their own id.
+        let results = vec![
+            accepted(0, 10),
+            rejected(1),
+            accepted(2, 20),
+            accepted(3, 30),
+            rejected(4),
+            accepted(5, 40),
+        ];
+        let client_ids = [(id(10), 0), (id(30), 2)];
+        assert_eq!(
+            listed_results(results.clone(), &client_ids, Return::Minimal),
+            vec![rejected(1), accepted(2, 20), rejected(4), accepted(5, 40)]
+        );
+        assert_eq!(
+            listed_results(results.clone(), &client_ids, Return::Representation),
+            results
+        );
+        let all_named = vec![accepted(0, 10), accepted(1, 30)];
+        let both_named = [(id(10), 0), (id(30), 1)];
+        assert!(listed_results(all_named, &both_named, Return::Minimal).is_empty());
     }
 }

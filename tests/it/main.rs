@@ -27,6 +27,7 @@ mod migrations;
 mod old_clients;
 mod openapi;
 mod plan;
+mod prefer;
 mod privacy;
 mod read;
 mod read_speed;

@@ -187,7 +187,10 @@ pub struct IngestSummary {
     pub accepted: usize,
     /// Events refused.
     pub rejected: usize,
-    /// One entry per event, in request order.
+    /// One entry per event, in request order. With `Prefer: return=minimal` (answered with
+    /// `Preference-Applied: return=minimal`), only the rejected events and the accepted ones
+    /// whose `event_id` the server assigned: an event missing from the list was accepted
+    /// under the id its client sent. Match entries to events by `index`, never by position.
     pub results: Vec<ItemResult>,
 }
 

@@ -335,3 +335,32 @@ def test_flush_from_a_callback_is_refused_not_a_deadlock(eye: Eye) -> None:
     with pytest.raises(Undelivered):
         client.shutdown()
     assert len(errors) == 1 and "callback" in str(errors[0])
+
+
+def test_a_minimal_answer_is_read_by_index_and_unlisted_events_were_accepted() -> None:
+    # `Prefer: return=minimal`: the server lists only the rejected events (and ids it chose).
+    from the_eye_client._event import Event
+    from the_eye_client._transport import _Answered, _settle_answered, classify, minimal_applied
+
+    assert minimal_applied("return=minimal")
+    assert minimal_applied('respond-async, Return = "minimal"')
+    assert not minimal_applied("return=representation")
+    assert not minimal_applied(None)
+    chunk = [Event("test", "e", {"i": i}, session_id="s") for i in range(3)]
+    rejected = {
+        "status": "rejected",
+        "index": 1,
+        "problems": [{"field": "timestamp", "code": "c", "message": "m"}],
+    }
+    body = json.dumps({"accepted": 2, "rejected": 1, "results": [rejected]}).encode()
+    verdict = classify(202, None, body, len(chunk), minimal=True)
+    assert isinstance(verdict, _Answered) and verdict.unlisted_accepted
+    fates = [fate for _, fate in _settle_answered(chunk, verdict.results, verdict.unlisted_accepted)]
+    assert fates[0] is None and fates[2] is None
+    assert isinstance(fates[1], list) and fates[1][0].code == "c"
+    # Without the header, or with counts that do not cover the request, an unlisted event is
+    # not assumed delivered.
+    for verdict in (classify(202, None, body, len(chunk)), classify(202, None, body, 4, minimal=True)):
+        assert isinstance(verdict, _Answered) and not verdict.unlisted_accepted
+        fates = [fate for _, fate in _settle_answered(chunk, verdict.results, verdict.unlisted_accepted)]
+        assert isinstance(fates[0], tuple) and fates[0][0].kind == "invalid_response"

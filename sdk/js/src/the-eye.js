@@ -334,7 +334,9 @@ export function createTracker(options, env = globalThis) {
         response = await env.fetch(eventsUrl, {
           method: 'POST',
           keepalive: encoder.encode(body).length <= MAX_KEEPALIVE_BYTES,
-          headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + key },
+          // Every event carries its own event_id, so the answer need only list the rejected
+          // ones (RFC 7240); `settle` reads rejections by index and counts the rest accepted.
+          headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + key, Prefer: 'return=minimal' },
           body,
         });
       } catch (error) {

@@ -160,6 +160,22 @@ test('events rejected inside a 202 are reported; the rest count as accepted', as
   assert.deepEqual(tracker.stats(), { accepted: 2, beaconed: 0, rejected: 1, dropped: 0, queued: 0 });
 });
 
+test('a return=minimal answer lists only the rejected event; it is found by index', async () => {
+  const env = fakeEnv();
+  const { tracker, errors } = start(env);
+  const ids = trackN(tracker, 4);
+  const problem = { index: 2, field: 'timestamp', code: 'invalid_timestamp', message: 'bad' };
+  env.responses.push(answer(202, {
+    accepted: 3, rejected: 1, results: [{ status: 'rejected', index: 2, problems: [problem] }],
+  }, { 'Preference-Applied': 'return=minimal' }));
+  await tracker.flush();
+  assert.equal(env.requests[0].init.headers.Prefer, 'return=minimal');
+  assert.equal(errors.length, 1);
+  assert.deepEqual(errors[0].eventIds, [ids[2]]);
+  assert.deepEqual(errors[0].problems, [problem]);
+  assert.deepEqual(tracker.stats(), { accepted: 3, beaconed: 0, rejected: 1, dropped: 0, queued: 0 });
+});
+
 test('when retries run out the batch is kept, reported, and sent at a later flush', async () => {
   const env = fakeEnv();
   const { tracker, errors } = start(env, { maxRetries: 2, retryBaseMs: 100, flushIntervalMs: 5000 });

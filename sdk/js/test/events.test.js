@@ -29,7 +29,11 @@ test('an event has exactly the fields the server allows, stamped at track and se
   assert.equal(url, 'https://eye.example/api/events');
   assert.equal(init.method, 'POST');
   assert.equal(init.keepalive, true);
-  assert.deepEqual(init.headers, { 'Content-Type': 'application/json', Authorization: 'Bearer ' + KEY });
+  assert.deepEqual(init.headers, {
+    'Content-Type': 'application/json',
+    Authorization: 'Bearer ' + KEY,
+    Prefer: 'return=minimal',
+  });
   assert.ok(Array.isArray(events) && events.length === 1);
   const [event] = events;
   assert.deepEqual(Object.keys(event).sort(), ['category', 'data', 'event_id', 'name', 'sent_at', 'session_id', 'timestamp']);

@@ -12,7 +12,7 @@ export async function fakeReceiver() {
       res.writeHead(204, {
         ...cors,
         'Access-Control-Allow-Methods': 'POST',
-        'Access-Control-Allow-Headers': 'authorization, content-type',
+        'Access-Control-Allow-Headers': 'authorization, content-type, prefer',
       });
       return res.end();
     }

@@ -66,10 +66,13 @@ Fate = Union[None, List[Problem], Tuple[DeliveryError, int]]
 
 
 class _Answered:
-    """Each event of the request has its result (202, or 400 ``all_rejected``)."""
+    """Each event of the request has its result (202, or 400 ``all_rejected``). With
+    ``unlisted_accepted`` (the server applied ``Prefer: return=minimal`` and its counts cover
+    the request), an event that ``results`` does not list was accepted under its own id."""
 
-    def __init__(self, results: Sequence[Any]) -> None:
+    def __init__(self, results: Sequence[Any], unlisted_accepted: bool = False) -> None:
         self.results = results
+        self.unlisted_accepted = unlisted_accepted
 
 
 class _Retry:
@@ -118,15 +121,32 @@ def retry_after_seconds(value: Optional[str]) -> Optional[float]:
     return max(0.0, (at - datetime.now(timezone.utc)).total_seconds())
 
 
-def classify(status: int, retry_after: Optional[float], body: bytes) -> Verdict:
-    """What an answer means for the events of its request."""
+def minimal_applied(value: Optional[str]) -> bool:
+    """Whether a ``Preference-Applied`` header (RFC 7240 §3) holds ``return=minimal``: the
+    answer's ``results`` then list only the rejected events and the ids the server assigned."""
+    for preference in (value or "").split(","):
+        token, _, wanted = preference.partition("=")
+        if token.strip().lower() == "return" and wanted.strip().strip('"').lower() == "minimal":
+            return True
+    return False
+
+
+def classify(
+    status: int, retry_after: Optional[float], body: bytes, events: int = 0, minimal: bool = False
+) -> Verdict:
+    """What an answer means for the ``events`` events of its request; ``minimal`` says the
+    answer carried ``Preference-Applied: return=minimal``."""
     try:
         parsed: Any = json.loads(body) if body else None
     except ValueError:
         parsed = None
     if 200 <= status < 300:
         if isinstance(parsed, dict) and isinstance(parsed.get("results"), list):
-            return _Answered(parsed["results"])
+            accepted, rejected = parsed.get("accepted"), parsed.get("rejected")
+            covered = (
+                isinstance(accepted, int) and isinstance(rejected, int) and accepted + rejected == events
+            )
+            return _Answered(parsed["results"], unlisted_accepted=minimal and covered)
         return _Fail(
             DeliveryError(
                 INVALID_RESPONSE,
@@ -182,6 +202,8 @@ class Transport:
             "Content-Type": "application/json",
             "Authorization": "Bearer " + key,
             "User-Agent": user_agent,
+            # Every event carries its own event_id: a fully accepted batch needs no list.
+            "Prefer": "return=minimal",
         }
         if gzip_enabled:
             self._headers["Content-Encoding"] = "gzip"
@@ -240,7 +262,7 @@ class Transport:
             attempts += 1
             verdict = self._attempt(chunk)
             if isinstance(verdict, _Answered):
-                settled.extend(_settle_answered(chunk, verdict.results))
+                settled.extend(_settle_answered(chunk, verdict.results, verdict.unlisted_accepted))
                 return None
             if isinstance(verdict, _Fail):
                 if verdict.too_large and len(chunk) > 1:
@@ -279,9 +301,10 @@ class Transport:
                 answer = response.read()
                 status = response.status
                 retry_after = retry_after_seconds(response.getheader("Retry-After"))
+                minimal = minimal_applied(response.getheader("Preference-Applied"))
                 if response.will_close:
                     self.close()
-                return classify(status, retry_after, answer)
+                return classify(status, retry_after, answer, len(chunk), minimal)
             except (OSError, http.client.HTTPException) as error:
                 self.close()
                 # A kept-alive connection the server closed while idle fails on first use:
@@ -311,9 +334,13 @@ class Transport:
         return self._connection
 
 
-def _settle_answered(chunk: List[Event], results: Sequence[Any]) -> List[Tuple[Event, Fate]]:
+def _settle_answered(
+    chunk: List[Event], results: Sequence[Any], unlisted_accepted: bool = False
+) -> List[Tuple[Event, Fate]]:
     """Matches the server's per-event results to the events by index. An event without a
-    result (which a correct server never causes) fails rather than being assumed delivered."""
+    result was accepted when ``unlisted_accepted`` (a ``return=minimal`` answer whose counts
+    cover the request); otherwise, which a correct server never causes, it fails rather than
+    being assumed delivered."""
     fates: List[Optional[Fate]] = [None] * len(chunk)
     known = [False] * len(chunk)
     for result in results:
@@ -337,6 +364,8 @@ def _settle_answered(chunk: List[Event], results: Sequence[Any]) -> List[Tuple[E
     for index, event in enumerate(chunk):
         if known[index]:
             settled.append((event, fates[index]))
+        elif unlisted_accepted:
+            settled.append((event, None))
         else:
             error = DeliveryError(INVALID_RESPONSE, f"no result for the event at index {index}", status=202)
             settled.append((event, (error, 1)))
