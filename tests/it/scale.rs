@@ -385,20 +385,22 @@ async fn three_instances_share_one_rate_limit() {
         (per_instance.iter().sum::<f64>(), per_instance)
     };
     let secs = Duration::from_secs_f64;
-    // The first second spends the buckets' bursts.
-    tokio::time::sleep_until(start + secs(3.5)).await;
-    let (together, shares_before) = rate(secs(1.5), secs(3.5));
+    // The first second spends the buckets' bursts. Windows of 3 s: on a loaded machine
+    // answers delayed across a window's edge move events into the next window, and over 2 s
+    // windows that once left the ± 20% band (1,275 events/s at load ≈ 7).
+    tokio::time::sleep_until(start + secs(4.5)).await;
+    let (together, shares_before) = rate(secs(1.5), secs(4.5));
     instances[2].process.kill().await.unwrap();
     let killed_at = start.elapsed();
     // Three heartbeats for the dead one to drop out, one more for the others to count, and
     // half a second for the new, larger bursts.
     let settled = killed_at + Duration::from_millis(4 * HEARTBEAT_MS) + secs(0.5);
-    tokio::time::sleep_until(start + settled + secs(2.0)).await;
+    tokio::time::sleep_until(start + settled + secs(3.0)).await;
     stop.store(true, Ordering::Relaxed);
     for sender in senders {
         sender.await.unwrap();
     }
-    let (after, shares_after) = rate(settled, settled + secs(2.0));
+    let (after, shares_after) = rate(settled, settled + secs(3.0));
     let within = |measured: f64| (measured - RATE).abs() <= RATE * 0.2;
     assert!(
         within(together),
