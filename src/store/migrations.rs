@@ -68,6 +68,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_erasure_retention"),
     migration!(11, "0011_ingest_ledger"),
     migration!(12, "0012_application_privacy"),
+    migration!(13, "0013_events_compression"),
 ];
 
 /// The migrations of cluster mode (`clickhouse.cluster`), from `clickhouse/migrations/cluster/`:
@@ -94,6 +95,7 @@ pub const CLUSTER_MIGRATIONS: &[Migration] = &[
     migration!(10, "cluster/", "0010_erasure_retention"),
     migration!(11, "cluster/", "0011_ingest_ledger"),
     migration!(12, "cluster/", "0012_application_privacy"),
+    migration!(13, "cluster/", "0013_events_compression"),
 ];
 
 /// A cluster statement as it would run on one server, for the test that compares the two

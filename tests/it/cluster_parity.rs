@@ -5,8 +5,8 @@
 //! turned into single-server ones by `cluster_on_one_server` (documented there) and applied to
 //! a scratch database, conditions included; the single-server migrations to another; and the
 //! engine's own description of both is compared: every table's columns (types, defaults,
-//! codecs), engine, partition, sort and primary keys, TTL, projections, skip indexes, and the
-//! views' queries.
+//! codecs), engine, partition, sort and primary keys, TTL, the table's default codec
+//! (migration 13), projections, skip indexes, and the views' queries.
 
 use serde_json::Value;
 use the_eye::store::migrations::{cluster_on_one_server, CLUSTER_MIGRATIONS};
@@ -23,6 +23,7 @@ async fn schema(db: &TestDb) -> Vec<(&'static str, Vec<Value>)> {
             "tables",
             "SELECT name, replaceRegexpOne(engine, '^Replicated', '') AS engine, partition_key, \
              sorting_key, primary_key, replaceRegexpOne(extract(engine_full, 'TTL .*'), ' SETTINGS .*', '') AS ttl, \
+             extract(engine_full, 'default_compression_codec = \\'[^\\']*\\'') AS default_codec, \
              as_select FROM system.tables WHERE database = currentDatabase() \
              AND name NOT LIKE 'schema\\_migrations%' ORDER BY name",
         ),

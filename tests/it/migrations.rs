@@ -163,3 +163,84 @@ async fn the_identity_migration_catches_up_rows_written_during_the_copy() {
         0
     );
 }
+
+/// The default codec of `events`' active parts (`part`) or of their `time_index` projection
+/// parts (`projection`), each distinct value once.
+async fn codecs(db: &TestDb, what: &str) -> Vec<String> {
+    let table = match what {
+        "part" => "system.parts",
+        _ => "system.projection_parts",
+    };
+    db.client()
+        .query(&format!(
+            "SELECT DISTINCT default_compression_codec FROM {table} \
+             WHERE database = currentDatabase() AND table = 'events' AND active ORDER BY 1"
+        ))
+        .fetch_all::<String>()
+        .await
+        .unwrap()
+}
+
+/// Migration 13 (`events` compresses with ZSTD(1) where a column names no codec, so that the
+/// `time_index` projection takes half the bytes): parts written before it keep LZ4 until a
+/// merge rewrites them, parts written after it — the table's and the projection's — are
+/// ZSTD(1), every row reads back, a merge rewrites the old part, and running the statement
+/// again (as after an interruption) changes nothing.
+#[tokio::test]
+async fn the_compression_migration_applies_to_new_parts_and_merges() {
+    let db = TestDb::new().await;
+    let config = test_config(&db);
+    let store = Store::new(&db.url, &config.clickhouse);
+    assert_eq!(store.migrate_up_to(12).await.unwrap().len(), 12);
+    let rows = |owner: &str| -> Vec<EventRow> {
+        (0..50)
+            .map(|_| probe_row(Uuid::now_v7(), "test-app", "session-1", owner))
+            .collect()
+    };
+    let token = || Uuid::now_v7().to_string();
+    store
+        .insert("events", &rows("before"), &token())
+        .await
+        .unwrap();
+    assert_eq!(codecs(&db, "part").await, ["LZ4"]);
+    assert_eq!(codecs(&db, "projection").await, ["LZ4"]);
+
+    assert_eq!(store.migrate_up_to(13).await.unwrap(), [13]);
+    let engine = "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'events'";
+    let engine_full: String = db.client().query(engine).fetch_one().await.unwrap();
+    assert!(
+        engine_full.contains("default_compression_codec = 'ZSTD(1)'"),
+        "{engine_full}"
+    );
+    store
+        .insert("events", &rows("after"), &token())
+        .await
+        .unwrap();
+    assert_eq!(codecs(&db, "part").await, ["LZ4", "ZSTD(1)"]);
+    assert_eq!(codecs(&db, "projection").await, ["LZ4", "ZSTD(1)"]);
+    assert_eq!(db.count("SELECT count() FROM events").await, 100);
+
+    // A merge rewrites the old part with the new codec, its projection too.
+    db.client()
+        .query("OPTIMIZE TABLE events FINAL")
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(codecs(&db, "part").await, ["ZSTD(1)"]);
+    assert_eq!(codecs(&db, "projection").await, ["ZSTD(1)"]);
+    assert_eq!(
+        db.count("SELECT count() FROM events WHERE JSONExtractString(data, 'owner') = 'before'")
+            .await,
+        50
+    );
+
+    // Re-run as after an interruption: the statement is idempotent.
+    let migration = &the_eye::store::migrations::MIGRATIONS[12];
+    assert_eq!(migration.version, 13);
+    for statement in migration.statements() {
+        db.client().query(statement.sql).execute().await.unwrap();
+    }
+    let again: String = db.client().query(engine).fetch_one().await.unwrap();
+    assert_eq!(again, engine_full);
+    assert!(store.migrate().await.unwrap().is_empty());
+}
