@@ -351,37 +351,61 @@ impl Privacy {
     /// Scans every string of the event but the envelope's own fields; counts, and under
     /// `mask` masks, what it finds.
     fn detect(&self, application: &str, policy: DetectorPolicy, object: &mut Map<String, Value>) {
-        let mut stack: Vec<(String, &mut Value)> = object
-            .iter_mut()
-            .filter(|(key, _)| !ENVELOPE.contains(&key.as_str()))
-            .map(|(key, value)| (key.clone(), value))
-            .collect();
-        while let Some((path, value)) = stack.pop() {
-            match value {
-                Value::String(text) => {
-                    let found = detector::scan(text);
-                    if found.is_empty() {
-                        continue;
-                    }
-                    for finding in &found {
-                        self.count(application, finding.kind, &path);
-                    }
-                    if policy == DetectorPolicy::Mask {
-                        *text = detector::mask(text, &found);
-                    }
-                }
-                Value::Object(children) => stack.extend(
-                    children
-                        .iter_mut()
-                        .map(|(key, child)| (format!("{path}.{key}"), child)),
-                ),
-                // Elements share one label: `items[]`, not one per index.
-                Value::Array(children) => {
-                    let path = format!("{path}[]");
-                    stack.extend(children.iter_mut().map(|child| (path.clone(), child)));
-                }
-                _ => {}
+        // One path buffer per event, grown and cut as the walk goes: a finding is rare, so
+        // its label is made from the buffer only then, not a path allocated per value.
+        let mut path = String::new();
+        for (key, value) in object.iter_mut() {
+            if ENVELOPE.contains(&key.as_str()) {
+                continue;
             }
+            path.clear();
+            path.push_str(key);
+            self.detect_in(application, policy, &mut path, value);
+        }
+    }
+
+    /// [`Self::detect`] below one value at `path`. Recursive: the parser refuses JSON nested
+    /// deeper than 128 levels, so the depth is bounded.
+    fn detect_in(
+        &self,
+        application: &str,
+        policy: DetectorPolicy,
+        path: &mut String,
+        value: &mut Value,
+    ) {
+        match value {
+            Value::String(text) => {
+                let found = detector::scan(text);
+                if found.is_empty() {
+                    return;
+                }
+                for finding in &found {
+                    self.count(application, finding.kind, path);
+                }
+                if policy == DetectorPolicy::Mask {
+                    *text = detector::mask(text, &found);
+                }
+            }
+            Value::Object(children) => {
+                let parent = path.len();
+                for (key, child) in children.iter_mut() {
+                    path.truncate(parent);
+                    path.push('.');
+                    path.push_str(key);
+                    self.detect_in(application, policy, path, child);
+                }
+                path.truncate(parent);
+            }
+            // Elements share one label: `items[]`, not one per index.
+            Value::Array(children) => {
+                let parent = path.len();
+                path.push_str("[]");
+                for child in children.iter_mut() {
+                    self.detect_in(application, policy, path, child);
+                }
+                path.truncate(parent);
+            }
+            _ => {}
         }
     }
 
