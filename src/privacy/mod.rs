@@ -567,6 +567,39 @@ mod tests {
         assert_eq!(count("email", "data.note"), 2, "off counts nothing");
     }
 
+    /// The detector's labels come from one path buffer cut back after each child: siblings
+    /// after a nested object or array are labelled from their own parent, not the last child.
+    #[test]
+    fn detector_labels_are_the_paths_of_nested_values() {
+        let (privacy, metrics) = privacy();
+        let mut event = json!({"category": "c", "name": "n", "data": {
+            "a": {"b": {"c": "x@example.com"}, "d": "y@example.com"},
+            "e": [["z@example.com"], {"f": "w@example.com"}],
+            "g": "v@example.com"}, "extra": {"h": "u@example.com"}});
+        privacy.apply_event(
+            "app",
+            &settings(&["*"], DetectorPolicy::Flag),
+            &mut event,
+            &shipped(),
+        );
+        let count = |property: &str| {
+            metrics
+                .pii_detected
+                .with_label_values(&["app", "email", property])
+                .get()
+        };
+        for property in [
+            "data.a.b.c",
+            "data.a.d",
+            "data.e[][]",
+            "data.e[].f",
+            "data.g",
+            "extra.h",
+        ] {
+            assert_eq!(count(property), 1, "{property}");
+        }
+    }
+
     #[test]
     fn unreadable_text_naming_a_marked_property_is_withheld() {
         let (privacy, _) = privacy();
