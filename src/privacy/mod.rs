@@ -351,37 +351,61 @@ impl Privacy {
     /// Scans every string of the event but the envelope's own fields; counts, and under
     /// `mask` masks, what it finds.
     fn detect(&self, application: &str, policy: DetectorPolicy, object: &mut Map<String, Value>) {
-        let mut stack: Vec<(String, &mut Value)> = object
-            .iter_mut()
-            .filter(|(key, _)| !ENVELOPE.contains(&key.as_str()))
-            .map(|(key, value)| (key.clone(), value))
-            .collect();
-        while let Some((path, value)) = stack.pop() {
-            match value {
-                Value::String(text) => {
-                    let found = detector::scan(text);
-                    if found.is_empty() {
-                        continue;
-                    }
-                    for finding in &found {
-                        self.count(application, finding.kind, &path);
-                    }
-                    if policy == DetectorPolicy::Mask {
-                        *text = detector::mask(text, &found);
-                    }
-                }
-                Value::Object(children) => stack.extend(
-                    children
-                        .iter_mut()
-                        .map(|(key, child)| (format!("{path}.{key}"), child)),
-                ),
-                // Elements share one label: `items[]`, not one per index.
-                Value::Array(children) => {
-                    let path = format!("{path}[]");
-                    stack.extend(children.iter_mut().map(|child| (path.clone(), child)));
-                }
-                _ => {}
+        // One path buffer per event, grown and cut as the walk goes: a finding is rare, so
+        // its label is made from the buffer only then, not a path allocated per value.
+        let mut path = String::new();
+        for (key, value) in object.iter_mut() {
+            if ENVELOPE.contains(&key.as_str()) {
+                continue;
             }
+            path.clear();
+            path.push_str(key);
+            self.detect_in(application, policy, &mut path, value);
+        }
+    }
+
+    /// [`Self::detect`] below one value at `path`. Recursive: the parser refuses JSON nested
+    /// deeper than 128 levels, so the depth is bounded.
+    fn detect_in(
+        &self,
+        application: &str,
+        policy: DetectorPolicy,
+        path: &mut String,
+        value: &mut Value,
+    ) {
+        match value {
+            Value::String(text) => {
+                let found = detector::scan(text);
+                if found.is_empty() {
+                    return;
+                }
+                for finding in &found {
+                    self.count(application, finding.kind, path);
+                }
+                if policy == DetectorPolicy::Mask {
+                    *text = detector::mask(text, &found);
+                }
+            }
+            Value::Object(children) => {
+                let parent = path.len();
+                for (key, child) in children.iter_mut() {
+                    path.truncate(parent);
+                    path.push('.');
+                    path.push_str(key);
+                    self.detect_in(application, policy, path, child);
+                }
+                path.truncate(parent);
+            }
+            // Elements share one label: `items[]`, not one per index.
+            Value::Array(children) => {
+                let parent = path.len();
+                path.push_str("[]");
+                for child in children.iter_mut() {
+                    self.detect_in(application, policy, path, child);
+                }
+                path.truncate(parent);
+            }
+            _ => {}
         }
     }
 
@@ -541,6 +565,39 @@ mod tests {
         );
         assert_eq!(off, event);
         assert_eq!(count("email", "data.note"), 2, "off counts nothing");
+    }
+
+    /// The detector's labels come from one path buffer cut back after each child: siblings
+    /// after a nested object or array are labelled from their own parent, not the last child.
+    #[test]
+    fn detector_labels_are_the_paths_of_nested_values() {
+        let (privacy, metrics) = privacy();
+        let mut event = json!({"category": "c", "name": "n", "data": {
+            "a": {"b": {"c": "x@example.com"}, "d": "y@example.com"},
+            "e": [["z@example.com"], {"f": "w@example.com"}],
+            "g": "v@example.com"}, "extra": {"h": "u@example.com"}});
+        privacy.apply_event(
+            "app",
+            &settings(&["*"], DetectorPolicy::Flag),
+            &mut event,
+            &shipped(),
+        );
+        let count = |property: &str| {
+            metrics
+                .pii_detected
+                .with_label_values(&["app", "email", property])
+                .get()
+        };
+        for property in [
+            "data.a.b.c",
+            "data.a.d",
+            "data.e[][]",
+            "data.e[].f",
+            "data.g",
+            "extra.h",
+        ] {
+            assert_eq!(count(property), 1, "{property}");
+        }
     }
 
     #[test]

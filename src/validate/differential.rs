@@ -293,7 +293,7 @@ fn generated() -> Vec<(String, Value)> {
 
 /// The JSON bodies of the fuzz seed corpus: the bytes after the mode byte of the seeds sent
 /// as plain JSON or text (the others are gzip streams or forms).
-fn seed_bodies() -> Vec<(String, Vec<u8>)> {
+pub(super) fn seed_bodies() -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/ingest_body");
     let mut seeds: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .expect("the fuzz seed corpus")

@@ -264,15 +264,17 @@ fn validate_value(
     let mut slots: [envelope::Slot; 8] = Default::default();
     let [event_id_slot, session_id_slot, user_id_slot, category_slot, name_slot, timestamp_slot, sent_at_slot, data_slot] =
         &mut slots;
+    let (values, unknown_fields) = envelope_values(object);
+    let [event_id, session_id, user_id, category, name, timestamp, sent_at, data_value] = values;
     let fields = envelope::EnvelopeFields {
-        event_id: optional_string(object, "event_id", event_id_slot),
-        session_id: required_string(object, "session_id", session_id_slot),
-        user_id: optional_string(object, "user_id", user_id_slot),
-        category: required_string(object, "category", category_slot),
-        name: required_string(object, "name", name_slot),
-        timestamp: required_string(object, "timestamp", timestamp_slot),
-        sent_at: optional_string(object, "sent_at", sent_at_slot),
-        data: data_object(object.get("data"), data_slot),
+        event_id: optional_string(event_id, "event_id", event_id_slot),
+        session_id: required_string(session_id, "session_id", session_id_slot),
+        user_id: optional_string(user_id, "user_id", user_id_slot),
+        category: required_string(category, "category", category_slot),
+        name: required_string(name, "name", name_slot),
+        timestamp: required_string(timestamp, "timestamp", timestamp_slot),
+        sent_at: optional_string(sent_at, "sent_at", sent_at_slot),
+        data: data_object(data_value, data_slot),
     };
     // The rules, declared on `EnvelopeFields` with `validator`'s derive.
     envelope::merge(&mut slots, fields.problems(rules));
@@ -303,15 +305,10 @@ fn validate_value(
         .filter(|_| ok[5])
         .and_then(timestamp::parse);
     let sent_at = fields.sent_at.filter(|_| ok[6]).and_then(timestamp::parse);
-    if let (Some(category), Some(name), Some(_)) = (category, name, &data) {
-        check_payload(
-            category,
-            name,
-            &object["data"],
-            rules,
-            schemas,
-            &mut findings,
-        );
+    if let (Some(category), Some(name), Some(_), Some(data_value)) =
+        (category, name, &data, data_value)
+    {
+        check_payload(category, name, data_value, rules, schemas, &mut findings);
     }
 
     let timestamp = client_timestamp.map(|ts| match sent_at {
@@ -358,7 +355,7 @@ fn validate_value(
 
     // Last: unknown fields are the problems a client can multiply at will, so the ones that
     // say why the event is unusable come first and survive the cap on problems kept.
-    for key in object.keys() {
+    for key in object.keys().filter(|_| unknown_fields) {
         if !KNOWN_FIELDS.contains(&key.as_str()) {
             findings.add(
                 key,
@@ -423,14 +420,29 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-/// `field` when it is a string; `None` when absent or `null`, or (with an `invalid_type`
-/// problem in `slot`) of another JSON type.
+/// The values of the envelope's fields in `object`, in the order of [`envelope::FIELDS`]
+/// (`None`: absent), and whether it holds any other key: one pass over the object instead of
+/// a look-up per field and a look-up per key for the unknown ones.
+fn envelope_values(object: &Map<String, Value>) -> ([Option<&Value>; 8], bool) {
+    let mut values = [None; 8];
+    let mut unknown = false;
+    for (key, value) in object {
+        match envelope::FIELDS.iter().position(|field| field == key) {
+            Some(index) => values[index] = Some(value),
+            None => unknown = true,
+        }
+    }
+    (values, unknown)
+}
+
+/// The value of `field` (`value`) when it is a string; `None` when absent or `null`, or (with
+/// an `invalid_type` problem in `slot`) of another JSON type.
 fn optional_string<'a>(
-    object: &'a Map<String, Value>,
+    value: Option<&'a Value>,
     field: &str,
     slot: &mut envelope::Slot,
 ) -> Option<&'a str> {
-    match object.get(field)? {
+    match value? {
         Value::String(text) => Some(text),
         Value::Null => None,
         other => {
@@ -445,15 +457,15 @@ fn optional_string<'a>(
 
 /// As [`optional_string`], with a `missing_field` problem when absent or `null`.
 fn required_string<'a>(
-    object: &'a Map<String, Value>,
+    value: Option<&'a Value>,
     field: &str,
     slot: &mut envelope::Slot,
 ) -> Option<&'a str> {
-    if object.get(field).is_none_or(Value::is_null) {
+    if value.is_none_or(Value::is_null) {
         *slot = Some((ProblemCode::MissingField, format!("{field} is required")));
         return None;
     }
-    optional_string(object, field, slot)
+    optional_string(value, field, slot)
 }
 
 /// `data` when it is a JSON object; else `None`, with its problem in `slot`.
@@ -577,16 +589,25 @@ fn check_payload(
 /// hostile document cannot exhaust the stack here (serde_json's parser already refuses depth
 /// over 128).
 fn depth_of_object(object: &Map<String, Value>) -> usize {
+    // Only containers are stacked (a scalar adds no level), so a flat `data`, the usual
+    // one, allocates nothing.
+    fn containers<'v>(
+        children: impl Iterator<Item = &'v Value>,
+        depth: usize,
+    ) -> impl Iterator<Item = (&'v Value, usize)> {
+        children
+            .filter(|child| child.is_object() || child.is_array())
+            .map(move |child| (child, depth))
+    }
     let mut deepest = 1;
-    let mut stack: Vec<(&Value, usize)> = object.values().map(|child| (child, 2)).collect();
+    let mut stack: Vec<(&Value, usize)> = containers(object.values(), 2).collect();
     while let Some((value, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Object(object) => Box::new(object.values()),
-            Value::Array(array) => Box::new(array.iter()),
-            _ => continue,
-        };
         deepest = deepest.max(depth);
-        stack.extend(children.map(|child| (child, depth + 1)));
+        match value {
+            Value::Object(object) => stack.extend(containers(object.values(), depth + 1)),
+            Value::Array(array) => stack.extend(containers(array.iter(), depth + 1)),
+            _ => {}
+        }
     }
     deepest
 }
