@@ -564,12 +564,14 @@ mod tests {
             assert!(MIGRATIONS.iter().any(|m| m.version == migration.version));
             for statement in migration.statements() {
                 // A condition runs on the one host The Eye talks to: one about data would see
-                // only that host's shard; one about the server's settings holds for every host
-                // of a cluster that runs one version, and one about a table's definition for
-                // every host that ran the `ON CLUSTER` statements before it.
+                // only that host's shard; one about the server's settings (query or MergeTree
+                // settings, migration 13) holds for every host of a cluster that runs one
+                // version, and one about a table's definition for every host that ran the
+                // `ON CLUSTER` statements before it.
                 assert!(
                     statement.only_if.is_none_or(|condition| {
                         condition.contains("FROM system.settings")
+                            || condition.contains("FROM system.merge_tree_settings")
                             || condition.contains("FROM system.tables")
                     }),
                     "{statement:?}"
