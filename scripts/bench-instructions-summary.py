@@ -39,7 +39,10 @@ def totals(directory):
         summary = re.search(r"^summary:\s*(\d+)", text, re.M)
         counts[int(match.group(1))][int(match.group(2))] = (
             int(summary.group(1)) if summary else 0,
-            "spool::Writer" in text,
+            # The writer thread runs `pipeline::spool::writer::Writer::run` (the module path is
+            # in the symbol; "spool::Writer" alone matched nothing, so its instructions were
+            # counted as the runtime workers').
+            "spool::writer::Writer" in text or "spool::Writer" in text,
         )
     return counts
 

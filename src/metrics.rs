@@ -31,9 +31,9 @@ const FLUSH_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Rows per flushed batch: from a lone event on a quiet timer flush to the 20,000-row default.
-const BATCH_BUCKETS: [f64; 10] = [
-    1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0,
+/// Rows per flushed batch: from a lone event on a quiet timer flush to the 100,000-row default.
+const BATCH_BUCKETS: [f64; 11] = [
+    1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0, 100000.0,
 ];
 
 /// Spool sync durations, in seconds: an `fdatasync` takes tens of microseconds on a fast SSD

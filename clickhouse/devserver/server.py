@@ -37,7 +37,8 @@ speaks the part of ClickHouse's HTTP interface that the official Rust client
 All requests share one chDB session, so engine work is serialised with one lock; request
 bodies are read (and decompressed) before the lock is taken, so a slow client never
 holds up the others. Per-request settings are applied with `SET` and restored after
-the request, and the current database is switched only when it changes.
+the request (an INSERT's go in its own `SETTINGS` clause instead), and the current
+database is switched only when it changes.
 
 Usage: server.py --host H --port P --data DIR [--exit-with-parent [--parent-pid PID]]
 
@@ -843,12 +844,21 @@ class Engine:
         (parsing, constraints, TOO_MANY_PARTS while writing parts, ...) is raised, and the
         request's settings apply as to any query.
         """
+        clause = st.insert_settings
+        if settings and not clause:
+            # The request's settings go in the statement's own SETTINGS clause, which applies
+            # them to this query only: one engine call per insert instead of three (SET,
+            # INSERT, SET back), each with the engine's fixed cost per query.
+            # With a clause of its own the statement's settings must win over the URL's, as
+            # in ClickHouse, so the URL's are SET around it as for any other query.
+            clause = "SETTINGS " + ", ".join(f"{k} = {quote_str(v)}" for k, v in settings.items())
+            settings = {}
         sql = " ".join(
             part
             for part in (
                 st.insert_target,
                 f"FROM INFILE {quote_str(spool.path)} COMPRESSION 'none'",
-                st.insert_settings,
+                clause,
                 f"FORMAT {quote_ident(st.insert_format)}",
             )
             if part

@@ -94,41 +94,79 @@ pub(crate) async fn run<T: PipelineRow, S: Inserter>(
     // The timer starts with the first row of a batch, so a lone event waits at most
     // `max_wait`, and an idle service does no work.
     let mut deadline: Option<Instant> = None;
+    // One timer for the batcher's life, moved when a batch starts: a new `sleep_until` in
+    // every turn of the loop registered a timer and dropped it again at every wake-up.
+    let timer = sleep_until(Instant::now());
+    tokio::pin!(timer);
     loop {
+        let started = deadline;
         tokio::select! {
             biased;
-            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+            () = &mut timer, if deadline.is_some() => {
                 writer.flush(&mut batch, None).await;
                 deadline = None;
             }
-            parcel = receiver.recv() => match parcel {
-                Some(mut parcel) if parcel.sealed.is_some() => {
-                    // A batch an earlier run sealed: written alone, exactly as sealed.
-                    writer.flush(&mut batch, None).await;
-                    deadline = None;
-                    let sealed = parcel.sealed;
-                    batch.rows.append(&mut parcel.rows);
-                    batch.positions.append(&mut parcel.positions);
-                    batch.held.push(parcel);
-                    writer.flush(&mut batch, sealed).await;
-                }
-                Some(mut parcel) => {
-                    batch.rows.append(&mut parcel.rows);
-                    batch.positions.append(&mut parcel.positions);
-                    batch.held.push(parcel);
-                    if batch.rows.len() >= writer.settings.max_rows {
+            parcel = receiver.recv() => {
+                // The parcels already queued are taken in the same turn: one pass through
+                // `select!` per wake-up rather than per parcel, which with single events is
+                // per request. Bounded, so that the timer is looked at again while
+                // producers keep the queue full.
+                let mut next = parcel;
+                let mut taken = 0;
+                loop {
+                    let Some(parcel) = next else {
                         writer.flush(&mut batch, None).await;
-                        deadline = None;
-                    } else if deadline.is_none() {
-                        deadline = Some(Instant::now() + writer.settings.max_wait);
+                        return;
+                    };
+                    take(&writer, &mut batch, &mut deadline, parcel).await;
+                    taken += 1;
+                    if taken == DRAIN_PER_TURN {
+                        break;
                     }
+                    next = match receiver.try_recv() {
+                        Ok(parcel) => Some(parcel),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    };
                 }
-                None => {
-                    writer.flush(&mut batch, None).await;
-                    return;
-                }
-            },
+            }
         }
+        if let Some(at) = deadline.filter(|_| deadline != started) {
+            timer.as_mut().reset(at);
+        }
+    }
+}
+
+/// Parcels a batcher takes from its queue per turn of its loop (see [`run`]).
+const DRAIN_PER_TURN: usize = 256;
+
+/// Adds `parcel` to the batch, flushing as it requires: a batch an earlier run sealed is
+/// written alone, exactly as sealed; otherwise the batch is flushed once it is full, and its
+/// first row starts the timer.
+async fn take<T: PipelineRow, S: Inserter>(
+    writer: &Writer<S>,
+    batch: &mut Batch<T>,
+    deadline: &mut Option<Instant>,
+    mut parcel: Parcel<T>,
+) {
+    if parcel.sealed.is_some() {
+        writer.flush(batch, None).await;
+        *deadline = None;
+        let sealed = parcel.sealed;
+        batch.rows.append(&mut parcel.rows);
+        batch.positions.append(&mut parcel.positions);
+        batch.held.push(parcel);
+        writer.flush(batch, sealed).await;
+        return;
+    }
+    batch.rows.append(&mut parcel.rows);
+    batch.positions.append(&mut parcel.positions);
+    batch.held.push(parcel);
+    if batch.rows.len() >= writer.settings.max_rows {
+        writer.flush(batch, None).await;
+        *deadline = None;
+    } else if deadline.is_none() {
+        *deadline = Some(Instant::now() + writer.settings.max_wait);
     }
 }
 

@@ -336,6 +336,20 @@ async fn insert_monthly(
     insert.end().await
 }
 
+/// [`one_row_per_month`] as a JSONEachRow body.
+fn monthly_json(months: u32) -> String {
+    one_row_per_month(months)
+        .iter()
+        .map(|row| {
+            format!(
+                "{{\"d\":\"{}\",\"x\":{}}}\n",
+                row.d.format("%Y-%m-%d %H:%M:%S"),
+                row.x
+            )
+        })
+        .collect()
+}
+
 async fn count_monthly(client: &Client) -> u64 {
     client
         .query("SELECT count() FROM monthly")
@@ -414,16 +428,7 @@ async fn too_many_partitions_fail_a_plain_http_insert() {
         .execute()
         .await
         .expect("create table");
-    let body: String = one_row_per_month(101)
-        .iter()
-        .map(|row| {
-            format!(
-                "{{\"d\":\"{}\",\"x\":{}}}\n",
-                row.d.format("%Y-%m-%d %H:%M:%S"),
-                row.x
-            )
-        })
-        .collect();
+    let body = monthly_json(101);
     let http = reqwest::Client::new();
     let post = |settings: &'static [(&'static str, &'static str)]| {
         http.post(&db.url)
@@ -462,6 +467,48 @@ async fn too_many_partitions_fail_a_plain_http_insert() {
         .get("X-ClickHouse-Exception-Code")
         .is_none());
     assert_eq!(count_monthly(&db.client()).await, 101);
+}
+
+/// An insert's settings are checked and ranked as on a server: an unknown one fails the
+/// insert with `UNKNOWN_SETTING` and stores nothing; one in the statement's own `SETTINGS`
+/// clause wins over the same one in the URL.
+#[tokio::test]
+async fn insert_settings_fail_and_rank_as_on_a_server() {
+    let db = TestDb::new().await;
+    let client = db.client();
+    client
+        .query(CREATE_MONTHLY)
+        .execute()
+        .await
+        .expect("create table");
+    let error = insert_monthly(&client, &one_row_per_month(2), &[("no_such_setting", "1")])
+        .await
+        .expect_err("an unknown setting fails the insert");
+    assert!(
+        matches!(&error, clickhouse::error::Error::BadResponse(text)
+            if text.starts_with("Code: 115.") && text.contains("(UNKNOWN_SETTING)")),
+        "{error:?}"
+    );
+    assert_eq!(count_monthly(&client).await, 0);
+
+    let body = monthly_json(101);
+    let response = reqwest::Client::new()
+        .post(&db.url)
+        .basic_auth("default", Some(&db.password))
+        .query(&[
+            ("database", db.name.as_str()),
+            (
+                "query",
+                "INSERT INTO monthly SETTINGS max_partitions_per_insert_block = 0 FORMAT JSONEachRow",
+            ),
+            ("max_partitions_per_insert_block", "100"),
+        ])
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert_eq!(count_monthly(&client).await, 101);
 }
 
 /// Settings given with one request do not leak into the next.
