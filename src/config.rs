@@ -60,8 +60,8 @@ pub struct Config {
 }
 
 /// Default retention of each table, in days; 0 keeps rows for ever. A session summary is
-/// kept as long as the longest-kept of its events (its rows carry their retention); a
-/// separate, shorter retention of summaries is not offered. An application's own
+/// kept as long as the longest-kept of its events (its rows carry their retention), and at
+/// most `sessions_days` after its last event when that is set. An application's own
 /// retention (`apps create/update --retention-days`) overrides the events and errors
 /// defaults for its rows. Each row carries its retention from when it was stored; the tables'
 /// TTLs read it (README, Retention).
@@ -73,6 +73,11 @@ pub struct RetentionConfig {
     /// Days a rejection (and its recovery) is kept after it was received. Default 90, as
     /// before.
     pub errors_days: u16,
+    /// Days a session summary is kept at most after the session's last event, even while
+    /// its events are kept longer; 0 (the default): as long as its events. A TTL rule of
+    /// `sessions` that each instance sets at start (`Store::apply_sessions_retention`), so
+    /// every instance of one database must have the same value.
+    pub sessions_days: u16,
 }
 
 impl Default for RetentionConfig {
@@ -80,6 +85,7 @@ impl Default for RetentionConfig {
         Self {
             events_days: 0,
             errors_days: 90,
+            sessions_days: 0,
         }
     }
 }

@@ -174,6 +174,22 @@ fn devserver_credentials(
     }
 }
 
+/// Applies what the configuration sets in the schema rather than in the rows: the TTL of
+/// session summaries (`retention.sessions_days`, [`Store::apply_sessions_retention`]). Run
+/// after [`migrate`] wherever it runs (start-up with `clickhouse.migrate_on_start`, and
+/// `the-eye migrate`); logs a change.
+pub async fn apply_schema_settings(store: &Store, config: &Config) -> Result<(), Error> {
+    let days = config.retention.sessions_days;
+    if let Some(before) = store.apply_sessions_retention(days).await? {
+        tracing::info!(
+            before,
+            after = days,
+            "retention.sessions_days changed: session summaries' TTL updated (stored summaries follow in the background)"
+        );
+    }
+    Ok(())
+}
+
 /// Applies migrations, retrying while ClickHouse is not reachable yet (a server started next
 /// to The Eye may take a while), for at most `patience`.
 pub async fn migrate(store: &Store, patience: Duration) -> Result<Vec<u32>, Error> {
@@ -287,6 +303,7 @@ impl App {
         let (store, devserver) = connect(&config).await?;
         if config.clickhouse.migrate_on_start {
             migrate(&store, Duration::from_secs(60)).await?;
+            apply_schema_settings(&store, &config).await?;
         } else if let Err(error) = store.detect_settings().await {
             // Migrating asks too; without either, reads run with the server's defaults, which
             // are correct but may not use the index projection (README, "Tables").

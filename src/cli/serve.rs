@@ -15,6 +15,7 @@ pub(super) async fn serve(config: Config) -> Result<(), Error> {
 pub(super) async fn migrate(config: Config) -> Result<(), Error> {
     let (store, _devserver) = the_eye::connect_shared(&config).await?;
     let applied = the_eye::migrate(&store, Duration::from_secs(60)).await?;
+    the_eye::apply_schema_settings(&store, &config).await?;
     if applied.is_empty() {
         println!("database `{}` is up to date", store.database());
     } else {

@@ -184,3 +184,95 @@ impl Store {
         Ok(())
     }
 }
+
+/// The TTL rule of `sessions` that every summary has (migration 10): a partial row goes the
+/// longest retention of its events after its last event.
+const SESSIONS_TTL: &str =
+    "toDateTime(last_timestamp) + toIntervalDay(retention_days) DELETE WHERE retention_days > 0";
+
+/// The second rule `retention.sessions_days` adds, up to its number of days.
+const SESSIONS_CAP_PREFIX: &str = ", toDateTime(last_timestamp) + toIntervalDay(";
+
+impl Store {
+    /// Makes `sessions`' TTL match `retention.sessions_days` (`days`; 0: none of its own):
+    /// with `days` > 0 a second rule drops a summary row `days` after its session's last
+    /// event, even while the events are kept longer. Returns the cap in force before when it
+    /// changed it, `None` when the table already had this one.
+    ///
+    /// A table setting driven by configuration, as a TTL must be (a summary row is written by
+    /// the `sessions_mv` view, which cannot read the configuration): every instance applies
+    /// its own at start, so instances of one database must agree (the last to start wins).
+    /// Changing it runs one `ALTER TABLE … MODIFY TTL`, whose mutation recomputes the TTL of
+    /// stored parts in the background (not waited for): rows past the new cap go then, or at
+    /// `OPTIMIZE … FINAL`. `days` is a number of the configuration, formatted into the
+    /// statement because a TTL cannot take a query parameter.
+    pub async fn apply_sessions_retention(&self, days: u16) -> Result<Option<u16>, StoreError> {
+        let table = if self.cluster().is_some() {
+            "sessions_local"
+        } else {
+            "sessions"
+        };
+        let engine: String = self
+            .maintenance_client()
+            .query(
+                "SELECT engine_full FROM system.tables \
+                 WHERE database = currentDatabase() AND name = {table:String}",
+            )
+            .param("table", table)
+            .fetch_one()
+            .await?;
+        let current = sessions_cap(&engine);
+        if current == days {
+            return Ok(None);
+        }
+        let on_cluster = self
+            .cluster()
+            .map(|name| format!(" ON CLUSTER {name}"))
+            .unwrap_or_default();
+        let cap = if days > 0 {
+            format!("{SESSIONS_CAP_PREFIX}{days}) DELETE")
+        } else {
+            String::new()
+        };
+        self.maintenance_client()
+            .query(&format!(
+                "ALTER TABLE {table}{on_cluster} MODIFY TTL {SESSIONS_TTL}{cap}"
+            ))
+            .with_setting("mutations_sync", "0")
+            .execute()
+            .await?;
+        Ok(Some(current))
+    }
+}
+
+/// The days of `sessions`' second TTL rule in a table's `engine_full`, 0 when it has none.
+/// ClickHouse prints the rule as written, without `DELETE` (its default action).
+fn sessions_cap(engine_full: &str) -> u16 {
+    let Some(at) = engine_full.find(SESSIONS_CAP_PREFIX) else {
+        return 0;
+    };
+    let rest = &engine_full[at + SESSIONS_CAP_PREFIX.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod sessions_ttl_tests {
+    use super::sessions_cap;
+
+    #[test]
+    fn reads_the_cap_from_the_engine_description() {
+        let base = "AggregatingMergeTree PARTITION BY toYYYYMM(first_timestamp) ORDER BY (session_id, application) \
+             TTL toDateTime(last_timestamp) + toIntervalDay(retention_days) WHERE retention_days > 0";
+        assert_eq!(
+            sessions_cap(&format!("{base} SETTINGS index_granularity = 1024")),
+            0
+        );
+        assert_eq!(
+            sessions_cap(&format!(
+                "{base}, toDateTime(last_timestamp) + toIntervalDay(30) SETTINGS index_granularity = 1024"
+            )),
+            30
+        );
+    }
+}

@@ -601,6 +601,65 @@ async fn rows_past_their_retention_are_gone_after_a_ttl_merge() {
     }
 }
 
+/// `retention.sessions_days` caps session summaries below their events' retention: set at
+/// start as a second TTL rule of `sessions`; after a TTL merge the summary of a session whose
+/// last event is older than the cap is gone while its events stay; applying the same value
+/// again changes nothing, and 0 removes the rule.
+#[tokio::test]
+async fn session_summaries_are_capped_by_their_own_retention() {
+    let app = TestApp::start_with(|config| config.retention.sessions_days = 20).await;
+    let engine = "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'sessions'";
+    let ttl = |app: &TestApp| {
+        let client = app.db.client();
+        async move { client.query(engine).fetch_one::<String>().await.unwrap() }
+    };
+    let with_cap = ttl(&app).await;
+    assert!(
+        with_cap.contains("toIntervalDay(retention_days) WHERE retention_days > 0, toDateTime(last_timestamp) + toIntervalDay(20)"),
+        "{with_cap}"
+    );
+    let now = Utc::now();
+    let events = [
+        event("s-old", Some("u"), now - TimeDelta::days(40), 0),
+        event("s-mid", Some("u"), now - TimeDelta::days(10), 0),
+        event("s-new", Some("u"), now - TimeDelta::hours(1), 0),
+    ];
+    assert_eq!(app.post_events(&json!(events)).await.status(), 202);
+    app.db.wait_for_count("SELECT count() FROM events", 3).await;
+    app.db
+        .client()
+        .query("OPTIMIZE TABLE sessions FINAL")
+        .execute()
+        .await
+        .unwrap();
+    let left: Vec<Value> = app
+        .db
+        .json_rows("SELECT DISTINCT session_id FROM sessions ORDER BY session_id")
+        .await;
+    assert_eq!(
+        left,
+        [
+            json!({"session_id": "s-mid"}),
+            json!({"session_id": "s-new"})
+        ]
+    );
+    // The events are kept for ever (retention.events_days 0): only the summary went.
+    assert_eq!(app.db.count("SELECT count() FROM events").await, 3);
+
+    assert_eq!(app.store.apply_sessions_retention(20).await.unwrap(), None);
+    assert_eq!(ttl(&app).await, with_cap);
+    assert_eq!(
+        app.store.apply_sessions_retention(0).await.unwrap(),
+        Some(20)
+    );
+    let without = ttl(&app).await;
+    assert!(
+        without.contains("WHERE retention_days > 0") && !without.contains("toIntervalDay(20)"),
+        "{without}"
+    );
+    assert_eq!(app.store.apply_sessions_retention(0).await.unwrap(), None);
+}
+
 /// No resurrection: a user's events accepted (202, in the spool) while ClickHouse refuses the
 /// `events` table are still in this instance's spool when the user is erased with
 /// suppression; once the table is back, the batcher drops them before inserting, the rest of
