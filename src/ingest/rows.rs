@@ -343,7 +343,7 @@ impl Rejections {
             // surrogate, a duplicate key).
             let raw = match (item.raw, &item.value) {
                 (Some(raw), _) => raw.to_owned(),
-                (None, Some(value)) => serde_json::to_string(value).unwrap_or_default(),
+                (None, Some(value)) => serde_json::to_string(&value.to_value()).unwrap_or_default(),
                 (None, None) => String::new(),
             };
             self.rows.push(error_row(

@@ -281,7 +281,11 @@ impl Privacy {
     ) {
         for item in items {
             match &mut item.value {
-                Some(value) => self.apply_event(application, settings, value, schemas),
+                Some(json::Read::Event(event)) => {
+                    self.apply_to_event(application, settings, event, schemas);
+                }
+                // Not an object: no rule applies (validation rejects it).
+                Some(json::Read::Other(_)) => {}
                 None => {
                     if let Some(raw) = item.raw {
                         if let Cow::Owned(_) = self.screen_text(raw, schemas) {
@@ -311,19 +315,67 @@ impl Privacy {
             _ => None,
         };
         if let Some(Value::Object(data)) = object.get_mut("data") {
-            if let Some(schema) = schema.filter(|schema| !schema.pii.is_empty()) {
-                let mut value = Value::Object(std::mem::take(data));
-                schema.pii.apply(&mut value, &self.key);
-                if let Value::Object(rewritten) = value {
-                    *data = rewritten;
-                }
-            }
-            if !settings.keeps_every_parameter() {
-                self.filter_urls(data, &settings.url_query_allowlist);
-            }
+            self.rewrite_data(settings, schema, data);
         }
         if settings.detector != DetectorPolicy::Off {
             self.detect(application, settings.detector, object);
+        }
+    }
+
+    /// [`Self::apply_event`] on an event as the request path reads it ([`json::Event`]):
+    /// the same rules, in the same order, on the same members.
+    pub fn apply_to_event(
+        &self,
+        application: &str,
+        settings: &AppSettings,
+        event: &mut json::Event<'_>,
+        schemas: &SchemaSet,
+    ) {
+        let schema = match (event.string(3), event.string(4)) {
+            (Some(category), Some(name)) => schemas.get(category, name),
+            _ => None,
+        };
+        if let Some(Value::Object(data)) = &mut event.data {
+            self.rewrite_data(settings, schema, data);
+        }
+        if settings.detector == DetectorPolicy::Off {
+            return;
+        }
+        // The members in the object's key order, as `detect` walks them: `data` among the
+        // others (the envelope's string fields are not scanned).
+        let mut path = String::new();
+        let mut data = event.data.as_mut();
+        for (key, value) in event.rest.iter_mut() {
+            if key.as_str() > "data" {
+                if let Some(data) = data.take() {
+                    self.detect_member(application, settings.detector, &mut path, "data", data);
+                }
+            }
+            if !ENVELOPE.contains(&key.as_str()) {
+                self.detect_member(application, settings.detector, &mut path, key, value);
+            }
+        }
+        if let Some(data) = data {
+            self.detect_member(application, settings.detector, &mut path, "data", data);
+        }
+    }
+
+    /// The schema's `x-pii` rules and the URL allowlist, on `data`.
+    fn rewrite_data(
+        &self,
+        settings: &AppSettings,
+        schema: Option<&crate::validate::schemas::EventSchema>,
+        data: &mut Map<String, Value>,
+    ) {
+        if let Some(schema) = schema.filter(|schema| !schema.pii.is_empty()) {
+            let mut value = Value::Object(std::mem::take(data));
+            schema.pii.apply(&mut value, &self.key);
+            if let Value::Object(rewritten) = value {
+                *data = rewritten;
+            }
+        }
+        if !settings.keeps_every_parameter() {
+            self.filter_urls(data, &settings.url_query_allowlist);
         }
     }
 
@@ -355,13 +407,24 @@ impl Privacy {
         // its label is made from the buffer only then, not a path allocated per value.
         let mut path = String::new();
         for (key, value) in object.iter_mut() {
-            if ENVELOPE.contains(&key.as_str()) {
-                continue;
+            if !ENVELOPE.contains(&key.as_str()) {
+                self.detect_member(application, policy, &mut path, key, value);
             }
-            path.clear();
-            path.push_str(key);
-            self.detect_in(application, policy, &mut path, value);
         }
+    }
+
+    /// [`Self::detect_in`] on the member `key` of the event, with `path` as its buffer.
+    fn detect_member(
+        &self,
+        application: &str,
+        policy: DetectorPolicy,
+        path: &mut String,
+        key: &str,
+        value: &mut Value,
+    ) {
+        path.clear();
+        path.push_str(key);
+        self.detect_in(application, policy, path, value);
     }
 
     /// [`Self::detect`] below one value at `path`. Recursive: the parser refuses JSON nested
@@ -597,6 +660,60 @@ mod tests {
             "extra.h",
         ] {
             assert_eq!(count(property), 1, "{property}");
+        }
+    }
+
+    /// The request path reads each event with its envelope apart ([`json::Event`]); the
+    /// rules do to it what they do to the same event as one value — the same rewritten
+    /// members, the same findings counted under the same labels — for every policy, with and
+    /// without an allowlist, whatever the envelope holds or wherever the other keys sort.
+    #[test]
+    fn events_read_apart_get_what_values_get() {
+        let bodies = [
+            r#"{"session_id": "s", "category": "form interaction", "name": "submit", "timestamp": "t", "user_id": "u@example.com", "aaa": "bob@example.com", "zzz": ["4111 1111 1111 1111"], "data": {"host": "h", "path": "/a?email=jane@example.com&utm_source=x", "url": "https://x.example/?token=abc&utm_source=y", "form": {"first_name": "Ada", "last_name": "Lovelace", "note": "call ada@example.com"}}}"#,
+            r#"{"category": "page interaction", "name": "pageview", "data": {"url": "https://x.example/?q=jane@example.com", "query": "token=1"}, "dat": "x@example.com", "data2": "y@example.com"}"#,
+            r#"{"category": 1, "name": "submit", "data": "x@example.com", "extra": {"e": "y@example.com"}}"#,
+            r#"{"user_id": 5, "sent_at": "a@example.com", "name": "submit", "category": "form interaction", "data": {"form": {"first_name": "A"}}}"#,
+            r#"["not", "an", "event"]"#,
+        ];
+        let schemas = shipped();
+        for policy in [
+            DetectorPolicy::Off,
+            DetectorPolicy::Flag,
+            DetectorPolicy::Mask,
+        ] {
+            for allow in [&[][..], &["utm_source"][..]] {
+                let settings = settings(allow, policy);
+                let (apart, apart_metrics) = privacy();
+                let (whole, whole_metrics) = privacy();
+                for body in bodies {
+                    let mut items = match json::decode_body(body.as_bytes()).unwrap() {
+                        json::Body::Single(item) => vec![item],
+                        json::Body::Batch(items) => items,
+                        json::Body::Other(_) => unreachable!(),
+                    };
+                    let mut values: Vec<Value> = match serde_json::from_str(body).unwrap() {
+                        Value::Array(values) => values,
+                        value => vec![value],
+                    };
+                    apart.apply_items("app", &settings, &mut items, &schemas);
+                    for value in &mut values {
+                        whole.apply_event("app", &settings, value, &schemas);
+                    }
+                    let read: Vec<Value> = items.iter().filter_map(json::Item::to_value).collect();
+                    assert_eq!(read, values, "{policy:?} {allow:?} {body}");
+                }
+                let findings = |metrics: &Metrics| -> Vec<String> {
+                    let text = metrics.render();
+                    text.lines()
+                        .filter(|line| line.starts_with("the_eye_pii_detected_total{"))
+                        .map(str::to_owned)
+                        .collect()
+                };
+                let counted = findings(&apart_metrics);
+                assert_eq!(counted, findings(&whole_metrics), "{policy:?}");
+                assert_eq!(counted.is_empty(), policy == DetectorPolicy::Off);
+            }
         }
     }
 

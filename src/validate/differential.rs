@@ -225,7 +225,7 @@ impl Sequence {
 }
 
 /// The generated cases: (name, event).
-fn generated() -> Vec<(String, Value)> {
+pub(super) fn generated() -> Vec<(String, Value)> {
     let fields = fields();
     let mut cases = Vec::new();
     for (field, values) in &fields {

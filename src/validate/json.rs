@@ -23,6 +23,7 @@
 //! or number ranges) and each item parsed on its own, so that the failure is pinned to the
 //! item, and the field, that caused it.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 
@@ -55,14 +56,102 @@ pub struct Defect {
 pub struct Item<'a> {
     /// The value as read; `None` when the item could not be read as a value at all (its
     /// [`Defect`] says why).
-    pub value: Option<Value>,
+    pub value: Option<Read<'a>>,
     /// The item's own text, when the value could not be built from it (for the `errors` row).
     pub raw: Option<&'a str>,
     /// Problems found while reading: duplicate keys, unreadable strings or numbers.
     pub defects: Vec<Defect>,
 }
 
+impl Item<'_> {
+    /// The item as one JSON value, as `serde_json` reads it (`None`: it could not be read).
+    pub fn to_value(&self) -> Option<Value> {
+        self.value.as_ref().map(Read::to_value)
+    }
+}
+
+/// An item as read: an event object, its envelope apart, or another JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read<'a> {
+    /// A JSON object.
+    Event(Event<'a>),
+    /// Any other JSON value (not an event; validation says so).
+    Other(Value),
+}
+
+impl Read<'_> {
+    /// The item as one JSON value, as `serde_json` reads it.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Self::Event(event) => event.to_value(),
+            Self::Other(value) => value.clone(),
+        }
+    }
+}
+
+/// The envelope fields whose string values an [`Event`] keeps apart, in the order of
+/// [`Event::strings`]: the envelope's fields but `data`.
+pub const STRING_FIELDS: [&str; 7] = [
+    "event_id",
+    "session_id",
+    "user_id",
+    "category",
+    "name",
+    "timestamp",
+    "sent_at",
+];
+
+/// An event object as read, without building a [`Value`] for its envelope: the envelope's
+/// string fields borrow the body's text (unless they hold an escape), `data` is a value, and
+/// everything else — an envelope field that is not a string, an unknown key — is kept in
+/// [`Event::rest`] as `serde_json` would. The object it stands for is [`Event::to_value`].
+///
+/// Reading the envelope apart is what makes reading a batch cheaper than building a
+/// `serde_json::Value` per event (BENCHMARKS.md, "The envelope read apart"): per event, the
+/// envelope's keys and strings are neither allocated, nor put into a map, nor freed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Event<'a> {
+    /// The string values of [`STRING_FIELDS`], by position (`None`: absent, or not a string).
+    pub strings: [Option<Cow<'a, str>>; 7],
+    /// `data`, of whatever JSON type it is.
+    pub data: Option<Value>,
+    /// Every other member, by key.
+    pub rest: Map<String, Value>,
+}
+
+impl Event<'_> {
+    /// The string value of the envelope field `index` of [`STRING_FIELDS`].
+    pub fn string(&self, index: usize) -> Option<&str> {
+        self.strings.get(index)?.as_deref()
+    }
+
+    /// Whether the object holds `key` (whatever its value).
+    fn holds(&self, key: &str) -> bool {
+        match STRING_FIELDS.iter().position(|field| *field == key) {
+            Some(index) if self.strings[index].is_some() => true,
+            _ if key == "data" => self.data.is_some(),
+            _ => self.rest.contains_key(key),
+        }
+    }
+
+    /// The object this event stands for, member for member.
+    pub fn to_value(&self) -> Value {
+        let mut object = self.rest.clone();
+        for (field, text) in STRING_FIELDS.iter().zip(&self.strings) {
+            if let Some(text) = text {
+                object.insert((*field).to_owned(), Value::String(text.as_ref().to_owned()));
+            }
+        }
+        if let Some(data) = &self.data {
+            object.insert("data".to_owned(), data.clone());
+        }
+        Value::Object(object)
+    }
+}
+
 /// What the body holds.
+// One per request, moved once: boxing the single item would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Body<'a> {
     /// A JSON array: a batch.
@@ -122,12 +211,9 @@ fn item_by_item(body: &[u8]) -> Option<Body<'_>> {
 fn read_item(raw: &RawValue) -> Item<'_> {
     let notes = RefCell::new(Notes::default());
     let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-    let read = ValueSeed {
-        path: Path::Root,
-        notes: &notes,
-    }
-    .deserialize(&mut deserializer)
-    .and_then(|value| deserializer.end().map(|()| value));
+    let read = RootSeed { notes: &notes }
+        .deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value));
     let notes = notes.into_inner();
     let wide = if notes.suspects.is_empty() {
         Vec::new()
@@ -309,7 +395,7 @@ impl fmt::Display for Path<'_> {
 struct TopSeed;
 
 impl<'de> DeserializeSeed<'de> for TopSeed {
-    type Value = Body<'static>;
+    type Value = Body<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(TopVisitor)
@@ -319,7 +405,7 @@ impl<'de> DeserializeSeed<'de> for TopSeed {
 struct TopVisitor;
 
 impl<'de> Visitor<'de> for TopVisitor {
-    type Value = Body<'static>;
+    type Value = Body<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an event object or an array of events")
@@ -353,14 +439,7 @@ impl<'de> Visitor<'de> for TopVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        whole_item(|notes| {
-            ValueVisitor {
-                path: Path::Root,
-                notes,
-            }
-            .visit_map(map)
-        })
-        .map(Body::Single)
+        whole_item(|notes| EventVisitor { notes }.visit_map(map).map(Read::Event)).map(Body::Single)
     }
 }
 
@@ -368,16 +447,253 @@ impl<'de> Visitor<'de> for TopVisitor {
 struct ItemSeed;
 
 impl<'de> DeserializeSeed<'de> for ItemSeed {
-    type Value = Item<'static>;
+    type Value = Item<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        whole_item(|notes| {
-            ValueSeed {
-                path: Path::Root,
-                notes,
+        whole_item(|notes| RootSeed { notes }.deserialize(deserializer))
+    }
+}
+
+/// An item: an [`Event`] when it is an object, else its [`Value`].
+struct RootSeed<'n> {
+    notes: &'n RefCell<Notes>,
+}
+
+impl<'de> DeserializeSeed<'de> for RootSeed<'_> {
+    type Value = Read<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Read<'de>, D::Error> {
+        let notes = self.notes;
+        deserializer
+            .deserialize_any(RootVisitor { notes })
+            .inspect_err(|_| {
+                let mut notes = notes.borrow_mut();
+                if notes.failed_at.is_none() {
+                    notes.failed_at = Some(String::new());
+                }
+            })
+    }
+}
+
+/// [`RootSeed`]'s visitor: an object is read by [`EventVisitor`], anything else as a value.
+struct RootVisitor<'n> {
+    notes: &'n RefCell<Notes>,
+}
+
+impl<'n> RootVisitor<'n> {
+    fn value(self) -> ValueVisitor<'static, 'n> {
+        ValueVisitor {
+            path: Path::Root,
+            notes: self.notes,
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for RootVisitor<'_> {
+    type Value = Read<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Read<'de>, E> {
+        self.value().visit_bool(value).map(Read::Other)
+    }
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Read<'de>, E> {
+        self.value().visit_i64(value).map(Read::Other)
+    }
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Read<'de>, E> {
+        self.value().visit_u64(value).map(Read::Other)
+    }
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Read<'de>, E> {
+        self.value().visit_f64(value).map(Read::Other)
+    }
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Read<'de>, E> {
+        self.value().visit_str(value).map(Read::Other)
+    }
+    fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Read<'de>, E> {
+        self.value().visit_string(value).map(Read::Other)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Read<'de>, E> {
+        self.value().visit_unit().map(Read::Other)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Read<'de>, E> {
+        self.value().visit_none().map(Read::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Read<'de>, A::Error> {
+        self.value().visit_seq(seq).map(Read::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Read<'de>, A::Error> {
+        EventVisitor { notes: self.notes }
+            .visit_map(map)
+            .map(Read::Event)
+    }
+}
+
+/// Reads an event object into an [`Event`]: what [`ValueVisitor::visit_map`] does at the
+/// root (the same values, the same defects in the same order, the first of duplicate keys
+/// kept), with the envelope's string fields borrowed instead of put into a map.
+struct EventVisitor<'n> {
+    notes: &'n RefCell<Notes>,
+}
+
+impl<'de> EventVisitor<'_> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event<'de>, A::Error> {
+        let mut event = Event::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let path = Path::Key(&Path::Root, &key);
+            let field = STRING_FIELDS.iter().position(|field| *field == key);
+            let read = match field {
+                Some(_) => map.next_value_seed(FieldSeed {
+                    path,
+                    notes: self.notes,
+                })?,
+                None => Field::Other(map.next_value_seed(ValueSeed {
+                    path,
+                    notes: self.notes,
+                })?),
+            };
+            // As a map keeps the first of duplicate keys: the value was read (its own
+            // defects noted), then the repetition is noted and the value dropped.
+            if event.holds(&key) {
+                duplicate_key(self.notes, &Path::Root, &key);
+                continue;
             }
-            .deserialize(deserializer)
-        })
+            match (field, read) {
+                (Some(index), Field::Text(text)) => event.strings[index] = Some(text),
+                (None, Field::Other(value)) if key == "data" => event.data = Some(value),
+                (_, Field::Text(text)) => {
+                    event
+                        .rest
+                        .insert(key.into_owned(), Value::String(text.into_owned()));
+                }
+                (_, Field::Other(value)) => {
+                    event.rest.insert(key.into_owned(), value);
+                }
+            }
+        }
+        Ok(event)
+    }
+}
+
+/// Notes the defect of the key `key` repeated in the object at `parent`.
+fn duplicate_key(notes: &RefCell<Notes>, parent: &Path<'_>, key: &str) {
+    let field = Path::Key(parent, key).to_string();
+    let message = format!(
+        "`{}` appears more than once in this object; JSON readers disagree about which value counts, so send it once",
+        super::truncate_chars(&field, 200)
+    );
+    notes.borrow_mut().defects.push(Defect {
+        field,
+        code: ProblemCode::DuplicateKey,
+        message,
+    });
+}
+
+/// An object's key, borrowed from the body unless it holds an escape.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(value))
+    }
+    fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(value.to_owned()))
+    }
+    fn visit_string<E>(self, value: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(value))
+    }
+}
+
+/// The value of an envelope string field as read: its text when it is a string.
+enum Field<'de> {
+    Text(Cow<'de, str>),
+    Other(Value),
+}
+
+/// [`ValueSeed`] for an envelope string field: a string is borrowed, not built into a value.
+struct FieldSeed<'p, 'n> {
+    path: Path<'p>,
+    notes: &'n RefCell<Notes>,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_, '_> {
+    type Value = Field<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Field<'de>, D::Error> {
+        let path = self.path;
+        let notes = self.notes;
+        deserializer
+            .deserialize_any(FieldVisitor(ValueVisitor {
+                path: self.path,
+                notes: self.notes,
+            }))
+            .inspect_err(|_| {
+                let mut notes = notes.borrow_mut();
+                if notes.failed_at.is_none() {
+                    notes.failed_at = Some(path.to_string());
+                }
+            })
+    }
+}
+
+struct FieldVisitor<'p, 'n>(ValueVisitor<'p, 'n>);
+
+impl<'de> Visitor<'de> for FieldVisitor<'_, '_> {
+    type Value = Field<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Field<'de>, E> {
+        Ok(Field::Text(Cow::Borrowed(value)))
+    }
+    fn visit_str<E>(self, value: &str) -> Result<Field<'de>, E> {
+        Ok(Field::Text(Cow::Owned(value.to_owned())))
+    }
+    fn visit_string<E>(self, value: String) -> Result<Field<'de>, E> {
+        Ok(Field::Text(Cow::Owned(value)))
+    }
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Field<'de>, E> {
+        self.0.visit_bool(value).map(Field::Other)
+    }
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Field<'de>, E> {
+        self.0.visit_i64(value).map(Field::Other)
+    }
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Field<'de>, E> {
+        self.0.visit_u64(value).map(Field::Other)
+    }
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Field<'de>, E> {
+        self.0.visit_f64(value).map(Field::Other)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Field<'de>, E> {
+        self.0.visit_unit().map(Field::Other)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Field<'de>, E> {
+        self.0.visit_none().map(Field::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'de>, A::Error> {
+        self.0.visit_seq(seq).map(Field::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'de>, A::Error> {
+        self.0.visit_map(map).map(Field::Other)
     }
 }
 
@@ -385,9 +701,9 @@ impl<'de> DeserializeSeed<'de> for ItemSeed {
 ///
 /// A number that may be an integer beyond 64 bits fails the pass, so that the slow path,
 /// which has each item's text, can tell.
-fn whole_item<E: serde::de::Error>(
-    read: impl FnOnce(&RefCell<Notes>) -> Result<Value, E>,
-) -> Result<Item<'static>, E> {
+fn whole_item<'de, E: serde::de::Error>(
+    read: impl FnOnce(&RefCell<Notes>) -> Result<Read<'de>, E>,
+) -> Result<Item<'de>, E> {
     let notes = RefCell::new(Notes::default());
     let value = read(&notes)?;
     if !notes.borrow().suspects.is_empty() {
@@ -501,16 +817,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
                     entry.insert(value);
                 }
                 serde_json::map::Entry::Occupied(entry) => {
-                    let field = Path::Key(&self.path, entry.key()).to_string();
-                    let message = format!(
-                        "`{}` appears more than once in this object; JSON readers disagree about which value counts, so send it once",
-                        super::truncate_chars(&field, 200)
-                    );
-                    self.notes.borrow_mut().defects.push(Defect {
-                        field,
-                        code: ProblemCode::DuplicateKey,
-                        message,
-                    });
+                    duplicate_key(self.notes, &self.path, entry.key());
                 }
             }
         }
@@ -552,7 +859,7 @@ mod tests {
         assert_eq!(codes(&items[0]), [("data.s", "invalid_unicode")]);
         assert_eq!(items[0].raw, Some(r#"{"data": {"s": "\ud800"}}"#));
         assert!(items[1].defects.is_empty());
-        assert_eq!(items[1].value.as_ref().unwrap()["data"]["s"], "😀");
+        assert_eq!(items[1].to_value().unwrap()["data"]["s"], "😀");
     }
 
     #[test]
@@ -620,7 +927,7 @@ mod tests {
         let item = single(text.as_bytes());
         assert!(item.defects.is_empty(), "{:?}", item.defects);
         let expected: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(item.value.unwrap(), expected);
+        assert_eq!(item.to_value().unwrap(), expected);
         // A wide integer after suspects that are not: the ordinal points at the right one.
         let item = single(br#"{"data": {"e": 1e20, "x": [2e19, -99999999999999999999]}}"#);
         assert_eq!(codes(&item), [("data.x[1]", "number_out_of_range")]);
@@ -640,13 +947,13 @@ mod tests {
             ]
         );
         // The first value is kept for what is reported about the rest of the event.
-        assert_eq!(item.value.unwrap()["name"], "view");
+        assert_eq!(item.to_value().unwrap()["name"], "view");
     }
 
     #[test]
     fn a_byte_order_mark_is_ignored() {
         let item = single(b"\xEF\xBB\xBF{\"name\": \"x\"}");
-        assert_eq!(item.value.unwrap()["name"], "x");
+        assert_eq!(item.to_value().unwrap()["name"], "x");
         assert_eq!(batch(b"\xEF\xBB\xBF [1]").len(), 1);
         // Only one, and only at the start.
         assert!(decode_body(b"\xEF\xBB\xBF\xEF\xBB\xBF{}").is_err());
@@ -741,6 +1048,114 @@ mod tests {
             r#"{"a": [1, -2, 3.5, true, null, "x\"y", {"b": {}}], "c": 18446744073709551615}"#;
         let item = single(text.as_bytes());
         let expected: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(item.value.unwrap(), expected);
+        assert_eq!(item.to_value().unwrap(), expected);
+    }
+
+    /// An item read as one value at the root: how every item was read before the envelope
+    /// was read apart ([`Event`]), the oracle of the test below.
+    fn read_whole(text: &str) -> (Value, Vec<Defect>) {
+        let notes = RefCell::new(Notes::default());
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let value = ValueSeed {
+            path: Path::Root,
+            notes: &notes,
+        }
+        .deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value))
+        .expect("an item that was read");
+        (value, notes.into_inner().defects)
+    }
+
+    /// The corpus of the test below: the fuzz seeds, every prefix of each, the envelope
+    /// differential test's events, and bodies made for the envelope read apart — its fields repeated, of other types, escaped, around
+    /// unknown keys and `data`, in every order.
+    fn corpus() -> Vec<Vec<u8>> {
+        let mut bodies: Vec<Vec<u8>> = crate::validate::differential::seed_bodies()
+            .into_iter()
+            .map(|(_, body)| body)
+            .collect();
+        for body in bodies.clone() {
+            for end in 0..body.len() {
+                bodies.push(body[..end].to_vec());
+            }
+        }
+        // The envelope differential test's events, each field of every kind it tries.
+        for (_, event) in crate::validate::differential::generated() {
+            bodies.push(serde_json::to_vec(&event).unwrap());
+        }
+        for body in [
+            &br#"[{"name": "a", "name": "b"}, {"name": 1, "name": "b"}, {"name": "a", "name": 2}]"#[..],
+            br#"{"data": {"a": 1}, "data": {"b": 2}, "category": "c", "zz": 1, "aa": [1, {"x": "\u00e9"}]}"#,
+            br#"{"session_id": "s\u00e9\n", "category": "p\"q", "name": null, "timestamp": 5, "sent_at": {}, "event_id": [], "user_id": true}"#,
+            br#"{"a": 1, "data": "text", "b": {"b": 1, "b": 2}, "event_id": "x", "event_id": null}"#,
+            br#"[{"data": null}, {"data": []}, {}, {"extra": "\ud83d\ude00", "data": {"d": 1e300}}]"#,
+            br#"[{"name": "\ud800"}, {"name": "n"}]"#,
+            br#"[{"user_id": 18446744073709551616}, {"data": {"n": -9223372036854775809}}]"#,
+            br#"[1, "x", null, [], [{"name": "n"}], {"name": "n", "data": {"name": "m", "name": "o"}}]"#,
+            b"\xEF\xBB\xBF{\"category\": \"caf\xC3\xA9\", \"data\": {}}",
+        ] {
+            bodies.push(body.to_vec());
+        }
+        bodies
+    }
+
+    /// Every item read apart stands for the value it was read from as a whole — the same
+    /// members, the same defects in the same order — and validates to the same outcome as
+    /// that value, on the corpus above.
+    #[test]
+    fn events_read_apart_are_the_values_read_whole() {
+        use crate::validate::schemas::SchemaSet;
+        use crate::validate::{validate_item, Rules};
+        let rules = Rules::from(&crate::config::IngestConfig::default());
+        let schemas =
+            SchemaSet::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas"))
+                .unwrap();
+        let received_at = chrono::Utc::now();
+        let mut events = 0;
+        for body in corpus() {
+            let items = match decode_body(&body) {
+                Ok(Body::Batch(items)) => items,
+                Ok(Body::Single(item)) => vec![item],
+                _ => continue,
+            };
+            let text = std::str::from_utf8(strip_bom(&body)).unwrap();
+            let texts: Vec<&str> = if text.trim_start().starts_with('[') {
+                serde_json::from_str::<Vec<&RawValue>>(text)
+                    .unwrap()
+                    .into_iter()
+                    .map(RawValue::get)
+                    .collect()
+            } else {
+                vec![text]
+            };
+            assert_eq!(items.len(), texts.len(), "{text}");
+            for (item, text) in items.iter().zip(texts) {
+                let Some(read) = &item.value else { continue };
+                if matches!(read, Read::Event(_)) {
+                    events += 1;
+                }
+                let (value, defects) = read_whole(text);
+                assert_eq!(read.to_value(), value, "{text}");
+                assert_eq!(item.defects, defects, "{text}");
+                let whole = Item {
+                    value: Some(Read::Other(value)),
+                    ..item.clone()
+                };
+                for index in [None, Some(3)] {
+                    assert_eq!(
+                        format!(
+                            "{:?}",
+                            validate_item(item, index, received_at, &rules, &schemas)
+                        ),
+                        format!(
+                            "{:?}",
+                            validate_item(&whole, index, received_at, &rules, &schemas)
+                        ),
+                        "{text}"
+                    );
+                }
+            }
+        }
+        assert!(events > 300, "the corpus reads {events} events");
     }
 }

@@ -229,7 +229,12 @@ pub fn validate_item(
         findings.add(&defect.field, defect.code, defect.message.clone());
     }
     match &item.value {
-        Some(value) => validate_value(value, findings, received_at, rules, schemas),
+        Some(json::Read::Event(event)) => {
+            validate_object(View::of_event(event), findings, received_at, rules, schemas)
+        }
+        Some(json::Read::Other(value)) => {
+            validate_value(value, findings, received_at, rules, schemas)
+        }
         None => Err(Rejection {
             envelope: Envelope::default(),
             problems: findings.problems,
@@ -258,14 +263,86 @@ fn validate_value(
             omitted_problems: findings.omitted,
         });
     };
+    validate_object(
+        View::of_object(object),
+        findings,
+        received_at,
+        rules,
+        schemas,
+    )
+}
 
+/// An event object's members as validation reads them, from a [`Value`] or from a
+/// [`json::Event`] alike.
+struct View<'v> {
+    /// The envelope's fields but `data`, in the order of [`envelope::FIELDS`] (`None`: absent).
+    fields: [Option<Member<'v>>; 7],
+    data: Option<&'v Value>,
+    /// A map whose keys that are not envelope fields are the object's unknown fields, in
+    /// the object's key order.
+    others: &'v Map<String, Value>,
+    /// Whether `others` holds any unknown field.
+    unknown_fields: bool,
+}
+
+/// The value of an envelope field: text read apart ([`json::Event::strings`]), or a value.
+#[derive(Clone, Copy)]
+enum Member<'v> {
+    Text(&'v str),
+    Value(&'v Value),
+}
+
+impl<'v> View<'v> {
+    fn of_object(object: &'v Map<String, Value>) -> Self {
+        let (values, unknown_fields) = envelope_values(object);
+        let [fields @ .., data] = values;
+        Self {
+            fields: fields.map(|value| value.map(Member::Value)),
+            data,
+            others: object,
+            unknown_fields,
+        }
+    }
+
+    fn of_event(event: &'v json::Event<'_>) -> Self {
+        // `rest` holds the envelope fields that are not strings and the unknown ones.
+        let (values, unknown_fields) = envelope_values(&event.rest);
+        let [fields @ .., _] = values;
+        let mut index = 0;
+        let fields = fields.map(|value| {
+            let text = event.string(index).map(Member::Text);
+            index += 1;
+            text.or(value.map(Member::Value))
+        });
+        Self {
+            fields,
+            data: event.data.as_ref(),
+            others: &event.rest,
+            unknown_fields,
+        }
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn validate_object(
+    view: View<'_>,
+    mut findings: Findings,
+    received_at: DateTime<Utc>,
+    rules: &Rules,
+    schemas: &SchemaSet,
+) -> Result<ValidEvent, Rejection> {
     // Reading: each envelope field's presence and JSON type, by hand (see `envelope`); one
     // slot per field of `envelope::FIELDS`, so problems keep the fields' order.
     let mut slots: [envelope::Slot; 8] = Default::default();
     let [event_id_slot, session_id_slot, user_id_slot, category_slot, name_slot, timestamp_slot, sent_at_slot, data_slot] =
         &mut slots;
-    let (values, unknown_fields) = envelope_values(object);
-    let [event_id, session_id, user_id, category, name, timestamp, sent_at, data_value] = values;
+    let View {
+        fields,
+        data: data_value,
+        others,
+        unknown_fields,
+    } = view;
+    let [event_id, session_id, user_id, category, name, timestamp, sent_at] = fields;
     let fields = envelope::EnvelopeFields {
         event_id: optional_string(event_id, "event_id", event_id_slot),
         session_id: required_string(session_id, "session_id", session_id_slot),
@@ -355,7 +432,7 @@ fn validate_value(
 
     // Last: unknown fields are the problems a client can multiply at will, so the ones that
     // say why the event is unusable come first and survive the cap on problems kept.
-    for key in object.keys().filter(|_| unknown_fields) {
+    for key in others.keys().filter(|_| unknown_fields) {
         if !KNOWN_FIELDS.contains(&key.as_str()) {
             findings.add(
                 key,
@@ -438,14 +515,15 @@ fn envelope_values(object: &Map<String, Value>) -> ([Option<&Value>; 8], bool) {
 /// The value of `field` (`value`) when it is a string; `None` when absent or `null`, or (with
 /// an `invalid_type` problem in `slot`) of another JSON type.
 fn optional_string<'a>(
-    value: Option<&'a Value>,
+    value: Option<Member<'a>>,
     field: &str,
     slot: &mut envelope::Slot,
 ) -> Option<&'a str> {
     match value? {
-        Value::String(text) => Some(text),
-        Value::Null => None,
-        other => {
+        Member::Text(text) => Some(text),
+        Member::Value(Value::String(text)) => Some(text),
+        Member::Value(Value::Null) => None,
+        Member::Value(other) => {
             *slot = Some((
                 ProblemCode::InvalidType,
                 format!("{field} must be a string, not {}", json_type(other)),
@@ -457,11 +535,11 @@ fn optional_string<'a>(
 
 /// As [`optional_string`], with a `missing_field` problem when absent or `null`.
 fn required_string<'a>(
-    value: Option<&'a Value>,
+    value: Option<Member<'a>>,
     field: &str,
     slot: &mut envelope::Slot,
 ) -> Option<&'a str> {
-    if value.is_none_or(Value::is_null) {
+    if matches!(value, None | Some(Member::Value(Value::Null))) {
         *slot = Some((ProblemCode::MissingField, format!("{field} is required")));
         return None;
     }
