@@ -251,8 +251,12 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// ClickHouse password. Default empty. Never logged: its `Debug` shows `***`.
     pub password: Secret,
-    /// Compress request and response bodies with LZ4. Default true.
-    pub lz4: bool,
+    /// Compress request and response bodies with LZ4: `true` or `false`; unset (the default),
+    /// on unless the server is on this host (a loopback address or `localhost`, as the
+    /// embedded development server always is), where compressing costs CPU at both ends and
+    /// saves nothing on the wire (BENCHMARKS.md, "The envelope read apart"). See
+    /// [`ClickHouseConfig::compresses`].
+    pub lz4: Option<bool>,
     /// Apply pending migrations when `serve` starts. Default true.
     pub migrate_on_start: bool,
     /// Name of the ClickHouse cluster (`remote_servers`) to create the tables on, with
@@ -279,6 +283,30 @@ pub struct ClickHouseConfig {
     pub maintenance_timeout_ms: u64,
 }
 
+impl ClickHouseConfig {
+    /// Whether traffic to the server at `url` is LZ4-compressed: `lz4` when set, else whether
+    /// `url`'s host is elsewhere than this host. A URL that does not parse counts as
+    /// elsewhere (compressed, the safe side: it only costs CPU).
+    pub fn compresses(&self, url: &str) -> bool {
+        self.lz4.unwrap_or_else(|| !is_loopback_url(url))
+    }
+}
+
+/// Whether `url`'s host is this host: `localhost` or a loopback address (127.0.0.0/8, `::1`).
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<axum::http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
 impl Default for ClickHouseConfig {
     fn default() -> Self {
         Self {
@@ -286,7 +314,7 @@ impl Default for ClickHouseConfig {
             database: "the_eye".to_owned(),
             user: "default".to_owned(),
             password: Secret::default(),
-            lz4: true,
+            lz4: None,
             migrate_on_start: true,
             cluster: String::new(),
             devserver_data_dir: PathBuf::from("data/clickhouse"),
@@ -833,6 +861,50 @@ impl Default for PrivacyConfig {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    /// Unset, LZ4 is on for a server elsewhere and off for one on this host; set, it is what
+    /// it says wherever the server is. `THE_EYE_CLICKHOUSE_LZ4` sets it.
+    #[test]
+    fn lz4_is_on_unless_the_server_is_on_this_host() {
+        let auto = ClickHouseConfig::default();
+        for local in [
+            "http://localhost:8123",
+            "http://LOCALHOST:8123/",
+            "http://127.0.0.1:8123",
+            "http://127.0.0.53:8123",
+            "http://[::1]:8123",
+            "https://localhost",
+        ] {
+            assert!(!auto.compresses(local), "{local}");
+        }
+        for remote in [
+            "http://clickhouse:8123",
+            "https://ch.example.com:8443",
+            "http://10.0.0.7:8123",
+            "http://[2001:db8::1]:8123",
+            "http://localhost.example.com:8123",
+            "not a url",
+        ] {
+            assert!(auto.compresses(remote), "{remote}");
+        }
+        for (lz4, url) in [
+            (true, "http://localhost:8123"),
+            (false, "http://clickhouse:8123"),
+        ] {
+            let set = ClickHouseConfig {
+                lz4: Some(lz4),
+                ..ClickHouseConfig::default()
+            };
+            assert_eq!(set.compresses(url), lz4, "{url}");
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("THE_EYE_CLICKHOUSE_LZ4", "true");
+            assert_eq!(Config::load(None).unwrap().clickhouse.lz4, Some(true));
+            jail.set_env("THE_EYE_CLICKHOUSE_LZ4", "false");
+            assert_eq!(Config::load(None).unwrap().clickhouse.lz4, Some(false));
+            Ok(())
+        });
+    }
 
     #[test]
     fn environment_addresses_nested_keys_and_names_bad_values() {

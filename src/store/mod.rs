@@ -204,7 +204,7 @@ impl Store {
                 .with_url(url)
                 .with_user(&config.user)
                 .with_password(&config.password.0)
-                .with_compression(if config.lz4 {
+                .with_compression(if config.compresses(url) {
                     Compression::Lz4
                 } else {
                     Compression::None
