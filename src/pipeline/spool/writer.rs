@@ -1045,6 +1045,77 @@ mod tests {
         spool.finish().await;
     }
 
+    /// CPU time on every thread of this process so far, in nanoseconds, and the spool
+    /// writer thread's share (from `/proc/self/task/*/schedstat`).
+    fn cpu_nanos() -> (u64, u64) {
+        let (mut all, mut writer) = (0, 0);
+        for task in fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let path = task.path();
+            let ran: u64 = fs::read_to_string(path.join("schedstat"))
+                .ok()
+                .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            all += ran;
+            if fs::read_to_string(path.join("comm")).is_ok_and(|comm| comm.trim() == "spool-writer")
+            {
+                writer += ran;
+            }
+        }
+        (all, writer)
+    }
+
+    /// Not an assertion on speed: what group commit costs per append when `TASKS` tasks
+    /// append one row of 300 bytes at a time, as single-event requests at concurrency 64 do
+    /// (`spool_sync = always`, two runtime workers as on the benchmark machine). Prints the
+    /// syncs, rows per sync and CPU per append (all threads, and the writer thread's share).
+    /// Run with `cargo test --release --lib group_commit_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, printed; run by hand"]
+    fn group_commit_cost() {
+        const TASKS: usize = 64;
+        const APPENDS: usize = 20_000;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        for round in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let (spool, metrics) =
+                runtime.block_on(async { test_spool(dir.path(), 1 << 30, 64 << 20) });
+            let (cpu_before, writer_before) = cpu_nanos();
+            let started = Instant::now();
+            runtime.block_on(async {
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..TASKS {
+                    let spool = spool.clone();
+                    tasks.spawn(async move {
+                        for _ in 0..APPENDS / TASKS {
+                            append(&spool, 1, 300).await.unwrap();
+                        }
+                    });
+                }
+                while tasks.join_next().await.is_some() {}
+            });
+            let elapsed = started.elapsed();
+            let (cpu_after, writer_after) = cpu_nanos();
+            let appends = (APPENDS / TASKS * TASKS) as f64;
+            let syncs = metrics.spool_syncs.get();
+            println!(
+                "round {round}: {appends} appends in {:.2} s ({:.0}/s, busy machine), {syncs} syncs, {:.1} rows per sync, CPU per append {:.2} µs (writer thread {:.2} µs)",
+                elapsed.as_secs_f64(),
+                appends / elapsed.as_secs_f64(),
+                appends / syncs as f64,
+                (cpu_after - cpu_before) as f64 / appends / 1000.0,
+                (writer_after - writer_before) as f64 / appends / 1000.0,
+            );
+            runtime.block_on(async {
+                spool.close().await;
+                spool.finish().await;
+            });
+        }
+    }
+
     /// Not an assertion on speed: what reclaiming the active segment costs (BENCHMARKS.md,
     /// "Spool: reclaiming the active segment"). The same traffic — requests of `ROWS` rows
     /// of 100 bytes, a batch of 16 requests sealed and confirmed at a time, as a batcher does
