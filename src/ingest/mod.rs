@@ -378,7 +378,7 @@ impl Ingestor {
             .with_label_values(&[label])
             .inc_by(received as u64);
         let summary = self
-            .store_assessed(origin, received, assessed, wanted)
+            .store_assessed(origin, label, received, assessed, wanted)
             .await?;
         Ok(Accepted {
             summary,
@@ -432,15 +432,16 @@ impl Ingestor {
     }
 
     /// What follows validation: counts, the rejections' rows, deduplication, suppression and
-    /// the spool append of a request of `received` events.
+    /// the spool append of a request of `received` events. `application` is the
+    /// application's metric label, looked up once per request by the caller.
     async fn store_assessed(
         &self,
         origin: &Origin<'_>,
+        application: &str,
         received: usize,
         assessed: Assessed,
         wanted: Return,
     ) -> Result<IngestSummary, IngestError> {
-        let application = self.metrics.application(origin.application);
         let Assessed {
             results,
             mut events,
