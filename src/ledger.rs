@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -133,7 +133,7 @@ impl Ledger {
         if events == 0 && requests == 0 {
             return;
         }
-        let minute = at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at);
+        let minute = minute_of(at);
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let applications = counts.entry((minute, outcome)).or_default();
         let codes = match applications.get_mut(application) {
@@ -248,9 +248,39 @@ pub async fn read(
         .await?)
 }
 
+/// The minute `at` falls in (seconds and below cut off, towards the past). Whole seconds of
+/// the epoch rather than `DurationRound::duration_trunc`, which divides nanoseconds and cost
+/// a fifth of a count on the request path.
+fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    let seconds = at.timestamp();
+    DateTime::from_timestamp(seconds - seconds.rem_euclid(60), 0).unwrap_or(at)
+}
+
 #[cfg(test)]
 mod tests {
+    use chrono::{DurationRound, TimeDelta};
+
     use super::*;
+
+    #[test]
+    fn a_minute_is_what_duration_trunc_makes_of_it() {
+        for at in [
+            "2026-12-07T03:15:27.5Z",
+            "2026-12-07T03:15:00Z",
+            "2026-12-07T03:15:59.999999999Z",
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:30.25Z",
+            "1950-06-01T12:00:01Z",
+            "2200-01-01T00:00:59Z",
+        ] {
+            let at = at.parse::<DateTime<Utc>>().unwrap();
+            assert_eq!(
+                minute_of(at),
+                at.duration_trunc(TimeDelta::minutes(1)).unwrap(),
+                "{at}"
+            );
+        }
+    }
 
     #[test]
     fn counts_add_up_per_minute_outcome_and_code() {

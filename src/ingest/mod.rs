@@ -36,7 +36,7 @@ use crate::auth::Principal;
 use crate::config::{IngestConfig, LiveConfig};
 use crate::ledger::{Ledger, Outcome};
 use crate::live::Hub;
-use crate::metrics::Metrics;
+use crate::metrics::{ApplicationSeries, Metrics};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::validate::schemas::SchemaRegistry;
 use crate::validate::{json, Rules};
@@ -372,13 +372,10 @@ impl Ingestor {
                 return Err(error);
             }
         };
-        let label = self.metrics.application(origin.application);
-        self.metrics
-            .events_received
-            .with_label_values(&[label])
-            .inc_by(received as u64);
+        let series = self.metrics.application_series(origin.application);
+        series.events_received().inc_by(received as u64);
         let summary = self
-            .store_assessed(origin, received, assessed, wanted)
+            .store_assessed(origin, &series, received, assessed, wanted)
             .await?;
         Ok(Accepted {
             summary,
@@ -432,15 +429,16 @@ impl Ingestor {
     }
 
     /// What follows validation: counts, the rejections' rows, deduplication, suppression and
-    /// the spool append of a request of `received` events.
+    /// the spool append of a request of `received` events. `series` are the application's
+    /// metric series, found once per request by the caller.
     async fn store_assessed(
         &self,
         origin: &Origin<'_>,
+        series: &ApplicationSeries,
         received: usize,
         assessed: Assessed,
         wanted: Return,
     ) -> Result<IngestSummary, IngestError> {
-        let application = self.metrics.application(origin.application);
         let Assessed {
             results,
             mut events,
@@ -450,7 +448,7 @@ impl Ingestor {
         for code in &rejections.first_codes {
             self.metrics
                 .events_rejected
-                .with_label_values(&[application, code])
+                .with_label_values(&[&series.label, code])
                 .inc();
         }
         let first_codes = std::mem::take(&mut rejections.first_codes);
@@ -494,15 +492,11 @@ impl Ingestor {
         if let Some((events, errors)) = tapped {
             self.publish(origin, events, errors);
         }
-        self.metrics
-            .events_accepted
-            .with_label_values(&[application])
+        series
+            .events_accepted()
             .inc_by(accepted as u64 - duplicates - suppressed);
         if duplicates > 0 {
-            self.metrics
-                .events_duplicate
-                .with_label_values(&[application])
-                .inc_by(duplicates);
+            series.events_duplicate().inc_by(duplicates);
         }
         Ok(summary)
     }

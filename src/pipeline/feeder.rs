@@ -286,8 +286,7 @@ impl Feeder {
                 sealed,
                 _permits: permits,
             },
-            &self.metrics,
-            lane.id.table(),
+            &lane.depth,
         );
     }
 }

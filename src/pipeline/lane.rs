@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use prometheus::IntGauge;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::rows::{PipelineRow, Weight};
@@ -36,7 +37,9 @@ pub(super) struct Lane<T> {
     pub(super) kib_total: u32,
     /// Wakes the feeder when the lane switches to disk mode.
     pub(super) wake: Notify,
-    pub(super) metrics: Arc<Metrics>,
+    /// This table's series of `the_eye_queue_depth`, looked up once: every parcel moves it,
+    /// on the spool writer's thread, and a look-up by label hashes and locks.
+    pub(super) depth: IntGauge,
 }
 
 pub(super) struct LaneState<T> {
@@ -50,15 +53,13 @@ pub(super) struct LaneState<T> {
 }
 
 impl<T> LaneState<T> {
-    pub(super) fn send(&mut self, parcel: Parcel<T>, metrics: &Metrics, table: &str) {
+    /// Hands `parcel` to the batcher, counting its rows in the lane's `depth` gauge.
+    pub(super) fn send(&mut self, parcel: Parcel<T>, depth: &IntGauge) {
         let Some(sender) = &self.sender else { return };
         if let Some(last) = parcel.positions.last() {
             self.delivered = self.delivered.max(last + 1);
         }
-        metrics
-            .queue_depth
-            .with_label_values(&[table])
-            .add(parcel.rows.len() as i64);
+        depth.add(parcel.rows.len() as i64);
         let _ = sender.send(parcel);
     }
 }
@@ -72,7 +73,7 @@ impl<T: PipelineRow> Lane<T> {
         max_bytes: usize,
         sender: mpsc::UnboundedSender<Parcel<T>>,
         disk: Option<Cursor>,
-        metrics: Arc<Metrics>,
+        metrics: &Metrics,
     ) -> Self {
         let space_total = capacity.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize) as u32;
         let kib_total = (max_bytes / 1024)
@@ -90,7 +91,7 @@ impl<T: PipelineRow> Lane<T> {
             space_total,
             kib_total,
             wake: Notify::new(),
-            metrics,
+            depth: metrics.queue_depth.with_label_values(&[id.table()]),
         }
     }
 
@@ -157,8 +158,7 @@ impl<T: PipelineRow> Lane<T> {
                         sealed: None,
                         _permits: permits,
                     },
-                    &self.metrics,
-                    self.id.table(),
+                    &self.depth,
                 );
             }
             Err(_) => {

@@ -138,7 +138,7 @@ impl Pipeline {
             config.queue_max_bytes,
             events_tx,
             start,
-            metrics.clone(),
+            &metrics,
         ));
         let errors = Arc::new(Lane::new(
             LaneId::Errors,
@@ -146,7 +146,7 @@ impl Pipeline {
             config.queue_max_bytes,
             errors_tx,
             start,
-            metrics.clone(),
+            &metrics,
         ));
         for table in ["events", "errors"] {
             metrics
@@ -310,8 +310,7 @@ impl Pipeline {
                 sealed: None,
                 _permits: permits,
             },
-            &self.metrics,
-            lane.id.table(),
+            &lane.depth,
         );
         Ok(())
     }
