@@ -240,16 +240,9 @@ pub const MAX_PROPERTY_LABELS: usize = 200;
 const MAX_PROPERTY_LABEL_BYTES: usize = 64;
 
 /// Envelope fields the detector does not scan: ids, names and times The Eye itself checks
-/// (`user_id` is the application's account id, the key of erasure: see the README).
-const ENVELOPE: [&str; 7] = [
-    "event_id",
-    "session_id",
-    "user_id",
-    "category",
-    "name",
-    "timestamp",
-    "sent_at",
-];
+/// (`user_id` is the application's account id, the key of erasure: see the README) — every
+/// envelope field but `data`.
+const ENVELOPE: [&str; 7] = json::STRING_FIELDS;
 
 /// The rules engine of one instance.
 pub struct Privacy {

@@ -94,15 +94,12 @@ impl Read<'_> {
 
 /// The envelope fields whose string values an [`Event`] keeps apart, in the order of
 /// [`Event::strings`]: the envelope's fields but `data`.
-pub const STRING_FIELDS: [&str; 7] = [
-    "event_id",
-    "session_id",
-    "user_id",
-    "category",
-    "name",
-    "timestamp",
-    "sent_at",
-];
+pub const STRING_FIELDS: [&str; 7] = {
+    let fields = super::envelope::FIELDS;
+    [
+        fields[0], fields[1], fields[2], fields[3], fields[4], fields[5], fields[6],
+    ]
+};
 
 /// An event object as read, without building a [`Value`] for its envelope: the envelope's
 /// string fields borrow the body's text (unless they hold an escape), `data` is a value, and
@@ -469,12 +466,7 @@ impl<'de> DeserializeSeed<'de> for RootSeed<'_> {
         let notes = self.notes;
         deserializer
             .deserialize_any(RootVisitor { notes })
-            .inspect_err(|_| {
-                let mut notes = notes.borrow_mut();
-                if notes.failed_at.is_none() {
-                    notes.failed_at = Some(String::new());
-                }
-            })
+            .inspect_err(|_| failed_at(notes, &Path::Root))
     }
 }
 
@@ -579,6 +571,15 @@ impl<'de> EventVisitor<'_> {
     }
 }
 
+/// Notes that reading failed at `path`, unless a value inside it failed first (the innermost
+/// failure names the field).
+fn failed_at(notes: &RefCell<Notes>, path: &Path<'_>) {
+    let mut notes = notes.borrow_mut();
+    if notes.failed_at.is_none() {
+        notes.failed_at = Some(path.to_string());
+    }
+}
+
 /// Notes the defect of the key `key` repeated in the object at `parent`.
 fn duplicate_key(notes: &RefCell<Notes>, parent: &Path<'_>, key: &str) {
     let field = Path::Key(parent, key).to_string();
@@ -647,12 +648,7 @@ impl<'de> DeserializeSeed<'de> for FieldSeed<'_, '_> {
                 path: self.path,
                 notes: self.notes,
             }))
-            .inspect_err(|_| {
-                let mut notes = notes.borrow_mut();
-                if notes.failed_at.is_none() {
-                    notes.failed_at = Some(path.to_string());
-                }
-            })
+            .inspect_err(|_| failed_at(notes, &path))
     }
 }
 
@@ -738,12 +734,7 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
                 path: self.path,
                 notes: self.notes,
             })
-            .inspect_err(|_| {
-                let mut notes = notes.borrow_mut();
-                if notes.failed_at.is_none() {
-                    notes.failed_at = Some(path.to_string());
-                }
-            })
+            .inspect_err(|_| failed_at(notes, &path))
     }
 }
 
@@ -1013,15 +1004,7 @@ mod tests {
     /// made to hit each reading rule.
     #[test]
     fn text_and_bytes_read_alike() {
-        let mut bodies: Vec<Vec<u8>> = crate::validate::differential::seed_bodies()
-            .into_iter()
-            .map(|(_, body)| body)
-            .collect();
-        for body in bodies.clone() {
-            for end in 0..body.len() {
-                bodies.push(body[..end].to_vec());
-            }
-        }
+        let mut bodies = seeds_and_their_prefixes();
         for body in [
             &br#"[{"data": {"s": "\ud800"}}, {"data": {"n": 1e999}}, {"a": 1, "a": 2}]"#[..],
             br#"{"data": {"n": 18446744073709551616, "m": -9223372036854775809}}"#,
@@ -1069,10 +1052,8 @@ mod tests {
         (value, notes.into_inner().defects)
     }
 
-    /// The corpus of the test below: the fuzz seeds, every prefix of each, the envelope
-    /// differential test's events, and bodies made for the envelope read apart — its fields repeated, of other types, escaped, around
-    /// unknown keys and `data`, in every order.
-    fn corpus() -> Vec<Vec<u8>> {
+    /// The fuzz seed corpus's JSON bodies and every prefix of each (errors at every position).
+    fn seeds_and_their_prefixes() -> Vec<Vec<u8>> {
         let mut bodies: Vec<Vec<u8>> = crate::validate::differential::seed_bodies()
             .into_iter()
             .map(|(_, body)| body)
@@ -1082,6 +1063,14 @@ mod tests {
                 bodies.push(body[..end].to_vec());
             }
         }
+        bodies
+    }
+
+    /// The corpus of the test below: the fuzz seeds, every prefix of each, the envelope
+    /// differential test's events, and bodies made for the envelope read apart — its fields
+    /// repeated, of other types, escaped, around unknown keys and `data`, in every order.
+    fn corpus() -> Vec<Vec<u8>> {
+        let mut bodies = seeds_and_their_prefixes();
         // The envelope differential test's events, each field of every kind it tries.
         for (_, event) in crate::validate::differential::generated() {
             bodies.push(serde_json::to_vec(&event).unwrap());
