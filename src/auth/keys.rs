@@ -17,6 +17,36 @@ use crate::redact::{ID_LEN, PREFIX_MARK, SECRET_LEN};
 const SECRET_BYTES: usize = 32;
 const ID_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
 
+/// Which bytes may stand in a key's id and which in its secret, one table look-up per byte.
+/// [`prefix_of`] runs on every authenticated request: searching the alphabet for each byte
+/// of the id and testing classes for each byte of the secret cost ~1,600 instructions a
+/// request (BENCHMARKS.md, "Issue 34, ninth session").
+const KEY_BYTES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < ID_ALPHABET.len() {
+        table[ID_ALPHABET[i] as usize] |= IN_ID;
+        i += 1;
+    }
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            table[byte] |= IN_SECRET;
+        }
+        byte += 1;
+    }
+    table
+};
+const IN_ID: u8 = 1;
+const IN_SECRET: u8 = 2;
+
+/// Whether every byte of `text` has `class` in [`KEY_BYTES`].
+fn all_in(text: &str, class: u8) -> bool {
+    text.bytes()
+        .all(|byte| KEY_BYTES[usize::from(byte)] & class != 0)
+}
+
 /// A freshly generated key. `key` is shown once and never stored; `Debug` shows only the
 /// prefix, so that no log line can carry the key by accident.
 pub struct NewKey {
@@ -53,11 +83,9 @@ pub fn prefix_of(key: &str) -> Option<&str> {
     let rest = key.strip_prefix(PREFIX_MARK)?;
     let (id, secret) = rest.split_once('_')?;
     let well_formed = id.len() == ID_LEN
-        && id.bytes().all(|byte| ID_ALPHABET.contains(&byte))
+        && all_in(id, IN_ID)
         && secret.len() == SECRET_LEN
-        && secret
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+        && all_in(secret, IN_SECRET);
     well_formed.then(|| &key[..PREFIX_MARK.len() + ID_LEN])
 }
 
@@ -216,6 +244,44 @@ mod tests {
             "eye_abcdefgh_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
         ] {
             assert_eq!(prefix_of(bad), None, "{bad}");
+        }
+    }
+
+    /// The byte table says what the alphabet and the secret's classes say, for every byte,
+    /// and a key with any one byte of its id or secret replaced is refused exactly when the
+    /// replacement is outside that part's class.
+    #[test]
+    fn the_byte_table_is_the_key_alphabet() {
+        for byte in 0..=255u8 {
+            let in_secret = byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_';
+            assert_eq!(
+                all_in(&char::from(byte).to_string(), IN_ID),
+                ID_ALPHABET.contains(&byte) && byte.is_ascii(),
+                "{byte}"
+            );
+            if byte.is_ascii() {
+                assert_eq!(
+                    all_in(&char::from(byte).to_string(), IN_SECRET),
+                    in_secret,
+                    "{byte}"
+                );
+            }
+        }
+        let key = generate().key;
+        let id = PREFIX_MARK.len()..PREFIX_MARK.len() + ID_LEN;
+        let secret = PREFIX_MARK.len() + ID_LEN + 1..key.len();
+        for position in id.clone().chain(secret) {
+            for byte in 0x20..0x7fu8 {
+                let mut bytes = key.clone().into_bytes();
+                bytes[position] = byte;
+                let changed = String::from_utf8(bytes).unwrap();
+                let allowed = if id.contains(&position) {
+                    ID_ALPHABET.contains(&byte)
+                } else {
+                    byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'
+                };
+                assert_eq!(prefix_of(&changed).is_some(), allowed, "{changed}");
+            }
         }
     }
 }
