@@ -177,7 +177,7 @@ async fn run_size(
     let reader = Principal {
         application: "".into(),
         key_prefix: read_key.prefix.clone().into(),
-        scopes: vec![Scope::Read],
+        scopes: vec![Scope::Read].into(),
         allowed_origins: Vec::new().into(),
         rate_per_second: 0,
         burst: 0,

@@ -532,7 +532,7 @@ mod tests {
         Principal {
             application: application.into(),
             key_prefix: "eye_test0000".into(),
-            scopes: vec![crate::auth::Scope::Read],
+            scopes: vec![crate::auth::Scope::Read].into(),
             allowed_origins: Vec::new().into(),
             rate_per_second: 0,
             burst: 0,

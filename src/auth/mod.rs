@@ -60,7 +60,8 @@ pub struct Principal {
     pub application: Arc<str>,
     /// The key's public prefix: safe to log.
     pub key_prefix: Arc<str>,
-    pub scopes: Vec<Scope>,
+    /// Shared: a principal is cloned from the registry for every request.
+    pub scopes: Arc<[Scope]>,
     /// Browser origins allowed for the application.
     pub allowed_origins: Arc<[String]>,
     /// Events per second and burst in force for the application.
@@ -179,7 +180,7 @@ mod tests {
         let key = |application: &str| Principal {
             application: application.into(),
             key_prefix: "eye_test".into(),
-            scopes: vec![Scope::Read],
+            scopes: vec![Scope::Read].into(),
             allowed_origins: Vec::new().into(),
             rate_per_second: 0,
             burst: 0,

@@ -36,21 +36,34 @@ use crate::store::{Store, StoreError};
 
 #[derive(Default)]
 struct Snapshot {
-    keys: HashMap<String, KeyRow>,
+    keys: HashMap<String, Entry>,
     applications: HashMap<String, ApplicationRow>,
 }
 
+/// A key of the snapshot and what a request that presents it is, decided when the snapshot is
+/// built rather than on every request: building a [`Principal`] cost about a dozen allocations
+/// per request (the origins, the URL allowlist, the scopes; BENCHMARKS.md, "Issue 34, ninth
+/// session"). Its hash is still checked on every request, before the verdict is handed out.
+struct Entry {
+    key: KeyRow,
+    verdict: Result<Principal, AuthError>,
+}
+
 impl Snapshot {
-    fn build(applications: Vec<ApplicationRow>, keys: Vec<KeyRow>) -> Self {
+    fn build(applications: Vec<ApplicationRow>, keys: Vec<KeyRow>, config: &AuthConfig) -> Self {
+        let applications: HashMap<String, ApplicationRow> = applications
+            .into_iter()
+            .map(|app| (app.application_id.clone(), app))
+            .collect();
         Self {
             keys: keys
                 .into_iter()
-                .map(|key| (key.prefix.clone(), key))
+                .map(|key| {
+                    let verdict = verdict(&key, applications.get(&key.application_id), config);
+                    (key.prefix.clone(), Entry { key, verdict })
+                })
                 .collect(),
-            applications: applications
-                .into_iter()
-                .map(|app| (app.application_id.clone(), app))
-                .collect(),
+            applications,
         }
     }
 }
@@ -160,7 +173,7 @@ impl Registry {
         let (applications, keys) = tokio::time::timeout(REFRESH_TIMEOUT, read)
             .await
             .map_err(|_| StoreError::ClickHouse(clickhouse::error::Error::TimedOut))??;
-        let snapshot = Arc::new(Snapshot::build(applications, keys));
+        let snapshot = Arc::new(Snapshot::build(applications, keys, &self.config));
         *self
             .snapshot
             .write()
@@ -231,53 +244,22 @@ impl Registry {
         let snapshot = self.current();
         // Borrowed from the snapshot (or the look-up's answer), both held here: cloning the
         // rows cost a dozen allocations per request (BENCHMARKS.md, "Profile of the
-        // single-event path").
+        // single-event path"). A key of the snapshot has its verdict decided already.
         let found;
-        let (record, application) = match snapshot.keys.get(prefix) {
-            Some(record) => (record, snapshot.applications.get(&record.application_id)),
+        let (record, decided, application) = match snapshot.keys.get(prefix) {
+            Some(entry) => (&entry.key, Some(&entry.verdict), None),
             None => {
                 found = self.look_up(prefix).await?;
-                (&found.0, found.1.as_ref())
+                (&found.0, None, found.1.as_ref())
             }
         };
         if !keys::hashes_match(&record.key_hash, &keys::hash(key)) {
             return Err(AuthError::Unknown);
         }
-        if record.revoked_at.is_some() {
-            return Err(AuthError::Revoked);
+        match decided {
+            Some(verdict) => verdict.clone(),
+            None => verdict(record, application, &self.config),
         }
-        if record.application_id.is_empty() {
-            return Ok(organisation_principal(record));
-        }
-        let application = application.ok_or(AuthError::Unknown)?;
-        if !application.enabled {
-            return Err(AuthError::Disabled);
-        }
-        Ok(Principal {
-            application: application.application_id.as_str().into(),
-            key_prefix: record.prefix.as_str().into(),
-            scopes: record
-                .scopes
-                .iter()
-                .filter_map(|s| Scope::parse(s))
-                .collect(),
-            allowed_origins: application.allowed_origins.clone().into(),
-            rate_per_second: if application.rate_per_second == 0 {
-                self.config.default_rate_per_second
-            } else {
-                application.rate_per_second
-            },
-            burst: if application.burst == 0 {
-                self.config.default_burst
-            } else {
-                application.burst
-            },
-            retention_days: application.retention_days,
-            privacy: crate::privacy::AppSettings::from_columns(
-                &application.url_query_allowlist,
-                &application.pii_detector,
-            ),
-        })
     }
 
     /// A key not in memory: joins the look-up of its prefix in flight, or queues one.
@@ -466,7 +448,11 @@ impl Registry {
             .snapshot
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
-        let mut keys = current.keys.clone();
+        let mut keys: HashMap<String, KeyRow> = current
+            .keys
+            .iter()
+            .map(|(prefix, entry)| (prefix.clone(), entry.key.clone()))
+            .collect();
         let mut applications = current.applications.clone();
         for entry in found {
             let (record, application) = &**entry;
@@ -478,8 +464,54 @@ impl Registry {
         *current = Arc::new(Snapshot::build(
             applications.into_values().collect(),
             keys.into_values().collect(),
+            &self.config,
         ));
     }
+}
+
+/// What a request presenting `record` (whose hash matched) is: the key's principal, or why it
+/// is refused — revoked, its application unknown or disabled. The rates and burst of an
+/// application that sets none are `config`'s defaults.
+fn verdict(
+    record: &KeyRow,
+    application: Option<&ApplicationRow>,
+    config: &AuthConfig,
+) -> Result<Principal, AuthError> {
+    if record.revoked_at.is_some() {
+        return Err(AuthError::Revoked);
+    }
+    if record.application_id.is_empty() {
+        return Ok(organisation_principal(record));
+    }
+    let application = application.ok_or(AuthError::Unknown)?;
+    if !application.enabled {
+        return Err(AuthError::Disabled);
+    }
+    Ok(Principal {
+        application: application.application_id.as_str().into(),
+        key_prefix: record.prefix.as_str().into(),
+        scopes: record
+            .scopes
+            .iter()
+            .filter_map(|s| Scope::parse(s))
+            .collect(),
+        allowed_origins: application.allowed_origins.clone().into(),
+        rate_per_second: if application.rate_per_second == 0 {
+            config.default_rate_per_second
+        } else {
+            application.rate_per_second
+        },
+        burst: if application.burst == 0 {
+            config.default_burst
+        } else {
+            application.burst
+        },
+        retention_days: application.retention_days,
+        privacy: crate::privacy::AppSettings::from_columns(
+            &application.url_query_allowlist,
+            &application.pii_detector,
+        ),
+    })
 }
 
 /// The caller of an organisation key (one with no application): it reads and administers

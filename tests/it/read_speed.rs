@@ -333,7 +333,7 @@ fn reader() -> the_eye::auth::Principal {
     the_eye::auth::Principal {
         application: "".into(),
         key_prefix: "eye_test".into(),
-        scopes: vec![the_eye::auth::Scope::Read],
+        scopes: vec![the_eye::auth::Scope::Read].into(),
         allowed_origins: Vec::new().into(),
         rate_per_second: 0,
         burst: 0,
