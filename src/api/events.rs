@@ -9,7 +9,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
 use the_eye_types::{ErrorBody, IngestSummary, ItemResult};
@@ -20,7 +19,7 @@ use crate::auth::{Principal, Scope};
 use crate::ingest::{Accepted, Return};
 
 /// Which body formats an entry point takes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Accepts {
     /// `application/json` only.
     Json,
@@ -67,11 +66,18 @@ enum Accepts {
 )]
 pub async fn post_events(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    ingest(&state, &principal, &headers, body, Accepts::Json).await
+    // The request taken whole rather than through `HeaderMap` and `Extension` extractors,
+    // which clone the headers and the principal on every request (~1,300 instructions of a
+    // single-event request; BENCHMARKS.md, "Issue 34, ninth session").
+    let (mut parts, body) = request.into_parts();
+    let Some(principal) = parts.extensions.remove::<Principal>() else {
+        return Err(ApiError::Internal(
+            "the ingest route was reached without authentication".to_owned(),
+        ));
+    };
+    ingest(&state, &principal, &parts.headers, body, Accepts::Json).await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -429,17 +435,19 @@ fn content_format(headers: &HeaderMap, accepts: Accepts) -> Result<Format, ApiEr
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match (essence.as_str(), accepts) {
-        ("application/json", _) => return Ok(Format::Json),
-        ("text/plain", Accepts::Beacon) => return Ok(Format::Json),
-        ("application/x-www-form-urlencoded", Accepts::Beacon) => return Ok(Format::Form),
-        _ => {}
+    // Compared without case rather than lowercased: no allocation per request.
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let is = |media_type: &str| essence.eq_ignore_ascii_case(media_type);
+    if is("application/json") {
+        return Ok(Format::Json);
+    }
+    if accepts == Accepts::Beacon {
+        if is("text/plain") {
+            return Ok(Format::Json);
+        }
+        if is("application/x-www-form-urlencoded") {
+            return Ok(Format::Form);
+        }
     }
     let expected = match accepts {
         Accepts::Json => "application/json",
