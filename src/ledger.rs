@@ -92,8 +92,13 @@ struct Tally {
     requests: u64,
 }
 
-/// Counts by (minute, outcome), then application, then code.
-type Counts = HashMap<(DateTime<Utc>, Outcome), HashMap<String, HashMap<String, Tally>>>;
+/// Counts by (minute, outcome), then application, then code. Hashed with foldhash rather than
+/// std's SipHash: every accepted request counts here, and three SipHash look-ups were ~700 of
+/// the ~1,050 instructions of a count (BENCHMARKS.md, "Issue 34, ninth session"). The keys
+/// are minutes, registered applications and the service's own codes, never free client
+/// input, and foldhash's seed is still random per map.
+type Counts = Map<(DateTime<Utc>, Outcome), Map<String, Map<String, Tally>>>;
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The in-memory counters of this instance and what is still to be written.
 pub struct Ledger {
