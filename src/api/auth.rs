@@ -148,7 +148,13 @@ async fn require(scope: Scope, mut request: Request, next: Next) -> Response {
     };
     let span = tracing::debug_span!("authenticated", application = %principal.application, key_prefix = %principal.key_prefix);
     request.extensions_mut().insert(principal);
-    let mut response = next.run(request).instrument(span).await;
+    // Entering and leaving a disabled span at every poll still cost ~650 instructions a
+    // request; with the span off (the default `info` filter) the request runs without one.
+    let mut response = if span.is_disabled() {
+        next.run(request).await
+    } else {
+        next.run(request).instrument(span).await
+    };
     if let Some(origin) = origin {
         allow_origin(response.headers_mut(), origin);
     }
