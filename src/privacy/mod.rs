@@ -328,11 +328,8 @@ impl Privacy {
             (Some(category), Some(name)) => schemas.get(category, name),
             _ => None,
         };
-        // `data_text` is `data` as read: it goes as soon as a rule may have changed `data`.
         if let Some(Value::Object(data)) = &mut event.data {
-            if self.rewrite_data(settings, schema, data) {
-                event.data_text = None;
-            }
+            self.rewrite_data(settings, schema, data);
         }
         if settings.detector == DetectorPolicy::Off {
             return;
@@ -344,9 +341,7 @@ impl Privacy {
         for (key, value) in event.rest.iter_mut() {
             if key.as_str() > "data" {
                 if let Some(data) = data.take() {
-                    if self.detect_member(application, settings.detector, &mut path, "data", data) {
-                        event.data_text = None;
-                    }
+                    self.detect_member(application, settings.detector, &mut path, "data", data);
                 }
             }
             if !ENVELOPE.contains(&key.as_str()) {
@@ -354,43 +349,34 @@ impl Privacy {
             }
         }
         if let Some(data) = data {
-            if self.detect_member(application, settings.detector, &mut path, "data", data) {
-                event.data_text = None;
-            }
+            self.detect_member(application, settings.detector, &mut path, "data", data);
         }
     }
 
-    /// The schema's `x-pii` rules and the URL allowlist, on `data`; whether they may have
-    /// changed it (`false`: it is as it was).
+    /// The schema's `x-pii` rules and the URL allowlist, on `data`.
     fn rewrite_data(
         &self,
         settings: &AppSettings,
         schema: Option<&crate::validate::schemas::EventSchema>,
         data: &mut Map<String, Value>,
-    ) -> bool {
-        let mut changed = false;
+    ) {
         if let Some(schema) = schema.filter(|schema| !schema.pii.is_empty()) {
             let mut value = Value::Object(std::mem::take(data));
             schema.pii.apply(&mut value, &self.key);
             if let Value::Object(rewritten) = value {
                 *data = rewritten;
             }
-            changed = true;
         }
         if !settings.keeps_every_parameter() {
-            changed |= self.filter_urls(data, &settings.url_query_allowlist);
+            self.filter_urls(data, &settings.url_query_allowlist);
         }
-        changed
     }
 
-    /// Whether it changed anything.
-    fn filter_urls(&self, data: &mut Map<String, Value>, allow: &[String]) -> bool {
-        let mut changed = false;
+    fn filter_urls(&self, data: &mut Map<String, Value>, allow: &[String]) {
         for property in &self.config.url_properties {
             if let Some(Value::String(text)) = data.get_mut(property) {
                 if let Some(kept) = url::filter_url(text, allow) {
                     *text = kept;
-                    changed = true;
                 }
             }
         }
@@ -399,17 +385,12 @@ impl Privacy {
                 match url::filter_query(text, allow) {
                     Some(kept) if kept.is_empty() => {
                         data.remove(property);
-                        changed = true;
                     }
-                    Some(kept) => {
-                        *text = kept;
-                        changed = true;
-                    }
+                    Some(kept) => *text = kept,
                     None => {}
                 }
             }
         }
-        changed
     }
 
     /// Scans every string of the event but the envelope's own fields; counts, and under
@@ -433,60 +414,54 @@ impl Privacy {
         path: &mut String,
         key: &str,
         value: &mut Value,
-    ) -> bool {
+    ) {
         path.clear();
         path.push_str(key);
-        self.detect_in(application, policy, path, value)
+        self.detect_in(application, policy, path, value);
     }
 
-    /// [`Self::detect`] below one value at `path`; whether it masked anything. Recursive: the
-    /// parser refuses JSON nested deeper than 128 levels, so the depth is bounded.
+    /// [`Self::detect`] below one value at `path`. Recursive: the parser refuses JSON nested
+    /// deeper than 128 levels, so the depth is bounded.
     fn detect_in(
         &self,
         application: &str,
         policy: DetectorPolicy,
         path: &mut String,
         value: &mut Value,
-    ) -> bool {
+    ) {
         match value {
             Value::String(text) => {
                 let found = detector::scan(text);
                 if found.is_empty() {
-                    return false;
+                    return;
                 }
                 for finding in &found {
                     self.count(application, finding.kind, path);
                 }
                 if policy == DetectorPolicy::Mask {
                     *text = detector::mask(text, &found);
-                    return true;
                 }
-                false
             }
             Value::Object(children) => {
                 let parent = path.len();
-                let mut masked = false;
                 for (key, child) in children.iter_mut() {
                     path.truncate(parent);
                     path.push('.');
                     path.push_str(key);
-                    masked |= self.detect_in(application, policy, path, child);
+                    self.detect_in(application, policy, path, child);
                 }
                 path.truncate(parent);
-                masked
             }
             // Elements share one label: `items[]`, not one per index.
             Value::Array(children) => {
                 let parent = path.len();
                 path.push_str("[]");
-                let mut masked = false;
                 for child in children.iter_mut() {
-                    masked |= self.detect_in(application, policy, path, child);
+                    self.detect_in(application, policy, path, child);
                 }
                 path.truncate(parent);
-                masked
             }
-            _ => false,
+            _ => {}
         }
     }
 
@@ -731,77 +706,6 @@ mod tests {
                 let counted = findings(&apart_metrics);
                 assert_eq!(counted, findings(&whole_metrics), "{policy:?}");
                 assert_eq!(counted.is_empty(), policy == DetectorPolicy::Off);
-            }
-        }
-    }
-
-    /// `data`'s text read from the body ([`json::Event::data_text`]) survives the rules only
-    /// where they left `data` as it was: wherever it is kept, it is still what
-    /// `serde_json::to_string` writes for the rewritten `data` — for every policy, with and
-    /// without an allowlist, for rules that hash, filter URLs and queries, and mask.
-    #[test]
-    fn data_text_is_kept_only_where_the_rules_changed_nothing() {
-        // (body, whether its text survives the rules under `flag` with the default allowlist)
-        let bodies = [
-            (
-                r#"{"category":"page interaction","name":"pageview","data":{"host":"h","path":"/","title":"T"}}"#,
-                true,
-            ),
-            (
-                r#"{"category":"page interaction","name":"pageview","data":{"host":"h","path":"/?utm_source=x","title":"T"}}"#,
-                true,
-            ),
-            (
-                r#"{"category":"page interaction","name":"pageview","data":{"host":"h","path":"/?token=x","title":"T"}}"#,
-                false,
-            ),
-            (
-                r#"{"category":"page interaction","name":"pageview","data":{"host":"h","path":"/","query":"page=2"}}"#,
-                false,
-            ),
-            (
-                r#"{"category":"page interaction","name":"pageview","data":{"host":"h","note":"jane@example.com","path":"/"}}"#,
-                true,
-            ),
-            (
-                r#"{"category":"form interaction","name":"submit","data":{"form":{"plan":"pro"},"host":"h","path":"/"}}"#,
-                false,
-            ),
-            (
-                r#"{"category":"c","name":"n","data":{"a":{"b":["4111 1111 1111 1111"]}}}"#,
-                true,
-            ),
-        ];
-        let schemas = shipped();
-        for policy in [
-            DetectorPolicy::Off,
-            DetectorPolicy::Flag,
-            DetectorPolicy::Mask,
-        ] {
-            for allow in [&["utm_*"][..], &["*"][..]] {
-                let settings = settings(allow, policy);
-                let (privacy, _) = privacy();
-                for (body, kept) in bodies {
-                    let mut items = match json::decode_body(body.as_bytes()).unwrap() {
-                        json::Body::Single(item) => vec![item],
-                        _ => unreachable!(),
-                    };
-                    let Some(json::Read::Event(read)) = &items[0].value else {
-                        unreachable!()
-                    };
-                    assert!(read.data_text.is_some(), "{body}");
-                    privacy.apply_items("app", &settings, &mut items, &schemas);
-                    let Some(json::Read::Event(event)) = &items[0].value else {
-                        unreachable!()
-                    };
-                    let data = serde_json::to_string(event.data.as_ref().unwrap()).unwrap();
-                    if let Some(text) = event.data_text {
-                        assert_eq!(text, data, "{policy:?} {allow:?} {body}");
-                    }
-                    if policy == DetectorPolicy::Flag && allow == ["utm_*"] {
-                        assert_eq!(event.data_text.is_some(), kept, "{body}");
-                    }
-                }
             }
         }
     }

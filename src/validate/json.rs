@@ -74,9 +74,6 @@ impl Item<'_> {
 }
 
 /// An item as read: an event object, its envelope apart, or another JSON value.
-// Nearly every item is an event: boxing it would cost an allocation per event for the rare
-// other value's sake.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Read<'a> {
     /// A JSON object.
@@ -118,12 +115,6 @@ pub struct Event<'a> {
     pub strings: [Option<Cow<'a, str>>; 7],
     /// `data`, of whatever JSON type it is.
     pub data: Option<Value>,
-    /// `data`'s text in the body when it is an object written exactly as
-    /// `serde_json::to_string` writes the value read from it ([`compact_end`]: no whitespace,
-    /// keys in ascending order, no escape, integers only), so that validation takes it
-    /// instead of serialising `data` again (BENCHMARKS.md, "Issue 34, ninth session"). Whoever
-    /// changes `data` sets it to `None` (the personal-data rules do).
-    pub data_text: Option<&'a str>,
     /// Every other member, by key.
     pub rest: Map<String, Value>,
 }
@@ -182,13 +173,13 @@ pub fn decode_body(body: &[u8]) -> Result<Body<'_>, serde_json::Error> {
     let fast = match std::str::from_utf8(body) {
         Ok(text) => {
             let mut deserializer = serde_json::Deserializer::from_str(text);
-            TopSeed { body: Some(text) }
+            TopSeed
                 .deserialize(&mut deserializer)
                 .and_then(|top| deserializer.end().map(|()| top))
         }
         Err(_) => {
             let mut deserializer = serde_json::Deserializer::from_slice(body);
-            TopSeed { body: None }
+            TopSeed
                 .deserialize(&mut deserializer)
                 .and_then(|top| deserializer.end().map(|()| top))
         }
@@ -220,12 +211,9 @@ fn item_by_item(body: &[u8]) -> Option<Body<'_>> {
 fn read_item(raw: &RawValue) -> Item<'_> {
     let notes = RefCell::new(Notes::default());
     let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-    let read = RootSeed {
-        notes: &notes,
-        body: Some(raw.get()),
-    }
-    .deserialize(&mut deserializer)
-    .and_then(|value| deserializer.end().map(|()| value));
+    let read = RootSeed { notes: &notes }
+        .deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value));
     let notes = notes.into_inner();
     let wide = if notes.suspects.is_empty() {
         Vec::new()
@@ -403,26 +391,20 @@ impl fmt::Display for Path<'_> {
     }
 }
 
-/// The body's top level: an array of items, one object, or anything else. `body` is the text
-/// being read, when it is read as text: an event's `data` may then be taken from it
-/// ([`Event::data_text`]).
-struct TopSeed<'de> {
-    body: Option<&'de str>,
-}
+/// The body's top level: an array of items, one object, or anything else.
+struct TopSeed;
 
-impl<'de> DeserializeSeed<'de> for TopSeed<'de> {
+impl<'de> DeserializeSeed<'de> for TopSeed {
     type Value = Body<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(TopVisitor { body: self.body })
+        deserializer.deserialize_any(TopVisitor)
     }
 }
 
-struct TopVisitor<'de> {
-    body: Option<&'de str>,
-}
+struct TopVisitor;
 
-impl<'de> Visitor<'de> for TopVisitor<'de> {
+impl<'de> Visitor<'de> for TopVisitor {
     type Value = Body<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -450,61 +432,50 @@ impl<'de> Visitor<'de> for TopVisitor<'de> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(item) = seq.next_element_seed(ItemSeed { body: self.body })? {
+        while let Some(item) = seq.next_element_seed(ItemSeed)? {
             items.push(item);
         }
         Ok(Body::Batch(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let body = self.body;
-        whole_item(|notes| EventVisitor { notes, body }.visit_map(map).map(Read::Event))
-            .map(Body::Single)
+        whole_item(|notes| EventVisitor { notes }.visit_map(map).map(Read::Event)).map(Body::Single)
     }
 }
 
 /// One element of a batch, with its own notes.
-struct ItemSeed<'de> {
-    body: Option<&'de str>,
-}
+struct ItemSeed;
 
-impl<'de> DeserializeSeed<'de> for ItemSeed<'de> {
+impl<'de> DeserializeSeed<'de> for ItemSeed {
     type Value = Item<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        let body = self.body;
-        whole_item(|notes| RootSeed { notes, body }.deserialize(deserializer))
+        whole_item(|notes| RootSeed { notes }.deserialize(deserializer))
     }
 }
 
 /// An item: an [`Event`] when it is an object, else its [`Value`].
-struct RootSeed<'n, 'de> {
+struct RootSeed<'n> {
     notes: &'n RefCell<Notes>,
-    /// The text being read, if it is read as text (see [`TopSeed`]).
-    body: Option<&'de str>,
 }
 
-impl<'de> DeserializeSeed<'de> for RootSeed<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for RootSeed<'_> {
     type Value = Read<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Read<'de>, D::Error> {
         let notes = self.notes;
         deserializer
-            .deserialize_any(RootVisitor {
-                notes,
-                body: self.body,
-            })
+            .deserialize_any(RootVisitor { notes })
             .inspect_err(|_| failed_at(notes, &Path::Root))
     }
 }
 
 /// [`RootSeed`]'s visitor: an object is read by [`EventVisitor`], anything else as a value.
-struct RootVisitor<'n, 'de> {
+struct RootVisitor<'n> {
     notes: &'n RefCell<Notes>,
-    body: Option<&'de str>,
 }
 
-impl<'n> RootVisitor<'n, '_> {
+impl<'n> RootVisitor<'n> {
     fn value(self) -> ValueVisitor<'static, 'n> {
         ValueVisitor {
             path: Path::Root,
@@ -513,7 +484,7 @@ impl<'n> RootVisitor<'n, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for RootVisitor<'_, 'de> {
+impl<'de> Visitor<'de> for RootVisitor<'_> {
     type Value = Read<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -548,25 +519,20 @@ impl<'de> Visitor<'de> for RootVisitor<'_, 'de> {
         self.value().visit_seq(seq).map(Read::Other)
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Read<'de>, A::Error> {
-        EventVisitor {
-            notes: self.notes,
-            body: self.body,
-        }
-        .visit_map(map)
-        .map(Read::Event)
+        EventVisitor { notes: self.notes }
+            .visit_map(map)
+            .map(Read::Event)
     }
 }
 
 /// Reads an event object into an [`Event`]: what [`ValueVisitor::visit_map`] does at the
 /// root (the same values, the same defects in the same order, the first of duplicate keys
 /// kept), with the envelope's string fields borrowed instead of put into a map.
-struct EventVisitor<'n, 'de> {
+struct EventVisitor<'n> {
     notes: &'n RefCell<Notes>,
-    /// The text being read, if it is read as text (see [`TopSeed`]).
-    body: Option<&'de str>,
 }
 
-impl<'de> EventVisitor<'_, 'de> {
+impl<'de> EventVisitor<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event<'de>, A::Error> {
         let mut event = Event::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
@@ -590,12 +556,7 @@ impl<'de> EventVisitor<'_, 'de> {
             }
             match (field, read) {
                 (Some(index), Field::Text(text)) => event.strings[index] = Some(text),
-                (None, Field::Other(value)) if key == "data" => {
-                    if value.is_object() {
-                        event.data_text = self.body.and_then(|body| data_text(body, &key));
-                    }
-                    event.data = Some(value);
-                }
+                (None, Field::Other(value)) if key == "data" => event.data = Some(value),
                 (_, Field::Text(text)) => {
                     event
                         .rest
@@ -608,173 +569,6 @@ impl<'de> EventVisitor<'_, 'de> {
         }
         Ok(event)
     }
-}
-
-/// The text of the value of the member whose key is `key`, a key borrowed from `body`, when
-/// that value is written as `serde_json::to_string` writes what was read from it
-/// ([`compact_end`]); `None` otherwise, or when `key` is not a part of `body` (a key with an
-/// escape is not borrowed). The value was read before, so it is JSON.
-fn data_text<'de>(body: &'de str, key: &Cow<'de, str>) -> Option<&'de str> {
-    let Cow::Borrowed(key) = key else {
-        return None;
-    };
-    let start = (key.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-    let bytes = body.as_bytes();
-    // After the key: its closing quote, then `:` between any whitespace.
-    let mut at = start + key.len();
-    if bytes.get(at) != Some(&b'"') {
-        return None;
-    }
-    at += 1;
-    let blank = |at: &mut usize| {
-        while matches!(bytes.get(*at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            *at += 1;
-        }
-    };
-    blank(&mut at);
-    if bytes.get(at) != Some(&b':') {
-        return None;
-    }
-    at += 1;
-    blank(&mut at);
-    let end = compact_end(bytes, at, 0)?;
-    body.get(at..end)
-}
-
-/// Containers nested deeper than this are never taken as compact (the parser refuses more
-/// than 128 levels anyway); it bounds [`compact_end`]'s recursion.
-const MAX_COMPACT_DEPTH: usize = 128;
-
-/// Where the JSON value starting at `at` in `bytes` ends, when it is written exactly as
-/// `serde_json::to_string` writes the value `serde_json` reads from it: `None` as soon as
-/// anything could be written otherwise. That is, with `serde_json` as this crate builds it
-/// (no `preserve_order`, no `arbitrary_precision`):
-/// - no whitespace between tokens;
-/// - every object's keys in strictly ascending byte order (a map writes its keys sorted, and
-///   keeps one of duplicate keys);
-/// - no string holding a `\` (an escape may be written otherwise: `\/`, `\u00e9`) or a control
-///   character (which the parser refuses anyway): such a string is written as it is;
-/// - numbers that are integers of at most 18 digits, without a leading zero and not `-0`
-///   (read as `i64`/`u64` and written back digit for digit); a fraction or an exponent is
-///   written in the shortest form that reads back, which may differ, so it is not taken;
-/// - `true`, `false`, `null`.
-///
-/// A test compares the text taken with `serde_json::to_string` over the fuzz seeds, every
-/// prefix of each and bodies made for each rule.
-fn compact_end(bytes: &[u8], at: usize, depth: usize) -> Option<usize> {
-    match *bytes.get(at)? {
-        b'{' => {
-            if depth >= MAX_COMPACT_DEPTH {
-                return None;
-            }
-            let mut at = at + 1;
-            if bytes.get(at) == Some(&b'}') {
-                return Some(at + 1);
-            }
-            let mut previous: Option<&[u8]> = None;
-            loop {
-                let key_end = string_end(bytes, at)?;
-                let key = &bytes[at + 1..key_end - 1];
-                if previous.is_some_and(|previous| !ascending(previous, key)) {
-                    return None;
-                }
-                previous = Some(key);
-                if bytes.get(key_end) != Some(&b':') {
-                    return None;
-                }
-                at = compact_end(bytes, key_end + 1, depth + 1)?;
-                match bytes.get(at)? {
-                    b',' => at += 1,
-                    b'}' => return Some(at + 1),
-                    _ => return None,
-                }
-            }
-        }
-        b'[' => {
-            if depth >= MAX_COMPACT_DEPTH {
-                return None;
-            }
-            let mut at = at + 1;
-            if bytes.get(at) == Some(&b']') {
-                return Some(at + 1);
-            }
-            loop {
-                at = compact_end(bytes, at, depth + 1)?;
-                match bytes.get(at)? {
-                    b',' => at += 1,
-                    b']' => return Some(at + 1),
-                    _ => return None,
-                }
-            }
-        }
-        b'"' => string_end(bytes, at),
-        b't' => literal_end(bytes, at, b"true"),
-        b'f' => literal_end(bytes, at, b"false"),
-        b'n' => literal_end(bytes, at, b"null"),
-        b'-' | b'0'..=b'9' => {
-            let start = at + usize::from(bytes[at] == b'-');
-            let mut end = start;
-            while bytes.get(end).is_some_and(u8::is_ascii_digit) {
-                end += 1;
-            }
-            let digits = &bytes[start..end];
-            let plain = match digits {
-                [] => false,
-                [b'0'] => start == at,
-                [b'0', ..] => false,
-                _ => digits.len() <= 18,
-            };
-            let float = matches!(bytes.get(end), Some(b'.' | b'e' | b'E'));
-            (plain && !float).then_some(end)
-        }
-        _ => None,
-    }
-}
-
-/// Whether `key` sorts strictly after `previous`, byte by byte: told by their first bytes
-/// when those differ (nearly always), without a call to compare the rest.
-fn ascending(previous: &[u8], key: &[u8]) -> bool {
-    match (previous.first(), key.first()) {
-        (Some(a), Some(b)) if a != b => a < b,
-        _ => previous < key,
-    }
-}
-
-/// The end (after the closing quote) of the string starting at `at`, when it holds no `\`
-/// and no control character; else `None`. Eight bytes at a time while none of them is a `"`,
-/// a `\` or a control character (the same answer as a byte loop: a test compares them).
-fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Whether some lane of `word` is below `n` (n <= 0x80): exact as a yes or no.
-    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH != 0;
-    if bytes.get(at) != Some(&b'"') {
-        return None;
-    }
-    let mut from = at + 1;
-    while let Some(word) = bytes.get(from..from + 8) {
-        let mut lanes = [0; 8];
-        lanes.copy_from_slice(word);
-        let word = u64::from_ne_bytes(lanes);
-        // A lane equal to `"` or `\` is zero after the xor; a control character is below 0x20.
-        let stop = below(word ^ (ONES * u64::from(b'"')), 1)
-            || below(word ^ (ONES * u64::from(b'\\')), 1)
-            || below(word, 0x20);
-        if stop {
-            break;
-        }
-        from += 8;
-    }
-    let rest = bytes.get(from..)?;
-    let stop = rest
-        .iter()
-        .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)?;
-    (rest[stop] == b'"').then_some(from + stop + 1)
-}
-
-fn literal_end(bytes: &[u8], at: usize, literal: &[u8]) -> Option<usize> {
-    let end = at + literal.len();
-    (bytes.get(at..end) == Some(literal)).then_some(end)
 }
 
 /// Notes that reading failed at `path`, unless a value inside it failed first (the innermost
@@ -1192,13 +986,10 @@ mod tests {
     }
 
     /// [`decode_body`] as it read every body before it read UTF-8 bodies as text: as bytes.
-    /// The body's text, when it has one, is where `data`'s text is taken from either way
-    /// ([`Event::data_text`]).
     fn decode_as_bytes(body: &[u8]) -> Result<Body<'_>, serde_json::Error> {
         let body = strip_bom(body);
         let mut deserializer = serde_json::Deserializer::from_slice(body);
-        let text = std::str::from_utf8(body).ok();
-        let fast = TopSeed { body: text }
+        let fast = TopSeed
             .deserialize(&mut deserializer)
             .and_then(|top| deserializer.end().map(|()| top));
         match fast {
@@ -1298,179 +1089,6 @@ mod tests {
             bodies.push(body.to_vec());
         }
         bodies
-    }
-
-    /// Bodies made for [`compact_end`]'s rules, each with whether its events' `data` is taken
-    /// as text.
-    fn compact_cases() -> Vec<(&'static str, bool)> {
-        vec![
-            (
-                r#"{"data":{"a":1,"b":"x","c":[true,false,null,{},[]],"d":{"e":-5}}}"#,
-                true,
-            ),
-            (
-                r#"{"name": "n", "data" :  {"host":"h","path":"/","title":"T"} , "z": 1}"#,
-                true,
-            ),
-            (
-                r#"[{"data":{"a":"é ☃ 😀"}}, {"data":{"a":0,"b":-1,"c":123456789012345678}}]"#,
-                true,
-            ),
-            (
-                r#"{"data":{"a":-123456789012345678,"b":[0,[1,[2]]]}}"#,
-                true,
-            ),
-            (r#"{"data":{"":1,"a":{"":[]}}}"#, true),
-            (r#"{"data":{"z":1,"é":2}}"#, true),
-            (r#"{"data":{"a":1},"data":{"b":2}}"#, true),
-            ("{\"data\":{\"a\":1}\n}", true),
-            (r#"{"data":{"b":1,"a":2}}"#, false),
-            (r#"{"data":{"a":1,"a":2}}"#, false),
-            (r#"{"data":{"a": 1}}"#, false),
-            (r#"{"data":{ "a":1}}"#, false),
-            (r#"{"data":{"a":[1, 2]}}"#, false),
-            (r#"{"data":{"a":1.5}}"#, false),
-            (r#"{"data":{"a":1.0}}"#, false),
-            (r#"{"data":{"a":1e3}}"#, false),
-            (r#"{"data":{"a":1E3}}"#, false),
-            (r#"{"data":{"a":-0}}"#, false),
-            (r#"{"data":{"a":1234567890123456789}}"#, false),
-            (r#"{"data":{"a":18446744073709551615}}"#, false),
-            (r#"{"data":{"a":"\/"}}"#, false),
-            (r#"{"data":{"a":"\u00e9"}}"#, false),
-            (r#"{"data":{"a":"\n"}}"#, false),
-            (r#"{"data":{"a\"":1}}"#, false),
-            (r#"{"data":{"é":1,"z":2}}"#, false),
-            (r#"{"d\u0061ta":{"a":1}}"#, false),
-            (r#"{"data":"text"}"#, false),
-            (r#"{"data":[1]}"#, false),
-            ("{\"data\":{\"a\":1\n}}", false),
-        ]
-    }
-
-    /// [`string_end`] eight bytes at a time finds what a byte loop finds: every position of
-    /// a quote, a backslash, a control character and their neighbours in strings of every
-    /// length up to 40, and pseudo-random bytes.
-    #[test]
-    fn string_ends_are_found_as_a_byte_loop_finds_them() {
-        fn by_byte(bytes: &[u8], at: usize) -> Option<usize> {
-            if bytes.get(at) != Some(&b'"') {
-                return None;
-            }
-            let rest = &bytes[at + 1..];
-            let stop = rest
-                .iter()
-                .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)?;
-            (rest[stop] == b'"').then_some(at + 1 + stop + 1)
-        }
-        let odd = [
-            b'"', b'\\', 0x00, 0x1F, 0x20, b'!', b'#', b'[', b']', 0x7F, 0x80, 0xA2, 0xDC, 0xFF,
-        ];
-        let mut inputs: Vec<Vec<u8>> = Vec::new();
-        for len in 0..=40 {
-            for at in 0..len {
-                for byte in odd {
-                    let mut text = vec![b'a'; len];
-                    text[0] = b'"';
-                    text[at] = byte;
-                    inputs.push(text.clone());
-                    text.push(b'"');
-                    inputs.push(text);
-                }
-            }
-        }
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        for len in 1..300 {
-            let mut text: Vec<u8> = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    // Mostly letters, now and then anything.
-                    match state % 16 {
-                        0 => (state >> 32) as u8,
-                        _ => b'a' + (state >> 40) as u8 % 26,
-                    }
-                })
-                .collect();
-            text[0] = b'"';
-            inputs.push(text);
-        }
-        for text in &inputs {
-            for at in [0, 1] {
-                assert_eq!(string_end(text, at), by_byte(text, at), "{text:?} {at}");
-            }
-        }
-    }
-
-    /// Where `data` is taken as the body's text ([`Event::data_text`]), it is byte for byte
-    /// what `serde_json::to_string` writes for the value read, and every item validates to the
-    /// same outcome — the stored `data` included — with it and without it: on the corpus of
-    /// the test below (the fuzz seeds, every prefix of each, the envelope corpus), and bodies
-    /// made for each rule of [`compact_end`] and every prefix of each.
-    #[test]
-    fn data_taken_as_text_is_what_serde_json_writes() {
-        use crate::validate::schemas::SchemaSet;
-        use crate::validate::{validate_item, Rules};
-        let rules = Rules::from(&crate::config::IngestConfig::default());
-        let schemas =
-            SchemaSet::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas"))
-                .unwrap();
-        let received_at = chrono::Utc::now();
-        let mut bodies = corpus();
-        for (body, taken) in compact_cases() {
-            let items = match decode_body(body.as_bytes()).unwrap() {
-                Body::Batch(items) => items,
-                Body::Single(item) => vec![item],
-                Body::Other(_) => unreachable!(),
-            };
-            for item in &items {
-                let text = match &item.value {
-                    Some(Read::Event(event)) => event.data_text,
-                    _ => None,
-                };
-                assert_eq!(text.is_some(), taken, "{body}");
-            }
-            bodies.push(body.as_bytes().to_vec());
-            for end in 0..body.len() {
-                bodies.push(body.as_bytes()[..end].to_vec());
-            }
-        }
-        let mut taken = 0;
-        for body in &bodies {
-            let items = match decode_body(body) {
-                Ok(Body::Batch(items)) => items,
-                Ok(Body::Single(item)) => vec![item],
-                _ => continue,
-            };
-            for item in items {
-                let Some(Read::Event(event)) = &item.value else {
-                    continue;
-                };
-                if let Some(text) = event.data_text {
-                    taken += 1;
-                    let data = event.data.as_ref().unwrap();
-                    assert_eq!(text, serde_json::to_string(data).unwrap(), "{text}");
-                }
-                let mut without = item.clone();
-                if let Some(Read::Event(event)) = &mut without.value {
-                    event.data_text = None;
-                }
-                for index in [None, Some(3)] {
-                    assert_eq!(
-                        format!(
-                            "{:?}",
-                            validate_item(&item, index, received_at, &rules, &schemas)
-                        ),
-                        format!(
-                            "{:?}",
-                            validate_item(&without, index, received_at, &rules, &schemas)
-                        ),
-                    );
-                }
-            }
-        }
-        assert!(taken > 100, "data taken as text {taken} times");
     }
 
     /// Every item read apart stands for the value it was read from as a whole — the same

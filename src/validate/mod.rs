@@ -278,9 +278,6 @@ struct View<'v> {
     /// The envelope's fields but `data`, in the order of [`envelope::FIELDS`] (`None`: absent).
     fields: [Option<Member<'v>>; 7],
     data: Option<&'v Value>,
-    /// `data` as `serde_json::to_string` writes it, when the body held it so
-    /// ([`json::Event::data_text`]).
-    data_text: Option<&'v str>,
     /// A map whose keys that are not envelope fields are the object's unknown fields, in
     /// the object's key order.
     others: &'v Map<String, Value>,
@@ -302,7 +299,6 @@ impl<'v> View<'v> {
         Self {
             fields: fields.map(|value| value.map(Member::Value)),
             data,
-            data_text: None,
             others: object,
             unknown_fields,
         }
@@ -321,7 +317,6 @@ impl<'v> View<'v> {
         Self {
             fields,
             data: event.data.as_ref(),
-            data_text: event.data_text,
             others: &event.rest,
             unknown_fields,
         }
@@ -344,7 +339,6 @@ fn validate_object(
     let View {
         fields,
         data: data_value,
-        data_text,
         others,
         unknown_fields,
     } = view;
@@ -366,9 +360,7 @@ fn validate_object(
     // Hand-written: `data`'s size in bytes is known only once it is serialised, which the
     // event needs anyway; as a `validator` rule it would be serialised twice per event.
     let data = match fields.data {
-        Some(object) if slots[7].is_none() => {
-            serialised_within(object, data_text, rules, &mut slots[7])
-        }
+        Some(object) if slots[7].is_none() => serialised_within(object, rules, &mut slots[7]),
         _ => None,
     };
     let ok: [bool; 8] = slots.each_ref().map(Option::is_none);
@@ -607,7 +599,7 @@ pub fn data_problems(
         slot = Some((code, message));
     }
     let within = match object {
-        Some(object) if slot.is_none() => serialised_within(object, None, rules, &mut slot),
+        Some(object) if slot.is_none() => serialised_within(object, rules, &mut slot),
         _ => None,
     };
     if let Some((code, message)) = slot {
@@ -620,18 +612,13 @@ pub fn data_problems(
 }
 
 /// `data` serialised, or `None` with a `data_too_large` problem in `slot` when that is over
-/// `ingest.max_data_bytes`. `text` is what serialising it gives, when the body held it so
-/// ([`json::Event::data_text`]): taken instead of serialising `data` again.
+/// `ingest.max_data_bytes`.
 fn serialised_within(
     object: &Map<String, Value>,
-    text: Option<&str>,
     rules: &Rules,
     slot: &mut envelope::Slot,
 ) -> Option<String> {
-    let serialised = match text {
-        Some(text) => text.to_owned(),
-        None => serde_json::to_string(object).ok()?,
-    };
+    let serialised = serde_json::to_string(object).ok()?;
     if serialised.len() > rules.max_data_bytes {
         *slot = Some((
             ProblemCode::DataTooLarge,
