@@ -23,6 +23,7 @@
 
 use std::borrow::Cow;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 use validator::{Validate, ValidateArgs, ValidationError, ValidationErrorsKind};
@@ -37,7 +38,7 @@ use super::{timestamp, truncate_chars, ProblemCode, Rules};
 pub(super) struct EnvelopeFields<'a> {
     /// A UUID other than the nil UUID, in any form `uuid` parses.
     #[validate(custom(function = "event_id_form", code = "invalid_event_id"))]
-    pub event_id: Option<&'a str>,
+    pub event_id: Option<Parsed<'a, Uuid>>,
     /// The application's session id, 1–128 characters, not blank.
     #[validate(
         length(min = 1, max = 128),
@@ -64,16 +65,52 @@ pub(super) struct EnvelopeFields<'a> {
     pub name: Option<&'a str>,
     /// One of the two timestamp forms, years 1900–2299 ([`timestamp::parse`]).
     #[validate(custom(function = "timestamp_form", code = "invalid_timestamp"))]
-    pub timestamp: Option<&'a str>,
+    pub timestamp: Option<Parsed<'a, DateTime<Utc>>>,
     /// As `timestamp`.
     #[validate(custom(function = "timestamp_form", code = "invalid_timestamp"))]
-    pub sent_at: Option<&'a str>,
+    pub sent_at: Option<Parsed<'a, DateTime<Utc>>>,
     /// A JSON object with at least one member, nested at most `ingest.max_data_depth` levels.
     #[validate(
         custom(function = "non_empty", code = "empty_data"),
         custom(function = "within_depth", use_context, code = "data_too_deep")
     )]
     pub data: Option<&'a Map<String, Value>>,
+}
+
+/// A field's text with what it reads as, read once: its rule asks whether it read, and
+/// validation keeps the value. (Reading each twice, once in the rule and once to keep it,
+/// cost ~500 instructions per event: BENCHMARKS.md, "Issue 34, ninth session".)
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Parsed<'a, T> {
+    pub text: &'a str,
+    /// `None`: the text does not read as a `T` this field accepts.
+    pub value: Option<T>,
+}
+
+/// As the text alone: `validator` keeps the value of a field that broke a rule as its error's
+/// `value` parameter, which was the text before it was read once.
+impl<T> serde::Serialize for Parsed<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.text)
+    }
+}
+
+impl<'a> Parsed<'a, Uuid> {
+    /// `event_id`: a UUID other than the nil one, whose all-zero value would make every
+    /// client's "no id" the same id.
+    pub fn event_id(text: &'a str) -> Self {
+        let value = Uuid::try_parse(text).ok().filter(|id| !id.is_nil());
+        Self { text, value }
+    }
+}
+
+impl<'a> Parsed<'a, DateTime<Utc>> {
+    /// A time in one of the two forms, within ClickHouse's `DateTime64` range
+    /// ([`timestamp::parse`]).
+    pub fn time(text: &'a str) -> Self {
+        let value = timestamp::parse(text);
+        Self { text, value }
+    }
 }
 
 /// The fields in the order their problems are reported.
@@ -92,13 +129,13 @@ impl<'a> EnvelopeFields<'a> {
     /// The text of the string field `field` of [`FIELDS`] (`None` for `data`).
     fn text(&self, field: &str) -> Option<&'a str> {
         match field {
-            "event_id" => self.event_id,
+            "event_id" => self.event_id.map(|id| id.text),
             "session_id" => self.session_id,
             "user_id" => self.user_id,
             "category" => self.category,
             "name" => self.name,
-            "timestamp" => self.timestamp,
-            "sent_at" => self.sent_at,
+            "timestamp" => self.timestamp.map(|time| time.text),
+            "sent_at" => self.sent_at.map(|time| time.text),
             _ => None,
         }
     }
@@ -199,12 +236,11 @@ fn rule_broken(code: &'static str) -> ValidationError {
     }
 }
 
-/// `event_id`: a UUID other than the nil one, whose all-zero value would make every
-/// client's "no id" the same id.
-fn event_id_form(text: &&str) -> Result<(), ValidationError> {
-    match Uuid::try_parse(text) {
-        Ok(id) if !id.is_nil() => Ok(()),
-        _ => Err(rule_broken("invalid_event_id")),
+/// `event_id`: read by [`Parsed::event_id`].
+fn event_id_form(id: &Parsed<'_, Uuid>) -> Result<(), ValidationError> {
+    match id.value {
+        Some(_) => Ok(()),
+        None => Err(rule_broken("invalid_event_id")),
     }
 }
 
@@ -217,9 +253,10 @@ fn not_blank(text: &&str) -> Result<(), ValidationError> {
     }
 }
 
-/// One of the two timestamp forms, within ClickHouse's `DateTime64` range.
-fn timestamp_form(text: &&str) -> Result<(), ValidationError> {
-    match timestamp::parse(text) {
+/// One of the two timestamp forms, within ClickHouse's `DateTime64` range: read by
+/// [`Parsed::time`].
+fn timestamp_form(time: &Parsed<'_, DateTime<Utc>>) -> Result<(), ValidationError> {
+    match time.value {
         Some(_) => Ok(()),
         None => Err(rule_broken("invalid_timestamp")),
     }
