@@ -311,6 +311,15 @@ impl Spool {
         }
     }
 
+    /// Returns once the writer is done with every earlier command (see `Command::Idle`).
+    #[cfg(test)]
+    pub(super) async fn idle(&self) {
+        let (done, answer) = oneshot::channel();
+        if self.commands.send(Command::Idle(done)).is_ok() {
+            let _ = answer.await;
+        }
+    }
+
     /// Syncs, deletes every segment whose rows are all confirmed — all of them after a
     /// complete drain — and stops the writer.
     pub async fn finish(&self) {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::format::HEADER_BYTES;
+use super::settings::WINDOW_BYTES;
 use super::{Deliver, Lane, Placed, RowsFrame, Settings, Spool, SyncMode};
 use crate::metrics::Metrics;
 
@@ -28,14 +29,24 @@ pub(super) fn rows(lane: Lane, first: u64, count: u32, body: &[u8]) -> Vec<u8> {
 }
 
 pub(super) fn test_spool(dir: &Path, max_bytes: u64, segment_bytes: u64) -> (Spool, Arc<Metrics>) {
-    let metrics = Arc::new(Metrics::new(10));
-    let settings = Settings {
+    test_spool_with(&test_settings(dir, max_bytes, segment_bytes))
+}
+
+/// The settings of [`test_spool`]: `spool_sync = always`, the default window.
+pub(super) fn test_settings(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Settings {
+    Settings {
         dir: dir.to_owned(),
         max_bytes,
         segment_bytes,
         sync: SyncMode::Always,
-    };
-    let (spool, old) = Spool::open(&settings, metrics.clone()).unwrap();
+        window_bytes: WINDOW_BYTES,
+    }
+}
+
+/// A spool opened on an empty directory with `settings`.
+pub(super) fn test_spool_with(settings: &Settings) -> (Spool, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new(10));
+    let (spool, old) = Spool::open(settings, metrics.clone()).unwrap();
     assert!(old.is_empty());
     (spool, metrics)
 }
@@ -69,10 +80,9 @@ pub(super) async fn land(spool: &Spool, first: u64, last: u64) {
 }
 
 /// Waits until the writer is done with every earlier group, the window of zeros it writes
-/// after one included (see [`super::writer`]): a seal is answered in a group of its own
-/// after them. The seal names no rows the tests look at (the `errors` lane's position 0).
+/// after one included (see [`super::writer`]).
 pub(super) async fn settle(spool: &Spool) {
-    spool.seal(Lane::Errors, 0, 0).await.unwrap();
+    spool.idle().await;
 }
 
 pub(super) fn segment_files(dir: &Path) -> Vec<u64> {

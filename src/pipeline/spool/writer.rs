@@ -10,7 +10,7 @@
 //! A `write` + `fdatasync` that grows a file also writes its metadata (block bitmap, inode
 //! size); into blocks already written it writes only the data, at about half the CPU on the
 //! benchmark VM (BENCHMARKS.md, "Spool: zeros written ahead of the records"). So the writer
-//! keeps up to [`WINDOW_BYTES`] of zeros written and synced past the active segment's last
+//! keeps up to [`Settings::window_bytes`] of zeros written and synced past the active segment's last
 //! record, and records overwrite them. Readers never see the window (the writer publishes
 //! the end of its records) and read an all-zero tail as unused space (see
 //! [`super::format`]). The window is written after a group is answered, never before one,
@@ -55,6 +55,10 @@ pub(super) enum Command {
     Adopt(Recovery),
     Close(oneshot::Sender<()>),
     Finish(oneshot::Sender<()>),
+    /// Answered once the writer is done with every earlier command, the window written
+    /// after a group included: what tests wait for before they look at the files.
+    #[cfg(test)]
+    Idle(oneshot::Sender<()>),
 }
 
 /// One segment as the writer tracks it.
@@ -221,7 +225,6 @@ impl Writer {
                 }
             }
         }
-        self.extend_window();
         self.publish_gauges();
     }
 
@@ -323,6 +326,8 @@ impl Writer {
                     self.closed = true;
                     closes.push(done);
                 }
+                #[cfg(test)]
+                Command::Idle(done) => closes.push(done),
                 Command::Finish(done) => finish = Some(done),
             }
         }
@@ -766,7 +771,7 @@ impl Writer {
     }
 
     /// Writes zeros past the active segment's records so that its window holds
-    /// [`WINDOW_BYTES`] again once less than a quarter of that is left, and syncs them: the
+    /// [`Settings::window_bytes`] again once less than a quarter of that is left, and syncs them: the
     /// records that overwrite them then sync without metadata. The window never reaches past
     /// the segment's size nor takes more than an eighth of the budget appends have left
     /// (counting the window itself), so it shrinks to nothing as the budget is spent; less
@@ -788,7 +793,9 @@ impl Writer {
             .shared
             .append_limit
             .saturating_sub(self.shared.used_bytes.load(Ordering::Relaxed));
-        let target = WINDOW_BYTES
+        let target = self
+            .settings
+            .window_bytes
             .min((room + active.zeros) / 8)
             .min(self.segment_bytes.saturating_sub(active.bytes));
         if active.zeros >= target / 4 {
@@ -929,9 +936,6 @@ impl Scratch {
 /// See [`Scratch::keep`]: a few hundred single events' records, or a few batches of 100.
 const SCRATCH_KEPT_BYTES: usize = 1 << 20;
 
-/// The window of zeros the writer keeps written ahead of the active segment's records (see
-/// the module doc).
-pub(super) const WINDOW_BYTES: u64 = 1 << 20;
 /// The smallest stretch of zeros worth a write and a sync; also the unit windows are
 /// written in (a power of two).
 const WINDOW_MIN_BYTES: u64 = 16 * 1024;
@@ -1048,7 +1052,9 @@ mod tests {
 
     use super::*;
     use crate::pipeline::spool::format::{FRAME_BYTES, ROWS_PREFIX_BYTES};
-    use crate::pipeline::spool::testing::{append, land, rows, segment_files, settle, test_spool};
+    use crate::pipeline::spool::testing::{
+        append, land, rows, segment_files, settle, test_settings, test_spool, test_spool_with,
+    };
     use crate::pipeline::spool::{read_chunk, recover, Record, Spool};
 
     /// Bytes on disk of every segment and the ballast: what `used_bytes` must count.
@@ -1217,12 +1223,7 @@ mod tests {
                 file.write_all_at(&torn[..cut], records).unwrap();
             }
             let metrics = Arc::new(Metrics::new(10));
-            let settings = Settings {
-                dir: crashed.path().to_owned(),
-                max_bytes: 64 << 20,
-                segment_bytes: 1 << 20,
-                sync: SyncMode::Always,
-            };
+            let settings = test_settings(crashed.path(), 64 << 20, 1 << 20);
             let (restarted, old) = Spool::open(&settings, metrics.clone()).unwrap();
             assert_eq!(old.len(), 1);
             // A clean tail is cut off at the start; after a torn record it stays, counted.
@@ -1592,8 +1593,10 @@ mod tests {
 
     /// Not an assertion on speed: what group commit costs per append when `TASKS` tasks
     /// append one row of 300 bytes at a time, as single-event requests at concurrency 64 do
-    /// (`spool_sync = always`, two runtime workers as on the benchmark machine). Prints the
-    /// syncs, rows per sync and CPU per append (all threads, and the writer thread's share).
+    /// (`spool_sync = always`, two runtime workers as on the benchmark machine), with no
+    /// window of zeros and with windows of several sizes, alternated so that drift on a shared
+    /// machine hits each alike. Prints the syncs, rows per sync, CPU per append (all threads,
+    /// and the writer thread's share) and the writer thread's CPU per sync.
     /// Run with `cargo test --release --lib group_commit_cost -- --ignored --nocapture`.
     #[test]
     #[ignore = "a measurement, printed; run by hand"]
@@ -1605,40 +1608,47 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        for round in 0..3 {
-            let dir = tempfile::tempdir().unwrap();
-            let (spool, metrics) =
-                runtime.block_on(async { test_spool(dir.path(), 1 << 30, 64 << 20) });
-            let (cpu_before, writer_before) = cpu_nanos();
-            let started = Instant::now();
-            runtime.block_on(async {
-                let mut tasks = tokio::task::JoinSet::new();
-                for _ in 0..TASKS {
-                    let spool = spool.clone();
-                    tasks.spawn(async move {
-                        for _ in 0..APPENDS / TASKS {
-                            append(&spool, 1, 300).await.unwrap();
-                        }
-                    });
-                }
-                while tasks.join_next().await.is_some() {}
-            });
-            let elapsed = started.elapsed();
-            let (cpu_after, writer_after) = cpu_nanos();
-            let appends = (APPENDS / TASKS * TASKS) as f64;
-            let syncs = metrics.spool_syncs.get();
-            println!(
-                "round {round}: {appends} appends in {:.2} s ({:.0}/s, busy machine), {syncs} syncs, {:.1} rows per sync, CPU per append {:.2} µs (writer thread {:.2} µs)",
-                elapsed.as_secs_f64(),
-                appends / elapsed.as_secs_f64(),
-                appends / syncs as f64,
-                (cpu_after - cpu_before) as f64 / appends / 1000.0,
-                (writer_after - writer_before) as f64 / appends / 1000.0,
-            );
-            runtime.block_on(async {
-                spool.close().await;
-                spool.finish().await;
-            });
+        for round in 0..2 {
+            for window_bytes in [0, 256 << 10, 1 << 20, 4 << 20] {
+                let dir = tempfile::tempdir().unwrap();
+                let settings = Settings {
+                    window_bytes,
+                    ..test_settings(dir.path(), 1 << 30, 64 << 20)
+                };
+                let (spool, metrics) = runtime.block_on(async { test_spool_with(&settings) });
+                let (cpu_before, writer_before) = cpu_nanos();
+                let started = Instant::now();
+                runtime.block_on(async {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for _ in 0..TASKS {
+                        let spool = spool.clone();
+                        tasks.spawn(async move {
+                            for _ in 0..APPENDS / TASKS {
+                                append(&spool, 1, 300).await.unwrap();
+                            }
+                        });
+                    }
+                    while tasks.join_next().await.is_some() {}
+                });
+                let elapsed = started.elapsed();
+                let (cpu_after, writer_after) = cpu_nanos();
+                let appends = (APPENDS / TASKS * TASKS) as f64;
+                let syncs = metrics.spool_syncs.get();
+                println!(
+                    "round {round}, window {:>4} KiB: {appends} appends in {:.2} s ({:.0}/s, busy machine), {syncs} syncs, {:.1} rows per sync, CPU per append {:.2} µs (writer thread {:.2} µs), writer CPU per sync {:.1} µs",
+                    window_bytes >> 10,
+                    elapsed.as_secs_f64(),
+                    appends / elapsed.as_secs_f64(),
+                    appends / syncs as f64,
+                    (cpu_after - cpu_before) as f64 / appends / 1000.0,
+                    (writer_after - writer_before) as f64 / appends / 1000.0,
+                    (writer_after - writer_before) as f64 / syncs as f64 / 1000.0,
+                );
+                runtime.block_on(async {
+                    spool.close().await;
+                    spool.finish().await;
+                });
+            }
         }
     }
 
