@@ -9,9 +9,9 @@
 //!
 //! A `write` + `fdatasync` that grows a file also writes its metadata (block bitmap, inode
 //! size); into blocks already written it writes only the data, at about half the CPU on the
-//! benchmark VM (BENCHMARKS.md, "Spool: zeros written ahead of the records"). So the writer
-//! keeps up to [`Settings::window_bytes`] of zeros written and synced past the active segment's last
-//! record, and records overwrite them. Readers never see the window (the writer publishes
+//! benchmark VM (BENCHMARKS.md, "Spool: zeros written ahead of the records"). So the
+//! writer keeps up to [`Settings::window_bytes`] of zeros written and synced past the active
+//! segment's last record, and records overwrite them. Readers never see the window (the writer publishes
 //! the end of its records) and read an all-zero tail as unused space (see
 //! [`super::format`]). The window is written after a group is answered, never before one,
 //! and only from budget to spare ([`Writer::extend_window`]); when it cannot be written (a
@@ -771,8 +771,8 @@ impl Writer {
     }
 
     /// Writes zeros past the active segment's records so that its window holds
-    /// [`Settings::window_bytes`] again once less than a quarter of that is left, and syncs them: the
-    /// records that overwrite them then sync without metadata. The window never reaches past
+    /// [`Settings::window_bytes`] again once less than a quarter of that is left, and syncs
+    /// them: the records that overwrite them then sync without metadata. The window never reaches past
     /// the segment's size nor takes more than an eighth of the budget appends have left
     /// (counting the window itself), so it shrinks to nothing as the budget is spent; less
     /// than [`WINDOW_MIN_BYTES`] is not worth a write. A failure (a full disk) is cut off
