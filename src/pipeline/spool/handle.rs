@@ -1,6 +1,7 @@
 //! The handle on a spool that the pipeline holds: opening a spool directory (its lock, the
-//! segments of earlier runs, the positions to go on from), appending, sealing and confirming
-//! through the writer thread, and what readers may read. The state it shares with the
+//! segments of earlier runs, the positions to go on from, the unused space cut off the last
+//! of them), appending, sealing and confirming through the writer thread, and what readers
+//! may read. The state it shares with the
 //! writer is [`Shared`]; everything that touches the files after the start is the writer's.
 
 use std::fs::{self, File, OpenOptions};

@@ -124,6 +124,7 @@ mod tests {
             assert_eq!(settings.max_bytes, 1 << 30);
             assert_eq!(settings.segment_bytes, 32 << 20);
             assert_eq!(settings.sync, sync);
+            assert_eq!(settings.window_bytes, WINDOW_BYTES);
         }
         config.spool_sync = SpoolSync::Off;
         assert!(Settings::from_config(&config).is_none());
