@@ -1,13 +1,15 @@
 //! The spool on a real, small filesystem (an 8 MiB tmpfs mounted for the test; CI runs as
 //! root, and the test fails if it cannot mount one): with the default 32 MiB segments and
-//! 1 GiB budget, filled by another file under load, The Eye answers `503 spool_unavailable`
-//! with `Retry-After` and loses nothing it answered 202; once the file is deleted it answers
-//! 202 again by itself, and keeps doing so while twice the disk's size goes through the
-//! spool (before, the active segment was reclaimed only at 32 MiB, and 503s came back for
-//! good). With a 6 MiB budget: the spool never takes more than its budget; SIGTERM on a full
-//! disk still drains; a start on a full disk serves and replays, and answers 503 until it
-//! can append. Its directory and files are the owner's alone, whatever the umask; and every
-//! event answered 202 is in ClickHouse exactly once at the end.
+//! 1 GiB budget, filled by another file under load while ClickHouse refuses the table (so
+//! that no segment is freed meanwhile, however fast the machine), The Eye answers `503
+//! spool_unavailable` with `Retry-After` once its window of zeros and the disk's last bytes
+//! are spent, and loses nothing it answered 202; once the file is deleted it answers 202
+//! again by itself, and keeps doing so, the table back, while twice the disk's size goes
+//! through the spool (before, the active segment was reclaimed only at 32 MiB, and 503s came
+//! back for good). With a 6 MiB budget: the spool never takes more than its budget; SIGTERM
+//! on a full disk still drains; a start on a full disk serves and replays, and answers 503
+//! until it can append. Its directory and files are the owner's alone, whatever the umask;
+//! and every event answered 202 is in ClickHouse exactly once at the end.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -248,8 +250,9 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// A full disk under load: the spool runs out of disk and requests are answered 503 with
-/// `Retry-After`; once space is freed 202s come back without a restart; with a budget below
+/// A full disk under load, with nothing confirmed meanwhile: the spool runs out of disk and
+/// requests are answered 503 with `Retry-After`; once space is freed 202s come back without a
+/// restart; with a budget below
 /// the disk the spool never takes more than its budget (503 `queue_full`), under concurrent
 /// senders too; SIGTERM on a full disk drains; a start on a full disk replays what the last
 /// run left, answers 503, then 202 once there is room; and every event answered 202 is in
@@ -303,7 +306,16 @@ async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
         assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
     }
 
-    // Another file takes all but 192 KiB: the spool runs out of disk under load.
+    // ClickHouse refuses `events` (renamed away): batches are held, no row is confirmed, so
+    // no segment can be deleted and the spool has only what it holds and what the disk has
+    // left. Without this the drain frees confirmed segments while the disk is full and the
+    // spool keeps pace with the load in the space it frees (its window of zeros, already on
+    // disk when the filler comes, adds up to 1 MiB to that space): whether 503s go on then
+    // depends on the machine's speed, not on the guarantee.
+    rename(&db, "events", "events_away").await;
+    // Another file takes all but 192 KiB: the spool runs out of disk under load. It appends
+    // into its window and the last free bytes, then every append fails and stays failing:
+    // nothing is freed while the table is away.
     let filler = tmpfs.fill("filler", 192 * 1024);
     load.phase();
     assert!(
@@ -322,7 +334,8 @@ async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
         "a full disk answers only 503 spool_unavailable: {full:?}"
     );
 
-    // The filler goes: 202s come back without a restart, and stay.
+    // The filler goes: 202s come back without a restart, and with the table still away, so
+    // from the disk's room alone.
     std::fs::remove_file(&filler).unwrap();
     assert!(
         load.until(Duration::from_secs(60), |seen| {
@@ -330,6 +343,14 @@ async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
         })
         .await,
         "202 again once the disk has room"
+    );
+    // The table comes back: the held rows land and their segments go. The next phase starts
+    // once they have, so that it measures steady traffic, not the backlog.
+    rename(&db, "events_away", "events").await;
+    let held = load.seen.lock().unwrap().accepted.len() as u64;
+    assert!(
+        db.wait_for_count("SELECT count() FROM events", held).await >= held,
+        "the rows held while the table was away landed"
     );
     load.phase();
     // 4,000 requests of about 3.5 KB: twice what the disk holds goes through the spool.
@@ -495,6 +516,18 @@ async fn a_full_disk_answers_503_recovers_by_itself_and_loses_nothing() {
         "the spool took {most} bytes on disk, over its budget of {BUDGET_BYTES}"
     );
     drop(child);
+}
+
+/// `RENAME TABLE from TO to` in the test's database: `events` away makes ClickHouse refuse
+/// every batch, which The Eye holds (and its rows in the spool) until the table is back.
+async fn rename(db: &TestDb, from: &str, to: &str) {
+    db.client()
+        .query("RENAME TABLE {from:Identifier} TO {to:Identifier}")
+        .param("from", from)
+        .param("to", to)
+        .execute()
+        .await
+        .unwrap();
 }
 
 fn url_of(child: &Child) -> String {
