@@ -13,26 +13,6 @@
 //! for *seal* and *confirm* the first and last positions (u64 each) of a batch. Integers are
 //! little-endian. Positions count the rows of one lane, from 0, for the life of a spool id;
 //! they never repeat, so `(spool id, lane, first, last)` names one ClickHouse block for ever.
-//!
-//! # Unused space
-//!
-//! Bytes that are all zero from a record boundary to the end of the file are *unused
-//! space*, not corruption: the writer keeps a window of zeros written ahead of the active
-//! segment's records (see [`super::writer`]), and a crash leaves it. A record never starts
-//! with a zero byte (its magic is `EYER`), so the rule is unambiguous: where a record should
-//! start, a zero byte is either unused space (every byte after it to the end is zero too) or
-//! corruption (some later byte is not). A record torn in the window (part of it written,
-//! the rest still zeros) is one corrupt record, then the unused tail. The reader stops at
-//! unused space without counting it; closed segments are cut to their last record, as is the
-//! active one at a clean shutdown, and the last segment of an earlier run at start.
-//!
-//! The rule did not bump [`FORMAT_VERSION`]: the bytes of records and headers are
-//! unchanged, and a version 3 segment without zeros reads the same under both rules. The
-//! cost falls on a downgrade only, and only after a crash: a build from before the rule
-//! reads a segment with a zero tail as one corrupt stretch per segment (logged, counted in
-//! `spool_corrupt_records`) and loses no row, since the zeros hold no record and their
-//! frame tells of none. A version bump would instead make that build refuse the spool until
-//! it is drained, and this one refuse the segments of the builds before it.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,7 +1,6 @@
 //! The handle on a spool that the pipeline holds: opening a spool directory (its lock, the
-//! segments of earlier runs, the positions to go on from, the unused space cut off the last
-//! of them), appending, sealing and confirming through the writer thread, and what readers
-//! may read. The state it shares with the
+//! segments of earlier runs, the positions to go on from), appending, sealing and confirming
+//! through the writer thread, and what readers may read. The state it shares with the
 //! writer is [`Shared`]; everything that touches the files after the start is the writer's.
 
 use std::fs::{self, File, OpenOptions};
@@ -158,7 +157,7 @@ impl Spool {
             });
         }
         // Positions of the newest segment's records, which its header does not know.
-        if let Some(last) = old.last_mut() {
+        if let Some(last) = old.last() {
             let chunk = read_chunk(
                 &last.path,
                 last.segment,
@@ -175,9 +174,6 @@ impl Spool {
             }
             for next in &mut next_positions {
                 *next += RESTART_GAP;
-            }
-            if let Some(unused_from) = chunk.unused_from {
-                cut_unused_tail(last, unused_from);
             }
         }
         let spool_id = spool_id.unwrap_or_else(Uuid::now_v7);
@@ -312,42 +308,12 @@ impl Spool {
         }
     }
 
-    /// Returns once the writer is done with every earlier command (see `Command::Idle`).
-    #[cfg(test)]
-    pub(super) async fn idle(&self) {
-        let (done, answer) = oneshot::channel();
-        if self.commands.send(Command::Idle(done)).is_ok() {
-            let _ = answer.await;
-        }
-    }
-
     /// Syncs, deletes every segment whose rows are all confirmed — all of them after a
     /// complete drain — and stops the writer.
     pub async fn finish(&self) {
         let (done, answer) = oneshot::channel();
         if self.commands.send(Command::Finish(done)).is_ok() {
             let _ = answer.await;
-        }
-    }
-}
-
-/// Cuts the unused space (zeros the writer wrote ahead of its records; see
-/// [`super::format`]) off the end of `last`, a segment of an earlier run that this run does
-/// not append to (it starts a new one): its zeros would only hold the budget until the
-/// segment is deleted. Not synced: should a crash bring the zeros back, they read as unused
-/// space again. A failure leaves them, counted; they cost budget, not correctness.
-fn cut_unused_tail(last: &mut OldSegment, records_end: u64) {
-    let cut = OpenOptions::new()
-        .write(true)
-        .open(&last.path)
-        .and_then(|file| file.set_len(records_end));
-    match cut {
-        Ok(()) => {
-            tracing::debug!(segment = %last.path.display(), from = last.bytes, to = records_end, "unused space cut off the last spool segment");
-            last.bytes = records_end;
-        }
-        Err(error) => {
-            tracing::warn!(segment = %last.path.display(), %error, "cannot cut the unused space off the last spool segment; it is deleted with the segment");
         }
     }
 }

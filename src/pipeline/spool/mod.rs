@@ -10,9 +10,8 @@
 //! # Disk use
 //!
 //! `pipeline.spool_max_bytes` bounds every byte the spool puts on disk, the active segment
-//! with its window of zeros (see [`writer`]) and the ballast included
-//! ([`Settings::append_limit_bytes`] keeps room for the seal and confirm records that let a
-//! full spool drain; the window takes at most an eighth of what appends have left). The active segment is deleted as soon as all
+//! and the ballast included ([`Settings::append_limit_bytes`] keeps room for the seal and
+//! confirm records that let a full spool drain). The active segment is deleted as soon as all
 //! of it is confirmed and it holds a quarter segment, or at any size under pressure (a spent
 //! budget, a full disk): confirmed bytes do not wait for a rotation. A full disk (`ENOSPC`)
 //! fails the appends of a group whole, with nothing of them on disk and their positions given
@@ -23,8 +22,7 @@
 //!
 //! # Parts
 //!
-//! [`format`] lays out segments and records (the format, version 3, is described there,
-//! with the unused space at a segment's end);
+//! [`format`] lays out segments and records (the format, version 3, is described there);
 //! [`reader`] reads records back; [`recovery`] scans what earlier runs left; [`writer`] is
 //! the thread that owns the files; [`handle`] is the [`Spool`] the pipeline holds;
 //! [`settings`] draws the disk budget from the configuration.

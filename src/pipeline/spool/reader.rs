@@ -1,8 +1,7 @@
 //! Reading a segment back: the records from an offset up to where the writer has published,
-//! in order, skipping corrupt or torn stretches up to the next valid record, telling what
-//! rows a damaged rows record held when its frame still says so, and stopping without
-//! complaint at a segment's unused space (an all-zero tail, see [`super::format`]). The
-//! feeders and the recovery scan read through it; it never writes.
+//! in order, skipping corrupt or torn stretches up to the next valid record, and telling what
+//! rows a damaged rows record held when its frame still says so. The feeders and the
+//! recovery scan read through it; it never writes.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -56,12 +55,8 @@ fn read_frame(reader: &mut BufReader<File>, at: u64, end: u64) -> io::Result<Fra
 pub struct Chunk {
     /// Each record with where it starts and its payload.
     pub records: Vec<(Cursor, Record, Vec<u8>)>,
-    /// Where reading stopped: the next record, or `end` (also when the rest is unused).
+    /// Where reading stopped: the next record, or `end`.
     pub next: u64,
-    /// Where unused space starts, when reading met it: every byte from there to `end` is
-    /// zero (space the writer wrote ahead of its records; see [`super::format`]). Not
-    /// corruption, and nothing more to read: `next` is `end`.
-    pub unused_from: Option<u64>,
     /// Offsets at which corruption was found and skipped.
     pub corrupt: Vec<u64>,
     /// Of those, the ones that start with a readable rows-record frame: what they say they
@@ -144,7 +139,6 @@ pub fn read_chunk(
         next: from,
         corrupt: Vec::new(),
         corrupt_rows: Vec::new(),
-        unused_from: None,
     };
     if from >= end {
         // Nothing to read; the file need not exist (a segment not yet created, or deleted).
@@ -168,13 +162,6 @@ pub fn read_chunk(
                 chunk.records.push((cursor, record, payload));
             }
             Frame::Corrupt => {
-                // A record never starts with a zero byte: zeros from here to the end are
-                // space written ahead of the records, not a damaged record.
-                if is_zero_tail(&mut reader, at, end)? {
-                    chunk.unused_from = Some(at);
-                    at = end;
-                    break;
-                }
                 chunk.corrupt.push(at);
                 let found = salvage_rows(&mut reader, at, end)?;
                 let mut skipped = found.map_or(at + 1, |found| at + found.bytes);
@@ -195,31 +182,6 @@ pub fn read_chunk(
     }
     chunk.next = at;
     Ok(chunk)
-}
-
-/// Whether every byte of `from..end` is zero (and there is at least one).
-fn is_zero_tail(reader: &mut BufReader<File>, from: u64, end: u64) -> io::Result<bool> {
-    if from >= end {
-        return Ok(false);
-    }
-    reader.seek(SeekFrom::Start(from))?;
-    let mut buffer = [0u8; 16 * 1024];
-    let mut left = end - from;
-    while left > 0 {
-        let want = buffer
-            .len()
-            .min(usize::try_from(left).unwrap_or(usize::MAX));
-        let read = reader.read(&mut buffer[..want])?;
-        if read == 0 {
-            // The file is shorter than `end` says: a cut, not unused space.
-            return Ok(false);
-        }
-        if buffer[..read].iter().any(|byte| *byte != 0) {
-            return Ok(false);
-        }
-        left -= read as u64;
-    }
-    Ok(true)
 }
 
 /// The offset of the next valid record at or after `from`, or `end`; and the rows records
@@ -394,63 +356,6 @@ mod tests {
         assert_eq!(salvage(0, &frame), None);
         frame[FRAME_BYTES + 10..FRAME_BYTES + 14].copy_from_slice(&60u32.to_le_bytes());
         assert_eq!(salvage(0, &frame).map(|found| found.count), Some(60));
-    }
-
-    #[test]
-    fn a_zero_tail_is_unused_space_and_a_torn_record_before_it_one_corrupt_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let records: Vec<Vec<u8>> = (0..3u64)
-            .map(|i| rows(Lane::Events, i * 2, 2, &[i as u8 + 1; 30]))
-            .collect();
-        let path = write_segment(dir.path(), &records);
-        let mut bytes = fs::read(&path).unwrap();
-        let records_end = bytes.len() as u64;
-        // The writer's window: zeros past the last record, more than a read buffer's worth.
-        bytes.resize(bytes.len() + 300 * 1024, 0);
-        fs::write(&path, &bytes).unwrap();
-        let end = bytes.len() as u64;
-        let chunk = read_chunk(&path, 1, HEADER_BYTES, end, usize::MAX).unwrap();
-        assert_eq!(chunk.records.len(), 3);
-        assert!(chunk.corrupt.is_empty(), "{:?}", chunk.corrupt);
-        assert_eq!(
-            chunk.unused_from,
-            Some(records_end),
-            "the zeros start there"
-        );
-        assert_eq!(chunk.next, end, "nothing more to read");
-        // Read from the zeros: nothing, no corruption.
-        let chunk = read_chunk(&path, 1, records_end, end, usize::MAX).unwrap();
-        assert!(chunk.records.is_empty() && chunk.corrupt.is_empty());
-        assert_eq!(chunk.unused_from, Some(records_end));
-        // A zero tail shorter than a frame is unused space too.
-        let chunk = read_chunk(&path, 1, end - 5, end, usize::MAX).unwrap();
-        assert!(chunk.corrupt.is_empty());
-        assert_eq!(chunk.unused_from, Some(end - 5));
-
-        // A record torn in the window: its first half written, the rest still zeros. One
-        // corrupt record (whose frame tells its rows), then the clean tail.
-        let torn = rows(Lane::Events, 6, 2, &[9; 30]);
-        let at = records_end as usize;
-        bytes[at..at + torn.len() / 2].copy_from_slice(&torn[..torn.len() / 2]);
-        fs::write(&path, &bytes).unwrap();
-        let chunk = read_chunk(&path, 1, HEADER_BYTES, end, usize::MAX).unwrap();
-        assert_eq!(chunk.records.len(), 3);
-        assert_eq!(chunk.corrupt, vec![records_end]);
-        assert_eq!(chunk.corrupt_rows.len(), 1);
-        assert_eq!(chunk.corrupt_rows[0].first, 6);
-        assert_eq!(chunk.unused_from, None);
-        assert_eq!(chunk.next, end);
-
-        // Only its second page made it (pages reach the disk in any order): zeros, then
-        // bytes, then zeros is still one corrupt stretch, not unused space.
-        bytes[at..at + torn.len() / 2].fill(0);
-        bytes[at + 5000] = 1;
-        fs::write(&path, &bytes).unwrap();
-        let chunk = read_chunk(&path, 1, HEADER_BYTES, end, usize::MAX).unwrap();
-        assert_eq!(chunk.records.len(), 3);
-        assert_eq!(chunk.corrupt, vec![records_end]);
-        assert!(chunk.corrupt_rows.is_empty());
-        assert_eq!(chunk.next, end);
     }
 
     #[test]

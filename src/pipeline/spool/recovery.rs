@@ -1,8 +1,7 @@
 //! The recovery scan at start: what the segments of earlier runs hold — which positions
 //! ClickHouse confirmed, which batches were sealed but not confirmed (rebuilt exactly by the
 //! feeders), how many rows wait, and what corruption cost — logged and counted, never
-//! refused. A segment's unused space (an all-zero tail, see [`super::format`]) ends its
-//! records and is not corruption.
+//! refused.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -92,7 +91,6 @@ pub fn recover(old: &[OldSegment], metrics: &Metrics) -> Recovery {
                     }
                 }
             }
-            // Unused space (an all-zero tail) ends the segment's records (`next` is its end).
             if chunk.next >= segment.bytes || chunk.records.is_empty() && chunk.corrupt.is_empty() {
                 break;
             }
@@ -180,55 +178,6 @@ mod tests {
                 .get(),
             3
         );
-    }
-
-    #[test]
-    fn recovery_stops_at_a_zero_tail_and_counts_only_a_torn_record_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let records = vec![
-            rows(Lane::Events, 0, 5, &[1; 50]),
-            control_frame(KIND_SEAL, Lane::Events, 0, 4),
-            rows(Lane::Events, 5, 5, &[2; 50]),
-        ];
-        let path = write_segment(dir.path(), &records);
-        let mut bytes = fs::read(&path).unwrap();
-        let records_end = bytes.len();
-        bytes.resize(records_end + 1024 * 1024, 0);
-        fs::write(&path, &bytes).unwrap();
-        let old = |path: &std::path::Path| OldSegment {
-            segment: 1,
-            bytes: fs::metadata(path).unwrap().len(),
-            path: path.to_owned(),
-            created: SystemTime::now(),
-        };
-        let metrics = Metrics::new(10);
-        let recovery = recover(&[old(&path)], &metrics);
-        assert_eq!(recovery.corrupt, 0, "unused space is not corruption");
-        assert_eq!(metrics.spool_corrupt_records.get(), 0);
-        assert_eq!(recovery.sealed[0], vec![(0, 4)]);
-        assert_eq!(recovery.unconfirmed_rows[0], 10);
-        assert_eq!(recovery.segment_ends, vec![(1, [10, 0])]);
-
-        // A record torn in the zeros: one corrupt record, its rows counted lost, then the
-        // clean tail; the records before it are kept exactly.
-        let torn = rows(Lane::Events, 10, 3, &[3; 50]);
-        bytes[records_end..records_end + 20].copy_from_slice(&torn[..20]);
-        fs::write(&path, &bytes).unwrap();
-        let metrics = Metrics::new(10);
-        let recovery = recover(&[old(&path)], &metrics);
-        assert_eq!(recovery.corrupt, 1);
-        assert_eq!(
-            recovery.corrupt_rows,
-            [0, 0],
-            "20 bytes do not tell its rows"
-        );
-        assert_eq!(recovery.unconfirmed_rows[0], 10);
-        bytes[records_end..records_end + 40].copy_from_slice(&torn[..40]);
-        fs::write(&path, &bytes).unwrap();
-        let recovery = recover(&[old(&path)], &Metrics::new(10));
-        assert_eq!(recovery.corrupt, 1);
-        assert_eq!(recovery.corrupt_rows, [3, 0], "its frame tells its rows");
-        assert_eq!(recovery.segment_ends, vec![(1, [10, 0])]);
     }
 
     #[test]

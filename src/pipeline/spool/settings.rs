@@ -28,15 +28,7 @@ pub struct Settings {
     /// for closing it earlier).
     pub segment_bytes: u64,
     pub sync: SyncMode,
-    /// The most zeros the writer keeps written ahead of the active segment's records (see
-    /// [`super::writer`]): [`WINDOW_BYTES`], not configured; 0 writes none (measurements
-    /// compare the two).
-    pub window_bytes: u64,
 }
-
-/// See [`Settings::window_bytes`]: 1 MiB, what measured best (BENCHMARKS.md, "Spool: zeros
-/// written ahead of the records").
-pub const WINDOW_BYTES: u64 = 1 << 20;
 
 impl Settings {
     /// The spool's settings from the pipeline's configuration, or `None` when `spool_sync` is
@@ -52,7 +44,6 @@ impl Settings {
             max_bytes: config.spool_max_bytes,
             segment_bytes: config.spool_segment_bytes,
             sync,
-            window_bytes: WINDOW_BYTES,
         })
     }
 
@@ -124,7 +115,6 @@ mod tests {
             assert_eq!(settings.max_bytes, 1 << 30);
             assert_eq!(settings.segment_bytes, 32 << 20);
             assert_eq!(settings.sync, sync);
-            assert_eq!(settings.window_bytes, WINDOW_BYTES);
         }
         config.spool_sync = SpoolSync::Off;
         assert!(Settings::from_config(&config).is_none());
@@ -137,7 +127,6 @@ mod tests {
             max_bytes,
             segment_bytes,
             sync: SyncMode::Always,
-            window_bytes: WINDOW_BYTES,
         };
         let default = settings(1 << 30, 32 << 20);
         assert_eq!(default.reserve_bytes(), 64 * 1024);

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::format::HEADER_BYTES;
-use super::settings::WINDOW_BYTES;
 use super::{Deliver, Lane, Placed, RowsFrame, Settings, Spool, SyncMode};
 use crate::metrics::Metrics;
 
@@ -29,24 +28,14 @@ pub(super) fn rows(lane: Lane, first: u64, count: u32, body: &[u8]) -> Vec<u8> {
 }
 
 pub(super) fn test_spool(dir: &Path, max_bytes: u64, segment_bytes: u64) -> (Spool, Arc<Metrics>) {
-    test_spool_with(&test_settings(dir, max_bytes, segment_bytes))
-}
-
-/// The settings of [`test_spool`]: `spool_sync = always`, the default window.
-pub(super) fn test_settings(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Settings {
-    Settings {
+    let metrics = Arc::new(Metrics::new(10));
+    let settings = Settings {
         dir: dir.to_owned(),
         max_bytes,
         segment_bytes,
         sync: SyncMode::Always,
-        window_bytes: WINDOW_BYTES,
-    }
-}
-
-/// A spool opened on an empty directory with `settings`.
-pub(super) fn test_spool_with(settings: &Settings) -> (Spool, Arc<Metrics>) {
-    let metrics = Arc::new(Metrics::new(10));
-    let (spool, old) = Spool::open(settings, metrics.clone()).unwrap();
+    };
+    let (spool, old) = Spool::open(&settings, metrics.clone()).unwrap();
     assert!(old.is_empty());
     (spool, metrics)
 }
@@ -77,12 +66,6 @@ pub(super) async fn land(spool: &Spool, first: u64, last: u64) {
     // is in a later group, taken only once that one was done with.
     spool.seal(Lane::Events, last + 1, last + 1).await.unwrap();
     spool.seal(Lane::Events, last + 1, last + 1).await.unwrap();
-}
-
-/// Waits until the writer is done with every earlier group, the window of zeros it writes
-/// after one included (see [`super::writer`]).
-pub(super) async fn settle(spool: &Spool) {
-    spool.idle().await;
 }
 
 pub(super) fn segment_files(dir: &Path) -> Vec<u64> {
