@@ -343,14 +343,14 @@ impl Ingestor {
         }
         let received = items.len();
         let schemas = self.schemas.current();
-        let assessed = off_the_workers(body.len() >= OFF_THE_WORKERS_BYTES, || {
+        let assessed = off_the_workers(body.len() >= OFF_THE_WORKERS_BYTES, move || {
             // Personal-data rules rewrite every item before validation, so that the spool,
             // `errors.raw`, problem messages, logs, metrics and the live stream see only the
             // rewritten event (src/privacy/, docs/personal-data.md).
             if let Some(privacy) = &self.privacy {
                 privacy.apply_items(origin.application, &origin.privacy, &mut items, &schemas);
             }
-            assess(
+            let assessed = assess(
                 origin,
                 &items,
                 batched,
@@ -358,7 +358,13 @@ impl Ingestor {
                 &schemas,
                 &self.config,
                 budget,
-            )
+            );
+            // The parsed events (every `data` tree) are freed here, while they are still in
+            // this core's cache, not after the answer's wait for the spool's sync: held across
+            // that wait they were freed cold, often by another worker than the one that
+            // allocated them (BENCHMARKS.md, "Where a batch's CPU goes").
+            drop(items);
+            assessed
         });
         let assessed = match assessed {
             Ok(assessed) => assessed,
