@@ -88,6 +88,11 @@ def scenarios(directory):
             f"Load average at the start of the runs: {min(loads):.2f} to {max(loads):.2f} "
             f"(median {statistics.median(loads):.2f})."
         )
+    if any(r.get("client_ids") for rs in groups.values() for r in rs):
+        out.append(
+            "Bodies as the shipped clients send them (BENCH_CLIENT_IDS=1): every event with "
+            "its own event_id, and Prefer: return=minimal."
+        )
     out.append("")
     out.append(
         "| scenario | conc. | req/s | accepted events/s | p50 µs | p99 µs | max µs "

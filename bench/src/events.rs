@@ -65,8 +65,17 @@ const ZIP_CODES: [&str; 4] = ["10001", "94105", "60601", "73301"];
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose stream depends on every bit of `seed`. The seed goes through
+    /// SplitMix64's finaliser first: the workers' seeds differ by one, and a state made of
+    /// `seed | 1` gave seeds 2k and 2k+1 the same stream (two workers sent the same bodies,
+    /// the same event ids when they sent in the same millisecond).
     pub fn new(seed: u64) -> Self {
-        Self(seed | 1)
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // xorshift's state must not be zero.
+        Self(if z == 0 { 0x9e37_79b9_7f4a_7c15 } else { z })
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -125,6 +134,8 @@ pub struct Generator {
     /// back end that forwards several visitors' events would.
     sessions: Vec<Session>,
     buffer: Vec<u8>,
+    /// Whether every event names its own `event_id`, as the shipped clients do.
+    client_ids: bool,
 }
 
 impl Generator {
@@ -137,7 +148,16 @@ impl Generator {
             rng,
             sessions,
             buffer: Vec::with_capacity(64 * 1024),
+            client_ids: false,
         }
+    }
+
+    /// Every event then starts with its own `event_id`, a UUIDv7 of its timestamp, as the
+    /// shipped clients (the Rust and Python clients, the browser SDK) choose one for every
+    /// event they build, so that a retry is recognised as one.
+    pub fn with_client_ids(mut self) -> Self {
+        self.client_ids = true;
+        self
     }
 
     /// The body of one request of `events` events (an object when 1, else an array), with
@@ -195,9 +215,21 @@ impl Generator {
             Kind::Submit => ("form interaction", "submit"),
         };
         // Writing into a Vec cannot fail.
+        out.push(b'{');
+        if self.client_ids {
+            let mut random = [0; 10];
+            random[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+            random[8..].copy_from_slice(&rng.next_u64().to_le_bytes()[..2]);
+            let event_id = uuid::Builder::from_unix_timestamp_millis(
+                at.timestamp_millis().max(0) as u64,
+                &random,
+            )
+            .into_uuid();
+            let _ = write!(out, r#""event_id":"{}","#, event_id.hyphenated());
+        }
         let _ = write!(
             out,
-            r#"{{"session_id":"{}","category":"{category}","name":"{name}","data":{{"host":"{}","path":"{path}""#,
+            r#""session_id":"{}","category":"{category}","name":"{name}","data":{{"host":"{}","path":"{path}""#,
             id.hyphenated(),
             session.host,
         );
@@ -258,10 +290,11 @@ mod tests {
     fn check_event(event: &Value, now: DateTime<Utc>) {
         let object = event.as_object().expect("an event is an object");
         let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        let ids = usize::from(object.contains_key("event_id"));
         assert_eq!(
             keys.len(),
-            5,
-            "session_id, category, name, data, timestamp: {keys:?}"
+            5 + ids,
+            "session_id, category, name, data, timestamp (and event_id): {keys:?}"
         );
         let session = object["session_id"].as_str().unwrap();
         assert!(Uuid::parse_str(session).is_ok());
@@ -304,6 +337,33 @@ mod tests {
             let event: Value = serde_json::from_slice(generator.body(1, now)).unwrap();
             check_event(&event, now);
         }
+    }
+
+    #[test]
+    fn neighbouring_seeds_give_different_streams() {
+        let firsts: std::collections::BTreeSet<u64> =
+            (0..1024).map(|seed| Rng::new(seed).next_u64()).collect();
+        assert_eq!(firsts.len(), 1024);
+    }
+
+    #[test]
+    fn client_ids_are_distinct_uuid_v7s_of_the_event_time() {
+        let mut generator = Generator::new(9, 8).with_client_ids();
+        let now = Utc::now();
+        let batch: Value = serde_json::from_slice(generator.body(500, now)).unwrap();
+        let mut ids = std::collections::BTreeSet::new();
+        for event in batch.as_array().unwrap() {
+            check_event(event, now);
+            let id: Uuid = event["event_id"].as_str().unwrap().parse().unwrap();
+            assert_eq!(id.get_version_num(), 7, "{id}");
+            let (seconds, _) = id.get_timestamp().unwrap().to_unix();
+            assert!(now.timestamp() - seconds as i64 <= 5, "{id}");
+            assert!(ids.insert(id), "{id} twice");
+        }
+        assert_eq!(ids.len(), 500);
+        let single: Value = serde_json::from_slice(generator.body(1, now)).unwrap();
+        check_event(&single, now);
+        assert!(single["event_id"].is_string());
     }
 
     #[test]

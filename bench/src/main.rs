@@ -100,6 +100,11 @@ struct Args {
     /// Concurrent visitor sessions per worker whose events interleave.
     #[arg(long, default_value_t = 8)]
     sessions: usize,
+    /// Send as the shipped clients (Rust, Python, browser SDK) do: every event with its own
+    /// `event_id` (UUIDv7), and `Prefer: return=minimal`, so that a fully accepted request
+    /// is answered with its counts alone.
+    #[arg(long)]
+    client_ids: bool,
     /// Seed of the event generator, for reproducible bodies.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -214,6 +219,8 @@ struct Plan {
     single_fraction: f64,
     sessions: usize,
     request_timeout: Duration,
+    /// See `Args::client_ids`.
+    client_ids: bool,
 }
 
 async fn worker(
@@ -228,6 +235,10 @@ async fn worker(
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
         .wrapping_add(index as u64 + 1);
     let mut generator = events::Generator::new(seed, plan.sessions);
+    if plan.client_ids {
+        generator = generator.with_client_ids();
+    }
+    let minimal = HeaderValue::from_static("return=minimal");
     let mut rng = events::Rng::new(seed ^ 0xdead_beef);
     let host = HeaderValue::from_str(&plan.target.authority).expect("valid authority");
     let json = HeaderValue::from_static("application/json");
@@ -256,6 +267,9 @@ async fn worker(
             .header(CONTENT_TYPE, json.clone());
         if let Some(authorization) = &plan.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        if plan.client_ids {
+            request = request.header("prefer", minimal.clone());
         }
         let request = request.body(Full::new(body)).expect("valid request");
         let started = Instant::now();
@@ -372,6 +386,8 @@ struct Report {
     route: String,
     batch_size: usize,
     single_fraction: f64,
+    /// Whether events named their own ids and requests asked for `return=minimal`.
+    client_ids: bool,
     concurrency: usize,
     threads: usize,
     duration_seconds: f64,
@@ -461,6 +477,7 @@ async fn run(args: Args) -> Result<(), http::Error> {
         },
         sessions: args.sessions,
         request_timeout: args.request_timeout,
+        client_ids: args.client_ids,
     });
 
     let counters_before = if count_landed {
@@ -620,6 +637,7 @@ async fn run(args: Args) -> Result<(), http::Error> {
         route: args.route.clone(),
         batch_size: args.batch_size,
         single_fraction: plan.single_fraction,
+        client_ids: args.client_ids,
         concurrency: args.concurrency,
         threads: args.threads,
         duration_seconds: args.duration.as_secs_f64(),
@@ -666,6 +684,11 @@ fn print_human(r: &Report) {
         )
     } else {
         format!("batches of {}", r.batch_size)
+    };
+    let mix = if r.client_ids {
+        format!("{mix}, client event ids and return=minimal")
+    } else {
+        mix
     };
     println!(
         "eye-bench{}: POST {}{}, {mix}, concurrency {}, {:.1} s, {} thread(s)",
