@@ -27,6 +27,12 @@ pub fn allowed(name: &str, allow: &[String]) -> bool {
 /// as OAuth's implicit flow leaves them); `None` when nothing was removed. A query left empty
 /// loses its `?`.
 pub fn filter_url(url: &str, allow: &[String]) -> Option<String> {
+    // Most URL-valued properties are bare paths, from which nothing can be removed: one pass
+    // over the bytes says so, where the two searches below cost ~200 instructions per
+    // property (issue 34).
+    if !holds_query_or_fragment(url.as_bytes()) {
+        return None;
+    }
     let (before_fragment, fragment) = match url.split_once('#') {
         Some((before, fragment)) => (before, Some(fragment)),
         None => (url, None),
@@ -63,6 +69,26 @@ pub fn filter_url(url: &str, allow: &[String]) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// Whether `bytes` holds a `?` or a `#`, eight bytes at a time (the same answer as looking
+/// byte by byte; a test compares them).
+fn holds_query_or_fragment(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Some lane of `word` is zero: exact (no false positive across lanes).
+    let zero_lane = |word: u64| word.wrapping_sub(ONES) & !word & HIGH != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut lanes = [0; 8];
+        lanes.copy_from_slice(word);
+        let word = u64::from_ne_bytes(lanes);
+        if zero_lane(word ^ (ONES * u64::from(b'?'))) || zero_lane(word ^ (ONES * u64::from(b'#')))
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b == b'?' || b == b'#')
 }
 
 /// A bare query string (`a=1&b=2`, as the browser SDK sends in `query`) with the parameters
@@ -120,5 +146,49 @@ mod tests {
             Some("/s?q=shoes&page=2")
         );
         assert_eq!(filter_url("/s?q=1&anything=2", &list(&["*"])), None);
+    }
+
+    #[test]
+    fn the_word_wise_look_for_a_query_or_fragment_agrees_with_a_byte_wise_one() {
+        let texts = [
+            "",
+            "?",
+            "#",
+            "/plain/path",
+            "/products/widgets?",
+            "/products/widgets#",
+            "/a/b/c/d/e/f/g/h?x",
+            "https://www.example.com/a/b#section",
+            "/é/ü/?q=1",
+            "/??##",
+            "/%3F/%23/ percent-escapes are not a query",
+            "/a\u{7f}\u{80}\u{ff}/c",
+            "/\u{bf}\u{a3}\u{3e}\u{40}\u{22}\u{24}",
+        ];
+        for text in texts {
+            for start in 0..text.len() {
+                let Some(text) = text.get(start..) else {
+                    continue;
+                };
+                let bytes = text.as_bytes();
+                assert_eq!(
+                    holds_query_or_fragment(bytes),
+                    bytes.iter().any(|&b| b == b'?' || b == b'#'),
+                    "{text:?}"
+                );
+            }
+        }
+        // Every byte value, at every position of a word and of the remainder.
+        for byte in 0..=u8::MAX {
+            for at in 0..13 {
+                let mut bytes = vec![b'a'; 13];
+                bytes[at] = byte;
+                assert_eq!(
+                    holds_query_or_fragment(&bytes),
+                    byte == b'?' || byte == b'#',
+                    "{byte} at {at}"
+                );
+            }
+        }
     }
 }
