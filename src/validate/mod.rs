@@ -346,10 +346,10 @@ fn validate_object(
     let fields = envelope::EnvelopeFields {
         event_id: optional_string(event_id, "event_id", event_id_slot)
             .map(envelope::Parsed::event_id),
-        session_id: required_string(session_id, "session_id", session_id_slot),
-        user_id: optional_string(user_id, "user_id", user_id_slot),
-        category: required_string(category, "category", category_slot),
-        name: required_string(name, "name", name_slot),
+        session_id: required_string(session_id, "session_id", session_id_slot).map(envelope::Text),
+        user_id: optional_string(user_id, "user_id", user_id_slot).map(envelope::Text),
+        category: required_string(category, "category", category_slot).map(envelope::Text),
+        name: required_string(name, "name", name_slot).map(envelope::Text),
         timestamp: required_string(timestamp, "timestamp", timestamp_slot)
             .map(envelope::Parsed::time),
         sent_at: optional_string(sent_at, "sent_at", sent_at_slot).map(envelope::Parsed::time),
@@ -371,10 +371,10 @@ fn validate_object(
     }
     // What the rules accepted: the UUID and the times as their rules read them.
     let event_id = fields.event_id.filter(|_| ok[0]).and_then(|id| id.value);
-    let session_id = fields.session_id.filter(|_| ok[1]);
-    let user_id = fields.user_id.filter(|_| ok[2]);
-    let category = fields.category.filter(|_| ok[3]);
-    let name = fields.name.filter(|_| ok[4]);
+    let session_id = fields.session_id.filter(|_| ok[1]).map(|text| text.0);
+    let user_id = fields.user_id.filter(|_| ok[2]).map(|text| text.0);
+    let category = fields.category.filter(|_| ok[3]).map(|text| text.0);
+    let name = fields.name.filter(|_| ok[4]).map(|text| text.0);
     let client_timestamp = fields
         .timestamp
         .filter(|_| ok[5])
