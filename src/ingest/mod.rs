@@ -10,8 +10,8 @@
 //!
 //! Parts: this file holds the decision ([`Ingestor::accept`]) and its outcome types;
 //! [`rows`] what each item becomes (its row, its `errors` row, its entry of the answer; pure,
-//! bounded; with the event-id policy, [`new_event_id`]); [`recent`] the deduplication
-//! window of client-chosen ids; [`dropped`] what is accepted but not stored (retries,
+//! bounded; with the event-id policy); [`ids`] the ids of events that name none;
+//! [`recent`] the deduplication window of client-chosen ids; [`dropped`] what is accepted but not stored (retries,
 //! suppressed events); [`outcomes`] the counting and recording of what was not
 //! accepted; [`replay`] the re-entry of recovered events. A transformation every stored
 //! event must go through before anything is written (the PII rules) belongs in [`rows`],
@@ -19,6 +19,7 @@
 //! only its result.
 
 mod dropped;
+pub mod ids;
 mod outcomes;
 mod recent;
 mod replay;
@@ -123,8 +124,8 @@ pub struct Accepted {
 pub use crate::store::RowRetention;
 pub use recent::RecentIds;
 pub use rows::{
-    assess, listed_results, new_event_id, Assessed, Budget, OverBudget, Rejections, Return,
-    MAX_LISTED_PROBLEMS, PROBLEMS_OMITTED, REJECTIONS_SUMMARISED,
+    assess, listed_results, Assessed, Budget, OverBudget, Rejections, Return, MAX_LISTED_PROBLEMS,
+    PROBLEMS_OMITTED, REJECTIONS_SUMMARISED,
 };
 
 /// Ingest's share of the application state.

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use the_eye_types::{ItemResult, Problem};
 use uuid::Uuid;
 
+use super::ids::IdRun;
 use super::{Origin, RowRetention};
 use crate::auth::keys;
 use crate::config::IngestConfig;
@@ -32,13 +33,6 @@ pub struct Assessed {
     /// Ids the client chose, with the position of their event in `events`: only those can be
     /// retries (server-assigned ids are new by construction).
     pub client_ids: Vec<(Uuid, usize)>,
-}
-
-/// A fresh id for an event that names none of its own: UUIDv7, so that server-assigned ids
-/// sort by arrival. An id the client chose is kept as it is: only those can be retries,
-/// which the deduplication window recognises ([`super::RecentIds`]).
-pub fn new_event_id() -> Uuid {
-    Uuid::now_v7()
 }
 
 /// When the validation of one request must end (`ingest.validation_budget_ms` after its
@@ -134,6 +128,11 @@ pub fn assess(
     let mut events = Vec::with_capacity(items.len());
     let mut client_ids = Vec::new();
     let mut rejections = Rejections::new(config.max_error_rows_per_request);
+    // The ids of events that name none: UUIDv7, so that they sort by arrival, reserved for
+    // the rest of the request when the first is needed (an id the client chose is kept as
+    // it is: only those can be retries, which `super::RecentIds` recognises).
+    let mut new_ids: Option<IdRun> = None;
+    let received_millis = u64::try_from(origin.received_at.timestamp_millis()).unwrap_or(0);
     for (position, item) in items.iter().enumerate() {
         if position > 0 && budget.spent() {
             return Err(OverBudget {
@@ -148,7 +147,11 @@ pub fn assess(
                         client_ids.push((id, events.len()));
                         id
                     }
-                    None => new_event_id(),
+                    None => new_ids
+                        .get_or_insert_with(|| {
+                            IdRun::reserve(received_millis, items.len() - position)
+                        })
+                        .next_id(),
                 };
                 results.push(ItemResult::Accepted {
                     index: position,

@@ -12,6 +12,7 @@ pub mod json;
 pub mod pii;
 pub mod schemas;
 pub mod timestamp;
+mod write;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
@@ -618,7 +619,7 @@ fn serialised_within(
     rules: &Rules,
     slot: &mut envelope::Slot,
 ) -> Option<String> {
-    let serialised = serde_json::to_string(object).ok()?;
+    let serialised = write::object_to_string(object);
     if serialised.len() > rules.max_data_bytes {
         *slot = Some((
             ProblemCode::DataTooLarge,
