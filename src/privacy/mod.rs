@@ -382,24 +382,29 @@ impl Privacy {
     }
 
     fn filter_urls(&self, data: &mut Map<String, Value>, allow: &[String]) {
-        for property in &self.config.url_properties {
-            if let Some(Value::String(text)) = data.get_mut(property) {
+        let named = |names: &[String], key: &str| names.iter().any(|name| name == key);
+        // One pass over the members, each name compared with the configured ones (a length
+        // that differs settles most comparisons at once): looking each configured property
+        // up in the map was ~340 instructions per event of a batch (issue 34). A property
+        // both URL- and query-valued is filtered as a URL first, as before.
+        data.retain(|key, value| {
+            let Value::String(text) = value else {
+                return true;
+            };
+            if named(&self.config.url_properties, key) {
                 if let Some(kept) = url::filter_url(text, allow) {
                     *text = kept;
                 }
             }
-        }
-        for property in &self.config.query_properties {
-            if let Some(Value::String(text)) = data.get_mut(property) {
+            if named(&self.config.query_properties, key) {
                 match url::filter_query(text, allow) {
-                    Some(kept) if kept.is_empty() => {
-                        data.remove(property);
-                    }
+                    Some(kept) if kept.is_empty() => return false,
                     Some(kept) => *text = kept,
                     None => {}
                 }
             }
-        }
+            true
+        });
     }
 
     /// Scans every string of the event but the envelope's own fields; counts, and under

@@ -87,19 +87,23 @@ fn needs_escape(bytes: &[u8]) -> bool {
     // Some lane of `word` is below `n` (for n <= 0x80): exact as to whether one is, though
     // not as to which.
     let lane_below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH != 0;
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
+    let holds_escape = |word: &[u8]| {
         let mut lanes = [0; 8];
         lanes.copy_from_slice(word);
         let word = u64::from_ne_bytes(lanes);
-        if lane_below(word, 0x20)
+        lane_below(word, 0x20)
             || lane_below(word ^ (ONES * u64::from(b'"')), 1)
             || lane_below(word ^ (ONES * u64::from(b'\\')), 1)
-        {
-            return true;
-        }
+    };
+    if bytes.len() < 8 {
+        return bytes.iter().copied().any(escaped);
     }
-    words.remainder().iter().copied().any(escaped)
+    let mut words = bytes.chunks_exact(8);
+    if words.any(holds_escape) {
+        return true;
+    }
+    // The bytes past the last whole word: the last eight bytes, overlapping it, in one test.
+    !bytes.len().is_multiple_of(8) && holds_escape(&bytes[bytes.len() - 8..])
 }
 
 fn escaped(byte: u8) -> bool {
