@@ -74,7 +74,9 @@ impl RecentIds {
     /// (false: a duplicate of an id accepted recently or earlier in `ids`).
     pub fn claim(&self, application: &str, ids: &[Uuid]) -> (Claim, Vec<bool>) {
         let mut claim = Claim { keys: Vec::new() };
-        if self.capacity == 0 {
+        // A request whose events name no id of their own (the ids are then The Eye's) has
+        // nothing to claim: neither the lock nor hashing the application's name.
+        if self.capacity == 0 || ids.is_empty() {
             return (claim, vec![true; ids.len()]);
         }
         claim.keys.reserve(ids.len());
