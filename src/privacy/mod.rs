@@ -27,10 +27,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::Secret;
 use crate::metrics::{BoundedLabel, Metrics};
+use crate::validate::data::{Data, Members};
 use crate::validate::json;
 use crate::validate::schemas::SchemaSet;
 
@@ -306,21 +307,31 @@ impl Privacy {
         event: &mut Value,
         schemas: &SchemaSet,
     ) {
-        let Value::Object(object) = event else {
+        if !event.is_object() {
             return;
-        };
-        let schema = match (object.get("category"), object.get("name")) {
-            (Some(Value::String(category)), Some(Value::String(name))) => {
-                schemas.get(category, name)
+        }
+        // The rules are written for `data` as the request path reads it.
+        let mut tree = Data::owned(std::mem::take(event));
+        if let Data::Object(object) = &mut tree {
+            let schema = match (object.get("category"), object.get("name")) {
+                (Some(Data::String(category)), Some(Data::String(name))) => {
+                    schemas.get(category, name)
+                }
+                _ => None,
+            };
+            if let Some(Data::Object(data)) = object.get_mut("data") {
+                self.rewrite_data(settings, schema, data);
             }
-            _ => None,
-        };
-        if let Some(Value::Object(data)) = object.get_mut("data") {
-            self.rewrite_data(settings, schema, data);
+            if settings.detector != DetectorPolicy::Off {
+                let mut path = String::with_capacity(PATH_CAPACITY);
+                for (key, value) in object.iter_mut() {
+                    if !ENVELOPE.contains(&key) {
+                        self.detect_member(application, settings.detector, &mut path, key, value);
+                    }
+                }
+            }
         }
-        if settings.detector != DetectorPolicy::Off {
-            self.detect(application, settings.detector, object);
-        }
+        *event = tree.into_value();
     }
 
     /// [`Self::apply_event`] on an event as the request path reads it ([`json::Event`]):
@@ -338,14 +349,14 @@ impl Privacy {
             (Some(category), Some(name)) => schemas.get(category, name),
             _ => None,
         };
-        if let Some(Value::Object(data)) = &mut event.data {
+        if let Some(Data::Object(data)) = &mut event.data {
             self.rewrite_data(settings, schema, data);
         }
         if settings.detector == DetectorPolicy::Off {
             return;
         }
-        // The members in the object's key order, as `detect` walks them: `data` among the
-        // others (the envelope's string fields are not scanned).
+        // The members in the object's key order, as `apply_event` walks them: `data` among
+        // the others (the envelope's string fields are not scanned).
         let mut data = event.data.as_mut();
         for (key, value) in event.rest.iter_mut() {
             if key.as_str() > "data" {
@@ -354,7 +365,10 @@ impl Privacy {
                 }
             }
             if !ENVELOPE.contains(&key.as_str()) {
-                self.detect_member(application, settings.detector, path, key, value);
+                // An unknown member (rare): walked as `data` is.
+                let mut tree = Data::owned(std::mem::take(value));
+                self.detect_member(application, settings.detector, path, key, &mut tree);
+                *value = tree.into_value();
             }
         }
         if let Some(data) = data {
@@ -367,57 +381,40 @@ impl Privacy {
         &self,
         settings: &AppSettings,
         schema: Option<&crate::validate::schemas::EventSchema>,
-        data: &mut Map<String, Value>,
+        data: &mut Members<'_>,
     ) {
         if let Some(schema) = schema.filter(|schema| !schema.pii.is_empty()) {
-            let mut value = Value::Object(std::mem::take(data));
-            schema.pii.apply(&mut value, &self.key);
-            if let Value::Object(rewritten) = value {
-                *data = rewritten;
-            }
+            schema.pii.apply_members(data, &self.key);
         }
         if !settings.keeps_every_parameter() {
             self.filter_urls(data, &settings.url_query_allowlist);
         }
     }
 
-    fn filter_urls(&self, data: &mut Map<String, Value>, allow: &[String]) {
+    fn filter_urls(&self, data: &mut Members<'_>, allow: &[String]) {
         let named = |names: &[String], key: &str| names.iter().any(|name| name == key);
         // One pass over the members, each name compared with the configured ones (a length
         // that differs settles most comparisons at once): looking each configured property
         // up in the map was ~340 instructions per event of a batch (issue 34). A property
         // both URL- and query-valued is filtered as a URL first, as before.
         data.retain(|key, value| {
-            let Value::String(text) = value else {
+            let Data::String(text) = value else {
                 return true;
             };
             if named(&self.config.url_properties, key) {
                 if let Some(kept) = url::filter_url(text, allow) {
-                    *text = kept;
+                    *text = Cow::Owned(kept);
                 }
             }
             if named(&self.config.query_properties, key) {
                 match url::filter_query(text, allow) {
                     Some(kept) if kept.is_empty() => return false,
-                    Some(kept) => *text = kept,
+                    Some(kept) => *text = Cow::Owned(kept),
                     None => {}
                 }
             }
             true
         });
-    }
-
-    /// Scans every string of the event but the envelope's own fields; counts, and under
-    /// `mask` masks, what it finds.
-    fn detect(&self, application: &str, policy: DetectorPolicy, object: &mut Map<String, Value>) {
-        // One path buffer per event, grown and cut as the walk goes: a finding is rare, so
-        // its label is made from the buffer only then, not a path allocated per value.
-        let mut path = String::with_capacity(PATH_CAPACITY);
-        for (key, value) in object.iter_mut() {
-            if !ENVELOPE.contains(&key.as_str()) {
-                self.detect_member(application, policy, &mut path, key, value);
-            }
-        }
     }
 
     /// [`Self::detect_in`] on the member `key` of the event, with `path` as its buffer.
@@ -427,24 +424,25 @@ impl Privacy {
         policy: DetectorPolicy,
         path: &mut String,
         key: &str,
-        value: &mut Value,
+        value: &mut Data<'_>,
     ) {
         path.clear();
         path.push_str(key);
         self.detect_in(application, policy, path, value);
     }
 
-    /// [`Self::detect`] below one value at `path`. Recursive: the parser refuses JSON nested
-    /// deeper than 128 levels, so the depth is bounded.
+    /// Scans every string below one value at `path`; counts, and under `mask` masks, what it
+    /// finds. Recursive: the parser refuses JSON nested deeper than 128 levels, so the depth
+    /// is bounded.
     fn detect_in(
         &self,
         application: &str,
         policy: DetectorPolicy,
         path: &mut String,
-        value: &mut Value,
+        value: &mut Data<'_>,
     ) {
         match value {
-            Value::String(text) => {
+            Data::String(text) => {
                 let found = detector::scan(text);
                 if found.is_empty() {
                     return;
@@ -453,10 +451,10 @@ impl Privacy {
                     self.count(application, finding.kind, path);
                 }
                 if policy == DetectorPolicy::Mask {
-                    *text = detector::mask(text, &found);
+                    *text = Cow::Owned(detector::mask(text, &found));
                 }
             }
-            Value::Object(children) => {
+            Data::Object(children) => {
                 let parent = path.len();
                 for (key, child) in children.iter_mut() {
                     path.truncate(parent);
@@ -467,7 +465,7 @@ impl Privacy {
                 path.truncate(parent);
             }
             // Elements share one label: `items[]`, not one per index.
-            Value::Array(children) => {
+            Data::Array(children) => {
                 let parent = path.len();
                 path.push_str("[]");
                 for child in children.iter_mut() {

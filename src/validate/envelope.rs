@@ -24,10 +24,11 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 use validator::{Validate, ValidateArgs, ValidateLength, ValidationError, ValidationErrorsKind};
 
+use super::data::Members;
 use super::{timestamp, truncate_chars, ProblemCode, Rules};
 
 /// The envelope fields as read from the JSON object: `None` when absent, `null` or of the
@@ -74,7 +75,7 @@ pub(super) struct EnvelopeFields<'a> {
         custom(function = "non_empty", code = "empty_data"),
         custom(function = "within_depth", use_context, code = "data_too_deep")
     )]
-    pub data: Option<&'a Map<String, Value>>,
+    pub data: Option<&'a Members<'a>>,
 }
 
 /// A string field's text, as its rules read it. `length` counts characters, and counting them
@@ -309,7 +310,7 @@ fn timestamp_form(time: &Parsed<'_, DateTime<Utc>>) -> Result<(), ValidationErro
 }
 
 /// `data` has at least one member: an empty object says nothing about the event.
-fn non_empty(data: &&Map<String, Value>) -> Result<(), ValidationError> {
+fn non_empty(data: &&Members<'_>) -> Result<(), ValidationError> {
     if data.is_empty() {
         Err(rule_broken("empty_data"))
     } else {
@@ -318,7 +319,7 @@ fn non_empty(data: &&Map<String, Value>) -> Result<(), ValidationError> {
 }
 
 /// `data` is nested at most `ingest.max_data_depth` levels (the object itself is level 1).
-fn within_depth(data: &&Map<String, Value>, rules: &Rules) -> Result<(), ValidationError> {
+fn within_depth(data: &&Members<'_>, rules: &Rules) -> Result<(), ValidationError> {
     if super::depth_of_object(data) > rules.max_data_depth {
         Err(rule_broken("data_too_deep"))
     } else {

@@ -19,9 +19,10 @@
 //!
 //! One pass does it in the common case: the body is parsed straight into items, with
 //! duplicate detection in the visitor that builds each object. An event object becomes an
-//! [`Event`], its envelope's strings borrowed from the body and only its `data` (and anything
-//! unexpected) built into values: what validation and the personal-data rules read, at about
-//! half the allocations of a [`Value`] per event. Only when that pass fails is
+//! [`Event`], its envelope's strings borrowed from the body and its `data` read as a [`Data`]
+//! tree whose keys and strings borrow the body too (only what is unexpected is built into
+//! values): what validation and the personal-data rules read, at a fraction of the
+//! allocations of a [`Value`] per event. Only when that pass fails is
 //! the body split into its raw items (a scan that checks the grammar but not string contents
 //! or number ranges) and each item parsed on its own, so that the failure is pinned to the
 //! item, and the field, that caused it.
@@ -34,6 +35,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::data::{Data, Members};
 use super::ProblemCode;
 
 /// The UTF-8 encoding of U+FEFF.
@@ -102,7 +104,7 @@ pub const STRING_FIELDS: [&str; 7] = {
 };
 
 /// An event object as read, without building a [`Value`] for its envelope: the envelope's
-/// string fields borrow the body's text (unless they hold an escape), `data` is a value, and
+/// string fields borrow the body's text (unless they hold an escape), `data` is a [`Data`], and
 /// everything else — an envelope field that is not a string, an unknown key — is kept in
 /// [`Event::rest`] as `serde_json` would. The object it stands for is [`Event::to_value`].
 ///
@@ -113,8 +115,8 @@ pub const STRING_FIELDS: [&str; 7] = {
 pub struct Event<'a> {
     /// The string values of [`STRING_FIELDS`], by position (`None`: absent, or not a string).
     pub strings: [Option<Cow<'a, str>>; 7],
-    /// `data`, of whatever JSON type it is.
-    pub data: Option<Value>,
+    /// `data`, of whatever JSON type it is, its keys and strings borrowed from the body.
+    pub data: Option<Data<'a>>,
     /// Every other member, by key.
     pub rest: Map<String, Value>,
 }
@@ -145,7 +147,7 @@ impl Event<'_> {
             }
         }
         if let Some(data) = &self.data {
-            object.insert("data".to_owned(), data.clone());
+            object.insert("data".to_owned(), data.to_value());
         }
         Value::Object(object)
     }
@@ -506,8 +508,8 @@ struct RootVisitor<'n> {
 }
 
 impl<'n> RootVisitor<'n> {
-    fn value(self) -> ValueVisitor<'static, 'n> {
-        ValueVisitor {
+    fn value(self) -> DataVisitor<'static, 'n> {
+        DataVisitor {
             path: Path::Root,
             notes: self.notes,
         }
@@ -522,31 +524,49 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
     }
 
     fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Read<'de>, E> {
-        self.value().visit_bool(value).map(Read::Other)
+        self.value()
+            .visit_bool(value)
+            .map(|data| Read::Other(data.into_value()))
     }
     fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Read<'de>, E> {
-        self.value().visit_i64(value).map(Read::Other)
+        self.value()
+            .visit_i64(value)
+            .map(|data| Read::Other(data.into_value()))
     }
     fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Read<'de>, E> {
-        self.value().visit_u64(value).map(Read::Other)
+        self.value()
+            .visit_u64(value)
+            .map(|data| Read::Other(data.into_value()))
     }
     fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Read<'de>, E> {
-        self.value().visit_f64(value).map(Read::Other)
+        self.value()
+            .visit_f64(value)
+            .map(|data| Read::Other(data.into_value()))
     }
     fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Read<'de>, E> {
-        self.value().visit_str(value).map(Read::Other)
+        self.value()
+            .visit_str(value)
+            .map(|data| Read::Other(data.into_value()))
     }
     fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Read<'de>, E> {
-        self.value().visit_string(value).map(Read::Other)
+        self.value()
+            .visit_string(value)
+            .map(|data| Read::Other(data.into_value()))
     }
     fn visit_unit<E: serde::de::Error>(self) -> Result<Read<'de>, E> {
-        self.value().visit_unit().map(Read::Other)
+        self.value()
+            .visit_unit()
+            .map(|data| Read::Other(data.into_value()))
     }
     fn visit_none<E: serde::de::Error>(self) -> Result<Read<'de>, E> {
-        self.value().visit_none().map(Read::Other)
+        self.value()
+            .visit_none()
+            .map(|data| Read::Other(data.into_value()))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Read<'de>, A::Error> {
-        self.value().visit_seq(seq).map(Read::Other)
+        self.value()
+            .visit_seq(seq)
+            .map(|data| Read::Other(data.into_value()))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Read<'de>, A::Error> {
         EventVisitor { notes: self.notes }
@@ -555,7 +575,7 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
     }
 }
 
-/// Reads an event object into an [`Event`]: what [`ValueVisitor::visit_map`] does at the
+/// Reads an event object into an [`Event`]: what [`DataVisitor::visit_map`] does at the
 /// root (the same values, the same defects in the same order, the first of duplicate keys
 /// kept), with the envelope's string fields borrowed instead of put into a map.
 struct EventVisitor<'n> {
@@ -573,7 +593,7 @@ impl<'de> EventVisitor<'_> {
                     path,
                     notes: self.notes,
                 })?,
-                None => Field::Other(map.next_value_seed(ValueSeed {
+                None => Field::Other(map.next_value_seed(DataSeed {
                     path,
                     notes: self.notes,
                 })?),
@@ -593,7 +613,7 @@ impl<'de> EventVisitor<'_> {
                         .insert(key.into_owned(), Value::String(text.into_owned()));
                 }
                 (_, Field::Other(value)) => {
-                    event.rest.insert(key.into_owned(), value);
+                    event.rest.insert(key.into_owned(), value.into_value());
                 }
             }
         }
@@ -658,10 +678,10 @@ impl<'de> Visitor<'de> for TextVisitor {
 /// The value of an envelope string field as read: its text when it is a string.
 enum Field<'de> {
     Text(Cow<'de, str>),
-    Other(Value),
+    Other(Data<'de>),
 }
 
-/// [`ValueSeed`] for an envelope string field: a string is borrowed, not built into a value.
+/// [`DataSeed`] for an envelope string field: a string is borrowed, not built into a value.
 struct FieldSeed<'p, 'n> {
     path: Path<'p>,
     notes: &'n RefCell<Notes>,
@@ -674,7 +694,7 @@ impl<'de> DeserializeSeed<'de> for FieldSeed<'_, '_> {
         let path = self.path;
         let notes = self.notes;
         deserializer
-            .deserialize_any(FieldVisitor(ValueVisitor {
+            .deserialize_any(FieldVisitor(DataVisitor {
                 path: self.path,
                 notes: self.notes,
             }))
@@ -682,7 +702,7 @@ impl<'de> DeserializeSeed<'de> for FieldSeed<'_, '_> {
     }
 }
 
-struct FieldVisitor<'p, 'n>(ValueVisitor<'p, 'n>);
+struct FieldVisitor<'p, 'n>(DataVisitor<'p, 'n>);
 
 impl<'de> Visitor<'de> for FieldVisitor<'_, '_> {
     type Value = Field<'de>;
@@ -747,20 +767,21 @@ fn whole_item<'de, E: serde::de::Error>(
     })
 }
 
-/// Builds a [`Value`] as `serde_json` does, noting duplicate keys and where reading failed.
-struct ValueSeed<'p, 'n> {
+/// Builds a [`Data`] tree as `serde_json` would build a `Value`, noting duplicate keys (the
+/// first of them kept) and where reading failed.
+struct DataSeed<'p, 'n> {
     path: Path<'p>,
     notes: &'n RefCell<Notes>,
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
-    type Value = Value;
+impl<'de> DeserializeSeed<'de> for DataSeed<'_, '_> {
+    type Value = Data<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Data<'de>, D::Error> {
         let path = self.path;
         let notes = self.notes;
         deserializer
-            .deserialize_any(ValueVisitor {
+            .deserialize_any(DataVisitor {
                 path: self.path,
                 notes: self.notes,
             })
@@ -768,84 +789,120 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
     }
 }
 
-struct ValueVisitor<'p, 'n> {
+/// [`DataSeed`], as a `serde_json::Value`.
+#[cfg(test)]
+struct ValueSeed<'p, 'n> {
     path: Path<'p>,
     notes: &'n RefCell<Notes>,
 }
 
-impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
+#[cfg(test)]
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
     type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        DataSeed {
+            path: self.path,
+            notes: self.notes,
+        }
+        .deserialize(deserializer)
+        .map(Data::into_value)
+    }
+}
+
+/// Objects up to this many members are searched for a repeated key member by member; a larger
+/// one keeps a set of its names, so that no object costs quadratic time.
+const SCANNED_MEMBERS: usize = 16;
+
+struct DataVisitor<'p, 'n> {
+    path: Path<'p>,
+    notes: &'n RefCell<Notes>,
+}
+
+impl<'de> Visitor<'de> for DataVisitor<'_, '_> {
+    type Value = Data<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
-        Ok(Value::Bool(value))
+    fn visit_bool<E>(self, value: bool) -> Result<Data<'de>, E> {
+        Ok(Data::Bool(value))
     }
-    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+    fn visit_i64<E>(self, value: i64) -> Result<Data<'de>, E> {
         self.notes.borrow_mut().numbers += 1;
-        Ok(Value::from(value))
+        Ok(Data::Number(value.into()))
     }
-    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+    fn visit_u64<E>(self, value: u64) -> Result<Data<'de>, E> {
         self.notes.borrow_mut().numbers += 1;
-        Ok(Value::from(value))
+        Ok(Data::Number(value.into()))
     }
-    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+    fn visit_f64<E>(self, value: f64) -> Result<Data<'de>, E> {
         let mut notes = self.notes.borrow_mut();
         if may_be_wide_integer(value) {
             let ordinal = notes.numbers;
             notes.suspects.push((ordinal, self.path.to_string()));
         }
         notes.numbers += 1;
-        // The parser yields finite numbers only; `from` would map anything else to null.
-        Ok(Value::from(value))
+        // The parser yields finite numbers only; as `Value::from`, anything else is null.
+        Ok(serde_json::Number::from_f64(value).map_or(Data::Null, Data::Number))
     }
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
-        Ok(Value::String(value.to_owned()))
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Data<'de>, E> {
+        Ok(Data::String(Cow::Borrowed(value)))
     }
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
-        Ok(Value::String(value))
+    fn visit_str<E>(self, value: &str) -> Result<Data<'de>, E> {
+        Ok(Data::String(Cow::Owned(value.to_owned())))
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_string<E>(self, value: String) -> Result<Data<'de>, E> {
+        Ok(Data::String(Cow::Owned(value)))
     }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<Data<'de>, E> {
+        Ok(Data::Null)
+    }
+    fn visit_none<E>(self) -> Result<Data<'de>, E> {
+        Ok(Data::Null)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data<'de>, A::Error> {
         let mut array = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
         loop {
-            let seed = ValueSeed {
+            let seed = DataSeed {
                 path: Path::Index(&self.path, array.len()),
                 notes: self.notes,
             };
             match seq.next_element_seed(seed)? {
                 Some(value) => array.push(value),
-                None => return Ok(Value::Array(array)),
+                None => return Ok(Data::Array(array)),
             }
         }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let seed = ValueSeed {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Data<'de>, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, Data<'de>)> = Vec::new();
+        // The names of an object past `SCANNED_MEMBERS` members.
+        let mut names: Option<std::collections::BTreeSet<Cow<'de, str>>> = None;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let seed = DataSeed {
                 path: Path::Key(&self.path, &key),
                 notes: self.notes,
             };
+            // As a map keeps the first of duplicate keys: the value is read (its own defects
+            // noted), then the repetition is noted and the value dropped.
             let value = map.next_value_seed(seed)?;
-            match object.entry(key) {
-                serde_json::map::Entry::Vacant(entry) => {
-                    entry.insert(value);
-                }
-                serde_json::map::Entry::Occupied(entry) => {
-                    duplicate_key(self.notes, &self.path, entry.key());
-                }
+            let repeated = match &mut names {
+                Some(names) => !names.insert(key.clone()),
+                None => members.iter().any(|(name, _)| *name == key),
+            };
+            if repeated {
+                duplicate_key(self.notes, &self.path, &key);
+                continue;
+            }
+            members.push((key, value));
+            if names.is_none() && members.len() > SCANNED_MEMBERS {
+                names = Some(members.iter().map(|(name, _)| name.clone()).collect());
             }
         }
-        Ok(Value::Object(object))
+        Ok(Data::Object(Members::from_unique(members)))
     }
 }
 
@@ -972,6 +1029,54 @@ mod tests {
         );
         // The first value is kept for what is reported about the rest of the event.
         assert_eq!(item.to_value().unwrap()["name"], "view");
+    }
+
+    /// Past `SCANNED_MEMBERS` an object's names are kept in a set: the same defects, in the
+    /// order of the text, the first value kept, members in name order, on both sides of it.
+    #[test]
+    fn duplicate_keys_of_large_objects_are_found_as_in_small_ones() {
+        for members in [3, SCANNED_MEMBERS, SCANNED_MEMBERS + 1, 40] {
+            let mut text = String::from(r#"{"data": {"#);
+            for n in (0..members).rev() {
+                text.push_str(&format!(r#""k{n}": {n}, "#));
+            }
+            // A repeat of the last name read, of the first, and one with an escape.
+            text.push_str(r#""k0": "again", "#);
+            text.push_str(&format!(
+                r#""k{}": "again", "\u006b1": "again"}}}}"#,
+                members - 1
+            ));
+            let item = single(text.as_bytes());
+            let mut expected = vec![
+                ("data.k0".to_owned(), "duplicate_key"),
+                (format!("data.k{}", members - 1), "duplicate_key"),
+            ];
+            if members > 1 {
+                expected.push(("data.k1".to_owned(), "duplicate_key"));
+            }
+            let found: Vec<(String, &str)> = item
+                .defects
+                .iter()
+                .map(|defect| (defect.field.clone(), defect.code.as_str()))
+                .collect();
+            assert_eq!(found, expected, "{members} members");
+            let value = item.to_value().unwrap();
+            let data = value["data"].as_object().unwrap();
+            assert_eq!(data.len(), members);
+            assert!(data
+                .iter()
+                .all(|(name, value)| *name == format!("k{value}")));
+            let Some(Read::Event(event)) = &item.value else {
+                panic!("an event")
+            };
+            let Some(Data::Object(read)) = &event.data else {
+                panic!("an object")
+            };
+            let names: Vec<&str> = read.iter().map(|(name, _)| name).collect();
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            assert_eq!(names, sorted);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! The envelope's rules are declared with `validator`'s derive in `envelope.rs`; what it
 //! cannot express stays here, each with the reason.
 
+pub mod data;
 mod envelope;
 pub mod json;
 pub mod pii;
@@ -19,6 +20,7 @@ use serde_json::{Map, Value};
 use the_eye_types::Problem;
 use uuid::Uuid;
 
+use self::data::{Data, Members};
 use self::schemas::{SchemaSet, UnknownTypes};
 use crate::config::IngestConfig;
 
@@ -264,8 +266,10 @@ fn validate_value(
             omitted_problems: findings.omitted,
         });
     };
+    // `data` as the request path reads it: the same checks then run on the same form.
+    let data = object.get("data").map(Data::borrowed);
     validate_object(
-        View::of_object(object),
+        View::of_object(object, data.as_ref()),
         findings,
         received_at,
         rules,
@@ -278,7 +282,7 @@ fn validate_value(
 struct View<'v> {
     /// The envelope's fields but `data`, in the order of [`envelope::FIELDS`] (`None`: absent).
     fields: [Option<Member<'v>>; 7],
-    data: Option<&'v Value>,
+    data: Option<&'v Data<'v>>,
     /// A map whose keys that are not envelope fields are the object's unknown fields, in
     /// the object's key order.
     others: &'v Map<String, Value>,
@@ -294,9 +298,10 @@ enum Member<'v> {
 }
 
 impl<'v> View<'v> {
-    fn of_object(object: &'v Map<String, Value>) -> Self {
+    /// `object`, its `data` read as [`Data`] (`data`).
+    fn of_object(object: &'v Map<String, Value>, data: Option<&'v Data<'v>>) -> Self {
         let (values, unknown_fields) = envelope_values(object);
-        let [fields @ .., data] = values;
+        let [fields @ .., _] = values;
         Self {
             fields: fields.map(|value| value.map(Member::Value)),
             data,
@@ -547,19 +552,19 @@ fn required_string<'a>(
 
 /// `data` when it is a JSON object; else `None`, with its problem in `slot`.
 fn data_object<'a>(
-    data: Option<&'a Value>,
+    data: Option<&'a Data<'a>>,
     slot: &mut envelope::Slot,
-) -> Option<&'a Map<String, Value>> {
+) -> Option<&'a Members<'a>> {
     match data {
-        None | Some(Value::Null) => {
+        None | Some(Data::Null) => {
             *slot = Some((ProblemCode::MissingField, "data is required".to_owned()));
             None
         }
-        Some(Value::Object(object)) => Some(object),
+        Some(Data::Object(object)) => Some(object),
         Some(other) => {
             *slot = Some((
                 ProblemCode::InvalidType,
-                format!("data must be a JSON object, not {}", json_type(other)),
+                format!("data must be a JSON object, not {}", other.type_name()),
             ));
             None
         }
@@ -584,7 +589,8 @@ pub fn data_problems(
         omitted: 0,
     };
     let mut slot: envelope::Slot = None;
-    let object = data_object(Some(data), &mut slot);
+    let data = Data::borrowed(data);
+    let object = data_object(Some(&data), &mut slot);
     // Only `data` is set: the other fields' rules skip what is absent.
     let fields = envelope::EnvelopeFields {
         event_id: None,
@@ -607,7 +613,7 @@ pub fn data_problems(
         findings.add("data", code, message);
     }
     if within.is_some() {
-        check_payload(category, name, data, rules, schemas, &mut findings);
+        check_payload(category, name, &data, rules, schemas, &mut findings);
     }
     findings.problems
 }
@@ -615,7 +621,7 @@ pub fn data_problems(
 /// `data` serialised, or `None` with a `data_too_large` problem in `slot` when that is over
 /// `ingest.max_data_bytes`.
 fn serialised_within(
-    object: &Map<String, Value>,
+    object: &Members<'_>,
     rules: &Rules,
     slot: &mut envelope::Slot,
 ) -> Option<String> {
@@ -638,14 +644,14 @@ fn serialised_within(
 fn check_payload(
     category: &str,
     name: &str,
-    data: &Value,
+    data: &Data<'_>,
     rules: &Rules,
     schemas: &SchemaSet,
     findings: &mut Findings,
 ) {
     match schemas.get(category, name) {
         Some(schema) => {
-            for problem in schema.check(data) {
+            for problem in schema.check_data(data) {
                 findings.push(&problem.field, &problem.code, &problem.message);
             }
         }
@@ -665,24 +671,24 @@ fn check_payload(
 /// Nesting depth of an object's containers: `{}` is 1, `{"a": {}}` 2. Iterative, so a
 /// hostile document cannot exhaust the stack here (serde_json's parser already refuses depth
 /// over 128).
-fn depth_of_object(object: &Map<String, Value>) -> usize {
+fn depth_of_object(object: &Members<'_>) -> usize {
     // Only containers are stacked (a scalar adds no level), so a flat `data`, the usual
     // one, allocates nothing.
-    fn containers<'v>(
-        children: impl Iterator<Item = &'v Value>,
+    fn containers<'v, 'a: 'v>(
+        children: impl Iterator<Item = &'v Data<'a>>,
         depth: usize,
-    ) -> impl Iterator<Item = (&'v Value, usize)> {
+    ) -> impl Iterator<Item = (&'v Data<'a>, usize)> {
         children
-            .filter(|child| child.is_object() || child.is_array())
+            .filter(|child| matches!(child, Data::Object(_) | Data::Array(_)))
             .map(move |child| (child, depth))
     }
     let mut deepest = 1;
-    let mut stack: Vec<(&Value, usize)> = containers(object.values(), 2).collect();
+    let mut stack: Vec<(&Data<'_>, usize)> = containers(object.values(), 2).collect();
     while let Some((value, depth)) = stack.pop() {
         deepest = deepest.max(depth);
         match value {
-            Value::Object(object) => stack.extend(containers(object.values(), depth + 1)),
-            Value::Array(array) => stack.extend(containers(array.iter(), depth + 1)),
+            Data::Object(object) => stack.extend(containers(object.values(), depth + 1)),
+            Data::Array(array) => stack.extend(containers(array.iter(), depth + 1)),
             _ => {}
         }
     }

@@ -8,11 +8,14 @@
 //! the string it becomes. [`PiiRules::apply`] then rewrites a parsed `data` value in place;
 //! it is pure apart from the key it is given.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::Sha256;
+
+use super::data::{Data, Members};
 
 /// The HMAC key of `x-pii: hash`, held as HMAC-SHA-256 state already keyed (RFC 2104's
 /// inner and outer pads hashed once), so that each hash clones it instead of keying again:
@@ -147,7 +150,19 @@ impl PiiRules {
 
     /// Rewrites `data` in place by the rules; `key` hashes.
     pub fn apply(&self, data: &mut Value, key: &HashKey) {
+        let mut tree = Data::owned(std::mem::take(data));
+        self.apply_data(&mut tree, key);
+        *data = tree.into_value();
+    }
+
+    /// [`Self::apply`] on `data` as the request path reads it.
+    pub fn apply_data(&self, data: &mut Data<'_>, key: &HashKey) {
         apply_node(&self.root, data, key);
+    }
+
+    /// [`Self::apply`] on the members of an object `data` as the request path reads it.
+    pub fn apply_members(&self, data: &mut Members<'_>, key: &HashKey) {
+        apply_object(&self.root, data, key);
     }
 }
 
@@ -280,14 +295,10 @@ fn escape(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
 }
 
-fn apply_node(node: &Node, value: &mut Value, key: &HashKey) {
+fn apply_node(node: &Node, value: &mut Data<'_>, key: &HashKey) {
     match value {
-        Value::Object(object) => {
-            for (name, child) in &node.properties {
-                apply_property(object, name, child, key);
-            }
-        }
-        Value::Array(elements) => {
+        Data::Object(object) => apply_object(node, object, key),
+        Data::Array(elements) => {
             if let Some(items) = &node.items {
                 if items.action == Some(PiiAction::Drop) {
                     elements.clear();
@@ -302,7 +313,13 @@ fn apply_node(node: &Node, value: &mut Value, key: &HashKey) {
     }
 }
 
-fn apply_property(object: &mut Map<String, Value>, name: &str, child: &Node, key: &HashKey) {
+fn apply_object(node: &Node, object: &mut Members<'_>, key: &HashKey) {
+    for (name, child) in &node.properties {
+        apply_property(object, name, child, key);
+    }
+}
+
+fn apply_property(object: &mut Members<'_>, name: &str, child: &Node, key: &HashKey) {
     if child.action == Some(PiiAction::Drop) {
         object.remove(name);
         return;
@@ -312,7 +329,7 @@ fn apply_property(object: &mut Map<String, Value>, name: &str, child: &Node, key
     }
 }
 
-fn transform(node: &Node, value: &mut Value, key: &HashKey) {
+fn transform(node: &Node, value: &mut Data<'_>, key: &HashKey) {
     match node.action {
         Some(action) => transform_value(action, value, key),
         None => apply_node(node, value, key),
@@ -324,24 +341,24 @@ fn transform(node: &Node, value: &mut Value, key: &HashKey) {
 /// [`PiiRules::parse`]): an array's elements and an object's values are transformed
 /// one by one, so that it is still refused for its kind, with nothing personal left in the
 /// rejection; `true`, `false` and `null` hold nothing to hide and are kept.
-fn transform_value(action: PiiAction, value: &mut Value, key: &HashKey) {
+fn transform_value(action: PiiAction, value: &mut Data<'_>, key: &HashKey) {
     match value {
-        Value::String(text) if action == PiiAction::Hash => *text = key.hash(text),
-        Value::Number(number) if action == PiiAction::Hash => {
-            *value = Value::String(key.hash(&number.to_string()))
+        Data::String(text) if action == PiiAction::Hash => *text = Cow::Owned(key.hash(text)),
+        Data::Number(number) if action == PiiAction::Hash => {
+            *value = Data::String(Cow::Owned(key.hash(&number.to_string())));
         }
-        Value::String(_) | Value::Number(_) => *value = Value::String(mask(value)),
-        Value::Array(elements) => {
+        Data::String(_) | Data::Number(_) => *value = Data::String(Cow::Owned(mask_data(value))),
+        Data::Array(elements) => {
             for element in elements {
                 transform_value(action, element, key);
             }
         }
-        Value::Object(members) => {
+        Data::Object(members) => {
             for member in members.values_mut() {
                 transform_value(action, member, key);
             }
         }
-        Value::Bool(_) | Value::Null => {}
+        Data::Bool(_) | Data::Null => {}
     }
 }
 
@@ -355,9 +372,14 @@ fn transform_value(action: PiiAction, value: &mut Value, key: &HashKey) {
 /// - anything else (not a string or a number): `***` (see [`transform_value`] for what the
 ///   rules do with such values).
 pub fn mask(value: &Value) -> String {
+    mask_data(&Data::borrowed(value))
+}
+
+/// [`mask`] of a value as the request path reads it.
+fn mask_data(value: &Data<'_>) -> String {
     let text = match value {
-        Value::String(text) => text.as_str(),
-        Value::Number(number) => return mask_digits(&number.to_string()).unwrap_or_else(stars),
+        Data::String(text) => text.as_ref(),
+        Data::Number(number) => return mask_digits(&number.to_string()).unwrap_or_else(stars),
         _ => return stars(),
     };
     if let Some(domain) = email_domain(text) {

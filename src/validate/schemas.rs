@@ -13,6 +13,8 @@ use std::sync::{Arc, RwLock};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::data::{Data, DataJson};
+
 /// What to do with events whose type has no schema: a setting (`ingest.unknown_event_types`),
 /// so its type lives in `config`, which imports nothing of the crate.
 pub use crate::config::UnknownTypes;
@@ -47,7 +49,8 @@ pub struct EventSchema {
     pub name: String,
     /// The schema document as written, for `GET /api/schemas`.
     pub document: Value,
-    validator: jsonschema::Validator,
+    /// Compiled for [`Data`], the form in which events' `data` is read.
+    validator: jsonschema::Validator<DataJson>,
     /// Its `x-pii` rules (issue 30; src/privacy/rules.rs), applied before validation.
     pub pii: super::pii::PiiRules,
 }
@@ -161,8 +164,21 @@ impl SchemaSet {
 /// personal-data rules; the error says why it is not a valid draft 2020-12 schema (or uses a
 /// pattern this service refuses), or why its `x-pii` keywords are refused — a bad `x-pii`
 /// refuses the set like a bad schema.
-fn compile(document: &Value) -> Result<(jsonschema::Validator, super::pii::PiiRules), String> {
-    let validator = jsonschema::draft202012::options()
+fn compile(
+    document: &Value,
+) -> Result<(jsonschema::Validator<DataJson>, super::pii::PiiRules), String> {
+    let validator = options::<DataJson>()
+        .build(document)
+        .map_err(|error| format!("not a valid draft 2020-12 schema: {error}"))?;
+    let pii = super::pii::PiiRules::parse(document)?;
+    Ok((validator, pii))
+}
+
+/// How every payload schema is compiled, for instances of the representation `F`.
+fn options<'i, F: jsonschema::json::Json>(
+) -> jsonschema::ValidationOptions<'i, std::sync::Arc<dyn jsonschema::Retrieve>, F> {
+    jsonschema::options_for::<F>()
+        .with_draft(jsonschema::Draft::Draft202012)
         .should_validate_formats(true)
         // `pattern` and `patternProperties` run on the `regex` crate: matching is
         // linear in the value, so no pattern can make one value cost seconds on an
@@ -176,10 +192,6 @@ fn compile(document: &Value) -> Result<(jsonschema::Validator, super::pii::PiiRu
                 .size_limit(MAX_PATTERN_BYTES)
                 .dfa_size_limit(MAX_PATTERN_BYTES),
         )
-        .build(document)
-        .map_err(|error| format!("not a valid draft 2020-12 schema: {error}"))?;
-    let pii = super::pii::PiiRules::parse(document)?;
-    Ok((validator, pii))
 }
 
 impl SchemaSet {
@@ -205,6 +217,11 @@ impl SchemaSet {
 impl EventSchema {
     /// Every way `data` fails the schema.
     pub fn check(&self, data: &Value) -> Vec<PayloadProblem> {
+        self.check_data(&Data::borrowed(data))
+    }
+
+    /// [`Self::check`] on `data` as the request path reads it.
+    pub fn check_data(&self, data: &Data<'_>) -> Vec<PayloadProblem> {
         // Most events are valid: `is_valid` stops at nothing and builds no error or path, at a
         // fraction of `iter_errors`' cost; the problems are collected only for an invalid one.
         if self.validator.is_valid(data) {
@@ -382,7 +399,7 @@ impl SchemaRegistry {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Map};
 
     use super::*;
 
@@ -403,6 +420,96 @@ mod tests {
 
     fn pair(field: &str, code: &str) -> (String, String) {
         (field.to_owned(), code.to_owned())
+    }
+
+    /// `data` is validated as [`Data`] through `jsonschema`'s `Json` trait: each shipped
+    /// schema, compiled for `serde_json::Value` too with the same options, must find the
+    /// same problems — fields, codes, messages, order — in random payloads made of its own
+    /// property names and values at and past every bound (lengths in bytes and characters,
+    /// the `pattern`, the `enum`, property counts and name lengths, JSON types, nesting).
+    #[test]
+    fn data_is_validated_as_a_value_would_be() {
+        struct Rng(u64);
+        impl Rng {
+            fn below(&mut self, n: usize) -> usize {
+                self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = self.0;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                ((z ^ (z >> 31)) % n as u64) as usize
+            }
+        }
+        fn text(rng: &mut Rng) -> Value {
+            let len = [0, 1, 2, 199, 200, 201, 253, 254, 2048, 2049][rng.below(10)];
+            let unit = ["a", "é", "🦀", "/"][rng.below(4)];
+            let mut text = unit.repeat(len);
+            if rng.below(3) == 0 {
+                text.insert(0, '/');
+            }
+            Value::String(text)
+        }
+        fn value(rng: &mut Rng, names: &[&str], depth: usize) -> Value {
+            match rng.below(if depth > 2 { 7 } else { 9 }) {
+                0 => Value::Null,
+                1 => Value::Bool(rng.below(2) == 0),
+                2 => [json!(1), json!(-1), json!(1.5), json!(1.0)][rng.below(4)].clone(),
+                3 => json!(["pending", "granted", "denied"][rng.below(3)]),
+                4..=6 => text(rng),
+                7 => Value::Array(
+                    (0..rng.below(3))
+                        .map(|_| value(rng, names, depth + 1))
+                        .collect(),
+                ),
+                _ => object(rng, names, depth + 1),
+            }
+        }
+        fn object(rng: &mut Rng, names: &[&str], depth: usize) -> Value {
+            let count = [0, 1, 2, 3, 5, 201][rng.below(6)];
+            let mut object = Map::new();
+            for n in 0..count {
+                let name = match rng.below(6) {
+                    0 => format!("extra{n}"),
+                    1 => "n".repeat(201),
+                    _ => names[rng.below(names.len())].to_owned(),
+                };
+                object.insert(name, value(rng, names, depth));
+            }
+            Value::Object(object)
+        }
+        let names = [
+            "host",
+            "path",
+            "title",
+            "referrer",
+            "query",
+            "consent",
+            "element",
+            "form",
+            "first_name",
+            "last_name",
+            "email",
+        ];
+        let mut rng = Rng(35);
+        for schema in shipped().types() {
+            let as_value = options::<jsonschema::json::SerdeJson>()
+                .build(&schema.document)
+                .unwrap();
+            for _ in 0..800 {
+                let data = object(&mut rng, &names, 0);
+                let expected: Vec<PayloadProblem> = as_value
+                    .iter_errors(&data)
+                    .flat_map(|error| problems_of(&error))
+                    .collect();
+                assert_eq!(as_value.is_valid(&data), expected.is_empty());
+                assert_eq!(
+                    schema.check_data(&Data::borrowed(&data)),
+                    expected,
+                    "{} / {}: {data}",
+                    schema.category,
+                    schema.name
+                );
+            }
+        }
     }
 
     #[test]
