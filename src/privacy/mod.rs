@@ -33,7 +33,7 @@ use crate::config::Secret;
 use crate::metrics::{BoundedLabel, Metrics};
 use crate::validate::data::{Data, Members};
 use crate::validate::json;
-use crate::validate::schemas::SchemaSet;
+use crate::validate::schemas::{EventSchema, SchemaSet};
 
 pub use crate::config::PrivacyConfig;
 pub use crate::validate::pii::{self as rules, HashKey};
@@ -245,9 +245,27 @@ const MAX_PROPERTY_LABEL_BYTES: usize = 64;
 /// envelope field but `data`.
 const ENVELOPE: [&str; 7] = json::STRING_FIELDS;
 
-/// Bytes the detector's path buffer is made with: room for paths such as
-/// `data.form.first_name` without regrowth.
-const PATH_CAPACITY: usize = 64;
+/// Where a value sits in the event, for the detector's `property` label (`data.form.note`,
+/// array elements as `[]`): a chain of borrows, made into text only for a finding, which is
+/// rare. Building the path as the walk went (a push and a cut per member) cost ~300
+/// instructions per event of a batch (issue 34).
+#[derive(Clone, Copy)]
+enum Place<'p> {
+    /// A member of the event.
+    Member(&'p str),
+    Key(&'p Place<'p>, &'p str),
+    Elements(&'p Place<'p>),
+}
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Member(key) => f.write_str(key),
+            Self::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Self::Elements(parent) => write!(f, "{parent}[]"),
+        }
+    }
+}
 
 /// The rules engine of one instance.
 pub struct Privacy {
@@ -268,23 +286,21 @@ impl Privacy {
     }
 
     /// Applies every rule to every item of a request of `application`, in place, before
-    /// anything else reads them. An item that could not be read as a value keeps only its
-    /// text, which [`Self::screen_text`] screens.
+    /// anything else reads them. `types` holds each item's schema as
+    /// [`SchemaSet::of_item`] finds it in `schemas`. An item that could not be read as a
+    /// value keeps only its text, which [`Self::screen_text`] screens.
     pub fn apply_items(
         &self,
         application: &str,
         settings: &AppSettings,
         items: &mut [json::Item<'_>],
+        types: &[Option<&EventSchema>],
         schemas: &SchemaSet,
     ) {
-        // One path buffer for the request's events, made once with room for the usual paths:
-        // grown from empty for each event, it was reallocated twice or more per event, ~430
-        // instructions per event of a batch (issue 34).
-        let mut path = String::with_capacity(PATH_CAPACITY);
-        for item in items {
+        for (item, schema) in items.iter_mut().zip(types) {
             match &mut item.value {
                 Some(json::Read::Event(event)) => {
-                    self.apply_to_event(application, settings, event, schemas, &mut path);
+                    self.apply_to_event(application, settings, event, *schema);
                 }
                 // Not an object: no rule applies (validation rejects it).
                 Some(json::Read::Other(_)) => {}
@@ -323,10 +339,10 @@ impl Privacy {
                 self.rewrite_data(settings, schema, data);
             }
             if settings.detector != DetectorPolicy::Off {
-                let mut path = String::with_capacity(PATH_CAPACITY);
                 for (key, value) in object.iter_mut() {
                     if !ENVELOPE.contains(&key) {
-                        self.detect_member(application, settings.detector, &mut path, key, value);
+                        let place = Place::Member(key);
+                        self.detect_in(application, settings.detector, &place, value);
                     }
                 }
             }
@@ -335,20 +351,14 @@ impl Privacy {
     }
 
     /// [`Self::apply_event`] on an event as the request path reads it ([`json::Event`]):
-    /// the same rules, in the same order, on the same members. `path` is the detector's
-    /// buffer (its content on entry does not matter).
+    /// the same rules, in the same order, on the same members.
     fn apply_to_event(
         &self,
         application: &str,
         settings: &AppSettings,
         event: &mut json::Event<'_>,
-        schemas: &SchemaSet,
-        path: &mut String,
+        schema: Option<&EventSchema>,
     ) {
-        let schema = match (event.string(3), event.string(4)) {
-            (Some(category), Some(name)) => schemas.get(category, name),
-            _ => None,
-        };
         if let Some(Data::Object(data)) = &mut event.data {
             self.rewrite_data(settings, schema, data);
         }
@@ -357,22 +367,23 @@ impl Privacy {
         }
         // The members in the object's key order, as `apply_event` walks them: `data` among
         // the others (the envelope's string fields are not scanned).
+        let policy = settings.detector;
         let mut data = event.data.as_mut();
         for (key, value) in event.rest.iter_mut() {
             if key.as_str() > "data" {
                 if let Some(data) = data.take() {
-                    self.detect_member(application, settings.detector, path, "data", data);
+                    self.detect_in(application, policy, &Place::Member("data"), data);
                 }
             }
             if !ENVELOPE.contains(&key.as_str()) {
                 // An unknown member (rare): walked as `data` is.
                 let mut tree = Data::owned(std::mem::take(value));
-                self.detect_member(application, settings.detector, path, key, &mut tree);
+                self.detect_in(application, policy, &Place::Member(key), &mut tree);
                 *value = tree.into_value();
             }
         }
         if let Some(data) = data {
-            self.detect_member(application, settings.detector, path, "data", data);
+            self.detect_in(application, policy, &Place::Member("data"), data);
         }
     }
 
@@ -380,7 +391,7 @@ impl Privacy {
     fn rewrite_data(
         &self,
         settings: &AppSettings,
-        schema: Option<&crate::validate::schemas::EventSchema>,
+        schema: Option<&EventSchema>,
         data: &mut Members<'_>,
     ) {
         if let Some(schema) = schema.filter(|schema| !schema.pii.is_empty()) {
@@ -392,53 +403,37 @@ impl Privacy {
     }
 
     fn filter_urls(&self, data: &mut Members<'_>, allow: &[String]) {
-        let named = |names: &[String], key: &str| names.iter().any(|name| name == key);
-        // One pass over the members, each name compared with the configured ones (a length
-        // that differs settles most comparisons at once): looking each configured property
-        // up in the map was ~340 instructions per event of a batch (issue 34). A property
-        // both URL- and query-valued is filtered as a URL first, as before.
-        data.retain(|key, value| {
-            let Data::String(text) = value else {
-                return true;
-            };
-            if named(&self.config.url_properties, key) {
+        // A look-up per configured property: `data`'s members are sorted by name, so each is
+        // a binary search (comparing every member with every configured name cost ~500
+        // instructions per event of a batch, more than the look-ups; issue 34).
+        for property in &self.config.url_properties {
+            if let Some(Data::String(text)) = data.get_mut(property) {
                 if let Some(kept) = url::filter_url(text, allow) {
                     *text = Cow::Owned(kept);
                 }
             }
-            if named(&self.config.query_properties, key) {
+        }
+        for property in &self.config.query_properties {
+            if let Some(Data::String(text)) = data.get_mut(property) {
                 match url::filter_query(text, allow) {
-                    Some(kept) if kept.is_empty() => return false,
+                    Some(kept) if kept.is_empty() => {
+                        data.remove(property);
+                    }
                     Some(kept) => *text = Cow::Owned(kept),
                     None => {}
                 }
             }
-            true
-        });
+        }
     }
 
-    /// [`Self::detect_in`] on the member `key` of the event, with `path` as its buffer.
-    fn detect_member(
-        &self,
-        application: &str,
-        policy: DetectorPolicy,
-        path: &mut String,
-        key: &str,
-        value: &mut Data<'_>,
-    ) {
-        path.clear();
-        path.push_str(key);
-        self.detect_in(application, policy, path, value);
-    }
-
-    /// Scans every string below one value at `path`; counts, and under `mask` masks, what it
-    /// finds. Recursive: the parser refuses JSON nested deeper than 128 levels, so the depth
-    /// is bounded.
+    /// Scans every string below one value at `place`; counts, and under `mask` masks, what
+    /// it finds. Recursive: the parser refuses JSON nested deeper than 128 levels, so the
+    /// depth is bounded.
     fn detect_in(
         &self,
         application: &str,
         policy: DetectorPolicy,
-        path: &mut String,
+        place: &Place<'_>,
         value: &mut Data<'_>,
     ) {
         match value {
@@ -447,31 +442,25 @@ impl Privacy {
                 if found.is_empty() {
                     return;
                 }
+                let path = place.to_string();
                 for finding in &found {
-                    self.count(application, finding.kind, path);
+                    self.count(application, finding.kind, &path);
                 }
                 if policy == DetectorPolicy::Mask {
                     *text = Cow::Owned(detector::mask(text, &found));
                 }
             }
             Data::Object(children) => {
-                let parent = path.len();
                 for (key, child) in children.iter_mut() {
-                    path.truncate(parent);
-                    path.push('.');
-                    path.push_str(key);
-                    self.detect_in(application, policy, path, child);
+                    self.detect_in(application, policy, &Place::Key(place, key), child);
                 }
-                path.truncate(parent);
             }
             // Elements share one label: `items[]`, not one per index.
             Data::Array(children) => {
-                let parent = path.len();
-                path.push_str("[]");
+                let place = Place::Elements(place);
                 for child in children.iter_mut() {
-                    self.detect_in(application, policy, path, child);
+                    self.detect_in(application, policy, &place, child);
                 }
-                path.truncate(parent);
             }
             _ => {}
         }
@@ -701,7 +690,8 @@ mod tests {
                         Value::Array(values) => values,
                         value => vec![value],
                     };
-                    apart.apply_items("app", &settings, &mut items, &schemas);
+                    let types: Vec<_> = items.iter().map(|item| schemas.of_item(item)).collect();
+                    apart.apply_items("app", &settings, &mut items, &types, &schemas);
                     for value in &mut values {
                         whole.apply_event("app", &settings, value, &schemas);
                     }

@@ -163,11 +163,6 @@ impl<'a> Members<'a> {
         Some(self.0.remove(at).1)
     }
 
-    /// Keeps the members for which `keep` answers `true`; it may change their values.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut Data<'a>) -> bool) {
-        self.0.retain_mut(|(name, value)| keep(name, value));
-    }
-
     /// Names and values, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Data<'a>)> {
         self.0.iter().map(|(name, value)| (name.as_ref(), value))

@@ -146,6 +146,15 @@ impl SchemaSet {
         self.types.get(self.by_length[found])
     }
 
+    /// The schema of `item`'s event type, from its `category` and `name` as read: `None` when
+    /// it is not an event object, either is not a string, or no schema is registered.
+    pub fn of_item(&self, item: &super::json::Item<'_>) -> Option<&EventSchema> {
+        match &item.value {
+            Some(super::json::Read::Event(event)) => self.get(event.string(3)?, event.string(4)?),
+            _ => None,
+        }
+    }
+
     /// Every event type, sorted by category and name.
     pub fn types(&self) -> Vec<&EventSchema> {
         self.types.iter().collect()
