@@ -90,11 +90,9 @@ fuzz_target!(|input: &[u8]| {
         retention: Default::default(),
         privacy: Default::default(),
     };
-    let types: Vec<_> = items.iter().map(|item| schemas.of_item(item)).collect();
     let Ok(assessed) = assess(
         &origin,
         &items,
-        &types,
         batched,
         rules,
         schemas,

@@ -348,21 +348,12 @@ impl Ingestor {
             // Personal-data rules rewrite every item before validation, so that the spool,
             // `errors.raw`, problem messages, logs, metrics and the live stream see only the
             // rewritten event (src/privacy/, docs/personal-data.md).
-            // Each event's schema, looked up once for the rules and validation both.
-            let types: Vec<_> = items.iter().map(|item| schemas.of_item(item)).collect();
             if let Some(privacy) = &self.privacy {
-                privacy.apply_items(
-                    origin.application,
-                    &origin.privacy,
-                    &mut items,
-                    &types,
-                    &schemas,
-                );
+                privacy.apply_items(origin.application, &origin.privacy, &mut items, &schemas);
             }
             let assessed = assess(
                 origin,
                 &items,
-                &types,
                 batched,
                 &self.rules,
                 &schemas,

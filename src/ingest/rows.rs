@@ -14,7 +14,7 @@ use super::{Origin, RowRetention};
 use crate::auth::keys;
 use crate::config::IngestConfig;
 use crate::store::{ErrorRow, EventRow};
-use crate::validate::schemas::{EventSchema, SchemaSet};
+use crate::validate::schemas::SchemaSet;
 use crate::validate::{self, json, Envelope, Rules};
 
 /// Problems listed at most in one error answer; the rest are counted in `omitted_problems`.
@@ -108,22 +108,16 @@ pub fn listed_results(
 }
 
 /// Validates every item read from a body and turns each into its row: pure, so that it can
-/// be fuzzed and tested without a pipeline. `types` holds each item's schema, as
-/// [`SchemaSet::of_item`] finds it in `schemas` (looked up once per request for the
-/// personal-data rules and validation). `batched` says whether the body was an array
+/// be fuzzed and tested without a pipeline. `batched` says whether the body was an array
 /// (problems then carry the item's index). What the answer lists and the `errors` rows are
 /// bounded by [`MAX_LISTED_PROBLEMS`] and `ingest.max_error_rows_per_request`.
 ///
 /// The budget is checked before each item but the first, so a single event is always
 /// validated whole and a batch stops at most one item past its deadline: [`OverBudget`] then,
 /// and the request is refused whole (nothing of it is stored yet).
-// Each argument is one thing a request's assessment reads; a struct of them would be made
-// per request only to be taken apart here.
-#[allow(clippy::too_many_arguments)]
 pub fn assess(
     origin: &Origin<'_>,
     items: &[json::Item<'_>],
-    types: &[Option<&EventSchema>],
     batched: bool,
     rules: &Rules,
     schemas: &SchemaSet,
@@ -146,15 +140,7 @@ pub fn assess(
             });
         }
         let index = batched.then_some(position);
-        let schema = types.get(position).copied().flatten();
-        match validate::validate_item_of_type(
-            item,
-            index,
-            origin.received_at,
-            rules,
-            schemas,
-            schema,
-        ) {
+        match validate::validate_item(item, index, origin.received_at, rules, schemas) {
             Ok(valid) => {
                 let event_id = match valid.event_id {
                     Some(id) => {

@@ -223,22 +223,6 @@ pub fn validate_item(
     rules: &Rules,
     schemas: &SchemaSet,
 ) -> Result<ValidEvent, Rejection> {
-    let schema = schemas.of_item(item);
-    validate_item_of_type(item, index, received_at, rules, schemas, schema)
-}
-
-/// [`validate_item`] with the schema of the item's type already looked up (`schema`, as
-/// [`SchemaSet::of_item`] finds it): the request path looks it up once per event, for the
-/// personal-data rules and for validation (~210 instructions a look-up; issue 34).
-#[allow(clippy::result_large_err)]
-pub fn validate_item_of_type(
-    item: &json::Item<'_>,
-    index: Option<usize>,
-    received_at: DateTime<Utc>,
-    rules: &Rules,
-    schemas: &SchemaSet,
-    schema: Option<&schemas::EventSchema>,
-) -> Result<ValidEvent, Rejection> {
     let mut findings = Findings {
         index,
         problems: Vec::new(),
@@ -249,6 +233,7 @@ pub fn validate_item_of_type(
     }
     match &item.value {
         Some(json::Read::Event(event)) => {
+            let schema = schemas.of_item(item);
             validate_object(View::of_event(event), findings, received_at, rules, schema)
         }
         Some(json::Read::Other(value)) => {
