@@ -3,9 +3,9 @@
 //! map's order, the same escapes, the same numbers), in fewer instructions.
 //!
 //! Every accepted event's `data` is written once, for its row; through serde's `Serializer`
-//! it cost ~1,800 instructions per event of a batch (BENCHMARKS.md, "Twelfth session"), most
-//! of it `format_escaped_str` looking up each byte of every key and string in an escape
-//! table. Here a string is checked eight bytes at a time for the three things JSON escapes
+//! it cost ~1,800 instructions per event of a batch (the eleventh session's profile in
+//! BENCHMARKS.md), most of it `format_escaped_str` looking up each byte of every key and
+//! string in an escape table. Here a string is checked eight bytes at a time for the three things JSON escapes
 //! (`"`, `\` and the control characters below U+0020) and, when it holds none (nearly every
 //! key and value), copied whole. A string that does need an escape, and every number, is
 //! written by `serde_json` itself, so the escapes and number forms cannot drift from it; a
